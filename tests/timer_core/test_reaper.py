@@ -1,0 +1,315 @@
+"""The engine, driven step by step on a ManualClock: no sleeps, no real signals."""
+
+from __future__ import annotations
+
+import signal
+
+import pytest
+
+from timer_core import EventKind, ManualClock, ProcessIdentity, Reaper, RefusedError, TimerEvent
+from timer_core.process import ProcessSignaller, SignalOutcome
+
+SERVER_PID = 4000
+PARENT_PID = 3999
+
+
+class RecordingSignaller(ProcessSignaller):
+    """Records signals instead of sending them; outcomes can be scripted per pid."""
+
+    def __init__(self) -> None:
+        super().__init__(protected=frozenset({SERVER_PID, PARENT_PID}))
+        self.sent: list[tuple[int, int]] = []
+        self.outcomes: dict[int, SignalOutcome] = {}
+        self.child_map: dict[int, list[ProcessIdentity]] = {}
+
+    def send(self, identity: ProcessIdentity, signum: int) -> SignalOutcome:
+        self.sent.append((identity.pid, signum))
+        return self.outcomes.get(identity.pid, SignalOutcome(True, "delivered", ""))
+
+    def children(self, identity: ProcessIdentity) -> list[ProcessIdentity]:
+        return self.child_map.get(identity.pid, [])
+
+
+class World:
+    """A fake process table, clock and signaller around one Reaper."""
+
+    def __init__(self, **reaper_options: object) -> None:
+        self.clock = ManualClock()
+        self.processes: dict[int, ProcessIdentity] = {
+            pid: ProcessIdentity(pid, 100.0 + pid) for pid in (100, 101, 102, 200)
+        }
+        self.signaller = RecordingSignaller()
+        self.reaper = Reaper(
+            clock=self.clock,
+            signaller=self.signaller,
+            watch_exits=False,
+            identify_process=self.processes.get,
+            **reaper_options,  # type: ignore[arg-type]
+        )
+        self.events: list[TimerEvent] = []
+        self.record = self.events.append
+        self.reaper.add_listener(self.record)
+
+    def at(self, seconds_from_now: float) -> float:
+        return self.clock.time() + seconds_from_now
+
+    def advance(self, seconds: float) -> float | None:
+        self.clock.advance(seconds)
+        due = self.reaper.step()
+        self.reaper.bus.drain()
+        return due
+
+    def kinds(self) -> list[str]:
+        self.reaper.bus.drain()
+        return [event.kind for event in self.events]
+
+
+@pytest.fixture
+def world() -> World:
+    return World()
+
+
+def test_expired_timer_kills_at_its_deadline_and_not_before(world: World) -> None:
+    view, created = world.reaper.acquire(100, "step", world.at(5))
+    assert created and view.state == "active"
+    world.advance(4.999)
+    assert world.signaller.sent == []
+    world.advance(0.001)
+    assert world.signaller.sent == [(100, signal.SIGKILL)]
+    assert world.kinds() == ["acquired", "killed"]
+    assert world.events[-1].state == "killed"
+    assert world.events[-1].detail["latency"] == pytest.approx(0.0)
+    assert world.reaper.active_count() == 0
+
+
+def test_step_returns_the_next_deadline_so_the_loop_sleeps_exactly_that_long(
+    world: World,
+) -> None:
+    world.reaper.acquire(100, "late", world.at(30))
+    world.reaper.acquire(101, "early", world.at(2))
+    assert world.reaper.step() == pytest.approx(world.clock.monotonic() + 2)
+
+
+def test_release_disarms(world: World) -> None:
+    world.reaper.acquire(100, "step", world.at(1))
+    released = world.reaper.release(100, "step")
+    assert released is not None and released.state == "released"
+    world.advance(10)
+    assert world.signaller.sent == []
+    assert world.kinds() == ["acquired", "released"]
+    assert world.reaper.release(100, "step") is None
+
+
+def test_reacquire_is_a_heartbeat_that_moves_the_deadline(world: World) -> None:
+    first, _ = world.reaper.acquire(100, "step", world.at(1))
+    world.advance(0.9)
+    second, created = world.reaper.acquire(100, "step", world.at(1))
+    assert not created and second.id == first.id
+    world.advance(0.5)
+    assert world.signaller.sent == []
+    world.advance(0.5)
+    assert world.signaller.sent == [(100, signal.SIGKILL)]
+    assert world.kinds() == ["acquired", "extended", "killed"]
+
+
+def test_wall_clock_step_after_receipt_moves_no_deadline(world: World) -> None:
+    world.reaper.acquire(100, "step", world.at(10))
+    world.clock.step_wall_clock(3600)  # NTP jumps an hour forward
+    world.advance(9)
+    assert world.signaller.sent == []
+    world.advance(1)
+    assert world.signaller.sent == [(100, signal.SIGKILL)]
+
+
+def test_deadline_in_the_past_fires_on_the_next_step(world: World) -> None:
+    world.reaper.acquire(100, "step", world.at(-5))
+    world.advance(0)
+    assert world.signaller.sent == [(100, signal.SIGKILL)]
+
+
+@pytest.mark.parametrize("signum", [0, -1, -15])
+def test_signal_at_most_zero_observes_only(world: World, signum: int) -> None:
+    world.reaper.acquire(100, "watch", world.at(1), signum)
+    world.advance(1)
+    assert world.signaller.sent == []
+    assert world.kinds() == ["acquired", "expired"]
+    assert world.events[-1].state == "expired"
+    assert world.events[-1].detail["reason"] == "observe only"
+
+
+@pytest.mark.parametrize(
+    ("pid", "why"),
+    [
+        (0, "init or every process"),
+        (1, "init or every process"),
+        (-1, "process group"),
+        (-100, "process group"),
+        (SERVER_PID, "itself"),
+        (PARENT_PID, "ancestors"),
+        (2**40, "out of range"),
+        (True, "integer"),
+        ("100", "integer"),
+        (555, "no process"),
+    ],
+)
+def test_dangerous_or_unknown_pids_are_refused_with_an_event(
+    world: World, pid: int, why: str
+) -> None:
+    with pytest.raises(RefusedError, match=why):
+        world.reaper.acquire(pid, "step", world.at(0))
+    world.advance(1)
+    assert world.signaller.sent == []
+    assert world.kinds() == ["refused"]
+    assert why in world.events[0].detail["reason"]
+    assert world.reaper.active_count() == 0
+
+
+@pytest.mark.parametrize(
+    ("expiration", "signum", "why"),
+    [
+        (float("nan"), 9, "finite"),
+        (float("inf"), 9, "finite"),
+        ("soon", 9, "number"),
+        (None, 9, "number"),
+        (10.0, 999, "not a signal"),
+        (10.0, 9.0, "integer"),
+    ],
+)
+def test_ill_typed_requests_are_refused(
+    world: World, expiration: object, signum: object, why: str
+) -> None:
+    with pytest.raises(RefusedError, match=why):
+        world.reaper.acquire(100, "step", expiration, signum)  # type: ignore[arg-type]
+    assert world.kinds() == ["refused"]
+
+
+def test_a_reused_pid_is_not_signalled(world: World) -> None:
+    world.reaper.acquire(100, "step", world.at(1))
+    world.signaller.outcomes[100] = SignalOutcome(False, "gone", "pid now names another process")
+    world.advance(1)
+    assert world.kinds() == ["acquired", "worker_gone"]
+    assert world.events[-1].state == "expired"
+    assert "another process" in world.events[-1].detail["reason"]
+
+
+def test_a_failed_kill_is_recorded_with_its_reason(world: World) -> None:
+    world.reaper.acquire(100, "step", world.at(1))
+    world.signaller.outcomes[100] = SignalOutcome(False, "failed", "permission denied (EPERM)")
+    world.advance(1)
+    assert world.kinds() == ["acquired", "kill_failed"]
+    assert world.events[-1].state == "expired"
+    assert world.events[-1].detail["reason"] == "permission denied (EPERM)"
+
+
+def test_worker_exit_ends_its_timers_without_a_signal(world: World) -> None:
+    world.reaper.acquire(100, "a", world.at(5))
+    world.reaper.acquire(100, "b", world.at(6))
+    world.reaper.acquire(101, "c", world.at(5))
+    world.reaper.worker_exited(world.processes[100])
+    world.advance(5)
+    assert world.signaller.sent == [(101, signal.SIGKILL)]
+    assert world.kinds().count("worker_gone") == 2
+
+
+def test_exit_of_a_previous_process_with_the_same_pid_is_ignored(world: World) -> None:
+    world.reaper.acquire(100, "a", world.at(5))
+    world.reaper.worker_exited(ProcessIdentity(100, 1.0))  # an older process that had pid 100
+    assert world.reaper.active_count() == 1
+
+
+def test_one_signal_per_worker_when_several_timers_expire_together(world: World) -> None:
+    world.reaper.acquire(100, "a", world.at(1))
+    world.reaper.acquire(100, "b", world.at(1))
+    world.advance(1)
+    assert world.signaller.sent == [(100, signal.SIGKILL)]
+    assert world.kinds().count("killed") == 2
+
+
+def test_escalates_to_sigkill_when_the_worker_survives_its_signal() -> None:
+    world = World(escalate_after=3.0)
+    world.reaper.acquire(100, "step", world.at(1), signal.SIGTERM)
+    world.advance(1)
+    assert world.signaller.sent == [(100, signal.SIGTERM)]
+    world.advance(2.9)
+    assert world.signaller.sent == [(100, signal.SIGTERM)]
+    world.advance(0.1)
+    assert world.signaller.sent == [(100, signal.SIGTERM), (100, signal.SIGKILL)]
+    assert world.kinds()[-1] == "escalated"
+
+
+def test_no_escalation_when_the_worker_died_of_the_first_signal() -> None:
+    world = World(escalate_after=3.0)
+    world.reaper.acquire(100, "step", world.at(1), signal.SIGTERM)
+    world.advance(1)
+    del world.processes[100]
+    world.advance(3)
+    assert world.signaller.sent == [(100, signal.SIGTERM)]
+
+
+def test_children_are_signalled_too_when_asked() -> None:
+    world = World(signal_children=True)
+    world.signaller.child_map[100] = [world.processes[200]]
+    world.reaper.acquire(100, "step", world.at(1))
+    world.advance(1)
+    assert world.signaller.sent == [(100, signal.SIGKILL), (200, signal.SIGKILL)]
+    assert world.events[-1].detail["children"] == [200]
+
+
+def test_clear_worker_releases_every_timer_of_that_worker(world: World) -> None:
+    world.reaper.acquire(100, "a", world.at(1))
+    world.reaper.acquire(100, "b", world.at(1))
+    assert len(world.reaper.clear_worker(100, reason="test")) == 2
+    world.advance(5)
+    assert world.signaller.sent == []
+
+
+def test_restore_rearms_with_the_recorded_identity() -> None:
+    world = World()
+    identity = world.processes[100]
+    view = world.reaper.restore(
+        41, identity, "s", world.at(-1), 9, source="http", acquired_at=world.at(-60)
+    )
+    assert view is not None and view.id == 41
+    world.advance(0)
+    assert world.signaller.sent == [(100, signal.SIGKILL)]
+
+
+def test_restore_of_a_gone_worker_signals_nothing() -> None:
+    world = World()
+    stale = ProcessIdentity(100, 1.0)  # pid 100 is now another process
+    assert world.reaper.restore(7, stale, "s", world.at(5), 9, source="http", acquired_at=0) is None
+    world.advance(10)
+    assert world.signaller.sent == []
+    assert world.kinds() == ["worker_gone"]
+    assert world.events[0].state == "released"
+
+
+def test_heartbeats_do_not_grow_the_heap_without_bound(world: World) -> None:
+    for i in range(20_000):
+        world.reaper.acquire(100, "step", world.at(60 + i * 1e-3))
+    assert world.reaper.heap_size() < 10_000
+
+
+def test_a_listener_that_raises_does_not_stop_the_kill_or_other_listeners() -> None:
+    def broken(event: TimerEvent) -> None:
+        raise RuntimeError("listener bug")
+
+    world = World()
+    bus = world.reaper.bus
+    bus.remove_listener(world.record)
+    bus.add_listener(broken)
+    bus.add_listener(world.record)
+    world.reaper.acquire(100, "step", world.at(1))
+    world.advance(1)
+    assert world.signaller.sent == [(100, signal.SIGKILL)]
+    assert world.kinds() == ["acquired", "killed"]
+
+
+def test_event_sequence_numbers_increase(world: World) -> None:
+    world.reaper.acquire(100, "a", world.at(1))
+    world.reaper.release(100, "a")
+    world.reaper.acquire(101, "b", world.at(1))
+    world.reaper.bus.drain()
+    seqs = [event.seq for event in world.events]
+    assert seqs == sorted(seqs) and len(set(seqs)) == 3
+    assert EventKind.ACQUIRED == world.events[0].kind

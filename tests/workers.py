@@ -1,0 +1,61 @@
+"""Worker processes for the integration tests: real processes that really get killed."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from typing import Any
+
+import timer_core as timer
+
+SLEEPER = "import time\nwhile True: time.sleep(1)"
+
+
+def spawn_sleeper(code: str = SLEEPER) -> subprocess.Popen[bytes]:
+    """A child that sleeps until signalled."""
+    return subprocess.Popen([sys.executable, "-c", code])
+
+
+def wait_dead(process: subprocess.Popen[bytes], timeout: float = 10.0) -> int | None:
+    try:
+        return process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        return None
+
+
+def hold_local_timer(mp_queue: Any, after: float, scope: str, release: bool) -> None:
+    """Acquire a timer over the mp queue, then hang (or finish and linger)."""
+    timer.configure(timer.LocalTimerClient(mp_queue))
+    if release:
+        with timer.expires(after=after, scope=scope):
+            pass
+        time.sleep(60)
+    else:
+        with timer.expires(after=after, scope=scope):
+            time.sleep(60)
+
+
+def ignore_sigterm_forever() -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    print("ready", flush=True)
+    while True:
+        time.sleep(1)
+
+
+def main() -> None:
+    if sys.argv[1:] == ["ignore-sigterm"]:
+        ignore_sigterm_forever()
+    elif sys.argv[1] == "parent-of-sleeper":
+        child = spawn_sleeper()
+        print(child.pid, flush=True)
+        while True:
+            time.sleep(1)
+    else:
+        raise SystemExit(f"unknown worker mode {sys.argv[1:]}; pid {os.getpid()}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,144 @@
+"""Timer events and the bus that hands them to listeners off the reaper thread.
+
+Listeners (the recorder, metrics, the live feed) run on the bus's own thread,
+so a slow or failing listener can never delay a kill.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+__all__ = [
+    "END_KINDS",
+    "EventBus",
+    "EventKind",
+    "Listener",
+    "TimerEvent",
+]
+
+logger = logging.getLogger(__name__)
+
+
+class EventKind:
+    ACQUIRED: Final = "acquired"
+    EXTENDED: Final = "extended"
+    RELEASED: Final = "released"
+    EXPIRED: Final = "expired"
+    KILLED: Final = "killed"
+    KILL_FAILED: Final = "kill_failed"
+    WORKER_GONE: Final = "worker_gone"
+    REFUSED: Final = "refused"
+    ESCALATED: Final = "escalated"
+
+
+# The kinds that end a timer; each carries the timer's final state.
+END_KINDS: Final = frozenset(
+    {
+        EventKind.RELEASED,
+        EventKind.EXPIRED,
+        EventKind.KILLED,
+        EventKind.KILL_FAILED,
+        EventKind.WORKER_GONE,
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class TimerEvent:
+    """One thing that happened to a timer (or to a refused request).
+
+    ``state`` is the timer's state after the event, so a listener needs no
+    state machine of its own. ``timer_id`` is None for refused requests.
+    """
+
+    seq: int
+    kind: str
+    timer_id: int | None
+    pid: int
+    scope_id: str
+    at: float
+    state: str
+    signal: int
+    source: str
+    acquired_at: float
+    expiration_time: float
+    process_create_time: float | None = None
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+Listener = Callable[[TimerEvent], None]
+
+_STOP: Final = object()
+
+
+class EventBus:
+    """Numbers events and delivers them, in order, to every listener."""
+
+    def __init__(self) -> None:
+        self._listeners: list[Listener] = []
+        self._queue: queue.SimpleQueue[TimerEvent | object] = queue.SimpleQueue()
+        self._seq = itertools.count(1)
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def next_seq(self) -> int:
+        return next(self._seq)
+
+    def add_listener(self, listener: Listener) -> None:
+        with self._lock:
+            self._listeners = [*self._listeners, listener]
+
+    def remove_listener(self, listener: Listener) -> None:
+        with self._lock:
+            self._listeners = [x for x in self._listeners if x is not listener]
+
+    def emit(self, event: TimerEvent) -> None:
+        self._queue.put(event)
+
+    def pending(self) -> int:
+        return self._queue.qsize()
+
+    def drain(self) -> None:
+        """Deliver everything queued now, on the caller's thread (tests, shutdown)."""
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if isinstance(item, TimerEvent):
+                self._deliver(item)
+
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self._thread = threading.Thread(target=self._run, name="timer-events", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        thread, self._thread = self._thread, None
+        if thread is None:
+            return
+        self._queue.put(_STOP)
+        thread.join(timeout)
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is _STOP:
+                return
+            if isinstance(item, TimerEvent):
+                self._deliver(item)
+
+    def _deliver(self, event: TimerEvent) -> None:
+        for listener in self._listeners:
+            try:
+                listener(event)
+            except Exception:
+                # A broken listener loses its own copy of the event, nothing more.
+                logger.exception("timer event listener %r failed on %s", listener, event.kind)

@@ -1,0 +1,125 @@
+"""Notices worker exits as they happen, without polling every pid.
+
+Each watched worker is a pidfd in one epoll set: the kernel wakes the watcher
+when the process exits. Only if pidfds run out (EMFILE) are the overflow pids
+checked by a once-a-second sweep.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import select
+import threading
+from collections.abc import Callable
+
+from .process import ProcessIdentity, identify
+
+__all__ = ["ExitWatcher"]
+
+logger = logging.getLogger(__name__)
+
+_SWEEP_SECONDS = 1.0
+
+
+class ExitWatcher:
+    def __init__(self, on_exit: Callable[[ProcessIdentity], None]) -> None:
+        self._on_exit = on_exit
+        self._lock = threading.Lock()
+        self._by_fd: dict[int, ProcessIdentity] = {}
+        self._fd_by_pid: dict[int, int] = {}
+        self._swept: dict[int, ProcessIdentity] = {}
+        self._epoll = select.epoll()
+        self._wake_read, self._wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._epoll.register(self._wake_read, select.EPOLLIN)
+        self._stopped = False
+        self._thread: threading.Thread | None = None
+
+    def watch(self, identity: ProcessIdentity) -> None:
+        with self._lock:
+            if identity.pid in self._fd_by_pid or identity.pid in self._swept:
+                return
+            try:
+                fd = os.pidfd_open(identity.pid)
+            except ProcessLookupError:
+                fd = -1
+            except OSError as error:
+                logger.warning("pidfd_open(%d) failed (%s): sweeping it", identity.pid, error)
+                self._swept[identity.pid] = identity
+                os.write(self._wake_write, b"x")  # start the sweep if the loop is idle
+                return
+            if fd >= 0:
+                self._by_fd[fd] = identity
+                self._fd_by_pid[identity.pid] = fd
+                self._epoll.register(fd, select.EPOLLIN)
+                return
+        # The worker is already gone: report it outside the lock.
+        self._on_exit(identity)
+
+    def unwatch(self, pid: int) -> None:
+        with self._lock:
+            self._swept.pop(pid, None)
+            fd = self._fd_by_pid.pop(pid, None)
+            if fd is not None:
+                del self._by_fd[fd]
+                self._epoll.unregister(fd)
+                os.close(fd)
+
+    def watched(self) -> int:
+        with self._lock:
+            return len(self._fd_by_pid) + len(self._swept)
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="timer-exit-watcher", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopped = True
+        os.write(self._wake_write, b"x")
+        if self._thread is not None:
+            self._thread.join(5.0)
+            self._thread = None
+        with self._lock:
+            for fd in self._by_fd:
+                os.close(fd)
+            self._by_fd.clear()
+            self._fd_by_pid.clear()
+        self._epoll.close()
+        os.close(self._wake_read)
+        os.close(self._wake_write)
+
+    def poll_once(self, timeout: float) -> None:
+        """Wait up to ``timeout`` for exits and report them (one step of the loop)."""
+        ready = self._epoll.poll(timeout)
+        exited: list[ProcessIdentity] = []
+        with self._lock:
+            for fd, _ in ready:
+                if fd == self._wake_read:
+                    while True:
+                        try:
+                            os.read(self._wake_read, 4096)
+                        except BlockingIOError:
+                            break
+                    continue
+                identity = self._by_fd.pop(fd, None)
+                if identity is None:
+                    continue
+                del self._fd_by_pid[identity.pid]
+                self._epoll.unregister(fd)
+                os.close(fd)
+                exited.append(identity)
+            swept = list(self._swept.values())
+        for identity in swept:
+            if not identity.matches(identify(identity.pid)):
+                with self._lock:
+                    self._swept.pop(identity.pid, None)
+                exited.append(identity)
+        for identity in exited:
+            try:
+                self._on_exit(identity)
+            except Exception:
+                logger.exception("exit handler failed for pid %d", identity.pid)
+
+    def _run(self) -> None:
+        while not self._stopped:
+            self.poll_once(_SWEEP_SECONDS if self._swept else -1)

@@ -1,0 +1,158 @@
+"""Reads torch's JSON-lines requests from a FIFO and applies them to a Reaper.
+
+The FIFO is opened without blocking (so ``stop()`` never waits for a client)
+and kept open for writing by this process too, so it never reports EOF and
+the reader sleeps in ``select`` until a client writes. Malformed lines are
+logged, counted and skipped; the good lines around them still apply.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import selectors
+import stat
+import threading
+from collections.abc import Callable
+
+from .reaper import Reaper, RefusedError
+from .wire import MAX_LINE_BYTES, MalformedRequest, WireRequest, parse_line
+
+__all__ = ["FifoSource", "create_fifo"]
+
+logger = logging.getLogger(__name__)
+
+_READ_CHUNK = 65536
+
+
+def create_fifo(path: str, mode: int = 0o600) -> None:
+    """Make a fresh FIFO at ``path`` with exactly ``mode`` (umask notwithstanding)."""
+    try:
+        existing = os.lstat(path)
+    except FileNotFoundError:
+        pass
+    else:
+        if not stat.S_ISFIFO(existing.st_mode):
+            raise FileExistsError(
+                f"{path} exists and is not a FIFO; remove it or choose another --fifo path"
+            )
+        os.unlink(path)
+    os.mkfifo(path, mode)
+    os.chmod(path, mode)
+
+
+class FifoSource:
+    def __init__(
+        self,
+        path: str,
+        reaper: Reaper,
+        *,
+        mode: int = 0o600,
+        create: bool = True,
+        on_malformed: Callable[[str], None] | None = None,
+    ) -> None:
+        self.path = path
+        self.reaper = reaper
+        self.malformed_lines = 0
+        self.applied_requests = 0
+        self._on_malformed = on_malformed
+        if create:
+            create_fifo(path, mode)
+        self._read_fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        # Our own writer keeps the FIFO from hitting EOF when clients close.
+        self._keepalive_fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        self._wake_read, self._wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._partial = b""
+        self._discarding = False
+        self._stopped = False
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="timer-fifo", daemon=True)
+        self._thread.start()
+
+    def stop(self, remove: bool = True) -> None:
+        self._stopped = True
+        os.write(self._wake_write, b"x")
+        if self._thread is not None:
+            self._thread.join(5.0)
+            self._thread = None
+        for fd in (self._read_fd, self._keepalive_fd, self._wake_read, self._wake_write):
+            os.close(fd)
+        if remove:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path)
+
+    def drain(self) -> int:
+        """Apply every complete request waiting in the FIFO now; returns how many lines."""
+        lines = 0
+        while True:
+            try:
+                chunk = os.read(self._read_fd, _READ_CHUNK)
+            except BlockingIOError:
+                return lines
+            if not chunk:
+                return lines
+            lines += self.feed(chunk)
+
+    def feed(self, chunk: bytes) -> int:
+        """Split a chunk into lines and apply each; keeps a trailing partial line."""
+        data = self._partial + chunk
+        *complete, self._partial = data.split(b"\n")
+        if len(self._partial) > MAX_LINE_BYTES:
+            # A line already longer than PIPE_BUF cannot be valid: drop it now
+            # rather than buffer without bound, and skip the rest of it.
+            self._reject(f"line over {MAX_LINE_BYTES} bytes")
+            self._partial = b""
+            self._discarding = True
+        for line in complete:
+            if self._discarding:
+                self._discarding = False
+                continue
+            if line.strip():
+                self._apply_line(line)
+        return len(complete)
+
+    def _apply_line(self, line: bytes) -> None:
+        try:
+            request = parse_line(line.strip())
+        except MalformedRequest as error:
+            self._reject(str(error))
+            return
+        self.apply(request)
+
+    def apply(self, request: WireRequest) -> None:
+        try:
+            if request.is_release:
+                self.reaper.release(request.pid, request.scope_id, source="fifo")
+            else:
+                self.reaper.acquire(
+                    request.pid,
+                    request.scope_id,
+                    request.expiration_time,
+                    request.signal,
+                    source="fifo",
+                )
+            self.applied_requests += 1
+        except RefusedError:
+            pass  # logged and emitted as a ``refused`` event by the reaper
+
+    def _reject(self, reason: str) -> None:
+        self.malformed_lines += 1
+        logger.warning("skipping a malformed FIFO line on %s: %s", self.path, reason)
+        if self._on_malformed is not None:
+            self._on_malformed(reason)
+
+    def _run(self) -> None:
+        with selectors.DefaultSelector() as selector:
+            selector.register(self._read_fd, selectors.EVENT_READ)
+            selector.register(self._wake_read, selectors.EVENT_READ)
+            while not self._stopped:
+                selector.select()
+                if self._stopped:
+                    return
+                try:
+                    self.drain()
+                except Exception:
+                    logger.exception("error reading the FIFO %s", self.path)

@@ -1,0 +1,223 @@
+"""``FileTimerClient``/``FileTimerServer`` over a FIFO, as in
+``torch.distributed.elastic.timer.file_based_local_timer``, on the Reaper.
+
+Unlike torch's server, this one never signals its own process, opens the
+FIFO without blocking, creates it with mode 0600, and skips malformed lines
+without losing the good ones read with them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import select
+import signal as signal_module
+import time
+from collections.abc import Callable
+
+from .api import TimerClient, TimerRequest
+from .events import EventKind, TimerEvent
+from .fifo_source import FifoSource
+from .process import identify
+from .reaper import Reaper
+
+__all__ = ["FileTimerClient", "FileTimerRequest", "FileTimerServer"]
+
+logger = logging.getLogger(__name__)
+
+_OPEN_RETRIES = 10
+_OPEN_RETRY_SLEEP = 0.1
+
+
+class FileTimerRequest(TimerRequest):
+    """A ``TimerRequest`` plus the signal to reap the worker with (≤ 0: observe only)."""
+
+    __slots__ = ["signal", "version"]
+
+    def __init__(
+        self, worker_pid: int, scope_id: str, expiration_time: float, signal: int = 0
+    ) -> None:
+        super().__init__(worker_pid, scope_id, expiration_time)
+        self.version = 1
+        self.signal = signal
+
+    @property
+    def worker_pid(self) -> int:
+        return int(self.worker_id)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, FileTimerRequest):
+            return False
+        return super().__eq__(other) and (self.version, self.signal) == (
+            other.version,
+            other.signal,
+        )
+
+    __hash__ = None
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "version": self.version,
+                "pid": self.worker_pid,
+                "scope_id": self.scope_id,
+                "expiration_time": self.expiration_time,
+                "signal": self.signal,
+            }
+        )
+
+
+class FileTimerClient(TimerClient):
+    """Writes this process's requests to the FIFO at ``file_path``."""
+
+    def __init__(self, file_path: str, signal: int = signal_module.SIGKILL) -> None:
+        self._file_path = file_path
+        self.signal = signal
+
+    def _open(self) -> int:
+        # Non-blocking: if no server has the FIFO open, fail (ENXIO) instead of hanging.
+        for attempt in range(_OPEN_RETRIES):
+            try:
+                return os.open(self._file_path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            except OSError:
+                if attempt == _OPEN_RETRIES - 1:
+                    raise
+                time.sleep(_OPEN_RETRY_SLEEP)
+        raise AssertionError("unreachable")
+
+    def _send_request(self, request: FileTimerRequest) -> None:
+        line = (request.to_json() + "\n").encode()
+        # One write of at most PIPE_BUF bytes is atomic, so lines never interleave.
+        if len(line) > select.PIPE_BUF:
+            raise RuntimeError(
+                f"FileTimerRequest larger than {select.PIPE_BUF} bytes is not supported; "
+                f"shorten the scope id ({len(request.scope_id)} characters)"
+            )
+        try:
+            fd = self._open()
+        except OSError as error:
+            raise BrokenPipeError(
+                f"Could not send the FileTimerRequest: no FileTimerServer is reading "
+                f"{self._file_path}. Start the server (or timer-service --fifo) first."
+            ) from error
+        try:
+            os.write(fd, line)
+        finally:
+            os.close(fd)
+
+    def acquire(self, scope_id: str, expiration_time: float) -> None:
+        self._send_request(FileTimerRequest(os.getpid(), scope_id, expiration_time, self.signal))
+
+    def release(self, scope_id: str) -> None:
+        self._send_request(FileTimerRequest(os.getpid(), scope_id, -1, 0))
+
+
+class FileTimerServer:
+    """Reaps local workers that write expired timers to the FIFO ``file_path``.
+
+    ``max_interval`` is accepted for compatibility; kills happen at the
+    deadline whatever its value. ``log_event(name, request)`` is called with
+    torch's event names: "watchdog started", "timer expired",
+    "kill worker process", "watchdog stopped".
+    """
+
+    def __init__(
+        self,
+        file_path: str,
+        run_id: str,
+        max_interval: float = 10,
+        daemon: bool = True,
+        log_event: Callable[[str, FileTimerRequest | None], None] | None = None,
+        *,
+        mode: int = 0o600,
+        reaper: Reaper | None = None,
+        signal_children: bool = False,
+    ) -> None:
+        self._file_path = file_path
+        self._run_id = run_id
+        self._max_interval = max_interval
+        self._daemon = daemon
+        self._log_event = log_event or (lambda name, request: None)
+        self._owns_reaper = reaper is None
+        self.reaper = reaper or Reaper(signal_children=signal_children)
+        self.reaper.add_listener(self._on_event)
+        self._source = FifoSource(file_path, self.reaper, mode=mode)
+        self._started = False
+        self._last_progress_time = int(time.time())
+
+    @property
+    def _request_count(self) -> int:
+        return self._source.applied_requests
+
+    @property
+    def malformed_lines(self) -> int:
+        return self._source.malformed_lines
+
+    def start(self) -> None:
+        logger.info("starting FileTimerServer on %s (run_id=%s)", self._file_path, self._run_id)
+        if self._owns_reaper:
+            self.reaper.start()
+        self._source.start()
+        self._started = True
+        self._log_event("watchdog started", None)
+
+    def stop(self) -> None:
+        logger.info("stopping FileTimerServer on %s", self._file_path)
+        if self._started:
+            self._source.stop()
+            self._started = False
+        if self._owns_reaper:
+            self.reaper.stop()
+        self._log_event("watchdog stopped", None)
+
+    def run_once(self) -> None:
+        """Apply what is in the FIFO now, reap what is due, then stop (torch's test hook)."""
+        self._source.drain()
+        self.reaper.step()
+        self.stop()
+
+    @staticmethod
+    def is_process_running(pid: int) -> bool:
+        return identify(pid) is not None
+
+    def register_timers(self, timer_requests: list[FileTimerRequest]) -> None:
+        for request in timer_requests:
+            if request.expiration_time < 0:
+                self.reaper.release(request.worker_pid, request.scope_id, source="fifo")
+            else:
+                self.reaper.acquire(
+                    request.worker_pid,
+                    request.scope_id,
+                    request.expiration_time,
+                    request.signal,
+                    source="fifo",
+                )
+
+    def clear_timers(self, worker_pids: set[int]) -> None:
+        for pid in worker_pids:
+            self.reaper.clear_worker(pid, reason="cleared by the server")
+
+    def get_expired_timers(self, deadline: float) -> dict[int, list[FileTimerRequest]]:
+        expired: dict[int, list[FileTimerRequest]] = {}
+        for timer in self.reaper.active():
+            if timer.expiration_time <= deadline:
+                expired.setdefault(timer.pid, []).append(
+                    FileTimerRequest(timer.pid, timer.scope_id, timer.expiration_time, timer.signal)
+                )
+        return expired
+
+    def _reap_worker(self, worker_pid: int, signal: int) -> bool:
+        return self.reaper.signal_now(worker_pid, signal)
+
+    def get_last_progress_time(self) -> int:
+        if self.reaper.is_running():
+            self._last_progress_time = int(time.time())
+        return self._last_progress_time
+
+    def _on_event(self, event: TimerEvent) -> None:
+        request = FileTimerRequest(event.pid, event.scope_id, event.expiration_time, event.signal)
+        if event.kind in (EventKind.EXPIRED, EventKind.KILLED, EventKind.WORKER_GONE):
+            self._log_event("timer expired", request)
+        if event.kind == EventKind.KILLED:
+            self._log_event("kill worker process", request)

@@ -1,0 +1,75 @@
+"""``HttpTimerClient``: a ``TimerClient`` that talks to the timer-service REST API."""
+
+from __future__ import annotations
+
+import os
+import signal as signal_module
+from typing import Any
+
+import httpx
+
+from .api import TimerClient
+
+__all__ = ["HttpTimerClient", "TimerServiceError"]
+
+
+class TimerServiceError(ConnectionError):
+    """The service could not be reached or refused the request (the message says why)."""
+
+
+class HttpTimerClient(TimerClient):
+    """Arms and releases this process's timers through ``POST /timers``.
+
+    ``timer.configure(HttpTimerClient("http://127.0.0.1:8000"))`` then
+    ``with timer.expires(after=60): ...`` works as with torch's clients.
+    Re-acquiring an active scope moves its deadline (a heartbeat).
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        token: str | None = None,
+        *,
+        signal: int = signal_module.SIGKILL,
+        timeout: float = 5.0,
+    ) -> None:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.base_url = base_url.rstrip("/")
+        self.signal = signal
+        self._http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout)
+
+    def acquire(self, scope_id: str, expiration_time: float) -> None:
+        self._post(
+            "/timers",
+            {
+                "pid": os.getpid(),
+                "scope_id": scope_id,
+                "expiration_time": expiration_time,
+                "signal": self.signal,
+            },
+        )
+
+    def release(self, scope_id: str) -> None:
+        # 404 means the timer already ended (it expired, or was released): nothing to undo.
+        self._post("/timers/release", {"pid": os.getpid(), "scope_id": scope_id}, ok_404=True)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _post(self, path: str, body: dict[str, Any], ok_404: bool = False) -> None:
+        try:
+            response = self._http.post(path, json=body)
+        except httpx.HTTPError as error:
+            raise TimerServiceError(
+                f"timer service at {self.base_url} is unreachable ({error}); "
+                "is `timer-service serve` running?"
+            ) from error
+        if response.is_success or (ok_404 and response.status_code == 404):
+            return
+        try:
+            detail = response.json().get("detail", response.text)
+        except ValueError:
+            detail = response.text
+        raise TimerServiceError(
+            f"timer service refused {path} with {response.status_code}: {detail}"
+        )

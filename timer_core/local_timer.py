@@ -1,0 +1,152 @@
+"""``LocalTimerClient``/``LocalTimerServer`` over a ``multiprocessing.Queue``,
+as in ``torch.distributed.elastic.timer.local_timer``, on the deadline-driven Reaper.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+from queue import Empty
+from typing import Any
+
+from .api import RequestQueue, TimerClient, TimerRequest, TimerServer
+from .reaper import Reaper, RefusedError
+
+__all__ = ["LocalTimerClient", "LocalTimerServer", "MultiprocessingRequestQueue"]
+
+logger = logging.getLogger(__name__)
+
+# Upper bound on how long the request thread blocks, so ``stop()`` is prompt
+# whatever ``max_interval`` is. It has no effect on kill latency.
+_STOP_POLL_SECONDS = 0.25
+
+
+class LocalTimerClient(TimerClient):
+    """Sends this process's requests to a ``LocalTimerServer`` through ``mp_queue``."""
+
+    def __init__(self, mp_queue: Any) -> None:
+        self._mp_queue = mp_queue
+
+    def acquire(self, scope_id: str, expiration_time: float) -> None:
+        self._mp_queue.put(TimerRequest(os.getpid(), scope_id, expiration_time))
+
+    def release(self, scope_id: str) -> None:
+        self._mp_queue.put(TimerRequest(os.getpid(), scope_id, -1))
+
+
+class MultiprocessingRequestQueue(RequestQueue):
+    """A ``RequestQueue`` reading a ``multiprocessing.Queue``."""
+
+    def __init__(self, mp_queue: Any) -> None:
+        self._mp_queue = mp_queue
+
+    def size(self) -> int:
+        return int(self._mp_queue.qsize())
+
+    def get(self, size: int, timeout: float) -> list[TimerRequest]:
+        requests: list[TimerRequest] = []
+        give_up_at = time.monotonic() + timeout
+        for _ in range(size):
+            wait = give_up_at - time.monotonic()
+            try:
+                request = self._mp_queue.get(block=wait > 0, timeout=max(wait, 0) or None)
+            except Empty:
+                break
+            requests.append(request)
+        return requests
+
+
+class LocalTimerServer(TimerServer):
+    """Reaps (SIGKILL) local workers whose timers expire.
+
+    ``max_interval`` only bounds how long the request thread waits on the
+    queue; kills happen at the deadline, whatever its value. Pass ``reaper``
+    to share an engine (the service does), or tune the one made here with
+    ``escalate_after`` and ``signal_children``.
+    """
+
+    def __init__(
+        self,
+        mp_queue: Any,
+        max_interval: float = 60,
+        daemon: bool = True,
+        *,
+        reaper: Reaper | None = None,
+        signal_children: bool = False,
+    ) -> None:
+        super().__init__(MultiprocessingRequestQueue(mp_queue), max_interval, daemon)
+        self._owns_reaper = reaper is None
+        self.reaper = reaper or Reaper(signal_children=signal_children)
+        self._source_thread: threading.Thread | None = None
+
+    # torch's TimerServer interface, on the engine
+
+    def register_timers(self, timer_requests: list[TimerRequest]) -> None:
+        for request in timer_requests:
+            self._apply(request)
+
+    def clear_timers(self, worker_ids: set[Any]) -> None:
+        for pid in worker_ids:
+            self.reaper.clear_worker(pid, reason="cleared by the server")
+
+    def get_expired_timers(self, deadline: float) -> dict[Any, list[TimerRequest]]:
+        expired: dict[Any, list[TimerRequest]] = {}
+        for timer in self.reaper.active():
+            if timer.expiration_time <= deadline:
+                expired.setdefault(timer.pid, []).append(
+                    TimerRequest(timer.pid, timer.scope_id, timer.expiration_time)
+                )
+        return expired
+
+    def _reap_worker(self, worker_id: Any) -> bool:
+        return self.reaper.signal_now(worker_id, signal.SIGKILL)
+
+    def start(self) -> None:
+        logger.info("starting LocalTimerServer (max_interval=%s)", self._max_interval)
+        self._stop_signaled = False
+        if self._owns_reaper:
+            self.reaper.start()
+        self._source_thread = threading.Thread(
+            target=self._read_requests, name="timer-mp-queue", daemon=self._daemon
+        )
+        self._source_thread.start()
+
+    def stop(self) -> None:
+        self._stop_signaled = True
+        if self._source_thread is not None:
+            self._source_thread.join(self._max_interval + _STOP_POLL_SECONDS)
+            self._source_thread = None
+        if self._owns_reaper:
+            self.reaper.stop()
+
+    def _read_requests(self) -> None:
+        wait = min(self._max_interval, _STOP_POLL_SECONDS)
+        while not self._stop_signaled:
+            try:
+                pending = max(1, self._request_queue.size())
+                self.register_timers(self._request_queue.get(pending, wait))
+            except (EOFError, OSError, ValueError):
+                logger.exception("the request queue failed; stopping the request thread")
+                return
+            except Exception:
+                logger.exception("error reading timer requests")
+
+    def _apply(self, request: TimerRequest) -> None:
+        try:
+            if request.expiration_time < 0:
+                self.reaper.release(request.worker_id, request.scope_id, source="queue")
+            else:
+                self.reaper.acquire(
+                    request.worker_id,
+                    request.scope_id,
+                    request.expiration_time,
+                    signal.SIGKILL,
+                    source="queue",
+                )
+        except RefusedError:
+            pass  # already logged and emitted as a ``refused`` event
+        except (TypeError, AttributeError):
+            logger.warning("ignoring a malformed timer request: %r", request)

@@ -1,0 +1,140 @@
+"""Process identity and safe signalling.
+
+A pid alone is not a process: pids are reused. A worker is identified by its
+pid plus its start time, read when the timer is acquired, and a signal is sent
+only through a pidfd opened on a process whose start time still matches, so a
+reused pid is never hit.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal as signal_module
+from dataclasses import dataclass
+
+import psutil
+
+__all__ = [
+    "ProcessIdentity",
+    "ProcessSignaller",
+    "SignalOutcome",
+    "identify",
+    "protected_pids",
+]
+
+# psutil derives start times from clock ticks; two reads of one process agree
+# to far better than this, while a reused pid starts at least one tick later.
+_CREATE_TIME_TOLERANCE = 1e-3
+# Linux caps pid_max at 2**22; anything above cannot be a process.
+_PID_MAX = 2**22
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessIdentity:
+    pid: int
+    create_time: float
+
+    def matches(self, other: ProcessIdentity | None) -> bool:
+        return (
+            other is not None
+            and other.pid == self.pid
+            and abs(other.create_time - self.create_time) < _CREATE_TIME_TOLERANCE
+        )
+
+
+def identify(pid: int) -> ProcessIdentity | None:
+    """The identity of the live process with this pid, or None (gone or a zombie)."""
+    if pid <= 0:
+        return None
+    try:
+        process = psutil.Process(pid)
+        if process.status() == psutil.STATUS_ZOMBIE:
+            return None
+        return ProcessIdentity(pid, process.create_time())
+    except (psutil.NoSuchProcess, psutil.ZombieProcess):
+        return None
+    except psutil.AccessDenied:
+        # Another user's process: identity is still readable from /proc on Linux,
+        # but if not, fall back to "unknown", which is never signalled.
+        return None
+
+
+def protected_pids() -> frozenset[int]:
+    """This process and its ancestors: a watchdog must never signal them."""
+    me = psutil.Process()
+    return frozenset({me.pid, *(parent.pid for parent in me.parents())})
+
+
+@dataclass(frozen=True, slots=True)
+class SignalOutcome:
+    delivered: bool
+    # "gone" when the process no longer exists (or is another process now),
+    # "failed" when it exists but the signal could not be sent.
+    status: str
+    reason: str
+
+
+class ProcessSignaller:
+    """Sends signals only to the exact process recorded, never to a protected pid."""
+
+    def __init__(self, protected: frozenset[int] | None = None) -> None:
+        self.protected = protected if protected is not None else protected_pids()
+
+    def refusal(self, pid: int) -> str | None:
+        """Why a request naming this pid must be refused, or None if it may be armed."""
+        if isinstance(pid, bool) or not isinstance(pid, int):
+            return f"pid must be an integer, got {type(pid).__name__}"
+        if pid > _PID_MAX:
+            return f"pid {pid} is out of range (max {_PID_MAX})"
+        if pid < 0:
+            return f"pid {pid} is negative, which would name a process group"
+        if pid <= 1:
+            return f"pid {pid} names init or every process"
+        if pid in self.protected:
+            return f"pid {pid} is the timer server itself or one of its ancestors"
+        return None
+
+    def send(self, identity: ProcessIdentity, signum: int) -> SignalOutcome:
+        refusal = self.refusal(identity.pid)
+        if refusal is not None:
+            return SignalOutcome(False, "failed", refusal)
+        try:
+            pidfd = os.pidfd_open(identity.pid)
+        except ProcessLookupError:
+            return SignalOutcome(False, "gone", "no such process")
+        except OSError as error:
+            return SignalOutcome(False, "failed", f"pidfd_open: {os.strerror(error.errno or 0)}")
+        try:
+            # Checked after the pidfd is open: the fd pins this exact process,
+            # so if the identity matches now, the signal reaches the right one.
+            if not identity.matches(identify(identity.pid)):
+                return SignalOutcome(False, "gone", "pid now names another process or none")
+            signal_module.pidfd_send_signal(pidfd, signum)
+            return SignalOutcome(True, "delivered", "")
+        except ProcessLookupError:
+            return SignalOutcome(False, "gone", "process exited before the signal")
+        except PermissionError:
+            return SignalOutcome(False, "failed", "permission denied (EPERM)")
+        except OSError as error:
+            if error.errno == errno.ESRCH:
+                return SignalOutcome(False, "gone", "process exited before the signal")
+            return SignalOutcome(False, "failed", os.strerror(error.errno or 0))
+        finally:
+            os.close(pidfd)
+
+    def children(self, identity: ProcessIdentity) -> list[ProcessIdentity]:
+        """The worker's live descendants, read before the worker is signalled."""
+        try:
+            process = psutil.Process(identity.pid)
+            if not identity.matches(ProcessIdentity(identity.pid, process.create_time())):
+                return []
+            found = []
+            for child in process.children(recursive=True):
+                try:
+                    found.append(ProcessIdentity(child.pid, child.create_time()))
+                except psutil.Error:
+                    continue
+            return [child for child in found if self.refusal(child.pid) is None]
+        except psutil.Error:
+            return []

@@ -1,0 +1,87 @@
+"""Torch's FIFO wire format (JSON lines, version 1), parsed strictly.
+
+One request per line, each line at most PIPE_BUF bytes::
+
+    {"version": 1, "pid": int, "scope_id": str, "expiration_time": float, "signal": int}
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import select
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["MAX_LINE_BYTES", "MalformedRequest", "WireRequest", "encode", "parse_line"]
+
+MAX_LINE_BYTES = select.PIPE_BUF
+
+
+class MalformedRequest(ValueError):
+    """A line that is not a valid v1 request; the message says what is wrong."""
+
+
+@dataclass(frozen=True, slots=True)
+class WireRequest:
+    pid: int
+    scope_id: str
+    expiration_time: float
+    signal: int
+
+    @property
+    def is_release(self) -> bool:
+        return self.expiration_time < 0
+
+
+def _require(payload: dict[str, Any], key: str, kinds: tuple[type, ...]) -> Any:
+    if key not in payload:
+        raise MalformedRequest(f"missing field {key!r}")
+    value = payload[key]
+    if isinstance(value, bool) or not isinstance(value, kinds):
+        names = " or ".join(kind.__name__ for kind in kinds)
+        raise MalformedRequest(f"field {key!r} must be {names}, got {type(value).__name__}")
+    return value
+
+
+def parse_line(line: bytes) -> WireRequest:
+    if len(line) > MAX_LINE_BYTES:
+        raise MalformedRequest(f"line of {len(line)} bytes exceeds PIPE_BUF ({MAX_LINE_BYTES})")
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise MalformedRequest(f"not UTF-8: {error.reason} at byte {error.start}") from None
+    try:
+        payload = json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as error:
+        raise MalformedRequest(f"not JSON: {error}") from None
+    if not isinstance(payload, dict):
+        raise MalformedRequest(f"expected a JSON object, got {type(payload).__name__}")
+    version = payload.get("version", 1)
+    if version != 1 or isinstance(version, bool):
+        raise MalformedRequest(f"unsupported version {version!r}; only version 1 is known")
+    expiration_time = float(_require(payload, "expiration_time", (int, float)))
+    if not math.isfinite(expiration_time):
+        raise MalformedRequest("expiration_time must be finite")
+    return WireRequest(
+        pid=_require(payload, "pid", (int,)),
+        scope_id=_require(payload, "scope_id", (str,)),
+        expiration_time=expiration_time,
+        signal=_require(payload, "signal", (int,)),
+    )
+
+
+def encode(request: WireRequest) -> bytes:
+    """The line torch's FileTimerClient would write for this request."""
+    return (
+        json.dumps(
+            {
+                "version": 1,
+                "pid": request.pid,
+                "scope_id": request.scope_id,
+                "expiration_time": request.expiration_time,
+                "signal": request.signal,
+            }
+        )
+        + "\n"
+    ).encode()
