@@ -45,6 +45,15 @@ def ignore_sigterm_forever() -> None:
         time.sleep(1)
 
 
+def hold_torch_local_timer(mp_queue: Any, after: float) -> None:
+    """A worker using torch's own LocalTimerClient against our server."""
+    from torch.distributed.elastic import timer as torch_timer
+
+    torch_timer.configure(torch_timer.LocalTimerClient(mp_queue))
+    with torch_timer.expires(after=after):
+        time.sleep(60)
+
+
 def main() -> None:
     if sys.argv[1:] == ["ignore-sigterm"]:
         ignore_sigterm_forever()

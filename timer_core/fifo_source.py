@@ -98,21 +98,26 @@ class FifoSource:
 
     def feed(self, chunk: bytes) -> int:
         """Split a chunk into lines and apply each; keeps a trailing partial line."""
-        data = self._partial + chunk
-        *complete, self._partial = data.split(b"\n")
+        skipped = 0
+        if self._discarding:
+            # Still inside an over-long line that was already rejected.
+            newline = chunk.find(b"\n")
+            if newline < 0:
+                return 0
+            chunk = chunk[newline + 1 :]
+            self._discarding = False
+            skipped = 1
+        *complete, self._partial = (self._partial + chunk).split(b"\n")
         if len(self._partial) > MAX_LINE_BYTES:
-            # A line already longer than PIPE_BUF cannot be valid: drop it now
+            # A line already longer than PIPE_BUF cannot be valid: reject it now
             # rather than buffer without bound, and skip the rest of it.
             self._reject(f"line over {MAX_LINE_BYTES} bytes")
             self._partial = b""
             self._discarding = True
         for line in complete:
-            if self._discarding:
-                self._discarding = False
-                continue
             if line.strip():
                 self._apply_line(line)
-        return len(complete)
+        return skipped + len(complete)
 
     def _apply_line(self, line: bytes) -> None:
         try:

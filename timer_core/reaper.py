@@ -110,6 +110,10 @@ class _Escalation:
     targets: tuple[ProcessIdentity, ...]
 
 
+def _observe_only(signal: Any) -> bool:
+    return isinstance(signal, int) and not isinstance(signal, bool) and signal <= 0
+
+
 def _check_signal(signal: Any) -> int:
     if isinstance(signal, bool) or not isinstance(signal, int):
         raise RefusedError(f"signal must be an integer, got {signal!r}")
@@ -183,7 +187,9 @@ class Reaper:
         """
         try:
             refusal = self.signaller.refusal(pid)
-            if refusal is not None:
+            # The server's own process may watch itself, but never ask to be signalled.
+            observe_self = pid in self.signaller.protected and _observe_only(signal)
+            if refusal is not None and not observe_self:
                 raise RefusedError(refusal)
             if not isinstance(scope_id, str):
                 raise RefusedError(f"scope_id must be a string, got {scope_id!r}")

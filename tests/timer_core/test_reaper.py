@@ -183,6 +183,16 @@ def test_ill_typed_requests_are_refused(
     assert world.kinds() == ["refused"]
 
 
+def test_the_server_may_observe_itself_but_never_ask_to_be_killed(world: World) -> None:
+    world.processes[SERVER_PID] = ProcessIdentity(SERVER_PID, 1.0)
+    world.reaper.acquire(SERVER_PID, "watch", world.at(1), 0)
+    with pytest.raises(RefusedError, match="itself"):
+        world.reaper.acquire(SERVER_PID, "watch", world.at(1), 9)
+    world.advance(1)
+    assert world.signaller.sent == []
+    assert world.kinds() == ["acquired", "refused", "expired"]
+
+
 def test_a_reused_pid_is_not_signalled(world: World) -> None:
     world.reaper.acquire(100, "step", world.at(1))
     world.signaller.outcomes[100] = SignalOutcome(False, "gone", "pid now names another process")
@@ -312,4 +322,4 @@ def test_event_sequence_numbers_increase(world: World) -> None:
     world.reaper.bus.drain()
     seqs = [event.seq for event in world.events]
     assert seqs == sorted(seqs) and len(set(seqs)) == 3
-    assert EventKind.ACQUIRED == world.events[0].kind
+    assert world.events[0].kind == EventKind.ACQUIRED

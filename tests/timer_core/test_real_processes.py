@@ -1,0 +1,220 @@
+"""The library against real worker processes that really get killed."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+import timer_core as timer
+from tests.workers import hold_local_timer, spawn_sleeper, wait_dead
+from timer_core import EventKind, ProcessIdentity, Reaper, TimerEvent, identify
+
+
+class EventLog:
+    def __init__(self) -> None:
+        self.events: list[TimerEvent] = []
+        self._arrived = threading.Condition()
+
+    def __call__(self, event: TimerEvent) -> None:
+        with self._arrived:
+            self.events.append(event)
+            self._arrived.notify_all()
+
+    def wait_for(self, kind: str, timeout: float = 10.0) -> TimerEvent:
+        with self._arrived:
+            found = self._arrived.wait_for(
+                lambda: any(e.kind == kind for e in self.events), timeout
+            )
+            assert found, f"no {kind} event in {[e.kind for e in self.events]}"
+            return next(e for e in self.events if e.kind == kind)
+
+
+@pytest.fixture
+def reaper() -> Reaper:
+    engine = Reaper(escalate_after=0.5)
+    engine.start()
+    yield engine  # type: ignore[misc]
+    engine.stop()
+
+
+def test_sleeping_worker_is_killed_at_expiry(
+    reaper: Reaper, sleeper: subprocess.Popen[bytes]
+) -> None:
+    log = EventLog()
+    reaper.add_listener(log)
+    reaper.acquire(sleeper.pid, "hang", time.time() + 0.2)
+    assert wait_dead(sleeper) == -signal.SIGKILL
+    killed = log.wait_for(EventKind.KILLED)
+    assert killed.pid == sleeper.pid and killed.state == "killed"
+
+
+def test_released_worker_stays_alive(reaper: Reaper, sleeper: subprocess.Popen[bytes]) -> None:
+    reaper.acquire(sleeper.pid, "work", time.time() + 0.2)
+    reaper.release(sleeper.pid, "work")
+    assert wait_dead(sleeper, timeout=0.6) is None
+    assert sleeper.poll() is None
+
+
+def test_a_pid_now_naming_another_process_is_not_signalled(
+    reaper: Reaper, sleeper: subprocess.Popen[bytes]
+) -> None:
+    log = EventLog()
+    reaper.add_listener(log)
+    real = identify(sleeper.pid)
+    assert real is not None
+    # The timer was acquired by an earlier process that had this pid.
+    reaper.restore(
+        99,
+        ProcessIdentity(sleeper.pid, real.create_time - 50),
+        "old",
+        time.time(),
+        9,
+        source="test",
+        acquired_at=time.time(),
+    )
+    assert log.wait_for(EventKind.WORKER_GONE).timer_id == 99
+    assert wait_dead(sleeper, timeout=0.3) is None
+
+
+def test_exited_worker_timers_are_dropped_promptly_without_a_signal(
+    reaper: Reaper, sleeper: subprocess.Popen[bytes]
+) -> None:
+    log = EventLog()
+    reaper.add_listener(log)
+    reaper.acquire(sleeper.pid, "long", time.time() + 3600)
+    sleeper.terminate()
+    sleeper.wait()
+    gone = log.wait_for(EventKind.WORKER_GONE, timeout=5)
+    assert gone.detail["reason"] == "worker exited before its deadline"
+    assert reaper.active_count() == 0
+
+
+def test_sigterm_ignored_escalates_to_sigkill(reaper: Reaper) -> None:
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "tests.workers", "ignore-sigterm"], stdout=subprocess.PIPE
+    )
+    try:
+        assert worker.stdout is not None and worker.stdout.readline().strip() == b"ready"
+        log = EventLog()
+        reaper.add_listener(log)
+        reaper.acquire(worker.pid, "stuck", time.time() + 0.1, signal.SIGTERM)
+        assert wait_dead(worker) == -signal.SIGKILL
+        assert log.wait_for(EventKind.ESCALATED).detail["sigkilled"] == [worker.pid]
+    finally:
+        worker.kill()
+        worker.wait()
+        worker.stdout.close()  # type: ignore[union-attr]
+
+
+def test_signal_children_kills_the_workers_children_too() -> None:
+    engine = Reaper(signal_children=True)
+    engine.start()
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "tests.workers", "parent-of-sleeper"], stdout=subprocess.PIPE
+    )
+    try:
+        assert worker.stdout is not None
+        grandchild = psutil.Process(int(worker.stdout.readline()))
+        engine.acquire(worker.pid, "loader", time.time() + 0.1)
+        assert wait_dead(worker) == -signal.SIGKILL
+        grandchild.wait(timeout=10)
+        assert not grandchild.is_running()
+    finally:
+        worker.kill()
+        worker.wait()
+        worker.stdout.close()  # type: ignore[union-attr]
+        engine.stop()
+
+
+def test_local_timer_server_kills_a_stuck_mp_worker_and_spares_a_finished_one() -> None:
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    server = timer.LocalTimerServer(queue, max_interval=60)
+    server.start()
+    stuck = ctx.Process(target=hold_local_timer, args=(queue, 0.5, "stuck", False))
+    done = ctx.Process(target=hold_local_timer, args=(queue, 0.5, "done", True))
+    try:
+        stuck.start()
+        done.start()
+        stuck.join(20)
+        assert stuck.exitcode == -signal.SIGKILL
+        time.sleep(0.5)
+        assert done.is_alive()
+    finally:
+        for process in (stuck, done):
+            process.kill()
+            process.join()
+        server.stop()
+
+
+def test_local_timer_server_stop_is_prompt_even_with_a_long_max_interval() -> None:
+    server = timer.LocalTimerServer(mp.get_context("spawn").Queue(), max_interval=60)
+    server.start()
+    began = time.monotonic()
+    server.stop()
+    assert time.monotonic() - began < 5
+
+
+def test_file_timer_server_kills_and_never_kills_itself(
+    tmp_path: Path, sleepers: list[subprocess.Popen[bytes]]
+) -> None:
+    fifo = str(tmp_path / "timers.fifo")
+    logged: list[str] = []
+    server = timer.FileTimerServer(
+        fifo, "run", max_interval=10, log_event=lambda n, r: logged.append(n)
+    )
+    server.start()
+    try:
+        victim, survivor = spawn_sleeper(), spawn_sleeper()
+        sleepers.extend([victim, survivor])
+        client = timer.FileTimerClient(fifo)
+        for process, deadline in ((victim, 0.2), (survivor, 60)):
+            request = timer.FileTimerRequest(process.pid, "s", time.time() + deadline, 9)
+            client._send_request(request)
+        assert wait_dead(victim) == -signal.SIGKILL
+        assert survivor.poll() is None
+        assert "kill worker process" in logged
+        assert os.stat(fifo).st_mode & 0o777 == 0o600
+    finally:
+        server.stop()
+    assert not os.path.exists(fifo)
+
+
+def test_file_timer_server_starts_and_stops_with_no_client(tmp_path: Path) -> None:
+    server = timer.FileTimerServer(str(tmp_path / "f"), "run", max_interval=30)
+    server.start()
+    began = time.monotonic()
+    server.stop()
+    assert time.monotonic() - began < 5
+
+
+def test_file_timer_client_expires_scope_is_the_callers_file_and_line(tmp_path: Path) -> None:
+    fifo = str(tmp_path / "f")
+    server = timer.FileTimerServer(fifo, "run")
+    server.start()
+    try:
+        client = timer.FileTimerClient(fifo, signal=0)
+        with timer.expires(after=60, client=client):
+            line = sys._getframe().f_lineno - 1
+            deadline = time.monotonic() + 5
+            while not server.reaper.active() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            scopes = [t.scope_id for t in server.reaper.active()]
+        assert scopes == [f"{__file__}#{line}"]
+    finally:
+        server.stop()
+
+
+def test_file_timer_client_without_a_server_fails_fast_with_a_clear_error(tmp_path: Path) -> None:
+    client = timer.FileTimerClient(str(tmp_path / "nobody"))
+    with pytest.raises(BrokenPipeError, match="no FileTimerServer"):
+        client.acquire("s", time.time() + 1)
