@@ -84,11 +84,18 @@ class EventBus:
         self._listeners: list[Listener] = []
         self._queue: queue.SimpleQueue[TimerEvent | object] = queue.SimpleQueue()
         self._seq = itertools.count(1)
+        self._last_seq = 0
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
     def next_seq(self) -> int:
-        return next(self._seq)
+        with self._lock:
+            self._last_seq = next(self._seq)
+            return self._last_seq
+
+    def last_seq(self) -> int:
+        """The newest sequence number handed out (0 before the first)."""
+        return self._last_seq
 
     def add_listener(self, listener: Listener) -> None:
         with self._lock:

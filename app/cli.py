@@ -1,0 +1,84 @@
+"""The ``timer-service`` command."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+import uvicorn
+
+from .main import create_app
+from .settings import Settings
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="timer-service", description="A watchdog for stuck worker processes."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser(
+        "serve",
+        help="run the service (REST API, dashboard, metrics)",
+        description="Every flag can also be set as TIMER_SERVICE_<FLAG> in the environment.",
+    )
+    serve.add_argument("--host", help="address to bind (default 127.0.0.1: this host only)")
+    serve.add_argument("--port", type=int, help="port (default 8000)")
+    serve.add_argument(
+        "--db-url", help="SQLAlchemy URL (default sqlite:///./timer-service.db, embedded)"
+    )
+    serve.add_argument("--fifo", help="also read torch's FileTimerClient requests at this path")
+    serve.add_argument("--token", help="require 'Authorization: Bearer TOKEN' on writes")
+    serve.add_argument(
+        "--escalate-after",
+        type=float,
+        help="seconds after a non-SIGKILL signal before SIGKILL (default 10; 0 disables)",
+    )
+    serve.add_argument(
+        "--signal-children",
+        action="store_true",
+        default=None,
+        help="signal the worker's child processes too (e.g. data-loader workers)",
+    )
+    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    settings = Settings.from_env(
+        host=args.host,
+        port=args.port,
+        db_url=args.db_url,
+        fifo=args.fifo,
+        token=args.token,
+        escalate_after=args.escalate_after,
+        signal_children=args.signal_children,
+    )
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    if settings.host not in ("127.0.0.1", "localhost", "::1") and not settings.token:
+        print(
+            f"warning: binding {settings.host} without --token lets anyone who can reach "
+            "this port arm and release timers",
+            file=sys.stderr,
+        )
+    print(
+        f"timer-service on http://{settings.host}:{settings.port} (db {settings.db_url})",
+        file=sys.stderr,
+        flush=True,
+    )
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=args.log_level,
+        access_log=args.log_level == "debug",
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,56 @@
+"""``create_app(settings)``: the FastAPI application and its lifespan."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from .routers import events, health, timers
+from .service import Service
+from .settings import Settings
+
+__all__ = ["create_app"]
+
+logger = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings.from_env()
+    service = Service(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        service.start()
+        try:
+            yield
+        finally:
+            service.stop()
+
+    app = FastAPI(
+        title="timer-service",
+        summary="A watchdog for stuck worker processes.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.state.service = service
+    app.state.settings = settings
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
+        # FastAPI's default 422, made JSON-safe: a NaN or a raw byte string in the
+        # echoed input would otherwise turn a client error into a 500.
+        details = [
+            {key: value for key, value in item.items() if key in ("loc", "msg", "type")}
+            for item in error.errors()
+        ]
+        return JSONResponse({"detail": details}, status_code=422)
+
+    app.include_router(timers.router)
+    app.include_router(events.router)
+    app.include_router(health.router)
+    return app

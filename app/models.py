@@ -1,0 +1,131 @@
+"""Tables (timers and their events) and the REST schema families."""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Any, Generic, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
+from sqlalchemy import JSON, Column, Index
+from sqlmodel import Field as SQLField
+from sqlmodel import SQLModel
+
+__all__ = [
+    "MAX_DEADLINE_SECONDS",
+    "MAX_SCOPE_LENGTH",
+    "Event",
+    "EventPublic",
+    "Page",
+    "Timer",
+    "TimerCreate",
+    "TimerPublic",
+    "TimerRelease",
+]
+
+MAX_SCOPE_LENGTH = 1024
+MAX_DEADLINE_SECONDS = 30 * 24 * 3600
+
+TimerState = Literal["active", "released", "expired", "killed"]
+
+
+class Timer(SQLModel, table=True):
+    __tablename__ = "timers"
+    __table_args__ = (
+        Index("ix_timers_state_id", "state", "id"),
+        Index("ix_timers_pid_id", "pid", "id"),
+        Index("ix_timers_scope_id", "scope_id", "id"),
+    )
+
+    id: int = SQLField(primary_key=True)
+    pid: int
+    scope_id: str
+    signal: int
+    source: str
+    state: str
+    acquired_at: float
+    expiration_time: float
+    ended_at: float | None = None
+    end_reason: str | None = None
+    process_create_time: float | None = None
+
+
+class Event(SQLModel, table=True):
+    __tablename__ = "events"
+    __table_args__ = (
+        Index("ix_events_timer_id_id", "timer_id", "id"),
+        Index("ix_events_kind_id", "kind", "id"),
+        Index("ix_events_at", "at"),
+    )
+
+    id: int | None = SQLField(default=None, primary_key=True)
+    timer_id: int | None = SQLField(default=None, foreign_key="timers.id")
+    kind: str
+    at: float
+    pid: int
+    scope_id: str
+    source: str
+    detail: dict[str, Any] = SQLField(default_factory=dict, sa_column=Column(JSON))
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+ScopeId = Annotated[str, Field(min_length=1, max_length=MAX_SCOPE_LENGTH)]
+Seconds = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+
+
+class TimerCreate(_Strict):
+    """Arm a timer: give ``expires_in`` (seconds from now) or ``expiration_time`` (unix)."""
+
+    pid: StrictInt = Field(description="The worker's pid; it must be running on this host.")
+    scope_id: ScopeId
+    expires_in: Seconds | None = Field(default=None, gt=0, le=MAX_DEADLINE_SECONDS)
+    expiration_time: Seconds | None = Field(default=None, gt=0)
+    signal: StrictInt = Field(default=9, description="Signal at expiry; 0 means observe only.")
+
+    @model_validator(mode="after")
+    def _one_deadline(self) -> TimerCreate:
+        if (self.expires_in is None) == (self.expiration_time is None):
+            raise ValueError("give exactly one of expires_in (seconds) or expiration_time (unix)")
+        for value in (self.expires_in, self.expiration_time):
+            if value is not None and not math.isfinite(value):
+                raise ValueError("the deadline must be a finite number")
+        return self
+
+
+class TimerRelease(_Strict):
+    pid: StrictInt
+    scope_id: ScopeId
+
+
+class TimerPublic(BaseModel):
+    id: int
+    pid: int
+    scope_id: str
+    signal: int
+    source: str
+    state: TimerState
+    acquired_at: float
+    expiration_time: float
+    ended_at: float | None = None
+    end_reason: str | None = None
+
+
+class EventPublic(BaseModel):
+    id: int
+    timer_id: int | None
+    kind: str
+    at: float
+    pid: int
+    scope_id: str
+    source: str
+    detail: dict[str, Any]
+
+
+ItemT = TypeVar("ItemT")
+
+
+class Page(BaseModel, Generic[ItemT]):
+    items: list[ItemT]
+    next: str | None = None

@@ -1,0 +1,62 @@
+"""``/healthz``: is the reaper alive and on time, and is the recorder keeping up."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+
+from ..deps import ServiceDep
+
+__all__ = ["STALL_SECONDS", "router"]
+
+router = APIRouter(tags=["health"])
+
+# The reaper loop wakes at least once a second; this long without a loop is a stall.
+STALL_SECONDS = 5.0
+
+
+def health_report(service: Any) -> tuple[int, dict[str, Any]]:
+    reaper = service.reaper
+    problems: list[str] = []
+    running = reaper is not None and reaper.is_running()
+    since_loop = time.monotonic() - reaper.last_loop_monotonic if reaper is not None else None
+    if not running:
+        problems.append("the reaper thread is not running")
+    elif since_loop is not None and since_loop > STALL_SECONDS:
+        problems.append(f"the reaper loop has stalled for {since_loop:.1f}s")
+    recorder = service.recorder
+    degraded = [recorder.degraded_reason] if recorder.degraded_reason else []
+    if recorder.dropped:
+        degraded.append(f"{recorder.dropped} events dropped by a full recorder buffer")
+    status = "failing" if problems else ("degraded" if degraded else "ok")
+    body = {
+        "status": status,
+        "problems": problems + degraded,
+        "pid": service.pid,
+        "uptime_seconds": time.time() - service.started_at,
+        "active_timers": reaper.active_count() if reaper is not None else 0,
+        "reaper": {
+            "running": running,
+            "seconds_since_loop": since_loop,
+            "lag_seconds": reaper.last_lag_seconds if reaper is not None else None,
+        },
+        "recorder": {
+            "backlog": recorder.backlog(),
+            "dropped": recorder.dropped,
+            "write_errors": recorder.write_errors,
+            "last_error": recorder.degraded_reason,
+        },
+        "fifo": service.settings.fifo,
+    }
+    # A reaper that is not reaping fails the check (a supervisor restarts us);
+    # a recorder that cannot write is degraded but the kills go on.
+    return (503 if problems else 200), body
+
+
+@router.get("/healthz")
+def healthz(service: ServiceDep) -> JSONResponse:
+    code, body = health_report(service)
+    return JSONResponse(body, status_code=code)

@@ -1,0 +1,137 @@
+"""``/timers``: acquire (and heartbeat), release, list, read."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Response, status
+from sqlmodel import col, select
+
+from timer_core import RefusedError, TimerView
+
+from ..deps import ServiceDep, SessionDep, require_token
+from ..models import (
+    MAX_DEADLINE_SECONDS,
+    Page,
+    Timer,
+    TimerCreate,
+    TimerPublic,
+    TimerRelease,
+)
+from ..service import Service
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/timers", tags=["timers"])
+
+Write = Annotated[None, Depends(require_token)]
+
+
+def _public(view: TimerView, ended_at: float | None = None) -> TimerPublic:
+    return TimerPublic(
+        id=view.id,
+        pid=view.pid,
+        scope_id=view.scope_id,
+        signal=view.signal,
+        source=view.source,
+        state=view.state,  # type: ignore[arg-type]
+        acquired_at=view.acquired_at,
+        expiration_time=view.expiration_time,
+        ended_at=ended_at,
+    )
+
+
+async def _committed(service: Service) -> None:
+    """Wait until every event so far (this request's included) is on disk, or answer 503."""
+    seq = service.running_reaper.bus.last_seq()
+    if not await service.recorder.wait_committed(seq, service.settings.commit_timeout):
+        reason = service.recorder.degraded_reason or "the recorder is behind"
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            detail=f"not committed within {service.settings.commit_timeout}s ({reason}); "
+            "the timer is armed, retry to confirm it",
+        )
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    responses={200: {"model": TimerPublic, "description": "Heartbeat: deadline moved"}},
+)
+async def acquire(
+    body: TimerCreate, service: ServiceDep, response: Response, _: Write
+) -> TimerPublic:
+    now = time.time()
+    expiration_time = now + body.expires_in if body.expires_in is not None else body.expiration_time
+    assert expiration_time is not None
+    if expiration_time > now + MAX_DEADLINE_SECONDS:
+        raise HTTPException(
+            422, detail=f"deadline is more than {MAX_DEADLINE_SECONDS // 86400} days away"
+        )
+    if body.pid == service.pid:
+        raise HTTPException(422, detail="pid is the timer service itself")
+    try:
+        view, created = service.running_reaper.acquire(
+            body.pid, body.scope_id, expiration_time, body.signal, source="http"
+        )
+    except RefusedError as error:
+        raise HTTPException(422, detail=error.reason) from None
+    await _committed(service)
+    if not created:
+        response.status_code = status.HTTP_200_OK
+    return _public(view)
+
+
+@router.post("/release")
+async def release(body: TimerRelease, service: ServiceDep, _: Write) -> TimerPublic:
+    view = service.running_reaper.release(body.pid, body.scope_id, source="http")
+    if view is None:
+        raise HTTPException(404, detail=f"no active timer for pid {body.pid} and that scope_id")
+    await _committed(service)
+    return _public(view, ended_at=time.time())
+
+
+@router.delete("/{timer_id}")
+async def delete(timer_id: int, service: ServiceDep, session: SessionDep, _: Write) -> TimerPublic:
+    view = service.running_reaper.release_id(timer_id, source="http")
+    if view is None:
+        row = session.get(Timer, timer_id)
+        if row is None:
+            raise HTTPException(404, detail=f"no timer {timer_id}")
+        raise HTTPException(409, detail=f"timer {timer_id} is not active (it is {row.state})")
+    await _committed(service)
+    return _public(view, ended_at=time.time())
+
+
+@router.get("")
+def list_timers(
+    session: SessionDep,
+    state: Annotated[str | None, Query(pattern="^(active|released|expired|killed)$")] = None,
+    pid: int | None = None,
+    scope: Annotated[str | None, Query(max_length=1024)] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    cursor: Annotated[str | None, Query(pattern=r"^\d{1,18}$")] = None,
+) -> Page[TimerPublic]:
+    """Newest first. Pass ``next`` back as ``cursor`` for the following page."""
+    query = select(Timer).order_by(col(Timer.id).desc()).limit(limit + 1)
+    if state is not None:
+        query = query.where(Timer.state == state)
+    if pid is not None:
+        query = query.where(Timer.pid == pid)
+    if scope is not None:
+        query = query.where(Timer.scope_id == scope)
+    if cursor is not None:
+        query = query.where(col(Timer.id) < int(cursor))
+    rows = session.exec(query).all()
+    items = [TimerPublic.model_validate(row, from_attributes=True) for row in rows[:limit]]
+    more = len(rows) > limit
+    return Page[TimerPublic](items=items, next=str(items[-1].id) if more else None)
+
+
+@router.get("/{timer_id}")
+def get_timer(timer_id: int, session: SessionDep) -> TimerPublic:
+    row = session.get(Timer, timer_id)
+    if row is None:
+        raise HTTPException(404, detail=f"no timer {timer_id}")
+    return TimerPublic.model_validate(row, from_attributes=True)

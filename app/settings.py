@@ -1,0 +1,78 @@
+"""Service settings: CLI flags, else ``TIMER_SERVICE_*`` environment variables, else defaults."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+__all__ = ["Settings"]
+
+_PREFIX = "TIMER_SERVICE_"
+
+
+def _env_str(name: str, default: str | None) -> str | None:
+    value = os.environ.get(_PREFIX + name)
+    return value if value not in (None, "") else default
+
+
+def _env_number(name: str, default: float, kind: type[int] | type[float]) -> Any:
+    raw = os.environ.get(_PREFIX + name)
+    if raw in (None, ""):
+        return default
+    try:
+        return kind(raw)
+    except ValueError:
+        raise SystemExit(
+            f"{_PREFIX}{name}={raw!r} is not a valid {kind.__name__}; fix or unset it"
+        ) from None
+
+
+def _env_bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(_PREFIX + name)
+    if raw in (None, ""):
+        return default
+    if raw.lower() in ("1", "true", "yes", "on"):
+        return True
+    if raw.lower() in ("0", "false", "no", "off"):
+        return False
+    raise SystemExit(f"{_PREFIX}{name}={raw!r} is not a boolean; use true or false")
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    db_url: str = "sqlite:///./timer-service.db"
+    fifo: str | None = None
+    fifo_mode: int = 0o600
+    token: str | None = None
+    # Seconds after a non-SIGKILL signal before the worker gets SIGKILL (0: never).
+    escalate_after: float = 10.0
+    signal_children: bool = False
+    # How long a write waits for its row to be committed before answering 503.
+    commit_timeout: float = 5.0
+    # Events held in memory while the database cannot be written.
+    recorder_buffer: int = 100_000
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> Settings:
+        """Defaults, overridden by the environment, overridden by non-None ``overrides``."""
+        defaults = cls()
+        settings = cls(
+            host=_env_str("HOST", defaults.host) or defaults.host,
+            port=_env_number("PORT", defaults.port, int),
+            db_url=_env_str("DB_URL", defaults.db_url) or defaults.db_url,
+            fifo=_env_str("FIFO", None),
+            fifo_mode=int(_env_str("FIFO_MODE", "600") or "600", 8),
+            token=_env_str("TOKEN", None),
+            escalate_after=_env_number("ESCALATE_AFTER", defaults.escalate_after, float),
+            signal_children=_env_bool("SIGNAL_CHILDREN", defaults.signal_children),
+            commit_timeout=_env_number("COMMIT_TIMEOUT", defaults.commit_timeout, float),
+            recorder_buffer=_env_number("RECORDER_BUFFER", defaults.recorder_buffer, int),
+        )
+        known = {field.name for field in fields(cls)}
+        unknown = set(overrides) - known
+        if unknown:
+            raise TypeError(f"unknown settings: {sorted(unknown)}")
+        return replace(settings, **{k: v for k, v in overrides.items() if v is not None})

@@ -1,0 +1,155 @@
+"""Shared helpers for the benchmarks: server processes, sleepers, stats, output."""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+RESULTS = Path(__file__).parent / "results"
+REPO = Path(__file__).parent.parent
+
+# A FileTimerServer in its own process, ours or torch's, reading `fifo`.
+# torch's server SIGKILLs its own process after every reap; without the guard
+# below it could not survive to make a second kill. The guard changes no timing.
+FILE_SERVER = """
+import os, sys, time
+impl, fifo, max_interval = sys.argv[1], sys.argv[2], float(sys.argv[3])
+if impl == "torch":
+    from torch.distributed.elastic.timer import FileTimerServer
+    original = FileTimerServer._reap_worker
+    def _reap_worker(self, pid, sig):
+        return True if pid == os.getpid() else original(self, pid, sig)
+    FileTimerServer._reap_worker = _reap_worker
+else:
+    from timer_core import FileTimerServer
+server = FileTimerServer(fifo, "bench", max_interval=max_interval)
+server.start()
+print("ready", flush=True)
+sys.stdin.read()
+server.stop()
+"""
+
+
+def start_file_server(impl: str, fifo: str, max_interval: float) -> subprocess.Popen[str]:
+    process = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(FILE_SERVER), impl, fifo, str(max_interval)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+    )
+    assert process.stdout is not None
+    if process.stdout.readline().strip() != "ready":
+        raise RuntimeError(f"{impl} FileTimerServer did not start")
+    # torch's server opens the FIFO for reading only once its thread runs.
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+            return process
+        except OSError:
+            time.sleep(0.01)
+    raise RuntimeError(f"{impl} FileTimerServer never opened {fifo}")
+
+
+def stop_server(process: subprocess.Popen[str]) -> None:
+    if process.poll() is None:
+        try:
+            assert process.stdin is not None
+            process.stdin.close()
+            process.wait(15)
+        except (subprocess.TimeoutExpired, BrokenPipeError):
+            process.kill()
+            process.wait()
+    for stream in (process.stdout, process.stdin):
+        if stream is not None and not stream.closed:
+            stream.close()
+
+
+def spawn_sleeper() -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-c", "import time\nwhile True: time.sleep(5)"])
+
+
+def fifo_line(pid: int, scope: str, expiration_time: float, signal: int = 9) -> bytes:
+    request = {
+        "version": 1,
+        "pid": pid,
+        "scope_id": scope,
+        "expiration_time": expiration_time,
+        "signal": signal,
+    }
+    return (json.dumps(request) + "\n").encode()
+
+
+def write_fifo(fifo: str, data: bytes) -> None:
+    """Write whole lines in PIPE_BUF-sized pieces, so no line is split."""
+    fd = os.open(fifo, os.O_WRONLY)
+    try:
+        view, start = memoryview(data), 0
+        while start < len(data):
+            end = min(len(data), start + 4096)
+            end = data.rfind(b"\n", start, end) + 1 or end
+            start += os.write(fd, view[start:end])
+    finally:
+        os.close(fd)
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def summary_ms(values: list[float]) -> dict[str, float]:
+    return {
+        "n": len(values),
+        "p50_ms": 1000 * statistics.median(values) if values else float("nan"),
+        "p99_ms": 1000 * percentile(values, 99),
+        "max_ms": 1000 * max(values) if values else float("nan"),
+    }
+
+
+def cpu_seconds(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return float(times.user + times.system)
+
+
+def print_table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
+    cells = [[str(c) for c in columns]] + [
+        [f"{v:.1f}" if isinstance(v, float) else str(v) for v in row] for row in rows
+    ]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
+    print(f"\n{title}")
+    for index, row in enumerate(cells):
+        print("  ".join(cell.rjust(width) for cell, width in zip(row, widths, strict=True)))
+        if index == 0:
+            print("  ".join("-" * width for width in widths))
+
+
+def save(name: str, payload: dict[str, Any]) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    payload = {"machine": machine(), **payload}
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(payload, indent=2))
+    print(f"\nwrote {path.relative_to(REPO)}")
+    return path
+
+
+def machine() -> dict[str, Any]:
+    return {
+        "cpus": os.cpu_count(),
+        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+        "python": sys.version.split()[0],
+        "load_avg_1m": os.getloadavg()[0],
+    }

@@ -1,0 +1,139 @@
+"""The REST API through TestClient, on a real SQLite file, against real processes."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+
+from fastapi.testclient import TestClient
+
+from tests.workers import wait_dead
+
+
+def arm(client: TestClient, pid: int, scope: str = "step", **extra: object) -> dict[str, object]:
+    response = client.post("/timers", json={"pid": pid, "scope_id": scope, **extra})
+    assert response.status_code == 201, response.text
+    body: dict[str, object] = response.json()
+    return body
+
+
+def events_of(client: TestClient, timer_id: object) -> list[str]:
+    response = client.get("/events", params={"timer_id": timer_id})
+    return [event["kind"] for event in reversed(response.json()["items"])]
+
+
+def wait_state(client: TestClient, timer_id: object, state: str, timeout: float = 10) -> dict:  # type: ignore[type-arg]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        body = client.get(f"/timers/{timer_id}").json()
+        if body["state"] == state:
+            return body  # type: ignore[no-any-return]
+        time.sleep(0.05)
+    raise AssertionError(f"timer {timer_id} never became {state}: {body}")
+
+
+def test_acquire_is_committed_and_readable_at_once(
+    client: TestClient, sleeper: subprocess.Popen[bytes]
+) -> None:
+    timer = arm(client, sleeper.pid, expires_in=60)
+    assert timer["state"] == "active" and timer["pid"] == sleeper.pid and timer["signal"] == 9
+    assert client.get(f"/timers/{timer['id']}").json()["state"] == "active"
+    assert events_of(client, timer["id"]) == ["acquired"]
+
+
+def test_expired_worker_is_killed_and_recorded(
+    client: TestClient, sleeper: subprocess.Popen[bytes]
+) -> None:
+    timer = arm(client, sleeper.pid, expires_in=0.2)
+    assert wait_dead(sleeper) == -9
+    body = wait_state(client, timer["id"], "killed")
+    assert body["ended_at"] is not None and body["ended_at"] >= body["expiration_time"]
+    assert events_of(client, timer["id"]) == ["acquired", "killed"]
+
+
+def test_heartbeat_returns_200_with_the_same_timer_and_moves_the_deadline(
+    client: TestClient, sleeper: subprocess.Popen[bytes]
+) -> None:
+    first = arm(client, sleeper.pid, expires_in=0.5)
+    again = client.post("/timers", json={"pid": sleeper.pid, "scope_id": "step", "expires_in": 60})
+    assert again.status_code == 200
+    assert again.json()["id"] == first["id"]
+    assert again.json()["expiration_time"] > first["expiration_time"]  # type: ignore[operator]
+    time.sleep(0.8)
+    assert sleeper.poll() is None
+    assert (
+        client.get(f"/timers/{first['id']}").json()["expiration_time"]
+        == again.json()["expiration_time"]
+    )
+
+
+def test_release_by_pid_and_scope_spares_the_worker(
+    client: TestClient, sleeper: subprocess.Popen[bytes]
+) -> None:
+    timer = arm(client, sleeper.pid, expires_in=0.3)
+    response = client.post("/timers/release", json={"pid": sleeper.pid, "scope_id": "step"})
+    assert response.status_code == 200 and response.json()["state"] == "released"
+    time.sleep(0.6)
+    assert sleeper.poll() is None
+    assert client.get(f"/timers/{timer['id']}").json()["state"] == "released"
+    again = client.post("/timers/release", json={"pid": sleeper.pid, "scope_id": "step"})
+    assert again.status_code == 404
+
+
+def test_delete_releases_then_409_then_404(
+    client: TestClient, sleeper: subprocess.Popen[bytes]
+) -> None:
+    timer = arm(client, sleeper.pid, expires_in=60)
+    assert client.delete(f"/timers/{timer['id']}").json()["state"] == "released"
+    assert client.delete(f"/timers/{timer['id']}").status_code == 409
+    assert client.delete("/timers/999999").status_code == 404
+
+
+def test_observe_only_expires_without_a_signal(
+    client: TestClient, sleeper: subprocess.Popen[bytes]
+) -> None:
+    timer = arm(client, sleeper.pid, expires_in=0.2, signal=0)
+    body = wait_state(client, timer["id"], "expired")
+    assert body["end_reason"] == "observe only"
+    assert sleeper.poll() is None
+
+
+def test_list_filters_and_cursor_pagination(
+    client: TestClient, sleepers: list[subprocess.Popen[bytes]]
+) -> None:
+    from tests.workers import spawn_sleeper
+
+    a, b = spawn_sleeper(), spawn_sleeper()
+    sleepers.extend([a, b])
+    ids = [arm(client, a.pid, f"s{i}", expires_in=60)["id"] for i in range(5)]
+    arm(client, b.pid, "other", expires_in=60)
+    client.delete(f"/timers/{ids[0]}")
+    page = client.get("/timers", params={"pid": a.pid, "limit": 2}).json()
+    assert [t["id"] for t in page["items"]] == ids[::-1][:2]
+    seen = [t["id"] for t in page["items"]]
+    while page["next"]:
+        page = client.get(
+            "/timers", params={"pid": a.pid, "limit": 2, "cursor": page["next"]}
+        ).json()
+        seen += [t["id"] for t in page["items"]]
+    assert seen == ids[::-1]
+    active = client.get("/timers", params={"state": "active", "pid": a.pid}).json()["items"]
+    assert sorted(t["id"] for t in active) == ids[1:]
+    assert [
+        t["scope_id"] for t in client.get("/timers", params={"scope": "other"}).json()["items"]
+    ] == ["other"]
+    kinds = client.get("/events", params={"kind": "released"}).json()["items"]
+    assert [e["timer_id"] for e in kinds] == [ids[0]]
+
+
+def test_healthz_reports_ok_with_reaper_and_recorder(client: TestClient) -> None:
+    response = client.get("/healthz")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status"] == "ok" and body["reaper"]["running"] is True
+    assert body["recorder"]["backlog"] == 0
+
+
+def test_openapi_docs_are_served(client: TestClient) -> None:
+    assert client.get("/docs").status_code == 200
+    assert "/timers" in client.get("/openapi.json").json()["paths"]
