@@ -17,7 +17,7 @@ import time
 from typing import Any
 
 from sqlalchemy import Engine, bindparam, insert, update
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from timer_core import TimerEvent
 from timer_core.events import END_KINDS, EventKind
@@ -48,6 +48,7 @@ class Recorder:
         self.dropped = 0
         self.commits = 0
         self.write_errors = 0
+        self.rejected = 0
         self.last_error: str | None = None
         self._waiters: list[tuple[int, asyncio.Future[None], asyncio.AbstractEventLoop]] = []
 
@@ -132,6 +133,9 @@ class Recorder:
             return False
         try:
             self._write(batch)
+        except IntegrityError:
+            # One bad event must not block the rest forever: write them one by one.
+            self._write_singly(batch)
         except SQLAlchemyError as error:
             self.write_errors += 1
             cause = getattr(error, "orig", None) or error
@@ -156,6 +160,14 @@ class Recorder:
         for _, future, loop in ready:
             loop.call_soon_threadsafe(_resolve, future)
         return True
+
+    def _write_singly(self, batch: list[TimerEvent]) -> None:
+        for event in batch:
+            try:
+                self._write([event])
+            except IntegrityError as error:
+                self.rejected += 1
+                logger.error("event %d (%s) cannot be recorded: %s", event.seq, event.kind, error)
 
     def _write(self, batch: list[TimerEvent]) -> None:
         new_timers: list[dict[str, Any]] = []

@@ -234,6 +234,7 @@ class Reaper:
                 reason="worker exited while the service was down",
             )
             return None
+        # Its acquisition was recorded before the restart: announce nothing new.
         view, _ = self._arm(
             identity, scope_id, expiration_time, signal, source, timer_id, acquired_at
         )
@@ -281,7 +282,8 @@ class Reaper:
                 timer.signal = signal
             self._push(deadline, timer, timer.generation)
             view = timer.view()
-            self._emit(EventKind.ACQUIRED if created else EventKind.EXTENDED, timer, "active")
+            if acquired_at is None:  # None for every request; restore passes the original
+                self._emit(EventKind.ACQUIRED if created else EventKind.EXTENDED, timer, "active")
         if new_worker and self._watcher is not None:
             self._watcher.watch(identity)
         return view, created

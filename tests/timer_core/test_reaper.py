@@ -280,8 +280,10 @@ def test_restore_rearms_with_the_recorded_identity() -> None:
         41, identity, "s", world.at(-1), 9, source="http", acquired_at=world.at(-60)
     )
     assert view is not None and view.id == 41
+    assert world.kinds() == []  # its acquisition was recorded before the restart
     world.advance(0)
     assert world.signaller.sent == [(100, signal.SIGKILL)]
+    assert world.kinds() == ["killed"]
 
 
 def test_restore_of_a_gone_worker_signals_nothing() -> None:
