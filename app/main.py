@@ -10,7 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from .routers import events, health, timers
+from .routers import events, health, metrics, timers
 from .service import Service
 from .settings import Settings
 
@@ -53,4 +53,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(timers.router)
     app.include_router(events.router)
     app.include_router(health.router)
+    app.include_router(metrics.router)
     return app

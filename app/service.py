@@ -13,6 +13,7 @@ from timer_core import ProcessIdentity, Reaper
 from timer_core.fifo_source import FifoSource
 
 from .db import make_engine, migrate
+from .metrics import ServiceMetrics
 from .models import Timer
 from .recorder import Recorder
 from .settings import Settings
@@ -29,6 +30,7 @@ class Service:
         self.recorder = Recorder(self.engine, buffer_size=settings.recorder_buffer)
         self.reaper: Reaper | None = None
         self.fifo: FifoSource | None = None
+        self.metrics = ServiceMetrics(self)
         self.started_at = time.time()
         self.pid = os.getpid()
 
@@ -49,6 +51,7 @@ class Service:
             first_timer_id=(highest or 0) + 1,
         )
         self.reaper.add_listener(self.recorder)
+        self.reaper.add_listener(self.metrics)
         self.recorder.start()
         self._restore(list(active))
         self.reaper.start()
