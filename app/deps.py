@@ -11,10 +11,11 @@ from sqlmodel import Session
 
 from .service import Service
 
-__all__ = ["ServiceDep", "SessionDep", "require_token"]
+__all__ = ["ServiceDep", "SessionDep", "check_token", "require_token"]
 
 
-def get_service(request: Request) -> Service:
+async def get_service(request: Request) -> Service:
+    # async: a sync dependency would cost a thread-pool hop on every request.
     service: Service = request.app.state.service
     return service
 
@@ -30,8 +31,12 @@ def get_session(service: ServiceDep) -> Iterator[Session]:
 SessionDep = Annotated[Session, Depends(get_session)]
 
 
-def require_token(request: Request, service: ServiceDep) -> None:
+async def require_token(request: Request, service: ServiceDep) -> None:
     """With a token configured, a write needs ``Authorization: Bearer <token>``."""
+    check_token(request, service)
+
+
+def check_token(request: Request, service: Service) -> None:
     expected = service.settings.token
     if not expected:
         return

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from ..deps import ServiceDep, require_token
+from ..deps import ServiceDep, check_token
 
 __all__ = ["router"]
 
@@ -17,5 +17,5 @@ def metrics(request: Request, service: ServiceDep) -> Response:
     """Open to read, like the other reads. A scraper that sends a bearer token
     (Prometheus's ``authorization`` scrape option) must send the right one."""
     if "authorization" in request.headers:
-        require_token(request, service)
+        check_token(request, service)
     return Response(generate_latest(service.metrics.registry), media_type=CONTENT_TYPE_LATEST)
