@@ -146,6 +146,16 @@ def save(name: str, payload: dict[str, Any]) -> Path:
     return path
 
 
+def implementations() -> list[str]:
+    """Ours, plus torch's when torch 2.13 is installed."""
+    try:
+        import torch.distributed.elastic.timer  # noqa: F401
+    except ImportError:
+        print("torch is not installed: measuring ours only (pip install torch==2.13.0)")
+        return ["ours"]
+    return ["ours", "torch"]
+
+
 def machine() -> dict[str, Any]:
     return {
         "cpus": os.cpu_count(),

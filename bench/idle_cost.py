@@ -21,6 +21,7 @@ import psutil
 from bench.common import (
     cpu_seconds,
     fifo_line,
+    implementations,
     print_table,
     save,
     spawn_sleeper,
@@ -64,13 +65,7 @@ def main() -> None:
     args = parser.parse_args()
     sizes = [1000] if args.smoke else [1000, 10_000, 100_000]
     seconds = 2.0 if args.smoke else args.seconds
-    try:
-        import torch.distributed.elastic.timer  # noqa: F401
-
-        impls = ["ours", "torch"]
-    except ImportError:
-        print("torch is not installed: measuring ours only (pip install torch==2.13.0)")
-        impls = ["ours"]
+    impls = implementations()
     rows, results = [], []
     for timers in sizes:
         for impl in impls:

@@ -19,6 +19,7 @@ from typing import Any
 
 from bench.common import (
     fifo_line,
+    implementations,
     print_table,
     save,
     spawn_sleeper,
@@ -107,13 +108,7 @@ def main() -> None:
     args = parser.parse_args()
     kills = 3 if args.smoke else args.kills
     intervals = [0.1] if args.smoke else [0.1, 1.0, 10.0]
-    try:
-        import torch.distributed.elastic.timer  # noqa: F401
-
-        impls = ["ours", "torch"]
-    except ImportError:
-        print("torch is not installed: measuring ours only (pip install torch==2.13.0)")
-        impls = ["ours"]
+    impls = implementations()
     rows, results = [], []
     for server_kind in ("LocalTimerServer", "FileTimerServer"):
         for max_interval in intervals:

@@ -16,7 +16,7 @@ import stat
 import threading
 from collections.abc import Callable
 
-from .reaper import Reaper, RefusedError
+from .reaper import Reaper
 from .wire import MAX_LINE_BYTES, MalformedRequest, WireRequest, parse_line
 
 __all__ = ["FifoSource", "create_fifo"]
@@ -128,20 +128,10 @@ class FifoSource:
         self.apply(request)
 
     def apply(self, request: WireRequest) -> None:
-        try:
-            if request.is_release:
-                self.reaper.release(request.pid, request.scope_id, source="fifo")
-            else:
-                self.reaper.acquire(
-                    request.pid,
-                    request.scope_id,
-                    request.expiration_time,
-                    request.signal,
-                    source="fifo",
-                )
+        if self.reaper.apply(
+            request.pid, request.scope_id, request.expiration_time, request.signal, source="fifo"
+        ):
             self.applied_requests += 1
-        except RefusedError:
-            pass  # logged and emitted as a ``refused`` event by the reaper
 
     def _reject(self, reason: str) -> None:
         self.malformed_lines += 1

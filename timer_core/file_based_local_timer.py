@@ -183,29 +183,23 @@ class FileTimerServer:
 
     def register_timers(self, timer_requests: list[FileTimerRequest]) -> None:
         for request in timer_requests:
-            if request.expiration_time < 0:
-                self.reaper.release(request.worker_pid, request.scope_id, source="fifo")
-            else:
-                self.reaper.acquire(
-                    request.worker_pid,
-                    request.scope_id,
-                    request.expiration_time,
-                    request.signal,
-                    source="fifo",
-                )
+            self.reaper.apply(
+                request.worker_pid,
+                request.scope_id,
+                request.expiration_time,
+                request.signal,
+                source="fifo",
+            )
 
     def clear_timers(self, worker_pids: set[int]) -> None:
         for pid in worker_pids:
             self.reaper.clear_worker(pid, reason="cleared by the server")
 
     def get_expired_timers(self, deadline: float) -> dict[int, list[FileTimerRequest]]:
-        expired: dict[int, list[FileTimerRequest]] = {}
-        for timer in self.reaper.active():
-            if timer.expiration_time <= deadline:
-                expired.setdefault(timer.pid, []).append(
-                    FileTimerRequest(timer.pid, timer.scope_id, timer.expiration_time, timer.signal)
-                )
-        return expired
+        return {
+            pid: [FileTimerRequest(t.pid, t.scope_id, t.expiration_time, t.signal) for t in timers]
+            for pid, timers in self.reaper.expired_by_worker(deadline).items()
+        }
 
     def _reap_worker(self, worker_pid: int, signal: int) -> bool:
         return self.reaper.signal_now(worker_pid, signal)

@@ -13,7 +13,7 @@ from queue import Empty
 from typing import Any
 
 from .api import RequestQueue, TimerClient, TimerRequest, TimerServer
-from .reaper import Reaper, RefusedError
+from .reaper import Reaper
 
 __all__ = ["LocalTimerClient", "LocalTimerServer", "MultiprocessingRequestQueue"]
 
@@ -93,13 +93,10 @@ class LocalTimerServer(TimerServer):
             self.reaper.clear_worker(pid, reason="cleared by the server")
 
     def get_expired_timers(self, deadline: float) -> dict[Any, list[TimerRequest]]:
-        expired: dict[Any, list[TimerRequest]] = {}
-        for timer in self.reaper.active():
-            if timer.expiration_time <= deadline:
-                expired.setdefault(timer.pid, []).append(
-                    TimerRequest(timer.pid, timer.scope_id, timer.expiration_time)
-                )
-        return expired
+        return {
+            pid: [TimerRequest(t.pid, t.scope_id, t.expiration_time) for t in timers]
+            for pid, timers in self.reaper.expired_by_worker(deadline).items()
+        }
 
     def _reap_worker(self, worker_id: Any) -> bool:
         return self.reaper.signal_now(worker_id, signal.SIGKILL)
@@ -136,17 +133,12 @@ class LocalTimerServer(TimerServer):
 
     def _apply(self, request: TimerRequest) -> None:
         try:
-            if request.expiration_time < 0:
-                self.reaper.release(request.worker_id, request.scope_id, source="queue")
-            else:
-                self.reaper.acquire(
-                    request.worker_id,
-                    request.scope_id,
-                    request.expiration_time,
-                    signal.SIGKILL,
-                    source="queue",
-                )
-        except RefusedError:
-            pass  # already logged and emitted as a ``refused`` event
-        except (TypeError, AttributeError):
+            pid, scope_id, expiration_time = (
+                request.worker_id,
+                request.scope_id,
+                request.expiration_time,
+            )
+        except AttributeError:
             logger.warning("ignoring a malformed timer request: %r", request)
+            return
+        self.reaper.apply(pid, scope_id, expiration_time, signal.SIGKILL, source="queue")

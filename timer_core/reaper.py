@@ -205,6 +205,21 @@ class Reaper:
             raise
         return self._arm(identity, scope_id, expiration_time, signal, source, None, None)
 
+    def apply(
+        self, pid: int, scope_id: str, expiration_time: float, signal: int, *, source: str
+    ) -> bool:
+        """Apply one request in torch's convention: a negative ``expiration_time``
+        releases, anything else acquires. False if refused (already logged and
+        emitted as a ``refused`` event)."""
+        try:
+            if isinstance(expiration_time, int | float) and expiration_time < 0:
+                self.release(pid, scope_id, source=source)
+            else:
+                self.acquire(pid, scope_id, expiration_time, signal, source=source)
+            return True
+        except RefusedError:
+            return False
+
     def restore(
         self,
         timer_id: int,
@@ -356,6 +371,15 @@ class Reaper:
     def active(self) -> list[TimerView]:
         with self._lock:
             return [timer.view() for timer in self._by_id.values()]
+
+    def expired_by_worker(self, deadline: float) -> dict[int, list[TimerView]]:
+        """Active timers with ``expiration_time`` ≤ ``deadline`` (unix), by pid: torch's
+        ``get_expired_timers``. O(n): for compatibility, not for the reaping path."""
+        expired: dict[int, list[TimerView]] = {}
+        for timer in self.active():
+            if timer.expiration_time <= deadline:
+                expired.setdefault(timer.pid, []).append(timer)
+        return expired
 
     def active_count(self) -> int:
         return len(self._by_id)

@@ -6,7 +6,7 @@ import time
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Response, status
-from sqlmodel import col, select
+from sqlmodel import select
 
 from timer_core import RefusedError, TimerView
 
@@ -20,6 +20,7 @@ from ..models import (
     TimerRelease,
 )
 from ..service import Service
+from .pagination import CURSOR_PATTERN, paginate
 
 __all__ = ["router"]
 
@@ -111,22 +112,17 @@ def list_timers(
     pid: int | None = None,
     scope: Annotated[str | None, Query(max_length=1024)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    cursor: Annotated[str | None, Query(pattern=r"^\d{1,18}$")] = None,
+    cursor: Annotated[str | None, Query(pattern=CURSOR_PATTERN)] = None,
 ) -> Page[TimerPublic]:
     """Newest first. Pass ``next`` back as ``cursor`` for the following page."""
-    query = select(Timer).order_by(col(Timer.id).desc()).limit(limit + 1)
+    query = select(Timer)
     if state is not None:
         query = query.where(Timer.state == state)
     if pid is not None:
         query = query.where(Timer.pid == pid)
     if scope is not None:
         query = query.where(Timer.scope_id == scope)
-    if cursor is not None:
-        query = query.where(col(Timer.id) < int(cursor))
-    rows = session.exec(query).all()
-    items = [TimerPublic.model_validate(row, from_attributes=True) for row in rows[:limit]]
-    more = len(rows) > limit
-    return Page[TimerPublic](items=items, next=str(items[-1].id) if more else None)
+    return paginate(session, query, Timer.id, TimerPublic, limit, cursor)
 
 
 @router.get("/{timer_id}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -160,6 +161,22 @@ def test_a_crash_loses_no_acknowledged_timer_and_rearmed_timers_fire(
         assert sorted(acquired) == sorted(acknowledged)  # none lost, none duplicated
     finally:
         service.stop()
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool (Debian: prometheus)")
+def test_promtool_accepts_a_scrape_of_the_real_service(
+    service: ServiceProcess, sleeper: subprocess.Popen[bytes]
+) -> None:
+    body = {"pid": sleeper.pid, "scope_id": "s", "expires_in": 0.1}
+    assert httpx.post(service.url + "/timers", json=body).status_code == 201
+    assert wait_dead(sleeper) == -signal.SIGKILL
+    wait_for_state(service.url, sleeper.pid, "killed")
+    scrape = httpx.get(service.url + "/metrics").text
+    assert 'timer_kills_total{signal="SIGKILL"} 1.0' in scrape
+    result = subprocess.run(
+        ["promtool", "check", "metrics"], input=scrape, capture_output=True, text=True
+    )
+    assert result.returncode == 0 and not (result.stdout + result.stderr).strip(), result
 
 
 def test_environment_variables_configure_the_service(tmp_path: Path) -> None:

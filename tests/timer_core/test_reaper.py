@@ -325,3 +325,21 @@ def test_event_sequence_numbers_increase(world: World) -> None:
     seqs = [event.seq for event in world.events]
     assert seqs == sorted(seqs) and len(set(seqs)) == 3
     assert world.events[0].kind == EventKind.ACQUIRED
+
+
+def test_expired_by_worker_is_torchs_get_expired_timers(world: World) -> None:
+    world.reaper.acquire(100, "late", world.at(10))
+    world.reaper.acquire(100, "due", world.at(1))
+    world.reaper.acquire(101, "due", world.at(2))
+    expired = world.reaper.expired_by_worker(world.at(2))
+    assert {pid: [t.scope_id for t in timers] for pid, timers in expired.items()} == {
+        100: ["due"],
+        101: ["due"],
+    }
+
+
+def test_apply_follows_torchs_negative_expiration_means_release(world: World) -> None:
+    assert world.reaper.apply(100, "s", world.at(5), 9, source="fifo")
+    assert world.reaper.apply(100, "s", -1, 0, source="fifo")
+    assert not world.reaper.apply(0, "s", world.at(5), 9, source="fifo")
+    assert world.kinds() == ["acquired", "released", "refused"]
