@@ -196,7 +196,7 @@ class Recorder:
                 changes.setdefault(event.timer_id, {}).update(
                     state=event.state,
                     ended_at=event.at,
-                    end_reason=event.detail.get("reason") or event.kind,
+                    end_reason=event.reason(),
                 )
             rows.append(
                 {

@@ -13,6 +13,7 @@ from timer_core import ProcessIdentity, Reaper
 from timer_core.fifo_source import FifoSource
 
 from .db import make_engine, migrate
+from .live_feed import LiveFeed
 from .metrics import ServiceMetrics
 from .models import Timer
 from .recorder import Recorder
@@ -31,6 +32,7 @@ class Service:
         self.reaper: Reaper | None = None
         self.fifo: FifoSource | None = None
         self.metrics = ServiceMetrics(self)
+        self.live_feed = LiveFeed()
         self.started_at = time.time()
         self.pid = os.getpid()
 
@@ -52,6 +54,8 @@ class Service:
         )
         self.reaper.add_listener(self.recorder)
         self.reaper.add_listener(self.metrics)
+        self.live_feed.seed(self.engine)
+        self.reaper.add_listener(self.live_feed)
         self.recorder.start()
         self._restore(list(active))
         self.reaper.start()

@@ -71,6 +71,15 @@ class TimerEvent:
     process_create_time: float | None = None
     detail: dict[str, Any] = field(default_factory=dict)
 
+    def reason(self) -> str:
+        """One line saying why the timer ended (or why the request was refused)."""
+        if "reason" in self.detail:
+            return str(self.detail["reason"])
+        if self.kind == EventKind.KILLED and "latency" in self.detail:
+            late_ms = 1000 * float(self.detail["latency"])
+            return f"signal {self.signal} sent {late_ms:.1f} ms after the deadline"
+        return self.kind
+
 
 Listener = Callable[[TimerEvent], None]
 

@@ -1,0 +1,135 @@
+"""What the dashboard shows, kept in memory as events arrive: recent ends,
+per-minute counts for the last hour, and kills in total. Seeded from the
+database on start, so a restart does not blank the page."""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+from typing import Any
+
+from sqlalchemy import Engine, func
+from sqlmodel import Session, col, select
+
+from timer_core import EventKind, TimerEvent
+from timer_core.events import END_KINDS
+
+from .models import Event, Timer
+
+__all__ = ["LiveFeed"]
+
+_RECENT_ENDS = 200
+_MINUTES = 60
+_CHARTED = {
+    EventKind.ACQUIRED: "acquired",
+    EventKind.EXPIRED: "expired",
+    EventKind.KILL_FAILED: "expired",
+    EventKind.KILLED: "killed",
+}
+
+
+class LiveFeed:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._recent: collections.deque[dict[str, Any]] = collections.deque(maxlen=_RECENT_ENDS)
+        self._minutes: dict[int, dict[str, int]] = {}
+        self.kills_total = 0
+
+    def seed(self, engine: Engine) -> None:
+        since = time.time() - _MINUTES * 60
+        with Session(engine) as session:
+            ended = session.exec(
+                select(Timer)
+                .where(col(Timer.state) != "active")
+                .order_by(col(Timer.id).desc())
+                .limit(_RECENT_ENDS)
+            ).all()
+            kills = session.exec(
+                select(func.count()).select_from(Timer).where(col(Timer.state) == "killed")
+            ).one()
+            recent_events = session.exec(
+                select(Event.kind, Event.at).where(
+                    col(Event.at) >= since, col(Event.kind).in_(list(_CHARTED))
+                )
+            ).all()
+        with self._lock:
+            self.kills_total = int(kills)
+            for row in reversed(ended):
+                self._recent.appendleft(_ended(row.model_dump()))
+            for kind, at in recent_events:
+                self._count(kind, at)
+
+    def __call__(self, event: TimerEvent) -> None:
+        """Listener: fold one event in."""
+        with self._lock:
+            self._count(event.kind, event.at)
+            if event.kind == EventKind.KILLED and "reason" not in event.detail:
+                self.kills_total += 1
+            if event.kind in END_KINDS and event.timer_id is not None:
+                self._recent.appendleft(
+                    _ended(
+                        {
+                            "id": event.timer_id,
+                            "pid": event.pid,
+                            "scope_id": event.scope_id,
+                            "signal": event.signal,
+                            "source": event.source,
+                            "state": event.state,
+                            "acquired_at": event.acquired_at,
+                            "expiration_time": event.expiration_time,
+                            "ended_at": event.at,
+                            "end_reason": event.reason(),
+                        }
+                    )
+                )
+
+    def _count(self, kind: str, at: float) -> None:
+        series = _CHARTED.get(kind)
+        if series is None:
+            return
+        minute = int(at // 60)
+        bucket = self._minutes.setdefault(minute, {"acquired": 0, "expired": 0, "killed": 0})
+        bucket[series] += 1
+        if len(self._minutes) > _MINUTES + 5:
+            oldest = int(time.time() // 60) - _MINUTES
+            for stale in [m for m in self._minutes if m < oldest]:
+                del self._minutes[stale]
+
+    def snapshot(self, now: float) -> dict[str, Any]:
+        this_minute = int(now // 60)
+        with self._lock:
+            chart = [
+                {"minute": (this_minute - back) * 60, **self._minutes.get(this_minute - back, {})}
+                for back in range(_MINUTES - 1, -1, -1)
+            ]
+            recent = list(self._recent)
+            kills_total = self.kills_total
+        for point in chart:
+            for series in ("acquired", "expired", "killed"):
+                point.setdefault(series, 0)
+        return {
+            "chart": chart,
+            "recent_ends": recent,
+            "kills_total": kills_total,
+            "expired_last_hour": sum(point["expired"] for point in chart),
+            "killed_last_hour": sum(point["killed"] for point in chart),
+        }
+
+
+def _ended(timer: dict[str, Any]) -> dict[str, Any]:
+    return {key: timer.get(key) for key in _ENDED_FIELDS}
+
+
+_ENDED_FIELDS = (
+    "id",
+    "pid",
+    "scope_id",
+    "signal",
+    "source",
+    "state",
+    "acquired_at",
+    "expiration_time",
+    "ended_at",
+    "end_reason",
+)

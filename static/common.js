@@ -1,0 +1,67 @@
+// Shared helpers for the dashboard pages. Data is only ever written with
+// textContent or setAttribute: never innerHTML, so worker strings stay text.
+"use strict";
+
+const TS = {
+  clockOffset: 0, // server time minus this browser's time, in seconds
+
+  serverNow() {
+    return Date.now() / 1000 + TS.clockOffset;
+  },
+
+  el(tag, attrs, text) {
+    const node = document.createElement(tag);
+    for (const [key, value] of Object.entries(attrs || {})) node.setAttribute(key, value);
+    if (text !== undefined && text !== null) node.textContent = String(text);
+    return node;
+  },
+
+  setText(id, text) {
+    const node = document.getElementById(id);
+    if (node && node.textContent !== String(text)) node.textContent = String(text);
+  },
+
+  duration(seconds) {
+    const s = Math.max(0, Math.round(seconds));
+    if (s < 60) return s + "s";
+    if (s < 3600) return Math.floor(s / 60) + "m " + String(s % 60).padStart(2, "0") + "s";
+    const h = Math.floor(s / 3600);
+    return h + "h " + String(Math.floor((s % 3600) / 60)).padStart(2, "0") + "m";
+  },
+
+  clock(unix) {
+    return unix ? new Date(unix * 1000).toLocaleTimeString() : "–";
+  },
+
+  signalName(signal) {
+    const names = { 1: "SIGHUP", 2: "SIGINT", 6: "SIGABRT", 9: "SIGKILL", 10: "SIGUSR1", 12: "SIGUSR2", 15: "SIGTERM" };
+    if (signal <= 0) return "observe only";
+    return names[signal] || "signal " + signal;
+  },
+
+  showHealth(health) {
+    const pill = document.getElementById("health");
+    pill.dataset.status = health.status;
+    pill.textContent = health.status === "ok" ? "healthy" : health.status + ": " + health.problems.join("; ");
+    TS.setText("updated", new Date().toLocaleTimeString());
+  },
+
+  showOffline(error) {
+    const pill = document.getElementById("health");
+    pill.dataset.status = "failing";
+    pill.textContent = "service unreachable (" + error + "); retrying";
+  },
+
+  // Poll `load` every `ms`, never overlapping, and keep going through errors.
+  poll(load, ms) {
+    const run = async () => {
+      try {
+        await load();
+      } catch (error) {
+        TS.showOffline(error.message || error);
+      }
+      setTimeout(run, ms);
+    };
+    run();
+  },
+};

@@ -1,0 +1,195 @@
+// The dashboard: polls /dashboard/state twice a second, ticks countdowns every second.
+"use strict";
+
+const POLL_MS = 500;
+const filters = new URLSearchParams(location.search);
+let killsAtOpen = null;
+let lastState = null;
+
+function filterQuery() {
+  const query = new URLSearchParams();
+  for (const name of ["pid", "scope", "state"]) {
+    if (filters.get(name)) query.set(name, filters.get(name));
+  }
+  return query.toString();
+}
+
+function initFilters() {
+  const form = document.getElementById("filters");
+  for (const name of ["pid", "scope", "state"]) form.elements[name].value = filters.get(name) || "";
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    for (const name of ["pid", "scope", "state"]) {
+      const value = form.elements[name].value.trim();
+      if (value) filters.set(name, value);
+      else filters.delete(name);
+    }
+    const query = filterQuery();
+    history.replaceState(null, "", query ? "?" + query : location.pathname);
+    refresh();
+  });
+  document.getElementById("clear-filters").addEventListener("click", () => {
+    form.reset();
+    form.requestSubmit();
+  });
+}
+
+function scopeLink(timer) {
+  const link = TS.el("a", { href: "/ui/timers/" + timer.id, class: "scope", title: timer.scope_id }, timer.scope_id);
+  return link;
+}
+
+// Reuse rows by timer id, so the page does not flicker and each timer is one element.
+function syncRows(tbody, timers, build, update) {
+  const existing = new Map();
+  for (const row of tbody.rows) existing.set(row.dataset.timerId, row);
+  const keep = new Set();
+  for (const timer of timers) {
+    const id = String(timer.id);
+    keep.add(id);
+    let row = existing.get(id);
+    if (!row) {
+      row = build(timer);
+      row.dataset.timerId = id;
+    }
+    row.dataset.state = timer.state;
+    update(row, timer);
+    tbody.appendChild(row); // moves it into sorted order
+  }
+  for (const [id, row] of existing) if (!keep.has(id)) row.remove();
+}
+
+function buildActive(timer) {
+  const row = TS.el("tr");
+  const left = TS.el("td", { class: "left" });
+  left.append(TS.el("span", { class: "countdown" }), TS.el("div", { class: "bar" }));
+  left.lastChild.append(TS.el("div", { class: "fill" }));
+  const scope = TS.el("td");
+  scope.append(scopeLink(timer));
+  row.append(left, TS.el("td", {}, timer.pid), scope, TS.el("td", { class: "signal" }),
+    TS.el("td", { class: "held" }), TS.el("td", {}, timer.source));
+  return row;
+}
+
+function updateActive(row, timer) {
+  row.timer = timer;
+  row.cells[3].textContent = TS.signalName(timer.signal);
+  tickRow(row);
+}
+
+function tickRow(row) {
+  const timer = row.timer;
+  const now = TS.serverNow();
+  const left = timer.expiration_time - now;
+  const total = Math.max(0.001, timer.expiration_time - timer.acquired_at);
+  const used = Math.min(1, Math.max(0, (now - timer.acquired_at) / total));
+  row.querySelector(".countdown").textContent = left > 0 ? TS.duration(left) : "due";
+  const fill = row.querySelector(".fill");
+  fill.style.width = (used * 100).toFixed(1) + "%";
+  row.classList.toggle("near", left > 0 && (left < 5 || used > 0.8));
+  row.classList.toggle("due", left <= 0);
+  row.cells[4].textContent = TS.duration(now - timer.acquired_at);
+}
+
+function buildEnded(timer) {
+  const row = TS.el("tr");
+  const scope = TS.el("td");
+  scope.append(scopeLink(timer));
+  row.append(TS.el("td"), TS.el("td"), TS.el("td", { class: "reason" }), TS.el("td", {}, timer.pid),
+    scope, TS.el("td"));
+  row.cells[1].append(TS.el("span", { class: "badge" }));
+  return row;
+}
+
+function updateEnded(row, timer) {
+  row.cells[0].textContent = TS.clock(timer.ended_at);
+  const badge = row.cells[1].firstChild;
+  badge.textContent = timer.state;
+  badge.dataset.state = timer.state;
+  row.cells[2].textContent = timer.end_reason || "";
+  row.cells[5].textContent = TS.duration((timer.ended_at || 0) - timer.acquired_at);
+}
+
+function drawChart(points) {
+  const width = 600, height = 170, pad = 24;
+  const svgNS = "http://www.w3.org/2000/svg";
+  const svg = document.createElementNS(svgNS, "svg");
+  svg.setAttribute("viewBox", `0 0 ${width} ${height}`);
+  svg.setAttribute("role", "img");
+  svg.setAttribute("aria-label", "acquisitions, expiries and kills per minute over the last hour");
+  const top = Math.max(1, ...points.map((p) => Math.max(p.acquired, p.expired, p.killed)));
+    const y = (v) => height - pad - (v * (height - 2 * pad)) / top;
+  const line = (x1, y1, x2, y2, cls) => {
+    const node = document.createElementNS(svgNS, "line");
+    Object.entries({ x1, y1, x2, y2, class: cls }).forEach(([k, v]) => node.setAttribute(k, v));
+    svg.append(node);
+  };
+  const label = (text, lx, ly, anchor) => {
+    const node = document.createElementNS(svgNS, "text");
+    Object.entries({ x: lx, y: ly, "text-anchor": anchor, class: "axis-label" }).forEach(([k, v]) => node.setAttribute(k, v));
+    node.textContent = text;
+    svg.append(node);
+  };
+  line(pad, height - pad, width - pad, height - pad, "axis");
+  line(pad, y(top), width - pad, y(top), "grid");
+  label(String(top), pad - 4, y(top) + 4, "end");
+  label("0", pad - 4, height - pad + 4, "end");
+  label("−60 min", pad, height - 6, "start");
+  label("now", width - pad, height - 6, "end");
+  // Three thin bars a minute, side by side: counts stay readable when one series dwarfs another.
+  const slot = (width - 2 * pad) / points.length;
+  const barWidth = Math.max(1, slot / 3 - 0.5);
+  points.forEach((point, i) => {
+    ["acquired", "expired", "killed"].forEach((series, k) => {
+      if (!point[series]) return;
+      const bar = document.createElementNS(svgNS, "rect");
+      const top = y(point[series]);
+      Object.entries({
+        x: (pad + i * slot + k * (slot / 3)).toFixed(1), y: top.toFixed(1),
+        width: barWidth.toFixed(1), height: (height - pad - top).toFixed(1), class: "series " + series,
+      }).forEach(([key, value]) => bar.setAttribute(key, value));
+      const tip = document.createElementNS(svgNS, "title");
+      tip.textContent = `${new Date(point.minute * 1000).toLocaleTimeString()}: ${point[series]} ${series}`;
+      bar.append(tip);
+      svg.append(bar);
+    });
+  });
+  document.getElementById("chart").replaceChildren(svg);
+}
+
+function render(state) {
+  TS.clockOffset = state.now - Date.now() / 1000;
+  TS.showHealth(state.health);
+  const counts = state.counts;
+  TS.setText("count-active", counts.active);
+  TS.setText("count-expired", counts.expired_last_hour);
+  TS.setText("count-killed", counts.killed_last_hour);
+  TS.setText("count-kills-total", counts.kills_total);
+  const lag = state.health.reaper_lag_seconds;
+  TS.setText("reaper-lag", lag === null ? "–" : (lag * 1000).toFixed(1) + " ms");
+  TS.setText("recorder-backlog", state.health.recorder_backlog + " events");
+  if (killsAtOpen === null) killsAtOpen = counts.kills_total;
+  const killedSinceOpen = counts.kills_total - killsAtOpen;
+  const title = (killedSinceOpen > 0 ? `(${killedSinceOpen} killed) ` : "") + "timer-service";
+  if (document.title !== title) document.title = title;
+
+  syncRows(document.querySelector("#active-table tbody"), state.active, buildActive, updateActive);
+  document.getElementById("active-empty").hidden = state.active.length > 0;
+  TS.setText("active-note", state.active_hidden ? `(${state.active_hidden} more not shown)` : "");
+  syncRows(document.querySelector("#ends-table tbody"), state.recent_ends, buildEnded, updateEnded);
+  document.getElementById("ends-empty").hidden = state.recent_ends.length > 0;
+  drawChart(state.chart);
+}
+
+async function refresh() {
+  const response = await fetch("/dashboard/state?" + filterQuery(), { cache: "no-store" });
+  if (!response.ok) throw new Error("HTTP " + response.status);
+  lastState = await response.json();
+  render(lastState);
+}
+
+initFilters();
+TS.poll(refresh, POLL_MS);
+setInterval(() => {
+  for (const row of document.querySelectorAll("#active-table tbody tr")) if (row.timer) tickRow(row);
+}, 1000);
