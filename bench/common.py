@@ -50,15 +50,20 @@ def start_file_server(impl: str, fifo: str, max_interval: float) -> subprocess.P
     assert process.stdout is not None
     if process.stdout.readline().strip() != "ready":
         raise RuntimeError(f"{impl} FileTimerServer did not start")
-    # torch's server opens the FIFO for reading only once its thread runs.
-    deadline = time.monotonic() + 10
+    wait_for_reader(fifo)
+    return process
+
+
+def wait_for_reader(fifo: str, timeout: float = 10.0) -> None:
+    """torch's server opens the FIFO for reading only once its thread runs."""
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
             os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
-            return process
+            return
         except OSError:
             time.sleep(0.01)
-    raise RuntimeError(f"{impl} FileTimerServer never opened {fifo}")
+    raise RuntimeError(f"no server ever opened {fifo} for reading")
 
 
 def stop_server(process: subprocess.Popen[str]) -> None:
@@ -143,6 +148,45 @@ def save(name: str, payload: dict[str, Any]) -> Path:
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps(payload, indent=2))
     print(f"\nwrote {path.relative_to(REPO)}")
+    return path
+
+
+def save_chart(
+    name: str,
+    title: str,
+    labels: list[str],
+    series: dict[str, list[float]],
+    ylabel: str,
+    log: bool = False,
+) -> Path | None:
+    """A grouped bar chart (one group per label, one bar per series) as results/NAME.png.
+    Needs matplotlib (the ``bench`` extra); without it, says so and skips."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed (pip install -e '.[bench]'): no chart")
+        return None
+    figure, axes = plt.subplots(figsize=(max(6.0, 0.9 * len(labels) + 2), 4))
+    width = 0.8 / max(1, len(series))
+    for index, (label, values) in enumerate(series.items()):
+        positions = [i + index * width for i in range(len(labels))]
+        axes.bar(positions, values, width, label=label)
+    axes.set_xticks([i + width * (len(series) - 1) / 2 for i in range(len(labels))])
+    axes.set_xticklabels(labels, rotation=20, ha="right", fontsize=8)
+    axes.set_ylabel(ylabel)
+    axes.set_title(title)
+    if log:
+        axes.set_yscale("log")
+    axes.legend()
+    figure.tight_layout()
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.png"
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    print(f"wrote {path.relative_to(REPO)}")
     return path
 
 

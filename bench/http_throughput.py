@@ -25,7 +25,7 @@ from typing import Any
 
 import httpx
 
-from bench.common import percentile, print_table, save, spawn_sleeper
+from bench.common import percentile, print_table, save, save_chart, spawn_sleeper
 from tests.app.service_process import ServiceProcess
 
 GENERATOR_PROCESSES = 2
@@ -162,7 +162,15 @@ def main() -> None:
         ["clients", "pairs/s", "requests/s", "p50 ms", "p99 ms", "errors", "events lost"],
         rows,
     )
-    save("http_throughput_smoke" if args.smoke else "http_throughput", {"rows": results})
+    name = "http_throughput_smoke" if args.smoke else "http_throughput"
+    save(name, {"rows": results})
+    save_chart(
+        name,
+        "HTTP acquire+release pairs per second (every event in SQLite)",
+        [f"{int(r['clients'])} clients" for r in results],
+        {"pairs/s": [r["pairs_per_s"] for r in results]},
+        "pairs/s",
+    )
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from bench.common import (
     implementations,
     print_table,
     save,
+    save_chart,
     spawn_sleeper,
     start_file_server,
     stop_server,
@@ -80,7 +81,15 @@ def main() -> None:
         ["timers", "impl", "CPU %", "RSS growth MB", "RSS MB"],
         rows,
     )
-    save("idle_cost_smoke" if args.smoke else "idle_cost", {"rows": results})
+    name = "idle_cost_smoke" if args.smoke else "idle_cost"
+    save(name, {"rows": results})
+    save_chart(
+        name,
+        "Idle FileTimerServer CPU at max_interval=0.1",
+        [f"{n:,} timers" for n in sizes],
+        {impl: [r["cpu_percent"] for r in results if r["impl"] == impl] for impl in impls},
+        "% of one core",
+    )
 
 
 if __name__ == "__main__":

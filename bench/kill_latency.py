@@ -11,23 +11,32 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
-import os
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from pathlib import Path
 from typing import Any
+
+import httpx
 
 from bench.common import (
     fifo_line,
     implementations,
     print_table,
     save,
+    save_chart,
     spawn_sleeper,
     start_file_server,
     stop_server,
     summary_ms,
     write_fifo,
 )
+from tests.app.service_process import ServiceProcess
+from timer_core import TimerRequest
+
+Arm = Callable[[dict[int, float]], None]
 
 SPREAD_SECONDS = 2.0
 LEAD_SECONDS = 0.5
@@ -45,6 +54,75 @@ def run_local_server(impl: str, queue: Any, max_interval: float, ready: Any, sto
     server.stop()
 
 
+@contextmanager
+def local_server(impl: str, max_interval: float, tmp: Path) -> Iterator[Arm]:
+    ctx = mp.get_context("spawn")
+    queue, ready, stop = ctx.Queue(), ctx.Event(), ctx.Event()
+    process = ctx.Process(target=run_local_server, args=(impl, queue, max_interval, ready, stop))
+    process.start()
+    ready.wait(60)
+
+    def arm(deadlines: dict[int, float]) -> None:
+        for pid, deadline in deadlines.items():
+            queue.put(TimerRequest(pid, "bench", deadline))
+
+    try:
+        yield arm
+    finally:
+        stop.set()
+        process.join(max_interval + 10)
+        if process.is_alive():
+            process.kill()
+
+
+@contextmanager
+def file_server(impl: str, max_interval: float, tmp: Path) -> Iterator[Arm]:
+    fifo = str(tmp / "timers.fifo")
+    server = start_file_server(impl, fifo, max_interval)
+    try:
+        yield lambda deadlines: write_fifo(fifo, fifo_lines(deadlines))
+    finally:
+        stop_server(server)
+
+
+@contextmanager
+def service_over_http(impl: str, max_interval: float, tmp: Path) -> Iterator[Arm]:
+    service = ServiceProcess(tmp, "--log-level", "warning").start()
+
+    def arm(deadlines: dict[int, float]) -> None:
+        with httpx.Client(base_url=service.url) as http:
+            for pid, deadline in deadlines.items():
+                body = {"pid": pid, "scope_id": "bench", "expiration_time": deadline}
+                http.post("/timers", json=body).raise_for_status()
+
+    try:
+        yield arm
+    finally:
+        service.stop()
+
+
+@contextmanager
+def service_over_fifo(impl: str, max_interval: float, tmp: Path) -> Iterator[Arm]:
+    fifo = str(tmp / "timers.fifo")
+    service = ServiceProcess(tmp, "--fifo", fifo, "--log-level", "warning").start()
+    try:
+        yield lambda deadlines: write_fifo(fifo, fifo_lines(deadlines))
+    finally:
+        service.stop()
+
+
+def fifo_lines(deadlines: dict[int, float]) -> bytes:
+    return b"".join(fifo_line(pid, "bench", deadline) for pid, deadline in deadlines.items())
+
+
+SERVERS: dict[str, Callable[[str, float, Path], AbstractContextManager[Arm]]] = {
+    "LocalTimerServer": local_server,
+    "FileTimerServer": file_server,
+    "service, HTTP": service_over_http,
+    "service, FIFO": service_over_fifo,
+}
+
+
 def measure(server_kind: str, impl: str, max_interval: float, kills: int) -> list[float]:
     workers = [spawn_sleeper() for _ in range(kills)]
     time.sleep(0.3)  # let the sleepers finish starting
@@ -57,37 +135,12 @@ def measure(server_kind: str, impl: str, max_interval: float, kills: int) -> lis
     watchers = [threading.Thread(target=watch, args=(w,), daemon=True) for w in workers]
     for thread in watchers:
         thread.start()
-    start = time.time() + LEAD_SECONDS
-    deadlines = {w.pid: start + i * SPREAD_SECONDS / kills for i, w in enumerate(workers)}
-    with tempfile.TemporaryDirectory() as tmp:
-        if server_kind == "FileTimerServer":
-            fifo = os.path.join(tmp, "timers.fifo")
-            server = start_file_server(impl, fifo, max_interval)
-            try:
-                lines = b"".join(fifo_line(pid, "bench", d) for pid, d in deadlines.items())
-                write_fifo(fifo, lines)
-                wait_for(watchers, max_interval)
-            finally:
-                stop_server(server)
-        else:
-            ctx = mp.get_context("spawn")
-            queue, ready, stop = ctx.Queue(), ctx.Event(), ctx.Event()
-            process = ctx.Process(
-                target=run_local_server, args=(impl, queue, max_interval, ready, stop)
-            )
-            process.start()
-            ready.wait(60)
-            try:
-                from timer_core import TimerRequest
-
-                for pid, deadline in deadlines.items():
-                    queue.put(TimerRequest(pid, "bench", deadline))
-                wait_for(watchers, max_interval)
-            finally:
-                stop.set()
-                process.join(max_interval + 10)
-                if process.is_alive():
-                    process.kill()
+    server = SERVERS[server_kind]
+    with tempfile.TemporaryDirectory() as tmp, server(impl, max_interval, Path(tmp)) as arm:
+        start = time.time() + LEAD_SECONDS
+        deadlines = {w.pid: start + i * SPREAD_SECONDS / kills for i, w in enumerate(workers)}
+        arm(deadlines)
+        wait_for(watchers, max_interval)
     for worker in workers:
         if worker.poll() is None:
             worker.kill()
@@ -110,40 +163,62 @@ def main() -> None:
     intervals = [0.1] if args.smoke else [0.1, 1.0, 10.0]
     impls = implementations()
     rows, results = [], []
-    for server_kind in ("LocalTimerServer", "FileTimerServer"):
-        for max_interval in intervals:
-            for impl in impls:
-                print(f"  {impl} {server_kind} max_interval={max_interval} ...", flush=True)
-                latencies = measure(server_kind, impl, max_interval, kills)
-                stats = summary_ms(latencies)
-                missed = kills - len(latencies)
-                results.append(
-                    {
-                        "server": server_kind,
-                        "impl": impl,
-                        "max_interval": max_interval,
-                        "missed": missed,
-                        **stats,
-                    }
-                )
-                rows.append(
-                    [
-                        server_kind,
-                        impl,
-                        max_interval,
-                        stats["n"],
-                        missed,
-                        stats["p50_ms"],
-                        stats["p99_ms"],
-                        stats["max_ms"],
-                    ]
-                )
+    plan = [
+        (kind, max_interval, impl)
+        for kind in ("LocalTimerServer", "FileTimerServer")
+        for max_interval in intervals
+        for impl in impls
+    ]
+    # The service has no max_interval: it reaps at the deadline.
+    plan += [("service, HTTP", 0.0, "ours"), ("service, FIFO", 0.0, "ours")]
+    for server_kind, max_interval, impl in plan:
+        print(f"  {impl} {server_kind} max_interval={max_interval or '-'} ...", flush=True)
+        latencies = measure(server_kind, impl, max_interval, kills)
+        stats = summary_ms(latencies)
+        missed = kills - len(latencies)
+        results.append(
+            {
+                "server": server_kind,
+                "impl": impl,
+                "max_interval": max_interval or None,
+                "missed": missed,
+                **stats,
+            }
+        )
+        rows.append(
+            [
+                server_kind,
+                impl,
+                max_interval or "-",
+                stats["n"],
+                missed,
+                stats["p50_ms"],
+                stats["p99_ms"],
+                stats["max_ms"],
+            ]
+        )
     print_table(
         "Kill latency, deadline to worker death (ms)",
         ["server", "impl", "max_interval", "kills", "missed", "p50", "p99", "max"],
         rows,
     )
-    save("kill_latency_smoke" if args.smoke else "kill_latency", {"rows": results})
+    name = "kill_latency_smoke" if args.smoke else "kill_latency"
+    save(name, {"rows": results})
+    labels = list(dict.fromkeys(f"{r['server']} {r['max_interval'] or ''}" for r in results))
+    by_impl: dict[str, dict[str, float]] = {impl: {} for impl in impls}
+    for r in results:
+        by_impl[r["impl"]][f"{r['server']} {r['max_interval'] or ''}"] = r["p99_ms"]
+    save_chart(
+        name,
+        "Kill latency p99, deadline to worker death (log scale)",
+        labels,
+        {
+            impl: [values.get(label, float("nan")) for label in labels]
+            for impl, values in by_impl.items()
+        },
+        "ms",
+        log=True,
+    )
 
 
 if __name__ == "__main__":
