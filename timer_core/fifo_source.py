@@ -9,6 +9,7 @@ logged, counted and skipped; the good lines around them still apply.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import os
 import selectors
@@ -24,6 +25,8 @@ __all__ = ["FifoSource", "create_fifo"]
 logger = logging.getLogger(__name__)
 
 _READ_CHUNK = 65536
+# Linux's default cap for unprivileged pipes (/proc/sys/fs/pipe-max-size): ~10k requests.
+_PIPE_BYTES = 1 << 20
 
 
 def create_fifo(path: str, mode: int = 0o600) -> None:
@@ -40,6 +43,15 @@ def create_fifo(path: str, mode: int = 0o600) -> None:
         os.unlink(path)
     os.mkfifo(path, mode)
     os.chmod(path, mode)
+
+
+def _enlarge_pipe(fd: int) -> None:
+    """Give bursts room: torch's FileTimerClient writes without blocking and raises
+    (EAGAIN) when the pipe is full, so a 64 KiB pipe drops requests under load."""
+    try:
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, _PIPE_BYTES)
+    except OSError as error:
+        logger.info("could not enlarge the FIFO buffer to %d bytes: %s", _PIPE_BYTES, error)
 
 
 class FifoSource:
@@ -60,6 +72,7 @@ class FifoSource:
         if create:
             create_fifo(path, mode)
         self._read_fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        _enlarge_pipe(self._read_fd)
         # Our own writer keeps the FIFO from hitting EOF when clients close.
         self._keepalive_fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         self._wake_read, self._wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)

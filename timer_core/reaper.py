@@ -31,6 +31,8 @@ logger = logging.getLogger(__name__)
 # The loop wakes at least this often even when idle, so that a stalled reaper
 # is visible (``last_loop_monotonic``) at a cost of one wake-up a second.
 _IDLE_TICK_SECONDS = 1.0
+# Workers with no timer left that stay known (identity and exit watch) for their next one.
+_MAX_IDLE_WORKERS = 4096
 # Heap entries left behind by heartbeats are purged once they outnumber live ones.
 _COMPACT_SLACK = 4096
 
@@ -110,6 +112,10 @@ class _Escalation:
     targets: tuple[ProcessIdentity, ...]
 
 
+# Computed once: valid_signals() builds a set of enum members on every call.
+_VALID_SIGNALS = frozenset(int(number) for number in signal_module.valid_signals())
+
+
 def _observe_only(signal: Any) -> bool:
     return isinstance(signal, int) and not isinstance(signal, bool) and signal <= 0
 
@@ -117,7 +123,7 @@ def _observe_only(signal: Any) -> bool:
 def _check_signal(signal: Any) -> int:
     if isinstance(signal, bool) or not isinstance(signal, int):
         raise RefusedError(f"signal must be an integer, got {signal!r}")
-    if signal > 0 and signal not in signal_module.valid_signals():
+    if signal > 0 and signal not in _VALID_SIGNALS:
         raise RefusedError(f"signal {signal} is not a signal on this system; use 9 (SIGKILL)")
     return signal
 
@@ -157,6 +163,7 @@ class Reaper:
         self._by_key: dict[tuple[int, str], _Timer] = {}
         self._by_id: dict[int, _Timer] = {}
         self._workers: dict[int, tuple[ProcessIdentity, set[str]]] = {}
+        self._idle_workers: dict[int, None] = {}  # insertion-ordered: oldest idle first
         self._watcher = ExitWatcher(self.worker_exited) if watch_exits else None
         self._thread: threading.Thread | None = None
         self._stopping = False
@@ -290,6 +297,7 @@ class Reaper:
                     worker = self._workers[pid] = (identity, set())
                     new_worker = True
                 worker[1].add(scope_id)
+                self._idle_workers.pop(pid, None)
             else:
                 timer.generation += 1
                 timer.deadline = deadline
@@ -342,6 +350,8 @@ class Reaper:
                     "released",
                     reason="worker exited before its deadline",
                 )
+            del self._workers[identity.pid]
+            self._idle_workers.pop(identity.pid, None)
 
     def signal_now(self, pid: int, signum: int) -> bool:
         """Signal a worker at once (torch's ``_reap_worker``), with the same safety
@@ -480,6 +490,16 @@ class Reaper:
         self._thread = threading.Thread(target=self._run, name="timer-reaper", daemon=True)
         self._thread.start()
 
+    def restart_loop(self) -> bool:
+        """Start a new reaper loop thread if the old one died (the supervisor's remedy).
+        Timers live in the engine, not the thread, so nothing is lost. False if it runs."""
+        if self.is_running() or self._stopping:
+            return False
+        self.last_loop_monotonic = self.clock.monotonic()
+        self._thread = threading.Thread(target=self._run, name="timer-reaper", daemon=True)
+        self._thread.start()
+        return True
+
     def stop(self) -> None:
         with self._lock:
             self._stopping = True
@@ -539,12 +559,21 @@ class Reaper:
         del self._by_key[(pid, timer.scope_id)]
         del self._by_id[timer.id]
         worker = self._workers.get(pid)
-        if worker is not None:
-            worker[1].discard(timer.scope_id)
-            if not worker[1]:
-                del self._workers[pid]
-                if self._watcher is not None:
-                    self._watcher.unwatch(pid)
+        if worker is None:
+            return
+        worker[1].discard(timer.scope_id)
+        if worker[1]:
+            return
+        # Keep an idle worker known (identity read, exit watched) for its next
+        # request: a worker that acquires and releases in a loop then costs no
+        # /proc read or pidfd per request. Its exit removes it; so does crowding.
+        self._idle_workers[pid] = None
+        if len(self._idle_workers) > _MAX_IDLE_WORKERS:
+            oldest = next(iter(self._idle_workers))
+            del self._idle_workers[oldest]
+            del self._workers[oldest]
+            if self._watcher is not None:
+                self._watcher.unwatch(oldest)
 
     def _end_locked(self, timer: _Timer, kind: str, state: str, **detail: Any) -> TimerView:
         self._forget_locked(timer)

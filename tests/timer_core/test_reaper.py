@@ -343,3 +343,22 @@ def test_apply_follows_torchs_negative_expiration_means_release(world: World) ->
     assert world.reaper.apply(100, "s", -1, 0, source="fifo")
     assert not world.reaper.apply(0, "s", world.at(5), 9, source="fifo")
     assert world.kinds() == ["acquired", "released", "refused"]
+
+
+def test_a_worker_that_loops_is_identified_once_and_forgotten_when_it_exits() -> None:
+    world = World()
+    looked_up: list[int] = []
+    lookup = world.processes.get
+
+    def counting(pid: int) -> ProcessIdentity | None:
+        looked_up.append(pid)
+        return lookup(pid)
+
+    world.reaper._identify = counting
+    for _ in range(100):
+        world.reaper.acquire(100, "step", world.at(5))
+        world.reaper.release(100, "step")
+    assert looked_up == [100]
+    world.reaper.worker_exited(world.processes[100])
+    world.reaper.acquire(100, "step", world.at(5))  # pid 100 again: read afresh
+    assert looked_up == [100, 100]
