@@ -1,0 +1,63 @@
+"""Each benchmark's smoke mode runs, so the scripts keep working. Timings are not
+asserted here (this machine is shared and noisy); correctness of what they count is."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).parents[2]
+RESULTS = REPO / "bench" / "results"
+
+
+def run_smoke(module: str) -> dict:  # type: ignore[type-arg]
+    result = subprocess.run(
+        [sys.executable, "-m", f"bench.{module}", "--smoke"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return json.loads((RESULTS / f"{module}_smoke.json").read_text())  # type: ignore[no-any-return]
+
+
+@pytest.mark.slow
+def test_kill_latency_smoke_kills_every_worker() -> None:
+    rows = run_smoke("kill_latency")["rows"]
+    assert {row["server"] for row in rows} >= {
+        "LocalTimerServer",
+        "FileTimerServer",
+        "service, HTTP",
+        "service, FIFO",
+    }
+    assert all(row["missed"] == 0 and row["n"] == 3 for row in rows)
+
+
+@pytest.mark.slow
+def test_idle_cost_smoke() -> None:
+    rows = run_smoke("idle_cost")["rows"]
+    assert rows and all(row["rss_mb"] > 0 for row in rows)
+
+
+@pytest.mark.slow
+def test_fifo_throughput_smoke_loses_nothing() -> None:
+    rows = run_smoke("fifo_throughput")["rows"]
+    assert rows and all(row["lost"] == 0 and row["processed"] == 400 for row in rows)
+
+
+@pytest.mark.slow
+def test_http_throughput_smoke_records_every_event() -> None:
+    rows = run_smoke("http_throughput")["rows"]
+    assert rows and all(row["errors"] == 0 and row["events_lost"] == 0 for row in rows)
+
+
+@pytest.mark.slow
+def test_growth_smoke() -> None:
+    payload = run_smoke("growth")
+    assert payload["events"] == 20_000 and payload["bytes"] > 0
+    assert len(payload["read_median_ms"]) == 6
