@@ -77,6 +77,10 @@ async def acquire(
             body.pid, body.scope_id, expiration_time, body.signal, source="http"
         )
     except RefusedError as error:
+        # The refusal is in the event log before the client hears of it (best effort:
+        # a slow disk must not turn a 422 into a 503).
+        seq = service.running_reaper.bus.last_seq()
+        await service.recorder.wait_committed(seq, service.settings.commit_timeout)
         raise HTTPException(422, detail=error.reason) from None
     await _committed(service)
     if not created:

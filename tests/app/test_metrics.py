@@ -50,7 +50,6 @@ def test_counts_follow_what_happened(
         "/timers", json={"pid": observed.pid, "scope_id": "o", "expires_in": 0.2, "signal": 0}
     )
     client.post("/timers", json={"pid": 0, "scope_id": "bad", "expires_in": 1})
-    assert value(scrape(client), "timers_active") == 4
     client.post("/timers/release", json={"pid": spared.pid, "scope_id": "s"})
     for process in victims:
         assert wait_dead(process) == -9
@@ -68,6 +67,18 @@ def test_counts_follow_what_happened(
     assert value(samples, "timer_reaper_up") == 1
     assert value(samples, "timer_recorder_backlog") == 0
     assert observed.poll() is None
+
+
+def test_timers_active_follows_arming_and_releasing(
+    client: TestClient, sleepers: list[subprocess.Popen[bytes]]
+) -> None:
+    workers = [spawn_sleeper() for _ in range(3)]
+    sleepers.extend(workers)
+    for process in workers:
+        client.post("/timers", json={"pid": process.pid, "scope_id": "s", "expires_in": 600})
+    assert value(scrape(client), "timers_active") == 3
+    client.post("/timers/release", json={"pid": workers[0].pid, "scope_id": "s"})
+    assert value(scrape(client), "timers_active") == 2
 
 
 def test_no_label_takes_a_pid_or_a_scope(

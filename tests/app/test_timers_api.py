@@ -54,12 +54,12 @@ def test_expired_worker_is_killed_and_recorded(
 def test_heartbeat_returns_200_with_the_same_timer_and_moves_the_deadline(
     client: TestClient, sleeper: subprocess.Popen[bytes]
 ) -> None:
-    first = arm(client, sleeper.pid, expires_in=0.5)
+    first = arm(client, sleeper.pid, expires_in=1.0)
     again = client.post("/timers", json={"pid": sleeper.pid, "scope_id": "step", "expires_in": 60})
     assert again.status_code == 200
     assert again.json()["id"] == first["id"]
     assert again.json()["expiration_time"] > first["expiration_time"]  # type: ignore[operator]
-    time.sleep(0.8)
+    time.sleep(1.3)  # past the first deadline
     assert sleeper.poll() is None
     assert (
         client.get(f"/timers/{first['id']}").json()["expiration_time"]
@@ -70,10 +70,10 @@ def test_heartbeat_returns_200_with_the_same_timer_and_moves_the_deadline(
 def test_release_by_pid_and_scope_spares_the_worker(
     client: TestClient, sleeper: subprocess.Popen[bytes]
 ) -> None:
-    timer = arm(client, sleeper.pid, expires_in=0.3)
+    timer = arm(client, sleeper.pid, expires_in=1.0)
     response = client.post("/timers/release", json={"pid": sleeper.pid, "scope_id": "step"})
     assert response.status_code == 200 and response.json()["state"] == "released"
-    time.sleep(0.6)
+    time.sleep(1.3)  # past the released deadline
     assert sleeper.poll() is None
     assert client.get(f"/timers/{timer['id']}").json()["state"] == "released"
     again = client.post("/timers/release", json={"pid": sleeper.pid, "scope_id": "step"})
