@@ -122,6 +122,11 @@ class _HealthCollector(Collector):
             "How late the reaper woke for its last deadline.",
             value=reaper.last_lag_seconds if reaper else 0.0,
         )
+        yield CounterMetricFamily(
+            "timer_reaper_restarts",
+            "Times the supervisor restarted a dead reaper thread.",
+            value=service.reaper_restarts,
+        )
         recorder = service.recorder
         yield GaugeMetricFamily(
             "timer_recorder_backlog", "Events waiting to be written.", value=recorder.backlog()
@@ -136,6 +141,7 @@ class _HealthCollector(Collector):
             ("timer_recorder_write_errors", "Failed database writes.", recorder.write_errors),
             ("timer_recorder_rejected", "Events the database refused.", recorder.rejected),
             ("timer_recorder_commits", "Group commits.", recorder.commits),
+            ("timer_pruned_events", "Events pruned past retention.", recorder.pruned_events),
         ):
             yield CounterMetricFamily(name, help_text, value=value)
         malformed = service.fifo.malformed_lines if service.fifo is not None else 0

@@ -13,6 +13,7 @@ from sqlmodel import SQLModel
 __all__ = [
     "MAX_DEADLINE_SECONDS",
     "MAX_SCOPE_LENGTH",
+    "ErrorMessage",
     "Event",
     "EventPublic",
     "Page",
@@ -97,6 +98,10 @@ class TimerCreate(_Strict):
 class TimerRelease(_Strict):
     pid: StrictInt
     scope_id: ScopeId
+
+
+class ErrorMessage(BaseModel):
+    detail: str
 
 
 class TimerPublic(BaseModel):

@@ -16,7 +16,7 @@ import threading
 import time
 from typing import Any
 
-from sqlalchemy import Engine, bindparam, insert, update
+from sqlalchemy import Engine, bindparam, insert, text, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from timer_core import TimerEvent
@@ -31,12 +31,33 @@ logger = logging.getLogger(__name__)
 _BATCH_MAX = 5000
 _RETRY_SECONDS = 0.5
 
+_PRUNE_CHUNK = 10_000
+_PRUNE_EVENTS = text(
+    "DELETE FROM events WHERE id IN ("
+    " SELECT events.id FROM events LEFT JOIN timers ON timers.id = events.timer_id"
+    " WHERE events.at < :cutoff AND (timers.state IS NULL OR timers.state != 'active')"
+    f" LIMIT {_PRUNE_CHUNK})"
+)
+_PRUNE_TIMERS = text(
+    "DELETE FROM timers WHERE id IN ("
+    " SELECT id FROM timers WHERE state != 'active' AND ended_at < :cutoff"
+    " AND NOT EXISTS (SELECT 1 FROM events WHERE events.timer_id = timers.id)"
+    f" LIMIT {_PRUNE_CHUNK})"
+)
+
 _timers = Timer.__table__  # type: ignore[attr-defined]
 _events = Event.__table__  # type: ignore[attr-defined]
 
 
 class Recorder:
-    def __init__(self, engine: Engine, *, buffer_size: int = 100_000) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        buffer_size: int = 100_000,
+        retention_seconds: float | None = None,
+        prune_interval: float = 3600.0,
+    ) -> None:
         self._engine = engine
         self._buffer: collections.deque[TimerEvent] = collections.deque()
         self._buffer_size = buffer_size
@@ -49,6 +70,11 @@ class Recorder:
         self.commits = 0
         self.write_errors = 0
         self.rejected = 0
+        self.pruned_events = 0
+        self.pruned_timers = 0
+        self._retention_seconds = retention_seconds
+        self._prune_interval = prune_interval
+        self._next_prune = time.monotonic()
         self.last_error: str | None = None
         self._waiters: list[tuple[int, asyncio.Future[None], asyncio.AbstractEventLoop]] = []
 
@@ -114,16 +140,29 @@ class Recorder:
             pass
 
     def _run(self) -> None:
+        # Nothing may end this thread but stop(): every event after it would be lost.
         while True:
-            with self._lock:
-                while not self._buffer and not self._stopping:
-                    self._arrived.wait()
-                if self._stopping and not self._buffer:
+            try:
+                if not self._run_once():
                     return
-            if not self._write_one_batch():
-                if self._stopping:
-                    return
+            except Exception:
+                logger.exception("recorder loop error; continuing")
                 time.sleep(_RETRY_SECONDS)
+
+    def _run_once(self) -> bool:
+        """Wait for work and do one batch. False once stopped and drained."""
+        with self._lock:
+            while not self._buffer and not self._stopping and not self._prune_due():
+                self._arrived.wait(self._until_prune())
+            if self._stopping and not self._buffer:
+                return False
+        if self._prune_due():
+            self._prune_safely()
+        if not self._write_one_batch():
+            if self._stopping:
+                return False
+            time.sleep(_RETRY_SECONDS)
+        return True
 
     def _write_one_batch(self) -> bool:
         """Write up to one batch. False if there was nothing to write or the write failed."""
@@ -133,8 +172,9 @@ class Recorder:
             return False
         try:
             self._write(batch)
-        except IntegrityError:
-            # One bad event must not block the rest forever: write them one by one.
+        except (IntegrityError, ValueError, TypeError, OverflowError):
+            # The data, not the disk: one bad event must not block the rest forever,
+            # so write them one by one and reject only the one that cannot be stored.
             self._write_singly(batch)
         except SQLAlchemyError as error:
             self.write_errors += 1
@@ -143,6 +183,9 @@ class Recorder:
             if reason != self.last_error:
                 logger.error("%s; %d events buffered, retrying", reason, len(self._buffer))
             self.last_error = reason
+            # A connection can stay broken after the fault is gone (SQLite keeps a
+            # file opened read-only so): retry on fresh connections.
+            self._engine.dispose()
             return False
         with self._lock:
             # Drop exactly what was written; anything dropped meanwhile from the
@@ -161,11 +204,53 @@ class Recorder:
             loop.call_soon_threadsafe(_resolve, future)
         return True
 
+    # ---- retention (on this thread: SQLite has one writer) ----------------------------------
+
+    def _prune_due(self) -> bool:
+        return self._retention_seconds is not None and time.monotonic() >= self._next_prune
+
+    def _until_prune(self) -> float | None:
+        if self._retention_seconds is None:
+            return None
+        return max(0.0, self._next_prune - time.monotonic())
+
+    def _prune_safely(self) -> None:
+        self._next_prune = time.monotonic() + self._prune_interval
+        assert self._retention_seconds is not None
+        try:
+            events, timers = self.prune(time.time() - self._retention_seconds)
+        except SQLAlchemyError as error:
+            logger.error("pruning old events failed (will retry): %s", error)
+            return
+        if events or timers:
+            logger.info("pruned %d events and %d ended timers past retention", events, timers)
+
+    def prune(self, cutoff: float) -> tuple[int, int]:
+        """Delete events before ``cutoff`` (unix) except those of active timers, then the
+        ended timers left with no events. In chunks, so no transaction holds the
+        database for long. Returns (events, timers) deleted."""
+        deleted_events = deleted_timers = 0
+        while True:
+            with self._engine.begin() as connection:
+                count = connection.execute(_PRUNE_EVENTS, {"cutoff": cutoff}).rowcount
+            deleted_events += count
+            if count < _PRUNE_CHUNK:
+                break
+        while True:
+            with self._engine.begin() as connection:
+                count = connection.execute(_PRUNE_TIMERS, {"cutoff": cutoff}).rowcount
+            deleted_timers += count
+            if count < _PRUNE_CHUNK:
+                break
+        self.pruned_events += deleted_events
+        self.pruned_timers += deleted_timers
+        return deleted_events, deleted_timers
+
     def _write_singly(self, batch: list[TimerEvent]) -> None:
         for event in batch:
             try:
                 self._write([event])
-            except IntegrityError as error:
+            except (IntegrityError, ValueError, TypeError, OverflowError) as error:
                 self.rejected += 1
                 logger.error("event %d (%s) cannot be recorded: %s", event.seq, event.kind, error)
 

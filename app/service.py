@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
+from collections.abc import Callable
 
 from sqlalchemy import func
+from sqlalchemy.exc import OperationalError
 from sqlmodel import Session, col, select
 
-from timer_core import ProcessIdentity, Reaper
+from timer_core import ProcessIdentity, ProcessSignaller, Reaper
 from timer_core.fifo_source import FifoSource
 
 from .db import make_engine, migrate
@@ -19,22 +22,45 @@ from .models import Timer
 from .recorder import Recorder
 from .settings import Settings
 
-__all__ = ["Service"]
+__all__ = ["STALL_EXIT_CODE", "Service"]
 
 logger = logging.getLogger(__name__)
+
+
+_SUPERVISE_SECONDS = 0.5
+# EX_SOFTWARE: an internal error; systemd's Restart=on-failure restarts the service.
+STALL_EXIT_CODE = 70
+
+
+def _exit_for_supervisor() -> None:
+    # A stuck thread cannot be stopped from Python; a clean restart re-arms every timer.
+    logging.shutdown()
+    os._exit(STALL_EXIT_CODE)
 
 
 class Service:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.engine = make_engine(settings.db_url)
-        self.recorder = Recorder(self.engine, buffer_size=settings.recorder_buffer)
+        self.engine = make_engine(settings.db_url, settings.db_busy_timeout)
+        self.recorder = Recorder(
+            self.engine,
+            buffer_size=settings.recorder_buffer,
+            retention_seconds=settings.retention_days * 86400,
+            prune_interval=settings.prune_interval,
+        )
         self.reaper: Reaper | None = None
         self.fifo: FifoSource | None = None
         self.metrics = ServiceMetrics(self)
         self.live_feed = LiveFeed()
         self.started_at = time.time()
         self.pid = os.getpid()
+        self.reaper_restarts = 0
+        # Who sends the signals; the fuzz tests swap in one that records instead.
+        self.signaller = ProcessSignaller()
+        # What to do when the reaper loop stalls; tests replace it.
+        self.on_stall: Callable[[], None] = _exit_for_supervisor
+        self._stopping = threading.Event()
+        self._supervisor: threading.Thread | None = None
 
     @property
     def running_reaper(self) -> Reaper:
@@ -43,11 +69,18 @@ class Service:
         return self.reaper
 
     def start(self) -> None:
-        migrate(self.engine)
+        try:
+            migrate(self.engine)
+        except OperationalError as error:
+            raise RuntimeError(
+                f"cannot open or write the database {self.settings.db_url}: {error.orig}. "
+                "Check that its directory exists and is writable, or pass another --db-url."
+            ) from None
         with Session(self.engine) as session:
             highest = session.exec(select(func.max(col(Timer.id)))).one()
             active = session.exec(select(Timer).where(col(Timer.state) == "active")).all()
         self.reaper = Reaper(
+            signaller=self.signaller,
             escalate_after=self.settings.escalate_after or None,
             signal_children=self.settings.signal_children,
             first_timer_id=(highest or 0) + 1,
@@ -62,6 +95,11 @@ class Service:
         if self.settings.fifo:
             self.fifo = FifoSource(self.settings.fifo, self.reaper, mode=self.settings.fifo_mode)
             self.fifo.start()
+        self._stopping.clear()
+        self._supervisor = threading.Thread(
+            target=self._supervise, name="timer-supervisor", daemon=True
+        )
+        self._supervisor.start()
         logger.info(
             "timer-service started: %d timers re-armed, db %s%s",
             self.reaper.active_count(),
@@ -84,7 +122,35 @@ class Service:
                 acquired_at=row.acquired_at,
             )
 
+    def supervise_once(self) -> None:
+        """Watch the watchdog: restart a dead reaper loop; act on a stalled one."""
+        reaper = self.reaper
+        if reaper is None or self._stopping.is_set():
+            return
+        if not reaper.is_running():
+            if reaper.restart_loop():
+                self.reaper_restarts += 1
+                logger.critical(
+                    "the reaper thread died; restarted it (%d restarts)", self.reaper_restarts
+                )
+            return
+        silent = time.monotonic() - reaper.last_loop_monotonic
+        if silent > self.settings.reaper_stall_seconds:
+            logger.critical("the reaper loop has not run for %.1fs: it is stalled", silent)
+            self.on_stall()
+
+    def _supervise(self) -> None:
+        while not self._stopping.wait(_SUPERVISE_SECONDS):
+            try:
+                self.supervise_once()
+            except Exception:
+                logger.exception("the supervisor failed a check")
+
     def stop(self) -> None:
+        self._stopping.set()
+        if self._supervisor is not None:
+            self._supervisor.join(5.0)
+            self._supervisor = None
         if self.fifo is not None:
             self.fifo.stop()
             self.fifo = None

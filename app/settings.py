@@ -54,6 +54,14 @@ class Settings:
     commit_timeout: float = 5.0
     # Events held in memory while the database cannot be written.
     recorder_buffer: int = 100_000
+    # How long SQLite waits for a lock held by another connection before failing.
+    db_busy_timeout: float = 5.0
+    # Events (and ended timers) older than this are pruned; active timers never are.
+    retention_days: float = 30.0
+    prune_interval: float = 3600.0
+    # A reaper loop silent this long is stalled: /healthz fails and the service exits
+    # non-zero, so its supervisor (systemd) restarts it and the timers are re-armed.
+    reaper_stall_seconds: float = 5.0
 
     @classmethod
     def from_env(cls, **overrides: Any) -> Settings:
@@ -70,6 +78,12 @@ class Settings:
             signal_children=_env_bool("SIGNAL_CHILDREN", defaults.signal_children),
             commit_timeout=_env_number("COMMIT_TIMEOUT", defaults.commit_timeout, float),
             recorder_buffer=_env_number("RECORDER_BUFFER", defaults.recorder_buffer, int),
+            db_busy_timeout=_env_number("DB_BUSY_TIMEOUT", defaults.db_busy_timeout, float),
+            retention_days=_env_number("RETENTION_DAYS", defaults.retention_days, float),
+            prune_interval=_env_number("PRUNE_INTERVAL", defaults.prune_interval, float),
+            reaper_stall_seconds=_env_number(
+                "REAPER_STALL_SECONDS", defaults.reaper_stall_seconds, float
+            ),
         )
         known = {field.name for field in fields(cls)}
         unknown = set(overrides) - known

@@ -28,6 +28,7 @@ logger = logging.getLogger(__name__)
 
 _OPEN_RETRIES = 10
 _OPEN_RETRY_SLEEP = 0.1
+_FULL_PIPE_WAIT_SECONDS = 2.0
 
 
 class FileTimerRequest(TimerRequest):
@@ -68,6 +69,25 @@ class FileTimerRequest(TimerRequest):
         )
 
 
+def _write_whole_line(fd: int, line: bytes) -> None:
+    """Write one line (≤ PIPE_BUF, so all or nothing). If the pipe is full because
+    the server is behind, wait for room a little instead of failing at once, as
+    torch's client does (it raises BlockingIOError into the training loop)."""
+    give_up_at = time.monotonic() + _FULL_PIPE_WAIT_SECONDS
+    while True:
+        try:
+            os.write(fd, line)
+            return
+        except BlockingIOError:
+            left = give_up_at - time.monotonic()
+            if left <= 0:
+                raise BrokenPipeError(
+                    f"the timer FIFO stayed full for {_FULL_PIPE_WAIT_SECONDS}s: its server "
+                    "is not keeping up (is it stopped, or overloaded?)"
+                ) from None
+            select.select([], [fd], [], left)
+
+
 class FileTimerClient(TimerClient):
     """Writes this process's requests to the FIFO at ``file_path``."""
 
@@ -102,7 +122,7 @@ class FileTimerClient(TimerClient):
                 f"{self._file_path}. Start the server (or timer-service --fifo) first."
             ) from error
         try:
-            os.write(fd, line)
+            _write_whole_line(fd, line)
         finally:
             os.close(fd)
 

@@ -38,11 +38,13 @@ _COMPACT_SLACK = 4096
 
 
 class RefusedError(ValueError):
-    """A request that must not be armed; ``reason`` says why and what to do."""
+    """A request that must not be armed; ``reason`` says why and what to do, and
+    ``field`` names the request field at fault."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, field: str = "pid") -> None:
         super().__init__(reason)
         self.reason = reason
+        self.field = field
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,23 +118,43 @@ class _Escalation:
 _VALID_SIGNALS = frozenset(int(number) for number in signal_module.valid_signals())
 
 
+_INT64 = 2**63
+
+
+def _storable_int(value: Any, default: int) -> int:
+    if isinstance(value, int) and not isinstance(value, bool) and -_INT64 <= value < _INT64:
+        return value
+    return default
+
+
+def _storable_float(value: Any) -> float:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        number = float(value) if abs(value) < 1e300 else 0.0
+        return number if math.isfinite(number) else 0.0
+    return 0.0
+
+
 def _observe_only(signal: Any) -> bool:
     return isinstance(signal, int) and not isinstance(signal, bool) and signal <= 0
 
 
 def _check_signal(signal: Any) -> int:
     if isinstance(signal, bool) or not isinstance(signal, int):
-        raise RefusedError(f"signal must be an integer, got {signal!r}")
+        raise RefusedError(f"signal must be an integer, got {signal!r}", "signal")
     if signal > 0 and signal not in _VALID_SIGNALS:
-        raise RefusedError(f"signal {signal} is not a signal on this system; use 9 (SIGKILL)")
+        raise RefusedError(
+            f"signal {signal} is not a signal on this system; use 9 (SIGKILL)", "signal"
+        )
     return signal
 
 
 def _check_expiration(expiration_time: Any) -> float:
     if isinstance(expiration_time, bool) or not isinstance(expiration_time, int | float):
-        raise RefusedError(f"expiration_time must be a number, got {expiration_time!r}")
+        raise RefusedError(
+            f"expiration_time must be a number, got {expiration_time!r}", "expiration_time"
+        )
     if not math.isfinite(expiration_time):
-        raise RefusedError("expiration_time must be finite")
+        raise RefusedError("expiration_time must be finite", "expiration_time")
     return float(expiration_time)
 
 
@@ -199,7 +221,7 @@ class Reaper:
             if refusal is not None and not observe_self:
                 raise RefusedError(refusal)
             if not isinstance(scope_id, str):
-                raise RefusedError(f"scope_id must be a string, got {scope_id!r}")
+                raise RefusedError(f"scope_id must be a string, got {scope_id!r}", "scope_id")
             expiration_time = _check_expiration(expiration_time)
             signal = _check_signal(signal)
             with self._lock:
@@ -603,21 +625,22 @@ class Reaper:
         self, pid: Any, scope_id: Any, expiration_time: Any, signal: Any, source: str, reason: str
     ) -> None:
         logger.warning("refused timer request pid=%r scope=%r: %s", pid, scope_id, reason)
+        now = self.clock.time()
         self.bus.emit(
             TimerEvent(
                 seq=self.bus.next_seq(),
                 kind=EventKind.REFUSED,
                 timer_id=None,
-                pid=pid if isinstance(pid, int) else -1,
+                # What was asked is kept as text; the typed fields hold only values a
+                # listener can store (a 200-digit pid must not break the recorder).
+                pid=_storable_int(pid, -1),
                 scope_id=str(scope_id)[:1024],
-                at=self.clock.time(),
+                at=now,
                 state="refused",
-                signal=signal if isinstance(signal, int) else 0,
+                signal=_storable_int(signal, 0),
                 source=source,
-                acquired_at=self.clock.time(),
-                expiration_time=(
-                    float(expiration_time) if isinstance(expiration_time, int | float) else 0.0
-                ),
-                detail={"reason": reason},
+                acquired_at=now,
+                expiration_time=_storable_float(expiration_time),
+                detail={"reason": reason, "requested_pid": repr(pid)[:64]},
             )
         )

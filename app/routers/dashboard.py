@@ -12,6 +12,7 @@ from fastapi.templating import Jinja2Templates
 
 from ..deps import ServiceDep
 from .health import health_report
+from .pagination import OptionalIntQuery, TimerIdPath
 
 __all__ = ["STATIC_DIR", "router"]
 
@@ -33,7 +34,7 @@ def dashboard(request: Request) -> HTMLResponse:
 
 
 @router.get("/ui/timers/{timer_id}", response_class=HTMLResponse, include_in_schema=False)
-def timer_page(request: Request, timer_id: int) -> HTMLResponse:
+def timer_page(request: Request, timer_id: TimerIdPath) -> HTMLResponse:
     return templates.TemplateResponse(
         request, "timer.html", {"page": "timer", "timer_id": timer_id}
     )
@@ -42,7 +43,7 @@ def timer_page(request: Request, timer_id: int) -> HTMLResponse:
 @router.get("/dashboard/state")
 def dashboard_state(
     service: ServiceDep,
-    pid: int | None = None,
+    pid: OptionalIntQuery = None,
     scope: Annotated[str | None, Query(max_length=1024)] = None,
     state: StateFilter = None,
 ) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from sqlmodel import select
 
 from ..deps import SessionDep
 from ..models import Event, EventPublic, Page
-from .pagination import CURSOR_PATTERN, paginate
+from .pagination import CURSOR_PATTERN, OptionalIntQuery, paginate
 
 __all__ = ["router"]
 
@@ -19,7 +19,7 @@ router = APIRouter(prefix="/events", tags=["events"])
 @router.get("")
 def list_events(
     session: SessionDep,
-    timer_id: int | None = None,
+    timer_id: OptionalIntQuery = None,
     kind: Annotated[str | None, Query(max_length=32)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: Annotated[str | None, Query(pattern=CURSOR_PATTERN)] = None,

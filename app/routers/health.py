@@ -10,12 +10,9 @@ from fastapi.responses import JSONResponse
 
 from ..deps import ServiceDep
 
-__all__ = ["STALL_SECONDS", "router"]
+__all__ = ["health_report", "router"]
 
 router = APIRouter(tags=["health"])
-
-# The reaper loop wakes at least once a second; this long without a loop is a stall.
-STALL_SECONDS = 5.0
 
 
 def health_report(service: Any) -> tuple[int, dict[str, Any]]:
@@ -25,7 +22,7 @@ def health_report(service: Any) -> tuple[int, dict[str, Any]]:
     since_loop = time.monotonic() - reaper.last_loop_monotonic if reaper is not None else None
     if not running:
         problems.append("the reaper thread is not running")
-    elif since_loop is not None and since_loop > STALL_SECONDS:
+    elif since_loop is not None and since_loop > service.settings.reaper_stall_seconds:
         problems.append(f"the reaper loop has stalled for {since_loop:.1f}s")
     recorder = service.recorder
     degraded = [recorder.degraded_reason] if recorder.degraded_reason else []
@@ -40,6 +37,7 @@ def health_report(service: Any) -> tuple[int, dict[str, Any]]:
         "active_timers": reaper.active_count() if reaper is not None else 0,
         "reaper": {
             "running": running,
+            "restarts": service.reaper_restarts,
             "seconds_since_loop": since_loop,
             "lag_seconds": reaper.last_lag_seconds if reaper is not None else None,
         },
@@ -56,7 +54,13 @@ def health_report(service: Any) -> tuple[int, dict[str, Any]]:
     return (503 if problems else 200), body
 
 
-@router.get("/healthz")
+@router.get(
+    "/healthz",
+    responses={
+        200: {"description": "ok, or degraded (recording trouble; kills go on)"},
+        503: {"description": "failing: the reaper is not running or has stalled"},
+    },
+)
 def healthz(service: ServiceDep) -> JSONResponse:
     code, body = health_report(service)
     return JSONResponse(body, status_code=code)

@@ -6,13 +6,21 @@ from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ..deps import ServiceDep, check_token
+from ..models import ErrorMessage
 
 __all__ = ["router"]
 
 router = APIRouter(tags=["metrics"])
 
 
-@router.get("/metrics", response_class=Response)
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={
+        200: {"content": {"text/plain": {}}, "description": "Prometheus text format"},
+        401: {"model": ErrorMessage, "description": "A bearer token was sent and is wrong"},
+    },
+)
 def metrics(request: Request, service: ServiceDep) -> Response:
     """Open to read, like the other reads. A scraper that sends a bearer token
     (Prometheus's ``authorization`` scrape option) must send the right one."""

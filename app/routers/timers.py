@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Response, status
 from sqlmodel import select
@@ -13,6 +13,7 @@ from timer_core import RefusedError, TimerView
 from ..deps import ServiceDep, SessionDep, require_token
 from ..models import (
     MAX_DEADLINE_SECONDS,
+    ErrorMessage,
     Page,
     Timer,
     TimerCreate,
@@ -20,13 +21,20 @@ from ..models import (
     TimerRelease,
 )
 from ..service import Service
-from .pagination import CURSOR_PATTERN, paginate
+from .pagination import CURSOR_PATTERN, OptionalIntQuery, TimerIdPath, paginate
 
 __all__ = ["router"]
 
 router = APIRouter(prefix="/timers", tags=["timers"])
 
 Write = Annotated[None, Depends(require_token)]
+
+
+def unprocessable(field: str, message: str) -> HTTPException:
+    """A 422 shaped like FastAPI's own validation errors, so clients parse one format."""
+    return HTTPException(
+        422, detail=[{"loc": ["body", field], "msg": message, "type": "value_error"}]
+    )
 
 
 def _public(view: TimerView, ended_at: float | None = None) -> TimerPublic:
@@ -55,10 +63,24 @@ async def _committed(service: Service) -> None:
         )
 
 
+def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    descriptions = {
+        400: "The body is not valid JSON",
+        401: "Missing or wrong bearer token",
+        404: "No such timer",
+        409: "The timer is not active",
+        503: "Not committed in time (the database cannot be written)",
+    }
+    return {code: {"model": ErrorMessage, "description": descriptions[code]} for code in codes}
+
+
 @router.post(
     "",
     status_code=status.HTTP_201_CREATED,
-    responses={200: {"model": TimerPublic, "description": "Heartbeat: deadline moved"}},
+    responses={
+        200: {"model": TimerPublic, "description": "Heartbeat: deadline moved"},
+        **_errors(400, 401, 503),
+    },
 )
 async def acquire(
     body: TimerCreate, service: ServiceDep, response: Response, _: Write
@@ -67,11 +89,12 @@ async def acquire(
     expiration_time = now + body.expires_in if body.expires_in is not None else body.expiration_time
     assert expiration_time is not None
     if expiration_time > now + MAX_DEADLINE_SECONDS:
-        raise HTTPException(
-            422, detail=f"deadline is more than {MAX_DEADLINE_SECONDS // 86400} days away"
+        field = "expires_in" if body.expires_in is not None else "expiration_time"
+        raise unprocessable(
+            field, f"deadline is more than {MAX_DEADLINE_SECONDS // 86400} days away"
         )
     if body.pid == service.pid:
-        raise HTTPException(422, detail="pid is the timer service itself")
+        raise unprocessable("pid", "pid is the timer service itself")
     try:
         view, created = service.running_reaper.acquire(
             body.pid, body.scope_id, expiration_time, body.signal, source="http"
@@ -81,14 +104,14 @@ async def acquire(
         # a slow disk must not turn a 422 into a 503).
         seq = service.running_reaper.bus.last_seq()
         await service.recorder.wait_committed(seq, service.settings.commit_timeout)
-        raise HTTPException(422, detail=error.reason) from None
+        raise unprocessable(error.field, error.reason) from None
     await _committed(service)
     if not created:
         response.status_code = status.HTTP_200_OK
     return _public(view)
 
 
-@router.post("/release")
+@router.post("/release", responses=_errors(400, 401, 404, 503))
 async def release(body: TimerRelease, service: ServiceDep, _: Write) -> TimerPublic:
     view = service.running_reaper.release(body.pid, body.scope_id, source="http")
     if view is None:
@@ -97,8 +120,10 @@ async def release(body: TimerRelease, service: ServiceDep, _: Write) -> TimerPub
     return _public(view, ended_at=time.time())
 
 
-@router.delete("/{timer_id}")
-async def delete(timer_id: int, service: ServiceDep, session: SessionDep, _: Write) -> TimerPublic:
+@router.delete("/{timer_id}", responses=_errors(401, 404, 409, 503))
+async def delete(
+    timer_id: TimerIdPath, service: ServiceDep, session: SessionDep, _: Write
+) -> TimerPublic:
     view = service.running_reaper.release_id(timer_id, source="http")
     if view is None:
         row = session.get(Timer, timer_id)
@@ -113,7 +138,7 @@ async def delete(timer_id: int, service: ServiceDep, session: SessionDep, _: Wri
 def list_timers(
     session: SessionDep,
     state: Annotated[str | None, Query(pattern="^(active|released|expired|killed)$")] = None,
-    pid: int | None = None,
+    pid: OptionalIntQuery = None,
     scope: Annotated[str | None, Query(max_length=1024)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: Annotated[str | None, Query(pattern=CURSOR_PATTERN)] = None,
@@ -129,8 +154,8 @@ def list_timers(
     return paginate(session, query, Timer.id, TimerPublic, limit, cursor)
 
 
-@router.get("/{timer_id}")
-def get_timer(timer_id: int, session: SessionDep) -> TimerPublic:
+@router.get("/{timer_id}", responses=_errors(404))
+def get_timer(timer_id: TimerIdPath, session: SessionDep) -> TimerPublic:
     row = session.get(Timer, timer_id)
     if row is None:
         raise HTTPException(404, detail=f"no timer {timer_id}")

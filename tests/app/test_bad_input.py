@@ -84,7 +84,8 @@ def test_non_json_bodies(client: TestClient, raw: bytes) -> None:
 def test_dangerous_and_missing_pids(client: TestClient, pid: int, why: str) -> None:
     response = client.post("/timers", json={"pid": pid, "scope_id": "s", "expires_in": 0.01})
     assert_refused(client, response)
-    assert why in response.json()["detail"]
+    [error] = response.json()["detail"]
+    assert error["loc"] == ["body", "pid"] and why in error["msg"]
     refused = client.get("/events", params={"kind": "refused"}).json()["items"]
     assert refused and why in refused[0]["detail"]["reason"]
 

@@ -70,3 +70,36 @@ def test_a_full_buffer_drops_the_oldest_and_counts_it(tmp_path: Path) -> None:
     for seq in (1, 2, 3):
         recorder(event(seq, "acquired", seq))
     assert recorder.dropped == 1 and recorder.backlog() == 2
+
+
+def test_a_value_sqlite_cannot_hold_is_rejected_and_the_thread_lives_on(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'r.db'}")
+    migrate(engine)
+    recorder = Recorder(engine)
+    recorder.start()
+    try:
+        too_big = TimerEvent(
+            seq=1,
+            kind="refused",
+            timer_id=None,
+            pid=10**30,
+            scope_id="s",
+            at=1.0,
+            state="refused",
+            signal=9,
+            source="test",
+            acquired_at=1.0,
+            expiration_time=1.0,
+        )
+        recorder(too_big)
+        recorder(event(2, "acquired", 5))
+
+        async def committed() -> bool:
+            return await recorder.wait_committed(2, timeout=10)
+
+        assert asyncio.run(committed())
+        assert recorder.rejected == 1
+    finally:
+        recorder.stop()
+    with Session(engine) as session:
+        assert [e.kind for e in session.exec(select(Event))] == ["acquired"]

@@ -218,3 +218,40 @@ def test_file_timer_client_without_a_server_fails_fast_with_a_clear_error(tmp_pa
     client = timer.FileTimerClient(str(tmp_path / "nobody"))
     with pytest.raises(BrokenPipeError, match="no FileTimerServer"):
         client.acquire("s", time.time() + 1)
+
+
+def _fill_pipe(fifo: str) -> tuple[int, int]:
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    writer = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+    try:
+        while True:
+            os.write(writer, b"x" * 4096)
+    except BlockingIOError:
+        return reader, writer
+
+
+def test_file_timer_client_waits_for_room_when_the_pipe_is_full(tmp_path: Path) -> None:
+    fifo = str(tmp_path / "full.fifo")
+    os.mkfifo(fifo)
+    reader, writer = _fill_pipe(fifo)
+    drained = threading.Timer(0.3, lambda: os.read(reader, 1 << 20))
+    drained.start()
+    try:
+        timer.FileTimerClient(fifo).acquire("s", time.time() + 60)  # returns once drained
+        assert not drained.is_alive()
+    finally:
+        drained.join()
+        os.close(reader)
+        os.close(writer)
+
+
+def test_file_timer_client_gives_up_on_a_pipe_that_stays_full(tmp_path: Path) -> None:
+    fifo = str(tmp_path / "stuck.fifo")
+    os.mkfifo(fifo)
+    reader, writer = _fill_pipe(fifo)
+    try:
+        with pytest.raises(BrokenPipeError, match="not keeping up"):
+            timer.FileTimerClient(fifo).acquire("s", time.time() + 60)
+    finally:
+        os.close(reader)
+        os.close(writer)

@@ -362,3 +362,12 @@ def test_a_worker_that_loops_is_identified_once_and_forgotten_when_it_exits() ->
     world.reaper.worker_exited(world.processes[100])
     world.reaper.acquire(100, "step", world.at(5))  # pid 100 again: read afresh
     assert looked_up == [100, 100]
+
+
+def test_a_refused_request_with_unstorable_numbers_keeps_them_as_text(world: World) -> None:
+    with pytest.raises(RefusedError):
+        world.reaper.acquire(10**30, "s", world.at(1), 10**20)
+    world.reaper.bus.drain()
+    [refused] = world.events
+    assert (refused.pid, refused.signal) == (-1, 0)
+    assert refused.detail["requested_pid"] == str(10**30)

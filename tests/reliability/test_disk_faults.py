@@ -1,0 +1,178 @@
+"""The database becomes unwritable: locked by another connection, or the disk is
+full (a tiny tmpfs made here), or read-only. Kills go on, /healthz and a metric say
+why, events wait in a bounded buffer and are written once the disk recovers, and an
+acquisition that cannot be committed gets a 503, never a fake 201."""
+
+from __future__ import annotations
+
+import errno
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from app.main import create_app
+from app.settings import Settings
+from tests.workers import spawn_sleeper, wait_dead
+
+ROOT = os.geteuid() == 0
+needs_root = pytest.mark.skipif(not ROOT, reason="mounting a tmpfs needs root")
+
+
+def fault_settings(db_path: Path) -> Settings:
+    return Settings(
+        db_url=f"sqlite:///{db_path}",
+        db_busy_timeout=0.2,
+        commit_timeout=1.0,
+        recorder_buffer=1000,
+    )
+
+
+def wait_until(check: object, timeout: float = 15.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():  # type: ignore[operator]
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def metric(client: TestClient, name: str) -> float:
+    for line in client.get("/metrics").text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"no metric {name}")
+
+
+def check_fault_then_recovery(
+    client: TestClient, sleepers: list[subprocess.Popen[bytes]], fault: str, recover: object
+) -> None:
+    victim, bystander = spawn_sleeper(), spawn_sleeper()
+    sleepers.extend([victim, bystander])
+    # Nothing can be committed: no fake 201, but the timer is armed and kills on time.
+    response = client.post("/timers", json={"pid": victim.pid, "scope_id": "v", "expires_in": 0.3})
+    assert response.status_code == 503, response.text
+    assert fault in response.json()["detail"]
+    assert wait_dead(victim) == -9
+    health = client.get("/healthz")
+    assert health.status_code == 200 and health.json()["status"] == "degraded"
+    assert any(fault in problem for problem in health.json()["problems"])
+    assert metric(client, "timer_recorder_degraded") == 1
+    assert metric(client, "timer_recorder_write_errors_total") >= 1
+    assert client.get("/healthz").json()["recorder"]["backlog"] >= 2
+    recover()  # type: ignore[operator]
+    assert wait_until(lambda: client.get("/healthz").json()["status"] == "ok")
+    timers = client.get("/timers", params={"pid": victim.pid}).json()["items"]
+    assert [t["state"] for t in timers] == ["killed"]
+    response = client.post(
+        "/timers", json={"pid": bystander.pid, "scope_id": "b", "expires_in": 60}
+    )
+    assert response.status_code == 201
+    assert metric(client, "timer_recorder_degraded") == 0
+
+
+def test_database_locked_by_another_connection(
+    tmp_path: Path, sleepers: list[subprocess.Popen[bytes]]
+) -> None:
+    db = tmp_path / "locked.db"
+    with TestClient(create_app(fault_settings(db))) as client:
+        holder = sqlite3.connect(db, isolation_level=None)
+        holder.execute("BEGIN EXCLUSIVE")  # another process holds the write lock
+        try:
+            check_fault_then_recovery(
+                client, sleepers, "database is locked", lambda: holder.execute("COMMIT")
+            )
+        finally:
+            holder.close()
+
+
+@pytest.fixture
+def tiny_disk(tmp_path: Path) -> Iterator[Path]:
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)], check=True)
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def fill(directory: Path) -> Path:
+    filler = directory / "filler"
+    with open(filler, "wb") as handle:
+        try:
+            while True:
+                handle.write(b"\0" * 65536)
+                handle.flush()
+        except OSError as error:
+            assert error.errno == errno.ENOSPC
+    return filler
+
+
+@needs_root
+def test_disk_full(tiny_disk: Path, sleepers: list[subprocess.Popen[bytes]]) -> None:
+    with TestClient(create_app(fault_settings(tiny_disk / "full.db"))) as client:
+        filler = fill(tiny_disk)
+        check_fault_then_recovery(client, sleepers, "full", filler.unlink)
+
+
+def test_a_full_buffer_drops_the_oldest_and_says_so(
+    tmp_path: Path, sleepers: list[subprocess.Popen[bytes]]
+) -> None:
+    db = tmp_path / "small-buffer.db"
+    settings = replace(fault_settings(db), recorder_buffer=3, commit_timeout=0.3)
+    worker = spawn_sleeper()
+    sleepers.append(worker)
+    with TestClient(create_app(settings)) as client:
+        holder = sqlite3.connect(db, isolation_level=None)
+        holder.execute("BEGIN EXCLUSIVE")
+        try:
+            for scope in ("a", "b", "c", "d", "e"):
+                body = {"pid": worker.pid, "scope_id": scope, "expires_in": 600}
+                assert client.post("/timers", json=body).status_code == 503
+            assert metric(client, "timer_recorder_dropped_total") == 2
+            problems = client.get("/healthz").json()["problems"]
+            assert any("2 events dropped" in problem for problem in problems)
+        finally:
+            holder.execute("COMMIT")
+            holder.close()
+        assert wait_until(lambda: client.get("/healthz").json()["recorder"]["backlog"] == 0)
+        # The three newest survived; every timer is still armed in the engine.
+        stored = {t["scope_id"] for t in client.get("/timers").json()["items"]}
+        assert stored == {"c", "d", "e"}
+        assert client.app.state.service.running_reaper.active_count() == 5  # type: ignore[attr-defined]
+
+
+@needs_root
+def test_a_read_only_disk_at_start_is_a_clear_error_not_a_hang(tmp_path: Path) -> None:
+    mount = tmp_path / "ro"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m,ro", "tmpfs", str(mount)], check=True)
+    try:
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "app.cli",
+                "serve",
+                "--port",
+                "0",
+                "--db-url",
+                f"sqlite:///{mount / 'x.db'}",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+    assert result.returncode != 0
+    assert "cannot open or write the database" in result.stderr
+    assert "writable" in result.stderr

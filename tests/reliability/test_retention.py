@@ -1,0 +1,66 @@
+"""Retention: old events and ended timers are pruned in the background; active
+timers and their events never are."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from fastapi.testclient import TestClient
+from sqlmodel import Session, select
+
+from app.db import make_engine, migrate
+from app.main import create_app
+from app.models import Event, Timer
+from app.recorder import Recorder
+from app.settings import Settings
+from tests.app.test_recorder import event
+
+
+def test_prune_keeps_active_timers_and_recent_events(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'r.db'}")
+    migrate(engine)
+    recorder = Recorder(engine)
+    # Timer 1: ended long ago. Timer 2: still active, acquired long ago. Timer 3: recent.
+    for item in (
+        event(1, "acquired", 1),
+        event(2, "released", 1, "released"),
+        event(3, "acquired", 2),
+        event(1000, "acquired", 3),
+        event(1001, "killed", 3, "killed"),
+    ):
+        recorder(item)
+    recorder.flush()
+    events, timers = recorder.prune(cutoff=500.0)  # test events are "at" their seq
+    assert (events, timers) == (2, 1)
+    with Session(engine) as session:
+        assert sorted(t.id for t in session.exec(select(Timer))) == [2, 3]
+        kinds = sorted((e.timer_id, e.kind) for e in session.exec(select(Event)))
+        assert kinds == [(2, "acquired"), (3, "acquired"), (3, "killed")]
+
+
+def test_the_service_prunes_in_the_background(
+    settings: Settings, sleepers: list[subprocess.Popen[bytes]]
+) -> None:
+    from tests.workers import spawn_sleeper
+
+    ended, active = spawn_sleeper(), spawn_sleeper()
+    sleepers.extend([ended, active])
+    quick = replace(settings, retention_days=1.0 / 86400, prune_interval=0.2)  # one second
+    with TestClient(create_app(quick)) as client:
+        client.post("/timers", json={"pid": ended.pid, "scope_id": "old", "expires_in": 60})
+        client.post("/timers/release", json={"pid": ended.pid, "scope_id": "old"})
+        kept = client.post("/timers", json={"pid": active.pid, "scope_id": "on", "expires_in": 600})
+        deadline = time.monotonic() + 15
+        while client.get("/timers", params={"pid": ended.pid}).json()["items"]:
+            assert time.monotonic() < deadline, "the ended timer was never pruned"
+            time.sleep(0.2)
+        assert client.get(f"/timers/{kept.json()['id']}").json()["state"] == "active"
+        kinds = [
+            e["kind"]
+            for e in client.get("/events", params={"timer_id": kept.json()["id"]}).json()["items"]
+        ]
+        assert kinds == ["acquired"]
+        assert "timer_pruned_events_total" in client.get("/metrics").text

@@ -1,0 +1,98 @@
+"""Watching the watchdog: a dead reaper thread is restarted; a stalled one fails
+/healthz and makes the service exit non-zero for its supervisor."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+
+import pytest
+from fastapi.testclient import TestClient
+
+from app.main import create_app
+from app.service import STALL_EXIT_CODE, Service
+from app.settings import Settings
+from tests.workers import wait_dead
+
+
+@pytest.fixture
+def quick(settings: Settings) -> Settings:
+    return replace(settings, reaper_stall_seconds=1.0)
+
+
+@pytest.fixture
+def client(quick: Settings) -> Iterator[TestClient]:
+    with TestClient(create_app(quick)) as test_client:
+        yield test_client
+
+
+def service_of(client: TestClient) -> Service:
+    service: Service = client.app.state.service  # type: ignore[attr-defined]
+    return service
+
+
+def wait_until(check: object, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():  # type: ignore[operator]
+            return True
+        time.sleep(0.05)
+    return False
+
+
+# The thread's death is the scenario, so its unhandled exception is expected here.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_dead_reaper_thread_is_restarted_and_still_kills(
+    client: TestClient, sleeper: subprocess.Popen[bytes]
+) -> None:
+    service = service_of(client)
+    reaper = service.running_reaper
+    original_step = reaper.step
+    calls = {"n": 0}
+
+    def crash_once() -> float | None:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("a bug in the reaper loop")
+        return original_step()
+
+    reaper.step = crash_once  # type: ignore[method-assign]
+    reaper.acquire(sleeper.pid, "s", time.time() + 0.2)  # wakes the loop into the crash
+    assert wait_until(lambda: service.reaper_restarts == 1)
+    assert wait_dead(sleeper) == -9
+    assert client.get("/healthz").status_code == 200
+    assert "timer_reaper_restarts_total 1.0" in client.get("/metrics").text
+
+
+def test_a_stalled_reaper_fails_healthz_and_triggers_the_exit(client: TestClient) -> None:
+    service = service_of(client)
+    stalled = threading.Event()
+    service.on_stall = stalled.set
+    reaper = service.running_reaper
+    release = threading.Event()
+
+    def hang() -> float | None:
+        release.wait(30)
+        return None
+
+    reaper.step = hang  # type: ignore[method-assign]
+    reaper.acquire(service.pid, "wake", time.time(), 0)  # observe-only: wakes the loop
+    try:
+        assert stalled.wait(10), "the supervisor never noticed the stall"
+        response = client.get("/healthz")
+        assert response.status_code == 503
+        assert "stalled" in " ".join(response.json()["problems"])
+        metrics = client.get("/metrics").text
+        assert "timer_reaper_seconds_since_loop" in metrics
+    finally:
+        release.set()
+
+
+def test_the_stall_exit_is_non_zero_so_systemd_restarts_the_service() -> None:
+    code = "from app.service import _exit_for_supervisor; _exit_for_supervisor()"
+    result = subprocess.run([sys.executable, "-c", code], timeout=30)
+    assert result.returncode == STALL_EXIT_CODE != 0
