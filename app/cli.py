@@ -42,6 +42,18 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="signal the worker's child processes too (e.g. data-loader workers)",
     )
+    serve.add_argument(
+        "--no-capture-stacks",
+        dest="capture_stacks",
+        action="store_false",
+        default=None,
+        help="do not capture an expired worker's stack before signalling it",
+    )
+    serve.add_argument(
+        "--stack-budget",
+        type=float,
+        help="seconds a stack capture may take before the kill goes ahead (default 2)",
+    )
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
     return parser
 
@@ -56,6 +68,8 @@ def main(argv: list[str] | None = None) -> None:
         token=args.token,
         escalate_after=args.escalate_after,
         signal_children=args.signal_children,
+        capture_stacks=args.capture_stacks,
+        stack_budget=args.stack_budget,
     )
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"

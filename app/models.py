@@ -6,7 +6,7 @@ import math
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
-from sqlalchemy import JSON, Column, Index
+from sqlalchemy import JSON, Column, ForeignKey, Index, Integer, Text
 from sqlmodel import Field as SQLField
 from sqlmodel import SQLModel
 
@@ -17,6 +17,7 @@ __all__ = [
     "Event",
     "EventPublic",
     "Page",
+    "Stack",
     "Timer",
     "TimerCreate",
     "TimerPublic",
@@ -48,6 +49,23 @@ class Timer(SQLModel, table=True):
     ended_at: float | None = None
     end_reason: str | None = None
     process_create_time: float | None = None
+    dump_signal: int | None = None
+
+
+class Stack(SQLModel, table=True):
+    """The stack captured before a timer's worker was signalled (one per timer)."""
+
+    __tablename__ = "stacks"
+
+    timer_id: int = SQLField(
+        sa_column=Column(Integer, ForeignKey("timers.id", ondelete="CASCADE"), primary_key=True)
+    )
+    method: str
+    captured_at: float
+    seconds: float
+    truncated: bool
+    notes: list[str] = SQLField(default_factory=list, sa_column=Column(JSON))
+    text: str = SQLField(sa_column=Column(Text))
 
 
 class Event(SQLModel, table=True):
@@ -84,6 +102,11 @@ class TimerCreate(_Strict):
     expires_in: Seconds | None = Field(default=None, gt=0, le=MAX_DEADLINE_SECONDS)
     expiration_time: Seconds | None = Field(default=None, gt=0)
     signal: StrictInt = Field(default=9, description="Signal at expiry; 0 means observe only.")
+    dump_signal: StrictInt | None = Field(
+        default=None,
+        description="A signal on which the worker dumps its own Python stack (faulthandler), "
+        "used when py-spy cannot read it.",
+    )
 
     @model_validator(mode="after")
     def _one_deadline(self) -> TimerCreate:

@@ -22,7 +22,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from timer_core import TimerEvent
 from timer_core.events import END_KINDS, EventKind
 
-from .models import Event, Timer
+from .models import Event, Stack, Timer
 
 __all__ = ["Recorder"]
 
@@ -47,6 +47,7 @@ _PRUNE_TIMERS = text(
 
 _timers = Timer.__table__  # type: ignore[attr-defined]
 _events = Event.__table__  # type: ignore[attr-defined]
+_stacks = Stack.__table__  # type: ignore[attr-defined]
 
 
 class Recorder:
@@ -258,6 +259,7 @@ class Recorder:
         new_timers: list[dict[str, Any]] = []
         changes: dict[int, dict[str, Any]] = {}
         rows: list[dict[str, Any]] = []
+        stacks: list[dict[str, Any]] = []
         for event in batch:
             if event.kind == EventKind.ACQUIRED:
                 new_timers.append(
@@ -271,6 +273,7 @@ class Recorder:
                         "acquired_at": event.acquired_at,
                         "expiration_time": event.expiration_time,
                         "process_create_time": event.process_create_time,
+                        "dump_signal": event.dump_signal,
                     }
                 )
             elif event.kind == EventKind.EXTENDED and event.timer_id is not None:
@@ -282,6 +285,18 @@ class Recorder:
                     state=event.state,
                     ended_at=event.at,
                     end_reason=event.reason(),
+                )
+            if event.stack is not None and event.timer_id is not None:
+                stacks.append(
+                    {
+                        "timer_id": event.timer_id,
+                        "method": event.stack.method,
+                        "captured_at": event.at,
+                        "seconds": event.stack.seconds,
+                        "truncated": event.stack.truncated,
+                        "notes": list(event.stack.notes),
+                        "text": event.stack.text,
+                    }
                 )
             rows.append(
                 {
@@ -310,6 +325,8 @@ class Recorder:
                 )
                 connection.execute(statement, params)
             connection.execute(insert(_events), rows)
+            if stacks:
+                connection.execute(insert(_stacks), stacks)
 
 
 def _resolve(future: asyncio.Future[None]) -> None:

@@ -14,6 +14,7 @@ from sqlmodel import Session, col, select
 
 from timer_core import ProcessIdentity, ProcessSignaller, Reaper
 from timer_core.fifo_source import FifoSource
+from timer_core.stack_capture import StackCapturer
 
 from .db import make_engine, migrate
 from .live_feed import LiveFeed
@@ -79,8 +80,18 @@ class Service:
         with Session(self.engine) as session:
             highest = session.exec(select(func.max(col(Timer.id)))).one()
             active = session.exec(select(Timer).where(col(Timer.state) == "active")).all()
+        capturer = (
+            StackCapturer(
+                self.settings.stack_budget,
+                use_py_spy=self.settings.stack_py_spy,
+                signaller=self.signaller,
+            )
+            if self.settings.capture_stacks
+            else None
+        )
         self.reaper = Reaper(
             signaller=self.signaller,
+            capturer=capturer,
             escalate_after=self.settings.escalate_after or None,
             signal_children=self.settings.signal_children,
             first_timer_id=(highest or 0) + 1,
@@ -120,6 +131,7 @@ class Service:
                 row.signal,
                 source=row.source,
                 acquired_at=row.acquired_at,
+                dump_signal=row.dump_signal,
             )
 
     def supervise_once(self) -> None:
@@ -156,6 +168,7 @@ class Service:
             self.fifo = None
         if self.reaper is not None:
             self.reaper.stop()
+            self.reaper.expiry.shutdown()
         self.recorder.stop()
         self.recorder.flush()
         self.engine.dispose()

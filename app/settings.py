@@ -62,6 +62,11 @@ class Settings:
     # A reaper loop silent this long is stalled: /healthz fails and the service exits
     # non-zero, so its supervisor (systemd) restarts it and the timers are re-armed.
     reaper_stall_seconds: float = 5.0
+    # Capture each expired worker's stack before signalling it, within this budget.
+    capture_stacks: bool = True
+    stack_budget: float = 2.0
+    # py-spy needs ptrace rights over the workers; without it, /proc (or faulthandler).
+    stack_py_spy: bool = True
 
     @classmethod
     def from_env(cls, **overrides: Any) -> Settings:
@@ -84,6 +89,9 @@ class Settings:
             reaper_stall_seconds=_env_number(
                 "REAPER_STALL_SECONDS", defaults.reaper_stall_seconds, float
             ),
+            capture_stacks=_env_bool("CAPTURE_STACKS", defaults.capture_stacks),
+            stack_budget=_env_number("STACK_BUDGET", defaults.stack_budget, float),
+            stack_py_spy=_env_bool("STACK_PY_SPY", defaults.stack_py_spy),
         )
         known = {field.name for field in fields(cls)}
         unknown = set(overrides) - known

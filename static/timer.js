@@ -48,7 +48,12 @@ async function load() {
   }
   renderTimer(await timer.json());
   renderEvents((await events.json()).items.reverse());
-  if (stack.ok) TS.setText("stack", await stack.text());
+  if (stack.ok) {
+    const method = stack.headers.get("X-Stack-Method");
+    const seconds = Number(stack.headers.get("X-Stack-Seconds"));
+    TS.setText("stack-method", `Captured with ${method} in ${(seconds * 1000).toFixed(0)} ms, before the signal.`);
+    TS.setText("stack", await stack.text());
+  }
   TS.setText("updated", new Date().toLocaleTimeString());
   document.getElementById("health").dataset.status = "ok";
   document.getElementById("health").textContent = "connected";

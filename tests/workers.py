@@ -54,6 +54,36 @@ def hold_torch_local_timer(mp_queue: Any, after: float) -> None:
         time.sleep(60)
 
 
+STUCK_WORKER = """
+import signal, sys, time
+import timer_core as timer
+
+def stuck_in_a_distinctively_named_function():
+    while True:
+        time.sleep(0.05)
+
+mode = sys.argv[1]
+if mode == "http":
+    dump = signal.SIGUSR2 if sys.argv[3] == "dump" else None
+    timer.configure(timer.HttpTimerClient(sys.argv[2], dump_stack_on=dump))
+    with timer.expires(after=float(sys.argv[4]), scope="stuck-step"):
+        stuck_in_a_distinctively_named_function()
+elif mode == "dump-ready":
+    from timer_core.stack_capture import dump_stack_on
+    dump_stack_on(signal.SIGUSR2)
+    print("ready", flush=True)
+    stuck_in_a_distinctively_named_function()
+else:
+    print("ready", flush=True)
+    stuck_in_a_distinctively_named_function()
+"""
+
+
+def spawn_stuck(*args: str, stdout: int | None = None) -> subprocess.Popen[bytes]:
+    """A worker hung in ``stuck_in_a_distinctively_named_function``."""
+    return subprocess.Popen([sys.executable, "-c", STUCK_WORKER, *args], stdout=stdout)
+
+
 def main() -> None:
     if sys.argv[1:] == ["ignore-sigterm"]:
         ignore_sigterm_forever()

@@ -12,7 +12,10 @@ import queue
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
+
+if TYPE_CHECKING:
+    from .stack_capture import CapturedStack
 
 __all__ = [
     "END_KINDS",
@@ -70,6 +73,10 @@ class TimerEvent:
     expiration_time: float
     process_create_time: float | None = None
     detail: dict[str, Any] = field(default_factory=dict)
+    # The signal on which the worker dumps its own stack, if it opted in.
+    dump_signal: int | None = None
+    # The worker's stack, captured before the signal (expiry events only).
+    stack: CapturedStack | None = None
 
     def reason(self) -> str:
         """One line saying why the timer ended (or why the request was refused)."""

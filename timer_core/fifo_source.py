@@ -142,7 +142,12 @@ class FifoSource:
 
     def apply(self, request: WireRequest) -> None:
         if self.reaper.apply(
-            request.pid, request.scope_id, request.expiration_time, request.signal, source="fifo"
+            request.pid,
+            request.scope_id,
+            request.expiration_time,
+            request.signal,
+            source="fifo",
+            dump_signal=request.dump_signal,
         ):
             self.applied_requests += 1
 

@@ -21,6 +21,8 @@ from .events import EventKind, TimerEvent
 from .fifo_source import FifoSource
 from .process import identify
 from .reaper import Reaper
+from .stack_capture import StackCapturer
+from .stack_capture import dump_stack_on as dump_stack_on_signal
 
 __all__ = ["FileTimerClient", "FileTimerRequest", "FileTimerServer"]
 
@@ -34,14 +36,21 @@ _FULL_PIPE_WAIT_SECONDS = 2.0
 class FileTimerRequest(TimerRequest):
     """A ``TimerRequest`` plus the signal to reap the worker with (≤ 0: observe only)."""
 
-    __slots__ = ["signal", "version"]
+    __slots__ = ["dump_signal", "signal", "version"]
 
     def __init__(
-        self, worker_pid: int, scope_id: str, expiration_time: float, signal: int = 0
+        self,
+        worker_pid: int,
+        scope_id: str,
+        expiration_time: float,
+        signal: int = 0,
+        *,
+        dump_signal: int | None = None,
     ) -> None:
         super().__init__(worker_pid, scope_id, expiration_time)
         self.version = 1
         self.signal = signal
+        self.dump_signal = dump_signal
 
     @property
     def worker_pid(self) -> int:
@@ -58,15 +67,16 @@ class FileTimerRequest(TimerRequest):
     __hash__ = None
 
     def to_json(self) -> str:
-        return json.dumps(
-            {
-                "version": self.version,
-                "pid": self.worker_pid,
-                "scope_id": self.scope_id,
-                "expiration_time": self.expiration_time,
-                "signal": self.signal,
-            }
-        )
+        payload: dict[str, object] = {
+            "version": self.version,
+            "pid": self.worker_pid,
+            "scope_id": self.scope_id,
+            "expiration_time": self.expiration_time,
+            "signal": self.signal,
+        }
+        if self.dump_signal is not None:  # our one optional key; torch ignores it
+            payload["dump_signal"] = self.dump_signal
+        return json.dumps(payload)
 
 
 def _write_whole_line(fd: int, line: bytes) -> None:
@@ -89,11 +99,24 @@ def _write_whole_line(fd: int, line: bytes) -> None:
 
 
 class FileTimerClient(TimerClient):
-    """Writes this process's requests to the FIFO at ``file_path``."""
+    """Writes this process's requests to the FIFO at ``file_path``.
 
-    def __init__(self, file_path: str, signal: int = signal_module.SIGKILL) -> None:
+    ``dump_stack_on=signal.SIGUSR2`` registers a faulthandler dump on that signal,
+    so the server gets this worker's Python stack even without ptrace rights.
+    """
+
+    def __init__(
+        self,
+        file_path: str,
+        signal: int = signal_module.SIGKILL,
+        *,
+        dump_stack_on: int | None = None,
+    ) -> None:
         self._file_path = file_path
         self.signal = signal
+        self.dump_signal = dump_stack_on
+        if dump_stack_on is not None:
+            dump_stack_on_signal(dump_stack_on)
 
     def _open(self) -> int:
         # Non-blocking: if no server has the FIFO open, fail (ENXIO) instead of hanging.
@@ -127,7 +150,10 @@ class FileTimerClient(TimerClient):
             os.close(fd)
 
     def acquire(self, scope_id: str, expiration_time: float) -> None:
-        self._send_request(FileTimerRequest(os.getpid(), scope_id, expiration_time, self.signal))
+        request = FileTimerRequest(
+            os.getpid(), scope_id, expiration_time, self.signal, dump_signal=self.dump_signal
+        )
+        self._send_request(request)
 
     def release(self, scope_id: str) -> None:
         self._send_request(FileTimerRequest(os.getpid(), scope_id, -1, 0))
@@ -153,6 +179,7 @@ class FileTimerServer:
         mode: int = 0o600,
         reaper: Reaper | None = None,
         signal_children: bool = False,
+        capture_stacks: bool = False,
     ) -> None:
         self._file_path = file_path
         self._run_id = run_id
@@ -160,7 +187,10 @@ class FileTimerServer:
         self._daemon = daemon
         self._log_event = log_event or (lambda name, request: None)
         self._owns_reaper = reaper is None
-        self.reaper = reaper or Reaper(signal_children=signal_children)
+        self.reaper = reaper or Reaper(
+            signal_children=signal_children,
+            capturer=StackCapturer() if capture_stacks else None,
+        )
         self.reaper.add_listener(self._on_event)
         self._source = FifoSource(file_path, self.reaper, mode=mode)
         self._started = False

@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 
 from .api import TimerClient
+from .stack_capture import dump_stack_on as dump_stack_on_signal
 
 __all__ = ["HttpTimerClient", "TimerServiceError"]
 
@@ -23,6 +24,8 @@ class HttpTimerClient(TimerClient):
     ``timer.configure(HttpTimerClient("http://127.0.0.1:8000"))`` then
     ``with timer.expires(after=60): ...`` works as with torch's clients.
     Re-acquiring an active scope moves its deadline (a heartbeat).
+    ``dump_stack_on=signal.SIGUSR2`` lets the service ask this worker for its own
+    Python stack (faulthandler) when py-spy cannot read it.
     """
 
     def __init__(
@@ -32,10 +35,14 @@ class HttpTimerClient(TimerClient):
         *,
         signal: int = signal_module.SIGKILL,
         timeout: float = 5.0,
+        dump_stack_on: int | None = None,
     ) -> None:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.base_url = base_url.rstrip("/")
         self.signal = signal
+        self.dump_signal = dump_stack_on
+        if dump_stack_on is not None:
+            dump_stack_on_signal(dump_stack_on)
         self._http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout)
 
     def acquire(self, scope_id: str, expiration_time: float) -> None:
@@ -46,6 +53,7 @@ class HttpTimerClient(TimerClient):
                 "scope_id": scope_id,
                 "expiration_time": expiration_time,
                 "signal": self.signal,
+                **({"dump_signal": self.dump_signal} if self.dump_signal else {}),
             },
         )
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from .api import RequestQueue, TimerClient, TimerRequest, TimerServer
 from .reaper import Reaper
+from .stack_capture import StackCapturer
 
 __all__ = ["LocalTimerClient", "LocalTimerServer", "MultiprocessingRequestQueue"]
 
@@ -76,10 +77,14 @@ class LocalTimerServer(TimerServer):
         *,
         reaper: Reaper | None = None,
         signal_children: bool = False,
+        capture_stacks: bool = False,
     ) -> None:
         super().__init__(MultiprocessingRequestQueue(mp_queue), max_interval, daemon)
         self._owns_reaper = reaper is None
-        self.reaper = reaper or Reaper(signal_children=signal_children)
+        self.reaper = reaper or Reaper(
+            signal_children=signal_children,
+            capturer=StackCapturer() if capture_stacks else None,
+        )
         self._source_thread: threading.Thread | None = None
 
     # torch's TimerServer interface, on the engine

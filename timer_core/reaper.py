@@ -12,17 +12,28 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
-import math
 import signal as signal_module
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from .clock import Clock, SystemClock
 from .events import EventBus, EventKind, Listener, TimerEvent
 from .exit_watcher import ExitWatcher
+from .expiry import ExpiryHandler
 from .process import ProcessIdentity, ProcessSignaller, identify
+from .stack_capture import CapturedStack, StackCapturer
+from .timers import (
+    Escalation,
+    LiveTimer,
+    RefusedError,
+    TimerView,
+    check_expiration,
+    check_signal,
+    observe_only,
+    storable_float,
+    storable_int,
+)
 
 __all__ = ["Reaper", "RefusedError", "TimerView"]
 
@@ -37,127 +48,6 @@ _MAX_IDLE_WORKERS = 4096
 _COMPACT_SLACK = 4096
 
 
-class RefusedError(ValueError):
-    """A request that must not be armed; ``reason`` says why and what to do, and
-    ``field`` names the request field at fault."""
-
-    def __init__(self, reason: str, field: str = "pid") -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.field = field
-
-
-@dataclass(frozen=True, slots=True)
-class TimerView:
-    """A read-only copy of a timer, safe to hand across threads."""
-
-    id: int
-    pid: int
-    scope_id: str
-    signal: int
-    source: str
-    state: str
-    acquired_at: float
-    expiration_time: float
-
-
-class _Timer:
-    __slots__ = (
-        "acquired_at",
-        "deadline",
-        "expiration_time",
-        "generation",
-        "id",
-        "identity",
-        "scope_id",
-        "signal",
-        "source",
-    )
-
-    def __init__(
-        self,
-        timer_id: int,
-        identity: ProcessIdentity,
-        scope_id: str,
-        signal: int,
-        source: str,
-        acquired_at: float,
-        expiration_time: float,
-        deadline: float,
-    ) -> None:
-        self.id = timer_id
-        self.identity = identity
-        self.scope_id = scope_id
-        self.signal = signal
-        self.source = source
-        self.acquired_at = acquired_at
-        self.expiration_time = expiration_time
-        self.deadline = deadline
-        self.generation = 0
-
-    def view(self, state: str = "active") -> TimerView:
-        return TimerView(
-            self.id,
-            self.identity.pid,
-            self.scope_id,
-            self.signal,
-            self.source,
-            state,
-            self.acquired_at,
-            self.expiration_time,
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class _Escalation:
-    timer: _Timer
-    targets: tuple[ProcessIdentity, ...]
-
-
-# Computed once: valid_signals() builds a set of enum members on every call.
-_VALID_SIGNALS = frozenset(int(number) for number in signal_module.valid_signals())
-
-
-_INT64 = 2**63
-
-
-def _storable_int(value: Any, default: int) -> int:
-    if isinstance(value, int) and not isinstance(value, bool) and -_INT64 <= value < _INT64:
-        return value
-    return default
-
-
-def _storable_float(value: Any) -> float:
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        number = float(value) if abs(value) < 1e300 else 0.0
-        return number if math.isfinite(number) else 0.0
-    return 0.0
-
-
-def _observe_only(signal: Any) -> bool:
-    return isinstance(signal, int) and not isinstance(signal, bool) and signal <= 0
-
-
-def _check_signal(signal: Any) -> int:
-    if isinstance(signal, bool) or not isinstance(signal, int):
-        raise RefusedError(f"signal must be an integer, got {signal!r}", "signal")
-    if signal > 0 and signal not in _VALID_SIGNALS:
-        raise RefusedError(
-            f"signal {signal} is not a signal on this system; use 9 (SIGKILL)", "signal"
-        )
-    return signal
-
-
-def _check_expiration(expiration_time: Any) -> float:
-    if isinstance(expiration_time, bool) or not isinstance(expiration_time, int | float):
-        raise RefusedError(
-            f"expiration_time must be a number, got {expiration_time!r}", "expiration_time"
-        )
-    if not math.isfinite(expiration_time):
-        raise RefusedError("expiration_time must be finite", "expiration_time")
-    return float(expiration_time)
-
-
 class Reaper:
     def __init__(
         self,
@@ -170,20 +60,29 @@ class Reaper:
         first_timer_id: int = 1,
         watch_exits: bool = True,
         identify_process: Callable[[int], ProcessIdentity | None] = identify,
+        capturer: StackCapturer | None = None,
     ) -> None:
         self.clock: Clock = clock or SystemClock()
         self.signaller = signaller or ProcessSignaller()
         self.bus = bus or EventBus()
-        self.escalate_after = escalate_after
-        self.signal_children = signal_children
+        self.expiry = ExpiryHandler(
+            clock=self.clock,
+            signaller=self.signaller,
+            emit=self._emit,
+            schedule=self._schedule,
+            identify_process=identify_process,
+            escalate_after=escalate_after,
+            signal_children=signal_children,
+            capturer=capturer,
+        )
         self._identify = identify_process
         self._ids = itertools.count(first_timer_id)
         self._heap_seq = itertools.count()
         self._lock = threading.Lock()
         self._wakeup = threading.Condition(self._lock)
-        self._heap: list[tuple[float, int, _Timer | _Escalation, int]] = []
-        self._by_key: dict[tuple[int, str], _Timer] = {}
-        self._by_id: dict[int, _Timer] = {}
+        self._heap: list[tuple[float, int, LiveTimer | Escalation, int]] = []
+        self._by_key: dict[tuple[int, str], LiveTimer] = {}
+        self._by_id: dict[int, LiveTimer] = {}
         self._workers: dict[int, tuple[ProcessIdentity, set[str]]] = {}
         self._idle_workers: dict[int, None] = {}  # insertion-ordered: oldest idle first
         self._watcher = ExitWatcher(self.worker_exited) if watch_exits else None
@@ -208,6 +107,7 @@ class Reaper:
         signal: int = signal_module.SIGKILL,
         *,
         source: str = "api",
+        dump_signal: int | None = None,
     ) -> tuple[TimerView, bool]:
         """Arm a timer, or move the deadline of the active one for (pid, scope_id).
 
@@ -217,13 +117,15 @@ class Reaper:
         try:
             refusal = self.signaller.refusal(pid)
             # The server's own process may watch itself, but never ask to be signalled.
-            observe_self = pid in self.signaller.protected and _observe_only(signal)
+            observe_self = pid in self.signaller.protected and observe_only(signal)
             if refusal is not None and not observe_self:
                 raise RefusedError(refusal)
             if not isinstance(scope_id, str):
                 raise RefusedError(f"scope_id must be a string, got {scope_id!r}", "scope_id")
-            expiration_time = _check_expiration(expiration_time)
-            signal = _check_signal(signal)
+            expiration_time = check_expiration(expiration_time)
+            signal = check_signal(signal)
+            if dump_signal is not None and check_signal(dump_signal, "dump_signal") <= 0:
+                raise RefusedError("dump_signal must be a signal number > 0", "dump_signal")
             with self._lock:
                 known = self._workers.get(pid)
             identity = known[0] if known else self._identify(pid)
@@ -232,10 +134,19 @@ class Reaper:
         except RefusedError as error:
             self._emit_refused(pid, scope_id, expiration_time, signal, source, error.reason)
             raise
-        return self._arm(identity, scope_id, expiration_time, signal, source, None, None)
+        return self._arm(
+            identity, scope_id, expiration_time, signal, source, None, None, dump_signal
+        )
 
     def apply(
-        self, pid: int, scope_id: str, expiration_time: float, signal: int, *, source: str
+        self,
+        pid: int,
+        scope_id: str,
+        expiration_time: float,
+        signal: int,
+        *,
+        source: str,
+        dump_signal: int | None = None,
     ) -> bool:
         """Apply one request in torch's convention: a negative ``expiration_time``
         releases, anything else acquires. False if refused (already logged and
@@ -244,7 +155,9 @@ class Reaper:
             if isinstance(expiration_time, int | float) and expiration_time < 0:
                 self.release(pid, scope_id, source=source)
             else:
-                self.acquire(pid, scope_id, expiration_time, signal, source=source)
+                self.acquire(
+                    pid, scope_id, expiration_time, signal, source=source, dump_signal=dump_signal
+                )
             return True
         except RefusedError:
             return False
@@ -259,6 +172,7 @@ class Reaper:
         *,
         source: str,
         acquired_at: float,
+        dump_signal: int | None = None,
     ) -> TimerView | None:
         """Re-arm a timer recorded before a restart, with its original identity.
 
@@ -267,7 +181,7 @@ class Reaper:
         Construct the reaper with ``first_timer_id`` above every restored id.
         """
         if not identity.matches(self._identify(identity.pid)):
-            stale = _Timer(
+            stale = LiveTimer(
                 timer_id, identity, scope_id, signal, source, acquired_at, expiration_time, 0.0
             )
             deadline_passed = expiration_time <= self.clock.time()
@@ -280,7 +194,7 @@ class Reaper:
             return None
         # Its acquisition was recorded before the restart: announce nothing new.
         view, _ = self._arm(
-            identity, scope_id, expiration_time, signal, source, timer_id, acquired_at
+            identity, scope_id, expiration_time, signal, source, timer_id, acquired_at, dump_signal
         )
         return view
 
@@ -293,6 +207,7 @@ class Reaper:
         source: str,
         timer_id: int | None,
         acquired_at: float | None,
+        dump_signal: int | None = None,
     ) -> tuple[TimerView, bool]:
         now_wall = self.clock.time()
         deadline = self.clock.monotonic() + (expiration_time - now_wall)
@@ -302,7 +217,7 @@ class Reaper:
             timer = self._by_key.get((pid, scope_id))
             created = timer is None
             if timer is None:
-                timer = _Timer(
+                timer = LiveTimer(
                     timer_id if timer_id is not None else next(self._ids),
                     identity,
                     scope_id,
@@ -311,6 +226,7 @@ class Reaper:
                     acquired_at if acquired_at is not None else now_wall,
                     expiration_time,
                     deadline,
+                    dump_signal,
                 )
                 self._by_key[(pid, scope_id)] = timer
                 self._by_id[timer.id] = timer
@@ -325,6 +241,7 @@ class Reaper:
                 timer.deadline = deadline
                 timer.expiration_time = expiration_time
                 timer.signal = signal
+                timer.dump_signal = dump_signal
             self._push(deadline, timer, timer.generation)
             view = timer.view()
             if acquired_at is None:  # None for every request; restore passes the original
@@ -424,81 +341,18 @@ class Reaper:
     def step(self) -> float | None:
         """Reap everything due now. Returns the next due time (monotonic), or None."""
         now = self.clock.monotonic()
-        due: list[_Timer | _Escalation] = []
+        due: list[LiveTimer | Escalation] = []
         with self._lock:
             while self._heap and self._heap[0][0] <= now:
                 _, _, item, generation = heapq.heappop(self._heap)
-                if isinstance(item, _Timer):
+                if isinstance(item, LiveTimer):
                     if self._by_id.get(item.id) is not item or item.generation != generation:
                         continue  # released or moved since this entry was pushed
                     self._forget_locked(item)
                 due.append(item)
             next_due = self._heap[0][0] if self._heap else None
-        signalled: dict[int, int] = {}
-        for item in due:
-            try:
-                if isinstance(item, _Timer):
-                    self._expire(item, signalled)
-                else:
-                    self._escalate(item)
-            except Exception:
-                logger.exception("reaping failed for %r", item)
+        self.expiry.handle(due)
         return next_due
-
-    def _expire(self, timer: _Timer, signalled: dict[int, int]) -> None:
-        latency = self.clock.monotonic() - timer.deadline
-        if timer.signal <= 0:
-            self._emit(EventKind.EXPIRED, timer, "expired", reason="observe only", latency=latency)
-            return
-        pid = timer.identity.pid
-        if pid in signalled:
-            self._emit(
-                EventKind.KILLED,
-                timer,
-                "killed",
-                latency=latency,
-                reason=f"worker already signalled for timer {signalled[pid]}",
-            )
-            return
-        children = self.signaller.children(timer.identity) if self.signal_children else []
-        outcome = self.signaller.send(timer.identity, timer.signal)
-        latency = self.clock.monotonic() - timer.deadline
-        if outcome.delivered:
-            signalled[pid] = timer.id
-            for child in children:
-                self.signaller.send(child, timer.signal)
-            self._emit(
-                EventKind.KILLED,
-                timer,
-                "killed",
-                latency=latency,
-                children=[child.pid for child in children],
-            )
-            if timer.signal != signal_module.SIGKILL and self.escalate_after is not None:
-                escalation = _Escalation(timer, (timer.identity, *children))
-                with self._lock:
-                    self._push(self.clock.monotonic() + self.escalate_after, escalation, 0)
-        elif outcome.status == "gone":
-            self._emit(EventKind.WORKER_GONE, timer, "expired", reason=outcome.reason)
-        else:
-            self._emit(EventKind.KILL_FAILED, timer, "expired", reason=outcome.reason)
-
-    def _escalate(self, escalation: _Escalation) -> None:
-        worker = escalation.targets[0]
-        if not worker.matches(self._identify(worker.pid)):
-            return  # the first signal did its job
-        killed = [
-            target.pid
-            for target in escalation.targets
-            if self.signaller.send(target, signal_module.SIGKILL).delivered
-        ]
-        self._emit(
-            EventKind.ESCALATED,
-            escalation.timer,
-            "killed",
-            reason=f"still alive {self.escalate_after}s after signal {escalation.timer.signal}",
-            sigkilled=killed,
-        )
 
     # ---- thread --------------------------------------------------------------------------
 
@@ -561,14 +415,14 @@ class Reaper:
 
     # ---- internals (caller holds the lock) -----------------------------------------------
 
-    def _push(self, due: float, item: _Timer | _Escalation, generation: int) -> None:
+    def _push(self, due: float, item: LiveTimer | Escalation, generation: int) -> None:
         entry = (due, next(self._heap_seq), item, generation)
         heapq.heappush(self._heap, entry)
         if len(self._heap) > 2 * len(self._by_id) + _COMPACT_SLACK:
             self._heap = [
                 e
                 for e in self._heap
-                if not isinstance(e[2], _Timer)
+                if not isinstance(e[2], LiveTimer)
                 or (self._by_id.get(e[2].id) is e[2] and e[2].generation == e[3])
             ]
             heapq.heapify(self._heap)
@@ -576,7 +430,7 @@ class Reaper:
             self._wake_requested = True
             self._wakeup.notify()
 
-    def _forget_locked(self, timer: _Timer) -> None:
+    def _forget_locked(self, timer: LiveTimer) -> None:
         pid = timer.identity.pid
         del self._by_key[(pid, timer.scope_id)]
         del self._by_id[timer.id]
@@ -597,12 +451,30 @@ class Reaper:
             if self._watcher is not None:
                 self._watcher.unwatch(oldest)
 
-    def _end_locked(self, timer: _Timer, kind: str, state: str, **detail: Any) -> TimerView:
+    def _end_locked(self, timer: LiveTimer, kind: str, state: str, **detail: Any) -> TimerView:
         self._forget_locked(timer)
         self._emit(kind, timer, state, **detail)
         return timer.view(state)
 
-    def _emit(self, kind: str, timer: _Timer, state: str, **detail: Any) -> None:
+    def _schedule(self, due: float, escalation: Escalation) -> None:
+        with self._lock:
+            self._push(due, escalation, 0)
+
+    def _emit(
+        self,
+        kind: str,
+        timer: LiveTimer,
+        state: str,
+        stack: CapturedStack | None = None,
+        **detail: Any,
+    ) -> None:
+        if stack is not None:
+            detail["stack"] = {
+                "method": stack.method,
+                "seconds": round(stack.seconds, 4),
+                "bytes": len(stack.text),
+                "notes": list(stack.notes),
+            }
         self.bus.emit(
             TimerEvent(
                 seq=self.bus.next_seq(),
@@ -618,6 +490,8 @@ class Reaper:
                 expiration_time=timer.expiration_time,
                 process_create_time=timer.identity.create_time,
                 detail=detail,
+                dump_signal=timer.dump_signal,
+                stack=stack,
             )
         )
 
@@ -633,14 +507,14 @@ class Reaper:
                 timer_id=None,
                 # What was asked is kept as text; the typed fields hold only values a
                 # listener can store (a 200-digit pid must not break the recorder).
-                pid=_storable_int(pid, -1),
+                pid=storable_int(pid, -1),
                 scope_id=str(scope_id)[:1024],
                 at=now,
                 state="refused",
-                signal=_storable_int(signal, 0),
+                signal=storable_int(signal, 0),
                 source=source,
                 acquired_at=now,
-                expiration_time=_storable_float(expiration_time),
+                expiration_time=storable_float(expiration_time),
                 detail={"reason": reason, "requested_pid": repr(pid)[:64]},
             )
         )

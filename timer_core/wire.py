@@ -3,6 +3,9 @@
 One request per line, each line at most PIPE_BUF bytes::
 
     {"version": 1, "pid": int, "scope_id": str, "expiration_time": float, "signal": int}
+
+One optional key is ours: ``"dump_signal": int``, the signal on which a worker that
+opted in dumps its own stack (torch's server ignores keys it does not know).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ class WireRequest:
     scope_id: str
     expiration_time: float
     signal: int
+    dump_signal: int | None = None
 
     @property
     def is_release(self) -> bool:
@@ -68,20 +72,19 @@ def parse_line(line: bytes) -> WireRequest:
         scope_id=_require(payload, "scope_id", (str,)),
         expiration_time=expiration_time,
         signal=_require(payload, "signal", (int,)),
+        dump_signal=_require(payload, "dump_signal", (int,)) if "dump_signal" in payload else None,
     )
 
 
 def encode(request: WireRequest) -> bytes:
     """The line torch's FileTimerClient would write for this request."""
-    return (
-        json.dumps(
-            {
-                "version": 1,
-                "pid": request.pid,
-                "scope_id": request.scope_id,
-                "expiration_time": request.expiration_time,
-                "signal": request.signal,
-            }
-        )
-        + "\n"
-    ).encode()
+    payload: dict[str, Any] = {
+        "version": 1,
+        "pid": request.pid,
+        "scope_id": request.scope_id,
+        "expiration_time": request.expiration_time,
+        "signal": request.signal,
+    }
+    if request.dump_signal is not None:
+        payload["dump_signal"] = request.dump_signal
+    return (json.dumps(payload) + "\n").encode()

@@ -6,6 +6,7 @@ import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Response, status
+from fastapi.responses import PlainTextResponse
 from sqlmodel import select
 
 from timer_core import RefusedError, TimerView
@@ -15,6 +16,7 @@ from ..models import (
     MAX_DEADLINE_SECONDS,
     ErrorMessage,
     Page,
+    Stack,
     Timer,
     TimerCreate,
     TimerPublic,
@@ -97,7 +99,12 @@ async def acquire(
         raise unprocessable("pid", "pid is the timer service itself")
     try:
         view, created = service.running_reaper.acquire(
-            body.pid, body.scope_id, expiration_time, body.signal, source="http"
+            body.pid,
+            body.scope_id,
+            expiration_time,
+            body.signal,
+            source="http",
+            dump_signal=body.dump_signal,
         )
     except RefusedError as error:
         # The refusal is in the event log before the client hears of it (best effort:
@@ -152,6 +159,35 @@ def list_timers(
     if scope is not None:
         query = query.where(Timer.scope_id == scope)
     return paginate(session, query, Timer.id, TimerPublic, limit, cursor)
+
+
+@router.get(
+    "/{timer_id}/stack",
+    response_class=PlainTextResponse,
+    responses={
+        200: {"content": {"text/plain": {}}, "description": "The stack, as text"},
+        404: {
+            "description": "No stack was captured for this timer",
+            "content": {
+                "application/json": {"schema": {"$ref": "#/components/schemas/ErrorMessage"}}
+            },
+        },
+    },
+)
+def get_stack(timer_id: TimerIdPath, session: SessionDep) -> PlainTextResponse:
+    """The worker's stack captured before the signal. How it was captured is in
+    the headers: ``X-Stack-Method`` (py-spy, faulthandler or proc), ``X-Stack-Seconds``."""
+    stack = session.get(Stack, timer_id)
+    if stack is None:
+        raise HTTPException(404, detail=f"no stack was captured for timer {timer_id}")
+    return PlainTextResponse(
+        stack.text,
+        headers={
+            "X-Stack-Method": stack.method,
+            "X-Stack-Seconds": f"{stack.seconds:.3f}",
+            "X-Stack-Truncated": "true" if stack.truncated else "false",
+        },
+    )
 
 
 @router.get("/{timer_id}", responses=_errors(404))

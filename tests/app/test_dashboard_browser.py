@@ -130,6 +130,13 @@ def test_timer_detail_page_shows_the_timeline(
     page.locator('.timeline li[data-kind="killed"]').wait_for(timeout=5000)
     kinds = page.locator(".timeline li").evaluate_all("items => items.map(i => i.dataset.kind)")
     assert kinds == ["acquired", "killed"]
+    # The stack captured before the kill is shown, as text.
+    page.wait_for_function(
+        "document.getElementById('stack-method').textContent.startsWith('Captured with')",
+        timeout=5000,
+    )
+    assert "No stack captured" not in page.inner_text("#stack")
+    assert page.locator("#stack *").count() == 0
     page.close()
 
 

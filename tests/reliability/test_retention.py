@@ -13,7 +13,7 @@ from sqlmodel import Session, select
 
 from app.db import make_engine, migrate
 from app.main import create_app
-from app.models import Event, Timer
+from app.models import Event, Stack, Timer
 from app.recorder import Recorder
 from app.settings import Settings
 from tests.app.test_recorder import event
@@ -33,10 +33,26 @@ def test_prune_keeps_active_timers_and_recent_events(tmp_path: Path) -> None:
     ):
         recorder(item)
     recorder.flush()
+    with Session(engine) as session:
+        for timer_id in (1, 2):
+            session.add(
+                Stack(
+                    timer_id=timer_id,
+                    method="proc",
+                    captured_at=2.0,
+                    seconds=0.1,
+                    truncated=False,
+                    notes=[],
+                    text=f"stack of {timer_id}",
+                )
+            )
+        session.commit()
     events, timers = recorder.prune(cutoff=500.0)  # test events are "at" their seq
     assert (events, timers) == (2, 1)
     with Session(engine) as session:
         assert sorted(t.id for t in session.exec(select(Timer))) == [2, 3]
+        # A stack goes with its timer (ON DELETE CASCADE), and stays while it does.
+        assert [stack.timer_id for stack in session.exec(select(Stack))] == [2]
         kinds = sorted((e.timer_id, e.kind) for e in session.exec(select(Event)))
         assert kinds == [(2, "acquired"), (3, "acquired"), (3, "killed")]
 

@@ -1,0 +1,149 @@
+"""Timer records, and the checks a request passes before it may be armed."""
+
+from __future__ import annotations
+
+import math
+import signal as signal_module
+from dataclasses import dataclass
+from typing import Any
+
+from .process import ProcessIdentity
+
+__all__ = [
+    "Escalation",
+    "LiveTimer",
+    "RefusedError",
+    "TimerView",
+    "check_expiration",
+    "check_signal",
+    "observe_only",
+    "storable_float",
+    "storable_int",
+]
+
+
+class RefusedError(ValueError):
+    """A request that must not be armed; ``reason`` says why and what to do, and
+    ``field`` names the request field at fault."""
+
+    def __init__(self, reason: str, field: str = "pid") -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.field = field
+
+
+@dataclass(frozen=True, slots=True)
+class TimerView:
+    """A read-only copy of a timer, safe to hand across threads."""
+
+    id: int
+    pid: int
+    scope_id: str
+    signal: int
+    source: str
+    state: str
+    acquired_at: float
+    expiration_time: float
+
+
+class LiveTimer:
+    """A timer while it is armed: mutable, owned by the Reaper under its lock."""
+
+    __slots__ = (
+        "acquired_at",
+        "deadline",
+        "dump_signal",
+        "expiration_time",
+        "generation",
+        "id",
+        "identity",
+        "scope_id",
+        "signal",
+        "source",
+    )
+
+    def __init__(
+        self,
+        timer_id: int,
+        identity: ProcessIdentity,
+        scope_id: str,
+        signal: int,
+        source: str,
+        acquired_at: float,
+        expiration_time: float,
+        deadline: float,
+        dump_signal: int | None = None,
+    ) -> None:
+        self.id = timer_id
+        self.identity = identity
+        self.scope_id = scope_id
+        self.signal = signal
+        self.source = source
+        self.acquired_at = acquired_at
+        self.expiration_time = expiration_time
+        self.deadline = deadline
+        # A signal on which the worker dumps its own stack (faulthandler), if it opted in.
+        self.dump_signal = dump_signal
+        self.generation = 0
+
+    def view(self, state: str = "active") -> TimerView:
+        return TimerView(
+            self.id,
+            self.identity.pid,
+            self.scope_id,
+            self.signal,
+            self.source,
+            state,
+            self.acquired_at,
+            self.expiration_time,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Escalation:
+    """SIGKILL for these processes if the worker outlives its first signal."""
+
+    timer: LiveTimer
+    targets: tuple[ProcessIdentity, ...]
+
+
+# Computed once: valid_signals() builds a set of enum members on every call.
+_VALID_SIGNALS = frozenset(int(number) for number in signal_module.valid_signals())
+
+
+_INT64 = 2**63
+
+
+def storable_int(value: Any, default: int) -> int:
+    if isinstance(value, int) and not isinstance(value, bool) and -_INT64 <= value < _INT64:
+        return value
+    return default
+
+
+def storable_float(value: Any) -> float:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        number = float(value) if abs(value) < 1e300 else 0.0
+        return number if math.isfinite(number) else 0.0
+    return 0.0
+
+
+def observe_only(signal: Any) -> bool:
+    return isinstance(signal, int) and not isinstance(signal, bool) and signal <= 0
+
+
+def check_signal(signal: Any, field: str = "signal") -> int:
+    if isinstance(signal, bool) or not isinstance(signal, int):
+        raise RefusedError(f"{field} must be an integer, got {signal!r}", field)
+    if signal > 0 and signal not in _VALID_SIGNALS:
+        raise RefusedError(f"{field} {signal} is not a signal on this system", field)
+    return signal
+
+
+def check_expiration(expiration_time: Any) -> float:
+    if isinstance(expiration_time, bool) or not isinstance(expiration_time, int | float):
+        raise RefusedError(
+            f"expiration_time must be a number, got {expiration_time!r}", "expiration_time"
+        )
+    if not math.isfinite(expiration_time):
+        raise RefusedError("expiration_time must be finite", "expiration_time")
+    return float(expiration_time)
