@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.waiting import wait_until
 from tests.workers import spawn_sleeper, wait_dead
 
 DEPLOY = Path(__file__).parents[2] / "deploy" / "prometheus"
@@ -29,12 +29,6 @@ def scrape(client: TestClient) -> dict[tuple[str, tuple[tuple[str, str], ...]], 
 
 def value(samples: dict, name: str, **labels: str) -> float:  # type: ignore[type-arg]
     return float(samples.get((name, tuple(sorted(labels.items()))), 0.0))
-
-
-def wait_until(check: object, timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while not check() and time.monotonic() < deadline:  # type: ignore[operator]
-        time.sleep(0.05)
 
 
 def test_counts_follow_what_happened(

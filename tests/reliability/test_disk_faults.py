@@ -10,7 +10,6 @@ import os
 import sqlite3
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -20,6 +19,7 @@ from fastapi.testclient import TestClient
 
 from app.main import create_app
 from app.settings import Settings
+from tests.waiting import wait_until
 from tests.workers import spawn_sleeper, wait_dead
 
 ROOT = os.geteuid() == 0
@@ -33,15 +33,6 @@ def fault_settings(db_path: Path) -> Settings:
         commit_timeout=1.0,
         recorder_buffer=1000,
     )
-
-
-def wait_until(check: object, timeout: float = 15.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():  # type: ignore[operator]
-            return True
-        time.sleep(0.1)
-    return False
 
 
 def metric(client: TestClient, name: str) -> float:

@@ -16,6 +16,7 @@ from fastapi.testclient import TestClient
 from app.main import create_app
 from app.service import STALL_EXIT_CODE, Service
 from app.settings import Settings
+from tests.waiting import wait_until
 from tests.workers import wait_dead
 
 
@@ -33,15 +34,6 @@ def client(quick: Settings) -> Iterator[TestClient]:
 def service_of(client: TestClient) -> Service:
     service: Service = client.app.state.service  # type: ignore[attr-defined]
     return service
-
-
-def wait_until(check: object, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():  # type: ignore[operator]
-            return True
-        time.sleep(0.05)
-    return False
 
 
 # The thread's death is the scenario, so its unhandled exception is expected here.
