@@ -36,6 +36,7 @@ class Timer(SQLModel, table=True):
         Index("ix_timers_state_id", "state", "id"),
         Index("ix_timers_pid_id", "pid", "id"),
         Index("ix_timers_scope_id", "scope_id", "id"),
+        Index("ix_timers_ended_at", "ended_at"),
     )
 
     id: int = SQLField(primary_key=True)
@@ -64,8 +65,8 @@ class Stack(SQLModel, table=True):
     captured_at: float
     seconds: float
     truncated: bool
-    notes: list[str] = SQLField(default_factory=list, sa_column=Column(JSON))
-    text: str = SQLField(sa_column=Column(Text))
+    notes: list[str] = SQLField(default_factory=list, sa_column=Column(JSON, nullable=False))
+    text: str = SQLField(sa_column=Column(Text, nullable=False))
 
 
 class Event(SQLModel, table=True):
@@ -83,7 +84,7 @@ class Event(SQLModel, table=True):
     pid: int
     scope_id: str
     source: str
-    detail: dict[str, Any] = SQLField(default_factory=dict, sa_column=Column(JSON))
+    detail: dict[str, Any] = SQLField(default_factory=dict, sa_column=Column(JSON, nullable=False))
 
 
 class _Strict(BaseModel):

@@ -1,4 +1,5 @@
-"""Stacks captured before kills, and the worker's opt-in dump signal.
+"""Stacks captured before kills, the worker's opt-in dump signal, and an index for
+the dashboard's recent ends.
 
 Revision ID: 0002
 Revises: 0001
@@ -18,6 +19,8 @@ depends_on = None
 def upgrade() -> None:
     with op.batch_alter_table("timers") as batch:
         batch.add_column(sa.Column("dump_signal", sa.Integer(), nullable=True))
+    # The dashboard's "recent ends", read at every start.
+    op.create_index("ix_timers_ended_at", "timers", ["ended_at"])
     op.create_table(
         "stacks",
         sa.Column(
@@ -37,5 +40,6 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("stacks")
+    op.drop_index("ix_timers_ended_at", "timers")
     with op.batch_alter_table("timers") as batch:
         batch.drop_column("dump_signal")
