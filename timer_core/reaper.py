@@ -12,9 +12,10 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
+import operator
 import signal as signal_module
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from .clock import Clock, SystemClock
@@ -46,6 +47,9 @@ _IDLE_TICK_SECONDS = 1.0
 _MAX_IDLE_WORKERS = 4096
 # Heap entries left behind by heartbeats are purged once they outnumber live ones.
 _COMPACT_SLACK = 4096
+
+
+_by_deadline = operator.attrgetter("deadline")
 
 
 class Reaper:
@@ -329,6 +333,26 @@ class Reaper:
             if timer.expiration_time <= deadline:
                 expired.setdefault(timer.pid, []).append(timer)
         return expired
+
+    def soonest(
+        self, limit: int, *, pid: int | None = None, scope_contains: str | None = None
+    ) -> tuple[list[TimerView], int]:
+        """The ``limit`` active timers nearest their deadlines, optionally of one worker
+        or with ``scope_contains`` in their scope, and how many match in all. Cheap
+        enough to poll at 100k timers: no copy of every timer, one pass at most."""
+        with self._lock:
+            candidates: Iterable[LiveTimer]
+            if pid is not None:
+                worker = self._workers.get(pid)
+                scopes = worker[1] if worker is not None else set()
+                candidates = [self._by_key[(pid, scope)] for scope in scopes]
+            else:
+                candidates = self._by_id.values()
+            if scope_contains is not None:
+                candidates = [t for t in candidates if scope_contains in t.scope_id]
+            total = len(candidates) if isinstance(candidates, list) else len(self._by_id)
+            chosen = heapq.nsmallest(limit, candidates, key=_by_deadline)
+            return [timer.view() for timer in chosen], total
 
     def active_count(self) -> int:
         return len(self._by_id)

@@ -52,7 +52,10 @@ def dashboard_state(
     _, health = health_report(service)
     feed = service.live_feed.snapshot(now)
     reaper = service.reaper
-    active = reaper.active() if reaper is not None and state in (None, "active") else []
+    active: list[Any] = []
+    active_total = 0
+    if reaper is not None and state in (None, "active"):
+        active, active_total = reaper.soonest(_ACTIVE_SHOWN, pid=pid, scope_contains=scope)
 
     def wanted(timer: dict[str, Any]) -> bool:
         return (
@@ -61,10 +64,6 @@ def dashboard_state(
             and (state is None or timer["state"] == state)
         )
 
-    active_rows = sorted(
-        (row for row in (_active_row(t) for t in active) if wanted(row)),
-        key=lambda row: row["expiration_time"],
-    )
     return {
         "now": now,
         "health": {
@@ -79,8 +78,8 @@ def dashboard_state(
             "killed_last_hour": feed["killed_last_hour"],
             "kills_total": feed["kills_total"],
         },
-        "active": active_rows[:_ACTIVE_SHOWN],
-        "active_hidden": max(0, len(active_rows) - _ACTIVE_SHOWN),
+        "active": [_active_row(timer) for timer in active],
+        "active_hidden": max(0, active_total - len(active)),
         "recent_ends": [row for row in feed["recent_ends"] if wanted(row)][:100],
         "chart": feed["chart"],
     }

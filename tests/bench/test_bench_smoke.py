@@ -61,3 +61,9 @@ def test_growth_smoke() -> None:
     payload = run_smoke("growth")
     assert payload["events"] == 20_000 and payload["bytes"] > 0
     assert len(payload["read_median_ms"]) == 6
+
+
+@pytest.mark.slow
+def test_dashboard_state_smoke() -> None:
+    rows = run_smoke("dashboard_state")["rows"]
+    assert [row["timers"] for row in rows] == [1000] and rows[0]["median_ms"] > 0

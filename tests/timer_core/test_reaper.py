@@ -371,3 +371,15 @@ def test_a_refused_request_with_unstorable_numbers_keeps_them_as_text(world: Wor
     [refused] = world.events
     assert (refused.pid, refused.signal) == (-1, 0)
     assert refused.detail["requested_pid"] == str(10**30)
+
+
+def test_soonest_gives_the_nearest_deadlines_with_filters_and_totals(world: World) -> None:
+    for index, pid in enumerate([100, 100, 101, 102, 100]):
+        world.reaper.acquire(pid, f"step-{index}", world.at(50 - index))
+    views, total = world.reaper.soonest(2)
+    assert [v.scope_id for v in views] == ["step-4", "step-3"] and total == 5
+    views, total = world.reaper.soonest(10, pid=100)
+    assert [v.scope_id for v in views] == ["step-4", "step-1", "step-0"] and total == 3
+    views, total = world.reaper.soonest(1, pid=100, scope_contains="-1")
+    assert [v.scope_id for v in views] == ["step-1"] and total == 1
+    assert world.reaper.soonest(5, pid=555) == ([], 0)
