@@ -28,6 +28,16 @@ def _env_number(name: str, default: float, kind: type[int] | type[float]) -> Any
         ) from None
 
 
+def _env_octal(name: str, default: int) -> int:
+    raw = os.environ.get(_PREFIX + name)
+    if raw in (None, ""):
+        return default
+    try:
+        return int(raw, 8)
+    except ValueError:
+        raise SystemExit(f"{_PREFIX}{name}={raw!r} is not an octal mode such as 600") from None
+
+
 def _env_bool(name: str, default: bool) -> bool:
     raw = os.environ.get(_PREFIX + name)
     if raw in (None, ""):
@@ -77,7 +87,7 @@ class Settings:
             port=_env_number("PORT", defaults.port, int),
             db_url=_env_str("DB_URL", defaults.db_url) or defaults.db_url,
             fifo=_env_str("FIFO", None),
-            fifo_mode=int(_env_str("FIFO_MODE", "600") or "600", 8),
+            fifo_mode=_env_octal("FIFO_MODE", defaults.fifo_mode),
             token=_env_str("TOKEN", None),
             escalate_after=_env_number("ESCALATE_AFTER", defaults.escalate_after, float),
             signal_children=_env_bool("SIGNAL_CHILDREN", defaults.signal_children),
