@@ -20,7 +20,6 @@ from typing import Any
 
 from .clock import Clock, SystemClock
 from .events import EventBus, EventKind, Listener, TimerEvent
-from .exit_watcher import ExitWatcher
 from .expiry import ExpiryHandler
 from .process import ProcessIdentity, ProcessSignaller, identify
 from .stack_capture import CapturedStack, StackCapturer
@@ -35,6 +34,7 @@ from .timers import (
     storable_float,
     storable_int,
 )
+from .workers import WorkerRegistry
 
 __all__ = ["Reaper", "RefusedError", "TimerView"]
 
@@ -43,8 +43,6 @@ logger = logging.getLogger(__name__)
 # The loop wakes at least this often even when idle, so that a stalled reaper
 # is visible (``last_loop_monotonic``) at a cost of one wake-up a second.
 _IDLE_TICK_SECONDS = 1.0
-# Workers with no timer left that stay known (identity and exit watch) for their next one.
-_MAX_IDLE_WORKERS = 4096
 # Heap entries left behind by heartbeats are purged once they outnumber live ones.
 _COMPACT_SLACK = 4096
 
@@ -87,9 +85,7 @@ class Reaper:
         self._heap: list[tuple[float, int, LiveTimer | Escalation, int]] = []
         self._by_key: dict[tuple[int, str], LiveTimer] = {}
         self._by_id: dict[int, LiveTimer] = {}
-        self._workers: dict[int, tuple[ProcessIdentity, set[str]]] = {}
-        self._idle_workers: dict[int, None] = {}  # insertion-ordered: oldest idle first
-        self._watcher = ExitWatcher(self.worker_exited) if watch_exits else None
+        self._workers = WorkerRegistry(self.worker_exited if watch_exits else None)
         self._thread: threading.Thread | None = None
         self._stopping = False
         self._wake_requested = False
@@ -131,8 +127,8 @@ class Reaper:
             if dump_signal is not None and check_signal(dump_signal, "dump_signal") <= 0:
                 raise RefusedError("dump_signal must be a signal number > 0", "dump_signal")
             with self._lock:
-                known = self._workers.get(pid)
-            identity = known[0] if known else self._identify(pid)
+                known = self._workers.identity(pid)
+            identity = known or self._identify(pid)
             if identity is None:
                 raise RefusedError(f"no process with pid {pid} is running on this host")
         except RefusedError as error:
@@ -234,12 +230,7 @@ class Reaper:
                 )
                 self._by_key[(pid, scope_id)] = timer
                 self._by_id[timer.id] = timer
-                worker = self._workers.get(pid)
-                if worker is None:
-                    worker = self._workers[pid] = (identity, set())
-                    new_worker = True
-                worker[1].add(scope_id)
-                self._idle_workers.pop(pid, None)
+                new_worker = self._workers.add(identity, scope_id)
             else:
                 timer.generation += 1
                 timer.deadline = deadline
@@ -250,8 +241,8 @@ class Reaper:
             view = timer.view()
             if acquired_at is None:  # None for every request; restore passes the original
                 self._emit(EventKind.ACQUIRED if created else EventKind.EXTENDED, timer, "active")
-        if new_worker and self._watcher is not None:
-            self._watcher.watch(identity)
+        if new_worker:
+            self._workers.watch(identity)
         return view, created
 
     def release(self, pid: int, scope_id: str, *, source: str = "api") -> TimerView | None:
@@ -271,10 +262,7 @@ class Reaper:
     def clear_worker(self, pid: int, reason: str) -> list[TimerView]:
         """End every timer of one worker (torch's ``clear_timers``)."""
         with self._lock:
-            worker = self._workers.get(pid)
-            if worker is None:
-                return []
-            timers = [self._by_key[(pid, scope)] for scope in list(worker[1])]
+            timers = [self._by_key[(pid, scope)] for scope in self._workers.scopes(pid)]
             return [
                 self._end_locked(timer, EventKind.RELEASED, "released", reason=reason)
                 for timer in timers
@@ -283,18 +271,16 @@ class Reaper:
     def worker_exited(self, identity: ProcessIdentity) -> None:
         """The worker is gone before its deadlines: end its timers, signal nothing."""
         with self._lock:
-            worker = self._workers.get(identity.pid)
-            if worker is None or not worker[0].matches(identity):
+            if not self._workers.is_current(identity):
                 return
-            for scope in list(worker[1]):
+            for scope in self._workers.scopes(identity.pid):
                 self._end_locked(
                     self._by_key[(identity.pid, scope)],
                     EventKind.WORKER_GONE,
                     "released",
                     reason="worker exited before its deadline",
                 )
-            del self._workers[identity.pid]
-            self._idle_workers.pop(identity.pid, None)
+            self._workers.forget(identity.pid)
 
     def signal_now(self, pid: int, signum: int) -> bool:
         """Signal a worker at once (torch's ``_reap_worker``), with the same safety
@@ -343,9 +329,7 @@ class Reaper:
         with self._lock:
             candidates: Iterable[LiveTimer]
             if pid is not None:
-                worker = self._workers.get(pid)
-                scopes = worker[1] if worker is not None else set()
-                candidates = [self._by_key[(pid, scope)] for scope in scopes]
+                candidates = [self._by_key[(pid, scope)] for scope in self._workers.scopes(pid)]
             else:
                 candidates = self._by_id.values()
             if scope_contains is not None:
@@ -385,8 +369,7 @@ class Reaper:
             return
         self._stopping = False
         self.bus.start()
-        if self._watcher is not None:
-            self._watcher.start()
+        self._workers.start()
         self._thread = threading.Thread(target=self._run, name="timer-reaper", daemon=True)
         self._thread.start()
 
@@ -407,9 +390,7 @@ class Reaper:
         if self._thread is not None:
             self._thread.join(5.0)
             self._thread = None
-        if self._watcher is not None:
-            self._watcher.stop()
-            self._watcher = None
+        self._workers.stop()
         self.bus.drain()
         self.bus.stop()
 
@@ -458,22 +439,7 @@ class Reaper:
         pid = timer.identity.pid
         del self._by_key[(pid, timer.scope_id)]
         del self._by_id[timer.id]
-        worker = self._workers.get(pid)
-        if worker is None:
-            return
-        worker[1].discard(timer.scope_id)
-        if worker[1]:
-            return
-        # Keep an idle worker known (identity read, exit watched) for its next
-        # request: a worker that acquires and releases in a loop then costs no
-        # /proc read or pidfd per request. Its exit removes it; so does crowding.
-        self._idle_workers[pid] = None
-        if len(self._idle_workers) > _MAX_IDLE_WORKERS:
-            oldest = next(iter(self._idle_workers))
-            del self._idle_workers[oldest]
-            del self._workers[oldest]
-            if self._watcher is not None:
-                self._watcher.unwatch(oldest)
+        self._workers.remove(pid, timer.scope_id)
 
     def _end_locked(self, timer: LiveTimer, kind: str, state: str, **detail: Any) -> TimerView:
         self._forget_locked(timer)

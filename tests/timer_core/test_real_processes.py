@@ -234,11 +234,17 @@ def test_file_timer_client_waits_for_room_when_the_pipe_is_full(tmp_path: Path) 
     fifo = str(tmp_path / "full.fifo")
     os.mkfifo(fifo)
     reader, writer = _fill_pipe(fifo)
-    drained = threading.Timer(0.3, lambda: os.read(reader, 1 << 20))
+    made_room: list[bool] = []
+
+    def drain() -> None:
+        made_room.append(True)  # before the read: the write can only succeed after it
+        os.read(reader, 1 << 20)
+
+    drained = threading.Timer(0.3, drain)
     drained.start()
     try:
         timer.FileTimerClient(fifo).acquire("s", time.time() + 60)  # returns once drained
-        assert not drained.is_alive()
+        assert made_room == [True]
     finally:
         drained.join()
         os.close(reader)
