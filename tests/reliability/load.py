@@ -110,14 +110,20 @@ def all_events(url: str) -> list[dict[str, Any]]:
     while httpx.get(url + "/healthz").json()["recorder"]["backlog"]:
         assert time.monotonic() < deadline, "the recorder never caught up"
         time.sleep(0.1)
-    events: list[dict[str, Any]] = []
+    return all_pages(url, "/events")
+
+
+def all_pages(url: str, path: str) -> list[dict[str, Any]]:
+    """Every item of a paginated listing, 1,000 a request on one connection."""
+    items: list[dict[str, Any]] = []
     cursor = None
-    while True:
-        params: dict[str, Any] = {"limit": 1000}
-        if cursor:
-            params["cursor"] = cursor
-        page = httpx.get(url + "/events", params=params).json()
-        events.extend(page["items"])
-        cursor = page["next"]
-        if cursor is None:
-            return events
+    with httpx.Client(base_url=url, timeout=30) as http:
+        while True:
+            params: dict[str, Any] = {"limit": 1000}
+            if cursor:
+                params["cursor"] = cursor
+            page = http.get(path, params=params).json()
+            items.extend(page["items"])
+            cursor = page["next"]
+            if cursor is None:
+                return items
