@@ -26,6 +26,15 @@ def wait_dead(process: subprocess.Popen[bytes], timeout: float = 10.0) -> int | 
         return None
 
 
+def assert_sigkilled(process: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    """The process dies of SIGKILL within ``timeout``; it is reaped either way."""
+    try:
+        assert wait_dead(process, timeout) == -signal.SIGKILL
+    finally:
+        process.kill()
+        process.wait()
+
+
 def hold_local_timer(mp_queue: Any, after: float, scope: str, release: bool) -> None:
     """Acquire a timer over the mp queue, then hang (or finish and linger)."""
     timer.configure(timer.LocalTimerClient(mp_queue))

@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from tests.app.service_process import ServiceProcess
-from tests.workers import wait_dead
+from tests.workers import assert_sigkilled, wait_dead
 
 
 @pytest.fixture
@@ -49,11 +49,7 @@ def test_stuck_worker_using_http_client_is_killed_and_listed(service: ServicePro
         with timer.expires(after=0.5, scope="stuck-step"):
             time.sleep(60)
     """)
-    try:
-        assert wait_dead(stuck, 30) == -signal.SIGKILL
-    finally:
-        stuck.kill()
-        stuck.wait()
+    assert_sigkilled(stuck, 30)
     timer = wait_for_state(service.url, stuck.pid, "killed")
     assert timer["scope_id"] == "stuck-step" and timer["source"] == "http"
 
@@ -81,11 +77,7 @@ def test_fifo_worker_using_our_file_client_is_killed(service: ServiceProcess) ->
         with timer.expires(after=0.5, scope="fifo-step"):
             time.sleep(60)
     """)
-    try:
-        assert wait_dead(stuck, 30) == -signal.SIGKILL
-    finally:
-        stuck.kill()
-        stuck.wait()
+    assert_sigkilled(stuck, 30)
     assert wait_for_state(service.url, stuck.pid, "killed")["source"] == "fifo"
 
 
@@ -100,11 +92,7 @@ def test_fifo_worker_using_torchs_own_client_is_killed(service: ServiceProcess) 
         with timer.expires(after=0.5):
             time.sleep(60)
     """)
-    try:
-        assert wait_dead(stuck, 60) == -signal.SIGKILL
-    finally:
-        stuck.kill()
-        stuck.wait()
+    assert_sigkilled(stuck, 60)
     assert wait_for_state(service.url, stuck.pid, "killed")["source"] == "fifo"
     assert service.process is not None and service.process.poll() is None
 

@@ -12,18 +12,14 @@ import pytest
 from tests.app.service_process import ServiceProcess
 from tests.app.test_end_to_end import wait_for_state
 from tests.timer_core.test_stack_capture import FUNCTION, needs_py_spy
-from tests.workers import spawn_stuck, wait_dead
+from tests.workers import assert_sigkilled, spawn_stuck, wait_dead
 
 BUDGET = 2.0
 
 
 def kill_stuck_worker(service: ServiceProcess, dump: bool) -> tuple[dict, httpx.Response]:  # type: ignore[type-arg]
     worker = spawn_stuck("http", service.url, "dump" if dump else "no-dump", "0.5")
-    try:
-        assert wait_dead(worker, 30) == -signal.SIGKILL
-    finally:
-        worker.kill()
-        worker.wait()
+    assert_sigkilled(worker, 30)
     timer = wait_for_state(service.url, worker.pid, "killed")
     return timer, httpx.get(f"{service.url}/timers/{timer['id']}/stack")
 
