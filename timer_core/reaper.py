@@ -108,16 +108,20 @@ class Reaper:
         *,
         source: str = "api",
         dump_signal: int | None = None,
+        observe_protected: bool = True,
     ) -> tuple[TimerView, bool]:
         """Arm a timer, or move the deadline of the active one for (pid, scope_id).
 
         Returns the timer and whether it was created (False: a heartbeat).
         Raises RefusedError, after emitting a ``refused`` event, if it must not be armed.
+        The server's own process and its ancestors may hold observe-only timers (as
+        torch's tests do in-process) unless ``observe_protected`` is False.
         """
         try:
             refusal = self.signaller.refusal(pid)
-            # The server's own process may watch itself, but never ask to be signalled.
-            observe_self = pid in self.signaller.protected and observe_only(signal)
+            observe_self = (
+                observe_protected and pid in self.signaller.protected and observe_only(signal)
+            )
             if refusal is not None and not observe_self:
                 raise RefusedError(refusal)
             if not isinstance(scope_id, str):

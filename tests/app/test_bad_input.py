@@ -92,8 +92,11 @@ def test_dangerous_and_missing_pids(client: TestClient, pid: int, why: str) -> N
 
 def test_the_service_and_its_ancestors_are_refused(client: TestClient) -> None:
     for pid in (os.getpid(), os.getppid()):
-        response = client.post("/timers", json={"pid": pid, "scope_id": "s", "expires_in": 0.01})
-        assert_refused(client, response)
+        for signal in (9, 0):  # even observe-only
+            body = {"pid": pid, "scope_id": "s", "expires_in": 0.01, "signal": signal}
+            response = client.post("/timers", json=body)
+            assert_refused(client, response)
+            assert "itself or one of its ancestors" in response.json()["detail"][0]["msg"]
     time.sleep(0.1)  # had it been armed, it would have fired by now: we are still here
 
 
