@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from .clock import Clock, SystemClock
-from .events import EventBus, EventKind, Listener, TimerEvent
+from .events import EventBus, EventKind, Listener
 from .expiry import ExpiryHandler
 from .process import ProcessIdentity, ProcessSignaller, identify
 from .stack_capture import CapturedStack, StackCapturer
@@ -31,8 +31,8 @@ from .timers import (
     check_expiration,
     check_signal,
     observe_only,
-    storable_float,
-    storable_int,
+    refused_event,
+    timer_event,
 )
 from .workers import WorkerRegistry
 
@@ -462,53 +462,13 @@ class Reaper:
         stack: CapturedStack | None = None,
         **detail: Any,
     ) -> None:
-        if stack is not None:
-            detail["stack"] = {
-                "method": stack.method,
-                "seconds": round(stack.seconds, 4),
-                "bytes": len(stack.text),
-                "notes": list(stack.notes),
-            }
-        self.bus.emit(
-            TimerEvent(
-                seq=self.bus.next_seq(),
-                kind=kind,
-                timer_id=timer.id,
-                pid=timer.identity.pid,
-                scope_id=timer.scope_id,
-                at=self.clock.time(),
-                state=state,
-                signal=timer.signal,
-                source=timer.source,
-                acquired_at=timer.acquired_at,
-                expiration_time=timer.expiration_time,
-                process_create_time=timer.identity.create_time,
-                detail=detail,
-                dump_signal=timer.dump_signal,
-                stack=stack,
-            )
-        )
+        seq, at = self.bus.next_seq(), self.clock.time()
+        self.bus.emit(timer_event(seq, at, kind, timer, state, stack, detail))
 
     def _emit_refused(
         self, pid: Any, scope_id: Any, expiration_time: Any, signal: Any, source: str, reason: str
     ) -> None:
         logger.warning("refused timer request pid=%r scope=%r: %s", pid, scope_id, reason)
-        now = self.clock.time()
-        self.bus.emit(
-            TimerEvent(
-                seq=self.bus.next_seq(),
-                kind=EventKind.REFUSED,
-                timer_id=None,
-                # What was asked is kept as text; the typed fields hold only values a
-                # listener can store (a 200-digit pid must not break the recorder).
-                pid=storable_int(pid, -1),
-                scope_id=str(scope_id)[:1024],
-                at=now,
-                state="refused",
-                signal=storable_int(signal, 0),
-                source=source,
-                acquired_at=now,
-                expiration_time=storable_float(expiration_time),
-                detail={"reason": reason, "requested_pid": repr(pid)[:64]},
-            )
-        )
+        seq, at = self.bus.next_seq(), self.clock.time()
+        request = (pid, scope_id, expiration_time, signal)
+        self.bus.emit(refused_event(seq, at, request, source, reason))

@@ -1,4 +1,5 @@
-"""Timer records, and the checks a request passes before it may be armed."""
+"""Timer records, the checks a request passes before it may be armed, and the
+events that describe what happened to one."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ import signal as signal_module
 from dataclasses import dataclass
 from typing import Any
 
+from .events import EventKind, TimerEvent
 from .process import ProcessIdentity
+from .stack_capture import CapturedStack
 
 __all__ = [
     "Escalation",
@@ -17,8 +20,10 @@ __all__ = [
     "check_expiration",
     "check_signal",
     "observe_only",
+    "refused_event",
     "storable_float",
     "storable_int",
+    "timer_event",
 ]
 
 
@@ -147,3 +152,64 @@ def check_expiration(expiration_time: Any) -> float:
     if not math.isfinite(expiration_time):
         raise RefusedError("expiration_time must be finite", "expiration_time")
     return float(expiration_time)
+
+
+def timer_event(
+    seq: int,
+    at: float,
+    kind: str,
+    timer: LiveTimer,
+    state: str,
+    stack: CapturedStack | None,
+    detail: dict[str, Any],
+) -> TimerEvent:
+    """The event for something that happened to ``timer``; the stack's summary goes
+    in ``detail`` (the text travels beside it, for the listeners that store it)."""
+    if stack is not None:
+        detail["stack"] = {
+            "method": stack.method,
+            "seconds": round(stack.seconds, 4),
+            "bytes": len(stack.text),
+            "notes": list(stack.notes),
+        }
+    return TimerEvent(
+        seq=seq,
+        kind=kind,
+        timer_id=timer.id,
+        pid=timer.identity.pid,
+        scope_id=timer.scope_id,
+        at=at,
+        state=state,
+        signal=timer.signal,
+        source=timer.source,
+        acquired_at=timer.acquired_at,
+        expiration_time=timer.expiration_time,
+        process_create_time=timer.identity.create_time,
+        detail=detail,
+        dump_signal=timer.dump_signal,
+        stack=stack,
+    )
+
+
+def refused_event(
+    seq: int, at: float, request: tuple[Any, Any, Any, Any], source: str, reason: str
+) -> TimerEvent:
+    """The event for a request that was not armed: ``request`` is (pid, scope_id,
+    expiration_time, signal) as received, of any type."""
+    pid, scope_id, expiration_time, signal = request
+    return TimerEvent(
+        seq=seq,
+        kind=EventKind.REFUSED,
+        timer_id=None,
+        # What was asked is kept as text; the typed fields hold only values a
+        # listener can store (a 200-digit pid must not break the recorder).
+        pid=storable_int(pid, -1),
+        scope_id=str(scope_id)[:1024],
+        at=at,
+        state="refused",
+        signal=storable_int(signal, 0),
+        source=source,
+        acquired_at=at,
+        expiration_time=storable_float(expiration_time),
+        detail={"reason": reason, "requested_pid": repr(pid)[:64]},
+    )
