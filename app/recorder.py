@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import itertools
 import logging
 import threading
 import time
@@ -168,7 +169,7 @@ class Recorder:
     def _write_one_batch(self) -> bool:
         """Write up to one batch. False if there was nothing to write or the write failed."""
         with self._lock:
-            batch = [self._buffer[i] for i in range(min(len(self._buffer), _BATCH_MAX))]
+            batch = list(itertools.islice(self._buffer, _BATCH_MAX))
         if not batch:
             return False
         try:

@@ -168,7 +168,6 @@ class Service:
             self.fifo = None
         if self.reaper is not None:
             self.reaper.stop()
-            self.reaper.expiry.shutdown()
         self.recorder.stop()
         self.recorder.flush()
         self.engine.dispose()

@@ -124,9 +124,6 @@ class EventBus:
     def emit(self, event: TimerEvent) -> None:
         self._queue.put(event)
 
-    def pending(self) -> int:
-        return self._queue.qsize()
-
     def drain(self) -> None:
         """Deliver everything queued now, on the caller's thread (tests, shutdown)."""
         while True:

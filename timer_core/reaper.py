@@ -301,16 +301,6 @@ class Reaper:
 
     # ---- queries -------------------------------------------------------------------------
 
-    def get(self, timer_id: int) -> TimerView | None:
-        with self._lock:
-            timer = self._by_id.get(timer_id)
-            return timer.view() if timer else None
-
-    def find(self, pid: int, scope_id: str) -> TimerView | None:
-        with self._lock:
-            timer = self._by_key.get((pid, scope_id))
-            return timer.view() if timer else None
-
     def active(self) -> list[TimerView]:
         with self._lock:
             return [timer.view() for timer in self._by_id.values()]
@@ -394,6 +384,8 @@ class Reaper:
         if self._thread is not None:
             self._thread.join(5.0)
             self._thread = None
+        # Expiries still capturing finish (within their budget) and emit before the drain.
+        self.expiry.shutdown()
         self._workers.stop()
         self.bus.drain()
         self.bus.stop()

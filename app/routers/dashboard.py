@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
+
+from timer_core import TimerView
 
 from ..deps import ServiceDep
 from .health import health_report
@@ -52,7 +55,7 @@ def dashboard_state(
     _, health = health_report(service)
     feed = service.live_feed.snapshot(now)
     reaper = service.reaper
-    active: list[Any] = []
+    active: list[TimerView] = []
     active_total = 0
     if reaper is not None and state in (None, "active"):
         active, active_total = reaper.soonest(_ACTIVE_SHOWN, pid=pid, scope_contains=scope)
@@ -78,21 +81,8 @@ def dashboard_state(
             "killed_last_hour": feed["killed_last_hour"],
             "kills_total": feed["kills_total"],
         },
-        "active": [_active_row(timer) for timer in active],
+        "active": [asdict(timer) for timer in active],
         "active_hidden": max(0, active_total - len(active)),
         "recent_ends": [row for row in feed["recent_ends"] if wanted(row)][:100],
         "chart": feed["chart"],
-    }
-
-
-def _active_row(timer: Any) -> dict[str, Any]:
-    return {
-        "id": timer.id,
-        "pid": timer.pid,
-        "scope_id": timer.scope_id,
-        "signal": timer.signal,
-        "source": timer.source,
-        "state": "active",
-        "acquired_at": timer.acquired_at,
-        "expiration_time": timer.expiration_time,
     }

@@ -9,13 +9,14 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from ..deps import ServiceDep
+from ..service import Service
 
 __all__ = ["health_report", "router"]
 
 router = APIRouter(tags=["health"])
 
 
-def health_report(service: Any) -> tuple[int, dict[str, Any]]:
+def health_report(service: Service) -> tuple[int, dict[str, Any]]:
     reaper = service.reaper
     problems: list[str] = []
     running = reaper is not None and reaper.is_running()
