@@ -11,11 +11,12 @@ from sqlalchemy import Engine, create_engine, event
 
 from alembic import command
 
-__all__ = ["ALEMBIC_INI", "make_engine", "migrate"]
+__all__ = ["MIGRATIONS_DIR", "make_engine", "migrate"]
 
 logger = logging.getLogger(__name__)
 
-ALEMBIC_INI = Path(__file__).resolve().parent.parent / "alembic.ini"
+# Shipped inside the package, so a wheel or a non-editable install can migrate too.
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
 
 def make_engine(db_url: str, busy_timeout: float = 5.0) -> Engine:
@@ -45,13 +46,14 @@ def _sqlite_pragmas(connection: Any, busy_timeout_ms: int) -> None:
 
 def migrate(engine: Engine) -> None:
     """Bring the schema to the newest migration (run at every start)."""
-    if not ALEMBIC_INI.exists():
+    if not (MIGRATIONS_DIR / "env.py").exists():
         raise SystemExit(
-            f"migrations not found at {ALEMBIC_INI}; install the project in editable mode "
-            "from its checkout: pip install -e ."
+            f"migrations not found in {MIGRATIONS_DIR}: this installation is incomplete; "
+            "reinstall it with: pip install --force-reinstall timer-service"
         )
-    config = Config(str(ALEMBIC_INI))
-    config.set_main_option("script_location", str(ALEMBIC_INI.parent / "alembic"))
+    # No alembic.ini is needed at run time: the service passes its own connection.
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
     with engine.begin() as connection:
         config.attributes["connection"] = connection
         command.upgrade(config, "head")

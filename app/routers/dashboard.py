@@ -19,9 +19,10 @@ from .pagination import OptionalIntQuery, TimerIdPath
 
 __all__ = ["STATIC_DIR", "router"]
 
-ROOT = Path(__file__).resolve().parents[2]
-STATIC_DIR = ROOT / "static"
-templates = Jinja2Templates(directory=ROOT / "templates")
+# Package data: found beside the code wherever the package is installed.
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
+STATIC_DIR = PACKAGE_DIR / "static"
+templates = Jinja2Templates(directory=PACKAGE_DIR / "templates")
 
 router = APIRouter(tags=["dashboard"])
 
