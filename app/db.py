@@ -6,10 +6,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event
-
-from alembic import command
 
 __all__ = ["MIGRATIONS_DIR", "make_engine", "migrate"]
 

@@ -10,6 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 
 from .routers import dashboard, events, health, metrics, timers
 from .service import Service
@@ -32,7 +33,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             service.stop()
 
-    app = FastAPI(
+    # FastAPIOffline serves Swagger UI from files in its own package, not from a CDN:
+    # cluster nodes usually have no internet, and /docs must still work there. ReDoc is
+    # off: its sidebar still fetches a logo from the internet.
+    app = FastAPIOffline(
+        redoc_url=None,
         title="timer-service",
         summary="A watchdog for stuck worker processes.",
         version="0.1.0",
