@@ -1,71 +1,109 @@
-"""The live dashboard: pages rendered with Jinja2, kept live by polling one JSON state."""
+"""The live dashboard: pages rendered server-side with the current state, then kept
+live by polling the same state as JSON.
+
+One function computes what each page shows (``collect_state`` for the dashboard,
+``timer_details`` for a timer's page); the HTML routes render it and the JSON routes
+return it, so the first paint and the live updates can never disagree. Every link
+and asset URL is relative to the app's ``root_path``, never built from the Host
+header, so the pages work behind a proxy under a prefix (``--root-path``).
+"""
 
 from __future__ import annotations
 
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
+from sqlmodel import Session, col, select
 
 from timer_core import TimerView
 
-from ..deps import ServiceDep
+from ..dashboard_text import (
+    SCOPE_CHARS,
+    clock,
+    date_time,
+    describe_event,
+    duration,
+    middle_ellipsis,
+    signal_name,
+    stack_note,
+)
+from ..deps import ServiceDep, SessionDep
+from ..models import Event, Stack, Timer, TimerPublic
+from ..service import Service
 from .health import health_report
-from .pagination import OptionalIntQuery, TimerIdPath
+from .pagination import TimerIdPath
 
-__all__ = ["STATIC_DIR", "router"]
+__all__ = [
+    "STATIC_DIR",
+    "Filters",
+    "collect_state",
+    "router",
+    "timer_details",
+]
 
 # Package data: found beside the code wherever the package is installed.
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 STATIC_DIR = PACKAGE_DIR / "static"
-templates = Jinja2Templates(directory=PACKAGE_DIR / "templates")
 
 router = APIRouter(tags=["dashboard"])
 
 # The page shows the soonest-expiring timers first; beyond this many it says how many more.
 _ACTIVE_SHOWN = 500
-
-StateFilter = Annotated[str | None, Query(pattern="^(active|released|expired|killed)$")]
-
-
-@router.get("/", response_class=HTMLResponse, include_in_schema=False)
-def dashboard(request: Request) -> HTMLResponse:
-    return templates.TemplateResponse(request, "dashboard.html", {"page": "dashboard"})
+# A timer heartbeating for days has many events; its page shows the newest this many.
+_EVENTS_SHOWN = 1000
 
 
-@router.get("/ui/timers/{timer_id}", response_class=HTMLResponse, include_in_schema=False)
-def timer_page(request: Request, timer_id: TimerIdPath) -> HTMLResponse:
-    return templates.TemplateResponse(
-        request, "timer.html", {"page": "timer", "timer_id": timer_id}
-    )
+# ---- filters ------------------------------------------------------------------------------
 
 
-@router.get("/dashboard/state")
-def dashboard_state(
-    service: ServiceDep,
-    pid: OptionalIntQuery = None,
-    scope: Annotated[str | None, Query(max_length=1024)] = None,
-    state: StateFilter = None,
-) -> dict[str, Any]:
-    """Everything the dashboard shows, filtered as its URL says (``scope`` is a substring)."""
+@dataclass(frozen=True, slots=True)
+class Filters:
+    pid: int | None = None
+    scope: str | None = None  # a substring of the scope
+    state: str | None = None
+
+
+def _filters(
+    pid: Annotated[str | None, Query(pattern=r"^[0-9]{0,18}$", description="A pid")] = None,
+    scope: Annotated[
+        str | None, Query(max_length=1024, description="A substring of the scope")
+    ] = None,
+    state: Annotated[str | None, Query(pattern="^(|active|released|expired|killed)$")] = None,
+) -> Filters:
+    # An empty value means no filter: the filter form, submitted with scripts off,
+    # sends every field, empty or not.
+    return Filters(pid=int(pid) if pid else None, scope=scope or None, state=state or None)
+
+
+FiltersDep = Annotated[Filters, Depends(_filters)]
+
+
+# ---- what the pages show ------------------------------------------------------------------
+
+
+def collect_state(service: Service, filters: Filters) -> dict[str, Any]:
+    """Everything the dashboard shows, filtered as its URL says."""
     now = time.time()
     _, health = health_report(service)
     feed = service.live_feed.snapshot(now)
     reaper = service.reaper
     active: list[TimerView] = []
     active_total = 0
-    if reaper is not None and state in (None, "active"):
-        active, active_total = reaper.soonest(_ACTIVE_SHOWN, pid=pid, scope_contains=scope)
+    if reaper is not None and filters.state in (None, "active"):
+        active, active_total = reaper.soonest(
+            _ACTIVE_SHOWN, pid=filters.pid, scope_contains=filters.scope
+        )
 
     def wanted(timer: dict[str, Any]) -> bool:
         return (
-            (pid is None or timer["pid"] == pid)
-            and (scope is None or scope in timer["scope_id"])
-            and (state is None or timer["state"] == state)
+            (filters.pid is None or timer["pid"] == filters.pid)
+            and (filters.scope is None or filters.scope in timer["scope_id"])
+            and (filters.state is None or timer["state"] == filters.state)
         )
 
     return {
@@ -87,3 +125,117 @@ def dashboard_state(
         "recent_ends": [row for row in feed["recent_ends"] if wanted(row)][:100],
         "chart": feed["chart"],
     }
+
+
+def timer_details(session: Session, timer_id: int) -> dict[str, Any] | None:
+    """One timer's page: its facts, its timeline in words, and what its stack is.
+    The stack's text is not here: the page fetches it from ``/timers/{id}/stack``."""
+    row = session.get(Timer, timer_id)
+    if row is None:
+        return None
+    timer = TimerPublic.model_validate(row, from_attributes=True)
+    newest = session.exec(
+        select(Event)
+        .where(Event.timer_id == timer_id)
+        .order_by(col(Event.id).desc())
+        .limit(_EVENTS_SHOWN + 1)
+    ).all()
+    stack = session.exec(
+        select(Stack.method, Stack.seconds, Stack.truncated, Stack.notes).where(
+            Stack.timer_id == timer_id
+        )
+    ).first()
+    observe_only = timer.signal <= 0
+    return {
+        "now": time.time(),
+        "timer": timer.model_dump(),
+        "events": [
+            {
+                "id": event.id,
+                "kind": event.kind,
+                "at": event.at,
+                "text": describe_event(event.kind, event.detail, timer.signal),
+            }
+            for event in reversed(newest[:_EVENTS_SHOWN])
+        ],
+        "older_events": len(newest) > _EVENTS_SHOWN,
+        "stack_title": (
+            "Stack captured at expiry (observe only, no signal sent)"
+            if observe_only
+            else "Stack captured before the kill"
+        ),
+        "stack_note": (None if stack is None else stack_note(*stack, observe_only=observe_only)),
+    }
+
+
+def _active_row(timer: dict[str, Any], now: float) -> dict[str, Any]:
+    """The countdown cells of an active timer, as ``tickRow`` in dashboard.js draws them."""
+    left = timer["expiration_time"] - now
+    total = max(0.001, timer["expiration_time"] - timer["acquired_at"])
+    used = min(1.0, max(0.0, (now - timer["acquired_at"]) / total))
+    near = left > 0 and (left < 5 or used > 0.8)
+    return {
+        "countdown": duration(left) if left > 0 else "due",
+        "fill": f"{used * 100:.1f}%",
+        "class": "near" if near else ("due" if left <= 0 else ""),
+    }
+
+
+def _root(request: Request) -> dict[str, Any]:
+    # The prefix the app is served under (uvicorn --root-path), never the Host header.
+    return {"root": request.scope.get("root_path", "").rstrip("/")}
+
+
+templates = Jinja2Templates(directory=PACKAGE_DIR / "templates", context_processors=[_root])
+templates.env.filters.update(
+    middle=middle_ellipsis,
+    duration=duration,
+    signal_name=signal_name,
+    clock=clock,
+    date_time=date_time,
+)
+templates.env.globals.update(active_row=_active_row, SCOPE_CHARS=SCOPE_CHARS)
+
+
+# ---- routes -------------------------------------------------------------------------------
+
+
+@router.get("/", response_class=HTMLResponse, include_in_schema=False)
+def dashboard(request: Request, service: ServiceDep, filters: FiltersDep) -> HTMLResponse:
+    state = collect_state(service, filters)
+    return templates.TemplateResponse(
+        request,
+        "dashboard.html",
+        {"page": "dashboard", "state": state, "filters": filters, "now": state["now"]},
+    )
+
+
+@router.get("/dashboard/state")
+def dashboard_state(service: ServiceDep, filters: FiltersDep) -> dict[str, Any]:
+    """Everything the dashboard shows, filtered as its URL says (``scope`` is a substring)."""
+    return collect_state(service, filters)
+
+
+@router.get("/ui/timers/{timer_id}", response_class=HTMLResponse, include_in_schema=False)
+def timer_page(request: Request, timer_id: TimerIdPath, session: SessionDep) -> HTMLResponse:
+    details = timer_details(session, timer_id)
+    return templates.TemplateResponse(
+        request,
+        "timer.html",
+        {
+            "page": "timer",
+            "timer_id": timer_id,
+            "details": details,
+            "now": details["now"] if details else None,
+        },
+        status_code=200 if details else 404,
+    )
+
+
+@router.get("/dashboard/timers/{timer_id}", responses={404: {"description": "No such timer"}})
+def dashboard_timer(timer_id: TimerIdPath, session: SessionDep) -> dict[str, Any]:
+    """One timer's page as JSON: facts, timeline in words, how its stack was captured."""
+    details = timer_details(session, timer_id)
+    if details is None:
+        raise HTTPException(404, detail=f"no timer {timer_id}")
+    return details

@@ -4,6 +4,24 @@
 
 const TS = {
   clockOffset: 0, // server time minus this browser's time, in seconds
+  // The prefix the service is served under (its root path, e.g. "/timers" behind a
+  // proxy), from the page itself: every fetch and link goes through TS.url.
+  root: document.body.dataset.root || "",
+  scopeChars: Number(document.body.dataset.scopeChars) || 48,
+
+  url(path) {
+    return TS.root + path;
+  },
+
+  // Long text cut in its middle, as the server's `middle` filter does: torch's scopes
+  // are file paths, whose tail says the most. Counts characters, not UTF-16 units.
+  middle(text, limit) {
+    const chars = Array.from(String(text));
+    const max = limit || TS.scopeChars;
+    if (chars.length <= max) return String(text);
+    const head = Math.floor((max - 1) / 3);
+    return chars.slice(0, head).join("") + "…" + chars.slice(chars.length - (max - 1 - head)).join("");
+  },
 
   serverNow() {
     return Date.now() / 1000 + TS.clockOffset;
@@ -34,7 +52,11 @@ const TS = {
   },
 
   signalName(signal) {
-    const names = { 1: "SIGHUP", 2: "SIGINT", 6: "SIGABRT", 9: "SIGKILL", 10: "SIGUSR1", 12: "SIGUSR2", 15: "SIGTERM" };
+    const names = {
+      1: "SIGHUP", 2: "SIGINT", 3: "SIGQUIT", 4: "SIGILL", 5: "SIGTRAP", 6: "SIGABRT", 7: "SIGBUS",
+      8: "SIGFPE", 9: "SIGKILL", 10: "SIGUSR1", 11: "SIGSEGV", 12: "SIGUSR2", 13: "SIGPIPE",
+      14: "SIGALRM", 15: "SIGTERM", 17: "SIGCHLD", 18: "SIGCONT", 19: "SIGSTOP", 20: "SIGTSTP",
+    };
     if (signal <= 0) return "observe only";
     return names[signal] || "signal " + signal;
   },

@@ -35,11 +35,13 @@ function initFilters() {
 }
 
 function scopeLink(timer) {
-  const link = TS.el("a", { href: "/ui/timers/" + timer.id, class: "scope", title: timer.scope_id }, timer.scope_id);
-  return link;
+  // The full scope is in the title (on hover); the text keeps its start and its tail.
+  const href = TS.url("/ui/timers/" + timer.id);
+  return TS.el("a", { href, class: "scope", title: timer.scope_id }, TS.middle(timer.scope_id));
 }
 
 // Reuse rows by timer id, so the page does not flicker and each timer is one element.
+// The rows the server rendered are adopted the same way: they carry the same cells.
 function syncRows(tbody, timers, build, update) {
   const existing = new Map();
   for (const row of tbody.rows) existing.set(row.dataset.timerId, row);
@@ -103,55 +105,74 @@ function buildEnded(timer) {
 
 function updateEnded(row, timer) {
   row.cells[0].textContent = TS.clock(timer.ended_at);
-  const badge = row.cells[1].firstChild;
+  const badge = row.cells[1].querySelector(".badge");
   badge.textContent = timer.state;
   badge.dataset.state = timer.state;
   row.cells[2].textContent = timer.end_reason || "";
   row.cells[5].textContent = TS.duration((timer.ended_at || 0) - timer.acquired_at);
 }
 
+// The smallest of 1, 2, 5, 10, 20, 50… that is at least `value`: a round top for the y axis.
+function niceCeil(value) {
+  let step = 1;
+  for (;;) {
+    for (const m of [1, 2, 5]) if (m * step >= value) return m * step;
+    step *= 10;
+  }
+}
+
 function drawChart(points) {
-  const width = 600, height = 170, pad = 24;
+  const width = 600, height = 210;
+  const pad = { left: 44, right: 14, top: 12, bottom: 32 };
+  const plotWidth = width - pad.left - pad.right, base = height - pad.bottom;
   const svgNS = "http://www.w3.org/2000/svg";
   const svg = document.createElementNS(svgNS, "svg");
   svg.setAttribute("viewBox", `0 0 ${width} ${height}`);
   svg.setAttribute("role", "img");
   svg.setAttribute("aria-label", "acquisitions, expiries and kills per minute over the last hour");
-  const top = Math.max(1, ...points.map((p) => Math.max(p.acquired, p.expired, p.killed)));
-    const y = (v) => height - pad - (v * (height - 2 * pad)) / top;
-  const line = (x1, y1, x2, y2, cls) => {
-    const node = document.createElementNS(svgNS, "line");
-    Object.entries({ x1, y1, x2, y2, class: cls }).forEach(([k, v]) => node.setAttribute(k, v));
+  const make = (tag, attrs, text) => {
+    const node = document.createElementNS(svgNS, tag);
+    for (const [key, value] of Object.entries(attrs)) node.setAttribute(key, value);
+    if (text !== undefined) node.textContent = text;
     svg.append(node);
+    return node;
   };
-  const label = (text, lx, ly, anchor) => {
-    const node = document.createElementNS(svgNS, "text");
-    Object.entries({ x: lx, y: ly, "text-anchor": anchor, class: "axis-label" }).forEach(([k, v]) => node.setAttribute(k, v));
-    node.textContent = text;
-    svg.append(node);
-  };
-  line(pad, height - pad, width - pad, height - pad, "axis");
-  line(pad, y(top), width - pad, y(top), "grid");
-  label(String(top), pad - 4, y(top) + 4, "end");
-  label("0", pad - 4, height - pad + 4, "end");
-  label("−60 min", pad, height - 6, "start");
-  label("now", width - pad, height - 6, "end");
+  const most = Math.max(0, ...points.map((p) => Math.max(p.acquired, p.expired, p.killed)));
+  const top = niceCeil(Math.max(1, most));
+  const y = (v) => base - (v * (base - pad.top)) / top;
+  // The y axis: 0, the middle when it is a whole number, and the top, each with a grid line.
+  const ticks = top >= 2 && top % 2 === 0 ? [0, top / 2, top] : [0, top];
+  for (const tick of ticks) {
+    if (tick) make("line", { x1: pad.left, y1: y(tick), x2: width - pad.right, y2: y(tick), class: "grid" });
+    make("text", { x: pad.left - 8, y: y(tick) + 5, "text-anchor": "end", class: "axis-label" }, String(tick));
+  }
+  make("line", { x1: pad.left, y1: base, x2: width - pad.right, y2: base, class: "axis" });
+  // The x axis: a tick and a clock time at each quarter hour, and "now" at the right.
+  const slot = plotWidth / points.length;
+  const hhmm = { hour: "2-digit", minute: "2-digit" };
+  points.forEach((point, i) => {
+    if ((point.minute / 60) % 15 !== 0) return;
+    const x = pad.left + i * slot;
+    make("line", { x1: x, y1: base, x2: x, y2: base + 5, class: "axis" });
+    if (i < points.length - 6) {
+      const when = new Date(point.minute * 1000).toLocaleTimeString([], hhmm);
+      make("text", { x, y: height - 8, "text-anchor": "middle", class: "axis-label" }, when);
+    }
+  });
+  make("text", { x: width - pad.right, y: height - 8, "text-anchor": "end", class: "axis-label" }, "now");
   // Three thin bars a minute, side by side: counts stay readable when one series dwarfs another.
-  const slot = (width - 2 * pad) / points.length;
   const barWidth = Math.max(1, slot / 3 - 0.5);
   points.forEach((point, i) => {
     ["acquired", "expired", "killed"].forEach((series, k) => {
       if (!point[series]) return;
-      const bar = document.createElementNS(svgNS, "rect");
-      const top = y(point[series]);
-      Object.entries({
-        x: (pad + i * slot + k * (slot / 3)).toFixed(1), y: top.toFixed(1),
-        width: barWidth.toFixed(1), height: (height - pad - top).toFixed(1), class: "series " + series,
-      }).forEach(([key, value]) => bar.setAttribute(key, value));
+      const barTop = y(point[series]);
+      const bar = make("rect", {
+        x: (pad.left + i * slot + k * (slot / 3)).toFixed(1), y: barTop.toFixed(1),
+        width: barWidth.toFixed(1), height: (base - barTop).toFixed(1), class: "series " + series,
+      });
       const tip = document.createElementNS(svgNS, "title");
-      tip.textContent = `${new Date(point.minute * 1000).toLocaleTimeString()}: ${point[series]} ${series}`;
+      tip.textContent = `${new Date(point.minute * 1000).toLocaleTimeString([], hhmm)}: ${point[series]} ${series}`;
       bar.append(tip);
-      svg.append(bar);
     });
   });
   document.getElementById("chart").replaceChildren(svg);
@@ -182,7 +203,7 @@ function render(state) {
 }
 
 async function refresh() {
-  const response = await fetch("/dashboard/state?" + filterQuery(), { cache: "no-store" });
+  const response = await fetch(TS.url("/dashboard/state?" + filterQuery()), { cache: "no-store" });
   if (!response.ok) throw new Error("HTTP " + response.status);
   lastState = await response.json();
   render(lastState);

@@ -1,8 +1,10 @@
-// One timer: its facts, its event timeline and its captured stack, kept live.
+// One timer: its facts, its event timeline and its captured stack, kept live. The
+// server rendered them first; this script polls the same details as JSON.
 "use strict";
 
 const section = document.getElementById("timer");
 const timerId = section.dataset.timerId;
+let stackShown = false;
 
 function renderTimer(timer) {
   section.dataset.state = timer.state;
@@ -19,44 +21,49 @@ function renderTimer(timer) {
   TS.setText("f-reason", timer.end_reason || "–");
 }
 
-function renderEvents(events) {
+// Each event's detail arrives already in words (`text`), written by the server.
+function renderEvents(events, older) {
   const items = events.map((event) => {
     const item = TS.el("li", { "data-kind": event.kind });
     item.append(
       TS.el("time", {}, new Date(event.at * 1000).toLocaleTimeString()),
       TS.el("span", { class: "badge", "data-state": event.kind }, event.kind),
     );
-    const detail = Object.entries(event.detail || {})
-      .map(([key, value]) => key + ": " + (typeof value === "number" && key === "latency"
-        ? (value * 1000).toFixed(1) + " ms" : JSON.stringify(value)))
-      .join(", ");
-    if (detail) item.append(TS.el("span", { class: "detail" }, detail));
+    if (event.text) item.append(TS.el("span", { class: "detail" }, event.text));
     return item;
   });
   document.getElementById("timeline").replaceChildren(...items);
+  TS.setText("timeline-note", older ? "(newest events only)" : "");
+}
+
+async function loadStack() {
+  // A timer has at most one stack and it never changes: fetch it once.
+  const response = await fetch(TS.url(`/timers/${timerId}/stack`), { cache: "no-store" });
+  if (!response.ok) throw new Error("stack: HTTP " + response.status);
+  TS.setText("stack", await response.text());
+  stackShown = true;
 }
 
 async function load() {
-  const [timer, events, stack] = await Promise.all([
-    fetch(`/timers/${timerId}`, { cache: "no-store" }),
-    fetch(`/events?timer_id=${timerId}&limit=1000`, { cache: "no-store" }),
-    fetch(`/timers/${timerId}/stack`, { cache: "no-store" }),
-  ]);
-  if (timer.status === 404) {
+  const response = await fetch(TS.url(`/dashboard/timers/${timerId}`), { cache: "no-store" });
+  if (response.status === 404) {
     TS.setText("timer-state", "not found");
     return;
   }
-  renderTimer(await timer.json());
-  renderEvents((await events.json()).items.reverse());
-  if (stack.ok) {
-    const method = stack.headers.get("X-Stack-Method");
-    const seconds = Number(stack.headers.get("X-Stack-Seconds"));
-    TS.setText("stack-method", `Captured with ${method} in ${(seconds * 1000).toFixed(0)} ms, before the signal.`);
-    TS.setText("stack", await stack.text());
+  if (!response.ok) throw new Error("HTTP " + response.status);
+  const details = await response.json();
+  TS.clockOffset = details.now - Date.now() / 1000;
+  renderTimer(details.timer);
+  renderEvents(details.events, details.older_events);
+  TS.setText("stack-title", details.stack_title);
+  if (details.stack_note) {
+    TS.setText("stack-method", details.stack_note);
+    if (!stackShown) await loadStack();
   }
   TS.setText("updated", new Date().toLocaleTimeString());
-  document.getElementById("health").dataset.status = "ok";
-  document.getElementById("health").textContent = "connected";
+  const pill = document.getElementById("health");
+  pill.dataset.status = "ok";
+  pill.textContent = "connected";
 }
 
 TS.poll(load, 1000);
