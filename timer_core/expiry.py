@@ -6,6 +6,11 @@ With stack capture on, each worker's expiry runs on a small thread pool, so one
 slow capture never holds up another worker's kill; each capture gets what is
 left of the budget counted from the deadline, so a queued one is cut short
 rather than making its kill late.
+
+Every outcome goes through ``_outcome``, which emits its event and logs one line
+(INFO for a signal sent or an expiry observed, WARNING for a kill that failed):
+the one place the watchdog says what it did, for the service and the library
+servers alike.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from .process import ProcessIdentity, ProcessSignaller
 from .stack_capture import CapturedStack, StackCapturer
 from .timers import Escalation, LiveTimer
 
-__all__ = ["Emit", "ExpiryHandler"]
+__all__ = ["Emit", "ExpiryHandler", "outcome_line", "signal_name"]
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +36,42 @@ logger = logging.getLogger(__name__)
 Emit = Callable[..., None]
 
 _CAPTURE_THREADS = 8
+
+# What the log line says happened, per event kind.
+_VERBS = {
+    EventKind.KILLED: "killed",
+    EventKind.EXPIRED: "expired",
+    EventKind.WORKER_GONE: "expired, worker already gone",
+    EventKind.KILL_FAILED: "kill failed",
+    EventKind.ESCALATED: "escalated to SIGKILL",
+}
+
+
+def signal_name(signum: int) -> str:
+    """``9 (SIGKILL)``; a number alone when the system has no name for it."""
+    try:
+        return f"{signum} ({signal_module.Signals(signum).name})"
+    except ValueError:
+        return str(signum)
+
+
+def outcome_line(
+    kind: str, timer: LiveTimer, late: float, stack: CapturedStack | None, detail: dict[str, Any]
+) -> str:
+    """One log line for an expiry outcome. The scope and the reason are repr()'d: a
+    scope is whatever the worker sent, and a newline in it must not forge a line."""
+    stack_text = f"{stack.method} ({stack.seconds:.3f}s)" if stack is not None else "none"
+    line = (
+        f"timer {timer.id} {_VERBS.get(kind, kind)}: pid={timer.identity.pid} "
+        f"scope={timer.scope_id!r} signal={signal_name(timer.signal)} source={timer.source} "
+        f"late_ms={1000 * late:.1f} stack={stack_text}"
+    )
+    for key in ("children", "sigkilled"):
+        if detail.get(key):
+            line += f" {key}={detail[key]}"
+    if "reason" in detail:
+        line += f" reason={str(detail['reason'])!r}"
+    return line
 
 
 class ExpiryHandler:
@@ -97,6 +138,24 @@ class ExpiryHandler:
             first.identity, dump_signal, give_up_at=time.monotonic() + left
         )
 
+    def _outcome(
+        self,
+        kind: str,
+        timer: LiveTimer,
+        state: str,
+        stack: CapturedStack | None,
+        late: float,
+        **detail: Any,
+    ) -> None:
+        """Emit what happened to an expired timer, and log it: once, here."""
+        failed = kind == EventKind.KILL_FAILED or (
+            kind == EventKind.ESCALATED and not detail.get("sigkilled")
+        )
+        if logger.isEnabledFor(logging.WARNING if failed else logging.INFO):
+            line = outcome_line(kind, timer, late, stack, detail)
+            logger.log(logging.WARNING if failed else logging.INFO, "%s", line)
+        self._emit(kind, timer, state, stack, **detail)
+
     def _expire_worker(self, timers: list[LiveTimer]) -> None:
         """One worker's expired timers: the first with a signal > 0 signals it."""
         stack = self._capture(timers)
@@ -104,20 +163,22 @@ class ExpiryHandler:
         for timer in timers:
             latency = self.clock.monotonic() - timer.deadline
             if timer.signal <= 0:
-                self._emit(
+                self._outcome(
                     EventKind.EXPIRED,
                     timer,
                     "expired",
                     stack,
+                    latency,
                     reason="observe only",
                     latency=latency,
                 )
             elif signalled_by is not None:
-                self._emit(
+                self._outcome(
                     EventKind.KILLED,
                     timer,
                     "killed",
                     stack,
+                    latency,
                     latency=latency,
                     reason=f"worker already signalled for timer {signalled_by}",
                 )
@@ -130,15 +191,16 @@ class ExpiryHandler:
         latency = self.clock.monotonic() - timer.deadline
         if not outcome.delivered:
             kind = EventKind.WORKER_GONE if outcome.status == "gone" else EventKind.KILL_FAILED
-            self._emit(kind, timer, "expired", stack, reason=outcome.reason)
+            self._outcome(kind, timer, "expired", stack, latency, reason=outcome.reason)
             return False
         for child in children:
             self.signaller.send(child, timer.signal)
-        self._emit(
+        self._outcome(
             EventKind.KILLED,
             timer,
             "killed",
             stack,
+            latency,
             latency=latency,
             children=[child.pid for child in children],
         )
@@ -156,11 +218,12 @@ class ExpiryHandler:
             for target in escalation.targets
             if self.signaller.send(target, signal_module.SIGKILL).delivered
         ]
-        self._emit(
+        self._outcome(
             EventKind.ESCALATED,
             escalation.timer,
             "killed",
             None,
+            self.clock.monotonic() - escalation.timer.deadline,
             reason=f"still alive {self.escalate_after}s after signal {escalation.timer.signal}",
             sigkilled=killed,
         )

@@ -20,7 +20,7 @@ from typing import Any
 
 from .clock import Clock, SystemClock
 from .events import EventBus, EventKind, Listener
-from .expiry import ExpiryHandler
+from .expiry import ExpiryHandler, signal_name
 from .process import ProcessIdentity, ProcessSignaller, identify
 from .stack_capture import CapturedStack, StackCapturer
 from .timers import (
@@ -460,7 +460,18 @@ class Reaper:
     def _emit_refused(
         self, pid: Any, scope_id: Any, expiration_time: Any, signal: Any, source: str, reason: str
     ) -> None:
-        logger.warning("refused timer request pid=%r scope=%r: %s", pid, scope_id, reason)
+        # The values are what the request carried, of any type: each is repr()'d (an
+        # integer signal is named), so a newline in a scope cannot forge a log line.
+        logger.warning(
+            "refused a timer request from %s: pid=%r scope=%r signal=%s reason=%r",
+            source,
+            pid,
+            scope_id,
+            signal_name(signal)
+            if isinstance(signal, int) and not isinstance(signal, bool)
+            else repr(signal),
+            reason,
+        )
         seq, at = self.bus.next_seq(), self.clock.time()
         request = (pid, scope_id, expiration_time, signal)
         self.bus.emit(refused_event(seq, at, request, source, reason))
