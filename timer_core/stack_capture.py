@@ -33,6 +33,7 @@ __all__ = [
     "StackCapturer",
     "dump_stack_on",
     "faulthandler_path",
+    "py_spy_error",
 ]
 
 MAX_STACK_BYTES = 256 * 1024
@@ -82,6 +83,36 @@ def _find_py_spy() -> str | None:
     if beside_python.exists():
         return str(beside_python)  # pyenv's shim would cost a shell start per capture
     return shutil.which("py-spy")
+
+
+def py_spy_error(output: str, returncode: int) -> str:
+    """The line that says why py-spy failed, from what it printed.
+
+    py-spy prints ``Error: <what>``, then possibly ``Caused by:`` with numbered
+    causes, then (with ``RUST_BACKTRACE`` set) a ``Stack backtrace:`` of numbered
+    Rust frames. The last line is a frame such as ``10: main``, which says nothing;
+    the ``Error:`` line says what went wrong, and its first cause why.
+    """
+    lines = [line.strip() for line in output.splitlines()]
+    error = next((line for line in lines if line.startswith("Error:")), None)
+    if error is None:
+        # No "Error:" line (e.g. "Permission Denied: Try running again with elevated
+        # permissions ..."): the first line before any backtrace.
+        head = []
+        for line in lines:
+            if line.startswith("Stack backtrace:"):
+                break
+            head.append(line)
+        error = next((line for line in head if line), None)
+        return error if error is not None else f"exit code {returncode}"
+    after = lines[lines.index(error) + 1 :]
+    if "Caused by:" in after:
+        causes = after[after.index("Caused by:") + 1 :]
+        cause = next((line for line in causes if line), "")
+        cause = cause.split(": ", 1)[1] if cause[:1].isdigit() and ": " in cause else cause
+        if cause and not cause.startswith("Stack backtrace:") and cause not in error:
+            return f"{error} ({cause})"
+    return error
 
 
 class StackCapturer:
@@ -149,8 +180,7 @@ class StackCapturer:
         except OSError as error:
             return None, str(error)
         if result.returncode != 0:
-            lines = (result.stderr or result.stdout).strip().splitlines()
-            return None, lines[-1] if lines else f"exit code {result.returncode}"
+            return None, py_spy_error(result.stderr or result.stdout, result.returncode)
         return result.stdout, ""
 
     def _faulthandler(
