@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 
 import uvicorn
 
+from .logs import configure_logging
 from .main import create_app
-from .settings import Settings
+from .settings import LOG_LEVELS, Settings
 
 __all__ = ["main"]
+
+logger = logging.getLogger("app.cli")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -54,7 +56,13 @@ def _parser() -> argparse.ArgumentParser:
         type=float,
         help="seconds a stack capture may take before the kill goes ahead (default 2)",
     )
-    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
+    serve.add_argument("--log-level", choices=LOG_LEVELS, help="default info")
+    serve.add_argument(
+        "--access-log",
+        action="store_true",
+        default=None,
+        help="log one line per HTTP request (off by default)",
+    )
     return parser
 
 
@@ -70,27 +78,27 @@ def main(argv: list[str] | None = None) -> None:
         signal_children=args.signal_children,
         capture_stacks=args.capture_stacks,
         stack_budget=args.stack_budget,
+        log_level=args.log_level,
+        access_log=args.access_log,
     )
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    # One format for every line, uvicorn's included: it gets no config of its own
+    # (log_config=None) and its loggers hand their records to ours.
+    configure_logging(settings.log_level, access_log=settings.access_log)
     if settings.host not in ("127.0.0.1", "localhost", "::1") and not settings.token:
-        print(
-            f"warning: binding {settings.host} without --token lets anyone who can reach "
-            "this port arm and release timers",
-            file=sys.stderr,
+        logger.warning(
+            "binding %s without --token lets anyone who can reach this port arm and release timers",
+            settings.host,
         )
-    print(
-        f"timer-service on http://{settings.host}:{settings.port} (db {settings.db_url})",
-        file=sys.stderr,
-        flush=True,
+    logger.info(
+        "timer-service on http://%s:%d (db %s)", settings.host, settings.port, settings.db_url
     )
     uvicorn.run(
         create_app(settings),
         host=settings.host,
         port=settings.port,
-        log_level=args.log_level,
-        access_log=args.log_level == "debug",
+        log_config=None,
+        log_level=None,
+        access_log=settings.access_log,
     )
 
 

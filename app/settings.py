@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
-__all__ = ["Settings"]
+__all__ = ["LOG_LEVELS", "Settings"]
 
 _PREFIX = "TIMER_SERVICE_"
 
@@ -49,6 +49,18 @@ def _env_bool(name: str, default: bool) -> bool:
     raise SystemExit(f"{_PREFIX}{name}={raw!r} is not a boolean; use true or false")
 
 
+def _env_choice(name: str, default: str, choices: tuple[str, ...]) -> str:
+    raw = os.environ.get(_PREFIX + name)
+    if raw in (None, ""):
+        return default
+    if raw.lower() not in choices:
+        raise SystemExit(f"{_PREFIX}{name}={raw!r} is not one of {', '.join(choices)}")
+    return raw.lower()
+
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     host: str = "127.0.0.1"
@@ -77,6 +89,9 @@ class Settings:
     stack_budget: float = 2.0
     # py-spy needs ptrace rights over the workers; without it, /proc (or faulthandler).
     stack_py_spy: bool = True
+    # One line per request in the log (uvicorn's access log); off by default.
+    access_log: bool = False
+    log_level: str = "info"
 
     @classmethod
     def from_env(cls, **overrides: Any) -> Settings:
@@ -102,6 +117,8 @@ class Settings:
             capture_stacks=_env_bool("CAPTURE_STACKS", defaults.capture_stacks),
             stack_budget=_env_number("STACK_BUDGET", defaults.stack_budget, float),
             stack_py_spy=_env_bool("STACK_PY_SPY", defaults.stack_py_spy),
+            access_log=_env_bool("ACCESS_LOG", defaults.access_log),
+            log_level=_env_choice("LOG_LEVEL", defaults.log_level, LOG_LEVELS),
         )
         known = {field.name for field in fields(cls)}
         unknown = set(overrides) - known
