@@ -1,7 +1,9 @@
-"""Request dependencies: the running service, a DB session, and the write token check."""
+"""Request dependencies: the running service, a DB session, the write token check,
+and the JSON content-type check of the routes that take a body."""
 
 from __future__ import annotations
 
+import email.message
 import hmac
 from collections.abc import Iterator
 from typing import Annotated
@@ -11,7 +13,18 @@ from sqlmodel import Session
 
 from .service import Service
 
-__all__ = ["ServiceDep", "SessionDep", "check_token", "require_token"]
+__all__ = [
+    "JSON_HINT",
+    "JsonBody",
+    "ServiceDep",
+    "SessionDep",
+    "check_token",
+    "is_json_media_type",
+    "require_json",
+    "require_token",
+]
+
+JSON_HINT = "send the body as JSON with the header content-type: application/json"
 
 
 async def get_service(request: Request) -> Service:
@@ -49,3 +62,27 @@ def check_token(request: Request, service: Service) -> None:
             detail="missing or wrong token: send 'Authorization: Bearer <token>'",
             headers={"WWW-Authenticate": "Bearer"},
         )
+
+
+def is_json_media_type(content_type: str) -> bool:
+    """``application/json`` or ``application/<anything>+json``, with any parameters:
+    the types FastAPI parses as JSON (it is parsed the same way, so the two agree)."""
+    message = email.message.Message()
+    message["content-type"] = content_type
+    subtype = message.get_content_subtype()
+    return message.get_content_maintype() == "application" and (
+        subtype == "json" or subtype.endswith("+json")
+    )
+
+
+async def require_json(request: Request) -> None:
+    """A route with a JSON body refuses any other content type with a 415 that says
+    what to send. Without it, FastAPI hands the raw bytes to the model and answers
+    "Input should be a valid dictionary", which does not say what is wrong."""
+    given = request.headers.get("content-type")
+    if given is None or not is_json_media_type(given):
+        got = f"got content-type {given[:100]!r}" if given else "no content-type was sent"
+        raise HTTPException(status.HTTP_415_UNSUPPORTED_MEDIA_TYPE, detail=f"{JSON_HINT} ({got})")
+
+
+JsonBody = Annotated[None, Depends(require_json)]

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "END_KINDS",
+    "EVENT_KINDS",
     "EventBus",
     "EventKind",
     "Listener",
@@ -39,6 +40,11 @@ class EventKind:
     REFUSED: Final = "refused"
     ESCALATED: Final = "escalated"
 
+
+# Every kind, in the order above: the one list the service validates filters against.
+EVENT_KINDS: Final[tuple[str, ...]] = tuple(
+    value for name, value in vars(EventKind).items() if name.isupper()
+)
 
 # The kinds that end a timer; each carries the timer's final state.
 END_KINDS: Final = frozenset(

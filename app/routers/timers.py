@@ -11,7 +11,7 @@ from sqlmodel import select
 
 from timer_core import RefusedError, TimerView
 
-from ..deps import ServiceDep, SessionDep, require_token
+from ..deps import JsonBody, ServiceDep, SessionDep, require_token
 from ..models import (
     MAX_DEADLINE_SECONDS,
     ErrorMessage,
@@ -21,15 +21,22 @@ from ..models import (
     TimerCreate,
     TimerPublic,
     TimerRelease,
+    TimerState,
 )
 from ..service import Service
-from .pagination import CURSOR_PATTERN, OptionalIntQuery, TimerIdPath, paginate
+from .pagination import CURSOR_PATTERN, KnownQueryOnly, OptionalIntQuery, TimerIdPath, paginate
 
-__all__ = ["router"]
+__all__ = ["PAST_GRACE_SECONDS", "router"]
 
 router = APIRouter(prefix="/timers", tags=["timers"])
 
 Write = Annotated[None, Depends(require_token)]
+
+# An expiration_time this far in the past is not a deadline that just passed (clock
+# skew, a slow request), which fires at once, but almost surely a duration sent as
+# unix seconds: {"expiration_time": 60} would otherwise kill the worker at once.
+# Over HTTP only; the FIFO keeps torch's semantics.
+PAST_GRACE_SECONDS = 5.0
 
 
 def unprocessable(field: str, message: str) -> HTTPException:
@@ -71,6 +78,7 @@ def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
         401: "Missing or wrong bearer token",
         404: "No such timer",
         409: "The timer is not active",
+        415: "The body is not sent as JSON (content-type: application/json)",
         503: "Not committed in time (the database cannot be written)",
     }
     return {code: {"model": ErrorMessage, "description": descriptions[code]} for code in codes}
@@ -81,15 +89,21 @@ def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     status_code=status.HTTP_201_CREATED,
     responses={
         200: {"model": TimerPublic, "description": "Heartbeat: deadline moved"},
-        **_errors(400, 401, 503),
+        **_errors(400, 401, 415, 503),
     },
 )
 async def acquire(
-    body: TimerCreate, service: ServiceDep, response: Response, _: Write
+    body: TimerCreate, service: ServiceDep, response: Response, _: Write, _json: JsonBody
 ) -> TimerPublic:
     now = time.time()
     expiration_time = now + body.expires_in if body.expires_in is not None else body.expiration_time
     assert expiration_time is not None
+    if body.expires_in is None and expiration_time < now - PAST_GRACE_SECONDS:
+        raise unprocessable(
+            "expiration_time",
+            f"expiration_time {expiration_time!r} is {now - expiration_time:.3g} s in the past: "
+            "it is unix seconds; to arm for a duration use expires_in",
+        )
     if expiration_time > now + MAX_DEADLINE_SECONDS:
         field = "expires_in" if body.expires_in is not None else "expiration_time"
         raise unprocessable(
@@ -118,8 +132,10 @@ async def acquire(
     return _public(view)
 
 
-@router.post("/release", responses=_errors(400, 401, 404, 503))
-async def release(body: TimerRelease, service: ServiceDep, _: Write) -> TimerPublic:
+@router.post("/release", responses=_errors(400, 401, 404, 415, 503))
+async def release(
+    body: TimerRelease, service: ServiceDep, _: Write, _json: JsonBody
+) -> TimerPublic:
     view = service.running_reaper.release(body.pid, body.scope_id, source="http")
     if view is None:
         raise HTTPException(404, detail=f"no active timer for pid {body.pid} and that scope_id")
@@ -144,7 +160,8 @@ async def delete(
 @router.get("")
 def list_timers(
     session: SessionDep,
-    state: Annotated[str | None, Query(pattern="^(active|released|expired|killed)$")] = None,
+    _known: KnownQueryOnly,
+    state: Annotated[TimerState | None, Query()] = None,
     pid: OptionalIntQuery = None,
     scope: Annotated[str | None, Query(max_length=1024)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
