@@ -17,8 +17,9 @@ import stat
 import threading
 from collections.abc import Callable
 
+from .fifo_lines import LineSplitter
 from .reaper import Reaper
-from .wire import MAX_LINE_BYTES, MalformedRequest, WireRequest, parse_line
+from .wire import MalformedRequest, WireRequest, parse_line
 
 __all__ = ["FifoSource", "create_fifo"]
 
@@ -76,8 +77,7 @@ class FifoSource:
         # Our own writer keeps the FIFO from hitting EOF when clients close.
         self._keepalive_fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         self._wake_read, self._wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        self._partial = b""
-        self._discarding = False
+        self._lines = LineSplitter(self._apply_line, self._reject)
         self._stopped = False
         self._thread: threading.Thread | None = None
 
@@ -111,26 +111,7 @@ class FifoSource:
 
     def feed(self, chunk: bytes) -> int:
         """Split a chunk into lines and apply each; keeps a trailing partial line."""
-        skipped = 0
-        if self._discarding:
-            # Still inside an over-long line that was already rejected.
-            newline = chunk.find(b"\n")
-            if newline < 0:
-                return 0
-            chunk = chunk[newline + 1 :]
-            self._discarding = False
-            skipped = 1
-        *complete, self._partial = (self._partial + chunk).split(b"\n")
-        if len(self._partial) > MAX_LINE_BYTES:
-            # A line already longer than PIPE_BUF cannot be valid: reject it now
-            # rather than buffer without bound, and skip the rest of it.
-            self._reject(f"line over {MAX_LINE_BYTES} bytes")
-            self._partial = b""
-            self._discarding = True
-        for line in complete:
-            if line.strip():
-                self._apply_line(line)
-        return skipped + len(complete)
+        return self._lines.feed(chunk)
 
     def _apply_line(self, line: bytes) -> None:
         try:
