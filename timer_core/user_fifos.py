@@ -1,0 +1,272 @@
+"""Per-user FIFOs (``--fifo-dir``): torch's FileTimerClient for jobs that do not run as
+the service's user, without letting one user touch another's processes.
+
+Each uid writes torch's JSON lines into its own FIFO (see ``fifo_dir``). A request read
+from uid U's FIFO may only target a process whose real uid is U: the uid is read from
+``/proc`` when the request is applied, and the engine checks it again against the
+identity it records. Anything else is refused with a ``refused`` event naming the FIFO,
+and never signals. Root's FIFO, and the service's own uid's, may target what the shared
+``--fifo`` may.
+
+One thread reads every FIFO through epoll. Each round gives every FIFO with data one
+read of at most ``READ_BUDGET`` bytes, so a flood on one user's FIFO costs the others
+one bounded read per round, never their turn.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import select
+import threading
+import time
+from collections.abc import Callable, Iterable
+
+from .fifo_dir import FifoDirectory, FifoDirError, UserFifo
+from .fifo_lines import LineSplitter
+from .reaper import Reaper, RefusedError
+from .wire import MalformedRequest, WireRequest, parse_line
+
+__all__ = ["READ_BUDGET", "UserFifos", "real_uid"]
+
+logger = logging.getLogger(__name__)
+
+# Bytes read from one FIFO per turn: about 150 requests, a few ms of engine work.
+READ_BUDGET = 16 * 1024
+# How often the reader checks that each DIR/<uid> still is the FIFO it reads.
+_VERIFY_SECONDS = 10.0
+# Reads of a replaced FIFO before it is closed: more than its pipe holds.
+_DRAIN_READS = 32
+
+
+def real_uid(pid: int) -> int | None:
+    """The real uid of a live process, read from /proc now; None if there is none."""
+    try:
+        with open(f"/proc/{pid}/status", "rb") as status:
+            for line in status:
+                if line.startswith(b"Uid:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+class _Channel:
+    """One uid's FIFO as the reader sees it: its descriptors and its line state."""
+
+    def __init__(self, fifo: UserFifo, owner_uid: int | None, owner: UserFifos) -> None:
+        self.fifo = fifo
+        # None: root's (or the service's own) FIFO, as free as the shared --fifo.
+        self.owner_uid = owner_uid
+        self.requester = f"the FIFO {fifo.path} of uid {fifo.uid}"
+        self.lines = LineSplitter(
+            lambda line: owner.apply_line(self, line), lambda why: owner.reject(self, why)
+        )
+
+
+class UserFifos:
+    def __init__(
+        self,
+        directory: FifoDirectory,
+        reaper: Reaper,
+        *,
+        read_uid: Callable[[int], int | None] = real_uid,
+        on_malformed: Callable[[str], None] | None = None,
+        unrestricted_uids: frozenset[int] | None = None,
+    ) -> None:
+        self.directory = directory
+        self.reaper = reaper
+        self.malformed_lines = 0
+        self.applied_requests = 0
+        self.refused_requests = 0
+        self._read_uid = read_uid
+        self._on_malformed = on_malformed
+        # Root and the service's own uid may target anything, as on the shared FIFO.
+        self._unrestricted = (
+            frozenset({0, os.geteuid()}) if unrestricted_uids is None else unrestricted_uids
+        )
+        # Held while FIFOs are added, replaced or read: an HTTP thread making a FIFO
+        # never closes a descriptor the reader is in the middle of.
+        self._lock = threading.Lock()
+        self._by_uid: dict[int, _Channel] = {}
+        self._by_fd: dict[int, _Channel] = {}
+        self._epoll = select.epoll()
+        self._wake_read, self._wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._epoll.register(self._wake_read, select.EPOLLIN)
+        self._stopped = False
+        self._thread: threading.Thread | None = None
+
+    # ---- the set of FIFOs ----------------------------------------------------------------
+
+    def ensure(self, uid: int) -> tuple[str, bool]:
+        """The path of ``uid``'s FIFO, made (or made anew, if what is on disk is not
+        it any more) when needed; and whether it was made now."""
+        with self._lock:
+            channel = self._by_uid.get(uid)
+            if channel is not None and self.directory.is_current(channel.fifo):
+                return channel.fifo.path, False
+            fifo, made = self.directory.open(uid)
+            if channel is not None:
+                logger.warning("%s was replaced on disk; reading the new one", fifo.path)
+                self._drop_locked(channel)
+            self._add_locked(fifo)
+            return fifo.path, made
+
+    def uids(self) -> list[int]:
+        with self._lock:
+            return sorted(self._by_uid)
+
+    def verify(self) -> None:
+        """Make anew every FIFO whose name no longer leads to the one being read."""
+        for uid in self.uids():
+            try:
+                self.ensure(uid)
+            except (FifoDirError, OSError) as error:
+                logger.error("cannot keep the FIFO of uid %d: %s", uid, error)
+
+    def _add_locked(self, fifo: UserFifo) -> None:
+        owner = None if fifo.uid in self._unrestricted else fifo.uid
+        channel = _Channel(fifo, owner, self)
+        self._by_uid[fifo.uid] = channel
+        self._by_fd[fifo.read_fd] = channel
+        self._epoll.register(fifo.read_fd, select.EPOLLIN)
+
+    def _drop_locked(self, channel: _Channel) -> None:
+        # What writers already put in the old FIFO still counts. Its name is gone, so
+        # only writers that still hold it open can add more: read a bounded amount.
+        for _ in range(_DRAIN_READS):
+            if not self._read_once(channel):
+                break
+        with contextlib.suppress(KeyError, OSError):
+            self._epoll.unregister(channel.fifo.read_fd)
+        del self._by_fd[channel.fifo.read_fd]
+        del self._by_uid[channel.fifo.uid]
+        channel.fifo.close()
+
+    # ---- reading -------------------------------------------------------------------------
+
+    def start(self, uids: Iterable[int] = ()) -> None:
+        """Make the FIFOs of ``uids`` (errors raise), take over those an earlier run
+        left in the directory (errors are logged), and start reading."""
+        for uid in uids:
+            self.ensure(uid)
+        for uid in self.directory.uids():
+            if uid not in self._by_uid:
+                try:
+                    self.ensure(uid)
+                except (FifoDirError, OSError) as error:
+                    logger.error("skipping the FIFO of uid %d: %s", uid, error)
+        self._thread = threading.Thread(target=self._run, name="timer-user-fifos", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop reading. The FIFOs stay on disk, so clients keep their paths across a
+        restart (with no reader, their non-blocking open fails at once)."""
+        self._stopped = True
+        os.write(self._wake_write, b"x")
+        if self._thread is not None:
+            self._thread.join(5.0)
+            self._thread = None
+        with self._lock:
+            for channel in self._by_uid.values():
+                channel.fifo.close()
+            self._by_uid.clear()
+            self._by_fd.clear()
+        self._epoll.close()
+        for fd in (self._wake_read, self._wake_write):
+            os.close(fd)
+        self.directory.close()
+
+    def poll_once(self, timeout: float | None = None) -> int:
+        """Wait up to ``timeout`` seconds (None: forever) for data, then give each FIFO
+        that has some one read of at most ``READ_BUDGET`` bytes. Returns how many bytes
+        were read in all."""
+        ready = self._epoll.poll(-1 if timeout is None else timeout)
+        total = 0
+        with self._lock:
+            for fd, _ in ready:
+                if fd == self._wake_read:
+                    with contextlib.suppress(BlockingIOError):
+                        os.read(self._wake_read, 64)
+                    continue
+                channel = self._by_fd.get(fd)
+                if channel is not None:
+                    total += self._read_once(channel)
+        return total
+
+    def _read_once(self, channel: _Channel) -> int:
+        try:
+            chunk = os.read(channel.fifo.read_fd, READ_BUDGET)
+        except BlockingIOError:
+            return 0
+        channel.lines.feed(chunk)
+        return len(chunk)
+
+    def _run(self) -> None:
+        next_check = time.monotonic() + _VERIFY_SECONDS
+        while not self._stopped:
+            try:
+                self.poll_once(max(0.0, next_check - time.monotonic()))
+                if time.monotonic() >= next_check:
+                    self.verify()
+                    next_check = time.monotonic() + _VERIFY_SECONDS
+            except Exception:
+                logger.exception("error reading the per-user FIFOs in %s", self.directory.path)
+
+    # ---- one request ---------------------------------------------------------------------
+
+    def apply_line(self, channel: _Channel, line: bytes) -> None:
+        try:
+            request = parse_line(line.strip())
+        except MalformedRequest as error:
+            self.reject(channel, str(error))
+            return
+        owner = channel.owner_uid
+        try:
+            if request.is_release:
+                self.reaper.release(
+                    request.pid,
+                    request.scope_id,
+                    source="fifo",
+                    owner_uid=owner,
+                    requester=channel.requester,
+                )
+            else:
+                if owner is not None:
+                    self._check_owner(channel, owner, request)
+                self.reaper.acquire(
+                    request.pid,
+                    request.scope_id,
+                    request.expiration_time,
+                    request.signal,
+                    source="fifo",
+                    dump_signal=request.dump_signal,
+                    owner_uid=owner,
+                    requester=channel.requester,
+                )
+            self.applied_requests += 1
+        except RefusedError:
+            self.refused_requests += 1
+
+    def _check_owner(self, channel: _Channel, owner: int, request: WireRequest) -> None:
+        """The target's real uid now, not only as the engine first saw the worker: a
+        process may have changed its uid since (a setuid program run by the user)."""
+        pid = request.pid
+        actual = self._read_uid(pid)
+        if actual is None or actual == owner:
+            return  # gone or the user's own: the engine decides (and checks again)
+        reason = (
+            f"{channel.requester} may only arm timers for its own processes; "
+            f"pid {pid} belongs to uid {actual}"
+        )
+        self.reaper.emit_refused(
+            pid, request.scope_id, request.expiration_time, request.signal, "fifo", reason
+        )
+        raise RefusedError(reason, kind="forbidden")
+
+    def reject(self, channel: _Channel, reason: str) -> None:
+        self.malformed_lines += 1
+        logger.warning("skipping a malformed line on %s: %s", channel.requester, reason)
+        if self._on_malformed is not None:
+            self._on_malformed(reason)
