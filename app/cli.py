@@ -32,6 +32,16 @@ def _parser() -> argparse.ArgumentParser:
         "--db-url", help="SQLAlchemy URL (default sqlite:///./timer-service.db, embedded)"
     )
     serve.add_argument("--fifo", help="also read torch's FileTimerClient requests at this path")
+    serve.add_argument(
+        "--fifo-dir",
+        help="keep one FIFO per user in DIR/<uid>, owned by that user; a request read "
+        "from it may only target that user's processes",
+    )
+    serve.add_argument(
+        "--fifo-users",
+        help="users (names or uids, comma-separated) whose FIFO in --fifo-dir is made at "
+        "start; others ask for theirs with POST /fifos",
+    )
     serve.add_argument("--token", help="require 'Authorization: Bearer TOKEN' on writes")
     serve.add_argument(
         "--escalate-after",
@@ -73,6 +83,8 @@ def main(argv: list[str] | None = None) -> None:
         port=args.port,
         db_url=args.db_url,
         fifo=args.fifo,
+        fifo_dir=args.fifo_dir,
+        fifo_users=args.fifo_users,
         token=args.token,
         escalate_after=args.escalate_after,
         signal_children=args.signal_children,

@@ -145,6 +145,8 @@ class _HealthCollector(Collector):
         ):
             yield CounterMetricFamily(name, help_text, value=value)
         malformed = service.fifo.malformed_lines if service.fifo is not None else 0
+        if service.user_fifos is not None:  # garbage on the per-user FIFOs counts too
+            malformed += service.user_fifos.malformed_lines
         yield CounterMetricFamily(
             "timer_fifo_malformed_lines", "FIFO lines rejected as malformed.", value=malformed
         )

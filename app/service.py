@@ -13,8 +13,10 @@ from sqlalchemy.exc import OperationalError
 from sqlmodel import Session, col, select
 
 from timer_core import ProcessIdentity, ProcessSignaller, Reaper
+from timer_core.fifo_dir import FifoDirectory, resolve_uids
 from timer_core.fifo_source import FifoSource
 from timer_core.stack_capture import StackCapturer
+from timer_core.user_fifos import UserFifos
 
 from .db import make_engine, migrate
 from .live_feed import LiveFeed
@@ -51,6 +53,8 @@ class Service:
         )
         self.reaper: Reaper | None = None
         self.fifo: FifoSource | None = None
+        # --fifo-dir: one FIFO per uid (POST /fifos makes the caller's).
+        self.user_fifos: UserFifos | None = None
         self.metrics = ServiceMetrics(self)
         self.live_feed = LiveFeed()
         self.started_at = time.time()
@@ -106,6 +110,14 @@ class Service:
         if self.settings.fifo:
             self.fifo = FifoSource(self.settings.fifo, self.reaper, mode=self.settings.fifo_mode)
             self.fifo.start()
+        if self.settings.fifo_dir:
+            self.user_fifos = UserFifos(FifoDirectory(self.settings.fifo_dir), self.reaper)
+            self.user_fifos.start(resolve_uids(self.settings.fifo_users))
+            logger.info(
+                "per-user FIFOs in %s, for uids %s",
+                self.settings.fifo_dir,
+                ", ".join(map(str, self.user_fifos.uids())) or "none yet",
+            )
         self._stopping.clear()
         self._supervisor = threading.Thread(
             target=self._supervise, name="timer-supervisor", daemon=True
@@ -166,6 +178,9 @@ class Service:
         if self.fifo is not None:
             self.fifo.stop()
             self.fifo = None
+        if self.user_fifos is not None:
+            self.user_fifos.stop()
+            self.user_fifos = None
         if self.reaper is not None:
             self.reaper.stop()
         self.recorder.stop()

@@ -68,6 +68,10 @@ class Settings:
     db_url: str = "sqlite:///./timer-service.db"
     fifo: str | None = None
     fifo_mode: int = 0o600
+    # One FIFO per uid, DIR/<uid>, for jobs that do not run as the service's user.
+    fifo_dir: str | None = None
+    # Users (names or uids, comma-separated) whose FIFO is made at start.
+    fifo_users: str | None = None
     token: str | None = None
     # Seconds after a non-SIGKILL signal before the worker gets SIGKILL (0: never).
     escalate_after: float = 10.0
@@ -103,6 +107,8 @@ class Settings:
             db_url=_env_str("DB_URL", defaults.db_url) or defaults.db_url,
             fifo=_env_str("FIFO", None),
             fifo_mode=_env_octal("FIFO_MODE", defaults.fifo_mode),
+            fifo_dir=_env_str("FIFO_DIR", None),
+            fifo_users=_env_str("FIFO_USERS", None),
             token=_env_str("TOKEN", None),
             escalate_after=_env_number("ESCALATE_AFTER", defaults.escalate_after, float),
             signal_children=_env_bool("SIGNAL_CHILDREN", defaults.signal_children),
