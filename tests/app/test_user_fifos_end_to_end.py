@@ -13,6 +13,7 @@ import os
 import shutil
 import stat
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -283,3 +284,24 @@ def test_a_user_asks_for_its_fifo_over_http_and_uses_it(
         assert_sigkilled(stuck, 30)
     finally:
         service.stop()
+
+
+@pytest.mark.torch
+def test_torchs_own_client_follows_torchelastic_timer_file(
+    service: ServiceProcess, shared: Path, processes: list[subprocess.Popen[bytes]]
+) -> None:
+    """The README's recipe, as torchrun's agent would run a worker (as root here: the
+    second user cannot import torch from the venv)."""
+    pytest.importorskip("torch.distributed.elastic.timer")
+    code = (
+        "import os, time\n"
+        "from torch.distributed.elastic import timer\n"
+        "timer.configure(timer.FileTimerClient(os.environ['TORCHELASTIC_TIMER_FILE']))\n"
+        "with timer.expires(after=0.5):\n"
+        "    time.sleep(60)\n"
+    )
+    env = {**os.environ, "TORCHELASTIC_TIMER_FILE": str(fifo_of(shared, 0))}
+    stuck = subprocess.Popen([sys.executable, "-c", code], env=env)
+    processes.append(stuck)
+    assert_sigkilled(stuck, 60)
+    assert wait_for_state(service.url, stuck.pid, "killed")["source"] == "fifo"
