@@ -9,6 +9,7 @@ from fastapi.testclient import TestClient
 
 from app.main import create_app
 from app.settings import Settings
+from tests.second_user import second_user, shared_tmp  # noqa: F401 - fixtures for all tests
 from tests.workers import spawn_sleeper
 
 

@@ -14,22 +14,29 @@ from __future__ import annotations
 import faulthandler
 import os
 import shutil
-import stat
 import subprocess
 import sys
-import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
 
 import psutil
 
+from .dump_dirs import DumpDirMaker
+from .dump_files import (
+    DumpPathError,
+    open_dump_for_reading,
+    open_dump_for_writing,
+    reader_dump_dirs,
+    worker_dump_dir,
+)
 from .process import ProcessIdentity, ProcessSignaller, identify
 
 __all__ = [
     "MAX_STACK_BYTES",
     "CapturedStack",
+    "DumpPathError",
     "StackCapturer",
     "dump_stack_on",
     "faulthandler_path",
@@ -37,19 +44,22 @@ __all__ = [
 ]
 
 MAX_STACK_BYTES = 256 * 1024
-_STACK_DIR_ENV = "TIMER_SERVICE_STACK_DIR"
+# How long past the budget the helper reading a worker's dump is waited for: it checks
+# the budget itself, so this only covers its last steps.
+_DUMP_GRACE = 0.1
 
 
 def faulthandler_path(pid: int, uid: int | None = None) -> Path:
-    """Where a worker that opted in writes its own stack (see ``dump_stack_on``): a
-    directory per user (mode 0700), so one user's workers cannot plant files for
-    another's."""
-    uid = os.getuid() if uid is None else uid
-    base = os.environ.get(_STACK_DIR_ENV) or tempfile.gettempdir()
-    return Path(base) / f"timer-stacks-{uid}" / f"{pid}.stack"
+    """Where a worker of ``uid`` that opted in writes its own stack (see
+    ``dump_stack_on`` and ``dump_files``): a directory per user, mode 0700, that the
+    worker owns, so one user cannot plant files for another."""
+    directory, _ = worker_dump_dir(os.getuid() if uid is None else uid)
+    return directory / f"{pid}.stack"
 
 
-_dump_files: dict[int, IO[str]] = {}
+# One descriptor per process (a forked child opens its own): faulthandler writes to it
+# from its C handler, so it stays open for the life of the process.
+_dump_fds: dict[int, int] = {}
 
 
 def dump_stack_on(signum: int) -> Path:
@@ -58,14 +68,16 @@ def dump_stack_on(signum: int) -> Path:
 
     The handler is faulthandler's, in C: it runs even while a thread holds the GIL,
     and it does not stop the worker. It costs one open file. The signal must be one
-    the worker does not use for anything else (SIGUSR2 is a common choice)."""
+    the worker does not use for anything else (SIGUSR2 is a common choice).
+
+    Raises ``DumpPathError``, saying what to do, if the dump directory is not this
+    user's own or others can write it: it will not write where someone else aims it."""
     pid = os.getpid()
-    path = faulthandler_path(pid)
-    if pid not in _dump_files:
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        _dump_files[pid] = open(path, "a")  # noqa: SIM115 - must outlive this call
-    faulthandler.register(signum, file=_dump_files[pid], all_threads=True, chain=False)
-    return path
+    directory, may_create = worker_dump_dir(os.getuid())
+    if pid not in _dump_fds:
+        _dump_fds[pid] = open_dump_for_writing(directory, pid, create=may_create)
+    faulthandler.register(signum, file=_dump_fds[pid], all_threads=True, chain=False)
+    return directory / f"{pid}.stack"
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,11 +135,17 @@ class StackCapturer:
         use_py_spy: bool = True,
         max_bytes: int = MAX_STACK_BYTES,
         signaller: ProcessSignaller | None = None,
+        stack_dir: str | Path | None = None,
     ) -> None:
         self.budget = budget
         self.max_bytes = max_bytes
         self.py_spy = _find_py_spy() if use_py_spy else None
         self.signaller = signaller or ProcessSignaller()
+        # The service's stack root: it makes <stack_dir>/<uid> for workers (add
+        # ``dump_dirs`` as an event listener) and looks there first. The library's
+        # servers pass none and only look where workers would have written.
+        self.stack_dir = Path(stack_dir) if stack_dir is not None else None
+        self.dump_dirs = DumpDirMaker(self.stack_dir) if self.stack_dir is not None else None
 
     def capture(
         self,
@@ -186,32 +204,56 @@ class StackCapturer:
     def _faulthandler(
         self, identity: ProcessIdentity, dump_signal: int, give_up_at: float
     ) -> tuple[str | None, str]:
+        """Ask the worker for its own dump, on a helper thread: the files are the
+        worker's user's, and should a call on them never return (a FUSE mount planted
+        after the check), only the helper waits, never the kill."""
+        result: list[tuple[str | None, str]] = []
+        helper = threading.Thread(
+            target=lambda: result.append(self._own_dump(identity, dump_signal, give_up_at)),
+            name="timer-stack-dump",
+            daemon=True,
+        )
+        helper.start()
+        helper.join(max(0.0, give_up_at - time.monotonic()) + _DUMP_GRACE)
+        if not result:
+            return None, "the dump file did not answer within the budget"
+        return result[0]
+
+    def _own_dump(
+        self, identity: ProcessIdentity, dump_signal: int, give_up_at: float
+    ) -> tuple[str | None, str]:
         try:
-            uid = psutil.Process(identity.pid).uids().real
+            process = psutil.Process(identity.pid)
+            uid, gid = process.uids().real, process.gids().real
         except psutil.Error:
             return None, "the worker is gone"
-        path = faulthandler_path(identity.pid, uid)
+        if self.dump_dirs is not None:
+            self.dump_dirs.ensure(uid, gid)  # for this user's next workers, if missing
         try:
-            # Never follow a link, and only read a file the worker's own user owns:
-            # the service may run as root, and a planted link must not make it
-            # read (and serve) some other file.
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        except OSError:
-            return None, f"the worker has no dump file at {path}"
-        with os.fdopen(fd, "rb") as dump:
-            status = os.fstat(dump.fileno())
-            if status.st_uid != uid or not stat.S_ISREG(status.st_mode):
-                return None, f"{path} is not a file of the worker's user"
-            before = status.st_size
+            # The service may run as root, and the worker's user controls these paths:
+            # no link is followed, no open waits (a planted FIFO), and only a regular
+            # file of the worker's own user is read, so nothing else is served.
+            fd, _ = open_dump_for_reading(
+                reader_dump_dirs(uid, self.stack_dir),
+                identity.pid,
+                uid,
+                started_at=identity.create_time or None,
+            )
+        except DumpPathError as error:
+            return None, str(error)
+        try:
+            before = os.fstat(fd).st_size
             # Signal only the recorded process (pidfd, start time checked), as for a kill.
             if not self.signaller.send(identity, dump_signal).delivered:
                 return None, "could not signal the worker"
             while time.monotonic() < give_up_at:
                 time.sleep(0.02)
-                if os.fstat(dump.fileno()).st_size > before:
+                if os.fstat(fd).st_size > before:
                     time.sleep(0.05)  # let the handler finish writing every thread
-                    dump.seek(before)
-                    return dump.read(self.max_bytes + 1).decode(errors="replace"), ""
+                    # Bounded: one byte over the cap says it was truncated.
+                    return os.pread(fd, self.max_bytes + 1, before).decode(errors="replace"), ""
+        finally:
+            os.close(fd)
         return None, "the worker wrote nothing within the budget"
 
 
