@@ -66,6 +66,11 @@ def _parser() -> argparse.ArgumentParser:
         type=float,
         help="seconds a stack capture may take before the kill goes ahead (default 2)",
     )
+    serve.add_argument(
+        "--stack-dir",
+        help="where to make each user's stack dump directory, DIR/<uid> (default "
+        "/run/timer-service/stacks as root, else $XDG_RUNTIME_DIR/timer-service/stacks)",
+    )
     serve.add_argument("--log-level", choices=LOG_LEVELS, help="default info")
     serve.add_argument(
         "--access-log",
@@ -90,6 +95,7 @@ def main(argv: list[str] | None = None) -> None:
         signal_children=args.signal_children,
         capture_stacks=args.capture_stacks,
         stack_budget=args.stack_budget,
+        stack_dir=args.stack_dir,
         log_level=args.log_level,
         access_log=args.access_log,
     )

@@ -13,6 +13,7 @@ from sqlalchemy.exc import OperationalError
 from sqlmodel import Session, col, select
 
 from timer_core import ProcessIdentity, ProcessSignaller, Reaper
+from timer_core.dump_files import default_stack_dir
 from timer_core.fifo_dir import FifoDirectory, resolve_uids
 from timer_core.fifo_source import FifoSource
 from timer_core.stack_capture import StackCapturer
@@ -89,6 +90,7 @@ class Service:
                 self.settings.stack_budget,
                 use_py_spy=self.settings.stack_py_spy,
                 signaller=self.signaller,
+                stack_dir=self.settings.stack_dir or default_stack_dir(),
             )
             if self.settings.capture_stacks
             else None
@@ -104,6 +106,9 @@ class Service:
         self.reaper.add_listener(self.metrics)
         self.live_feed.seed(self.engine)
         self.reaper.add_listener(self.live_feed)
+        if capturer is not None and capturer.dump_dirs is not None:
+            # Each user's stack dump directory, made when a timer first asks for dumps.
+            self.reaper.add_listener(capturer.dump_dirs)
         self.recorder.start()
         self._restore(list(active))
         self.reaper.start()

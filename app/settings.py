@@ -93,6 +93,9 @@ class Settings:
     stack_budget: float = 2.0
     # py-spy needs ptrace rights over the workers; without it, /proc (or faulthandler).
     stack_py_spy: bool = True
+    # Where the service makes each user's stack dump directory, <stack_dir>/<uid>. None:
+    # /run/timer-service/stacks as root, else $XDG_RUNTIME_DIR/timer-service/stacks.
+    stack_dir: str | None = None
     # One line per request in the log (uvicorn's access log); off by default.
     access_log: bool = False
     log_level: str = "info"
@@ -123,6 +126,7 @@ class Settings:
             capture_stacks=_env_bool("CAPTURE_STACKS", defaults.capture_stacks),
             stack_budget=_env_number("STACK_BUDGET", defaults.stack_budget, float),
             stack_py_spy=_env_bool("STACK_PY_SPY", defaults.stack_py_spy),
+            stack_dir=_env_str("STACK_DIR", None),
             access_log=_env_bool("ACCESS_LOG", defaults.access_log),
             log_level=_env_choice("LOG_LEVEL", defaults.log_level, LOG_LEVELS),
         )
