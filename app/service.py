@@ -23,6 +23,7 @@ from .db import make_engine, migrate
 from .live_feed import LiveFeed
 from .metrics import ServiceMetrics
 from .models import Timer
+from .private_files import secure_sqlite_files
 from .recorder import Recorder
 from .settings import Settings
 
@@ -75,6 +76,8 @@ class Service:
         return self.reaper
 
     def start(self) -> None:
+        # Before SQLite makes any file: the database holds every stack and event.
+        secure_sqlite_files(self.settings.db_url)
         try:
             migrate(self.engine)
         except OperationalError as error:
