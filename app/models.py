@@ -51,6 +51,7 @@ class Timer(SQLModel, table=True):
     end_reason: str | None = None
     process_create_time: float | None = None
     dump_signal: int | None = None
+    uid: int | None = None
 
 
 class Stack(SQLModel, table=True):
@@ -139,6 +140,7 @@ class TimerPublic(BaseModel):
     expiration_time: float
     ended_at: float | None = None
     end_reason: str | None = None
+    uid: int | None = Field(default=None, description="The worker's real uid, if known.")
 
 
 class EventPublic(BaseModel):

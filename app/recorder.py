@@ -274,6 +274,7 @@ class Recorder:
                         "acquired_at": event.acquired_at,
                         "expiration_time": event.expiration_time,
                         "process_create_time": event.process_create_time,
+                        "uid": event.process_uid,
                         "dump_signal": event.dump_signal,
                     }
                 )

@@ -78,6 +78,8 @@ class TimerEvent:
     acquired_at: float
     expiration_time: float
     process_create_time: float | None = None
+    # The worker's real uid when the timer was armed (None if unknown).
+    process_uid: int | None = None
     detail: dict[str, Any] = field(default_factory=dict)
     # The signal on which the worker dumps its own stack, if it opted in.
     dump_signal: int | None = None

@@ -11,7 +11,7 @@ from __future__ import annotations
 import errno
 import os
 import signal as signal_module
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import psutil
 
@@ -20,6 +20,7 @@ __all__ = [
     "ProcessSignaller",
     "SignalOutcome",
     "identify",
+    "is_own_thread",
     "protected_pids",
 ]
 
@@ -34,6 +35,9 @@ _PID_MAX = 2**22
 class ProcessIdentity:
     pid: int
     create_time: float
+    # The real uid, read with the identity: who owns the process decides who may arm,
+    # release or read a timer on it. Not part of the identity itself.
+    uid: int | None = field(default=None, compare=False)
 
     def matches(self, other: ProcessIdentity | None) -> bool:
         return (
@@ -51,13 +55,19 @@ def identify(pid: int) -> ProcessIdentity | None:
         process = psutil.Process(pid)
         if process.status() == psutil.STATUS_ZOMBIE:
             return None
-        return ProcessIdentity(pid, process.create_time())
+        return ProcessIdentity(pid, process.create_time(), process.uids().real)
     except (psutil.NoSuchProcess, psutil.ZombieProcess):
         return None
     except psutil.AccessDenied:
         # Another user's process: identity is still readable from /proc on Linux,
         # but if not, fall back to "unknown", which is never signalled.
         return None
+
+
+def is_own_thread(pid: int) -> bool:
+    """Whether ``pid`` is the id of one of this process's threads (threads come and go,
+    so this is asked each time, not remembered)."""
+    return os.path.exists(f"/proc/self/task/{pid}")
 
 
 def protected_pids() -> frozenset[int]:
@@ -93,6 +103,9 @@ class ProcessSignaller:
             return f"pid {pid} names init or every process"
         if pid in self.protected:
             return f"pid {pid} is the timer server itself or one of its ancestors"
+        if is_own_thread(pid):
+            # A thread id is a valid pid for kill(2), which then hits the whole server.
+            return f"pid {pid} is a thread of the timer server"
         return None
 
     def send(self, identity: ProcessIdentity, signum: int) -> SignalOutcome:

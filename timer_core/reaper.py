@@ -9,10 +9,12 @@ engine with a ``ManualClock`` and no sleeps.
 
 from __future__ import annotations
 
+import collections
 import heapq
 import itertools
 import logging
 import operator
+import os
 import signal as signal_module
 import threading
 from collections.abc import Callable, Iterable
@@ -63,6 +65,7 @@ class Reaper:
         watch_exits: bool = True,
         identify_process: Callable[[int], ProcessIdentity | None] = identify,
         capturer: StackCapturer | None = None,
+        max_timers_per_uid: int | None = None,
     ) -> None:
         self.clock: Clock = clock or SystemClock()
         self.signaller = signaller or ProcessSignaller()
@@ -86,6 +89,12 @@ class Reaper:
         self._by_key: dict[tuple[int, str], LiveTimer] = {}
         self._by_id: dict[int, LiveTimer] = {}
         self._workers = WorkerRegistry(self.worker_exited if watch_exits else None)
+        # Active timers per worker uid: one user must not exhaust the service's memory
+        # and descriptors (each distinct worker pid holds a pidfd). Root and the
+        # server's own uid are not capped.
+        self._max_per_uid = max_timers_per_uid
+        self._uncapped_uids = frozenset({0, os.geteuid()})
+        self._per_uid: collections.Counter[int | None] = collections.Counter()
         self._thread: threading.Thread | None = None
         self._stopping = False
         self._wake_requested = False
@@ -109,6 +118,8 @@ class Reaper:
         source: str = "api",
         dump_signal: int | None = None,
         observe_protected: bool = True,
+        owner_uid: int | None = None,
+        requester: str = "",
     ) -> tuple[TimerView, bool]:
         """Arm a timer, or move the deadline of the active one for (pid, scope_id).
 
@@ -116,6 +127,8 @@ class Reaper:
         Raises RefusedError, after emitting a ``refused`` event, if it must not be armed.
         The server's own process and its ancestors may hold observe-only timers (as
         torch's tests do in-process) unless ``observe_protected`` is False.
+        With ``owner_uid``, only a process whose real uid is that may be targeted:
+        ``requester`` (who asked, e.g. "uid 1001 over tcp …") goes into the refusal.
         """
         try:
             refusal = self.signaller.refusal(pid)
@@ -135,12 +148,19 @@ class Reaper:
             identity = known or self._identify(pid)
             if identity is None:
                 raise RefusedError(f"no process with pid {pid} is running on this host")
+            if owner_uid is not None and identity.uid != owner_uid:
+                raise RefusedError(
+                    f"{requester or f'uid {owner_uid}'} may only arm timers for its own "
+                    f"processes; pid {pid} belongs to uid {identity.uid}",
+                    "pid",
+                    kind="forbidden",
+                )
+            return self._arm(
+                identity, scope_id, expiration_time, signal, source, None, None, dump_signal
+            )
         except RefusedError as error:
-            self._emit_refused(pid, scope_id, expiration_time, signal, source, error.reason)
+            self.emit_refused(pid, scope_id, expiration_time, signal, source, error.reason)
             raise
-        return self._arm(
-            identity, scope_id, expiration_time, signal, source, None, None, dump_signal
-        )
 
     def apply(
         self,
@@ -221,6 +241,9 @@ class Reaper:
             timer = self._by_key.get((pid, scope_id))
             created = timer is None
             if timer is None:
+                if acquired_at is None:  # a new request; restored timers are never dropped
+                    self._check_uid_cap(identity.uid)
+                self._per_uid[identity.uid] += 1
                 timer = LiveTimer(
                     timer_id if timer_id is not None else next(self._ids),
                     identity,
@@ -249,19 +272,48 @@ class Reaper:
             self._workers.watch(identity)
         return view, created
 
-    def release(self, pid: int, scope_id: str, *, source: str = "api") -> TimerView | None:
+    def release(
+        self,
+        pid: int,
+        scope_id: str,
+        *,
+        source: str = "api",
+        owner_uid: int | None = None,
+        requester: str = "",
+    ) -> TimerView | None:
+        """End the active timer for (pid, scope_id); None if there is none. With
+        ``owner_uid``, a timer whose worker belongs to another uid is not released:
+        RefusedError (kind "forbidden"), after a ``refused`` event naming ``requester``."""
         with self._lock:
             timer = self._by_key.get((pid, scope_id))
-            if timer is None:
-                return None
-            return self._end_locked(timer, EventKind.RELEASED, "released", released_by=source)
+            return self._release_locked(timer, source, owner_uid, requester)
 
-    def release_id(self, timer_id: int, *, source: str = "api") -> TimerView | None:
+    def release_id(
+        self,
+        timer_id: int,
+        *,
+        source: str = "api",
+        owner_uid: int | None = None,
+        requester: str = "",
+    ) -> TimerView | None:
+        """As ``release``, by the timer's id."""
         with self._lock:
             timer = self._by_id.get(timer_id)
-            if timer is None:
-                return None
-            return self._end_locked(timer, EventKind.RELEASED, "released", released_by=source)
+            return self._release_locked(timer, source, owner_uid, requester)
+
+    def _release_locked(
+        self, timer: LiveTimer | None, source: str, owner_uid: int | None, requester: str
+    ) -> TimerView | None:
+        if timer is None:
+            return None
+        if owner_uid is not None and timer.identity.uid != owner_uid:
+            reason = (
+                f"{requester or f'uid {owner_uid}'} may not release timer {timer.id}: "
+                f"its worker belongs to uid {timer.identity.uid}"
+            )
+            self.emit_refused(timer.identity.pid, timer.scope_id, -1, timer.signal, source, reason)
+            raise RefusedError(reason, kind="forbidden")
+        return self._end_locked(timer, EventKind.RELEASED, "released", released_by=source)
 
     def clear_worker(self, pid: int, reason: str) -> list[TimerView]:
         """End every timer of one worker (torch's ``clear_timers``)."""
@@ -431,11 +483,26 @@ class Reaper:
             self._wake_requested = True
             self._wakeup.notify()
 
+    def _check_uid_cap(self, uid: int | None) -> None:
+        cap = self._max_per_uid
+        if cap is None or uid is None or uid in self._uncapped_uids:
+            return
+        if self._per_uid[uid] >= cap:
+            raise RefusedError(
+                f"uid {uid} already holds {cap} active timers, the most one user may hold "
+                "(--max-timers-per-user); release some first",
+                kind="limit",
+            )
+
     def _forget_locked(self, timer: LiveTimer) -> None:
         pid = timer.identity.pid
         del self._by_key[(pid, timer.scope_id)]
         del self._by_id[timer.id]
         self._workers.remove(pid, timer.scope_id)
+        uid = timer.identity.uid
+        self._per_uid[uid] -= 1
+        if self._per_uid[uid] <= 0:
+            del self._per_uid[uid]
 
     def _end_locked(self, timer: LiveTimer, kind: str, state: str, **detail: Any) -> TimerView:
         self._forget_locked(timer)
@@ -457,9 +524,11 @@ class Reaper:
         seq, at = self.bus.next_seq(), self.clock.time()
         self.bus.emit(timer_event(seq, at, kind, timer, state, stack, detail))
 
-    def _emit_refused(
+    def emit_refused(
         self, pid: Any, scope_id: Any, expiration_time: Any, signal: Any, source: str, reason: str
     ) -> None:
+        """Log and emit a ``refused`` event for a request that was not carried out;
+        also for refusals decided outside the engine (e.g. who may read a stack)."""
         # The values are what the request carried, of any type: each is repr()'d (an
         # integer signal is named), so a newline in a scope cannot forge a log line.
         logger.warning(

@@ -13,6 +13,7 @@ from .process import ProcessIdentity
 from .stack_capture import CapturedStack
 
 __all__ = [
+    "MIN_SIGNAL",
     "Escalation",
     "LiveTimer",
     "RefusedError",
@@ -31,10 +32,13 @@ class RefusedError(ValueError):
     """A request that must not be armed; ``reason`` says why and what to do, and
     ``field`` names the request field at fault."""
 
-    def __init__(self, reason: str, field: str = "pid") -> None:
+    def __init__(self, reason: str, field: str = "pid", *, kind: str = "invalid") -> None:
         super().__init__(reason)
         self.reason = reason
         self.field = field
+        # "invalid": the request is wrong (HTTP 422); "forbidden": well formed, but the
+        # requester may not make it (403); "limit": over a per-user cap (429).
+        self.kind = kind
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +53,8 @@ class TimerView:
     state: str
     acquired_at: float
     expiration_time: float
+    # The worker's real uid (None if unknown): it decides who may act on the timer.
+    uid: int | None = None
 
 
 class LiveTimer:
@@ -101,6 +107,7 @@ class LiveTimer:
             state,
             self.acquired_at,
             self.expiration_time,
+            self.identity.uid,
         )
 
 
@@ -136,9 +143,16 @@ def observe_only(signal: Any) -> bool:
     return isinstance(signal, int) and not isinstance(signal, bool) and signal <= 0
 
 
+# Any value <= 0 means observe only (torch's convention), but it must still fit the
+# 32-bit column it is stored in: a -2**70 must not be accepted and then never stored.
+MIN_SIGNAL = -(2**31)
+
+
 def check_signal(signal: Any, field: str = "signal") -> int:
     if isinstance(signal, bool) or not isinstance(signal, int):
         raise RefusedError(f"{field} must be an integer, got {signal!r}", field)
+    if signal < MIN_SIGNAL:
+        raise RefusedError(f"{field} {signal} is out of range (at least {MIN_SIGNAL})", field)
     if signal > 0 and signal not in _VALID_SIGNALS:
         raise RefusedError(f"{field} {signal} is not a signal on this system", field)
     return signal
@@ -185,6 +199,7 @@ def timer_event(
         acquired_at=timer.acquired_at,
         expiration_time=timer.expiration_time,
         process_create_time=timer.identity.create_time,
+        process_uid=timer.identity.uid,
         detail=detail,
         dump_signal=timer.dump_signal,
         stack=stack,
