@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 
-import uvicorn
-
+from .callers import is_loopback
 from .logs import configure_logging
-from .main import create_app
-from .settings import LOG_LEVELS, Settings
+from .server import serve
+from .settings import LOG_LEVELS, Settings, read_token_file
 
 __all__ = ["main"]
 
@@ -42,7 +42,36 @@ def _parser() -> argparse.ArgumentParser:
         help="users (names or uids, comma-separated) whose FIFO in --fifo-dir is made at "
         "start; others ask for theirs with POST /fifos",
     )
-    serve.add_argument("--token", help="require 'Authorization: Bearer TOKEN' on writes")
+    serve.add_argument(
+        "--token",
+        help="the admin token (every write must then carry 'Authorization: Bearer TOKEN'); "
+        "visible to every user in ps: prefer --token-file or TIMER_SERVICE_TOKEN",
+    )
+    serve.add_argument(
+        "--token-file", help="read the admin token from this file (mode 600), first line"
+    )
+    serve.add_argument(
+        "--uds", help="also listen on this Unix socket (callers identified by SO_PEERCRED)"
+    )
+    serve.add_argument(
+        "--allowed-hosts",
+        help="comma-separated Host header names to answer to (default: the bind address, "
+        "localhost, 127.0.0.1, ::1); '*' answers any (not safe with a browser on this host)",
+    )
+    serve.add_argument(
+        "--max-timers-per-user",
+        type=int,
+        help="active timers one non-root user's processes may hold (default 10000)",
+    )
+    serve.add_argument(
+        "--root-path",
+        help="the path prefix a reverse proxy serves this under, e.g. /timer-service",
+    )
+    serve.add_argument(
+        "--forwarded-allow-ips",
+        help="comma-separated proxy addresses whose X-Forwarded-For/-Proto are trusted "
+        "(default: none)",
+    )
     serve.add_argument(
         "--escalate-after",
         type=float,
@@ -83,6 +112,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
+    token_file = args.token_file or os.environ.get("TIMER_SERVICE_TOKEN_FILE")
     settings = Settings.from_env(
         host=args.host,
         port=args.port,
@@ -90,7 +120,14 @@ def main(argv: list[str] | None = None) -> None:
         fifo=args.fifo,
         fifo_dir=args.fifo_dir,
         fifo_users=args.fifo_users,
-        token=args.token,
+        token=read_token_file(token_file) if token_file else args.token,
+        uds=args.uds,
+        allowed_hosts=tuple(h.strip() for h in args.allowed_hosts.split(",") if h.strip())
+        if args.allowed_hosts
+        else None,
+        max_timers_per_user=args.max_timers_per_user,
+        root_path=args.root_path,
+        forwarded_allow_ips=args.forwarded_allow_ips,
         escalate_after=args.escalate_after,
         signal_children=args.signal_children,
         capture_stacks=args.capture_stacks,
@@ -102,22 +139,25 @@ def main(argv: list[str] | None = None) -> None:
     # One format for every line, uvicorn's included: it gets no config of its own
     # (log_config=None) and its loggers hand their records to ours.
     configure_logging(settings.log_level, access_log=settings.access_log)
-    if settings.host not in ("127.0.0.1", "localhost", "::1") and not settings.token:
+    if args.token:
         logger.warning(
-            "binding %s without --token lets anyone who can reach this port arm and release timers",
+            "--token is visible to every user of this host (ps, /proc/PID/cmdline); "
+            "use --token-file PATH or TIMER_SERVICE_TOKEN instead"
+        )
+    if not is_loopback(settings.host) and settings.host != "localhost" and not settings.token:
+        logger.warning(
+            "binding %s without a token: callers from other hosts cannot be identified, so "
+            "their writes are refused; give operators a token with --token-file",
             settings.host,
         )
     logger.info(
-        "timer-service on http://%s:%d (db %s)", settings.host, settings.port, settings.db_url
+        "timer-service on http://%s:%d%s (db %s)",
+        settings.host,
+        settings.port,
+        f" and unix:{settings.uds}" if settings.uds else "",
+        settings.db_url,
     )
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_config=None,
-        log_level=None,
-        access_log=settings.access_log,
-    )
+    serve(settings)
 
 
 if __name__ == "__main__":

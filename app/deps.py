@@ -22,6 +22,7 @@ __all__ = [
     "is_json_media_type",
     "require_json",
     "require_token",
+    "token_matches",
 ]
 
 JSON_HINT = "send the body as JSON with the header content-type: application/json"
@@ -49,14 +50,18 @@ async def require_token(request: Request, service: ServiceDep) -> None:
     check_token(request, service)
 
 
+def token_matches(expected: str | None, authorization: str) -> bool:
+    """Whether an ``Authorization`` header carries the admin token (compared in constant
+    time, so the token cannot be guessed byte by byte)."""
+    if not expected:
+        return False
+    scheme, _, given = authorization.partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(given.encode(), expected.encode())
+
+
 def check_token(request: Request, service: Service) -> None:
     expected = service.settings.token
-    if not expected:
-        return
-    header = request.headers.get("authorization", "")
-    scheme, _, given = header.partition(" ")
-    # compare_digest takes constant time, so the token cannot be guessed byte by byte.
-    if scheme.lower() != "bearer" or not hmac.compare_digest(given.encode(), expected.encode()):
+    if expected and not token_matches(expected, request.headers.get("authorization", "")):
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
             detail="missing or wrong token: send 'Authorization: Bearer <token>'",

@@ -12,7 +12,8 @@ from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 
-from .routers import dashboard, events, health, metrics, timers
+from .request_limits import BodyLimit, HostCheck
+from .routers import dashboard, events, fifos, health, metrics, timers
 from .service import Service
 from .settings import Settings
 
@@ -58,8 +59,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.include_router(timers.router)
     app.include_router(events.router)
+    app.include_router(fifos.router)
     app.include_router(health.router)
     app.include_router(metrics.router)
     app.include_router(dashboard.router)
+    app.add_middleware(BodyLimit)
+    app.add_middleware(HostCheck, allowed=settings.answered_hosts())
     app.mount("/static", StaticFiles(directory=dashboard.STATIC_DIR), name="static")
     return app

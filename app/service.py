@@ -104,6 +104,7 @@ class Service:
             escalate_after=self.settings.escalate_after or None,
             signal_children=self.settings.signal_children,
             first_timer_id=(highest or 0) + 1,
+            max_timers_per_uid=self.settings.max_timers_per_user,
         )
         self.reaper.add_listener(self.recorder)
         self.reaper.add_listener(self.metrics)
@@ -142,7 +143,7 @@ class Service:
         """Re-arm the timers that were active when the service last stopped or crashed."""
         assert self.reaper is not None
         for row in active:
-            identity = ProcessIdentity(row.pid, row.process_create_time or 0.0)
+            identity = ProcessIdentity(row.pid, row.process_create_time or 0.0, row.uid)
             self.reaper.restore(
                 row.id,
                 identity,

@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
-__all__ = ["LOG_LEVELS", "Settings"]
+__all__ = ["LOG_LEVELS", "Settings", "read_token_file"]
 
 _PREFIX = "TIMER_SERVICE_"
 
@@ -58,6 +58,30 @@ def _env_choice(name: str, default: str, choices: tuple[str, ...]) -> str:
     return raw.lower()
 
 
+def _env_list(name: str) -> tuple[str, ...]:
+    raw = os.environ.get(_PREFIX + name) or ""
+    return tuple(item.strip() for item in raw.split(",") if item.strip())
+
+
+def read_token_file(path: str) -> str:
+    """The admin token from a file (first line, stripped): unlike --token, it never
+    shows in ``ps``. A file that others can read is refused: it would leak the token."""
+    try:
+        mode = os.stat(path).st_mode
+        with open(path, encoding="utf-8") as file:
+            token = file.readline().strip()
+    except OSError as error:
+        raise SystemExit(f"cannot read the token file {path}: {error.strerror}") from None
+    if mode & 0o077:
+        raise SystemExit(
+            f"the token file {path} can be read by other users (mode {mode & 0o777:o}); "
+            f"run: chmod 600 {path}"
+        )
+    if not token:
+        raise SystemExit(f"the token file {path} is empty; put the token on its first line")
+    return token
+
+
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
@@ -99,6 +123,23 @@ class Settings:
     # One line per request in the log (uvicorn's access log); off by default.
     access_log: bool = False
     log_level: str = "info"
+    # Also listen on this Unix socket; callers are identified by SO_PEERCRED.
+    uds: str | None = None
+    # Host headers this service answers to (DNS rebinding); empty: the bind address,
+    # localhost, 127.0.0.1 and ::1.
+    allowed_hosts: tuple[str, ...] = ()
+    # Active timers one non-root uid may hold (each distinct pid also holds a pidfd).
+    max_timers_per_user: int = 10_000
+    # Served under this path prefix behind a reverse proxy (uvicorn's root_path).
+    root_path: str = ""
+    # Proxies trusted for X-Forwarded-For/-Proto (comma-separated); none by default.
+    forwarded_allow_ips: str | None = None
+
+    def answered_hosts(self) -> tuple[str, ...]:
+        """The Host header names accepted: the configured ones, else the defaults."""
+        if self.allowed_hosts:
+            return self.allowed_hosts
+        return tuple(dict.fromkeys((self.host, "localhost", "127.0.0.1", "::1")))
 
     @classmethod
     def from_env(cls, **overrides: Any) -> Settings:
@@ -129,6 +170,13 @@ class Settings:
             stack_dir=_env_str("STACK_DIR", None),
             access_log=_env_bool("ACCESS_LOG", defaults.access_log),
             log_level=_env_choice("LOG_LEVEL", defaults.log_level, LOG_LEVELS),
+            uds=_env_str("UDS", None),
+            allowed_hosts=_env_list("ALLOWED_HOSTS"),
+            max_timers_per_user=_env_number(
+                "MAX_TIMERS_PER_USER", defaults.max_timers_per_user, int
+            ),
+            root_path=_env_str("ROOT_PATH", defaults.root_path) or defaults.root_path,
+            forwarded_allow_ips=_env_str("FORWARDED_ALLOW_IPS", None),
         )
         known = {field.name for field in fields(cls)}
         unknown = set(overrides) - known

@@ -28,7 +28,7 @@ def measure(timers: int) -> float:
     try:
         with tempfile.TemporaryDirectory() as tmp:
             app = create_app(Settings(db_url=f"sqlite:///{tmp}/dashboard.db"))
-            with TestClient(app) as client:
+            with TestClient(app, base_url="http://localhost") as client:
                 reaper = app.state.service.running_reaper
                 far = time.time() + 3600
                 for index in range(timers):

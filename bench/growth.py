@@ -98,7 +98,7 @@ def main() -> None:
         db_url = f"sqlite:///{db_path}"
         seconds = fill(db_url, events)
         size = sum(p.stat().st_size for p in Path(tmp).glob("growth.db*"))
-        with TestClient(create_app(Settings(db_url=db_url))) as client:
+        with TestClient(create_app(Settings(db_url=db_url)), base_url="http://localhost") as client:
             middle = events // 4
             reads = {
                 "GET /events?timer_id=N": ("/events", {"timer_id": middle}),

@@ -1,12 +1,16 @@
 from __future__ import annotations
 
+import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from app.callers import Caller, current_caller
 from app.main import create_app
 from app.settings import Settings
 from tests.second_user import second_user, shared_tmp  # noqa: F401 - fixtures for all tests
@@ -38,8 +42,17 @@ def settings(tmp_path: Path) -> Settings:
     return Settings(db_url=f"sqlite:///{tmp_path / 'timers.db'}", escalate_after=1.0)
 
 
+def in_process(app: FastAPI, **options: Any) -> TestClient:
+    """A TestClient for ``app``. Its requests come from this very process, so from the
+    service's own uid; with no socket, the kernel lookup cannot say so, so the test
+    does. It sends ``Host: localhost``, a name the service answers to. The real
+    identity path is tested against the real service process."""
+    app.dependency_overrides[current_caller] = lambda: Caller(os.geteuid(), "asgi", "TestClient")
+    return TestClient(app, base_url="http://localhost", **options)
+
+
 @pytest.fixture
 def client(settings: Settings) -> Iterator[TestClient]:
     """The app with its lifespan running (reaper, recorder), through TestClient."""
-    with TestClient(create_app(settings)) as test_client:
+    with in_process(create_app(settings)) as test_client:
         yield test_client

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal as signal_module
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import httpx
 
@@ -12,6 +13,18 @@ from .api import TimerClient
 from .stack_capture import dump_stack_on as dump_stack_on_signal
 
 __all__ = ["HttpTimerClient", "TimerServiceError"]
+
+
+def _http_url_and_transport(base_url: str) -> tuple[str, httpx.HTTPTransport | None]:
+    """``unix:///run/ts.sock`` and ``http+unix://%2Frun%2Fts.sock/prefix`` name the
+    service's Unix socket; anything else is an ordinary HTTP URL."""
+    parts = urlsplit(base_url)
+    if parts.scheme == "unix":
+        return "http://localhost", httpx.HTTPTransport(uds=parts.path)
+    if parts.scheme == "http+unix":
+        socket_path = unquote(parts.netloc)
+        return f"http://localhost{parts.path}", httpx.HTTPTransport(uds=socket_path)
+    return base_url, None
 
 
 class TimerServiceError(ConnectionError):
@@ -23,6 +36,8 @@ class HttpTimerClient(TimerClient):
 
     ``timer.configure(HttpTimerClient("http://127.0.0.1:8000"))`` then
     ``with timer.expires(after=60): ...`` works as with torch's clients.
+    Over the service's Unix socket (``serve --uds PATH``), pass ``unix:///PATH`` or
+    ``http+unix://%2FPATH``: the service then knows this worker's uid from the kernel.
     Re-acquiring an active scope moves its deadline (a heartbeat).
     ``dump_stack_on=signal.SIGUSR2`` lets the service ask this worker for its own
     Python stack (faulthandler) when py-spy cannot read it.
@@ -43,7 +58,10 @@ class HttpTimerClient(TimerClient):
         self.dump_signal = dump_stack_on
         if dump_stack_on is not None:
             dump_stack_on_signal(dump_stack_on)
-        self._http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout)
+        http_url, transport = _http_url_and_transport(self.base_url)
+        self._http = httpx.Client(
+            base_url=http_url, headers=headers, timeout=timeout, transport=transport
+        )
 
     def acquire(self, scope_id: str, expiration_time: float) -> None:
         self._post(

@@ -11,6 +11,7 @@ from sqlmodel import select
 
 from timer_core import RefusedError, TimerView
 
+from ..callers import Caller, CallerDep, authorize, forbidden, is_privileged
 from ..deps import JsonBody, ServiceDep, SessionDep, require_token
 from ..models import (
     MAX_DEADLINE_SECONDS,
@@ -46,6 +47,30 @@ def unprocessable(field: str, message: str) -> HTTPException:
     )
 
 
+def _owner_check(caller: Caller) -> dict[str, Any]:
+    """The engine's owner check for a release by this caller (none when privileged)."""
+    if is_privileged(caller):
+        return {}
+    # An unidentified caller is checked against uid -1, which owns no process.
+    owner = caller.uid if caller.uid is not None else -1
+    return {"owner_uid": owner, "requester": caller.describe()}
+
+
+async def _refusal_recorded(service: Service) -> None:
+    # The refusal is in the event log before the client hears of it (best effort: a
+    # slow disk must not turn a 4xx into a 503).
+    seq = service.running_reaper.bus.last_seq()
+    await service.recorder.wait_committed(seq, service.settings.commit_timeout)
+
+
+def _refusal_error(error: RefusedError) -> HTTPException:
+    if error.kind == "forbidden":
+        return forbidden(error.reason)
+    if error.kind == "limit":
+        return HTTPException(status.HTTP_429_TOO_MANY_REQUESTS, detail=error.reason)
+    return unprocessable(error.field, error.reason)
+
+
 def _public(view: TimerView, ended_at: float | None = None) -> TimerPublic:
     return TimerPublic(
         id=view.id,
@@ -57,6 +82,7 @@ def _public(view: TimerView, ended_at: float | None = None) -> TimerPublic:
         acquired_at=view.acquired_at,
         expiration_time=view.expiration_time,
         ended_at=ended_at,
+        uid=view.uid,
     )
 
 
@@ -76,9 +102,11 @@ def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     descriptions = {
         400: "The body is not valid JSON",
         401: "Missing or wrong bearer token",
+        403: "The caller may not act on this process (it belongs to another user)",
         404: "No such timer",
         409: "The timer is not active",
         415: "The body is not sent as JSON (content-type: application/json)",
+        429: "The worker's user already holds its maximum of active timers",
         503: "Not committed in time (the database cannot be written)",
     }
     return {code: {"model": ErrorMessage, "description": descriptions[code]} for code in codes}
@@ -89,11 +117,16 @@ def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     status_code=status.HTTP_201_CREATED,
     responses={
         200: {"model": TimerPublic, "description": "Heartbeat: deadline moved"},
-        **_errors(400, 401, 415, 503),
+        **_errors(400, 401, 403, 415, 429, 503),
     },
 )
 async def acquire(
-    body: TimerCreate, service: ServiceDep, response: Response, _: Write, _json: JsonBody
+    body: TimerCreate,
+    service: ServiceDep,
+    caller: CallerDep,
+    response: Response,
+    _: Write,
+    _json: JsonBody,
 ) -> TimerPublic:
     now = time.time()
     expiration_time = now + body.expires_in if body.expires_in is not None else body.expiration_time
@@ -109,6 +142,9 @@ async def acquire(
         raise unprocessable(
             field, f"deadline is more than {MAX_DEADLINE_SECONDS // 86400} days away"
         )
+    if caller.uid is None and not caller.admin:
+        # Nobody to check the worker's owner against: refused before the engine.
+        raise forbidden(authorize(caller, None, f"arm a timer for pid {body.pid}") or "")
     try:
         view, created = service.running_reaper.acquire(
             body.pid,
@@ -119,35 +155,44 @@ async def acquire(
             dump_signal=body.dump_signal,
             # Over HTTP the service refuses itself and its ancestors outright.
             observe_protected=False,
+            owner_uid=None if is_privileged(caller) else caller.uid,
+            requester=caller.describe(),
         )
     except RefusedError as error:
-        # The refusal is in the event log before the client hears of it (best effort:
-        # a slow disk must not turn a 422 into a 503).
-        seq = service.running_reaper.bus.last_seq()
-        await service.recorder.wait_committed(seq, service.settings.commit_timeout)
-        raise unprocessable(error.field, error.reason) from None
+        await _refusal_recorded(service)
+        raise _refusal_error(error) from None
     await _committed(service)
     if not created:
         response.status_code = status.HTTP_200_OK
     return _public(view)
 
 
-@router.post("/release", responses=_errors(400, 401, 404, 415, 503))
+@router.post("/release", responses=_errors(400, 401, 403, 404, 415, 503))
 async def release(
-    body: TimerRelease, service: ServiceDep, _: Write, _json: JsonBody
+    body: TimerRelease, service: ServiceDep, caller: CallerDep, _: Write, _json: JsonBody
 ) -> TimerPublic:
-    view = service.running_reaper.release(body.pid, body.scope_id, source="http")
+    try:
+        view = service.running_reaper.release(
+            body.pid, body.scope_id, source="http", **_owner_check(caller)
+        )
+    except RefusedError as error:
+        await _refusal_recorded(service)
+        raise _refusal_error(error) from None
     if view is None:
         raise HTTPException(404, detail=f"no active timer for pid {body.pid} and that scope_id")
     await _committed(service)
     return _public(view, ended_at=time.time())
 
 
-@router.delete("/{timer_id}", responses=_errors(401, 404, 409, 503))
+@router.delete("/{timer_id}", responses=_errors(401, 403, 404, 409, 503))
 async def delete(
-    timer_id: TimerIdPath, service: ServiceDep, session: SessionDep, _: Write
+    timer_id: TimerIdPath, service: ServiceDep, session: SessionDep, caller: CallerDep, _: Write
 ) -> TimerPublic:
-    view = service.running_reaper.release_id(timer_id, source="http")
+    try:
+        view = service.running_reaper.release_id(timer_id, source="http", **_owner_check(caller))
+    except RefusedError as error:
+        await _refusal_recorded(service)
+        raise _refusal_error(error) from None
     if view is None:
         row = session.get(Timer, timer_id)
         if row is None:
@@ -183,6 +228,12 @@ def list_timers(
     response_class=PlainTextResponse,
     responses={
         200: {"content": {"text/plain": {}}, "description": "The stack, as text"},
+        403: {
+            "description": "The caller may not read this worker's stack",
+            "content": {
+                "application/json": {"schema": {"$ref": "#/components/schemas/ErrorMessage"}}
+            },
+        },
         404: {
             "description": "No stack was captured for this timer",
             "content": {
@@ -191,9 +242,21 @@ def list_timers(
         },
     },
 )
-def get_stack(timer_id: TimerIdPath, session: SessionDep) -> PlainTextResponse:
+def get_stack(
+    timer_id: TimerIdPath, session: SessionDep, service: ServiceDep, caller: CallerDep
+) -> PlainTextResponse:
     """The worker's stack captured before the signal. How it was captured is in
-    the headers: ``X-Stack-Method`` (py-spy, faulthandler or proc), ``X-Stack-Seconds``."""
+    the headers: ``X-Stack-Method`` (py-spy, faulthandler or proc), ``X-Stack-Seconds``.
+    Only the worker's own user (and root, the service's user, the admin token) may
+    read it: a stack shows what another user's program is doing."""
+    timer = session.get(Timer, timer_id)
+    if timer is not None:
+        refusal = authorize(caller, timer.uid, f"read the stack of timer {timer_id}")
+        if refusal is not None:
+            service.running_reaper.emit_refused(
+                timer.pid, timer.scope_id, -1, timer.signal, "http", refusal
+            )
+            raise forbidden(refusal)
     stack = session.get(Stack, timer_id)
     if stack is None:
         raise HTTPException(404, detail=f"no stack was captured for timer {timer_id}")

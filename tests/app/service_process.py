@@ -29,9 +29,9 @@ class ServiceProcess:
         self.env = env or {}
         self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> ServiceProcess:
-        log = open(self.workdir / "service.log", "ab")  # noqa: SIM115 - closed with the process
-        command = [
+    def command(self, *more: str) -> list[str]:
+        """The command line this service runs with (plus ``more`` flags)."""
+        return [
             sys.executable,
             "-m",
             "app.cli",
@@ -41,9 +41,13 @@ class ServiceProcess:
             "--db-url",
             self.db_url,
             *self.extra,
+            *more,
         ]
+
+    def start(self) -> ServiceProcess:
+        log = open(self.workdir / "service.log", "ab")  # noqa: SIM115 - closed with the process
         self.process = subprocess.Popen(
-            command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **self.env}
+            self.command(), stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **self.env}
         )
         log.close()
         deadline = time.monotonic() + 30

@@ -9,13 +9,14 @@ from fastapi.testclient import TestClient
 
 from app.main import create_app
 from app.settings import Settings
+from tests.conftest import in_process
 
 TOKEN = "s3cret-token"
 
 
 @pytest.fixture
 def secured(settings: Settings) -> Iterator[TestClient]:
-    with TestClient(create_app(replace(settings, token=TOKEN))) as client:
+    with in_process(create_app(replace(settings, token=TOKEN))) as client:
         yield client
 
 

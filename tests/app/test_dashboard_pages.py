@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import subprocess
 from collections.abc import Iterator
+from dataclasses import replace
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from app.dashboard_text import describe_event, middle_ellipsis
 from app.main import create_app
 from app.routers.dashboard import STATIC_DIR
 from app.settings import Settings
+from tests.conftest import in_process
 from tests.waiting import wait_until
 from tests.workers import spawn_sleeper
 
@@ -217,8 +219,10 @@ def test_events_read_as_words_never_as_json() -> None:
 
 @pytest.fixture
 def prefixed(settings: Settings) -> Iterator[TestClient]:
-    """The app as uvicorn --root-path /prefix serves it behind a proxy."""
-    with TestClient(create_app(settings), root_path="/prefix") as test_client:
+    """The app as uvicorn --root-path /prefix serves it behind a proxy that passes on
+    the public Host name (which the operator allows with --allowed-hosts)."""
+    behind_proxy = replace(settings, allowed_hosts=("proxy.example", "localhost"))
+    with in_process(create_app(behind_proxy), root_path="/prefix") as test_client:
         yield test_client
 
 
@@ -243,8 +247,9 @@ def test_under_a_prefix_every_url_on_the_pages_starts_with_it(
     assert prefixed.get(f"/prefix/ui/timers/{timer_id}").status_code == 200
 
 
-def test_without_a_prefix_urls_are_root_relative(client: TestClient) -> None:
-    page = Page(client.get("/", headers={"host": "example.org"}).text)
+def test_without_a_prefix_urls_are_root_relative(settings: Settings) -> None:
+    with in_process(create_app(replace(settings, allowed_hosts=("example.org",)))) as client:
+        page = Page(client.get("/", headers={"host": "example.org"}).text)
     urls = [url for url in page.urls if not url.startswith("data:")]
     assert urls and all(url.startswith("/") and not url.startswith("//") for url in urls)
 

@@ -10,6 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.conftest import in_process
 from tests.waiting import wait_until
 from tests.workers import spawn_sleeper, wait_dead
 
@@ -97,7 +98,7 @@ def test_a_wrong_bearer_token_on_metrics_is_refused(settings: object) -> None:
 
     from app.main import create_app
 
-    with TestClient(create_app(replace(settings, token="t"))) as secured:  # type: ignore[type-var]
+    with in_process(create_app(replace(settings, token="t"))) as secured:  # type: ignore[type-var]
         assert secured.get("/metrics").status_code == 200
         assert secured.get("/metrics", headers={"Authorization": "Bearer t"}).status_code == 200
         assert secured.get("/metrics", headers={"Authorization": "Bearer x"}).status_code == 401

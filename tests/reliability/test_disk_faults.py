@@ -19,6 +19,7 @@ from fastapi.testclient import TestClient
 
 from app.main import create_app
 from app.settings import Settings
+from tests.conftest import in_process
 from tests.waiting import wait_until
 from tests.workers import spawn_sleeper, wait_dead
 
@@ -73,7 +74,7 @@ def test_database_locked_by_another_connection(
     tmp_path: Path, sleepers: list[subprocess.Popen[bytes]]
 ) -> None:
     db = tmp_path / "locked.db"
-    with TestClient(create_app(fault_settings(db))) as client:
+    with in_process(create_app(fault_settings(db))) as client:
         holder = sqlite3.connect(db, isolation_level=None)
         holder.execute("BEGIN EXCLUSIVE")  # another process holds the write lock
         try:
@@ -108,7 +109,7 @@ def fill(directory: Path) -> Path:
 
 @needs_root
 def test_disk_full(tiny_disk: Path, sleepers: list[subprocess.Popen[bytes]]) -> None:
-    with TestClient(create_app(fault_settings(tiny_disk / "full.db"))) as client:
+    with in_process(create_app(fault_settings(tiny_disk / "full.db"))) as client:
         filler = fill(tiny_disk)
         check_fault_then_recovery(client, sleepers, "full", filler.unlink)
 
@@ -120,7 +121,7 @@ def test_a_full_buffer_drops_the_oldest_and_says_so(
     settings = replace(fault_settings(db), recorder_buffer=3, commit_timeout=0.3)
     worker = spawn_sleeper()
     sleepers.append(worker)
-    with TestClient(create_app(settings)) as client:
+    with in_process(create_app(settings)) as client:
         holder = sqlite3.connect(db, isolation_level=None)
         holder.execute("BEGIN EXCLUSIVE")
         try:

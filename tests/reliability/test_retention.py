@@ -8,7 +8,6 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from fastapi.testclient import TestClient
 from sqlmodel import Session, select
 
 from app.db import make_engine, migrate
@@ -17,6 +16,7 @@ from app.models import Event, Stack, Timer
 from app.recorder import Recorder
 from app.settings import Settings
 from tests.app.test_recorder import event
+from tests.conftest import in_process
 
 
 def test_prune_keeps_active_timers_and_recent_events(tmp_path: Path) -> None:
@@ -65,7 +65,7 @@ def test_the_service_prunes_in_the_background(
     ended, active = spawn_sleeper(), spawn_sleeper()
     sleepers.extend([ended, active])
     quick = replace(settings, retention_days=1.0 / 86400, prune_interval=0.2)  # one second
-    with TestClient(create_app(quick)) as client:
+    with in_process(create_app(quick)) as client:
         client.post("/timers", json={"pid": ended.pid, "scope_id": "old", "expires_in": 60})
         client.post("/timers/release", json={"pid": ended.pid, "scope_id": "old"})
         kept = client.post("/timers", json={"pid": active.pid, "scope_id": "on", "expires_in": 600})

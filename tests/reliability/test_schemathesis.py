@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 from fastapi import FastAPI
-from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, settings
 
 from app.main import create_app
 from app.settings import Settings
+from tests.conftest import in_process
 from tests.reliability.recording import RecordingSignaller
 
 schemathesis = pytest.importorskip("schemathesis")
@@ -23,9 +23,13 @@ checks = pytest.importorskip("schemathesis.checks")
 @pytest.fixture(scope="module")
 def fuzzed_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FastAPI]:
     db = tmp_path_factory.mktemp("fuzz") / "fuzz.db"
-    app = create_app(Settings(db_url=f"sqlite:///{db}", commit_timeout=2.0))
+    # schemathesis sends Host: testserver; the service answers only to names it is given.
+    settings = Settings(
+        db_url=f"sqlite:///{db}", commit_timeout=2.0, allowed_hosts=("testserver", "localhost")
+    )
+    app = create_app(settings)
     app.state.service.signaller = RecordingSignaller()
-    with TestClient(app):  # runs the lifespan: migrations, reaper, recorder
+    with in_process(app):  # runs the lifespan: migrations, reaper, recorder
         yield app
 
 

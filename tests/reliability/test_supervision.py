@@ -16,6 +16,7 @@ from fastapi.testclient import TestClient
 from app.main import create_app
 from app.service import STALL_EXIT_CODE, Service
 from app.settings import Settings
+from tests.conftest import in_process
 from tests.waiting import wait_until
 from tests.workers import wait_dead
 
@@ -27,7 +28,7 @@ def quick(settings: Settings) -> Settings:
 
 @pytest.fixture
 def client(quick: Settings) -> Iterator[TestClient]:
-    with TestClient(create_app(quick)) as test_client:
+    with in_process(create_app(quick)) as test_client:
         yield test_client
 
 

@@ -1,0 +1,101 @@
+"""Limits every request passes before a route sees it (contract 7). Each refusal has
+a JSON ``detail``, like every other error of the API.
+
+- **Host header.** A page on another site can make a browser on this host send
+  requests to 127.0.0.1 under a name the attacker controls (DNS rebinding); the
+  browser then treats the answers as that site's. Only the service's own names are
+  answered (421 otherwise). Unix-socket requests, which no browser can make, are not
+  checked.
+- **Body size.** A write is a few hundred bytes. A body over 64 KiB gets 413: at once
+  when its Content-Length says so, else as soon as that much has been read, so a
+  chunked upload cannot grow the service's memory either.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+__all__ = ["MAX_BODY_BYTES", "BodyLimit", "HostCheck", "host_name"]
+
+MAX_BODY_BYTES = 64 * 1024
+
+
+async def _send_error(send: Send, status: int, detail: str) -> None:
+    body = json.dumps({"detail": detail}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+def host_name(header: str) -> str:
+    """The name in a Host header, without its port: ``[::1]:8000`` is ``::1``."""
+    header = header.strip().lower()
+    if header.startswith("["):
+        return header[1 : header.find("]")] if "]" in header else ""
+    return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
+
+
+class HostCheck:
+    def __init__(self, app: ASGIApp, allowed: Iterable[str]) -> None:
+        self.app = app
+        self.allowed = frozenset(name.lower().strip("[]") for name in allowed)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        server = scope.get("server")
+        if scope["type"] != "http" or "*" in self.allowed or (server and server[1] is None):
+            await self.app(scope, receive, send)
+            return
+        header = dict(scope["headers"]).get(b"host", b"").decode("latin-1")
+        if host_name(header) not in self.allowed:
+            shown = header[:100]
+            await _send_error(
+                send,
+                421,
+                f"this service does not answer to the host {shown!r}; use one of "
+                f"{', '.join(sorted(self.allowed))}, or add it with --allowed-hosts",
+            )
+            return
+        await self.app(scope, receive, send)
+
+
+class BodyLimit:
+    def __init__(self, app: ASGIApp, limit: int = MAX_BODY_BYTES) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        too_large = f"the request body is over {self.limit} bytes; a timer request is far smaller"
+        declared = dict(scope["headers"]).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self.limit:
+            await _send_error(send, 413, too_large)
+            return
+        received = 0
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    # An HTTPException: FastAPI passes it on from the body reader to its
+                    # handler, which answers with the JSON detail.
+                    raise HTTPException(413, detail=too_large)
+            return message
+
+        await self.app(scope, counting_receive, send)

@@ -1,0 +1,85 @@
+"""Runs the app under uvicorn on the service's sockets: loopback TCP, and optionally a
+Unix socket (``--uds``), both served by one uvicorn server and one app.
+
+Every connection goes through ``app.http_protocol``, which learns who the caller is
+from the kernel. A proxy's X-Forwarded-* headers are honoured only from the addresses
+in ``--forwarded-allow-ips`` (none by default): they change the URLs the app builds,
+never who the caller is.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import stat
+from collections.abc import Iterator
+
+import uvicorn
+
+from .http_protocol import MAX_HEAD_BYTES, protocol_class
+from .main import create_app
+from .settings import Settings
+
+__all__ = ["bind_unix_socket", "serve"]
+
+# Idle keep-alive connections are closed after this long (uvicorn's default is 5 s).
+_KEEP_ALIVE_SECONDS = 5
+
+
+def bind_unix_socket(path: str) -> socket.socket:
+    """A listening Unix socket at ``path`` that every local user may connect to: each
+    is told apart by its kernel credentials, not by file permissions. A stale socket
+    from an earlier run is replaced; any other file there is left alone, with an error."""
+    with contextlib.suppress(FileNotFoundError):
+        existing = os.lstat(path)
+        if not stat.S_ISSOCK(existing.st_mode):
+            raise SystemExit(
+                f"--uds {path} exists and is not a socket; remove it or pick another path"
+            )
+        os.unlink(path)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old_umask = os.umask(0o111)  # rw for everyone from the start: no window of 0755
+    try:
+        sock.bind(path)
+    finally:
+        os.umask(old_umask)
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+@contextlib.contextmanager
+def _sockets(config: uvicorn.Config, settings: Settings) -> Iterator[list[socket.socket]]:
+    sockets = [config.bind_socket()]
+    if settings.uds:
+        sockets.append(bind_unix_socket(settings.uds))
+    try:
+        yield sockets
+    finally:
+        for sock in sockets:
+            sock.close()
+        if settings.uds:
+            with contextlib.suppress(OSError):
+                os.unlink(settings.uds)
+
+
+def serve(settings: Settings) -> None:
+    config = uvicorn.Config(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        http=protocol_class(),
+        # One format for every line: uvicorn gets no logging config of its own, and
+        # its loggers hand their records to ours (app.logs).
+        log_config=None,
+        log_level=None,
+        access_log=settings.access_log,
+        root_path=settings.root_path,
+        proxy_headers=settings.forwarded_allow_ips is not None,
+        forwarded_allow_ips=settings.forwarded_allow_ips,
+        h11_max_incomplete_event_size=MAX_HEAD_BYTES,
+        timeout_keep_alive=_KEEP_ALIVE_SECONDS,
+    )
+    with _sockets(config, settings) as sockets:
+        uvicorn.Server(config).run(sockets=sockets)
