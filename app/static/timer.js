@@ -39,6 +39,13 @@ function renderEvents(events, older) {
 async function loadStack() {
   // A timer has at most one stack and it never changes: fetch it once.
   const response = await fetch(TS.url(`/timers/${timerId}/stack`), { cache: "no-store" });
+  if (response.status === 403) {
+    // Another user's worker: its stack is private to its owner (docs/security.md).
+    const answer = await response.json();
+    TS.setText("stack", "Not shown: " + answer.detail);
+    stackShown = true;
+    return;
+  }
   if (!response.ok) throw new Error("stack: HTTP " + response.status);
   TS.setText("stack", await response.text());
   stackShown = true;

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import threading
@@ -15,29 +14,14 @@ import pytest
 from app.dashboard_text import middle_ellipsis
 from app.main import create_app
 from app.settings import Settings
+from tests.app.conftest import needs_chromium
 from tests.app.service_process import ServiceProcess, free_port
 from tests.waiting import wait_until
 from tests.workers import spawn_sleeper, wait_dead
 
-CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).parents[2] / "artifacts"
 
-pytestmark = pytest.mark.skipif(
-    not os.path.exists(CHROMIUM), reason="needs Debian's chromium (apt-get install chromium)"
-)
-
-sync_api = pytest.importorskip("playwright.sync_api")
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
-    with sync_api.sync_playwright() as playwright:
-        launched = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-        )
-        yield launched
-        launched.close()
+pytestmark = needs_chromium
 
 
 @pytest.fixture
