@@ -8,6 +8,7 @@ It prints "ready" once listening, then forwards every connection to 127.0.0.1.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import sys
 import threading
@@ -21,10 +22,8 @@ def pipe(source: socket.socket, sink: socket.socket) -> None:
         pass
     finally:
         for end in (source, sink):
-            try:
+            with contextlib.suppress(OSError):
                 end.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
 
 
 def main(listen_port: int, target_port: int) -> None:
