@@ -69,6 +69,8 @@ class FifoSource:
         self.reaper = reaper
         self.malformed_lines = 0
         self.applied_requests = 0
+        # Every well-formed request, applied or refused (torch's _request_count).
+        self.requests = 0
         self._on_malformed = on_malformed
         if create:
             create_fifo(path, mode)
@@ -122,6 +124,7 @@ class FifoSource:
         self.apply(request)
 
     def apply(self, request: WireRequest) -> None:
+        self.requests += 1
         if self.reaper.apply(
             request.pid,
             request.scope_id,

@@ -14,12 +14,13 @@ import os
 import select
 import signal as signal_module
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from .api import TimerClient, TimerRequest
+from .compat_hooks import HookedSignaller, is_overridden, reaped, timers_view
 from .events import EventKind, TimerEvent
 from .fifo_source import FifoSource
-from .process import identify
+from .process import ProcessIdentity, SignalOutcome, identify
 from .reaper import Reaper
 from .stack_capture import StackCapturer
 from .stack_capture import dump_stack_on as dump_stack_on_signal
@@ -166,6 +167,13 @@ class FileTimerServer:
     deadline whatever its value. ``log_event(name, request)`` is called with
     torch's event names: "watchdog started", "timer expired",
     "kill worker process", "watchdog stopped".
+
+    As in torch, ``_timers`` shows the live timers (a read-only snapshot), and a
+    subclass may override ``_reap_worker`` (how an expired worker is reaped) and
+    ``is_process_running`` (whether it still is, asked at its deadline). Unlike torch,
+    a worker that exits before its deadline is noticed at once (its timers end as
+    ``worker_gone``), so ``is_process_running`` is asked only of workers alive at
+    their deadline.
     """
 
     def __init__(
@@ -188,17 +196,30 @@ class FileTimerServer:
         self._log_event = log_event or (lambda name, request: None)
         self._owns_reaper = reaper is None
         self.reaper = reaper or Reaper(
+            signaller=HookedSignaller(self._reap_hook),
+            identify_process=self._identify,
             signal_children=signal_children,
             capturer=StackCapturer() if capture_stacks else None,
         )
         self.reaper.add_listener(self._on_event)
         self._source = FifoSource(file_path, self.reaper, mode=mode)
+        self._source_open = True
         self._started = False
         self._last_progress_time = int(time.time())
 
     @property
     def _request_count(self) -> int:
-        return self._source.applied_requests
+        """Every well-formed request read, applied or refused (torch counts them all)."""
+        return self._source.requests
+
+    @property
+    def _timers(self) -> Mapping[tuple[int, str], FileTimerRequest]:
+        return timers_view(
+            self.reaper,
+            lambda view: FileTimerRequest(
+                view.pid, view.scope_id, view.expiration_time, view.signal
+            ),
+        )
 
     @property
     def malformed_lines(self) -> int:
@@ -214,9 +235,12 @@ class FileTimerServer:
 
     def stop(self) -> None:
         logger.info("stopping FileTimerServer on %s", self._file_path)
-        if self._started:
+        # Also when never started: the FIFO was made (and opened) by the constructor,
+        # and torch always removes it.
+        if self._source_open:
             self._source.stop()
-            self._started = False
+            self._source_open = False
+        self._started = False
         if self._owns_reaper:
             self.reaper.stop()
         self._log_event("watchdog stopped", None)
@@ -254,6 +278,17 @@ class FileTimerServer:
     def _reap_worker(self, worker_pid: int, signal: int) -> bool:
         return self.reaper.signal_now(worker_pid, signal)
 
+    def _reap_hook(self, identity: ProcessIdentity, signum: int) -> SignalOutcome | None:
+        if not is_overridden(self, "_reap_worker", _ORIGINAL_REAP_WORKER):
+            return None
+        return reaped(self._reap_worker(identity.pid, signum))
+
+    def _identify(self, pid: int) -> ProcessIdentity | None:
+        overridden = is_overridden(self, "is_process_running", _ORIGINAL_IS_PROCESS_RUNNING)
+        if overridden and not self.is_process_running(pid):
+            return None
+        return identify(pid)
+
     def get_last_progress_time(self) -> int:
         if self.reaper.is_running():
             self._last_progress_time = int(time.time())
@@ -265,3 +300,8 @@ class FileTimerServer:
             self._log_event("timer expired", request)
         if event.kind == EventKind.KILLED:
             self._log_event("kill worker process", request)
+
+
+# The methods as defined here; a subclass or a patch that replaces them is honoured.
+_ORIGINAL_REAP_WORKER = FileTimerServer._reap_worker
+_ORIGINAL_IS_PROCESS_RUNNING = FileTimerServer.is_process_running

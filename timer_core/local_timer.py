@@ -9,10 +9,13 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Mapping
 from queue import Empty
 from typing import Any
 
 from .api import RequestQueue, TimerClient, TimerRequest, TimerServer
+from .compat_hooks import HookedSignaller, is_overridden, reaped, timers_view
+from .process import ProcessIdentity, SignalOutcome
 from .reaper import Reaper
 from .stack_capture import StackCapturer
 
@@ -82,10 +85,18 @@ class LocalTimerServer(TimerServer):
         super().__init__(MultiprocessingRequestQueue(mp_queue), max_interval, daemon)
         self._owns_reaper = reaper is None
         self.reaper = reaper or Reaper(
+            signaller=HookedSignaller(self._reap_hook),
             signal_children=signal_children,
             capturer=StackCapturer() if capture_stacks else None,
         )
         self._source_thread: threading.Thread | None = None
+
+    @property
+    def _timers(self) -> Mapping[tuple[int, str], TimerRequest]:
+        """The live timers as torch keeps them (a read-only snapshot)."""
+        return timers_view(
+            self.reaper, lambda view: TimerRequest(view.pid, view.scope_id, view.expiration_time)
+        )
 
     # torch's TimerServer interface, on the engine
 
@@ -105,6 +116,13 @@ class LocalTimerServer(TimerServer):
 
     def _reap_worker(self, worker_id: Any) -> bool:
         return self.reaper.signal_now(worker_id, signal.SIGKILL)
+
+    def _reap_hook(self, identity: ProcessIdentity, signum: int) -> SignalOutcome | None:
+        # A subclass's _reap_worker (torch's hook) reaps in its own way; it is given
+        # the worker only, as in torch.
+        if not is_overridden(self, "_reap_worker", _ORIGINAL_REAP_WORKER):
+            return None
+        return reaped(self._reap_worker(identity.pid))
 
     def start(self) -> None:
         logger.info("starting LocalTimerServer (max_interval=%s)", self._max_interval)
@@ -147,3 +165,7 @@ class LocalTimerServer(TimerServer):
             logger.warning("ignoring a malformed timer request: %r", request)
             return
         self.reaper.apply(pid, scope_id, expiration_time, signal.SIGKILL, source="queue")
+
+
+# As defined here; a subclass or a patch that replaces it is honoured.
+_ORIGINAL_REAP_WORKER = LocalTimerServer._reap_worker
