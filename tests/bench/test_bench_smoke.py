@@ -4,6 +4,7 @@ asserted here (this machine is shared and noisy); correctness of what they count
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -67,3 +68,12 @@ def test_growth_smoke() -> None:
 def test_dashboard_state_smoke() -> None:
     rows = run_smoke("dashboard_state")["rows"]
     assert [row["timers"] for row in rows] == [1000] and rows[0]["median_ms"] > 0
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="needs wrk (apt-get install wrk)")
+def test_http_wrk_smoke_records_every_answered_request() -> None:
+    result = run_smoke("http_wrk")
+    assert result["ratio"] > 0
+    assert result["service_answered_2xx"] > 0
+    assert result["events_recorded"] >= result["service_answered_2xx"]
