@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import os
 import signal as signal_module
+import threading
 from dataclasses import dataclass, field
 
 import psutil
@@ -48,14 +49,21 @@ class ProcessIdentity:
 
 
 def identify(pid: int) -> ProcessIdentity | None:
-    """The identity of the live process with this pid, or None (gone or a zombie)."""
+    """The identity of the live process with this pid, or None: gone, a zombie, or
+    not a process but a thread (``kill(tid)`` would signal the thread's whole process,
+    whatever pid that has)."""
     if pid <= 0:
         return None
     try:
         process = psutil.Process(pid)
-        if process.status() == psutil.STATUS_ZOMBIE:
+        with process.oneshot():  # one read of /proc/PID/stat for both
+            if process.status() == psutil.STATUS_ZOMBIE:
+                return None
+            create_time = process.create_time()
+        owner = _leader_and_uid(pid)
+        if owner is None or owner[0] != pid:
             return None
-        return ProcessIdentity(pid, process.create_time(), process.uids().real)
+        return ProcessIdentity(pid, create_time, owner[1])
     except (psutil.NoSuchProcess, psutil.ZombieProcess):
         return None
     except psutil.AccessDenied:
@@ -64,10 +72,28 @@ def identify(pid: int) -> ProcessIdentity | None:
         return None
 
 
+def _leader_and_uid(pid: int) -> tuple[int, int] | None:
+    """``(Tgid, real uid)`` from ``/proc/PID/status``: the process a thread id belongs
+    to, and who owns it."""
+    leader = uid = None
+    try:
+        with open(f"/proc/{pid}/status", "rb") as status:
+            for line in status:
+                if line.startswith(b"Tgid:"):
+                    leader = int(line.split()[1])
+                elif line.startswith(b"Uid:"):
+                    uid = int(line.split()[1])
+                    break  # Uid comes after Tgid
+    except (OSError, ValueError, IndexError):
+        return None
+    return (leader, uid) if leader is not None and uid is not None else None
+
+
 def is_own_thread(pid: int) -> bool:
-    """Whether ``pid`` is the id of one of this process's threads (threads come and go,
-    so this is asked each time, not remembered)."""
-    return os.path.exists(f"/proc/self/task/{pid}")
+    """Whether ``pid`` is the id of one of this process's Python threads (threads come
+    and go, so this is asked each time; other threads' ids are no process at all, and
+    ``identify`` refuses them)."""
+    return pid != os.getpid() and any(t.native_id == pid for t in threading.enumerate())
 
 
 def protected_pids() -> frozenset[int]:
