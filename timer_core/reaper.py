@@ -13,13 +13,13 @@ import collections
 import heapq
 import itertools
 import logging
-import operator
 import os
 import signal as signal_module
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
+from . import snapshot
 from .clock import Clock, SystemClock
 from .events import EventBus, EventKind, Listener
 from .expiry import ExpiryHandler, signal_name
@@ -47,9 +47,6 @@ logger = logging.getLogger(__name__)
 _IDLE_TICK_SECONDS = 1.0
 # Heap entries left behind by heartbeats are purged once they outnumber live ones.
 _COMPACT_SLACK = 4096
-
-
-_by_deadline = operator.attrgetter("deadline")
 
 
 class Reaper:
@@ -89,6 +86,8 @@ class Reaper:
         self._by_key: dict[tuple[int, str], LiveTimer] = {}
         self._by_id: dict[int, LiveTimer] = {}
         self._workers = WorkerRegistry(self.worker_exited if watch_exits else None)
+        # Reads for many readers (the dashboard): scanned outside the lock, within a budget.
+        self.reader = snapshot.TimerReader(self.live_timers)
         # Active timers per worker uid: one user must not exhaust the service's memory
         # and descriptors (each distinct worker pid holds a pidfd). Root and the
         # server's own uid are not capped.
@@ -366,23 +365,19 @@ class Reaper:
                 expired.setdefault(timer.pid, []).append(timer)
         return expired
 
+    def live_timers(self) -> list[LiveTimer]:
+        """The armed timers, for readers to scan outside the lock (``timer_core.snapshot``):
+        the lock is held for one C-level copy of references, no Python code per timer."""
+        with self._lock:
+            return list(self._by_id.values())
+
     def soonest(
         self, limit: int, *, pid: int | None = None, scope_contains: str | None = None
     ) -> tuple[list[TimerView], int]:
         """The ``limit`` active timers nearest their deadlines, optionally of one worker
-        or with ``scope_contains`` in their scope, and how many match in all. Cheap
-        enough to poll at 100k timers: no copy of every timer, one pass at most."""
-        with self._lock:
-            candidates: Iterable[LiveTimer]
-            if pid is not None:
-                candidates = [self._by_key[(pid, scope)] for scope in self._workers.scopes(pid)]
-            else:
-                candidates = self._by_id.values()
-            if scope_contains is not None:
-                candidates = [t for t in candidates if scope_contains in t.scope_id]
-            total = len(candidates) if isinstance(candidates, list) else len(self._by_id)
-            chosen = heapq.nsmallest(limit, candidates, key=_by_deadline)
-            return [timer.view() for timer in chosen], total
+        or with ``scope_contains`` in their scope, and how many match in all. Scanned
+        outside the lock; many readers should share ``self.reader`` instead."""
+        return snapshot.soonest(self.live_timers(), limit, pid=pid, scope_contains=scope_contains)
 
     def active_count(self) -> int:
         return len(self._by_id)

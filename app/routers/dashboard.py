@@ -10,6 +10,7 @@ header, so the pages work behind a proxy under a prefix (``--root-path``).
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ from fastapi.templating import Jinja2Templates
 from sqlmodel import Session, col, select
 
 from timer_core import TimerView
+from timer_core.snapshot import ReadsThrottled
 
 from ..dashboard_text import (
     SCOPE_CHARS,
@@ -95,9 +97,19 @@ def collect_state(service: Service, filters: Filters) -> dict[str, Any]:
     active: list[TimerView] = []
     active_total = 0
     if reaper is not None and filters.state in (None, "active"):
-        active, active_total = reaper.soonest(
-            _ACTIVE_SHOWN, pid=filters.pid, scope_contains=filters.scope
-        )
+        # Anyone may poll this: the reader scans a snapshot outside the reaper's lock,
+        # shares scans between readers and keeps them within a CPU budget.
+        try:
+            views, active_total = reaper.reader.soonest(
+                _ACTIVE_SHOWN, pid=filters.pid, scope_contains=filters.scope
+            )
+        except ReadsThrottled as error:
+            raise HTTPException(
+                429,
+                detail=f"{error}: the service limits how much time scans of its timers take",
+                headers={"Retry-After": str(math.ceil(error.retry_after))},
+            ) from None
+        active = list(views)
 
     def wanted(timer: dict[str, Any]) -> bool:
         return (
@@ -210,7 +222,10 @@ def dashboard(request: Request, service: ServiceDep, filters: FiltersDep) -> HTM
     )
 
 
-@router.get("/dashboard/state")
+@router.get(
+    "/dashboard/state",
+    responses={429: {"description": "Timer scans are over their CPU budget: retry later"}},
+)
 def dashboard_state(service: ServiceDep, filters: FiltersDep) -> dict[str, Any]:
     """Everything the dashboard shows, filtered as its URL says (``scope`` is a substring)."""
     return collect_state(service, filters)
