@@ -23,6 +23,7 @@ from pathlib import Path
 
 import psutil
 
+from .bounded_subprocess import run_bounded
 from .dump_dirs import DumpDirMaker
 from .dump_files import (
     DumpPathError,
@@ -172,7 +173,7 @@ class StackCapturer:
             if text is not None:
                 return self._done("faulthandler", text, began, notes)
             notes.append(f"faulthandler: {why}")
-        return self._done("proc", _proc_report(identity.pid), began, notes)
+        return self._done("proc", _proc_report(identity.pid, give_up_at), began, notes)
 
     def _done(self, method: str, text: str, began: float, notes: list[str]) -> CapturedStack:
         encoded = text.encode(errors="replace")
@@ -192,7 +193,9 @@ class StackCapturer:
         assert self.py_spy is not None
         command = [self.py_spy, "dump", "--pid", str(identity.pid), *extra]
         try:
-            result = subprocess.run(command, capture_output=True, text=True, timeout=left)
+            # Not subprocess.run: its timeout kills py-spy and then waits for it with
+            # no bound; this kills py-spy's whole group and never waits long.
+            result = run_bounded(command, timeout=left)
         except subprocess.TimeoutExpired:
             return None, f"timed out after {left:.2f}s"
         except OSError as error:
@@ -265,8 +268,12 @@ def _read(path: str) -> str:
         return f"(unreadable: {error.strerror})"
 
 
-def _proc_report(pid: int) -> str:
-    """What the kernel shows of a process: enough to tell a futex wait from an NFS hang."""
+def _proc_report(pid: int, give_up_at: float | None = None) -> str:
+    """What the kernel shows of a process: enough to tell a futex wait from an NFS hang.
+    Only files the kernel fills in itself (nothing read through the worker's memory,
+    such as cmdline or maps, nor its cwd or files), and no more threads are read once ``give_up_at`` (monotonic)
+    has passed: a worker may have thousands. Should a read block (``stack`` waits for
+    a lock an exec'ing process holds), only the capture's own thread waits."""
     lines = [f"/proc/{pid}/status:", _read(f"/proc/{pid}/status"), ""]
     lines += [f"/proc/{pid}/stack (kernel stack; needs root):", _read(f"/proc/{pid}/stack"), ""]
     lines.append("threads (tid, name, state, kernel wait channel):")
@@ -275,7 +282,10 @@ def _proc_report(pid: int) -> str:
     except OSError as error:
         tids = []
         lines.append(f"(unreadable: {error.strerror})")
-    for tid in tids:
+    for shown, tid in enumerate(tids):
+        if give_up_at is not None and time.monotonic() >= give_up_at:
+            lines.append(f"  ... {len(tids) - shown} more threads not read: out of budget")
+            break
         base = f"/proc/{pid}/task/{tid}"
         state = next(
             (line for line in _read(f"{base}/status").splitlines() if line.startswith("State:")),
