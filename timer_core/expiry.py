@@ -2,15 +2,25 @@
 with the signal of its earliest expired timer), signal its children if asked,
 escalate to SIGKILL if it survives, and record each outcome.
 
-With stack capture on, each worker's expiry runs on a small thread pool, so one
-slow capture never holds up another worker's kill; each capture gets what is
-left of the budget counted from the deadline, so a queued one is cut short
-rather than making its kill late.
+A kill never waits on anything unbounded:
 
-Every outcome goes through ``_outcome``, which emits its event and logs one line
-(INFO for a signal sent or an expiry observed, WARNING for a kill that failed):
-the one place the watchdog says what it did, for the service and the library
-servers alike.
+- With stack capture on, each worker's capture starts at once on a thread of its own
+  (``CaptureRunner``), and its kill runs on a small pool of kill threads that wait for
+  the capture only until the budget, counted from the deadline, runs out. A capture
+  that hangs is abandoned, gives its slot back, and the kill goes ahead without it.
+- Without capture (the library servers), the kill runs on the reaper's thread.
+- Any exception on the way (capture, identity check, signalling, logging, emitting)
+  is counted in the ``KillWatch``, and the worker is signalled anyway or the timer
+  ends ``kill_failed`` with the reason (``WorkerKiller.after_error``): a due timer
+  never vanishes silently.
+- No fallback to ``kill(2)`` by pid when no pidfd can be had (EMFILE): the pid,
+  checked a moment before, may name another process by the time ``kill(2)`` runs,
+  and a root service must never signal a reused pid. The timer ends ``kill_failed``
+  with the reason instead: in the log, the event log, the metrics and the alerts.
+
+Every due timer is registered with the ``KillWatch`` before anything else happens to
+it and settled after its outcome, so one stuck anywhere on the way shows as an
+overdue kill.
 """
 
 from __future__ import annotations
@@ -22,56 +32,23 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from .capture_runner import CaptureRunner, PendingCapture
 from .clock import Clock
 from .events import EventKind
+from .kill_outcomes import Emit, Progress, WorkerKiller, outcome_line, signal_name
+from .kill_watch import KillWatch
 from .process import ProcessIdentity, ProcessSignaller
 from .stack_capture import CapturedStack, StackCapturer
 from .timers import Escalation, LiveTimer
 
-__all__ = ["Emit", "ExpiryHandler", "outcome_line", "signal_name"]
+__all__ = ["DEFAULT_OVERDUE_MARGIN", "Emit", "ExpiryHandler", "outcome_line", "signal_name"]
 
 logger = logging.getLogger(__name__)
 
-# emit(kind, timer, state, stack=None, **detail)
-Emit = Callable[..., None]
-
-_CAPTURE_THREADS = 8
-
-# What the log line says happened, per event kind.
-_VERBS = {
-    EventKind.KILLED: "killed",
-    EventKind.EXPIRED: "expired",
-    EventKind.WORKER_GONE: "expired, worker already gone",
-    EventKind.KILL_FAILED: "kill failed",
-    EventKind.ESCALATED: "escalated to SIGKILL",
-}
-
-
-def signal_name(signum: int) -> str:
-    """``9 (SIGKILL)``; a number alone when the system has no name for it."""
-    try:
-        return f"{signum} ({signal_module.Signals(signum).name})"
-    except ValueError:
-        return str(signum)
-
-
-def outcome_line(
-    kind: str, timer: LiveTimer, late: float, stack: CapturedStack | None, detail: dict[str, Any]
-) -> str:
-    """One log line for an expiry outcome. The scope and the reason are repr()'d: a
-    scope is whatever the worker sent, and a newline in it must not forge a line."""
-    stack_text = f"{stack.method} ({stack.seconds:.3f}s)" if stack is not None else "none"
-    line = (
-        f"timer {timer.id} {_VERBS.get(kind, kind)}: pid={timer.identity.pid} "
-        f"scope={timer.scope_id!r} signal={signal_name(timer.signal)} source={timer.source} "
-        f"late_ms={1000 * late:.1f} stack={stack_text}"
-    )
-    for key in ("children", "sigkilled"):
-        if detail.get(key):
-            line += f" {key}={detail[key]}"
-    if "reason" in detail:
-        line += f" reason={str(detail['reason'])!r}"
-    return line
+# Kill threads: each waits at most for the budget (its capture), then signals.
+_KILL_THREADS = 8
+# When nothing says otherwise: how late, past the budget, a kill counts as overdue.
+DEFAULT_OVERDUE_MARGIN = 1.0
 
 
 class ExpiryHandler:
@@ -86,144 +63,146 @@ class ExpiryHandler:
         escalate_after: float | None,
         signal_children: bool,
         capturer: StackCapturer | None,
+        watch: KillWatch | None = None,
     ) -> None:
         self.clock = clock
-        self.signaller = signaller
-        self.escalate_after = escalate_after
-        self.signal_children = signal_children
         self.capturer = capturer
-        self._emit = emit
-        self._schedule = schedule
+        self.watch = watch or KillWatch(
+            clock, budget=self.budget, margin=DEFAULT_OVERDUE_MARGIN, heap=list, live=dict
+        )
+        self.killer = WorkerKiller(
+            clock=clock,
+            signaller=signaller,
+            emit=emit,
+            schedule=schedule,
+            escalate_after=escalate_after,
+            signal_children=signal_children,
+            watch=self.watch,
+        )
         self._identify = identify_process
+        self.captures = CaptureRunner(capturer) if capturer is not None else None
         self._pool = (
-            ThreadPoolExecutor(_CAPTURE_THREADS, thread_name_prefix="timer-expiry")
+            ThreadPoolExecutor(_KILL_THREADS, thread_name_prefix="timer-expiry")
             if capturer is not None
             else None
         )
 
+    @property
+    def budget(self) -> float:
+        """How long after its deadline a kill may wait for its stack."""
+        return self.capturer.budget if self.capturer is not None else 0.0
+
     def handle(self, due: list[LiveTimer | Escalation]) -> None:
         """Act on everything the reaper found due, in deadline order."""
         by_worker: dict[ProcessIdentity, list[LiveTimer]] = {}
+        escalations: list[Escalation] = []
+        now = self.clock.monotonic()
+        # Registered first: from here until settled, the watch sees each one.
         for item in due:
             if isinstance(item, LiveTimer):
+                self.watch.begin(("timer", item.id), item.deadline)
                 by_worker.setdefault(item.identity, []).append(item)
             else:
-                self._guarded(self._escalate, item)
+                self.watch.begin(("escalation", item.timer.id), now)
+                escalations.append(item)
+        for escalation in escalations:
+            self._escalate_safely(escalation)
         for timers in by_worker.values():
-            if self._pool is not None:
-                self._pool.submit(self._guarded, self._expire_worker, timers)
-            else:
-                self._guarded(self._expire_worker, timers)
+            pending = self._start_capture(timers)
+            if self._pool is None:
+                self._expire_safely(timers, pending)
+                continue
+            try:
+                self._pool.submit(self._expire_safely, timers, pending)
+            except RuntimeError:  # no thread to be had, or shutting down: kill here
+                self._expire_safely(timers, pending)
 
     def shutdown(self) -> None:
+        # Bounded: each kill waits at most for its budget. Abandoned captures are
+        # daemon threads and are not waited for.
         if self._pool is not None:
             self._pool.shutdown(wait=True)
 
-    def _guarded(self, action: Callable[[Any], None], argument: Any) -> None:
-        try:
-            action(argument)
-        except Exception:
-            logger.exception("reaping failed for %r", argument)
+    # ---- the stack -----------------------------------------------------------------------
 
-    def _capture(self, timers: list[LiveTimer]) -> CapturedStack | None:
-        if self.capturer is None:
+    def _start_capture(self, timers: list[LiveTimer]) -> PendingCapture | None:
+        if self.captures is None:
             return None
         first = timers[0]
-        # The budget counts from the deadline: a capture that waited its turn gets less.
-        left = self.capturer.budget - (self.clock.monotonic() - first.deadline)
+        # The budget counts from the deadline: an expiry found late gets less.
+        left = self.budget - (self.clock.monotonic() - first.deadline)
         if left <= 0:
             return None
         dump_signal = next((t.dump_signal for t in timers if t.dump_signal), None)
-        return self.capturer.capture(
-            first.identity, dump_signal, give_up_at=time.monotonic() + left
-        )
+        return self.captures.start(first.identity, dump_signal, time.monotonic() + left)
 
-    def _outcome(
-        self,
-        kind: str,
-        timer: LiveTimer,
-        state: str,
-        stack: CapturedStack | None,
-        late: float,
-        **detail: Any,
-    ) -> None:
-        """Emit what happened to an expired timer, and log it: once, here."""
-        failed = kind == EventKind.KILL_FAILED or (
-            kind == EventKind.ESCALATED and not detail.get("sigkilled")
-        )
-        if logger.isEnabledFor(logging.WARNING if failed else logging.INFO):
-            line = outcome_line(kind, timer, late, stack, detail)
-            logger.log(logging.WARNING if failed else logging.INFO, "%s", line)
-        self._emit(kind, timer, state, stack, **detail)
+    def _await_capture(
+        self, pending: PendingCapture | None
+    ) -> tuple[CapturedStack | None, dict[str, Any]]:
+        """The stack (or None), and what the outcome should say about a missing one."""
+        if self.captures is None:
+            return None, {}
+        if pending is None:
+            return None, {"stack_note": "no time left in the stack budget"}
+        try:
+            stack, why = self.captures.wait(pending)
+        except Exception as error:
+            return None, {"stack_note": self.watch.error(error, "waiting for the stack")}
+        return stack, ({"stack_note": why} if stack is None and why else {})
 
-    def _expire_worker(self, timers: list[LiveTimer]) -> None:
-        """One worker's expired timers: the first with a signal > 0 signals it."""
-        stack = self._capture(timers)
-        signalled_by: int | None = None
-        for timer in timers:
-            latency = self.clock.monotonic() - timer.deadline
-            if timer.signal <= 0:
-                self._outcome(
-                    EventKind.EXPIRED,
-                    timer,
-                    "expired",
-                    stack,
-                    latency,
-                    reason="observe only",
-                    latency=latency,
-                )
-            elif signalled_by is not None:
-                self._outcome(
-                    EventKind.KILLED,
-                    timer,
+    # ---- one worker, one escalation ------------------------------------------------------
+
+    def _expire_safely(self, timers: list[LiveTimer], pending: PendingCapture | None) -> None:
+        """One worker's expiry; never raises, and every timer leaves the watch."""
+        progress = Progress()
+        try:
+            stack, extra = self._await_capture(pending)
+            self.killer.expire(timers, stack, extra, progress)
+        except Exception as error:
+            self.killer.after_error(timers, progress, error)
+        finally:
+            for timer in timers:
+                self.watch.settle(("timer", timer.id))
+
+    def _escalate_safely(self, escalation: Escalation) -> None:
+        try:
+            self._escalate(escalation)
+        except Exception as error:
+            reason = self.watch.error(error, "escalation")
+            try:
+                self.killer.outcome(
+                    EventKind.ESCALATED,
+                    escalation.timer,
                     "killed",
-                    stack,
-                    latency,
-                    latency=latency,
-                    reason=f"worker already signalled for timer {signalled_by}",
+                    None,
+                    self.clock.monotonic() - escalation.timer.deadline,
+                    None,
+                    reason=f"escalation failed: {reason}",
+                    sigkilled=[],
                 )
-            elif self._signal(timer, stack):
-                signalled_by = timer.id
-
-    def _signal(self, timer: LiveTimer, stack: CapturedStack | None) -> bool:
-        children = self.signaller.children(timer.identity) if self.signal_children else []
-        outcome = self.signaller.send(timer.identity, timer.signal)
-        latency = self.clock.monotonic() - timer.deadline
-        if not outcome.delivered:
-            kind = EventKind.WORKER_GONE if outcome.status == "gone" else EventKind.KILL_FAILED
-            self._outcome(kind, timer, "expired", stack, latency, reason=outcome.reason)
-            return False
-        for child in children:
-            self.signaller.send(child, timer.signal)
-        self._outcome(
-            EventKind.KILLED,
-            timer,
-            "killed",
-            stack,
-            latency,
-            latency=latency,
-            children=[child.pid for child in children],
-        )
-        if timer.signal != signal_module.SIGKILL and self.escalate_after is not None:
-            due = self.clock.monotonic() + self.escalate_after
-            self._schedule(due, Escalation(timer, (timer.identity, *children)))
-        return True
+            except Exception as again:
+                self.watch.error(again, "recording an escalation")
+                logger.critical("escalation of timer %d failed: %s", escalation.timer.id, reason)
+        finally:
+            self.watch.settle(("escalation", escalation.timer.id))
 
     def _escalate(self, escalation: Escalation) -> None:
         worker = escalation.targets[0]
         if not worker.matches(self._identify(worker.pid)):
             return  # the first signal did its job
+        timer = escalation.timer
         killed = [
             target.pid
             for target in escalation.targets
-            if self.signaller.send(target, signal_module.SIGKILL).delivered
+            if self.killer.send(target, signal_module.SIGKILL).delivered
         ]
-        self._outcome(
+        self.killer.outcome(
             EventKind.ESCALATED,
-            escalation.timer,
+            timer,
             "killed",
             None,
-            self.clock.monotonic() - escalation.timer.deadline,
-            reason=f"still alive {self.escalate_after}s after signal {escalation.timer.signal}",
+            self.clock.monotonic() - timer.deadline,
+            None,
+            reason=f"still alive {self.killer.escalate_after}s after signal {timer.signal}",
             sigkilled=killed,
         )

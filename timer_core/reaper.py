@@ -22,7 +22,8 @@ from typing import Any
 from . import snapshot
 from .clock import Clock, SystemClock
 from .events import EventBus, EventKind, Listener
-from .expiry import ExpiryHandler, signal_name
+from .expiry import DEFAULT_OVERDUE_MARGIN, ExpiryHandler, signal_name
+from .kill_watch import KillWatch
 from .process import ProcessIdentity, ProcessSignaller, identify
 from .stack_capture import CapturedStack, StackCapturer
 from .timers import (
@@ -63,10 +64,19 @@ class Reaper:
         identify_process: Callable[[int], ProcessIdentity | None] = identify,
         capturer: StackCapturer | None = None,
         max_timers_per_uid: int | None = None,
+        overdue_margin: float = DEFAULT_OVERDUE_MARGIN,
     ) -> None:
         self.clock: Clock = clock or SystemClock()
         self.signaller = signaller or ProcessSignaller()
         self.bus = bus or EventBus()
+        # Due kills not acted on within the budget plus the margin (health, metrics).
+        self.kill_watch = KillWatch(
+            self.clock,
+            budget=capturer.budget if capturer is not None else 0.0,
+            margin=overdue_margin,
+            heap=lambda: self._heap,
+            live=lambda: self._by_id,
+        )
         self.expiry = ExpiryHandler(
             clock=self.clock,
             signaller=self.signaller,
@@ -76,6 +86,7 @@ class Reaper:
             escalate_after=escalate_after,
             signal_children=signal_children,
             capturer=capturer,
+            watch=self.kill_watch,
         )
         self._identify = identify_process
         self._ids = itertools.count(first_timer_id)
@@ -409,6 +420,7 @@ class Reaper:
         if self._thread is not None:
             return
         self._stopping = False
+        self.kill_watch.origin = self.clock.monotonic()  # restored deadlines are due now
         self.bus.start()
         self._workers.start()
         self._thread = threading.Thread(target=self._run, name="timer-reaper", daemon=True)

@@ -1,0 +1,169 @@
+"""Captures that hang never hold a kill: more hung captures than there are capture
+slots and kill threads, a /proc read that never returns, and a py-spy that ignores
+its timeout and leaves a grandchild behind. Outcomes are asserted, never timings."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from tests.timer_core.test_overdue_kills import BlockingCapturer
+from tests.timer_core.test_reaper import World
+from tests.waiting import wait_until
+from tests.workers import assert_sigkilled, spawn_sleeper
+from timer_core import EventKind, ProcessIdentity, Reaper, TimerEvent, stack_capture
+from timer_core.bounded_subprocess import run_bounded
+from timer_core.stack_capture import StackCapturer
+
+WORKERS = 12  # more than the 8 capture slots and the 8 kill threads
+
+
+@pytest.fixture
+def hung() -> Iterator[BlockingCapturer]:
+    capturer = BlockingCapturer(budget=0.2)
+    yield capturer
+    capturer.release.set()
+
+
+def killed_events(world: World) -> list[TimerEvent]:
+    world.reaper.bus.drain()  # the kill threads emit; deliver what they emitted
+    return [e for e in world.events if e.kind == EventKind.KILLED]
+
+
+def killed(world: World, pid: int) -> bool:
+    return any(e.pid == pid for e in killed_events(world))
+
+
+def test_more_hung_captures_than_slots_delay_no_kill(hung: BlockingCapturer) -> None:
+    world = World(capturer=hung)
+    pids = range(300, 300 + WORKERS)
+    for pid in pids:
+        world.processes[pid] = ProcessIdentity(pid, 100.0 + pid)
+        world.reaper.acquire(pid, "hung", world.at(1))
+    world.advance(1)  # all due at the same instant
+
+    assert wait_until(lambda: len(killed_events(world)) == WORKERS, 30)
+    assert sorted(pid for pid, _ in world.signaller.sent) == list(pids)
+    for event in killed_events(world):
+        assert event.stack is None
+        note = event.detail["stack_note"]
+        assert "abandoned" in note or "no capture slot" in note, note
+
+    # The hung captures gave their slots back: the next expiry captures, and is killed.
+    runner = world.reaper.expiry.captures
+    assert runner is not None and runner.hung() > 0
+    world.processes[400] = ProcessIdentity(400, 500.0)
+    world.reaper.acquire(400, "after", world.at(0))
+    world.advance(0)
+    assert wait_until(lambda: killed(world, 400), 30)
+    hung.release.set()
+    assert wait_until(lambda: runner.hung() == 0)
+    world.reaper.expiry.shutdown()
+    assert world.reaper.kill_watch.in_flight() == 0
+
+
+def test_past_the_cap_on_hung_captures_none_is_started(hung: BlockingCapturer) -> None:
+    world = World(capturer=hung)
+    runner = world.reaper.expiry.captures
+    assert runner is not None
+    runner.max_hung = 2
+    for pid in (100, 101, 102):
+        world.reaper.acquire(pid, "hung", world.at(0))
+        world.advance(0)
+        assert wait_until(lambda pid=pid: killed(world, pid))  # type: ignore[misc]
+    notes = [e.detail["stack_note"] for e in killed_events(world)]
+    assert "abandoned" in notes[0] and "abandoned" in notes[1]
+    assert notes[2] == "2 earlier captures are still hung: none taken"
+    world.reaper.expiry.shutdown()
+
+
+def test_a_proc_read_that_never_returns_does_not_stop_the_kill(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """As /proc/PID/stack of a process whose exec holds the lock it needs."""
+    released = threading.Event()
+    real_read = stack_capture._read
+
+    def read(path: str) -> str:
+        if path.endswith("/stack"):
+            released.wait(60)
+        return str(real_read(path))
+
+    monkeypatch.setattr("timer_core.stack_capture._read", read)
+    engine = Reaper(capturer=StackCapturer(budget=0.3, use_py_spy=False))
+    events: list[TimerEvent] = []
+    engine.add_listener(events.append)
+    engine.start()
+    worker = spawn_sleeper()
+    try:
+        engine.acquire(worker.pid, "stuck", time.time() + 0.2)
+        assert_sigkilled(worker)
+    finally:
+        released.set()
+        engine.stop()
+    [killed] = [e for e in events if e.kind == EventKind.KILLED]
+    assert "abandoned" in killed.detail["stack_note"]
+
+
+# A py-spy stand-in that ignores SIGTERM, starts a grandchild, and never finishes.
+STUBBORN = """
+import os, signal, subprocess, sys, time
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
+with open(sys.argv[1], "w") as out:
+    out.write(f"{os.getpid()} {child.pid}")
+time.sleep(300)
+"""
+
+
+def gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def test_a_helper_past_its_timeout_is_killed_with_its_group_and_reaped(tmp_path: Path) -> None:
+    pids = tmp_path / "pids"
+    argv = [sys.executable, "-c", STUBBORN, str(pids)]
+    with pytest.raises(subprocess.TimeoutExpired):
+        run_bounded(argv, timeout=2.0)
+    assert pids.exists(), "the helper never started"
+    helper, grandchild = map(int, pids.read_text().split())
+    assert wait_until(lambda: gone(grandchild))
+    with pytest.raises(psutil.NoSuchProcess):  # reaped: not even a zombie
+        psutil.Process(helper)
+
+
+def test_the_helper_gets_a_session_of_its_own(tmp_path: Path) -> None:
+    result = run_bounded([sys.executable, "-c", "import os; print(os.getsid(0))"], timeout=30)
+    assert result.returncode == 0 and int(result.stdout) != os.getsid(0)
+
+
+def test_py_spy_that_hangs_leaves_nothing_behind(tmp_path: Path) -> None:
+    pids = tmp_path / "pids"
+    fake = tmp_path / "py-spy"
+    fake.write_text(f"#!{sys.executable}\n{STUBBORN.replace('sys.argv[1]', repr(str(pids)))}")
+    fake.chmod(0o755)
+    capturer = StackCapturer(budget=2.0)
+    capturer.py_spy = str(fake)
+    worker = spawn_sleeper()
+    try:
+        identity = ProcessIdentity(worker.pid, psutil.Process(worker.pid).create_time())
+        captured = capturer.capture(identity)
+    finally:
+        worker.send_signal(signal.SIGKILL)
+        worker.wait()
+    assert captured.method == "proc"
+    assert any("timed out" in note for note in captured.notes), captured.notes
+    helper, grandchild = map(int, pids.read_text().split())
+    assert wait_until(lambda: gone(grandchild) and gone(helper))

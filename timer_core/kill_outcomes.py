@@ -1,0 +1,256 @@
+"""Signal one worker whose timers expired, and record what happened, whatever fails.
+
+``WorkerKiller.expire`` signals the worker once, with the signal of its earliest
+expired timer (and its children, if asked), and records one outcome per timer.
+``WorkerKiller.after_error`` finishes the job when an exception cut it short: the
+worker is signalled anyway if it was not yet, and every timer without an outcome
+gets one (``killed``, ``worker_gone`` or ``kill_failed`` with the reason), so no due
+timer vanishes from memory while the database still says ``active``.
+
+Every outcome goes through ``outcome``, which logs one line (INFO for a signal sent or
+an expiry observed, WARNING for a kill that failed) and emits its event: the one
+place the watchdog says what it did, for the service and the library servers alike.
+The lines keep the ``timer_core.expiry`` logger they always had.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal as signal_module
+from collections.abc import Callable
+from typing import Any
+
+from .clock import Clock
+from .events import EventKind
+from .kill_watch import KillWatch, describe_error
+from .process import ProcessIdentity, ProcessSignaller, SignalOutcome
+from .stack_capture import CapturedStack
+from .timers import Escalation, LiveTimer
+
+__all__ = ["Emit", "Progress", "WorkerKiller", "outcome_line", "signal_name"]
+
+# The name operators filter on, and the tests read: unchanged by the move here.
+logger = logging.getLogger("timer_core.expiry")
+
+# emit(kind, timer, state, stack=None, **detail)
+Emit = Callable[..., None]
+
+# What the log line says happened, per event kind.
+_VERBS = {
+    EventKind.KILLED: "killed",
+    EventKind.EXPIRED: "expired",
+    EventKind.WORKER_GONE: "expired, worker already gone",
+    EventKind.KILL_FAILED: "kill failed",
+    EventKind.ESCALATED: "escalated to SIGKILL",
+}
+
+
+def signal_name(signum: int) -> str:
+    """``9 (SIGKILL)``; a number alone when the system has no name for it."""
+    try:
+        return f"{signum} ({signal_module.Signals(signum).name})"
+    except ValueError:
+        return str(signum)
+
+
+def outcome_line(
+    kind: str, timer: LiveTimer, late: float, stack: CapturedStack | None, detail: dict[str, Any]
+) -> str:
+    """One log line for an expiry outcome. The scope and the reason are repr()'d: a
+    scope is whatever the worker sent, and a newline in it must not forge a line."""
+    stack_text = f"{stack.method} ({stack.seconds:.3f}s)" if stack is not None else "none"
+    line = (
+        f"timer {timer.id} {_VERBS.get(kind, kind)}: pid={timer.identity.pid} "
+        f"scope={timer.scope_id!r} signal={signal_name(timer.signal)} source={timer.source} "
+        f"late_ms={1000 * late:.1f} stack={stack_text}"
+    )
+    for key in ("children", "sigkilled"):
+        if detail.get(key):
+            line += f" {key}={detail[key]}"
+    if "reason" in detail:
+        line += f" reason={str(detail['reason'])!r}"
+    return line
+
+
+class Progress:
+    """How far one worker's expiry got: which timers have their outcome recorded, and
+    which timer's signal was delivered (so an error after it does not signal again)."""
+
+    __slots__ = ("settled", "signalled_by")
+
+    def __init__(self) -> None:
+        self.settled: set[int] = set()
+        self.signalled_by: int | None = None
+
+
+class WorkerKiller:
+    def __init__(
+        self,
+        *,
+        clock: Clock,
+        signaller: ProcessSignaller,
+        emit: Emit,
+        schedule: Callable[[float, Escalation], None],
+        escalate_after: float | None,
+        signal_children: bool,
+        watch: KillWatch,
+    ) -> None:
+        self.clock = clock
+        self.signaller = signaller
+        self.escalate_after = escalate_after
+        self.signal_children = signal_children
+        self.watch = watch
+        self._emit = emit
+        self._schedule = schedule
+
+    def expire(
+        self,
+        timers: list[LiveTimer],
+        stack: CapturedStack | None,
+        extra: dict[str, Any],
+        progress: Progress,
+    ) -> None:
+        """One worker's expired timers: the first with a signal > 0 signals it.
+        ``extra`` goes into the first outcome's detail (e.g. why there is no stack)."""
+        for timer in timers:
+            latency = self.clock.monotonic() - timer.deadline
+            if timer.signal <= 0:
+                self.outcome(
+                    EventKind.EXPIRED,
+                    timer,
+                    "expired",
+                    stack,
+                    latency,
+                    progress,
+                    reason="observe only",
+                    latency=latency,
+                    **extra,
+                )
+            elif progress.signalled_by is not None:
+                self.outcome(
+                    EventKind.KILLED,
+                    timer,
+                    "killed",
+                    stack,
+                    latency,
+                    progress,
+                    latency=latency,
+                    reason=f"worker already signalled for timer {progress.signalled_by}",
+                )
+            else:
+                self._signal(timer, stack, extra, progress)
+
+    def send(self, identity: ProcessIdentity, signum: int) -> SignalOutcome:
+        """``signaller.send``, with an exception turned into a failed outcome."""
+        try:
+            return self.signaller.send(identity, signum)
+        except Exception as error:
+            return SignalOutcome(False, "failed", self.watch.error(error, "signalling"))
+
+    def _signal(
+        self,
+        timer: LiveTimer,
+        stack: CapturedStack | None,
+        extra: dict[str, Any],
+        progress: Progress,
+    ) -> None:
+        extra = dict(extra)
+        children: list[ProcessIdentity] = []
+        if self.signal_children:
+            try:
+                children = self.signaller.children(timer.identity)
+            except Exception as error:  # the worker itself is signalled regardless
+                extra["children_error"] = self.watch.error(error, "listing children")
+        outcome = self.send(timer.identity, timer.signal)
+        latency = self.clock.monotonic() - timer.deadline
+        if not outcome.delivered:
+            kind = EventKind.WORKER_GONE if outcome.status == "gone" else EventKind.KILL_FAILED
+            self.outcome(
+                kind, timer, "expired", stack, latency, progress, reason=outcome.reason, **extra
+            )
+            return
+        progress.signalled_by = timer.id
+        for child in children:
+            self.send(child, timer.signal)
+        self.outcome(
+            EventKind.KILLED,
+            timer,
+            "killed",
+            stack,
+            latency,
+            progress,
+            latency=latency,
+            children=[child.pid for child in children],
+            **extra,
+        )
+        if timer.signal != signal_module.SIGKILL and self.escalate_after is not None:
+            due = self.clock.monotonic() + self.escalate_after
+            self._schedule(due, Escalation(timer, (timer.identity, *children)))
+
+    def after_error(self, timers: list[LiveTimer], progress: Progress, error: Exception) -> None:
+        """An exception cut a worker's expiry short: signal it anyway, and give every
+        timer without an outcome one. Never raises."""
+        reason = self.watch.error(error, "expiry")
+        logger.error(
+            "the expiry of timer(s) %s failed (%s); signalling anyway",
+            ", ".join(str(timer.id) for timer in timers),
+            reason,
+            exc_info=error,
+        )
+        for timer in timers:
+            if timer.id in progress.settled:
+                continue
+            try:
+                self._settle_after_error(timer, progress, reason)
+            except Exception as again:
+                # Even recording failed (the event bus itself?): counted and logged;
+                # the database still says active, so a restart re-arms the timer.
+                self.watch.error(again, "recording an outcome")
+                logger.critical(
+                    "timer %d: no outcome could be recorded (%s)", timer.id, describe_error(again)
+                )
+
+    def _settle_after_error(self, timer: LiveTimer, progress: Progress, reason: str) -> None:
+        latency = self.clock.monotonic() - timer.deadline
+        if timer.signal <= 0:
+            why = f"observe only ({reason})"
+            self.outcome(EventKind.EXPIRED, timer, "expired", None, latency, progress, reason=why)
+            return
+        if progress.signalled_by is None:
+            outcome = self.send(timer.identity, timer.signal)
+            if not outcome.delivered:
+                kind = EventKind.WORKER_GONE if outcome.status == "gone" else EventKind.KILL_FAILED
+                why = f"{reason}; then the signal: {outcome.reason}"
+                self.outcome(kind, timer, "expired", None, latency, progress, reason=why)
+                return
+            progress.signalled_by = timer.id
+        detail: dict[str, Any] = {"latency": latency}
+        if progress.signalled_by == timer.id:
+            detail["error"] = reason  # signalled: a kill like any other, with a note
+        else:
+            detail["reason"] = f"worker already signalled for timer {progress.signalled_by}"
+        self.outcome(EventKind.KILLED, timer, "killed", None, latency, progress, **detail)
+
+    def outcome(
+        self,
+        kind: str,
+        timer: LiveTimer,
+        state: str,
+        stack: CapturedStack | None,
+        late: float,
+        progress: Progress | None,
+        **detail: Any,
+    ) -> None:
+        """Log what happened to an expired timer, and emit it: once, here."""
+        failed = kind == EventKind.KILL_FAILED or (
+            kind == EventKind.ESCALATED and not detail.get("sigkilled")
+        )
+        level = logging.WARNING if failed else logging.INFO
+        try:
+            if logger.isEnabledFor(level):
+                logger.log(level, "%s", outcome_line(kind, timer, late, stack, detail))
+        except Exception as error:  # a log line is not worth a lost outcome
+            self.watch.error(error, "logging an outcome")
+        self._emit(kind, timer, state, stack, **detail)
+        if progress is not None:
+            progress.settled.add(timer.id)
