@@ -16,6 +16,7 @@ __all__ = [
     "ErrorMessage",
     "Event",
     "EventPublic",
+    "Loss",
     "Page",
     "Stack",
     "Timer",
@@ -86,6 +87,21 @@ class Event(SQLModel, table=True):
     scope_id: str
     source: str
     detail: dict[str, Any] = SQLField(default_factory=dict, sa_column=Column(JSON, nullable=False))
+
+
+class Loss(SQLModel, table=True):
+    """Events the service knows it lost (a full buffer, a row the database refused):
+    kept across restarts, and reported by /healthz until an operator acknowledges them."""
+
+    __tablename__ = "losses"
+
+    id: int | None = SQLField(default=None, primary_key=True)
+    at: float
+    kind: str  # "dropped" or "rejected"
+    count: int
+    detail: str
+    acknowledged_at: float | None = None
+    acknowledged_by: str | None = None
 
 
 class _Strict(BaseModel):
