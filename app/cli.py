@@ -64,6 +64,17 @@ def _parser() -> argparse.ArgumentParser:
         help="active timers one non-root user's processes may hold (default 10000)",
     )
     serve.add_argument(
+        "--max-connections",
+        type=int,
+        help="HTTP connections held at most (default 1000; fewer when file descriptors "
+        "run short, so kills always have some)",
+    )
+    serve.add_argument(
+        "--request-timeout",
+        type=float,
+        help="seconds a connection has to send each whole request before it is closed (default 10)",
+    )
+    serve.add_argument(
         "--root-path",
         help="the path prefix a reverse proxy serves this under, e.g. /timer-service",
     )
@@ -126,6 +137,8 @@ def main(argv: list[str] | None = None) -> None:
         if args.allowed_hosts
         else None,
         max_timers_per_user=args.max_timers_per_user,
+        max_connections=args.max_connections,
+        request_timeout=args.request_timeout,
         root_path=args.root_path,
         forwarded_allow_ips=args.forwarded_allow_ips,
         escalate_after=args.escalate_after,

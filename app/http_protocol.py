@@ -1,11 +1,18 @@
-"""uvicorn's HTTP protocol, plus who is at the other end of each connection, and a
-bound on the size of a request's head.
+"""uvicorn's HTTP protocol, plus who is at the other end of each connection, a bound
+on the size of a request's head, a bound on the time to send a request, and the
+connection gate (``app.connection_gate``).
 
 ASGI gives an app the peer's address, not the peer's credentials, and a Unix socket
 has no address at all. So the identity is read here, once, when the connection is made,
 and handed to every request on that connection through the ASGI ``state`` dict
 (``request.state.peer``). It dies with the connection: nothing outlives it that a
 reused port or socket could inherit.
+
+uvicorn times out idle keep-alive connections only once a first response is sent, and
+not at all while a request trickles in: a connection that sends nothing, or a head a
+byte at a time (slowloris), would hold its descriptor for ever. Here a connection must
+deliver each whole request (head and body) within ``request_timeout`` seconds of
+opening or of its previous response, or it is closed.
 """
 
 from __future__ import annotations
@@ -16,12 +23,19 @@ import socket
 from typing import Any
 
 from .callers import PEER_STATE_KEY, Caller, tcp_peer_uid, unix_peer_credentials
+from .connection_gate import ConnectionGate
 
 __all__ = ["MAX_HEAD_BYTES", "peer_of", "protocol_class"]
 
 # The request line plus headers. h11 has this bound built in; httptools has none, so
 # without one a client could grow the service's memory with one endless header.
 MAX_HEAD_BYTES = 16 * 1024
+
+# Sent to a connection the gate turns away, just before it is closed.
+_TOO_MANY_CONNECTIONS = (
+    b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\n"
+    b"connection: close\r\ncontent-length: 36\r\n\r\ntoo many connections; retry shortly\n"
+)
 
 
 def peer_of(transport: asyncio.BaseTransport) -> Caller:
@@ -44,9 +58,15 @@ def peer_of(transport: asyncio.BaseTransport) -> Caller:
     return Caller(uid, channel, f"{peer[0]}:{peer[1]}")
 
 
-def protocol_class(kind: str = "auto") -> type[asyncio.Protocol]:
+def protocol_class(
+    kind: str = "auto",
+    *,
+    gate: ConnectionGate | None = None,
+    request_timeout: float | None = None,
+) -> type[asyncio.Protocol]:
     """uvicorn's ``httptools`` protocol (``h11`` when httptools is missing, or asked
-    for), with the peer's identity added to every request's state."""
+    for), with the peer's identity added to every request's state; connections are
+    admitted by ``gate`` and must send each request within ``request_timeout``."""
     base: Any
     if kind in ("auto", "httptools"):
         try:
@@ -61,17 +81,78 @@ def protocol_class(kind: str = "auto") -> type[asyncio.Protocol]:
     class PeerIdentifyingProtocol(base):  # type: ignore[misc]
         app_state: dict[str, Any]
         _head_bytes = 0
+        # httptools: a request is awaited or arriving (not yet whole).
+        _receiving = True
+        _request_timer: asyncio.TimerHandle | None = None
 
         def connection_made(self, transport: asyncio.Transport) -> None:
             super().connection_made(transport)
+            if gate is not None and not gate.admit(self):
+                # Every connection is busy: say so, and release the descriptor at once.
+                transport.write(_TOO_MANY_CONNECTIONS)
+                transport.close()
+                return
             # app_state is copied into each request's scope["state"]: a per-connection
             # copy carries the peer to every request of this connection, and only those.
             self.app_state = {**self.app_state, PEER_STATE_KEY: peer_of(transport)}
+            self._start_request_timer()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._cancel_request_timer()
+            if gate is not None:
+                gate.closed(self)
+            super().connection_lost(exc)
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            if not self.transport.is_closing():
+                if gate is not None:
+                    gate.active(self)
+                self._start_request_timer()  # the next request has as long as the first
+
+        # For the gate: a connection with no request being handled loses nothing if closed.
+        def evictable(self) -> bool:
+            return self.cycle is None or bool(self.cycle.response_complete)
+
+        def evict(self) -> None:
+            self.transport.close()
+
+        def _start_request_timer(self) -> None:
+            self._cancel_request_timer()
+            if request_timeout is not None:
+                self._request_timer = self.loop.call_later(request_timeout, self._request_timed_out)
+
+        def _cancel_request_timer(self) -> None:
+            if self._request_timer is not None:
+                self._request_timer.cancel()
+                self._request_timer = None
+
+        def _request_timed_out(self) -> None:
+            self._request_timer = None
+            if self.transport.is_closing() or not self._request_incomplete():
+                return  # a request is being handled, or none has started (keep-alive's job)
+            if gate is not None:
+                gate.timed_out()
+            self.transport.close()
+
+        def _request_incomplete(self) -> bool:
+            conn = getattr(self, "conn", None)
+            if conn is not None:  # h11: its own state says whether a request is whole
+                import h11
+
+                return conn.their_state in (h11.IDLE, h11.SEND_BODY)
+            return self._receiving
 
         # httptools' callbacks (h11 never calls these): count the head as it arrives.
         def on_message_begin(self) -> None:
             self._head_bytes = 0
+            self._receiving = True
             super().on_message_begin()
+
+        def on_message_complete(self) -> None:
+            self._receiving = False
+            self._cancel_request_timer()
+            super().on_message_complete()
 
         def on_url(self, url: bytes) -> None:
             self._count_head(len(url))

@@ -17,6 +17,8 @@ from prometheus_client.registry import Collector
 
 from timer_core import EventKind, TimerEvent
 
+from .descriptor_metrics import DescriptorCollector
+
 if TYPE_CHECKING:
     from .service import Service
 
@@ -74,6 +76,7 @@ class ServiceMetrics:
         self.active = Gauge("timers_active", "Timers armed now.", registry=r)
         self.active.set_function(self._active_count)
         r.register(_HealthCollector(service))
+        r.register(DescriptorCollector(lambda: service.connections))
 
     def _active_count(self) -> float:
         reaper = self._service.reaper

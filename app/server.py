@@ -5,11 +5,16 @@ Every connection goes through ``app.http_protocol``, which learns who the caller
 from the kernel. A proxy's X-Forwarded-* headers are honoured only from the addresses
 in ``--forwarded-allow-ips`` (none by default): they change the URLs the app builds,
 never who the caller is.
+
+Before anything opens a descriptor, the soft open file limit is raised to the hard one:
+each worker holds a pidfd, each connection a socket, and a kill needs a few more. The
+connection gate (``app.connection_gate``) keeps the kill path's share free.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import socket
 import stat
@@ -17,11 +22,16 @@ from collections.abc import Iterator
 
 import uvicorn
 
+from timer_core.descriptors import kill_path_reserve, raise_descriptor_limit
+
 from .http_protocol import MAX_HEAD_BYTES, protocol_class
 from .main import create_app
+from .service import Service
 from .settings import Settings
 
 __all__ = ["bind_unix_socket", "serve"]
+
+logger = logging.getLogger(__name__)
 
 # Idle keep-alive connections are closed after this long (uvicorn's default is 5 s).
 _KEEP_ALIVE_SECONDS = 5
@@ -64,12 +74,25 @@ def _sockets(config: uvicorn.Config, settings: Settings) -> Iterator[list[socket
                 os.unlink(settings.uds)
 
 
+def _raise_descriptor_limit() -> None:
+    before, limit = raise_descriptor_limit()
+    logger.info(
+        "open file limit %d%s; %d descriptors kept for kills",
+        limit,
+        f" (raised from {before})" if limit != before else "",
+        kill_path_reserve(limit),
+    )
+
+
 def serve(settings: Settings) -> None:
+    _raise_descriptor_limit()
+    app = create_app(settings)
+    service: Service = app.state.service
     config = uvicorn.Config(
-        create_app(settings),
+        app,
         host=settings.host,
         port=settings.port,
-        http=protocol_class(),
+        http=protocol_class(gate=service.connections, request_timeout=settings.request_timeout),
         # One format for every line: uvicorn gets no logging config of its own, and
         # its loggers hand their records to ours (app.logs).
         log_config=None,

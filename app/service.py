@@ -19,6 +19,7 @@ from timer_core.fifo_source import FifoSource
 from timer_core.stack_capture import StackCapturer
 from timer_core.user_fifos import UserFifos
 
+from .connection_gate import ConnectionGate
 from .db import make_engine, migrate
 from .live_feed import LiveFeed
 from .metrics import ServiceMetrics
@@ -57,6 +58,8 @@ class Service:
         self.fifo: FifoSource | None = None
         # --fifo-dir: one FIFO per uid (POST /fifos makes the caller's).
         self.user_fifos: UserFifos | None = None
+        # HTTP connections, held within what the file descriptors allow (app.server).
+        self.connections = ConnectionGate(settings.max_connections)
         self.metrics = ServiceMetrics(self)
         self.live_feed = LiveFeed()
         self.started_at = time.time()

@@ -130,6 +130,10 @@ class Settings:
     allowed_hosts: tuple[str, ...] = ()
     # Active timers one non-root uid may hold (each distinct pid also holds a pidfd).
     max_timers_per_user: int = 10_000
+    # HTTP connections held at most (fewer if descriptors run short: kills come first).
+    max_connections: int = 1000
+    # Seconds a connection has to send each whole request; then it is closed (slowloris).
+    request_timeout: float = 10.0
     # Served under this path prefix behind a reverse proxy (uvicorn's root_path).
     root_path: str = ""
     # Proxies trusted for X-Forwarded-For/-Proto (comma-separated); none by default.
@@ -175,6 +179,8 @@ class Settings:
             max_timers_per_user=_env_number(
                 "MAX_TIMERS_PER_USER", defaults.max_timers_per_user, int
             ),
+            max_connections=_env_number("MAX_CONNECTIONS", defaults.max_connections, int),
+            request_timeout=_env_number("REQUEST_TIMEOUT", defaults.request_timeout, float),
             root_path=_env_str("ROOT_PATH", defaults.root_path) or defaults.root_path,
             forwarded_allow_ips=_env_str("FORWARDED_ALLOW_IPS", None),
         )

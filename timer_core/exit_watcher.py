@@ -1,8 +1,9 @@
 """Notices worker exits as they happen, without polling every pid.
 
 Each watched worker is a pidfd in one epoll set: the kernel wakes the watcher
-when the process exits. Only if pidfds run out (EMFILE) are the overflow pids
-checked by a once-a-second sweep.
+when the process exits. Pidfds stop at a budget (``descriptors.pidfd_budget``),
+so workers never take the descriptors a kill needs; beyond it, or if pidfds run
+out (EMFILE), the overflow pids are checked by a once-a-second sweep.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import select
 import threading
 from collections.abc import Callable
 
+from .descriptors import descriptor_limit, pidfd_budget
 from .process import ProcessIdentity, identify
 
 __all__ = ["ExitWatcher"]
@@ -23,8 +25,11 @@ _SWEEP_SECONDS = 1.0
 
 
 class ExitWatcher:
-    def __init__(self, on_exit: Callable[[ProcessIdentity], None]) -> None:
+    def __init__(
+        self, on_exit: Callable[[ProcessIdentity], None], *, max_pidfds: int | None = None
+    ) -> None:
         self._on_exit = on_exit
+        self._max_pidfds = max_pidfds or pidfd_budget(descriptor_limit())
         self._lock = threading.Lock()
         self._by_fd: dict[int, ProcessIdentity] = {}
         self._fd_by_pid: dict[int, int] = {}
@@ -38,6 +43,16 @@ class ExitWatcher:
     def watch(self, identity: ProcessIdentity) -> None:
         with self._lock:
             if identity.pid in self._fd_by_pid or identity.pid in self._swept:
+                return
+            if len(self._fd_by_pid) >= self._max_pidfds:
+                if not self._swept:
+                    logger.warning(
+                        "%d workers watched through pidfds, the most that leaves descriptors "
+                        "for kills; the exits of more are checked once a second",
+                        self._max_pidfds,
+                    )
+                self._swept[identity.pid] = identity
+                os.write(self._wake_write, b"x")  # start the sweep if the loop is idle
                 return
             try:
                 fd = os.pidfd_open(identity.pid)

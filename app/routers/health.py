@@ -29,6 +29,9 @@ def health_report(service: Service) -> tuple[int, dict[str, Any]]:
     degraded = [recorder.degraded_reason] if recorder.degraded_reason else []
     if recorder.dropped:
         degraded.append(f"{recorder.dropped} events dropped by a full recorder buffer")
+    # Descriptors near the limit, or connections shed to keep some for kills.
+    descriptors = service.connections.status()
+    degraded += service.connections.problems(descriptors)
     status = "failing" if problems else ("degraded" if degraded else "ok")
     body = {
         "status": status,
@@ -49,6 +52,7 @@ def health_report(service: Service) -> tuple[int, dict[str, Any]]:
             "last_error": recorder.degraded_reason,
         },
         "fifo": service.settings.fifo,
+        "descriptors": descriptors,
     }
     # A reaper that is not reaping fails the check (a supervisor restarts us);
     # a recorder that cannot write is degraded but the kills go on.

@@ -20,18 +20,27 @@ def free_port() -> int:
 
 
 class ServiceProcess:
-    def __init__(self, workdir: Path, *extra: str, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        *extra: str,
+        env: dict[str, str] | None = None,
+        prefix: tuple[str, ...] = (),
+    ) -> None:
         self.workdir = workdir
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.db_url = f"sqlite:///{workdir / 'service.db'}"
         self.extra = extra
         self.env = env or {}
+        # Runs the service under this command, e.g. ("prlimit", "--nofile=256").
+        self.prefix = prefix
         self.process: subprocess.Popen[bytes] | None = None
 
     def command(self, *more: str) -> list[str]:
         """The command line this service runs with (plus ``more`` flags)."""
         return [
+            *self.prefix,
             sys.executable,
             "-m",
             "app.cli",

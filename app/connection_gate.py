@@ -1,0 +1,173 @@
+"""How many HTTP connections the service keeps, so that sockets can never take the
+descriptors a kill needs.
+
+An idle socket costs a client nothing and the service a descriptor. Unbounded, 400 idle
+connections under a limit of 256 descriptors left none for a pidfd, and the kill failed.
+So a new connection is admitted only while
+
+- fewer than ``--max-connections`` are open, and
+- the process's open descriptors stay below its limit minus the kill path's reserve
+  (``timer_core.descriptors``): pidfds of live workers and the database come first.
+
+At either bound, the oldest connection with no request in progress (idle between
+requests, or still sending its head: what a flood holds) is closed to make room, so a
+flood cannot lock real clients out. If every connection is busy, the new one is answered
+503 and closed at once, which releases its descriptor.
+
+Every method but the status ones runs on the event loop's thread: no lock. Health and
+metrics read plain counters from other threads.
+"""
+
+from __future__ import annotations
+
+import collections
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from timer_core.descriptors import descriptor_limit, kill_path_reserve, open_descriptors
+
+__all__ = ["SHED_REASONS", "Connection", "ConnectionGate"]
+
+# Why connections were closed early: to make room, turned away, or too slow to send
+# their request (the request timeout; a slowloris).
+SHED_REASONS = ("evicted", "refused", "timed_out")
+# A measured descriptor count is trusted this long, corrected by the connections opened
+# and closed since; near the limit it is measured again before any decision.
+_MEASURE_EVERY = 1.0
+# Candidates looked at, oldest first, for one to close: a bound on the work per accept.
+_EVICTION_SCAN = 64
+# Health says "degraded" this long after connections were turned away or evicted.
+_SHED_RECENT_SECONDS = 60.0
+# ... and when this share of the descriptor limit is in use.
+NEAR_LIMIT = 0.8
+
+
+class Connection(Protocol):
+    def evictable(self) -> bool:
+        """True when no request is being handled on it (closing it loses nothing)."""
+
+    def evict(self) -> None:
+        """Close it now."""
+
+
+class ConnectionGate:
+    def __init__(
+        self,
+        max_connections: int,
+        *,
+        limit: Callable[[], int] = descriptor_limit,
+        count_open: Callable[[], int] = open_descriptors,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.max_connections = max_connections
+        self._limit = limit
+        self._count_open = count_open
+        self._clock = clock
+        # Open connections, least recently active first.
+        self._open: dict[Connection, None] = {}
+        self._measured = 0
+        self._measured_connections = 0
+        self._measured_at: float | None = None
+        self.shed: collections.Counter[str] = collections.Counter()
+        self.last_shed_at: float | None = None
+
+    @property
+    def connections(self) -> int:
+        return len(self._open)
+
+    def budget(self) -> int:
+        """Descriptors the process may have open before connections are shed."""
+        limit = self._limit()
+        return limit - kill_path_reserve(limit)
+
+    # ---- the event loop's side -----------------------------------------------------------
+
+    def admit(self, connection: Connection) -> bool:
+        """Whether to keep a just-accepted connection (its socket is already open).
+        May close an idle one to make room. False: answer 503 and close it."""
+        if len(self._open) >= self.max_connections or self._short_of_descriptors():
+            victim = self._oldest_idle()
+            if victim is None:
+                self._count_shed("refused")
+                return False
+            self._count_shed("evicted")
+            del self._open[victim]
+            victim.evict()
+        self._open[connection] = None
+        return True
+
+    def active(self, connection: Connection) -> None:
+        """It just finished a request: the last to be closed to make room."""
+        if connection in self._open:
+            del self._open[connection]
+            self._open[connection] = None
+
+    def closed(self, connection: Connection) -> None:
+        self._open.pop(connection, None)
+
+    def timed_out(self) -> None:
+        """A connection was closed for not sending its request in time."""
+        self._count_shed("timed_out")
+
+    def _count_shed(self, reason: str) -> None:
+        self.shed[reason] += 1
+        if reason != "timed_out":  # a slow client alone is no sign of pressure
+            self.last_shed_at = self._clock()
+
+    def _short_of_descriptors(self) -> bool:
+        now = self._clock()
+        budget = self.budget()
+        if self._measured_at is None or now - self._measured_at >= _MEASURE_EVERY:
+            self._measure(now)
+        estimate = self._measured + len(self._open) - self._measured_connections
+        if estimate < budget:
+            return False
+        self._measure(now)  # close to the line: count exactly before shedding anyone
+        return self._measured >= budget
+
+    def _measure(self, now: float) -> None:
+        self._measured = self._count_open()
+        self._measured_connections = len(self._open)
+        self._measured_at = now
+
+    def _oldest_idle(self) -> Connection | None:
+        for index, connection in enumerate(self._open):
+            if index >= _EVICTION_SCAN:
+                return None
+            if connection.evictable():
+                return connection
+        return None
+
+    # ---- status, read from any thread ----------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        limit = self._limit()
+        return {
+            "open": self._count_open(),
+            "limit": limit,
+            "reserved_for_kills": kill_path_reserve(limit),
+            "connections": len(self._open),
+            "max_connections": self.max_connections,
+            "connections_shed": {reason: self.shed[reason] for reason in SHED_REASONS},
+        }
+
+    def problems(self, status: dict[str, Any]) -> list[str]:
+        """Why health is degraded, from ``status()``: close to the descriptor limit, or
+        connections turned away or closed to make room in the last minute."""
+        found = []
+        if status["open"] >= NEAR_LIMIT * status["limit"]:
+            found.append(
+                f"{status['open']} of {status['limit']} file descriptors are open "
+                f"(over {NEAR_LIMIT:.0%}); raise LimitNOFILE"
+            )
+        shed_at = self.last_shed_at
+        if shed_at is not None and self._clock() - shed_at < _SHED_RECENT_SECONDS:
+            shed = status["connections_shed"]
+            found.append(
+                f"HTTP connections at their limit ({status['connections']} open, "
+                f"{status['open']} of {status['limit']} descriptors): "
+                f"{shed['evicted']} idle ones closed to make room and {shed['refused']} "
+                "refused since start, the last less than a minute ago"
+            )
+        return found
