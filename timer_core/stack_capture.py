@@ -271,9 +271,10 @@ def _read(path: str) -> str:
 def _proc_report(pid: int, give_up_at: float | None = None) -> str:
     """What the kernel shows of a process: enough to tell a futex wait from an NFS hang.
     Only files the kernel fills in itself (nothing read through the worker's memory,
-    such as cmdline or maps, nor its cwd or files), and no more threads are read once ``give_up_at`` (monotonic)
-    has passed: a worker may have thousands. Should a read block (``stack`` waits for
-    a lock an exec'ing process holds), only the capture's own thread waits."""
+    such as cmdline or maps, nor its cwd or files), and no more threads are read once
+    ``give_up_at`` (monotonic) has passed: a worker may have thousands. Should a read
+    block (``stack`` waits for a lock an exec'ing process holds), only the capture's
+    own thread waits."""
     lines = [f"/proc/{pid}/status:", _read(f"/proc/{pid}/status"), ""]
     lines += [f"/proc/{pid}/stack (kernel stack; needs root):", _read(f"/proc/{pid}/stack"), ""]
     lines.append("threads (tid, name, state, kernel wait channel):")
