@@ -13,7 +13,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 
 from .request_limits import BodyLimit, HostCheck
-from .routers import dashboard, events, fifos, health, metrics, timers
+from .routers import dashboard, events, fifos, health, losses, metrics, timers
 from .service import Service
 from .settings import Settings
 
@@ -61,6 +61,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(events.router)
     app.include_router(fifos.router)
     app.include_router(health.router)
+    app.include_router(losses.router)
     app.include_router(metrics.router)
     app.include_router(dashboard.router)
     app.add_middleware(BodyLimit)

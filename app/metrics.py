@@ -18,6 +18,7 @@ from prometheus_client.registry import Collector
 from timer_core import EventKind, TimerEvent
 
 from .descriptor_metrics import DescriptorCollector
+from .kill_metrics import KillPathCollector
 
 if TYPE_CHECKING:
     from .service import Service
@@ -45,17 +46,34 @@ class ServiceMetrics:
         self.registry = CollectorRegistry()
         self._service = service
         r = self.registry
-        self.acquisitions = Counter("timer_acquisitions", "Timers armed.", ["source"], registry=r)
+        self.acquisitions = Counter(
+            "timer_acquisitions",
+            "Timers armed, since this process started.",
+            ["source"],
+            registry=r,
+        )
         self.releases = Counter(
-            "timer_releases", "Timers released in time.", ["source"], registry=r
+            "timer_releases",
+            "Timers released in time, since this process started.",
+            ["source"],
+            registry=r,
         )
         self.expirations = Counter(
-            "timer_expirations", "Timers whose deadline passed.", ["source"], registry=r
+            "timer_expirations",
+            "Timers whose deadline passed, since this process started.",
+            ["source"],
+            registry=r,
         )
-        self.kills = Counter("timer_kills", "Workers signalled at expiry.", ["signal"], registry=r)
+        self.kills = Counter(
+            "timer_kills",
+            "Workers signalled at expiry, since this process started.",
+            ["signal"],
+            registry=r,
+        )
         self.failures = Counter(
             "timer_failures",
-            "Requests refused (dangerous or unknown pid, bad values) and kills that failed.",
+            "Requests refused (dangerous or unknown pid, bad values) and kills that failed, "
+            "since this process started.",
             ["outcome"],
             registry=r,
         )
@@ -76,6 +94,7 @@ class ServiceMetrics:
         self.active = Gauge("timers_active", "Timers armed now.", registry=r)
         self.active.set_function(self._active_count)
         r.register(_HealthCollector(service))
+        r.register(KillPathCollector(service))
         r.register(DescriptorCollector(lambda: service.connections))
 
     def _active_count(self) -> float:
@@ -127,7 +146,7 @@ class _HealthCollector(Collector):
         )
         yield CounterMetricFamily(
             "timer_reaper_restarts",
-            "Times the supervisor restarted a dead reaper thread.",
+            "Times the supervisor restarted a dead reaper thread, since this process started.",
             value=service.reaper_restarts,
         )
         recorder = service.recorder
@@ -140,16 +159,22 @@ class _HealthCollector(Collector):
             value=float(recorder.degraded_reason is not None),
         )
         for name, help_text, value in (
-            ("timer_recorder_dropped", "Events dropped by a full buffer.", recorder.dropped),
-            ("timer_recorder_write_errors", "Failed database writes.", recorder.write_errors),
-            ("timer_recorder_rejected", "Events the database refused.", recorder.rejected),
-            ("timer_recorder_commits", "Group commits.", recorder.commits),
-            ("timer_pruned_events", "Events pruned past retention.", recorder.pruned_events),
+            (
+                "timer_recorder_dropped",
+                "Events dropped by a full buffer, since start.",
+                recorder.dropped,
+            ),
+            ("timer_recorder_write_errors", "Failed writes, since start.", recorder.write_errors),
+            ("timer_recorder_rejected", "Events refused, since start.", recorder.rejected),
+            ("timer_recorder_commits", "Group commits, since start.", recorder.commits),
+            ("timer_pruned_events", "Events pruned, since start.", recorder.pruned_events),
         ):
             yield CounterMetricFamily(name, help_text, value=value)
         malformed = service.fifo.malformed_lines if service.fifo is not None else 0
         if service.user_fifos is not None:  # garbage on the per-user FIFOs counts too
             malformed += service.user_fifos.malformed_lines
         yield CounterMetricFamily(
-            "timer_fifo_malformed_lines", "FIFO lines rejected as malformed.", value=malformed
+            "timer_fifo_malformed_lines",
+            "FIFO lines rejected as malformed, since start.",
+            value=malformed,
         )

@@ -13,6 +13,7 @@ from sqlalchemy.exc import OperationalError
 from sqlmodel import Session, col, select
 
 from timer_core import ProcessIdentity, ProcessSignaller, Reaper
+from timer_core.clock import Clock, SystemClock
 from timer_core.dump_files import default_stack_dir
 from timer_core.fifo_dir import FifoDirectory, resolve_uids
 from timer_core.fifo_source import FifoSource
@@ -22,6 +23,7 @@ from timer_core.user_fifos import UserFifos
 from .connection_gate import ConnectionGate
 from .db import make_engine, migrate
 from .live_feed import LiveFeed
+from .loss_ledger import LossLedger
 from .metrics import ServiceMetrics
 from .models import Timer
 from .private_files import secure_sqlite_files
@@ -67,6 +69,13 @@ class Service:
         self.reaper_restarts = 0
         # Who sends the signals; the fuzz tests swap in one that records instead.
         self.signaller = ProcessSignaller()
+        # The engine's clock; tests swap in a ManualClock before start.
+        self.clock: Clock = SystemClock()
+        # Losses outlive a restart: /healthz reports them until acknowledged.
+        self.losses = LossLedger(
+            self.engine,
+            lambda: {"dropped": self.recorder.dropped, "rejected": self.recorder.rejected},
+        )
         # What to do when the reaper loop stalls; tests replace it.
         self.on_stall: Callable[[], None] = _exit_for_supervisor
         self._stopping = threading.Event()
@@ -88,6 +97,7 @@ class Service:
                 f"cannot open or write the database {self.settings.db_url}: {error.orig}. "
                 "Check that its directory exists and is writable, or pass another --db-url."
             ) from None
+        self.losses.load()
         with Session(self.engine) as session:
             highest = session.exec(select(func.max(col(Timer.id)))).one()
             active = session.exec(select(Timer).where(col(Timer.state) == "active")).all()
@@ -108,6 +118,8 @@ class Service:
             signal_children=self.settings.signal_children,
             first_timer_id=(highest or 0) + 1,
             max_timers_per_uid=self.settings.max_timers_per_user,
+            clock=self.clock,
+            overdue_margin=self.settings.overdue_margin,
         )
         self.reaper.add_listener(self.recorder)
         self.reaper.add_listener(self.metrics)
@@ -117,6 +129,7 @@ class Service:
             # Each user's stack dump directory, made when a timer first asks for dumps.
             self.reaper.add_listener(capturer.dump_dirs)
         self.recorder.start()
+        self.losses.start()
         self._restore(list(active))
         self.reaper.start()
         if self.settings.fifo:
@@ -170,6 +183,7 @@ class Service:
                     "the reaper thread died; restarted it (%d restarts)", self.reaper_restarts
                 )
             return
+        reaper.kill_watch.check()  # logs when kills become overdue, and when not any more
         silent = time.monotonic() - reaper.last_loop_monotonic
         if silent > self.settings.reaper_stall_seconds:
             logger.critical("the reaper loop has not run for %.1fs: it is stalled", silent)
@@ -197,4 +211,5 @@ class Service:
             self.reaper.stop()
         self.recorder.stop()
         self.recorder.flush()
+        self.losses.stop()
         self.engine.dispose()

@@ -112,6 +112,9 @@ class Settings:
     # A reaper loop silent this long is stalled: /healthz fails and the service exits
     # non-zero, so its supervisor (systemd) restarts it and the timers are re-armed.
     reaper_stall_seconds: float = 5.0
+    # A due kill not sent within the stack budget plus this many seconds is overdue:
+    # /healthz fails (503) and timer_kills_overdue says how many.
+    overdue_margin: float = 1.0
     # Capture each expired worker's stack before signalling it, within this budget.
     capture_stacks: bool = True
     stack_budget: float = 2.0
@@ -168,6 +171,7 @@ class Settings:
             reaper_stall_seconds=_env_number(
                 "REAPER_STALL_SECONDS", defaults.reaper_stall_seconds, float
             ),
+            overdue_margin=_env_number("OVERDUE_MARGIN", defaults.overdue_margin, float),
             capture_stacks=_env_bool("CAPTURE_STACKS", defaults.capture_stacks),
             stack_budget=_env_number("STACK_BUDGET", defaults.stack_budget, float),
             stack_py_spy=_env_bool("STACK_PY_SPY", defaults.stack_py_spy),

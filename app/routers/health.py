@@ -9,6 +9,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from ..deps import ServiceDep
+from ..kill_metrics import kill_path_report
 from ..service import Service
 
 __all__ = ["health_report", "router"]
@@ -25,10 +26,17 @@ def health_report(service: Service) -> tuple[int, dict[str, Any]]:
         problems.append("the reaper thread is not running")
     elif since_loop is not None and since_loop > service.settings.reaper_stall_seconds:
         problems.append(f"the reaper loop has stalled for {since_loop:.1f}s")
+    kills = kill_path_report(reaper)
+    if kills.get("problem"):
+        problems.append(kills["problem"])
     recorder = service.recorder
     degraded = [recorder.degraded_reason] if recorder.degraded_reason else []
-    if recorder.dropped:
-        degraded.append(f"{recorder.dropped} events dropped by a full recorder buffer")
+    if kills.get("recent_error"):
+        degraded.append(f"an error on the expiry path: {kills['recent_error']}")
+    # From the database: a loss stays reported across restarts until acknowledged.
+    lost = service.losses.problem()
+    if lost:
+        degraded.append(lost)
     # Descriptors near the limit, or connections shed to keep some for kills.
     descriptors = service.connections.status()
     degraded += service.connections.problems(descriptors)
@@ -51,6 +59,8 @@ def health_report(service: Service) -> tuple[int, dict[str, Any]]:
             "write_errors": recorder.write_errors,
             "last_error": recorder.degraded_reason,
         },
+        "kills": kills,
+        "lost_events_unacknowledged": service.losses.unacknowledged(),
         "fifo": service.settings.fifo,
         "descriptors": descriptors,
     }
@@ -63,7 +73,9 @@ def health_report(service: Service) -> tuple[int, dict[str, Any]]:
     "/healthz",
     responses={
         200: {"description": "ok, or degraded (recording trouble; kills go on)"},
-        503: {"description": "failing: the reaper is not running or has stalled"},
+        503: {
+            "description": "failing: the reaper is not running or has stalled, or kills are overdue"
+        },
     },
 )
 def healthz(service: ServiceDep) -> JSONResponse:
