@@ -113,9 +113,24 @@ class EventBus:
         self._lock = threading.Lock()
 
     def next_seq(self) -> int:
+        """A number alone; prefer ``publish``, which numbers and queues in one step."""
         with self._lock:
             self._last_seq = next(self._seq)
             return self._last_seq
+
+    def publish(self, build: Callable[[int], TimerEvent]) -> TimerEvent:
+        """Number an event and queue it in one step, under one lock.
+
+        Listeners then see events in the order of their numbers, from however many
+        threads: one that has seen n has seen every m < n. The service's commit wait
+        relies on it (a 201 waits for "every event up to mine is written"); taking a
+        number and queueing in two steps let n+1 overtake n.
+        """
+        with self._lock:
+            self._last_seq = next(self._seq)
+            event = build(self._last_seq)
+            self._queue.put(event)
+        return event
 
     def last_seq(self) -> int:
         """The newest sequence number handed out (0 before the first)."""
@@ -130,6 +145,7 @@ class EventBus:
             self._listeners = [x for x in self._listeners if x is not listener]
 
     def emit(self, event: TimerEvent) -> None:
+        """Queue an event numbered elsewhere (its order is the caller's business)."""
         self._queue.put(event)
 
     def drain(self) -> None:

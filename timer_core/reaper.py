@@ -528,8 +528,8 @@ class Reaper:
         stack: CapturedStack | None = None,
         **detail: Any,
     ) -> None:
-        seq, at = self.bus.next_seq(), self.clock.time()
-        self.bus.emit(timer_event(seq, at, kind, timer, state, stack, detail))
+        now = self.clock.time
+        self.bus.publish(lambda seq: timer_event(seq, now(), kind, timer, state, stack, detail))
 
     def emit_refused(
         self, pid: Any, scope_id: Any, expiration_time: Any, signal: Any, source: str, reason: str
@@ -548,6 +548,5 @@ class Reaper:
             else repr(signal),
             reason,
         )
-        seq, at = self.bus.next_seq(), self.clock.time()
-        request = (pid, scope_id, expiration_time, signal)
-        self.bus.emit(refused_event(seq, at, request, source, reason))
+        request, now = (pid, scope_id, expiration_time, signal), self.clock.time
+        self.bus.publish(lambda seq: refused_event(seq, now(), request, source, reason))
