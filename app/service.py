@@ -20,6 +20,7 @@ from timer_core.fifo_source import FifoSource
 from timer_core.stack_capture import StackCapturer
 from timer_core.user_fifos import UserFifos
 
+from .backpressure import Backpressure
 from .connection_gate import ConnectionGate
 from .db import make_engine, migrate
 from .live_feed import LiveFeed
@@ -56,6 +57,8 @@ class Service:
             retention_seconds=settings.retention_days * 86400,
             prune_interval=settings.prune_interval,
         )
+        # The recorder's bound is kept where work comes in, so nothing known is dropped.
+        self.backpressure = Backpressure(self.recorder, settings.recorder_buffer)
         self.reaper: Reaper | None = None
         self.fifo: FifoSource | None = None
         # --fifo-dir: one FIFO per uid (POST /fifos makes the caller's).
@@ -121,6 +124,7 @@ class Service:
             clock=self.clock,
             overdue_margin=self.settings.overdue_margin,
         )
+        self.backpressure.follow(self.reaper.bus.last_seq)
         self.reaper.add_listener(self.recorder)
         self.reaper.add_listener(self.metrics)
         self.live_feed.seed(self.engine)
@@ -133,10 +137,19 @@ class Service:
         self._restore(list(active))
         self.reaper.start()
         if self.settings.fifo:
-            self.fifo = FifoSource(self.settings.fifo, self.reaper, mode=self.settings.fifo_mode)
+            self.fifo = FifoSource(
+                self.settings.fifo,
+                self.reaper,
+                mode=self.settings.fifo_mode,
+                may_read=self.backpressure.may_read,
+            )
             self.fifo.start()
         if self.settings.fifo_dir:
-            self.user_fifos = UserFifos(FifoDirectory(self.settings.fifo_dir), self.reaper)
+            self.user_fifos = UserFifos(
+                FifoDirectory(self.settings.fifo_dir),
+                self.reaper,
+                may_read=self.backpressure.may_read,
+            )
             self.user_fifos.start(resolve_uids(self.settings.fifo_users))
             logger.info(
                 "per-user FIFOs in %s, for uids %s",
