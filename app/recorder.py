@@ -1,29 +1,40 @@
 """Writes timer events to the database in batches on its own thread (group commit).
 
-The reaper never waits on the disk: events are handed over through a bounded
-buffer. Writers of the REST API wait (asynchronously) until their event's
-sequence number is committed, so a 201 means the acquisition is on disk.
-While the database cannot be written, events stay in the buffer and are
-retried; beyond the buffer's bound the oldest are dropped, counted and logged.
+The reaper never waits on the disk: events are handed over through a buffer.
+Writers of the REST API wait (asynchronously) until every event up to theirs is
+committed (``commit_watermark``), so a 201 means the acquisition is on disk.
+While the database cannot be written, events stay in the buffer and are retried.
+
+No event of a timer is ever dropped: the buffer is kept bounded from the other end,
+where work comes in (``backpressure``: the FIFOs are not read and new HTTP
+acquisitions get 503 while the recorder is behind). Only ``refused`` events, which
+change no timer, are dropped beyond the bound (counted and logged), since requests
+the service turns away could otherwise fill it.
+
+An event the database refuses (a value it cannot hold) is set aside alone: a failed
+batch is split in halves until the bad event stands by itself, so one bad event
+costs a few extra transactions, not one per event. If it was a timer's acquisition,
+the timer's later events are still written, unlinked, instead of each failing the
+foreign key in its turn.
 """
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import itertools
 import logging
 import threading
 import time
-from typing import Any
 
-from sqlalchemy import Engine, bindparam, insert, text, update
+from sqlalchemy import Engine, select, text
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from timer_core import TimerEvent
-from timer_core.events import END_KINDS, EventKind
+from timer_core.events import EventKind
 
-from .models import Event, Stack, Timer
+from .commit_watermark import CommitWatermark
+from .event_rows import write_events
+from .models import Timer
 
 __all__ = ["Recorder"]
 
@@ -31,6 +42,11 @@ logger = logging.getLogger(__name__)
 
 _BATCH_MAX = 5000
 _RETRY_SECONDS = 0.5
+# Errors of the data, not of the disk: retrying cannot help, so the event is set aside.
+_DATA_ERRORS = (IntegrityError, ValueError, TypeError, OverflowError)
+# Timers whose acquisition could not be written, remembered so that their later events
+# are written unlinked; a few are enough (each means a value the database cannot hold).
+_UNRECORDED_MAX = 10_000
 
 _PRUNE_CHUNK = 10_000
 _PRUNE_EVENTS = text(
@@ -47,8 +63,6 @@ _PRUNE_TIMERS = text(
 )
 
 _timers = Timer.__table__  # type: ignore[attr-defined]
-_events = Event.__table__  # type: ignore[attr-defined]
-_stacks = Stack.__table__  # type: ignore[attr-defined]
 
 
 class Recorder:
@@ -67,7 +81,8 @@ class Recorder:
         self._arrived = threading.Condition(self._lock)
         self._thread: threading.Thread | None = None
         self._stopping = False
-        self.committed_seq = 0
+        self.watermark = CommitWatermark()
+        self._unrecorded: collections.OrderedDict[int, None] = collections.OrderedDict()
         self.dropped = 0
         self.commits = 0
         self.write_errors = 0
@@ -78,27 +93,39 @@ class Recorder:
         self._prune_interval = prune_interval
         self._next_prune = time.monotonic()
         self.last_error: str | None = None
-        self._waiters: list[tuple[int, asyncio.Future[None], asyncio.AbstractEventLoop]] = []
 
     # ---- the listener side (event bus thread) ----------------------------------------------
 
     def __call__(self, event: TimerEvent) -> None:
         with self._lock:
-            if len(self._buffer) >= self._buffer_size:
-                lost = self._buffer.popleft()
-                self.dropped += 1
-                logger.error(
-                    "recorder buffer full (%d events): dropped event %d (%s of timer %s)",
-                    self._buffer_size,
-                    lost.seq,
-                    lost.kind,
-                    lost.timer_id,
-                )
-            self._buffer.append(event)
-            self._arrived.notify()
+            full = len(self._buffer) >= self._buffer_size
+            if not full or event.kind != EventKind.REFUSED:
+                # A timer's events are never dropped: the sources stop taking work in
+                # instead, so beyond the bound there are only the events of timers
+                # already armed (each ends once).
+                self._buffer.append(event)
+                self._arrived.notify()
+                return
+            self.dropped += 1
+        if self.dropped == 1 or self.dropped % 1000 == 0:
+            logger.error(
+                "recorder buffer full (%d events): %d refused-request events dropped so far",
+                self._buffer_size,
+                self.dropped,
+            )
+        self.watermark.finish((event.seq,))
 
     def backlog(self) -> int:
         return len(self._buffer)
+
+    @property
+    def buffer_size(self) -> int:
+        return self._buffer_size
+
+    @property
+    def committed_seq(self) -> int:
+        """Every event numbered up to this is written (or was set aside for good)."""
+        return self.watermark.value
 
     @property
     def degraded_reason(self) -> str | None:
@@ -108,17 +135,7 @@ class Recorder:
 
     async def wait_committed(self, seq: int, timeout: float) -> bool:
         """True once event ``seq`` (and every earlier one) is committed; False on timeout."""
-        loop = asyncio.get_running_loop()
-        with self._lock:
-            if self.committed_seq >= seq:
-                return True
-            future: asyncio.Future[None] = loop.create_future()
-            self._waiters.append((seq, future, loop))
-        try:
-            await asyncio.wait_for(future, timeout)
-            return True
-        except TimeoutError:
-            return False
+        return await self.watermark.wait(seq, timeout)
 
     # ---- the writer thread -----------------------------------------------------------------
 
@@ -173,11 +190,7 @@ class Recorder:
         if not batch:
             return False
         try:
-            self._write(batch)
-        except (IntegrityError, ValueError, TypeError, OverflowError):
-            # The data, not the disk: one bad event must not block the rest forever,
-            # so write them one by one and reject only the one that cannot be stored.
-            self._write_singly(batch)
+            self._write_isolating(batch)
         except SQLAlchemyError as error:
             self.write_errors += 1
             cause = getattr(error, "orig", None) or error
@@ -189,22 +202,66 @@ class Recorder:
             # file opened read-only so): retry on fresh connections.
             self._engine.dispose()
             return False
-        with self._lock:
-            # Drop exactly what was written; anything dropped meanwhile from the
-            # front for lack of room was counted then.
-            written = {event.seq for event in batch}
-            while self._buffer and self._buffer[0].seq in written:
-                self._buffer.popleft()
-            self.committed_seq = max(self.committed_seq, batch[-1].seq)
-            self.commits += 1
-            if self.last_error is not None:
-                logger.warning("database writable again; recording resumed")
-            self.last_error = None
-            ready = [w for w in self._waiters if w[0] <= self.committed_seq]
-            self._waiters = [w for w in self._waiters if w[0] > self.committed_seq]
-        for _, future, loop in ready:
-            loop.call_soon_threadsafe(_resolve, future)
+        if self.last_error is not None:
+            logger.warning("database writable again; recording resumed")
+        self.last_error = None
         return True
+
+    def _write_isolating(self, batch: list[TimerEvent]) -> None:
+        """Write ``batch`` (the buffer's front), in order. On an error of the data, split
+        it in halves until the bad event stands alone and is set aside. Each part is
+        taken off the buffer as soon as it is done, so if the disk fails half-way
+        through, only what is left is retried, never written twice."""
+        try:
+            self._write(batch)
+        except _DATA_ERRORS as error:
+            if len(batch) > 1:
+                middle = len(batch) // 2
+                self._write_isolating(batch[:middle])
+                self._write_isolating(batch[middle:])
+                return
+            self._set_aside(batch[0], error)
+        else:
+            self.commits += 1
+        self._done(batch)
+
+    def _set_aside(self, event: TimerEvent, error: Exception) -> None:
+        """An event the database refused. If its timer is not in the database, the
+        timer is remembered as unrecorded and the event written once more, unlinked."""
+        timer_id = event.timer_id
+        if timer_id is not None and timer_id not in self._unrecorded:
+            with self._engine.connect() as connection:
+                known = connection.execute(
+                    select(_timers.c.id).where(_timers.c.id == timer_id)
+                ).first()
+            if known is None:
+                # The timer itself is lost to the database, whatever becomes of its
+                # events: counted and logged, so the service says so.
+                self.rejected += 1
+                self._unrecorded[timer_id] = None
+                if len(self._unrecorded) > _UNRECORDED_MAX:
+                    self._unrecorded.popitem(last=False)
+                logger.error(
+                    "timer %d cannot be recorded (its events are kept unlinked): %s",
+                    timer_id,
+                    error,
+                )
+                try:
+                    self._write([event])
+                    return
+                except _DATA_ERRORS as again:
+                    error = again
+        self.rejected += 1
+        logger.error("event %d (%s) cannot be recorded: %s", event.seq, event.kind, error)
+
+    def _done(self, batch: list[TimerEvent]) -> None:
+        with self._lock:
+            for event in batch:
+                # Checked, not assumed: a flush() racing a writer thread that outlived
+                # stop()'s wait must not take off events nobody wrote.
+                if self._buffer and self._buffer[0].seq == event.seq:
+                    self._buffer.popleft()
+        self.watermark.finish(event.seq for event in batch)
 
     # ---- retention (on this thread: SQLite has one writer) ----------------------------------
 
@@ -248,89 +305,6 @@ class Recorder:
         self.pruned_timers += deleted_timers
         return deleted_events, deleted_timers
 
-    def _write_singly(self, batch: list[TimerEvent]) -> None:
-        for event in batch:
-            try:
-                self._write([event])
-            except (IntegrityError, ValueError, TypeError, OverflowError) as error:
-                self.rejected += 1
-                logger.error("event %d (%s) cannot be recorded: %s", event.seq, event.kind, error)
-
     def _write(self, batch: list[TimerEvent]) -> None:
-        new_timers: list[dict[str, Any]] = []
-        changes: dict[int, dict[str, Any]] = {}
-        rows: list[dict[str, Any]] = []
-        stacks: list[dict[str, Any]] = []
-        for event in batch:
-            if event.kind == EventKind.ACQUIRED:
-                new_timers.append(
-                    {
-                        "id": event.timer_id,
-                        "pid": event.pid,
-                        "scope_id": event.scope_id,
-                        "signal": event.signal,
-                        "source": event.source,
-                        "state": "active",
-                        "acquired_at": event.acquired_at,
-                        "expiration_time": event.expiration_time,
-                        "process_create_time": event.process_create_time,
-                        "uid": event.process_uid,
-                        "dump_signal": event.dump_signal,
-                    }
-                )
-            elif event.kind == EventKind.EXTENDED and event.timer_id is not None:
-                changes.setdefault(event.timer_id, {}).update(
-                    expiration_time=event.expiration_time, signal=event.signal
-                )
-            elif event.kind in END_KINDS and event.timer_id is not None:
-                changes.setdefault(event.timer_id, {}).update(
-                    state=event.state,
-                    ended_at=event.at,
-                    end_reason=event.reason(),
-                )
-            if event.stack is not None and event.timer_id is not None:
-                stacks.append(
-                    {
-                        "timer_id": event.timer_id,
-                        "method": event.stack.method,
-                        "captured_at": event.at,
-                        "seconds": event.stack.seconds,
-                        "truncated": event.stack.truncated,
-                        "notes": list(event.stack.notes),
-                        "text": event.stack.text,
-                    }
-                )
-            rows.append(
-                {
-                    "timer_id": event.timer_id,
-                    "kind": event.kind,
-                    "at": event.at,
-                    "pid": event.pid,
-                    "scope_id": event.scope_id,
-                    "source": event.source,
-                    "detail": event.detail,
-                }
-            )
         with self._engine.begin() as connection:
-            if new_timers:
-                connection.execute(insert(_timers), new_timers)
-            by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = {}
-            for timer_id, values in changes.items():
-                by_columns.setdefault(tuple(sorted(values)), []).append(
-                    {"timer_id": timer_id, **values}
-                )
-            for columns, params in by_columns.items():
-                statement = (
-                    update(_timers)
-                    .where(_timers.c.id == bindparam("timer_id"))
-                    .values({column: bindparam(column) for column in columns})
-                )
-                connection.execute(statement, params)
-            connection.execute(insert(_events), rows)
-            if stacks:
-                connection.execute(insert(_stacks), stacks)
-
-
-def _resolve(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
+            write_events(connection, batch, self._unrecorded)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from pathlib import Path
 
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from app.db import make_engine, migrate
 from app.models import Event, Timer
@@ -63,13 +64,112 @@ def test_an_event_that_can_never_be_written_does_not_block_the_others(tmp_path: 
         assert sorted(t.id for t in session.exec(select(Timer))) == [7, 8]
 
 
-def test_a_full_buffer_drops_the_oldest_and_counts_it(tmp_path: Path) -> None:
+def refused(seq: int) -> TimerEvent:
+    return TimerEvent(
+        seq=seq,
+        kind="refused",
+        timer_id=None,
+        pid=100,
+        scope_id="s",
+        at=float(seq),
+        state="refused",
+        signal=9,
+        source="test",
+        acquired_at=1.0,
+        expiration_time=1.0,
+    )
+
+
+def test_a_full_buffer_keeps_every_timer_event_and_drops_only_refusals(tmp_path: Path) -> None:
     engine = make_engine(f"sqlite:///{tmp_path / 'r.db'}")
     migrate(engine)
     recorder = Recorder(engine, buffer_size=2)
     for seq in (1, 2, 3):
         recorder(event(seq, "acquired", seq))
-    assert recorder.dropped == 1 and recorder.backlog() == 2
+    recorder(refused(4))  # changes no timer: dropped beyond the bound, and counted
+    recorder(event(5, "released", 1, "released"))
+    assert recorder.dropped == 1 and recorder.backlog() == 4
+    recorder.flush()
+    # The dropped refusal is set aside for good, so it does not hold the watermark back.
+    assert recorder.committed_seq == 5
+    with Session(engine) as session:
+        assert sorted(t.id for t in session.exec(select(Timer))) == [1, 2, 3]
+
+
+def waiter_released(recorder: Recorder, seq: int) -> bool:
+    async def wait() -> bool:
+        return await recorder.wait_committed(seq, timeout=0.05)
+
+    return asyncio.run(wait())
+
+
+def test_a_waiter_is_not_released_before_its_own_event_is_written(tmp_path: Path) -> None:
+    """The 201-after-commit guarantee under reordering: event 2 reaches the recorder,
+    and is written, before event 1. Whoever waits on 1 (or on 2) must wait for 1."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'r.db'}")
+    migrate(engine)
+    recorder = Recorder(engine)
+    recorder(event(2, "acquired", 2))
+    recorder.flush()
+    assert recorder.backlog() == 0  # 2 is on disk...
+    assert recorder.committed_seq == 0  # ...but 1 is not, so nothing up to 2 is
+    assert not waiter_released(recorder, 1)
+    assert not waiter_released(recorder, 2)
+    recorder(event(1, "acquired", 1))
+    recorder.flush()
+    assert recorder.committed_seq == 2
+    assert waiter_released(recorder, 1) and waiter_released(recorder, 2)
+
+
+def test_a_bad_event_is_isolated_in_a_few_transactions_not_one_per_event(
+    tmp_path: Path,
+) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'r.db'}")
+    migrate(engine)
+    recorder = Recorder(engine)
+    recorder(event(1, "acquired", 1))
+    recorder.flush()
+    commits = recorder.commits
+    recorder(event(2, "acquired", 1))  # duplicate id: can never be written
+    for seq in range(3, 1003):
+        recorder(event(seq, "acquired", seq))
+    recorder.flush()
+    assert recorder.rejected == 1 and recorder.committed_seq == 1002
+    # Halving isolates it in about log2(1000) commits; one by one would take 1000.
+    assert recorder.commits - commits <= 20
+    with Session(engine) as session:
+        assert len(session.exec(select(Timer)).all()) == 1001
+
+
+def test_later_events_of_a_timer_that_could_not_be_recorded_are_kept_unlinked(
+    tmp_path: Path,
+) -> None:
+    """An acquisition the database cannot hold must not make each later event of its
+    timer fail the foreign key (and drag its batch to row-by-row writes)."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'r.db'}")
+    migrate(engine)
+    recorder = Recorder(engine)
+    unstorable = dataclasses.replace(event(1, "acquired", 9), process_uid=10**30)
+    recorder(unstorable)
+    recorder.flush()
+    commits = recorder.commits
+    recorder(event(2, "extended", 9))
+    recorder(event(3, "acquired", 10))
+    recorder(event(4, "killed", 9, "killed"))
+    recorder.flush()
+    assert recorder.commits - commits == 1  # one batch, no split
+    assert recorder.committed_seq == 4 and recorder.backlog() == 0
+    assert recorder.rejected == 1  # the timer is not in the database, and it says so
+    with Session(engine) as session:
+        assert [t.id for t in session.exec(select(Timer))] == [10]
+        events = session.exec(select(Event).order_by(col(Event.id))).all()
+    assert [(e.kind, e.timer_id) for e in events] == [
+        ("acquired", None),
+        ("extended", None),
+        ("acquired", 10),
+        ("killed", None),
+    ]
+    assert events[3].detail["timer_id"] == 9 and "could not be recorded" in str(events[3].detail)
 
 
 def test_a_value_sqlite_cannot_hold_is_rejected_and_the_thread_lives_on(tmp_path: Path) -> None:
