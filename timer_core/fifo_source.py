@@ -4,6 +4,10 @@ The FIFO is opened without blocking (so ``stop()`` never waits for a client)
 and kept open for writing by this process too, so it never reports EOF and
 the reader sleeps in ``select`` until a client writes. Malformed lines are
 logged, counted and skipped; the good lines around them still apply.
+
+With ``may_read``, the reader leaves requests in the pipe while it says no (the
+service: while its recorder is behind), so a burst waits in the kernel and in the
+writers instead of in this process's memory: at most one read (64 KiB) goes past it.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import select
 import selectors
 import stat
 import threading
@@ -21,11 +26,13 @@ from .fifo_lines import LineSplitter
 from .reaper import Reaper
 from .wire import MalformedRequest, WireRequest, parse_line
 
-__all__ = ["FifoSource", "create_fifo"]
+__all__ = ["PAUSE_POLL_SECONDS", "FifoSource", "create_fifo"]
 
 logger = logging.getLogger(__name__)
 
 _READ_CHUNK = 65536
+# How often a paused reader asks again whether it may read.
+PAUSE_POLL_SECONDS = 0.02
 # Linux's default cap for unprivileged pipes (/proc/sys/fs/pipe-max-size): ~10k requests.
 _PIPE_BYTES = 1 << 20
 
@@ -64,8 +71,10 @@ class FifoSource:
         mode: int = 0o600,
         create: bool = True,
         on_malformed: Callable[[str], None] | None = None,
+        may_read: Callable[[], bool] | None = None,
     ) -> None:
         self.path = path
+        self._may_read = may_read or _always
         self.reaper = reaper
         self.malformed_lines = 0
         self.applied_requests = 0
@@ -100,9 +109,10 @@ class FifoSource:
                 os.unlink(self.path)
 
     def drain(self) -> int:
-        """Apply every complete request waiting in the FIFO now; returns how many lines."""
+        """Apply every complete request waiting in the FIFO now, or until ``may_read``
+        says no; returns how many lines."""
         lines = 0
-        while True:
+        while self._may_read():
             try:
                 chunk = os.read(self._read_fd, _READ_CHUNK)
             except BlockingIOError:
@@ -110,6 +120,7 @@ class FifoSource:
             if not chunk:
                 return lines
             lines += self.feed(chunk)
+        return lines
 
     def feed(self, chunk: bytes) -> int:
         """Split a chunk into lines and apply each; keeps a trailing partial line."""
@@ -146,6 +157,11 @@ class FifoSource:
             selector.register(self._read_fd, selectors.EVENT_READ)
             selector.register(self._wake_read, selectors.EVENT_READ)
             while not self._stopped:
+                if not self._may_read():
+                    # Paused: wait for stop() or the next look, not for data (the FIFO
+                    # stays readable, so select would return at once).
+                    select.select([self._wake_read], [], [], PAUSE_POLL_SECONDS)
+                    continue
                 selector.select()
                 if self._stopped:
                     return
@@ -153,3 +169,7 @@ class FifoSource:
                     self.drain()
                 except Exception:
                     logger.exception("error reading the FIFO %s", self.path)
+
+
+def _always() -> bool:
+    return True

@@ -11,6 +11,10 @@ and never signals. Root's FIFO, and the service's own uid's, may target what the
 One thread reads every FIFO through epoll. Each round gives every FIFO with data one
 read of at most ``READ_BUDGET`` bytes, so a flood on one user's FIFO costs the others
 one bounded read per round, never their turn.
+
+With ``may_read``, no round starts while it says no (the service: while its recorder
+is behind): requests wait in the pipes and their writers, and at most one round
+(``READ_BUDGET`` per FIFO) goes past it.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from collections.abc import Callable, Iterable
 
 from .fifo_dir import FifoDirectory, FifoDirError, UserFifo
 from .fifo_lines import LineSplitter
+from .fifo_source import PAUSE_POLL_SECONDS
 from .reaper import Reaper, RefusedError
 from .wire import MalformedRequest, WireRequest, parse_line
 
@@ -74,8 +79,10 @@ class UserFifos:
         read_uid: Callable[[int], int | None] = real_uid,
         on_malformed: Callable[[str], None] | None = None,
         unrestricted_uids: frozenset[int] | None = None,
+        may_read: Callable[[], bool] | None = None,
     ) -> None:
         self.directory = directory
+        self._may_read = may_read
         self.reaper = reaper
         self.malformed_lines = 0
         self.applied_requests = 0
@@ -181,7 +188,12 @@ class UserFifos:
     def poll_once(self, timeout: float | None = None) -> int:
         """Wait up to ``timeout`` seconds (None: forever) for data, then give each FIFO
         that has some one read of at most ``READ_BUDGET`` bytes. Returns how many bytes
-        were read in all."""
+        were read in all. While ``may_read`` says no, only waits (for stop() or a short
+        while) and reads nothing."""
+        if self._may_read is not None and not self._may_read():
+            pause = PAUSE_POLL_SECONDS if timeout is None else min(timeout, PAUSE_POLL_SECONDS)
+            select.select([self._wake_read], [], [], pause)
+            return 0
         ready = self._epoll.poll(-1 if timeout is None else timeout)
         total = 0
         with self._lock:

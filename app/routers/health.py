@@ -58,6 +58,9 @@ def health_report(service: Service) -> tuple[int, dict[str, Any]]:
             "dropped": recorder.dropped,
             "write_errors": recorder.write_errors,
             "last_error": recorder.degraded_reason,
+            # Backpressure: events not yet committed, and how often intake paused.
+            "behind": service.backpressure.outstanding(),
+            "pauses": service.backpressure.pauses,
         },
         "kills": kills,
         "lost_events_unacknowledged": service.losses.unacknowledged(),

@@ -98,6 +98,17 @@ async def _committed(service: Service) -> None:
         )
 
 
+def _not_behind(service: Service) -> None:
+    """503 before the engine is touched while the recorder is behind (backpressure): an
+    acquisition or heartbeat taken now could not be committed in time, and each one is
+    memory. Releases are always taken: they end timers that already exist."""
+    refusal = service.backpressure.refusal()
+    if refusal is not None:
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE, detail=refusal, headers={"Retry-After": "1"}
+        )
+
+
 def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     descriptions = {
         400: "The body is not valid JSON",
@@ -107,7 +118,7 @@ def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
         409: "The timer is not active",
         415: "The body is not sent as JSON (content-type: application/json)",
         429: "The worker's user already holds its maximum of active timers",
-        503: "Not committed in time (the database cannot be written)",
+        503: "Not committed in time, or the recorder is behind: retry",
     }
     return {code: {"model": ErrorMessage, "description": descriptions[code]} for code in codes}
 
@@ -145,6 +156,7 @@ async def acquire(
     if caller.uid is None and not caller.admin:
         # Nobody to check the worker's owner against: refused before the engine.
         raise forbidden(authorize(caller, None, f"arm a timer for pid {body.pid}") or "")
+    _not_behind(service)
     try:
         view, created = service.running_reaper.acquire(
             body.pid,

@@ -1,7 +1,8 @@
 """The database becomes unwritable: locked by another connection, or the disk is
 full (a tiny tmpfs made here), or read-only. Kills go on, /healthz and a metric say
-why, events wait in a bounded buffer and are written once the disk recovers, and an
-acquisition that cannot be committed gets a 503, never a fake 201."""
+why, events wait in a buffer and are written once the disk recovers, and an
+acquisition that cannot be committed gets a 503, never a fake 201. Once the buffer is
+full, new acquisitions get 503 before they are armed: nothing is dropped."""
 
 from __future__ import annotations
 
@@ -114,7 +115,7 @@ def test_disk_full(tiny_disk: Path, sleepers: list[subprocess.Popen[bytes]]) -> 
         check_fault_then_recovery(client, sleepers, "full", filler.unlink)
 
 
-def test_a_full_buffer_drops_the_oldest_and_says_so(
+def test_a_full_buffer_refuses_new_acquisitions_instead_of_dropping(
     tmp_path: Path, sleepers: list[subprocess.Popen[bytes]]
 ) -> None:
     db = tmp_path / "small-buffer.db"
@@ -125,20 +126,33 @@ def test_a_full_buffer_drops_the_oldest_and_says_so(
         holder = sqlite3.connect(db, isolation_level=None)
         holder.execute("BEGIN EXCLUSIVE")
         try:
+            answers = []
             for scope in ("a", "b", "c", "d", "e"):
                 body = {"pid": worker.pid, "scope_id": scope, "expires_in": 600}
-                assert client.post("/timers", json=body).status_code == 503
-            assert metric(client, "timer_recorder_dropped_total") == 2
-            problems = client.get("/healthz").json()["problems"]
-            assert any("2 events dropped" in problem for problem in problems)
+                answers.append(client.post("/timers", json=body))
+            # Armed but not committable in time: 503 saying the timer is armed.
+            assert [r.status_code for r in answers[:3]] == [503, 503, 503]
+            assert all("the timer is armed" in r.json()["detail"] for r in answers[:3])
+            # Three events behind: the next ones are refused before the engine.
+            assert [r.status_code for r in answers[3:]] == [503, 503]
+            assert all("nothing was armed" in r.json()["detail"] for r in answers[3:])
+            assert answers[3].headers["retry-after"] == "1"
+            report = client.get("/healthz").json()
+            assert report["recorder"]["behind"] == 3 and report["recorder"]["pauses"] >= 1
+            assert metric(client, "timer_recorder_dropped_total") == 0
+            # Releases are still taken: they end timers that exist.
+            release = {"pid": worker.pid, "scope_id": "a"}
+            assert client.post("/timers/release", json=release).status_code == 503
         finally:
             holder.execute("COMMIT")
             holder.close()
         assert wait_until(lambda: client.get("/healthz").json()["recorder"]["backlog"] == 0)
-        # The three newest survived; every timer is still armed in the engine.
-        stored = {t["scope_id"] for t in client.get("/timers").json()["items"]}
-        assert stored == {"c", "d", "e"}
-        assert client.app.state.service.running_reaper.active_count() == 5  # type: ignore[attr-defined]
+        # Everything the engine took is in the database, and nothing else is.
+        stored = {t["scope_id"]: t["state"] for t in client.get("/timers").json()["items"]}
+        assert stored == {"a": "released", "b": "active", "c": "active"}
+        assert client.app.state.service.running_reaper.active_count() == 2  # type: ignore[attr-defined]
+        body = {"pid": worker.pid, "scope_id": "d", "expires_in": 600}
+        assert client.post("/timers", json=body).status_code == 201
 
 
 @needs_root
