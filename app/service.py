@@ -29,6 +29,7 @@ from .metrics import ServiceMetrics
 from .models import Timer
 from .private_files import secure_sqlite_files
 from .recorder import Recorder
+from .restore_identities import RestoreIdentities
 from .settings import Settings
 
 __all__ = ["STALL_EXIT_CODE", "Service"]
@@ -59,6 +60,7 @@ class Service:
         )
         # The recorder's bound is kept where work comes in, so nothing known is dropped.
         self.backpressure = Backpressure(self.recorder, settings.recorder_buffer)
+        self._identities = RestoreIdentities()
         self.reaper: Reaper | None = None
         self.fifo: FifoSource | None = None
         # --fifo-dir: one FIFO per uid (POST /fifos makes the caller's).
@@ -123,6 +125,7 @@ class Service:
             max_timers_per_uid=self.settings.max_timers_per_user,
             clock=self.clock,
             overdue_margin=self.settings.overdue_margin,
+            identify_process=self._identities,
         )
         self.backpressure.follow(self.reaper.bus.last_seq)
         self.reaper.add_listener(self.recorder)
@@ -171,9 +174,13 @@ class Service:
     def _restore(self, active: list[Timer]) -> None:
         """Re-arm the timers that were active when the service last stopped or crashed."""
         assert self.reaper is not None
+        with self._identities.remembering():
+            self._restore_rows(self.reaper, active)
+
+    def _restore_rows(self, reaper: Reaper, active: list[Timer]) -> None:
         for row in active:
             identity = ProcessIdentity(row.pid, row.process_create_time or 0.0, row.uid)
-            self.reaper.restore(
+            reaper.restore(
                 row.id,
                 identity,
                 row.scope_id,
