@@ -77,3 +77,21 @@ def test_http_wrk_smoke_records_every_answered_request() -> None:
     assert result["ratio"] > 0
     assert result["service_answered_2xx"] > 0
     assert result["events_recorded"] >= result["service_answered_2xx"]
+
+
+@pytest.mark.slow
+def test_attacks_smoke_kills_every_probe_under_every_attack() -> None:
+    rows = {row["attack"]: row for row in run_smoke("attacks")["rows"]}
+    assert list(rows) == [
+        "baseline",
+        "planted FIFO + link",
+        "idle flood, 256 fds",
+        "40 at once",
+        "4 dashboard readers",
+        "FIFO burst",
+    ]
+    for row in rows.values():
+        if "skipped" in row:  # no prlimit on this machine
+            continue
+        assert row["missed"] == 0 and row["death"]["n"] == row["probes"], row
+    assert rows["40 at once"]["probes"] == 40

@@ -1,0 +1,364 @@
+"""Kill lateness under attack: the real ``timer-service``, a baseline and five attacks.
+
+    python -m bench.attacks            # 400 idle connections, 100k timers, 200k FIFO lines
+    python -m bench.attacks --smoke    # 40 connections, 1k timers, 2k lines (CI keeps it working)
+
+Each row starts a fresh service, sets its attack going, then arms probe workers
+(``sleep`` processes) and reports how late each one died: from its deadline to its
+death as seen by its parent (this process), and the engine's own deadline-to-signal
+latency from its ``killed`` event. Ratios are against the baseline row of the same
+run. ``overdue`` is the service's own count of kills that went past the stack budget
+plus its margin (``timer_overdue_kills_total``). The attacks:
+
+- planted: a FIFO or a link to /etc/shadow at each probe's stack dump path;
+- idle flood: the service under ``prlimit --nofile=256``, holding idle connections;
+- 40 at once: 40 probes with the same deadline;
+- readers: 4 clients polling ``/dashboard/state?scope=x`` over many timers;
+- FIFO burst: torch-format requests written to the FIFO as fast as it takes them,
+  while the probes' deadlines pass.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench.common import fifo_line, print_table, save, save_chart, summary_ms, write_fifo
+from tests.app.service_process import ServiceProcess
+
+LEAD_SECONDS = 0.7  # from arming to the first deadline
+SPREAD_SECONDS = 0.5  # deadlines spread over this, except for "40 at once"
+GIVE_UP_SECONDS = 15.0  # a probe still alive this long after its deadline was missed
+QUIET = ("--log-level", "warning")
+
+
+@dataclass(frozen=True)
+class Sizes:
+    probes: int
+    connections: int
+    timers: int
+    fifo_lines: int
+    simultaneous: int = 40
+
+
+FULL = Sizes(probes=20, connections=400, timers=100_000, fifo_lines=200_000)
+SMOKE = Sizes(probes=5, connections=40, timers=1_000, fifo_lines=2_000)
+
+Arm = Callable[[dict[int, float]], None]
+
+
+def sleepers(count: int) -> list[subprocess.Popen[bytes]]:
+    return [subprocess.Popen(["sleep", "900"]) for _ in range(count)]
+
+
+def arm_http(url: str, **extra: Any) -> Arm:
+    def arm(deadlines: dict[int, float]) -> None:
+        with httpx.Client(base_url=url, timeout=30) as http:
+            for pid, deadline in deadlines.items():
+                body = {"pid": pid, "scope_id": "probe", "expiration_time": deadline, **extra}
+                http.post("/timers", json=body).raise_for_status()
+
+    return arm
+
+
+def arm_fifo(fifo: str) -> Arm:
+    return lambda deadlines: write_fifo(
+        fifo, b"".join(fifo_line(pid, "probe", d) for pid, d in deadlines.items())
+    )
+
+
+def measure(
+    service: ServiceProcess, count: int, arm: Arm, *, together: bool = False, note: str = ""
+) -> dict[str, Any]:
+    """Arm ``count`` probes with ``arm`` and time their deaths."""
+    probes = sleepers(count)
+    deaths: dict[int, float] = {}
+
+    def watch(process: subprocess.Popen[bytes]) -> None:
+        process.wait()
+        deaths[process.pid] = time.time()
+
+    watchers = [threading.Thread(target=watch, args=(p,), daemon=True) for p in probes]
+    for thread in watchers:
+        thread.start()
+    start = time.time() + LEAD_SECONDS
+    step = 0.0 if together else SPREAD_SECONDS / count
+    deadlines = {p.pid: start + i * step for i, p in enumerate(probes)}
+    try:
+        arm(deadlines)
+        give_up = time.monotonic() + LEAD_SECONDS + SPREAD_SECONDS + GIVE_UP_SECONDS
+        for thread in watchers:
+            thread.join(max(0.0, give_up - time.monotonic()))
+    finally:
+        for probe in probes:
+            if probe.poll() is None:
+                probe.kill()
+            probe.wait()
+    died = [deaths[pid] - deadline for pid, deadline in deadlines.items() if pid in deaths]
+    killed_by_service = {pid for pid, d in deaths.items() if d - deadlines[pid] < GIVE_UP_SECONDS}
+    engine = engine_latencies(service.url, killed_by_service)
+    health = httpx.get(service.url + "/healthz", timeout=30).json()
+    return {
+        "probes": count,
+        "missed": count - len(killed_by_service),
+        "death": summary_ms(died),
+        "engine": summary_ms(engine),
+        "overdue": health.get("kills", {}).get("overdue_total"),
+        "note": note,
+    }
+
+
+def engine_latencies(url: str, pids: set[int], wait: float = 20.0) -> list[float]:
+    """Each probe's deadline-to-signal latency, from its killed event (once recorded)."""
+    found: dict[int, float] = {}
+    give_up = time.monotonic() + wait
+    while time.monotonic() < give_up:
+        with contextlib.suppress(httpx.HTTPError):
+            page = httpx.get(url + "/events", params={"kind": "killed", "limit": 1000}, timeout=30)
+            for event in page.json()["items"]:
+                if event["pid"] in pids and "latency" in event["detail"]:
+                    found[event["pid"]] = float(event["detail"]["latency"])
+        if len(found) >= len(pids):
+            break
+        time.sleep(0.2)
+    return list(found.values())
+
+
+@contextlib.contextmanager
+def service(tmp: Path, *extra: str, **options: Any) -> Iterator[ServiceProcess]:
+    running = ServiceProcess(tmp, *QUIET, *extra, **options).start()
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+# ---- the rows ------------------------------------------------------------------------------
+
+
+def baseline(sizes: Sizes, tmp: Path) -> dict[str, Any]:
+    with service(tmp) as running:
+        return measure(running, sizes.probes, arm_http(running.url))
+
+
+def planted(sizes: Sizes, tmp: Path) -> dict[str, Any]:
+    root = tmp / "stacks"
+    with service(tmp, "--stack-dir", str(root)) as running:
+        dump = {"dump_signal": int(signal.SIGUSR2)}
+        first = arm_http(running.url, **dump)
+
+        def arm(deadlines: dict[int, float]) -> None:
+            first({pid: time.time() + 60 for pid in deadlines})  # makes the directory
+            directory = root / str(os.getuid())
+            for index, pid in enumerate(deadlines):
+                path = directory / f"{pid}.stack"
+                if index % 2:
+                    os.symlink("/etc/shadow", path)
+                else:
+                    os.mkfifo(path)
+            first(deadlines)  # a heartbeat moves each to its deadline
+
+        return measure(running, sizes.probes, arm, note="half FIFOs, half links")
+
+
+def idle_flood(sizes: Sizes, tmp: Path) -> dict[str, Any]:
+    if shutil.which("prlimit") is None:
+        return {"skipped": "needs util-linux prlimit"}
+    fifo = str(tmp / "timers.fifo")
+    prefix = ("prlimit", "--nofile=256")
+    with service(tmp, "--fifo", fifo, prefix=prefix) as running:
+        flood: list[socket.socket] = []
+        refused = 0
+        try:
+            for _ in range(sizes.connections):
+                try:
+                    flood.append(socket.create_connection(("127.0.0.1", running.port), 5))
+                except OSError:
+                    refused += 1
+            try:
+                http = str(httpx.get(running.url + "/healthz", timeout=10).status_code)
+            except httpx.HTTPError as error:
+                http = type(error).__name__
+            note = f"{sizes.connections} idle, {refused} refused; HTTP meanwhile: {http}"
+            # Armed over the FIFO: the flood is on HTTP, and it is the kill that is timed.
+            result = measure(running, sizes.probes, arm_fifo(fifo), note=note)
+        finally:
+            for sock in flood:
+                sock.close()
+        return result
+
+
+def forty_at_once(sizes: Sizes, tmp: Path) -> dict[str, Any]:
+    with service(tmp) as running:
+        arm = arm_http(running.url)
+        return measure(running, sizes.simultaneous, arm, together=True, note="one deadline")
+
+
+def bulk_timers(fifo: str, holder: int, count: int, prefix: str, deadline: float) -> None:
+    write_fifo(fifo, b"".join(fifo_line(holder, f"{prefix}-{i}", deadline) for i in range(count)))
+
+
+def readers(sizes: Sizes, tmp: Path) -> dict[str, Any]:
+    fifo = str(tmp / "timers.fifo")
+    holder = subprocess.Popen(["sleep", "900"])
+    with service(tmp, "--fifo", fifo) as running:
+        try:
+            bulk_timers(fifo, holder.pid, sizes.timers, "bulk", time.time() + 3600)
+            wait_for_active(running.url, sizes.timers)
+            stop = threading.Event()
+            statuses: dict[str, int] = {}
+
+            def poll() -> None:
+                with httpx.Client(base_url=running.url, timeout=30) as http:
+                    while not stop.is_set():
+                        try:
+                            code = str(
+                                http.get("/dashboard/state", params={"scope": "x"}).status_code
+                            )
+                        except httpx.HTTPError as error:
+                            code = type(error).__name__
+                        statuses[code] = statuses.get(code, 0) + 1
+
+            pollers = [threading.Thread(target=poll, daemon=True) for _ in range(4)]
+            for thread in pollers:
+                thread.start()
+            began = time.monotonic()
+            try:
+                result = measure(running, sizes.probes, arm_http(running.url))
+            finally:
+                stop.set()
+                for thread in pollers:
+                    thread.join(30)
+            rate = sum(statuses.values()) / (time.monotonic() - began)
+            result["note"] = f"{sizes.timers} timers; 4 readers, {rate:.0f} req/s, {statuses}"
+            return result
+        finally:
+            holder.kill()
+            holder.wait()
+
+
+def wait_for_active(url: str, count: int, timeout: float = 300.0) -> None:
+    give_up = time.monotonic() + timeout
+    while time.monotonic() < give_up:
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url + "/healthz", timeout=30).json()["active_timers"] >= count:
+                return
+        time.sleep(0.2)
+    raise RuntimeError(f"the service never held {count} timers")
+
+
+def fifo_burst(sizes: Sizes, tmp: Path) -> dict[str, Any]:
+    fifo = str(tmp / "timers.fifo")
+    holder = subprocess.Popen(["sleep", "900"])
+    with service(tmp, "--fifo", fifo) as running:
+        written: list[float] = []
+
+        def burst() -> None:
+            began = time.monotonic()
+            with contextlib.suppress(OSError):  # the service may stop first
+                bulk_timers(fifo, holder.pid, sizes.fifo_lines, "burst", time.time() + 3600)
+                written.append(time.monotonic() - began)
+
+        def arm(deadlines: dict[int, float]) -> None:
+            arm_http(running.url)(deadlines)  # armed first, then the burst over the deadlines
+            threading.Thread(target=burst, daemon=True).start()
+
+        try:
+            result = measure(running, sizes.probes, arm)
+            took = f"written in {written[0]:.1f}s" if written else "still being written"
+            result["note"] = f"{sizes.fifo_lines} lines {took}"
+            return result
+        finally:
+            holder.kill()
+            holder.wait()
+
+
+ROWS: dict[str, Callable[[Sizes, Path], dict[str, Any]]] = {
+    "baseline": baseline,
+    "planted FIFO + link": planted,
+    "idle flood, 256 fds": idle_flood,
+    "40 at once": forty_at_once,
+    "4 dashboard readers": readers,
+    "FIFO burst": fifo_burst,
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--smoke", action="store_true", help="small sizes, a few probes")
+    args = parser.parse_args()
+    sizes = SMOKE if args.smoke else FULL
+    results: list[dict[str, Any]] = []
+    for name, row in ROWS.items():
+        print(f"  {name} ...", flush=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            results.append({"attack": name, **row(sizes, Path(tmp))})
+    base = results[0]["death"]["p50_ms"]
+    table = []
+    for r in results:
+        if "skipped" in r:
+            table.append([r["attack"], "-", "-", "-", "-", "-", "-", "-", "-", r["skipped"]])
+            continue
+        r["p50_ratio"] = r["death"]["p50_ms"] / base if base else float("nan")
+        death, engine = r["death"], r["engine"]
+        table.append(
+            [
+                r["attack"],
+                r["probes"],
+                r["missed"],
+                death["p50_ms"],
+                death["p99_ms"],
+                death["max_ms"],
+                engine["p50_ms"],
+                round(r["p50_ratio"], 2),
+                r["overdue"],
+                r["note"],
+            ]
+        )
+    print_table(
+        "Kill lateness under attack: deadline to worker death (ms), real service",
+        [
+            "attack",
+            "probes",
+            "missed",
+            "p50",
+            "p99",
+            "max",
+            "engine p50",
+            "x base",
+            "overdue",
+            "note",
+        ],
+        table,
+    )
+    name = "attacks_smoke" if args.smoke else "attacks"
+    save(name, {"sizes": sizes.__dict__, "rows": results})
+    measured = [r for r in results if "skipped" not in r]
+    save_chart(
+        name,
+        "Kill lateness under attack, deadline to death (ms)",
+        [r["attack"] for r in measured],
+        {
+            "p50": [r["death"]["p50_ms"] for r in measured],
+            "max": [r["death"]["max_ms"] for r in measured],
+        },
+        "ms",
+    )
+
+
+if __name__ == "__main__":
+    main()
