@@ -7,6 +7,7 @@ import logging
 import os
 
 from .callers import is_loopback
+from .db_file_check import DatabaseFileError, check_database_file
 from .logs import configure_logging
 from .server import serve
 from .settings import LOG_LEVELS, Settings, read_token_file
@@ -163,6 +164,11 @@ def main(argv: list[str] | None = None) -> None:
             "their writes are refused; give operators a token with --token-file",
             settings.host,
         )
+    try:
+        # Here, not in the app's start: an error there comes out as uvicorn's traceback.
+        check_database_file(settings.db_url)
+    except DatabaseFileError as error:
+        raise SystemExit(str(error)) from None
     logger.info(
         "timer-service on http://%s:%d%s (db %s)",
         settings.host,

@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 
 from sqlalchemy import func
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DatabaseError, OperationalError
 from sqlmodel import Session, col, select
 
 from timer_core import ProcessIdentity, ProcessSignaller, Reaper
@@ -101,6 +101,11 @@ class Service:
             raise RuntimeError(
                 f"cannot open or write the database {self.settings.db_url}: {error.orig}. "
                 "Check that its directory exists and is writable, or pass another --db-url."
+            ) from None
+        except DatabaseError as error:  # not a database, or a damaged one
+            raise RuntimeError(
+                f"the database {self.settings.db_url} cannot be read: {error.orig}. "
+                "Move it away (a new one is made) or point --db-url elsewhere."
             ) from None
         self.losses.load()
         with Session(self.engine) as session:
