@@ -12,8 +12,10 @@ then goes ahead without it.
   is skipped.
 - A capture that overran is abandoned: its thread runs on until its call returns, but
   it gives its slot back, so hung captures never starve the ones after them.
-- At most ``max_hung`` abandoned captures are kept. Beyond that no capture is started
-  at all (a note says why): threads are not spent without bound on a hostile host.
+- At most ``max_hung`` abandoned captures are kept, and at most ``max_live`` captures
+  are under way (running or waiting for a slot). Beyond either, no capture is started
+  (a note says why): threads are not spent without bound on a hostile host, nor when
+  thousands of workers expire at once.
 """
 
 from __future__ import annotations
@@ -51,12 +53,16 @@ class PendingCapture:
 
 
 class CaptureRunner:
-    def __init__(self, capturer: StackCapturer, *, slots: int = 8, max_hung: int = 64) -> None:
+    def __init__(
+        self, capturer: StackCapturer, *, slots: int = 8, max_hung: int = 64, max_live: int = 64
+    ) -> None:
         self.capturer = capturer
         self.max_hung = max_hung
+        self.max_live = max_live
         self._slots = threading.Semaphore(slots)
         self._lock = threading.Lock()
         self._hung = 0
+        self._live = 0  # started, not finished and not abandoned
         self.abandoned_total = 0
 
     def hung(self) -> int:
@@ -69,9 +75,14 @@ class CaptureRunner:
         """Start capturing ``identity``'s stack, to be given up at ``give_up_at``
         (``time.monotonic()``). Never blocks and never raises."""
         pending = PendingCapture(give_up_at)
-        if self._hung >= self.max_hung:
-            pending.finish(None, f"{self._hung} earlier captures are still hung: none taken")
-            return pending
+        with self._lock:
+            if self._hung >= self.max_hung:
+                pending.finish(None, f"{self._hung} earlier captures are still hung: none taken")
+                return pending
+            if self._live >= self.max_live:
+                pending.finish(None, f"{self._live} captures already under way: none taken")
+                return pending
+            self._live += 1
         thread = threading.Thread(
             target=self._run,
             args=(pending, identity, dump_signal),
@@ -81,6 +92,8 @@ class CaptureRunner:
         try:
             thread.start()
         except RuntimeError as error:  # "can't start new thread": out of memory or pids
+            with self._lock:
+                self._live -= 1
             pending.finish(None, f"no thread for the capture: {error}")
         return pending
 
@@ -92,6 +105,7 @@ class CaptureRunner:
             if pending.done.is_set():
                 return pending.stack, pending.why
             pending.abandoned = True
+            self._live -= 1
             self._hung += 1
             self.abandoned_total += 1
             if pending.holds_slot:
@@ -110,6 +124,7 @@ class CaptureRunner:
                 self._hung -= 1
                 return
             if not got_slot:
+                self._live -= 1
                 pending.finish(None, "no capture slot came free within the budget")
                 return
             pending.holds_slot = True
@@ -126,4 +141,5 @@ class CaptureRunner:
             if pending.abandoned:
                 self._hung -= 1
                 return
+            self._live -= 1
             pending.finish(stack, why)

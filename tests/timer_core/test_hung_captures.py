@@ -167,3 +167,19 @@ def test_py_spy_that_hangs_leaves_nothing_behind(tmp_path: Path) -> None:
     assert any("timed out" in note for note in captured.notes), captured.notes
     helper, grandchild = map(int, pids.read_text().split())
     assert wait_until(lambda: gone(grandchild) and gone(helper))
+
+
+def test_past_the_cap_on_captures_under_way_none_is_started(hung: BlockingCapturer) -> None:
+    """Thousands of workers expiring at once must not start thousands of threads."""
+    world = World(capturer=hung)
+    runner = world.reaper.expiry.captures
+    assert runner is not None
+    runner.max_live = 2
+    for pid in (100, 101, 102):
+        world.reaper.acquire(pid, "hung", world.at(1))
+    world.advance(1)
+    assert wait_until(lambda: len(killed_events(world)) == 3)
+    notes = sorted(e.detail["stack_note"] for e in killed_events(world))
+    assert notes[0] == "2 captures already under way: none taken"
+    assert "abandoned" in notes[1] and "abandoned" in notes[2]
+    world.reaper.expiry.shutdown()
