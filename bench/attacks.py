@@ -5,8 +5,9 @@
 
 Each row starts a fresh service, sets its attack going, then arms probe workers
 (``sleep`` processes) and reports how late each one died: from its deadline to its
-death as seen by its parent (this process), and the engine's own deadline-to-signal
-latency from its ``killed`` event. Ratios are against the baseline row of the same
+death as seen by its parent (this process), the engine's own deadline-to-signal
+latency from its ``killed`` event, and how much of it the stack capture took (the
+budget allows up to 2 s of it). Ratios are against the baseline row of the same
 run. ``overdue`` is the service's own count of kills that went past the stack budget
 plus its margin (``timer_overdue_kills_total``). The attacks:
 
@@ -52,11 +53,13 @@ class Sizes:
     connections: int
     timers: int
     fifo_lines: int
+    # Seconds from arming to the deadline when the readers start after arming.
+    readers_lead: float
     simultaneous: int = 40
 
 
-FULL = Sizes(probes=20, connections=400, timers=100_000, fifo_lines=200_000)
-SMOKE = Sizes(probes=5, connections=40, timers=1_000, fifo_lines=2_000)
+FULL = Sizes(probes=20, connections=400, timers=100_000, fifo_lines=200_000, readers_lead=3.0)
+SMOKE = Sizes(probes=5, connections=40, timers=1_000, fifo_lines=2_000, readers_lead=1.0)
 
 Arm = Callable[[dict[int, float]], None]
 
@@ -82,9 +85,19 @@ def arm_fifo(fifo: str) -> Arm:
 
 
 def measure(
-    service: ServiceProcess, count: int, arm: Arm, *, together: bool = False, note: str = ""
+    service: ServiceProcess,
+    count: int,
+    arm: Arm,
+    *,
+    together: bool = False,
+    note: str = "",
+    lead: float = LEAD_SECONDS,
+    after_arming: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
-    """Arm ``count`` probes with ``arm`` and time their deaths."""
+    """Arm ``count`` probes with ``arm`` and time their deaths. ``after_arming`` starts
+    an attack that would slow the arming itself: the lateness of the kill is measured,
+    not that of the request. A probe armed only after its deadline is counted in
+    ``armed_late`` (it fires at once, late by however long arming took)."""
     probes = sleepers(count)
     deaths: dict[int, float] = {}
 
@@ -95,12 +108,15 @@ def measure(
     watchers = [threading.Thread(target=watch, args=(p,), daemon=True) for p in probes]
     for thread in watchers:
         thread.start()
-    start = time.time() + LEAD_SECONDS
+    start = time.time() + lead
     step = 0.0 if together else SPREAD_SECONDS / count
     deadlines = {p.pid: start + i * step for i, p in enumerate(probes)}
     try:
         arm(deadlines)
-        give_up = time.monotonic() + LEAD_SECONDS + SPREAD_SECONDS + GIVE_UP_SECONDS
+        armed_at = time.time()
+        if after_arming is not None:
+            after_arming()
+        give_up = time.monotonic() + lead + SPREAD_SECONDS + GIVE_UP_SECONDS
         for thread in watchers:
             thread.join(max(0.0, give_up - time.monotonic()))
     finally:
@@ -110,21 +126,30 @@ def measure(
             probe.wait()
     died = [deaths[pid] - deadline for pid, deadline in deadlines.items() if pid in deaths]
     killed_by_service = {pid for pid, d in deaths.items() if d - deadlines[pid] < GIVE_UP_SECONDS}
-    engine = engine_latencies(service.url, killed_by_service)
+    engine, capture = engine_latencies(service.url, killed_by_service)
     health = httpx.get(service.url + "/healthz", timeout=30).json()
+    armed_late = sum(deadline < armed_at for deadline in deadlines.values())
+    if armed_late:
+        note = f"{note}; {armed_late} armed after their deadline".lstrip("; ")
     return {
         "probes": count,
         "missed": count - len(killed_by_service),
+        "armed_late": armed_late,
         "death": summary_ms(died),
         "engine": summary_ms(engine),
+        "capture": summary_ms(capture),
         "overdue": health.get("kills", {}).get("overdue_total"),
         "note": note,
     }
 
 
-def engine_latencies(url: str, pids: set[int], wait: float = 20.0) -> list[float]:
-    """Each probe's deadline-to-signal latency, from its killed event (once recorded)."""
+def engine_latencies(
+    url: str, pids: set[int], wait: float = 20.0
+) -> tuple[list[float], list[float]]:
+    """Each probe's deadline-to-signal latency from its killed event (once recorded),
+    and how long its stack capture took: the part of the lateness the budget allows."""
     found: dict[int, float] = {}
+    captures: dict[int, float] = {}
     give_up = time.monotonic() + wait
     while time.monotonic() < give_up:
         with contextlib.suppress(httpx.HTTPError):
@@ -132,10 +157,12 @@ def engine_latencies(url: str, pids: set[int], wait: float = 20.0) -> list[float
             for event in page.json()["items"]:
                 if event["pid"] in pids and "latency" in event["detail"]:
                     found[event["pid"]] = float(event["detail"]["latency"])
+                    stack = event["detail"].get("stack")
+                    captures[event["pid"]] = float(stack["seconds"]) if stack else 0.0
         if len(found) >= len(pids):
             break
         time.sleep(0.2)
-    return list(found.values())
+    return list(found.values()), list(captures.values())
 
 
 @contextlib.contextmanager
@@ -205,7 +232,10 @@ def idle_flood(sizes: Sizes, tmp: Path) -> dict[str, Any]:
 def forty_at_once(sizes: Sizes, tmp: Path) -> dict[str, Any]:
     with service(tmp) as running:
         arm = arm_http(running.url)
-        return measure(running, sizes.simultaneous, arm, together=True, note="one deadline")
+        # Room to arm all 40 before their one deadline.
+        return measure(
+            running, sizes.simultaneous, arm, together=True, note="one deadline", lead=1.5
+        )
 
 
 def bulk_timers(fifo: str, holder: int, count: int, prefix: str, deadline: float) -> None:
@@ -234,17 +264,26 @@ def readers(sizes: Sizes, tmp: Path) -> dict[str, Any]:
                         statuses[code] = statuses.get(code, 0) + 1
 
             pollers = [threading.Thread(target=poll, daemon=True) for _ in range(4)]
-            for thread in pollers:
-                thread.start()
             began = time.monotonic()
+
+            def start_readers() -> None:
+                for thread in pollers:
+                    thread.start()
+
             try:
-                result = measure(running, sizes.probes, arm_http(running.url))
+                # Armed before the readers start, due while they poll.
+                arm = arm_http(running.url)
+                result = measure(
+                    running, sizes.probes, arm, lead=sizes.readers_lead, after_arming=start_readers
+                )
             finally:
                 stop.set()
                 for thread in pollers:
-                    thread.join(30)
+                    if thread.ident is not None:  # started
+                        thread.join(30)
             rate = sum(statuses.values()) / (time.monotonic() - began)
-            result["note"] = f"{sizes.timers} timers; 4 readers, {rate:.0f} req/s, {statuses}"
+            note = f"{sizes.timers} timers; 4 readers, {rate:.0f} req/s, {statuses}"
+            result["note"] = f"{note}; {result['note']}" if result["note"] else note
             return result
         finally:
             holder.kill()
@@ -311,7 +350,7 @@ def main() -> None:
     table = []
     for r in results:
         if "skipped" in r:
-            table.append([r["attack"], "-", "-", "-", "-", "-", "-", "-", "-", r["skipped"]])
+            table.append([r["attack"], *["-"] * 9, r["skipped"]])
             continue
         r["p50_ratio"] = r["death"]["p50_ms"] / base if base else float("nan")
         death, engine = r["death"], r["engine"]
@@ -324,6 +363,7 @@ def main() -> None:
                 death["p99_ms"],
                 death["max_ms"],
                 engine["p50_ms"],
+                r["capture"]["p50_ms"],
                 round(r["p50_ratio"], 2),
                 r["overdue"],
                 r["note"],
@@ -339,6 +379,7 @@ def main() -> None:
             "p99",
             "max",
             "engine p50",
+            "capture p50",
             "x base",
             "overdue",
             "note",
