@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping
 
 from .api import TimerClient, TimerRequest
 from .compat_hooks import HookedSignaller, is_overridden, reaped, timers_view
+from .debug_info_logging import log_debug_info_for_expired_timers
 from .events import EventKind, TimerEvent
 from .fifo_source import FifoSource
 from .process import ProcessIdentity, SignalOutcome, identify
@@ -170,10 +171,10 @@ class FileTimerServer:
 
     As in torch, ``_timers`` shows the live timers (a read-only snapshot), and a
     subclass may override ``_reap_worker`` (how an expired worker is reaped) and
-    ``is_process_running`` (whether it still is, asked at its deadline). Unlike torch,
-    a worker that exits before its deadline is noticed at once (its timers end as
-    ``worker_gone``), so ``is_process_running`` is asked only of workers alive at
-    their deadline.
+    ``is_process_running`` (whether it still is: asked when its request arrives and
+    again at its deadline). Unlike torch, a worker that exits before its deadline is
+    noticed at once (its timers end as ``worker_gone``), so a worker that has exited
+    is never handed to ``_reap_worker``.
     """
 
     def __init__(
@@ -297,6 +298,9 @@ class FileTimerServer:
     def _on_event(self, event: TimerEvent) -> None:
         request = FileTimerRequest(event.pid, event.scope_id, event.expiration_time, event.signal)
         if event.kind in (EventKind.EXPIRED, EventKind.KILLED, EventKind.WORKER_GONE):
+            # Through the module's global, so that a patch of it (as torch's tests do)
+            # is what gets called.
+            log_debug_info_for_expired_timers(self._run_id, {event.pid: [request.to_json()]})
             self._log_event("timer expired", request)
         if event.kind == EventKind.KILLED:
             self._log_event("kill worker process", request)

@@ -18,6 +18,7 @@ import pytest
 import timer_core as timer
 from tests.waiting import wait_until
 from tests.workers import spawn_sleeper, wait_dead
+from timer_core import file_based_local_timer
 
 
 @pytest.fixture
@@ -171,3 +172,26 @@ def test_a_local_server_subclass_reaps_with_its_own_reap_worker(
         server.stop()
         queue.close()
         queue.join_thread()
+
+
+def test_expired_timers_go_through_log_debug_info_for_expired_timers_as_in_torch(
+    tmp_path: Path, worker: subprocess.Popen[bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[tuple[str, dict[int, list[str]]]] = []
+    monkeypatch.setattr(
+        file_based_local_timer,
+        "log_debug_info_for_expired_timers",
+        lambda run_id, expired: calls.append((run_id, expired)),
+    )
+    fifo = tmp_path / "timers.fifo"
+    server = timer.FileTimerServer(str(fifo), "run-7")
+    server.start()
+    try:
+        write_line(fifo, worker.pid, "hung", time.time() + 0.2)
+        assert wait_dead(worker) == -signal.SIGKILL
+        assert wait_until(lambda: len(calls) == 1)
+        run_id, expired = calls[0]
+        assert run_id == "run-7" and list(expired) == [worker.pid]
+        assert json.loads(expired[worker.pid][0])["scope_id"] == "hung"
+    finally:
+        server.stop()

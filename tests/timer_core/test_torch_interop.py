@@ -27,7 +27,7 @@ def run_python(code: str) -> subprocess.Popen[bytes]:
 
 def test_every_public_torch_name_exists_with_a_compatible_signature() -> None:
     public = [name for name in dir(torch_timer) if not name.startswith("_")]
-    for module_name in ("api", "local_timer", "file_based_local_timer"):
+    for module_name in ("api", "local_timer", "file_based_local_timer", "debug_info_logging"):
         torch_module = getattr(torch_timer, module_name)
         ours = getattr(timer_core, module_name)
         assert set(torch_module.__all__) <= set(ours.__all__), module_name
