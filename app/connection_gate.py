@@ -7,7 +7,7 @@ So a new connection is admitted only while
 
 - fewer than ``--max-connections`` are open, and
 - the process's open descriptors stay below its limit minus the kill path's reserve
-  (``timer_core.descriptors``): pidfds of live workers and the database come first.
+  (``timer_core.engine.descriptors``): pidfds of live workers and the database come first.
 
 At either bound, the oldest connection with no request in progress (idle between
 requests, or still sending its head: what a flood holds) is closed to make room, so a
@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from timer_core.descriptors import descriptor_limit, kill_path_reserve, open_descriptors
+from timer_core.engine.descriptors import descriptor_limit, kill_path_reserve, open_descriptors
 
 __all__ = ["SHED_REASONS", "Connection", "ConnectionGate"]
 

@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, insert, update
 
 from timer_core import TimerEvent
-from timer_core.events import END_KINDS, EventKind
+from timer_core.engine import END_KINDS, EventKind
 
 from .models import Event, Stack, Timer
 

@@ -13,7 +13,7 @@ from sqlalchemy import Engine, Integer, cast, func
 from sqlmodel import Session, col, select
 
 from timer_core import EventKind, TimerEvent
-from timer_core.events import END_KINDS
+from timer_core.engine import END_KINDS
 
 from .models import Event, Timer
 

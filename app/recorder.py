@@ -30,7 +30,7 @@ from sqlalchemy import Engine, select, text
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from timer_core import TimerEvent
-from timer_core.events import EventKind
+from timer_core.engine import EventKind
 
 from .commit_watermark import CommitWatermark
 from .event_rows import write_events

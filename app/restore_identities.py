@@ -12,7 +12,7 @@ import contextlib
 from collections.abc import Callable, Iterator
 
 from timer_core import ProcessIdentity
-from timer_core.process import identify
+from timer_core.engine import identify
 
 __all__ = ["RestoreIdentities"]
 

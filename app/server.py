@@ -22,7 +22,7 @@ from collections.abc import Iterator
 
 import uvicorn
 
-from timer_core.descriptors import kill_path_reserve, raise_descriptor_limit
+from timer_core.engine.descriptors import kill_path_reserve, raise_descriptor_limit
 
 from .http_protocol import MAX_HEAD_BYTES, protocol_class
 from .main import create_app

@@ -13,12 +13,9 @@ from sqlalchemy.exc import DatabaseError, OperationalError
 from sqlmodel import Session, col, select
 
 from timer_core import ProcessIdentity, ProcessSignaller, Reaper
-from timer_core.clock import Clock, SystemClock
-from timer_core.dump_files import default_stack_dir
-from timer_core.fifo_dir import FifoDirectory, resolve_uids
-from timer_core.fifo_source import FifoSource
-from timer_core.stack_capture import StackCapturer
-from timer_core.user_fifos import UserFifos
+from timer_core.diagnosis import StackCapturer, default_stack_dir
+from timer_core.engine import Clock, SystemClock
+from timer_core.sources import FifoDirectory, FifoSource, UserFifos, resolve_uids
 
 from .backpressure import Backpressure
 from .connection_gate import ConnectionGate

@@ -15,7 +15,7 @@ import pytest
 
 from tests.second_user import SecondUser, as_user
 from tests.waiting import wait_until
-from timer_core import dump_files
+from timer_core.diagnosis import dump_files
 
 __all__ = [
     "REASONS",

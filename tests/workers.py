@@ -78,7 +78,7 @@ if mode == "http":
     with timer.expires(after=float(sys.argv[4]), scope="stuck-step"):
         stuck_in_a_distinctively_named_function()
 elif mode == "dump-ready":
-    from timer_core.stack_capture import dump_stack_on
+    from timer_core.diagnosis.stack_capture import dump_stack_on
     dump_stack_on(signal.SIGUSR2)
     print("ready", flush=True)
     stuck_in_a_distinctively_named_function()

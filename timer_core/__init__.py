@@ -2,16 +2,32 @@
 
 ``import timer_core as timer`` gives torch's public names, backed by a
 deadline-driven reaper that kills on time and never signals the wrong process.
+
+Torch's modules keep their names at the top (``api``, ``local_timer``,
+``file_based_local_timer``, ``debug_info_logging``), beside ``http_client``, torch's
+hooks (``compat_hooks``) and ``wire``, the one codec of the FIFO format. Below them:
+``engine`` (the reaper and its parts), ``sources`` (the FIFO readers that feed it) and
+``diagnosis`` (stack capture, and what the stacks say).
 """
 
 from .api import RequestQueue, TimerClient, TimerRequest, TimerServer, configure, expires
-from .clock import Clock, ManualClock, SystemClock
-from .events import EventBus, EventKind, TimerEvent
+from .engine import (
+    Clock,
+    EventBus,
+    EventKind,
+    ManualClock,
+    ProcessIdentity,
+    ProcessSignaller,
+    Reaper,
+    RefusedError,
+    SystemClock,
+    TimerEvent,
+    TimerView,
+    identify,
+)
 from .file_based_local_timer import FileTimerClient, FileTimerRequest, FileTimerServer
 from .http_client import HttpTimerClient, TimerServiceError
 from .local_timer import LocalTimerClient, LocalTimerServer, MultiprocessingRequestQueue
-from .process import ProcessIdentity, ProcessSignaller, identify
-from .reaper import Reaper, RefusedError, TimerView
 
 __all__ = [
     "Clock",

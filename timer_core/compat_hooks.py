@@ -21,9 +21,9 @@ from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any, TypeVar
 
-from .process import ProcessIdentity, ProcessSignaller, SignalOutcome
-from .reaper import Reaper
-from .timers import TimerView
+from .engine.process import ProcessIdentity, ProcessSignaller, SignalOutcome
+from .engine.reaper import Reaper
+from .engine.timers import TimerView
 
 __all__ = ["HookedSignaller", "is_overridden", "reaped", "timers_view"]
 

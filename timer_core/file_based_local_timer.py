@@ -19,12 +19,12 @@ from collections.abc import Callable, Mapping
 from .api import TimerClient, TimerRequest
 from .compat_hooks import HookedSignaller, is_overridden, reaped, timers_view
 from .debug_info_logging import log_debug_info_for_expired_timers
-from .events import EventKind, TimerEvent
-from .fifo_source import FifoSource
-from .process import ProcessIdentity, SignalOutcome, identify
-from .reaper import Reaper
-from .stack_capture import StackCapturer
-from .stack_capture import dump_stack_on as dump_stack_on_signal
+from .diagnosis.stack_capture import StackCapturer
+from .diagnosis.stack_capture import dump_stack_on as dump_stack_on_signal
+from .engine.events import EventKind, TimerEvent
+from .engine.process import ProcessIdentity, SignalOutcome, identify
+from .engine.reaper import Reaper
+from .sources.fifo_source import FifoSource
 
 __all__ = ["FileTimerClient", "FileTimerRequest", "FileTimerServer"]
 

@@ -10,7 +10,7 @@ from urllib.parse import unquote, urlsplit
 import httpx
 
 from .api import TimerClient
-from .stack_capture import dump_stack_on as dump_stack_on_signal
+from .diagnosis.stack_capture import dump_stack_on as dump_stack_on_signal
 
 __all__ = ["HttpTimerClient", "TimerServiceError"]
 

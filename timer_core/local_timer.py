@@ -15,9 +15,9 @@ from typing import Any
 
 from .api import RequestQueue, TimerClient, TimerRequest, TimerServer
 from .compat_hooks import HookedSignaller, is_overridden, reaped, timers_view
-from .process import ProcessIdentity, SignalOutcome
-from .reaper import Reaper
-from .stack_capture import StackCapturer
+from .diagnosis.stack_capture import StackCapturer
+from .engine.process import ProcessIdentity, SignalOutcome
+from .engine.reaper import Reaper
 
 __all__ = ["LocalTimerClient", "LocalTimerServer", "MultiprocessingRequestQueue"]
 

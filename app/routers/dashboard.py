@@ -22,7 +22,7 @@ from fastapi.templating import Jinja2Templates
 from sqlmodel import Session, col, select
 
 from timer_core import TimerView
-from timer_core.snapshot import ReadsThrottled
+from timer_core.engine import ReadsThrottled
 
 from ..dashboard_text import (
     SCOPE_CHARS,

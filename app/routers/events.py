@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Literal
 from fastapi import APIRouter, Query
 from sqlmodel import select
 
-from timer_core.events import EVENT_KINDS
+from timer_core.engine import EVENT_KINDS
 
 from ..deps import SessionDep
 from ..models import Event, EventPublic, Page

@@ -13,7 +13,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, HTTPException, Response, status
 from pydantic import BaseModel, Field
 
-from timer_core.fifo_dir import FifoDirError
+from timer_core.sources import FifoDirError
 
 from ..callers import CallerDep, forbidden
 from ..deps import ServiceDep, require_token

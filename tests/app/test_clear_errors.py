@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 
 from app.routers.timers import PAST_GRACE_SECONDS
 from tests.workers import wait_dead
-from timer_core.events import EVENT_KINDS
+from timer_core.engine.events import EVENT_KINDS
 
 
 def assert_nothing_armed(client: TestClient) -> None:

@@ -4,7 +4,7 @@ pids of this machine, where a real signal could hit anything."""
 from __future__ import annotations
 
 from timer_core import ProcessIdentity, ProcessSignaller
-from timer_core.process import SignalOutcome
+from timer_core.engine.process import SignalOutcome
 
 
 class RecordingSignaller(ProcessSignaller):

@@ -14,8 +14,8 @@ import pytest
 from tests.waiting import wait_until
 from tests.workers import spawn_sleeper
 from timer_core import ProcessIdentity, identify
-from timer_core.descriptors import kill_path_reserve, open_descriptors, pidfd_budget
-from timer_core.exit_watcher import ExitWatcher
+from timer_core.engine.descriptors import kill_path_reserve, open_descriptors, pidfd_budget
+from timer_core.engine.exit_watcher import ExitWatcher
 
 
 def pidfds() -> int:
@@ -31,7 +31,7 @@ def pidfds() -> int:
 @pytest.mark.skipif(shutil.which("prlimit") is None, reason="needs util-linux prlimit")
 def test_the_soft_limit_is_raised_to_the_hard_limit() -> None:
     code = (
-        "from timer_core.descriptors import raise_descriptor_limit\n"
+        "from timer_core.engine.descriptors import raise_descriptor_limit\n"
         "print(*raise_descriptor_limit())"
     )
     output = subprocess.run(

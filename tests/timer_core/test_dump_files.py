@@ -18,9 +18,9 @@ import pytest
 
 from tests.dump_paths import isolate_dump_dirs, returns
 from tests.second_user import SecondUser, shared_dir
-from timer_core import dump_files
-from timer_core.dump_dirs import DumpDirMaker
-from timer_core.dump_files import (
+from timer_core.diagnosis import dump_files
+from timer_core.diagnosis.dump_dirs import DumpDirMaker
+from timer_core.diagnosis.dump_files import (
     DumpPathError,
     open_dump_for_reading,
     open_dump_for_writing,
@@ -85,8 +85,8 @@ def test_the_worker_refuses_a_directory_that_is_a_link(tmp_path: Path) -> None:
 ROOT_WORKER = """
 import os, signal, sys
 from pathlib import Path
-from timer_core import dump_files
-from timer_core.stack_capture import dump_stack_on
+from timer_core.diagnosis import dump_files
+from timer_core.diagnosis.stack_capture import dump_stack_on
 dump_files.SYSTEM_STACK_DIR = Path(sys.argv[1])  # this host's service plays no part
 print(os.getpid(), flush=True)
 sys.stdin.readline()  # the attacker plants its link for this pid meanwhile

@@ -8,7 +8,7 @@ import threading
 import time
 
 from timer_core import EventBus, Reaper, TimerEvent
-from timer_core.clock import ManualClock
+from timer_core.engine.clock import ManualClock
 
 
 def refused(seq: int) -> TimerEvent:

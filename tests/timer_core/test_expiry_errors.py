@@ -15,8 +15,8 @@ import pytest
 from tests.timer_core.test_reaper import RecordingSignaller, World
 from tests.waiting import wait_until
 from timer_core import EventKind, ProcessIdentity, TimerEvent
-from timer_core.process import SignalOutcome
-from timer_core.stack_capture import CapturedStack, StackCapturer
+from timer_core.diagnosis.stack_capture import CapturedStack, StackCapturer
+from timer_core.engine.process import SignalOutcome
 
 EMFILE = OSError(errno.EMFILE, "Too many open files")
 
@@ -139,7 +139,7 @@ def test_a_log_line_that_fails_loses_no_outcome(
     def broken(*args: object) -> str:
         raise UnicodeError("a handler that cannot encode")
 
-    monkeypatch.setattr("timer_core.kill_outcomes.outcome_line", broken)
+    monkeypatch.setattr("timer_core.engine.kill_outcomes.outcome_line", broken)
     world = World()
     event = expire_one(world)
     assert event.kind == EventKind.KILLED and world.signaller.sent == [(100, signal.SIGKILL)]

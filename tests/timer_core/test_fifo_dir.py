@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from timer_core.fifo_dir import DIR_MODE, FifoDirectory, FifoDirError, resolve_uids
+from timer_core.sources.fifo_dir import DIR_MODE, FifoDirectory, FifoDirError, resolve_uids
 
 ME = os.geteuid()
 # A uid with no passwd entry: as root, a FIFO can still be handed to it.

@@ -10,10 +10,10 @@ from pathlib import Path
 
 from tests.waiting import wait_until
 from timer_core import ManualClock, ProcessIdentity, Reaper
-from timer_core.fifo_dir import FifoDirectory
-from timer_core.fifo_source import FifoSource
-from timer_core.process import ProcessSignaller
-from timer_core.user_fifos import READ_BUDGET, UserFifos
+from timer_core.engine.process import ProcessSignaller
+from timer_core.sources.fifo_dir import FifoDirectory
+from timer_core.sources.fifo_source import FifoSource
+from timer_core.sources.user_fifos import READ_BUDGET, UserFifos
 
 ME = os.geteuid()
 

@@ -34,8 +34,8 @@ from tests.second_user import SecondUser, shared_dir
 from tests.waiting import wait_until
 from tests.workers import assert_sigkilled
 from timer_core import EventKind, Reaper, TimerEvent, identify
-from timer_core.process import ProcessIdentity
-from timer_core.stack_capture import DumpPathError, StackCapturer
+from timer_core.diagnosis.stack_capture import DumpPathError, StackCapturer
+from timer_core.engine.process import ProcessIdentity
 
 
 @pytest.fixture(autouse=True)
@@ -143,7 +143,7 @@ def test_a_dump_file_that_never_answers_does_not_hold_up_the_kill(
         released.wait()
         raise DumpPathError("released at the end of the test")
 
-    monkeypatch.setattr("timer_core.stack_capture.open_dump_for_reading", never_answers)
+    monkeypatch.setattr("timer_core.diagnosis.stack_capture.open_dump_for_reading", never_answers)
     capturer = StackCapturer(budget=1, use_py_spy=False)
     try:
         captured = returns(lambda: capturer.capture(identity_of(worker), signal.SIGUSR2))

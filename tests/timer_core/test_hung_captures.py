@@ -20,9 +20,10 @@ from tests.timer_core.test_overdue_kills import BlockingCapturer
 from tests.timer_core.test_reaper import World
 from tests.waiting import wait_until
 from tests.workers import assert_sigkilled, spawn_sleeper
-from timer_core import EventKind, ProcessIdentity, Reaper, TimerEvent, stack_capture
-from timer_core.bounded_subprocess import run_bounded
-from timer_core.stack_capture import StackCapturer
+from timer_core import EventKind, ProcessIdentity, Reaper, TimerEvent
+from timer_core.diagnosis import stack_capture
+from timer_core.diagnosis.bounded_subprocess import run_bounded
+from timer_core.diagnosis.stack_capture import StackCapturer
 
 WORKERS = 12  # more than the 8 capture slots and the 8 kill threads
 
@@ -98,7 +99,7 @@ def test_a_proc_read_that_never_returns_does_not_stop_the_kill(
             released.wait(60)
         return str(real_read(path))
 
-    monkeypatch.setattr("timer_core.stack_capture._read", read)
+    monkeypatch.setattr("timer_core.diagnosis.stack_capture._read", read)
     engine = Reaper(capturer=StackCapturer(budget=0.3, use_py_spy=False))
     events: list[TimerEvent] = []
     engine.add_listener(events.append)

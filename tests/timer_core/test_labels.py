@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.waiting import wait_until
-from timer_core.labels import Labels, labels_from_environ, read_labels
+from timer_core.engine.labels import Labels, labels_from_environ, read_labels
 
 TORCHRUN_ENV = {"TORCHELASTIC_RUN_ID": "job-42", "RANK": "3", "LOCAL_RANK": "1", "WORLD_SIZE": "4"}
 

@@ -10,10 +10,10 @@ import pytest
 
 from tests.timer_core.test_reaper import World
 from timer_core import ProcessIdentity, RefusedError
-from timer_core.expiry import outcome_line
-from timer_core.process import SignalOutcome
-from timer_core.stack_capture import CapturedStack
-from timer_core.timers import LiveTimer
+from timer_core.diagnosis.stack_capture import CapturedStack
+from timer_core.engine.expiry import outcome_line
+from timer_core.engine.process import SignalOutcome
+from timer_core.engine.timers import LiveTimer
 
 
 def records(caplog: pytest.LogCaptureFixture, name: str) -> list[logging.LogRecord]:

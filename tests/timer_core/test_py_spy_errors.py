@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from timer_core import identify
-from timer_core.stack_capture import StackCapturer, py_spy_error
+from timer_core.diagnosis.stack_capture import StackCapturer, py_spy_error
 
 BACKTRACE = """
 Stack backtrace:

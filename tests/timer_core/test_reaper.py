@@ -7,7 +7,7 @@ import signal
 import pytest
 
 from timer_core import EventKind, ManualClock, ProcessIdentity, Reaper, RefusedError, TimerEvent
-from timer_core.process import ProcessSignaller, SignalOutcome
+from timer_core.engine.process import ProcessSignaller, SignalOutcome
 
 SERVER_PID = 4000
 PARENT_PID = 3999

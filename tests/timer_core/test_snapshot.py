@@ -10,8 +10,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from timer_core.snapshot import ReadsThrottled, TimerReader
-from timer_core.timers import LiveTimer
+from timer_core.engine.snapshot import ReadsThrottled, TimerReader
+from timer_core.engine.timers import LiveTimer
 
 from .test_reaper import World
 

@@ -13,7 +13,7 @@ import pytest
 
 from tests.workers import spawn_stuck, wait_dead
 from timer_core import EventKind, Reaper, TimerEvent, identify
-from timer_core.stack_capture import StackCapturer
+from timer_core.diagnosis.stack_capture import StackCapturer
 
 FUNCTION = "stuck_in_a_distinctively_named_function"
 needs_py_spy = pytest.mark.skipif(
@@ -127,7 +127,7 @@ def test_the_library_servers_keep_torchs_behaviour_unless_asked(tmp_path: Path) 
 def test_a_planted_link_is_not_followed_and_the_worker_is_not_signalled(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from timer_core.stack_capture import faulthandler_path
+    from timer_core.diagnosis.stack_capture import faulthandler_path
 
     monkeypatch.setenv("TIMER_SERVICE_STACK_DIR", str(tmp_path))
     secret = tmp_path / "secret"

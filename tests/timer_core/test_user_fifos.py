@@ -13,9 +13,9 @@ import pytest
 
 from tests.waiting import wait_until
 from timer_core import EventKind, ManualClock, ProcessIdentity, Reaper, TimerEvent
-from timer_core.fifo_dir import FifoDirectory
-from timer_core.process import ProcessSignaller
-from timer_core.user_fifos import READ_BUDGET, UserFifos, real_uid
+from timer_core.engine.process import ProcessSignaller
+from timer_core.sources.fifo_dir import FifoDirectory
+from timer_core.sources.user_fifos import READ_BUDGET, UserFifos, real_uid
 
 ME = os.geteuid()
 USER = 54321  # the second user's uid in the fake process table (as root, a real FIFO)

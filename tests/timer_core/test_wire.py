@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from timer_core import ManualClock, ProcessIdentity, Reaper
-from timer_core.fifo_source import FifoSource
-from timer_core.process import ProcessSignaller
+from timer_core.engine.process import ProcessSignaller
+from timer_core.sources.fifo_source import FifoSource
 from timer_core.wire import MAX_LINE_BYTES, MalformedRequest, WireRequest, encode, parse_line
 
 

@@ -1,16 +1,38 @@
-"""What explains a hang: the frames of captured stacks, and the incident analysis that
-names the rank that hung. Pure code: it reads stack text, and runs no process."""
+"""What explains a hang.
 
+- Before the kill: capture the stuck worker's stack (``stack_capture``: py-spy, the
+  worker's own faulthandler dump, or what ``/proc`` shows), within a time budget. The
+  dump files and their directories are written by workers and read by the service,
+  which trusts no path on the way (``dump_files``, ``dump_dirs``); helper programs
+  run bounded (``bounded_subprocess``).
+- After it: read the captured stacks (``frames``) and name the rank of a job that hung
+  (``incident``). That part is pure: it reads stack text, and runs no process.
+
+Diagnosis plugs into the engine (a capturer for the kill path, a listener for the dump
+directories); the engine does not depend on it.
+
+Loggers keep their names from before the move (``timer_core.dump_dirs``, ...).
+"""
+
+from .dump_dirs import DumpDirMaker
+from .dump_files import DumpPathError, default_stack_dir
 from .frames import Frame, StackFrames, parse_stack
 from .incident import IncidentAnalysis, RankCapture, RankResult, analyse, rank_ranges
+from .stack_capture import StackCapturer, dump_stack_on, faulthandler_path
 
 __all__ = [
+    "DumpDirMaker",
+    "DumpPathError",
     "Frame",
     "IncidentAnalysis",
     "RankCapture",
     "RankResult",
+    "StackCapturer",
     "StackFrames",
     "analyse",
+    "default_stack_dir",
+    "dump_stack_on",
+    "faulthandler_path",
     "parse_stack",
     "rank_ranges",
 ]

@@ -19,7 +19,8 @@ from .process import ProcessIdentity, identify
 
 __all__ = ["ExitWatcher"]
 
-logger = logging.getLogger(__name__)
+# Named as before the move into engine/: operators filter on logger names.
+logger = logging.getLogger("timer_core.exit_watcher")
 
 _SWEEP_SECONDS = 1.0
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
-    from .stack_capture import CapturedStack
+    from ..diagnosis.stack_capture import CapturedStack
 
 __all__ = [
     "END_KINDS",
@@ -26,7 +26,8 @@ __all__ = [
     "TimerEvent",
 ]
 
-logger = logging.getLogger(__name__)
+# Named as before the move into engine/: operators filter on logger names.
+logger = logging.getLogger("timer_core.events")
 
 
 class EventKind:

@@ -8,9 +8,9 @@ import signal as signal_module
 from dataclasses import dataclass
 from typing import Any
 
+from ..diagnosis.stack_capture import CapturedStack
 from .events import EventKind, TimerEvent
 from .process import ProcessIdentity
-from .stack_capture import CapturedStack
 
 __all__ = [
     "MIN_SIGNAL",

@@ -20,11 +20,11 @@ import signal as signal_module
 from collections.abc import Callable
 from typing import Any
 
+from ..diagnosis.stack_capture import CapturedStack
 from .clock import Clock
 from .events import EventKind
 from .kill_watch import KillWatch, describe_error
 from .process import ProcessIdentity, ProcessSignaller, SignalOutcome
-from .stack_capture import CapturedStack
 from .timers import Escalation, LiveTimer
 
 __all__ = ["Emit", "Progress", "WorkerKiller", "outcome_line", "signal_name"]

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import psutil
 
+from ..engine.process import ProcessIdentity, ProcessSignaller, identify
 from .bounded_subprocess import run_bounded
 from .dump_dirs import DumpDirMaker
 from .dump_files import (
@@ -32,7 +33,6 @@ from .dump_files import (
     reader_dump_dirs,
     worker_dump_dir,
 )
-from .process import ProcessIdentity, ProcessSignaller, identify
 
 __all__ = [
     "MAX_STACK_BYTES",

@@ -25,12 +25,13 @@ from pathlib import Path
 
 import psutil
 
+from ..engine.events import EventKind, TimerEvent
 from .dump_files import DumpPathError
-from .events import EventKind, TimerEvent
 
 __all__ = ["DumpDirMaker", "check_root_chain"]
 
-logger = logging.getLogger(__name__)
+# Named as before the move into diagnosis/: operators filter on logger names.
+logger = logging.getLogger("timer_core.dump_dirs")
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
 

@@ -29,7 +29,8 @@ from .timers import LiveTimer
 
 __all__ = ["KillWatch", "Overdue", "describe_error"]
 
-logger = logging.getLogger(__name__)
+# Named as before the move into engine/: operators filter on logger names.
+logger = logging.getLogger("timer_core.kill_watch")
 
 # ("timer", id) or ("escalation", id): one per due signal, the same on the heap and
 # on the expiry path, so an overdue kill is counted once wherever it is stuck.

@@ -23,9 +23,9 @@ from __future__ import annotations
 import threading
 import time
 
+from ..diagnosis.stack_capture import CapturedStack, StackCapturer
 from .kill_watch import describe_error
 from .process import ProcessIdentity
-from .stack_capture import CapturedStack, StackCapturer
 
 __all__ = ["CaptureRunner", "PendingCapture"]
 

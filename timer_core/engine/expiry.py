@@ -32,18 +32,19 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from ..diagnosis.stack_capture import CapturedStack, StackCapturer
 from .capture_runner import CaptureRunner, PendingCapture
 from .clock import Clock
 from .events import EventKind
 from .kill_outcomes import Emit, Progress, WorkerKiller, outcome_line, signal_name
 from .kill_watch import KillWatch
 from .process import ProcessIdentity, ProcessSignaller
-from .stack_capture import CapturedStack, StackCapturer
 from .timers import Escalation, LiveTimer
 
 __all__ = ["DEFAULT_OVERDUE_MARGIN", "Emit", "ExpiryHandler", "outcome_line", "signal_name"]
 
-logger = logging.getLogger(__name__)
+# Named as before the move into engine/: operators filter on logger names.
+logger = logging.getLogger("timer_core.expiry")
 
 # Kill threads: each waits at most for the budget (its capture), then signals.
 _KILL_THREADS = 8

@@ -23,7 +23,8 @@ __all__ = [
     "raise_descriptor_limit",
 ]
 
-logger = logging.getLogger(__name__)
+# Named as before the move into engine/: operators filter on logger names.
+logger = logging.getLogger("timer_core.descriptors")
 
 # Enough for a burst of kills: each takes a pidfd and a /proc file, and each stack
 # capture a few pipes for its helper process, all briefly.

@@ -25,7 +25,8 @@ from dataclasses import dataclass
 
 __all__ = ["FifoDirError", "FifoDirectory", "UserFifo", "resolve_uids"]
 
-logger = logging.getLogger(__name__)
+# Named as before the move into sources/: operators filter on logger names.
+logger = logging.getLogger("timer_core.fifo_dir")
 
 # Users must traverse the directory to reach their FIFO, and must not write in it.
 DIR_MODE = 0o755

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from .wire import MAX_LINE_BYTES
+from ..wire import MAX_LINE_BYTES
 
 __all__ = ["LineSplitter"]
 

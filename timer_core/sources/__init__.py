@@ -1,0 +1,28 @@
+"""Request sources: where workers' requests come from, turned into calls on the engine.
+
+``FifoSource`` reads torch's JSON lines from one FIFO (``--fifo``, and the
+``FileTimerServer``); ``UserFifos`` reads one FIFO per user (``--fifo-dir``), kept in a
+``FifoDirectory``, and lets each user's requests target only that user's processes.
+Both cut their byte streams into bounded lines (``fifo_lines``) and parse them with
+``timer_core.wire``, the one codec.
+
+A package of their own, beside the engine rather than in it, because that is the
+flow: workers → sources → engine. A source depends on the engine's request API
+(``Reaper``) and the wire format; the engine knows no source, so a new one (the
+service's HTTP routes are another) needs no change to it.
+
+Loggers keep their names from before the move (``timer_core.fifo_source``, ...).
+"""
+
+from .fifo_dir import FifoDirectory, FifoDirError, resolve_uids
+from .fifo_source import FifoSource, create_fifo
+from .user_fifos import UserFifos
+
+__all__ = [
+    "FifoDirError",
+    "FifoDirectory",
+    "FifoSource",
+    "UserFifos",
+    "create_fifo",
+    "resolve_uids",
+]
