@@ -30,7 +30,8 @@ from tests.conftest import in_process
 from tests.waiting import wait_until
 from tests.workers import wait_dead
 from timer_core import ManualClock, ProcessIdentity, ProcessSignaller
-from timer_core.diagnosis.stack_capture import CapturedStack, StackCapturer
+from timer_core.diagnosis import StackCapturer
+from timer_core.engine import CapturedStack
 from timer_core.engine.process import SignalOutcome
 
 

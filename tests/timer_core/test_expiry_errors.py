@@ -15,7 +15,8 @@ import pytest
 from tests.timer_core.test_reaper import RecordingSignaller, World
 from tests.waiting import wait_until
 from timer_core import EventKind, ProcessIdentity, TimerEvent
-from timer_core.diagnosis.stack_capture import CapturedStack, StackCapturer
+from timer_core.diagnosis import StackCapturer
+from timer_core.engine import CapturedStack
 from timer_core.engine.process import SignalOutcome
 
 EMFILE = OSError(errno.EMFILE, "Too many open files")

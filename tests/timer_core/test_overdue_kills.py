@@ -10,7 +10,8 @@ import pytest
 from tests.timer_core.test_reaper import World
 from tests.waiting import wait_until
 from timer_core import ProcessIdentity
-from timer_core.diagnosis.stack_capture import CapturedStack, StackCapturer
+from timer_core.diagnosis import StackCapturer
+from timer_core.engine import CapturedStack
 
 
 class BlockingCapturer(StackCapturer):

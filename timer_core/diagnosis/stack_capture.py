@@ -18,11 +18,11 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
 
+from ..engine.capturer import CapturedStack
 from ..engine.process import ProcessIdentity, ProcessSignaller, identify
 from .bounded_subprocess import run_bounded
 from .dump_dirs import DumpDirMaker
@@ -36,7 +36,6 @@ from .dump_files import (
 
 __all__ = [
     "MAX_STACK_BYTES",
-    "CapturedStack",
     "DumpPathError",
     "StackCapturer",
     "dump_stack_on",
@@ -79,16 +78,6 @@ def dump_stack_on(signum: int) -> Path:
         _dump_fds[pid] = open_dump_for_writing(directory, pid, create=may_create)
     faulthandler.register(signum, file=_dump_fds[pid], all_threads=True, chain=False)
     return directory / f"{pid}.stack"
-
-
-@dataclass(frozen=True, slots=True)
-class CapturedStack:
-    method: str  # "py-spy", "py-spy (python only)", "faulthandler" or "proc"
-    text: str
-    seconds: float
-    truncated: bool = False
-    # Why better methods were passed over, e.g. "py-spy: permission denied".
-    notes: tuple[str, ...] = ()
 
 
 def _find_py_spy() -> str | None:

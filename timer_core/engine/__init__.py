@@ -16,6 +16,7 @@ Loggers keep the names they had before the engine became a package
 (``timer_core.reaper``, ``timer_core.expiry``, ...): operators filter on them.
 """
 
+from .capturer import CapturedStack, Capturer
 from .clock import Clock, ManualClock, SystemClock
 from .events import END_KINDS, EVENT_KINDS, EventBus, EventKind, Listener, TimerEvent
 from .labels import Labels, read_labels
@@ -26,6 +27,8 @@ from .snapshot import ReadsThrottled
 __all__ = [
     "END_KINDS",
     "EVENT_KINDS",
+    "CapturedStack",
+    "Capturer",
     "Clock",
     "EventBus",
     "EventKind",

@@ -23,7 +23,7 @@ from __future__ import annotations
 import threading
 import time
 
-from ..diagnosis.stack_capture import CapturedStack, StackCapturer
+from .capturer import CapturedStack, Capturer
 from .kill_watch import describe_error
 from .process import ProcessIdentity
 
@@ -54,7 +54,7 @@ class PendingCapture:
 
 class CaptureRunner:
     def __init__(
-        self, capturer: StackCapturer, *, slots: int = 8, max_hung: int = 64, max_live: int = 64
+        self, capturer: Capturer, *, slots: int = 8, max_hung: int = 64, max_live: int = 64
     ) -> None:
         self.capturer = capturer
         self.max_hung = max_hung

@@ -12,10 +12,9 @@ import queue
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
-if TYPE_CHECKING:
-    from ..diagnosis.stack_capture import CapturedStack
+from .capturer import CapturedStack
 
 __all__ = [
     "END_KINDS",

@@ -32,8 +32,8 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from ..diagnosis.stack_capture import CapturedStack, StackCapturer
 from .capture_runner import CaptureRunner, PendingCapture
+from .capturer import CapturedStack, Capturer
 from .clock import Clock
 from .events import EventKind
 from .kill_outcomes import Emit, Progress, WorkerKiller, outcome_line, signal_name
@@ -63,7 +63,7 @@ class ExpiryHandler:
         identify_process: Callable[[int], ProcessIdentity | None],
         escalate_after: float | None,
         signal_children: bool,
-        capturer: StackCapturer | None,
+        capturer: Capturer | None,
         watch: KillWatch | None = None,
     ) -> None:
         self.clock = clock

@@ -20,7 +20,7 @@ import signal as signal_module
 from collections.abc import Callable
 from typing import Any
 
-from ..diagnosis.stack_capture import CapturedStack
+from .capturer import CapturedStack
 from .clock import Clock
 from .events import EventKind
 from .kill_watch import KillWatch, describe_error

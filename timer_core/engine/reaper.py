@@ -19,8 +19,8 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from ..diagnosis.stack_capture import CapturedStack, StackCapturer
 from . import snapshot
+from .capturer import CapturedStack, Capturer
 from .clock import Clock, SystemClock
 from .events import EventBus, EventKind, Listener
 from .expiry import DEFAULT_OVERDUE_MARGIN, ExpiryHandler, signal_name
@@ -63,7 +63,7 @@ class Reaper:
         first_timer_id: int = 1,
         watch_exits: bool = True,
         identify_process: Callable[[int], ProcessIdentity | None] = identify,
-        capturer: StackCapturer | None = None,
+        capturer: Capturer | None = None,
         max_timers_per_uid: int | None = None,
         overdue_margin: float = DEFAULT_OVERDUE_MARGIN,
     ) -> None:

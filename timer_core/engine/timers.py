@@ -8,7 +8,7 @@ import signal as signal_module
 from dataclasses import dataclass
 from typing import Any
 
-from ..diagnosis.stack_capture import CapturedStack
+from .capturer import CapturedStack
 from .events import EventKind, TimerEvent
 from .process import ProcessIdentity
 

@@ -1,0 +1,40 @@
+"""The engine's side of stack capture: what a capture hands back, and what a capturer
+must offer.
+
+The kill path waits for a stack only within a budget (``CaptureRunner``) and carries it
+in the expiry's events. How a stack is taken (py-spy, the worker's own faulthandler
+dump, what /proc shows) is ``timer_core.diagnosis``'s business: the engine depends on
+this protocol alone, and ``diagnosis.StackCapturer``, or a test's fake, plugs in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from .process import ProcessIdentity
+
+__all__ = ["CapturedStack", "Capturer"]
+
+
+@dataclass(frozen=True, slots=True)
+class CapturedStack:
+    method: str  # "py-spy", "py-spy (python only)", "faulthandler" or "proc"
+    text: str
+    seconds: float
+    truncated: bool = False
+    # Why better methods were passed over, e.g. "py-spy: permission denied".
+    notes: tuple[str, ...] = ()
+
+
+class Capturer(Protocol):
+    # How long after its deadline a kill may wait for the stack, in seconds.
+    budget: float
+
+    def capture(
+        self, identity: ProcessIdentity, dump_signal: int | None, *, give_up_at: float
+    ) -> CapturedStack:
+        """The best stack of ``identity`` to be had by ``give_up_at``
+        (``time.monotonic()``). Called on a capture thread of its own, never the
+        kill's: it may block, and the kill goes ahead without it."""
+        ...
