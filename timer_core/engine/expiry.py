@@ -101,7 +101,7 @@ class ExpiryHandler:
         # Registered first: from here until settled, the watch sees each one.
         for item in due:
             if isinstance(item, LiveTimer):
-                self.watch.begin(("timer", item.id), item.deadline)
+                self.watch.begin(("timer", item.id), item.deadline_monotonic)
                 by_worker.setdefault(item.identity, []).append(item)
             else:
                 self.watch.begin(("escalation", item.timer.id), now)
@@ -131,7 +131,7 @@ class ExpiryHandler:
             return None
         first = timers[0]
         # The budget counts from the deadline: an expiry found late gets less.
-        left = self.budget - (self.clock.monotonic() - first.deadline)
+        left = self.budget - (self.clock.monotonic() - first.deadline_monotonic)
         if left <= 0:
             return None
         dump_signal = next((t.dump_signal for t in timers if t.dump_signal), None)
@@ -176,7 +176,7 @@ class ExpiryHandler:
                     escalation.timer,
                     "killed",
                     None,
-                    self.clock.monotonic() - escalation.timer.deadline,
+                    self.clock.monotonic() - escalation.timer.deadline_monotonic,
                     None,
                     reason=f"escalation failed: {reason}",
                     sigkilled=[],
@@ -202,7 +202,7 @@ class ExpiryHandler:
             timer,
             "killed",
             None,
-            self.clock.monotonic() - timer.deadline,
+            self.clock.monotonic() - timer.deadline_monotonic,
             None,
             reason=f"still alive {self.killer.escalate_after}s after signal {timer.signal}",
             sigkilled=killed,

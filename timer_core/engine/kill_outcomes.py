@@ -113,7 +113,7 @@ class WorkerKiller:
         """One worker's expired timers: the first with a signal > 0 signals it.
         ``extra`` goes into the first outcome's detail (e.g. why there is no stack)."""
         for timer in timers:
-            latency = self.clock.monotonic() - timer.deadline
+            latency = self.clock.monotonic() - timer.deadline_monotonic
             if timer.signal <= 0:
                 self.outcome(
                     EventKind.EXPIRED,
@@ -162,7 +162,7 @@ class WorkerKiller:
             except Exception as error:  # the worker itself is signalled regardless
                 extra["children_error"] = self.watch.error(error, "listing children")
         outcome = self.send(timer.identity, timer.signal)
-        latency = self.clock.monotonic() - timer.deadline
+        latency = self.clock.monotonic() - timer.deadline_monotonic
         if not outcome.delivered:
             kind = EventKind.WORKER_GONE if outcome.status == "gone" else EventKind.KILL_FAILED
             self.outcome(
@@ -211,7 +211,7 @@ class WorkerKiller:
                 )
 
     def _settle_after_error(self, timer: LiveTimer, progress: Progress, reason: str) -> None:
-        latency = self.clock.monotonic() - timer.deadline
+        latency = self.clock.monotonic() - timer.deadline_monotonic
         if timer.signal <= 0:
             why = f"observe only ({reason})"
             self.outcome(EventKind.EXPIRED, timer, "expired", None, latency, progress, reason=why)

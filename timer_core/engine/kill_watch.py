@@ -104,18 +104,18 @@ class KillWatch:
 
     # ---- the expiry path reports ---------------------------------------------------------
 
-    def begin(self, key: Key, deadline: float) -> None:
+    def begin(self, key: Key, deadline_monotonic: float) -> None:
         with self._lock:
-            self._in_flight[key] = deadline
+            self._in_flight[key] = deadline_monotonic
 
     def settle(self, key: Key) -> None:
         """``key`` was acted on: counted as overdue if it was late beyond the allowance
         and no check had counted it yet."""
         with self._lock:
-            deadline = self._in_flight.pop(key, None)
+            deadline_monotonic = self._in_flight.pop(key, None)
             if key in self._counted:
                 self._counted.discard(key)
-            elif deadline is not None and self._late(deadline) > self.allowance:
+            elif deadline_monotonic is not None and self._late(deadline_monotonic) > self.allowance:
                 self.overdue_total += 1
 
     def error(self, error: BaseException, where: str) -> str:
@@ -143,15 +143,15 @@ class KillWatch:
         found = dict(self._heap_due(self._effective_cutoff(cutoff)))
         with self._lock:
             found.update(
-                (key, deadline)
-                for key, deadline in self._in_flight.items()
-                if max(deadline, self.origin) <= cutoff
+                (key, deadline_monotonic)
+                for key, deadline_monotonic in self._in_flight.items()
+                if max(deadline_monotonic, self.origin) <= cutoff
             )
             new = found.keys() - self._counted
             self.overdue_total += len(new)
             # Keep only what is still overdue (or in flight, to be settled).
             self._counted = (self._counted | new) & (found.keys() | self._in_flight.keys())
-        oldest = max((self._late(deadline) for deadline in found.values()), default=0.0)
+        oldest = max((self._late(due) for due in found.values()), default=0.0)
         overdue = Overdue(len(found), oldest, self.allowance)
         if overdue.count and not self._was_overdue:
             logger.error("%s", overdue.problem())
@@ -163,8 +163,8 @@ class KillWatch:
     def in_flight(self) -> int:
         return len(self._in_flight)
 
-    def _late(self, deadline: float) -> float:
-        return self.clock.monotonic() - max(deadline, self.origin)
+    def _late(self, deadline_monotonic: float) -> float:
+        return self.clock.monotonic() - max(deadline_monotonic, self.origin)
 
     def _effective_cutoff(self, cutoff: float) -> float:
         # Before ``origin`` nothing is overdue, however old its deadline.

@@ -219,11 +219,11 @@ class Reaper:
             stale = LiveTimer(
                 timer_id, identity, scope_id, signal, source, acquired_at, expiration_time, 0.0
             )
-            deadline_passed = expiration_time <= self.clock.time()
+            expired = expiration_time <= self.clock.time()
             self._emit(
                 EventKind.WORKER_GONE,
                 stale,
-                "expired" if deadline_passed else "released",
+                "expired" if expired else "released",
                 reason="worker exited while the service was down",
             )
             return None
@@ -245,7 +245,8 @@ class Reaper:
         dump_signal: int | None = None,
     ) -> tuple[TimerView, bool]:
         now_wall = self.clock.time()
-        deadline = self.clock.monotonic() + (expiration_time - now_wall)
+        # The same moment on the clock that never steps: what the heap and the kill use.
+        deadline_monotonic = self.clock.monotonic() + (expiration_time - now_wall)
         pid = identity.pid
         new_worker = False
         with self._lock:
@@ -263,7 +264,7 @@ class Reaper:
                     source,
                     acquired_at if acquired_at is not None else now_wall,
                     expiration_time,
-                    deadline,
+                    deadline_monotonic,
                     dump_signal,
                 )
                 self._by_key[(pid, scope_id)] = timer
@@ -271,11 +272,11 @@ class Reaper:
                 new_worker = self._workers.add(identity, scope_id)
             else:
                 timer.generation += 1
-                timer.deadline = deadline
+                timer.deadline_monotonic = deadline_monotonic
                 timer.expiration_time = expiration_time
                 timer.signal = signal
                 timer.dump_signal = dump_signal
-            self._push(deadline, timer, timer.generation)
+            self._push(deadline_monotonic, timer, timer.generation)
             view = timer.view()
             if acquired_at is None:  # None for every request; restore passes the original
                 self._emit(EventKind.ACQUIRED if created else EventKind.EXTENDED, timer, "active")
@@ -368,12 +369,12 @@ class Reaper:
         with self._lock:
             return [timer.view() for timer in self._by_id.values()]
 
-    def expired_by_worker(self, deadline: float) -> dict[int, list[TimerView]]:
-        """Active timers with ``expiration_time`` ≤ ``deadline`` (unix), by pid: torch's
+    def expired_by_worker(self, cutoff_unix: float) -> dict[int, list[TimerView]]:
+        """Active timers with ``expiration_time`` ≤ ``cutoff_unix``, by pid: torch's
         ``get_expired_timers``. O(n): for compatibility, not for the reaping path."""
         expired: dict[int, list[TimerView]] = {}
         for timer in self.active():
-            if timer.expiration_time <= deadline:
+            if timer.expiration_time <= cutoff_unix:
                 expired.setdefault(timer.pid, []).append(timer)
         return expired
 

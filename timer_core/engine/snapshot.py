@@ -30,7 +30,7 @@ from .timers import LiveTimer, TimerView
 
 __all__ = ["ReadsThrottled", "TimerReader", "soonest"]
 
-_by_deadline = operator.attrgetter("deadline")
+_by_deadline = operator.attrgetter("deadline_monotonic")
 
 # Results kept for reuse, by query: the dashboard's unfiltered view plus a few filters.
 _KEPT_RESULTS = 64

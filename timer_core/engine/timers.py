@@ -62,7 +62,7 @@ class LiveTimer:
 
     __slots__ = (
         "acquired_at",
-        "deadline",
+        "deadline_monotonic",
         "dump_signal",
         "expiration_time",
         "generation",
@@ -82,7 +82,7 @@ class LiveTimer:
         source: str,
         acquired_at: float,
         expiration_time: float,
-        deadline: float,
+        deadline_monotonic: float,
         dump_signal: int | None = None,
     ) -> None:
         self.id = timer_id
@@ -92,7 +92,7 @@ class LiveTimer:
         self.source = source
         self.acquired_at = acquired_at
         self.expiration_time = expiration_time
-        self.deadline = deadline
+        self.deadline_monotonic = deadline_monotonic
         # A signal on which the worker dumps its own stack (faulthandler), if it opted in.
         self.dump_signal = dump_signal
         self.generation = 0
