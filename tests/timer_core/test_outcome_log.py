@@ -11,7 +11,7 @@ import pytest
 from tests.timer_core.test_reaper import World
 from timer_core import ProcessIdentity, RefusedError
 from timer_core.engine import CapturedStack
-from timer_core.engine.expiry import outcome_line
+from timer_core.engine.kill_outcomes import outcome_line
 from timer_core.engine.process import SignalOutcome
 from timer_core.engine.timers import LiveTimer
 

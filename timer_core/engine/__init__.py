@@ -16,13 +16,15 @@ Loggers keep the names they had before the engine became a package
 (``timer_core.reaper``, ``timer_core.expiry``, ...): operators filter on them.
 """
 
+from .admission import RefusedError
 from .capturer import CapturedStack, Capturer
 from .clock import Clock, ManualClock, SystemClock
 from .events import END_KINDS, EVENT_KINDS, EventBus, EventKind, Listener, TimerEvent
 from .labels import Labels, read_labels
 from .process import ProcessIdentity, ProcessSignaller, SignalOutcome, identify
-from .reaper import Reaper, RefusedError, TimerView
+from .reaper import Reaper
 from .snapshot import ReadsThrottled
+from .timers import TimerView
 
 __all__ = [
     "END_KINDS",

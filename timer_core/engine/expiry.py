@@ -35,13 +35,14 @@ from typing import Any
 from .capture_runner import CaptureRunner, PendingCapture
 from .capturer import CapturedStack, Capturer
 from .clock import Clock
+from .emitter import Emit
 from .events import EventKind
-from .kill_outcomes import Emit, Progress, WorkerKiller, outcome_line, signal_name
+from .kill_outcomes import Progress, WorkerKiller
 from .kill_watch import KillWatch
 from .process import ProcessIdentity, ProcessSignaller
 from .timers import Escalation, LiveTimer
 
-__all__ = ["DEFAULT_OVERDUE_MARGIN", "Emit", "ExpiryHandler", "outcome_line", "signal_name"]
+__all__ = ["DEFAULT_OVERDUE_MARGIN", "ExpiryHandler"]
 
 # Named as before the move into engine/: operators filter on logger names.
 logger = logging.getLogger("timer_core.expiry")

@@ -22,18 +22,16 @@ from typing import Any
 
 from .capturer import CapturedStack
 from .clock import Clock
+from .emitter import Emit
 from .events import EventKind
 from .kill_watch import KillWatch, describe_error
-from .process import ProcessIdentity, ProcessSignaller, SignalOutcome
+from .process import ProcessIdentity, ProcessSignaller, SignalOutcome, signal_name
 from .timers import Escalation, LiveTimer
 
-__all__ = ["Emit", "Progress", "WorkerKiller", "outcome_line", "signal_name"]
+__all__ = ["Progress", "WorkerKiller", "outcome_line"]
 
 # The name operators filter on, and the tests read: unchanged by the move here.
 logger = logging.getLogger("timer_core.expiry")
-
-# emit(kind, timer, state, stack=None, **detail)
-Emit = Callable[..., None]
 
 # What the log line says happened, per event kind.
 _VERBS = {
@@ -43,14 +41,6 @@ _VERBS = {
     EventKind.KILL_FAILED: "kill failed",
     EventKind.ESCALATED: "escalated to SIGKILL",
 }
-
-
-def signal_name(signum: int) -> str:
-    """``9 (SIGKILL)``; a number alone when the system has no name for it."""
-    try:
-        return f"{signum} ({signal_module.Signals(signum).name})"
-    except ValueError:
-        return str(signum)
 
 
 def outcome_line(

@@ -23,6 +23,7 @@ __all__ = [
     "identify",
     "is_own_thread",
     "protected_pids",
+    "signal_name",
 ]
 
 # psutil derives start times from clock ticks; two reads of one process agree
@@ -100,6 +101,14 @@ def protected_pids() -> frozenset[int]:
     """This process and its ancestors: a watchdog must never signal them."""
     me = psutil.Process()
     return frozenset({me.pid, *(parent.pid for parent in me.parents())})
+
+
+def signal_name(signum: int) -> str:
+    """``9 (SIGKILL)``; a number alone when the system has no name for it."""
+    try:
+        return f"{signum} ({signal_module.Signals(signum).name})"
+    except ValueError:
+        return str(signum)
 
 
 @dataclass(frozen=True, slots=True)

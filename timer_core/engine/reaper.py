@@ -1,54 +1,41 @@
-"""The engine: live timers on a deadline heap, and one thread that reaps them.
+"""The engine's face: the request API on the live timers, and the step that reaps them.
 
-Requests (acquire, extend, release) cost O(log n) and wake the reaper only
-when they change the earliest deadline. The reaper sleeps until that deadline,
-so kill latency does not depend on how often requests are polled. Each public
-step (``step``, ``worker_exited``) is callable directly, so tests drive the
-engine with a ``ManualClock`` and no sleeps.
+Requests (acquire, extend, release) cost O(log n) and wake the reaper's thread only
+when they change the earliest deadline. The thread sleeps until that deadline, so kill
+latency does not depend on how often requests are polled. Each public step (``step``,
+``worker_exited``) is callable directly, so tests drive the engine with a
+``ManualClock`` and no sleeps.
+
+The Reaper decides what may be asked (``admission``: the checks; whose process it is)
+and what happens to what falls due (``ExpiryHandler``). The timers themselves, and
+what is due when, are kept in a ``TimerBook`` under one lock; the thread is a
+``ReaperLoop``.
 """
 
 from __future__ import annotations
 
-import collections
-import heapq
-import itertools
 import logging
-import os
 import signal as signal_module
-import threading
 from collections.abc import Callable
 from typing import Any
 
 from . import snapshot
-from .capturer import CapturedStack, Capturer
+from .admission import RefusedError, check_request, not_own_process
+from .capturer import Capturer
 from .clock import Clock, SystemClock
+from .emitter import EventEmitter
 from .events import EventBus, EventKind, Listener
-from .expiry import DEFAULT_OVERDUE_MARGIN, ExpiryHandler, signal_name
+from .expiry import DEFAULT_OVERDUE_MARGIN, ExpiryHandler
 from .kill_watch import KillWatch
 from .process import ProcessIdentity, ProcessSignaller, identify
-from .timers import (
-    Escalation,
-    LiveTimer,
-    RefusedError,
-    TimerView,
-    check_expiration,
-    check_signal,
-    observe_only,
-    refused_event,
-    timer_event,
-)
-from .workers import WorkerRegistry
+from .reaper_loop import ReaperLoop
+from .timer_book import TimerBook
+from .timers import LiveTimer, TimerView
 
-__all__ = ["Reaper", "RefusedError", "TimerView"]
+__all__ = ["Reaper"]
 
 # Named as before the move into engine/: operators filter on logger names.
 logger = logging.getLogger("timer_core.reaper")
-
-# The loop wakes at least this often even when idle, so that a stalled reaper
-# is visible (``last_loop_monotonic``) at a cost of one wake-up a second.
-_IDLE_TICK_SECONDS = 1.0
-# Heap entries left behind by heartbeats are purged once they outnumber live ones.
-_COMPACT_SLACK = 4096
 
 
 class Reaper:
@@ -70,49 +57,38 @@ class Reaper:
         self.clock: Clock = clock or SystemClock()
         self.signaller = signaller or ProcessSignaller()
         self.bus = bus or EventBus()
+        self._events = EventEmitter(self.bus, self.clock)
+        self._identify = identify_process
+        self._book = TimerBook(
+            clock=self.clock,
+            events=self._events,
+            wake=self._wake_loop,
+            first_timer_id=first_timer_id,
+            watch_exits=watch_exits,
+            max_per_uid=max_timers_per_uid,
+        )
+        self._loop = ReaperLoop(self.step, self._book.lock, self.clock)
         # Due kills not acted on within the budget plus the margin (health, metrics).
         self.kill_watch = KillWatch(
             self.clock,
             budget=capturer.budget if capturer is not None else 0.0,
             margin=overdue_margin,
-            heap=lambda: self._heap,
-            live=lambda: self._by_id,
+            heap=self._book.heap_entries,
+            live=self._book.live,
         )
         self.expiry = ExpiryHandler(
             clock=self.clock,
             signaller=self.signaller,
-            emit=self._emit,
-            schedule=self._schedule,
+            emit=self._events.timer,
+            schedule=self._book.schedule,
             identify_process=identify_process,
             escalate_after=escalate_after,
             signal_children=signal_children,
             capturer=capturer,
             watch=self.kill_watch,
         )
-        self._identify = identify_process
-        self._ids = itertools.count(first_timer_id)
-        self._heap_seq = itertools.count()
-        self._lock = threading.Lock()
-        self._wakeup = threading.Condition(self._lock)
-        self._heap: list[tuple[float, int, LiveTimer | Escalation, int]] = []
-        self._by_key: dict[tuple[int, str], LiveTimer] = {}
-        self._by_id: dict[int, LiveTimer] = {}
-        self._workers = WorkerRegistry(self.worker_exited if watch_exits else None)
         # Reads for many readers (the dashboard): scanned outside the lock, within a budget.
         self.reader = snapshot.TimerReader(self.live_timers)
-        # Active timers per worker uid: one user must not exhaust the service's memory
-        # and descriptors (each distinct worker pid holds a pidfd). Root and the
-        # server's own uid are not capped.
-        self._max_per_uid = max_timers_per_uid
-        self._uncapped_uids = frozenset({0, os.geteuid()})
-        self._per_uid: collections.Counter[int | None] = collections.Counter()
-        self._thread: threading.Thread | None = None
-        self._stopping = False
-        self._wake_requested = False
-        self.last_loop_monotonic = self.clock.monotonic()
-        self.last_lag_seconds = 0.0
-
-    # ---- listeners -----------------------------------------------------------------------
 
     def add_listener(self, listener: Listener) -> None:
         self.bus.add_listener(listener)
@@ -142,33 +118,21 @@ class Reaper:
         ``requester`` (who asked, e.g. "uid 1001 over tcp …") goes into the refusal.
         """
         try:
-            refusal = self.signaller.refusal(pid)
-            observe_self = (
-                observe_protected and pid in self.signaller.protected and observe_only(signal)
+            expiration_time, signal = check_request(
+                self.signaller,
+                pid,
+                scope_id,
+                expiration_time,
+                signal,
+                dump_signal,
+                observe_protected=observe_protected,
             )
-            if refusal is not None and not observe_self:
-                raise RefusedError(refusal)
-            if not isinstance(scope_id, str):
-                raise RefusedError(f"scope_id must be a string, got {scope_id!r}", "scope_id")
-            expiration_time = check_expiration(expiration_time)
-            signal = check_signal(signal)
-            if dump_signal is not None and check_signal(dump_signal, "dump_signal") <= 0:
-                raise RefusedError("dump_signal must be a signal number > 0", "dump_signal")
-            with self._lock:
-                known = self._workers.identity(pid)
-            identity = known or self._identify(pid)
+            identity = self._book.known_identity(pid) or self._identify(pid)
             if identity is None:
                 raise RefusedError(f"no process with pid {pid} is running on this host")
             if owner_uid is not None and identity.uid != owner_uid:
-                raise RefusedError(
-                    f"{requester or f'uid {owner_uid}'} may only arm timers for its own "
-                    f"processes; pid {pid} belongs to uid {identity.uid}",
-                    "pid",
-                    kind="forbidden",
-                )
-            return self._arm(
-                identity, scope_id, expiration_time, signal, source, None, None, dump_signal
-            )
+                raise not_own_process(requester or f"uid {owner_uid}", pid, identity.uid)
+            return self._book.arm(identity, scope_id, expiration_time, signal, source, dump_signal)
         except RefusedError as error:
             self.emit_refused(pid, scope_id, expiration_time, signal, source, error.reason)
             raise
@@ -220,69 +184,17 @@ class Reaper:
                 timer_id, identity, scope_id, signal, source, acquired_at, expiration_time, 0.0
             )
             expired = expiration_time <= self.clock.time()
-            self._emit(
+            self._events.timer(
                 EventKind.WORKER_GONE,
                 stale,
                 "expired" if expired else "released",
                 reason="worker exited while the service was down",
             )
             return None
-        # Its acquisition was recorded before the restart: announce nothing new.
-        view, _ = self._arm(
-            identity, scope_id, expiration_time, signal, source, timer_id, acquired_at, dump_signal
+        view, _ = self._book.arm(
+            identity, scope_id, expiration_time, signal, source, dump_signal, timer_id, acquired_at
         )
         return view
-
-    def _arm(
-        self,
-        identity: ProcessIdentity,
-        scope_id: str,
-        expiration_time: float,
-        signal: int,
-        source: str,
-        timer_id: int | None,
-        acquired_at: float | None,
-        dump_signal: int | None = None,
-    ) -> tuple[TimerView, bool]:
-        now_wall = self.clock.time()
-        # The same moment on the clock that never steps: what the heap and the kill use.
-        deadline_monotonic = self.clock.monotonic() + (expiration_time - now_wall)
-        pid = identity.pid
-        new_worker = False
-        with self._lock:
-            timer = self._by_key.get((pid, scope_id))
-            created = timer is None
-            if timer is None:
-                if acquired_at is None:  # a new request; restored timers are never dropped
-                    self._check_uid_cap(identity.uid)
-                self._per_uid[identity.uid] += 1
-                timer = LiveTimer(
-                    timer_id if timer_id is not None else next(self._ids),
-                    identity,
-                    scope_id,
-                    signal,
-                    source,
-                    acquired_at if acquired_at is not None else now_wall,
-                    expiration_time,
-                    deadline_monotonic,
-                    dump_signal,
-                )
-                self._by_key[(pid, scope_id)] = timer
-                self._by_id[timer.id] = timer
-                new_worker = self._workers.add(identity, scope_id)
-            else:
-                timer.generation += 1
-                timer.deadline_monotonic = deadline_monotonic
-                timer.expiration_time = expiration_time
-                timer.signal = signal
-                timer.dump_signal = dump_signal
-            self._push(deadline_monotonic, timer, timer.generation)
-            view = timer.view()
-            if acquired_at is None:  # None for every request; restore passes the original
-                self._emit(EventKind.ACQUIRED if created else EventKind.EXTENDED, timer, "active")
-        if new_worker:
-            self._workers.watch(identity)
-        return view, created
 
     def release(
         self,
@@ -296,9 +208,7 @@ class Reaper:
         """End the active timer for (pid, scope_id); None if there is none. With
         ``owner_uid``, a timer whose worker belongs to another uid is not released:
         RefusedError (kind "forbidden"), after a ``refused`` event naming ``requester``."""
-        with self._lock:
-            timer = self._by_key.get((pid, scope_id))
-            return self._release_locked(timer, source, owner_uid, requester)
+        return self._book.release((pid, scope_id), source, owner_uid, requester)
 
     def release_id(
         self,
@@ -309,46 +219,15 @@ class Reaper:
         requester: str = "",
     ) -> TimerView | None:
         """As ``release``, by the timer's id."""
-        with self._lock:
-            timer = self._by_id.get(timer_id)
-            return self._release_locked(timer, source, owner_uid, requester)
-
-    def _release_locked(
-        self, timer: LiveTimer | None, source: str, owner_uid: int | None, requester: str
-    ) -> TimerView | None:
-        if timer is None:
-            return None
-        if owner_uid is not None and timer.identity.uid != owner_uid:
-            reason = (
-                f"{requester or f'uid {owner_uid}'} may not release timer {timer.id}: "
-                f"its worker belongs to uid {timer.identity.uid}"
-            )
-            self.emit_refused(timer.identity.pid, timer.scope_id, -1, timer.signal, source, reason)
-            raise RefusedError(reason, kind="forbidden")
-        return self._end_locked(timer, EventKind.RELEASED, "released", released_by=source)
+        return self._book.release(timer_id, source, owner_uid, requester)
 
     def clear_worker(self, pid: int, reason: str) -> list[TimerView]:
         """End every timer of one worker (torch's ``clear_timers``)."""
-        with self._lock:
-            timers = [self._by_key[(pid, scope)] for scope in self._workers.scopes(pid)]
-            return [
-                self._end_locked(timer, EventKind.RELEASED, "released", reason=reason)
-                for timer in timers
-            ]
+        return self._book.clear_worker(pid, reason)
 
     def worker_exited(self, identity: ProcessIdentity) -> None:
         """The worker is gone before its deadlines: end its timers, signal nothing."""
-        with self._lock:
-            if not self._workers.is_current(identity):
-                return
-            for scope in self._workers.scopes(identity.pid):
-                self._end_locked(
-                    self._by_key[(identity.pid, scope)],
-                    EventKind.WORKER_GONE,
-                    "released",
-                    reason="worker exited before its deadline",
-                )
-            self._workers.forget(identity.pid)
+        self._book.worker_exited(identity)
 
     def signal_now(self, pid: int, signum: int) -> bool:
         """Signal a worker at once (torch's ``_reap_worker``), with the same safety
@@ -363,11 +242,17 @@ class Reaper:
         outcome = self.signaller.send(identity, signum)
         return outcome.delivered or outcome.status == "gone"
 
-    # ---- queries -------------------------------------------------------------------------
+    def emit_refused(
+        self, pid: Any, scope_id: Any, expiration_time: Any, signal: Any, source: str, reason: str
+    ) -> None:
+        """Log and emit a ``refused`` event for a request that was not carried out;
+        also for refusals decided outside the engine (e.g. who may read a stack)."""
+        self._events.refused(pid, scope_id, expiration_time, signal, source, reason)
+
+    # ---- reads ---------------------------------------------------------------------------
 
     def active(self) -> list[TimerView]:
-        with self._lock:
-            return [timer.view() for timer in self._by_id.values()]
+        return self._book.views()
 
     def expired_by_worker(self, cutoff_unix: float) -> dict[int, list[TimerView]]:
         """Active timers with ``expiration_time`` ≤ ``cutoff_unix``, by pid: torch's
@@ -379,10 +264,8 @@ class Reaper:
         return expired
 
     def live_timers(self) -> list[LiveTimer]:
-        """The armed timers, for readers to scan outside the lock (``timer_core.snapshot``):
-        the lock is held for one C-level copy of references, no Python code per timer."""
-        with self._lock:
-            return list(self._by_id.values())
+        """The armed timers, for readers to scan outside the lock (``snapshot``)."""
+        return self._book.copy()
 
     def soonest(
         self, limit: int, *, pid: int | None = None, scope_contains: str | None = None
@@ -393,162 +276,52 @@ class Reaper:
         return snapshot.soonest(self.live_timers(), limit, pid=pid, scope_contains=scope_contains)
 
     def active_count(self) -> int:
-        return len(self._by_id)
+        return len(self._book)
 
     def heap_size(self) -> int:
-        return len(self._heap)
+        return self._book.heap_size()
 
-    # ---- the reaping step ----------------------------------------------------------------
+    # ---- reaping -------------------------------------------------------------------------
 
     def step(self) -> float | None:
         """Reap everything due now. Returns the next due time (monotonic), or None."""
-        now = self.clock.monotonic()
-        due: list[LiveTimer | Escalation] = []
-        with self._lock:
-            while self._heap and self._heap[0][0] <= now:
-                _, _, item, generation = heapq.heappop(self._heap)
-                if isinstance(item, LiveTimer):
-                    if self._by_id.get(item.id) is not item or item.generation != generation:
-                        continue  # released or moved since this entry was pushed
-                    self._forget_locked(item)
-                due.append(item)
-            next_due = self._heap[0][0] if self._heap else None
+        due, next_due = self._book.pop_due(self.clock.monotonic())
         self.expiry.handle(due)
         return next_due
 
-    # ---- thread --------------------------------------------------------------------------
-
     def start(self) -> None:
-        if self._thread is not None:
+        if self._loop.started:
             return
-        self._stopping = False
         self.kill_watch.origin = self.clock.monotonic()  # restored deadlines are due now
         self.bus.start()
-        self._workers.start()
-        self._thread = threading.Thread(target=self._run, name="timer-reaper", daemon=True)
-        self._thread.start()
+        self._book.workers.start()
+        self._loop.start()
 
     def restart_loop(self) -> bool:
         """Start a new reaper loop thread if the old one died (the supervisor's remedy).
         Timers live in the engine, not the thread, so nothing is lost. False if it runs."""
-        if self.is_running() or self._stopping:
-            return False
-        self.last_loop_monotonic = self.clock.monotonic()
-        self._thread = threading.Thread(target=self._run, name="timer-reaper", daemon=True)
-        self._thread.start()
-        return True
+        return self._loop.restart()
 
     def stop(self) -> None:
-        with self._lock:
-            self._stopping = True
-            self._wakeup.notify()
-        if self._thread is not None:
-            self._thread.join(5.0)
-            self._thread = None
+        self._loop.stop()
         # Expiries still capturing finish (within their budget) and emit before the drain.
         self.expiry.shutdown()
-        self._workers.stop()
+        self._book.workers.stop()
         self.bus.drain()
         self.bus.stop()
 
     def is_running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        return self._loop.is_running()
 
-    def _run(self) -> None:
-        while True:
-            with self._lock:
-                if self._stopping:
-                    return
-                self._wake_requested = False
-            next_due = self.step()
-            now = self.clock.monotonic()
-            self.last_loop_monotonic = now
-            with self._lock:
-                if self._stopping:
-                    return
-                if self._wake_requested:
-                    continue
-                timeout = _IDLE_TICK_SECONDS
-                if next_due is not None:
-                    timeout = min(timeout, max(0.0, next_due - now))
-                self._wakeup.wait(timeout)
-            if next_due is not None:
-                self.last_lag_seconds = max(0.0, self.clock.monotonic() - next_due)
+    @property
+    def last_loop_monotonic(self) -> float:
+        """When the loop last stepped: a stalled reaper shows here."""
+        return self._loop.last_loop_monotonic
 
-    # ---- internals (caller holds the lock) -----------------------------------------------
+    @property
+    def last_lag_seconds(self) -> float:
+        """How late the loop woke for its last due entry."""
+        return self._loop.last_lag_seconds
 
-    def _push(self, due: float, item: LiveTimer | Escalation, generation: int) -> None:
-        entry = (due, next(self._heap_seq), item, generation)
-        heapq.heappush(self._heap, entry)
-        if len(self._heap) > 2 * len(self._by_id) + _COMPACT_SLACK:
-            self._heap = [
-                e
-                for e in self._heap
-                if not isinstance(e[2], LiveTimer)
-                or (self._by_id.get(e[2].id) is e[2] and e[2].generation == e[3])
-            ]
-            heapq.heapify(self._heap)
-        if self._heap[0] is entry:
-            self._wake_requested = True
-            self._wakeup.notify()
-
-    def _check_uid_cap(self, uid: int | None) -> None:
-        cap = self._max_per_uid
-        if cap is None or uid is None or uid in self._uncapped_uids:
-            return
-        if self._per_uid[uid] >= cap:
-            raise RefusedError(
-                f"uid {uid} already holds {cap} active timers, the most one user may hold "
-                "(--max-timers-per-user); release some first",
-                kind="limit",
-            )
-
-    def _forget_locked(self, timer: LiveTimer) -> None:
-        pid = timer.identity.pid
-        del self._by_key[(pid, timer.scope_id)]
-        del self._by_id[timer.id]
-        self._workers.remove(pid, timer.scope_id)
-        uid = timer.identity.uid
-        self._per_uid[uid] -= 1
-        if self._per_uid[uid] <= 0:
-            del self._per_uid[uid]
-
-    def _end_locked(self, timer: LiveTimer, kind: str, state: str, **detail: Any) -> TimerView:
-        self._forget_locked(timer)
-        self._emit(kind, timer, state, **detail)
-        return timer.view(state)
-
-    def _schedule(self, due: float, escalation: Escalation) -> None:
-        with self._lock:
-            self._push(due, escalation, 0)
-
-    def _emit(
-        self,
-        kind: str,
-        timer: LiveTimer,
-        state: str,
-        stack: CapturedStack | None = None,
-        **detail: Any,
-    ) -> None:
-        now = self.clock.time
-        self.bus.publish(lambda seq: timer_event(seq, now(), kind, timer, state, stack, detail))
-
-    def emit_refused(
-        self, pid: Any, scope_id: Any, expiration_time: Any, signal: Any, source: str, reason: str
-    ) -> None:
-        """Log and emit a ``refused`` event for a request that was not carried out;
-        also for refusals decided outside the engine (e.g. who may read a stack)."""
-        # The values are what the request carried, of any type: each is repr()'d (an
-        # integer signal is named), so a newline in a scope cannot forge a log line.
-        logger.warning(
-            "refused a timer request from %s: pid=%r scope=%r signal=%s reason=%r",
-            source,
-            pid,
-            scope_id,
-            signal_name(signal)
-            if isinstance(signal, int) and not isinstance(signal, bool)
-            else repr(signal),
-            reason,
-        )
-        request, now = (pid, scope_id, expiration_time, signal), self.clock.time
-        self.bus.publish(lambda seq: refused_event(seq, now(), request, source, reason))
+    def _wake_loop(self) -> None:
+        self._loop.wake()

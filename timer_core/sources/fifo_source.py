@@ -22,7 +22,7 @@ import stat
 import threading
 from collections.abc import Callable
 
-from ..engine.reaper import Reaper
+from ..engine import Reaper
 from ..wire import MalformedRequest, WireRequest, parse_line
 from .fifo_lines import LineSplitter
 

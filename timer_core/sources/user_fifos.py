@@ -27,7 +27,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 
-from ..engine.reaper import Reaper, RefusedError
+from ..engine import Reaper, RefusedError
 from ..wire import MalformedRequest, WireRequest, parse_line
 from .fifo_dir import FifoDirectory, FifoDirError, UserFifo
 from .fifo_lines import LineSplitter

@@ -1,0 +1,105 @@
+"""The checks a request passes before a timer may be armed, and the error that says why
+it may not.
+
+Values arrive as sent: a FIFO line or a JSON body may hold any type, so each check
+tests the type before the value. The checks run in the engine's ``acquire``, so every
+source (HTTP, the FIFOs, the torch-compatible servers) goes through the same ones.
+"""
+
+from __future__ import annotations
+
+import math
+import signal as signal_module
+from typing import Any
+
+from .process import ProcessSignaller
+
+__all__ = [
+    "MIN_SIGNAL",
+    "RefusedError",
+    "check_expiration",
+    "check_request",
+    "check_signal",
+    "not_own_process",
+    "observe_only",
+]
+
+
+class RefusedError(ValueError):
+    """A request that must not be armed; ``reason`` says why and what to do, and
+    ``field`` names the request field at fault."""
+
+    def __init__(self, reason: str, field: str = "pid", *, kind: str = "invalid") -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.field = field
+        # "invalid": the request is wrong (HTTP 422); "forbidden": well formed, but the
+        # requester may not make it (403); "limit": over a per-user cap (429).
+        self.kind = kind
+
+
+# Computed once: valid_signals() builds a set of enum members on every call.
+_VALID_SIGNALS = frozenset(int(number) for number in signal_module.valid_signals())
+
+# Any value <= 0 means observe only (torch's convention), but it must still fit the
+# 32-bit column it is stored in: a -2**70 must not be accepted and then never stored.
+MIN_SIGNAL = -(2**31)
+
+
+def observe_only(signal: Any) -> bool:
+    return isinstance(signal, int) and not isinstance(signal, bool) and signal <= 0
+
+
+def check_signal(signal: Any, field: str = "signal") -> int:
+    if isinstance(signal, bool) or not isinstance(signal, int):
+        raise RefusedError(f"{field} must be an integer, got {signal!r}", field)
+    if signal < MIN_SIGNAL:
+        raise RefusedError(f"{field} {signal} is out of range (at least {MIN_SIGNAL})", field)
+    if signal > 0 and signal not in _VALID_SIGNALS:
+        raise RefusedError(f"{field} {signal} is not a signal on this system", field)
+    return signal
+
+
+def check_expiration(expiration_time: Any) -> float:
+    if isinstance(expiration_time, bool) or not isinstance(expiration_time, int | float):
+        raise RefusedError(
+            f"expiration_time must be a number, got {expiration_time!r}", "expiration_time"
+        )
+    if not math.isfinite(expiration_time):
+        raise RefusedError("expiration_time must be finite", "expiration_time")
+    return float(expiration_time)
+
+
+def check_request(
+    signaller: ProcessSignaller,
+    pid: Any,
+    scope_id: Any,
+    expiration_time: Any,
+    signal: Any,
+    dump_signal: Any,
+    *,
+    observe_protected: bool,
+) -> tuple[float, int]:
+    """Every check that needs no look at the process; returns the expiration time (a
+    float) and the signal. The server's own process and its ancestors may hold
+    observe-only timers (as torch's tests do in-process) if ``observe_protected``."""
+    refusal = signaller.refusal(pid)
+    observe_self = observe_protected and pid in signaller.protected and observe_only(signal)
+    if refusal is not None and not observe_self:
+        raise RefusedError(refusal)
+    if not isinstance(scope_id, str):
+        raise RefusedError(f"scope_id must be a string, got {scope_id!r}", "scope_id")
+    expiration = check_expiration(expiration_time)
+    checked_signal = check_signal(signal)
+    if dump_signal is not None and check_signal(dump_signal, "dump_signal") <= 0:
+        raise RefusedError("dump_signal must be a signal number > 0", "dump_signal")
+    return expiration, checked_signal
+
+
+def not_own_process(requester: str, pid: int, uid: int | None) -> RefusedError:
+    """The refusal of a request for a process of another user (uid ``uid``)."""
+    return RefusedError(
+        f"{requester} may only arm timers for its own processes; pid {pid} belongs to uid {uid}",
+        "pid",
+        kind="forbidden",
+    )
