@@ -14,6 +14,8 @@ from typing import Any
 
 import psutil
 
+from timer_core.wire import WireRequest, encode
+
 RESULTS = Path(__file__).parent / "results"
 REPO = Path(__file__).parent.parent
 
@@ -85,14 +87,7 @@ def spawn_sleeper() -> subprocess.Popen[bytes]:
 
 
 def fifo_line(pid: int, scope: str, expiration_time: float, signal: int = 9) -> bytes:
-    request = {
-        "version": 1,
-        "pid": pid,
-        "scope_id": scope,
-        "expiration_time": expiration_time,
-        "signal": signal,
-    }
-    return (json.dumps(request) + "\n").encode()
+    return encode(WireRequest(pid, scope, expiration_time, signal))
 
 
 def write_fifo(fifo: str, data: bytes) -> None:

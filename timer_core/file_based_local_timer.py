@@ -8,7 +8,6 @@ without losing the good ones read with them.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import select
@@ -16,6 +15,7 @@ import signal as signal_module
 import time
 from collections.abc import Callable, Mapping
 
+from . import wire
 from .api import TimerClient, TimerRequest
 from .compat_hooks import HookedSignaller, is_overridden, reaped, timers_view
 from .debug_info_logging import log_debug_info_for_expired_timers
@@ -69,16 +69,12 @@ class FileTimerRequest(TimerRequest):
     __hash__ = None
 
     def to_json(self) -> str:
-        payload: dict[str, object] = {
-            "version": self.version,
-            "pid": self.worker_pid,
-            "scope_id": self.scope_id,
-            "expiration_time": self.expiration_time,
-            "signal": self.signal,
-        }
-        if self.dump_signal is not None:  # our one optional key; torch ignores it
-            payload["dump_signal"] = self.dump_signal
-        return json.dumps(payload)
+        # Version 1, the only one there is: wire's encoder writes it.
+        return wire.to_json(
+            wire.WireRequest(
+                self.worker_pid, self.scope_id, self.expiration_time, self.signal, self.dump_signal
+            )
+        )
 
 
 def _write_whole_line(fd: int, line: bytes) -> None:

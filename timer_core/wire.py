@@ -16,7 +16,7 @@ import select
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["MAX_LINE_BYTES", "MalformedRequest", "WireRequest", "encode", "parse_line"]
+__all__ = ["MAX_LINE_BYTES", "MalformedRequest", "WireRequest", "encode", "parse_line", "to_json"]
 
 MAX_LINE_BYTES = select.PIPE_BUF
 
@@ -76,8 +76,9 @@ def parse_line(line: bytes) -> WireRequest:
     )
 
 
-def encode(request: WireRequest) -> bytes:
-    """The line torch's FileTimerClient would write for this request."""
+def to_json(request: WireRequest) -> str:
+    """The JSON object torch's FileTimerClient writes for this request, without the
+    newline: the one encoder of the format (``FileTimerRequest.to_json`` is this)."""
     payload: dict[str, Any] = {
         "version": 1,
         "pid": request.pid,
@@ -87,4 +88,9 @@ def encode(request: WireRequest) -> bytes:
     }
     if request.dump_signal is not None:
         payload["dump_signal"] = request.dump_signal
-    return (json.dumps(payload) + "\n").encode()
+    return json.dumps(payload)
+
+
+def encode(request: WireRequest) -> bytes:
+    """The whole line, as written to the FIFO."""
+    return (to_json(request) + "\n").encode()

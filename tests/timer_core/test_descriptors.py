@@ -70,7 +70,7 @@ def test_workers_beyond_the_pidfd_budget_are_swept_and_their_exits_still_seen() 
             identity = identify(worker.pid)
             assert identity is not None
             watcher.watch(identity)
-        assert watcher.watched() == 4 and pidfds() == before + 2
+        assert pidfds() == before + 2  # the other two are swept: their exits below prove it
         for worker in workers:
             worker.kill()
             worker.wait()

@@ -81,10 +81,6 @@ class ExitWatcher:
                 self._epoll.unregister(fd)
                 os.close(fd)
 
-    def watched(self) -> int:
-        with self._lock:
-            return len(self._fd_by_pid) + len(self._swept)
-
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="timer-exit-watcher", daemon=True)
         self._thread.start()
