@@ -106,7 +106,7 @@ def fail_once(call: Callable[..., Any], when: Callable[..., bool]) -> Callable[.
 def test_an_emit_that_fails_after_the_signal_does_not_signal_twice() -> None:
     world = World()
     killer = world.reaper.expiry.killer
-    killer._emit = fail_once(killer._emit, lambda kind, *rest, **detail: kind == "killed")
+    killer.emit = fail_once(killer.emit, lambda kind, *rest, **detail: kind == "killed")
     event = expire_one(world)
     assert world.signaller.sent == [(100, signal.SIGKILL)]  # once
     assert event.kind == EventKind.KILLED and "RuntimeError: injected" in event.detail["error"]

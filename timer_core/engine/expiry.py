@@ -34,12 +34,10 @@ from typing import Any
 
 from .capture_runner import CaptureRunner, PendingCapture
 from .capturer import CapturedStack, Capturer
-from .clock import Clock
-from .emitter import Emit
 from .events import EventKind
 from .kill_outcomes import Progress, WorkerKiller
-from .kill_watch import KillWatch
-from .process import ProcessIdentity, ProcessSignaller
+from .kill_watch import watch_key
+from .process import ProcessIdentity
 from .timers import Escalation, LiveTimer
 
 __all__ = ["DEFAULT_OVERDUE_MARGIN", "ExpiryHandler"]
@@ -56,31 +54,16 @@ DEFAULT_OVERDUE_MARGIN = 1.0
 class ExpiryHandler:
     def __init__(
         self,
+        killer: WorkerKiller,
         *,
-        clock: Clock,
-        signaller: ProcessSignaller,
-        emit: Emit,
-        schedule: Callable[[float, Escalation], None],
         identify_process: Callable[[int], ProcessIdentity | None],
-        escalate_after: float | None,
-        signal_children: bool,
         capturer: Capturer | None,
-        watch: KillWatch | None = None,
     ) -> None:
-        self.clock = clock
+        """``killer`` signals and records; its clock and watch are the expiry's too."""
+        self.killer = killer
+        self.clock = killer.clock
+        self.watch = killer.watch
         self.capturer = capturer
-        self.watch = watch or KillWatch(
-            clock, budget=self.budget, margin=DEFAULT_OVERDUE_MARGIN, heap=list, live=dict
-        )
-        self.killer = WorkerKiller(
-            clock=clock,
-            signaller=signaller,
-            emit=emit,
-            schedule=schedule,
-            escalate_after=escalate_after,
-            signal_children=signal_children,
-            watch=self.watch,
-        )
         self._identify = identify_process
         self.captures = CaptureRunner(capturer) if capturer is not None else None
         self._pool = (
@@ -102,10 +85,10 @@ class ExpiryHandler:
         # Registered first: from here until settled, the watch sees each one.
         for item in due:
             if isinstance(item, LiveTimer):
-                self.watch.begin(("timer", item.id), item.deadline_monotonic)
+                self.watch.begin(watch_key(item), item.deadline_monotonic)
                 by_worker.setdefault(item.identity, []).append(item)
             else:
-                self.watch.begin(("escalation", item.timer.id), now)
+                self.watch.begin(watch_key(item), now)
                 escalations.append(item)
         for escalation in escalations:
             self._escalate_safely(escalation)
@@ -164,7 +147,7 @@ class ExpiryHandler:
             self.killer.after_error(timers, progress, error)
         finally:
             for timer in timers:
-                self.watch.settle(("timer", timer.id))
+                self.watch.settle(watch_key(timer))
 
     def _escalate_safely(self, escalation: Escalation) -> None:
         try:
@@ -186,7 +169,7 @@ class ExpiryHandler:
                 self.watch.error(again, "recording an escalation")
                 logger.critical("escalation of timer %d failed: %s", escalation.timer.id, reason)
         finally:
-            self.watch.settle(("escalation", escalation.timer.id))
+            self.watch.settle(watch_key(escalation))
 
     def _escalate(self, escalation: Escalation) -> None:
         worker = escalation.targets[0]

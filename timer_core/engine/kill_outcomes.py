@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import signal as signal_module
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from .capturer import CapturedStack
@@ -73,25 +74,27 @@ class Progress:
         self.signalled_by: int | None = None
 
 
+def _already_signalled(progress: Progress) -> str:
+    return f"worker already signalled for timer {progress.signalled_by}"
+
+
+def _undelivered(outcome: SignalOutcome) -> str:
+    """The event kind of a signal that was not delivered."""
+    return EventKind.WORKER_GONE if outcome.status == "gone" else EventKind.KILL_FAILED
+
+
+# eq=False: one killer per engine, compared by identity.
+@dataclass(eq=False, kw_only=True)
 class WorkerKiller:
-    def __init__(
-        self,
-        *,
-        clock: Clock,
-        signaller: ProcessSignaller,
-        emit: Emit,
-        schedule: Callable[[float, Escalation], None],
-        escalate_after: float | None,
-        signal_children: bool,
-        watch: KillWatch,
-    ) -> None:
-        self.clock = clock
-        self.signaller = signaller
-        self.escalate_after = escalate_after
-        self.signal_children = signal_children
-        self.watch = watch
-        self._emit = emit
-        self._schedule = schedule
+    clock: Clock
+    signaller: ProcessSignaller
+    # The timer's event, for the listeners (``EventEmitter.timer``).
+    emit: Emit
+    # A SIGKILL for later (due on the monotonic clock), should the worker survive.
+    schedule: Callable[[float, Escalation], None]
+    escalate_after: float | None
+    signal_children: bool
+    watch: KillWatch
 
     def expire(
         self,
@@ -103,7 +106,7 @@ class WorkerKiller:
         """One worker's expired timers: the first with a signal > 0 signals it.
         ``extra`` goes into the first outcome's detail (e.g. why there is no stack)."""
         for timer in timers:
-            latency = self.clock.monotonic() - timer.deadline_monotonic
+            latency = self._late(timer)
             if timer.signal <= 0:
                 self.outcome(
                     EventKind.EXPIRED,
@@ -117,16 +120,7 @@ class WorkerKiller:
                     **extra,
                 )
             elif progress.signalled_by is not None:
-                self.outcome(
-                    EventKind.KILLED,
-                    timer,
-                    "killed",
-                    stack,
-                    latency,
-                    progress,
-                    latency=latency,
-                    reason=f"worker already signalled for timer {progress.signalled_by}",
-                )
+                self._killed(timer, stack, latency, progress, reason=_already_signalled(progress))
             else:
                 self._signal(timer, stack, extra, progress)
 
@@ -152,9 +146,9 @@ class WorkerKiller:
             except Exception as error:  # the worker itself is signalled regardless
                 extra["children_error"] = self.watch.error(error, "listing children")
         outcome = self.send(timer.identity, timer.signal)
-        latency = self.clock.monotonic() - timer.deadline_monotonic
+        latency = self._late(timer)
         if not outcome.delivered:
-            kind = EventKind.WORKER_GONE if outcome.status == "gone" else EventKind.KILL_FAILED
+            kind = _undelivered(outcome)
             self.outcome(
                 kind, timer, "expired", stack, latency, progress, reason=outcome.reason, **extra
             )
@@ -162,20 +156,11 @@ class WorkerKiller:
         progress.signalled_by = timer.id
         for child in children:
             self.send(child, timer.signal)
-        self.outcome(
-            EventKind.KILLED,
-            timer,
-            "killed",
-            stack,
-            latency,
-            progress,
-            latency=latency,
-            children=[child.pid for child in children],
-            **extra,
-        )
+        children_pids = [child.pid for child in children]
+        self._killed(timer, stack, latency, progress, children=children_pids, **extra)
         if timer.signal != signal_module.SIGKILL and self.escalate_after is not None:
             due = self.clock.monotonic() + self.escalate_after
-            self._schedule(due, Escalation(timer, (timer.identity, *children)))
+            self.schedule(due, Escalation(timer, (timer.identity, *children)))
 
     def after_error(self, timers: list[LiveTimer], progress: Progress, error: Exception) -> None:
         """An exception cut a worker's expiry short: signal it anyway, and give every
@@ -201,7 +186,7 @@ class WorkerKiller:
                 )
 
     def _settle_after_error(self, timer: LiveTimer, progress: Progress, reason: str) -> None:
-        latency = self.clock.monotonic() - timer.deadline_monotonic
+        latency = self._late(timer)
         if timer.signal <= 0:
             why = f"observe only ({reason})"
             self.outcome(EventKind.EXPIRED, timer, "expired", None, latency, progress, reason=why)
@@ -209,17 +194,33 @@ class WorkerKiller:
         if progress.signalled_by is None:
             outcome = self.send(timer.identity, timer.signal)
             if not outcome.delivered:
-                kind = EventKind.WORKER_GONE if outcome.status == "gone" else EventKind.KILL_FAILED
                 why = f"{reason}; then the signal: {outcome.reason}"
+                kind = _undelivered(outcome)
                 self.outcome(kind, timer, "expired", None, latency, progress, reason=why)
                 return
             progress.signalled_by = timer.id
-        detail: dict[str, Any] = {"latency": latency}
         if progress.signalled_by == timer.id:
-            detail["error"] = reason  # signalled: a kill like any other, with a note
+            # Signalled: a kill like any other, with a note.
+            self._killed(timer, None, latency, progress, error=reason)
         else:
-            detail["reason"] = f"worker already signalled for timer {progress.signalled_by}"
-        self.outcome(EventKind.KILLED, timer, "killed", None, latency, progress, **detail)
+            self._killed(timer, None, latency, progress, reason=_already_signalled(progress))
+
+    def _killed(
+        self,
+        timer: LiveTimer,
+        stack: CapturedStack | None,
+        latency: float,
+        progress: Progress,
+        **detail: Any,
+    ) -> None:
+        """The outcome of a timer whose worker got its signal (from it, or before it)."""
+        self.outcome(
+            EventKind.KILLED, timer, "killed", stack, latency, progress, latency=latency, **detail
+        )
+
+    def _late(self, timer: LiveTimer) -> float:
+        """How far past its deadline ``timer`` is now, in seconds."""
+        return self.clock.monotonic() - timer.deadline_monotonic
 
     def outcome(
         self,
@@ -241,6 +242,6 @@ class WorkerKiller:
                 logger.log(level, "%s", outcome_line(kind, timer, late, stack, detail))
         except Exception as error:  # a log line is not worth a lost outcome
             self.watch.error(error, "logging an outcome")
-        self._emit(kind, timer, state, stack, **detail)
+        self.emit(kind, timer, state, stack, **detail)
         if progress is not None:
             progress.settled.add(timer.id)

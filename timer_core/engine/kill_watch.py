@@ -22,12 +22,12 @@ import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from .clock import Clock
-from .timers import LiveTimer
+from .deadline_heap import HeapEntry, is_current
+from .timers import Escalation, LiveTimer
 
-__all__ = ["KillWatch", "Overdue", "describe_error"]
+__all__ = ["KillWatch", "Overdue", "describe_error", "watch_key"]
 
 # Named as before the move into engine/: operators filter on logger names.
 logger = logging.getLogger("timer_core.kill_watch")
@@ -35,7 +35,6 @@ logger = logging.getLogger("timer_core.kill_watch")
 # ("timer", id) or ("escalation", id): one per due signal, the same on the heap and
 # on the expiry path, so an overdue kill is counted once wherever it is stuck.
 Key = tuple[str, int]
-HeapEntry = tuple[float, int, Any, int]
 
 # A heap walk stops after this many overdue entries: the count is then "at least".
 _WALK_LIMIT = 10_000
@@ -58,6 +57,13 @@ class Overdue:
             f"{self.allowance:g}s of the deadline (the stack budget plus a margin): the "
             f"oldest is {self.oldest_seconds:.1f}s past its deadline"
         )
+
+
+def watch_key(item: LiveTimer | Escalation) -> Key:
+    """The key of a due signal: a timer's, or the escalation of a timer's."""
+    if isinstance(item, LiveTimer):
+        return ("timer", item.id)
+    return ("escalation", item.timer.id)
 
 
 def describe_error(error: BaseException) -> str:
@@ -180,15 +186,13 @@ class KillWatch:
         while branches and len(found) < _WALK_LIMIT:
             index = branches.pop()
             try:
-                due, _, item, generation = heap[index]
+                entry = heap[index]
             except IndexError:  # past the end, or popped since
                 continue
+            due = entry[0]
             if due > before:
                 continue
-            if isinstance(item, LiveTimer):
-                if live.get(item.id) is item and item.generation == generation:
-                    found.append((("timer", item.id), due))
-            else:  # an escalation
-                found.append((("escalation", item.timer.id), due))
+            if is_current(entry, live):
+                found.append((watch_key(entry[2]), due))
             branches += (2 * index + 1, 2 * index + 2)
         return found

@@ -26,6 +26,7 @@ from .clock import Clock, SystemClock
 from .emitter import EventEmitter
 from .events import EventBus, EventKind, Listener
 from .expiry import DEFAULT_OVERDUE_MARGIN, ExpiryHandler
+from .kill_outcomes import WorkerKiller
 from .kill_watch import KillWatch
 from .process import ProcessIdentity, ProcessSignaller, identify
 from .reaper_loop import ReaperLoop
@@ -76,17 +77,16 @@ class Reaper:
             heap=self._book.heap_entries,
             live=self._book.live,
         )
-        self.expiry = ExpiryHandler(
+        killer = WorkerKiller(
             clock=self.clock,
             signaller=self.signaller,
             emit=self._events.timer,
             schedule=self._book.schedule,
-            identify_process=identify_process,
             escalate_after=escalate_after,
             signal_children=signal_children,
-            capturer=capturer,
             watch=self.kill_watch,
         )
+        self.expiry = ExpiryHandler(killer, identify_process=identify_process, capturer=capturer)
         # Reads for many readers (the dashboard): scanned outside the lock, within a budget.
         self.reader = snapshot.TimerReader(self.live_timers)
 
