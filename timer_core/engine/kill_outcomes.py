@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import signal as signal_module
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from typing import Any
 
 from .capturer import CapturedStack
@@ -84,17 +84,19 @@ def _undelivered(outcome: SignalOutcome) -> str:
 
 
 # eq=False: one killer per engine, compared by identity.
-@dataclass(eq=False, kw_only=True)
+@dataclass(eq=False)
 class WorkerKiller:
+    # What it works with, given in this order; then its settings, by name.
     clock: Clock
     signaller: ProcessSignaller
+    watch: KillWatch
+    _: KW_ONLY
     # The timer's event, for the listeners (``EventEmitter.timer``).
     emit: Emit
     # A SIGKILL for later (due on the monotonic clock), should the worker survive.
     schedule: Callable[[float, Escalation], None]
     escalate_after: float | None
     signal_children: bool
-    watch: KillWatch
 
     def expire(
         self,

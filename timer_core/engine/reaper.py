@@ -1,4 +1,4 @@
-"""The engine's face: the request API on the live timers, and the step that reaps them.
+"""The engine's face: the requests that arm timers, and the step that reaps them.
 
 Requests (acquire, extend, release) cost O(log n) and wake the reaper's thread only
 when they change the earliest deadline. The thread sleeps until that deadline, so kill
@@ -6,10 +6,10 @@ latency does not depend on how often requests are polled. Each public step (``st
 ``worker_exited``) is callable directly, so tests drive the engine with a
 ``ManualClock`` and no sleeps.
 
-The Reaper decides what may be asked (``admission``: the checks; whose process it is)
-and what happens to what falls due (``ExpiryHandler``). The timers themselves, and
-what is due when, are kept in a ``TimerBook`` under one lock; the thread is a
-``ReaperLoop``.
+A Reaper is a ``TimerBook`` (the live timers under one lock, what is due when, the
+releases and the reads) that also decides what may be armed (``admission``: the checks,
+whose process it is) and acts on what falls due (``ExpiryHandler``), on a thread of its
+own (``ReaperLoop``).
 """
 
 from __future__ import annotations
@@ -17,13 +17,11 @@ from __future__ import annotations
 import logging
 import signal as signal_module
 from collections.abc import Callable
-from typing import Any
 
 from . import snapshot
 from .admission import RefusedError, check_request, not_own_process
 from .capturer import Capturer
 from .clock import Clock, SystemClock
-from .emitter import EventEmitter
 from .events import EventBus, EventKind, Listener
 from .expiry import DEFAULT_OVERDUE_MARGIN, ExpiryHandler
 from .kill_outcomes import WorkerKiller
@@ -39,7 +37,7 @@ __all__ = ["Reaper"]
 logger = logging.getLogger("timer_core.reaper")
 
 
-class Reaper:
+class Reaper(TimerBook):
     def __init__(
         self,
         *,
@@ -55,36 +53,32 @@ class Reaper:
         max_timers_per_uid: int | None = None,
         overdue_margin: float = DEFAULT_OVERDUE_MARGIN,
     ) -> None:
-        self.clock: Clock = clock or SystemClock()
-        self.signaller = signaller or ProcessSignaller()
-        self.bus = bus or EventBus()
-        self._events = EventEmitter(self.bus, self.clock)
-        self._identify = identify_process
-        self._book = TimerBook(
-            clock=self.clock,
-            events=self._events,
-            wake=self._wake_loop,
+        super().__init__(
+            clock=clock or SystemClock(),
+            bus=bus or EventBus(),
             first_timer_id=first_timer_id,
             watch_exits=watch_exits,
-            max_per_uid=max_timers_per_uid,
+            max_timers_per_uid=max_timers_per_uid,
         )
-        self._loop = ReaperLoop(self.step, self._book.lock, self.clock)
+        self.signaller = signaller or ProcessSignaller()
+        self._identify = identify_process
+        self._loop = ReaperLoop(self.step, self._lock, self.clock)
         # Due kills not acted on within the budget plus the margin (health, metrics).
         self.kill_watch = KillWatch(
             self.clock,
             budget=capturer.budget if capturer is not None else 0.0,
             margin=overdue_margin,
-            heap=self._book.heap_entries,
-            live=self._book.live,
+            heap=lambda: self._heap.entries,
+            live=lambda: self._table.by_id,
         )
         killer = WorkerKiller(
-            clock=self.clock,
-            signaller=self.signaller,
+            self.clock,
+            self.signaller,
+            self.kill_watch,
             emit=self._events.timer,
-            schedule=self._book.schedule,
+            schedule=self._schedule,
             escalate_after=escalate_after,
             signal_children=signal_children,
-            watch=self.kill_watch,
         )
         self.expiry = ExpiryHandler(killer, identify_process=identify_process, capturer=capturer)
         # Reads for many readers (the dashboard): scanned outside the lock, within a budget.
@@ -93,7 +87,7 @@ class Reaper:
     def add_listener(self, listener: Listener) -> None:
         self.bus.add_listener(listener)
 
-    # ---- requests ------------------------------------------------------------------------
+    # ---- requests that arm ---------------------------------------------------------------
 
     def acquire(
         self,
@@ -127,12 +121,14 @@ class Reaper:
                 dump_signal,
                 observe_protected=observe_protected,
             )
-            identity = self._book.known_identity(pid) or self._identify(pid)
+            with self._lock:
+                known = self._workers.identity(pid)
+            identity = known or self._identify(pid)
             if identity is None:
                 raise RefusedError(f"no process with pid {pid} is running on this host")
             if owner_uid is not None and identity.uid != owner_uid:
                 raise not_own_process(requester or f"uid {owner_uid}", pid, identity.uid)
-            return self._book.arm(identity, scope_id, expiration_time, signal, source, dump_signal)
+            return self._arm(identity, scope_id, expiration_time, signal, source, dump_signal)
         except RefusedError as error:
             self.emit_refused(pid, scope_id, expiration_time, signal, source, error.reason)
             raise
@@ -146,16 +142,25 @@ class Reaper:
         *,
         source: str,
         dump_signal: int | None = None,
+        owner_uid: int | None = None,
+        requester: str = "",
     ) -> bool:
         """Apply one request in torch's convention: a negative ``expiration_time``
-        releases, anything else acquires. False if refused (already logged and
-        emitted as a ``refused`` event)."""
+        releases, anything else acquires (``owner_uid`` and ``requester`` as there).
+        False if refused (already logged and emitted as a ``refused`` event)."""
         try:
             if isinstance(expiration_time, int | float) and expiration_time < 0:
-                self.release(pid, scope_id, source=source)
+                self.release(pid, scope_id, source=source, owner_uid=owner_uid, requester=requester)
             else:
                 self.acquire(
-                    pid, scope_id, expiration_time, signal, source=source, dump_signal=dump_signal
+                    pid,
+                    scope_id,
+                    expiration_time,
+                    signal,
+                    source=source,
+                    dump_signal=dump_signal,
+                    owner_uid=owner_uid,
+                    requester=requester,
                 )
             return True
         except RefusedError:
@@ -191,43 +196,10 @@ class Reaper:
                 reason="worker exited while the service was down",
             )
             return None
-        view, _ = self._book.arm(
+        view, _ = self._arm(
             identity, scope_id, expiration_time, signal, source, dump_signal, timer_id, acquired_at
         )
         return view
-
-    def release(
-        self,
-        pid: int,
-        scope_id: str,
-        *,
-        source: str = "api",
-        owner_uid: int | None = None,
-        requester: str = "",
-    ) -> TimerView | None:
-        """End the active timer for (pid, scope_id); None if there is none. With
-        ``owner_uid``, a timer whose worker belongs to another uid is not released:
-        RefusedError (kind "forbidden"), after a ``refused`` event naming ``requester``."""
-        return self._book.release((pid, scope_id), source, owner_uid, requester)
-
-    def release_id(
-        self,
-        timer_id: int,
-        *,
-        source: str = "api",
-        owner_uid: int | None = None,
-        requester: str = "",
-    ) -> TimerView | None:
-        """As ``release``, by the timer's id."""
-        return self._book.release(timer_id, source, owner_uid, requester)
-
-    def clear_worker(self, pid: int, reason: str) -> list[TimerView]:
-        """End every timer of one worker (torch's ``clear_timers``)."""
-        return self._book.clear_worker(pid, reason)
-
-    def worker_exited(self, identity: ProcessIdentity) -> None:
-        """The worker is gone before its deadlines: end its timers, signal nothing."""
-        self._book.worker_exited(identity)
 
     def signal_now(self, pid: int, signum: int) -> bool:
         """Signal a worker at once (torch's ``_reap_worker``), with the same safety
@@ -242,50 +214,11 @@ class Reaper:
         outcome = self.signaller.send(identity, signum)
         return outcome.delivered or outcome.status == "gone"
 
-    def emit_refused(
-        self, pid: Any, scope_id: Any, expiration_time: Any, signal: Any, source: str, reason: str
-    ) -> None:
-        """Log and emit a ``refused`` event for a request that was not carried out;
-        also for refusals decided outside the engine (e.g. who may read a stack)."""
-        self._events.refused(pid, scope_id, expiration_time, signal, source, reason)
-
-    # ---- reads ---------------------------------------------------------------------------
-
-    def active(self) -> list[TimerView]:
-        return self._book.views()
-
-    def expired_by_worker(self, cutoff_unix: float) -> dict[int, list[TimerView]]:
-        """Active timers with ``expiration_time`` ≤ ``cutoff_unix``, by pid: torch's
-        ``get_expired_timers``. O(n): for compatibility, not for the reaping path."""
-        expired: dict[int, list[TimerView]] = {}
-        for timer in self.active():
-            if timer.expiration_time <= cutoff_unix:
-                expired.setdefault(timer.pid, []).append(timer)
-        return expired
-
-    def live_timers(self) -> list[LiveTimer]:
-        """The armed timers, for readers to scan outside the lock (``snapshot``)."""
-        return self._book.copy()
-
-    def soonest(
-        self, limit: int, *, pid: int | None = None, scope_contains: str | None = None
-    ) -> tuple[list[TimerView], int]:
-        """The ``limit`` active timers nearest their deadlines, optionally of one worker
-        or with ``scope_contains`` in their scope, and how many match in all. Scanned
-        outside the lock; many readers should share ``self.reader`` instead."""
-        return snapshot.soonest(self.live_timers(), limit, pid=pid, scope_contains=scope_contains)
-
-    def active_count(self) -> int:
-        return len(self._book)
-
-    def heap_size(self) -> int:
-        return self._book.heap_size()
-
     # ---- reaping -------------------------------------------------------------------------
 
     def step(self) -> float | None:
         """Reap everything due now. Returns the next due time (monotonic), or None."""
-        due, next_due = self._book.pop_due(self.clock.monotonic())
+        due, next_due = self._take_due(self.clock.monotonic())
         self.expiry.handle(due)
         return next_due
 
@@ -294,7 +227,7 @@ class Reaper:
             return
         self.kill_watch.origin = self.clock.monotonic()  # restored deadlines are due now
         self.bus.start()
-        self._book.workers.start()
+        self._workers.start()
         self._loop.start()
 
     def restart_loop(self) -> bool:
@@ -306,7 +239,7 @@ class Reaper:
         self._loop.stop()
         # Expiries still capturing finish (within their budget) and emit before the drain.
         self.expiry.shutdown()
-        self._book.workers.stop()
+        self._workers.stop()
         self.bus.drain()
         self.bus.stop()
 
@@ -323,5 +256,5 @@ class Reaper:
         """How late the loop woke for its last due entry."""
         return self._loop.last_lag_seconds
 
-    def _wake_loop(self) -> None:
+    def _earliest_moved(self) -> None:
         self._loop.wake()

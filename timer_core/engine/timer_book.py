@@ -1,23 +1,24 @@
-"""The live timers and what is due when, under the engine's one lock.
+"""The live timers and what is due when, under the engine's one lock: the Reaper's
+state, and every public method that only changes or reads it.
 
-Every change to the timers is one method here: taken under the lock, and announced as
-it happens (the event is numbered under the lock too, so listeners see the changes in
-the order they were made). The ``Reaper`` decides what may be asked (the checks, whose
-process it is) and acts on what falls due; this book only keeps the timers.
+Each change is taken under the lock and announced as it happens (the event is numbered
+under the lock too, so listeners see the changes in the order they were made). The
+``Reaper`` builds on this: it decides what may be armed (the checks, whose process it
+is), and acts on what falls due.
 """
 
 from __future__ import annotations
 
 import itertools
 import threading
-from collections.abc import Callable
 from typing import Any
 
+from . import snapshot
 from .admission import RefusedError
 from .clock import Clock
-from .deadline_heap import DeadlineHeap, HeapEntry
+from .deadline_heap import DeadlineHeap
 from .emitter import EventEmitter
-from .events import EventKind
+from .events import EventBus, EventKind
 from .process import ProcessIdentity
 from .timer_table import TimerTable
 from .timers import Escalation, LiveTimer, TimerView
@@ -31,30 +32,118 @@ class TimerBook:
         self,
         *,
         clock: Clock,
-        events: EventEmitter,
-        wake: Callable[[], None],
+        bus: EventBus,
         first_timer_id: int,
         watch_exits: bool,
-        max_per_uid: int | None,
+        max_timers_per_uid: int | None,
     ) -> None:
-        """``wake`` is called, under the lock, when the earliest due time moves earlier."""
-        self.lock = threading.Lock()
-        self._clock = clock
-        self._events = events
-        self._wake = wake
+        self.clock = clock
+        self.bus = bus
+        self._events = EventEmitter(bus, clock)
+        self._lock = threading.Lock()
         self._ids = itertools.count(first_timer_id)
         self._heap = DeadlineHeap()
-        self.workers = WorkerRegistry(self.worker_exited if watch_exits else None)
-        self._table = TimerTable(self.workers, max_per_uid=max_per_uid)
+        self._workers = WorkerRegistry(self.worker_exited if watch_exits else None)
+        self._table = TimerTable(self._workers, max_per_uid=max_timers_per_uid)
 
     # ---- changes -------------------------------------------------------------------------
 
-    def known_identity(self, pid: int) -> ProcessIdentity | None:
-        """The identity read when this worker first asked, if it is still known."""
-        with self.lock:
-            return self.workers.identity(pid)
+    def release(
+        self,
+        pid: int,
+        scope_id: str,
+        *,
+        source: str = "api",
+        owner_uid: int | None = None,
+        requester: str = "",
+    ) -> TimerView | None:
+        """End the active timer for (pid, scope_id); None if there is none. With
+        ``owner_uid``, a timer whose worker belongs to another uid is not released:
+        RefusedError (kind "forbidden"), after a ``refused`` event naming ``requester``."""
+        with self._lock:
+            timer = self._table.get(pid, scope_id)
+            return self._release_locked(timer, source, owner_uid, requester)
 
-    def arm(
+    def release_id(
+        self,
+        timer_id: int,
+        *,
+        source: str = "api",
+        owner_uid: int | None = None,
+        requester: str = "",
+    ) -> TimerView | None:
+        """As ``release``, by the timer's id."""
+        with self._lock:
+            timer = self._table.by_id.get(timer_id)
+            return self._release_locked(timer, source, owner_uid, requester)
+
+    def clear_worker(self, pid: int, reason: str) -> list[TimerView]:
+        """End every timer of one worker (torch's ``clear_timers``)."""
+        with self._lock:
+            return [
+                self._end_locked(timer, EventKind.RELEASED, "released", reason=reason)
+                for timer in self._table.of_worker(pid)
+            ]
+
+    def worker_exited(self, identity: ProcessIdentity) -> None:
+        """The worker is gone before its deadlines: end its timers, signal nothing."""
+        with self._lock:
+            if not self._workers.is_current(identity):
+                return
+            for timer in self._table.of_worker(identity.pid):
+                self._end_locked(
+                    timer,
+                    EventKind.WORKER_GONE,
+                    "released",
+                    reason="worker exited before its deadline",
+                )
+            self._workers.forget(identity.pid)
+
+    def emit_refused(
+        self, pid: Any, scope_id: Any, expiration_time: Any, signal: Any, source: str, reason: str
+    ) -> None:
+        """Log and emit a ``refused`` event for a request that was not carried out;
+        also for refusals decided outside the engine (e.g. who may read a stack)."""
+        self._events.refused(pid, scope_id, expiration_time, signal, source, reason)
+
+    # ---- reads ---------------------------------------------------------------------------
+
+    def active(self) -> list[TimerView]:
+        with self._lock:
+            return [timer.view() for timer in self._table.by_id.values()]
+
+    def expired_by_worker(self, cutoff_unix: float) -> dict[int, list[TimerView]]:
+        """Active timers with ``expiration_time`` ≤ ``cutoff_unix``, by pid: torch's
+        ``get_expired_timers``. O(n): for compatibility, not for the reaping path."""
+        expired: dict[int, list[TimerView]] = {}
+        for timer in self.active():
+            if timer.expiration_time <= cutoff_unix:
+                expired.setdefault(timer.pid, []).append(timer)
+        return expired
+
+    def live_timers(self) -> list[LiveTimer]:
+        """The armed timers, for readers to scan outside the lock (``snapshot``): the
+        lock is held for one C-level copy of references, no Python code per timer."""
+        with self._lock:
+            return list(self._table.by_id.values())
+
+    def soonest(
+        self, limit: int, *, pid: int | None = None, scope_contains: str | None = None
+    ) -> tuple[list[TimerView], int]:
+        """The ``limit`` active timers nearest their deadlines, optionally of one worker
+        or with ``scope_contains`` in their scope, and how many match in all. Scanned
+        outside the lock; many readers should share the Reaper's ``reader`` instead."""
+        return snapshot.soonest(self.live_timers(), limit, pid=pid, scope_contains=scope_contains)
+
+    def active_count(self) -> int:
+        return len(self._table)
+
+    def heap_size(self) -> int:
+        return len(self._heap)
+
+    # ---- for the Reaper ------------------------------------------------------------------
+
+    def _arm(
         self,
         identity: ProcessIdentity,
         scope_id: str,
@@ -69,11 +158,11 @@ class TimerBook:
         was created. A request passes no ``acquired_at``: it is subject to the per-user
         cap and announced. A timer restored after a restart passes its recorded id and
         ``acquired_at``: never refused, and announced already."""
-        now_unix = self._clock.time()
+        now_unix = self.clock.time()
         # The same moment on the clock that never steps: what the heap and the kill use.
-        deadline_monotonic = self._clock.monotonic() + (expiration_time - now_unix)
+        deadline_monotonic = self.clock.monotonic() + (expiration_time - now_unix)
         new_worker = False
-        with self.lock:
+        with self._lock:
             timer = self._table.get(identity.pid, scope_id)
             created = timer is None
             if timer is None:
@@ -103,100 +192,47 @@ class TimerBook:
                 kind = EventKind.ACQUIRED if created else EventKind.EXTENDED
                 self._events.timer(kind, timer, "active")
         if new_worker:
-            self.workers.watch(identity)
+            self._workers.watch(identity)
         return view, created
 
-    def release(
-        self,
-        key: tuple[int, str] | int,
-        source: str,
-        owner_uid: int | None,
-        requester: str,
-    ) -> TimerView | None:
-        """End the active timer ``key``, (pid, scope_id) or an id; None if there is none.
-        With ``owner_uid``, one whose worker belongs to another uid is refused."""
-        with self.lock:
-            timer = self._table.by_id.get(key) if isinstance(key, int) else self._table.get(*key)
-            if timer is None:
-                return None
-            if owner_uid is not None and timer.identity.uid != owner_uid:
-                reason = (
-                    f"{requester or f'uid {owner_uid}'} may not release timer {timer.id}: "
-                    f"its worker belongs to uid {timer.identity.uid}"
-                )
-                pid, scope_id, signal = timer.identity.pid, timer.scope_id, timer.signal
-                self._events.refused(pid, scope_id, -1, signal, source, reason)
-                raise RefusedError(reason, kind="forbidden")
-            return self._end_locked(timer, EventKind.RELEASED, "released", released_by=source)
-
-    def clear_worker(self, pid: int, reason: str) -> list[TimerView]:
-        """End every timer of one worker, as released."""
-        with self.lock:
-            return [
-                self._end_locked(timer, EventKind.RELEASED, "released", reason=reason)
-                for timer in self._table.of_worker(pid)
-            ]
-
-    def worker_exited(self, identity: ProcessIdentity) -> None:
-        """The worker is gone before its deadlines: end its timers, and forget it."""
-        with self.lock:
-            if not self.workers.is_current(identity):
-                return
-            for timer in self._table.of_worker(identity.pid):
-                self._end_locked(
-                    timer,
-                    EventKind.WORKER_GONE,
-                    "released",
-                    reason="worker exited before its deadline",
-                )
-            self.workers.forget(identity.pid)
-
-    def pop_due(self, now_monotonic: float) -> tuple[list[LiveTimer | Escalation], float | None]:
+    def _take_due(self, now_monotonic: float) -> tuple[list[LiveTimer | Escalation], float | None]:
         """Take out everything due by ``now_monotonic`` (its timers end here, so no
         request can move them any more); and when the next entry is due, or None."""
         due: list[LiveTimer | Escalation] = []
-        with self.lock:
+        with self._lock:
             for item in self._heap.pop_due(now_monotonic, self._table.by_id):
                 if isinstance(item, LiveTimer):
                     self._table.forget(item)
                 due.append(item)
             return due, self._heap.next_due()
 
-    def schedule(self, due_monotonic: float, escalation: Escalation) -> None:
-        with self.lock:
+    def _schedule(self, due_monotonic: float, escalation: Escalation) -> None:
+        with self._lock:
             self._push(due_monotonic, escalation, 0)
 
-    # ---- reads ---------------------------------------------------------------------------
-
-    def views(self) -> list[TimerView]:
-        with self.lock:
-            return [timer.view() for timer in self._table.by_id.values()]
-
-    def copy(self) -> list[LiveTimer]:
-        """The live timers, for a scan outside the lock: the lock is held for one
-        C-level copy of references, no Python code per timer."""
-        with self.lock:
-            return list(self._table.by_id.values())
-
-    def __len__(self) -> int:
-        return len(self._table)
-
-    def heap_entries(self) -> list[HeapEntry]:
-        """The heap's list as it is, read without the lock (``KillWatch``)."""
-        return self._heap.entries
-
-    def live(self) -> dict[int, LiveTimer]:
-        """The live timers by id, read without the lock (``KillWatch``)."""
-        return self._table.by_id
-
-    def heap_size(self) -> int:
-        return len(self._heap)
+    def _earliest_moved(self) -> None:
+        """Called under the lock when the earliest due time moved earlier: whoever
+        sleeps until it must look again (the Reaper wakes its thread)."""
 
     # ---- internals (caller holds the lock) -----------------------------------------------
 
     def _push(self, due_monotonic: float, item: LiveTimer | Escalation, generation: int) -> None:
         if self._heap.push(due_monotonic, item, generation, self._table.by_id):
-            self._wake()
+            self._earliest_moved()
+
+    def _release_locked(
+        self, timer: LiveTimer | None, source: str, owner_uid: int | None, requester: str
+    ) -> TimerView | None:
+        if timer is None:
+            return None
+        if owner_uid is not None and timer.identity.uid != owner_uid:
+            reason = (
+                f"{requester or f'uid {owner_uid}'} may not release timer {timer.id}: "
+                f"its worker belongs to uid {timer.identity.uid}"
+            )
+            self.emit_refused(timer.identity.pid, timer.scope_id, -1, timer.signal, source, reason)
+            raise RefusedError(reason, kind="forbidden")
+        return self._end_locked(timer, EventKind.RELEASED, "released", released_by=source)
 
     def _end_locked(self, timer: LiveTimer, kind: str, state: str, **detail: Any) -> TimerView:
         self._table.forget(timer)
