@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import logging
 import os
-import select
 import threading
 from collections.abc import Callable
 
 from .descriptors import descriptor_limit, pidfd_budget
+from .poll_thread import PollThread
 from .process import ProcessIdentity, identify
 
 __all__ = ["ExitWatcher"]
@@ -35,11 +35,7 @@ class ExitWatcher:
         self._by_fd: dict[int, ProcessIdentity] = {}
         self._fd_by_pid: dict[int, int] = {}
         self._swept: dict[int, ProcessIdentity] = {}
-        self._epoll = select.epoll()
-        self._wake_read, self._wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        self._epoll.register(self._wake_read, select.EPOLLIN)
-        self._stopped = False
-        self._thread: threading.Thread | None = None
+        self._loop = PollThread("timer-exit-watcher")
 
     def watch(self, identity: ProcessIdentity) -> None:
         with self._lock:
@@ -53,7 +49,7 @@ class ExitWatcher:
                         self._max_pidfds,
                     )
                 self._swept[identity.pid] = identity
-                os.write(self._wake_write, b"x")  # start the sweep if the loop is idle
+                self._loop.wake()  # start the sweep if the loop is idle
                 return
             try:
                 fd = os.pidfd_open(identity.pid)
@@ -62,12 +58,12 @@ class ExitWatcher:
             except OSError as error:
                 logger.warning("pidfd_open(%d) failed (%s): sweeping it", identity.pid, error)
                 self._swept[identity.pid] = identity
-                os.write(self._wake_write, b"x")  # start the sweep if the loop is idle
+                self._loop.wake()  # start the sweep if the loop is idle
                 return
             if fd >= 0:
                 self._by_fd[fd] = identity
                 self._fd_by_pid[identity.pid] = fd
-                self._epoll.register(fd, select.EPOLLIN)
+                self._loop.register(fd)
                 return
         # The worker is already gone: report it outside the lock.
         self._on_exit(identity)
@@ -78,46 +74,33 @@ class ExitWatcher:
             fd = self._fd_by_pid.pop(pid, None)
             if fd is not None:
                 del self._by_fd[fd]
-                self._epoll.unregister(fd)
+                self._loop.unregister(fd)
                 os.close(fd)
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="timer-exit-watcher", daemon=True)
-        self._thread.start()
+        self._loop.start(self._run)
 
     def stop(self) -> None:
-        self._stopped = True
-        os.write(self._wake_write, b"x")
-        if self._thread is not None:
-            self._thread.join(5.0)
-            self._thread = None
+        self._loop.stop()
         with self._lock:
             for fd in self._by_fd:
                 os.close(fd)
             self._by_fd.clear()
             self._fd_by_pid.clear()
-        self._epoll.close()
-        os.close(self._wake_read)
-        os.close(self._wake_write)
+        self._loop.close()
 
-    def poll_once(self, timeout: float) -> None:
-        """Wait up to ``timeout`` for exits and report them (one step of the loop)."""
-        ready = self._epoll.poll(timeout)
+    def poll_once(self, timeout: float | None) -> None:
+        """Wait up to ``timeout`` seconds (None: until something happens) for exits and
+        report them (one step of the loop)."""
+        ready = self._loop.poll(timeout)
         exited: list[ProcessIdentity] = []
         with self._lock:
-            for fd, _ in ready:
-                if fd == self._wake_read:
-                    while True:
-                        try:
-                            os.read(self._wake_read, 4096)
-                        except BlockingIOError:
-                            break
-                    continue
+            for fd in ready:
                 identity = self._by_fd.pop(fd, None)
                 if identity is None:
                     continue
                 del self._fd_by_pid[identity.pid]
-                self._epoll.unregister(fd)
+                self._loop.unregister(fd)
                 os.close(fd)
                 exited.append(identity)
             swept = list(self._swept.values())
@@ -133,5 +116,5 @@ class ExitWatcher:
                 logger.exception("exit handler failed for pid %d", identity.pid)
 
     def _run(self) -> None:
-        while not self._stopped:
-            self.poll_once(_SWEEP_SECONDS if self._swept else -1)
+        while not self._loop.stopping:
+            self.poll_once(_SWEEP_SECONDS if self._swept else None)

@@ -15,14 +15,7 @@ Loggers keep their names from before the move (``timer_core.fifo_source``, ...).
 """
 
 from .fifo_dir import FifoDirectory, FifoDirError, resolve_uids
-from .fifo_source import FifoSource, create_fifo
+from .fifo_source import FifoSource
 from .user_fifos import UserFifos
 
-__all__ = [
-    "FifoDirError",
-    "FifoDirectory",
-    "FifoSource",
-    "UserFifos",
-    "create_fifo",
-    "resolve_uids",
-]
+__all__ = ["FifoDirError", "FifoDirectory", "FifoSource", "UserFifos", "resolve_uids"]

@@ -1,19 +1,24 @@
-"""Cutting a FIFO's byte stream into request lines, with a bound on each line.
+"""From a FIFO's bytes to the engine: lines with a bound on each, parsed by ``wire``.
 
 A reader gets whatever the kernel has: half a line, many lines, or the middle of an
 endless one. Each FIFO keeps one ``LineSplitter``; it hands every complete line on,
 holds a trailing partial line for the next read, and gives up on a line as soon as it
 is longer than PIPE_BUF, so a client that never sends a newline cannot make the
 service buffer without bound.
+
+Each source keeps one ``MalformedLines``: a line that is not a request is counted,
+logged and reported, and the good lines read with it still apply (``apply_request``).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
-from ..wire import MAX_LINE_BYTES
+from ..engine import Reaper
+from ..wire import MAX_LINE_BYTES, MalformedRequest, WireRequest, parse_line
 
-__all__ = ["LineSplitter"]
+__all__ = ["LineSplitter", "MalformedLines", "apply_request"]
 
 
 class LineSplitter:
@@ -48,3 +53,45 @@ class LineSplitter:
             if line.strip():
                 self._on_line(line)
         return skipped + len(complete)
+
+
+class MalformedLines:
+    def __init__(self, log: logging.Logger, on_malformed: Callable[[str], None] | None) -> None:
+        """``log`` is the source's own logger; ``on_malformed(reason)`` is told of each
+        line skipped (the service counts them in its metrics)."""
+        self.count = 0
+        self._log = log
+        self._on_malformed = on_malformed
+
+    def parse(self, line: bytes, where: str) -> WireRequest | None:
+        """The request on ``line``, or None when it is malformed (then rejected)."""
+        try:
+            return parse_line(line.strip())
+        except MalformedRequest as error:
+            self.reject(where, str(error))
+            return None
+
+    def reject(self, where: str, reason: str) -> None:
+        """Skip a line: ``where`` completes "skipping a malformed ...", e.g.
+        "FIFO line on /run/timers.fifo"."""
+        self.count += 1
+        self._log.warning("skipping a malformed %s: %s", where, reason)
+        if self._on_malformed is not None:
+            self._on_malformed(reason)
+
+
+def apply_request(
+    reaper: Reaper, request: WireRequest, *, owner_uid: int | None = None, requester: str = ""
+) -> bool:
+    """Apply a request read from a FIFO, in torch's convention (a negative expiration
+    releases). False if refused: the engine has logged it and announced it."""
+    return reaper.apply(
+        request.pid,
+        request.scope_id,
+        request.expiration_time,
+        request.signal,
+        source="fifo",
+        dump_signal=request.dump_signal,
+        owner_uid=owner_uid,
+        requester=requester,
+    )

@@ -16,15 +16,13 @@ import contextlib
 import fcntl
 import logging
 import os
-import select
-import selectors
 import stat
-import threading
 from collections.abc import Callable
 
 from ..engine import Reaper
-from ..wire import MalformedRequest, WireRequest, parse_line
-from .fifo_lines import LineSplitter
+from ..engine.poll_thread import PollThread
+from ..wire import WireRequest
+from .fifo_lines import LineSplitter, MalformedLines, apply_request
 
 __all__ = ["PAUSE_POLL_SECONDS", "FifoSource", "create_fifo"]
 
@@ -77,33 +75,30 @@ class FifoSource:
         self.path = path
         self._may_read = may_read or _always
         self.reaper = reaper
-        self.malformed_lines = 0
         self.applied_requests = 0
         # Every well-formed request, applied or refused (torch's _request_count).
         self.requests = 0
-        self._on_malformed = on_malformed
+        self._malformed = MalformedLines(logger, on_malformed)
+        self._where = f"FIFO line on {path}"
         if create:
             create_fifo(path, mode)
         self._read_fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         _enlarge_pipe(self._read_fd)
         # Our own writer keeps the FIFO from hitting EOF when clients close.
         self._keepalive_fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-        self._wake_read, self._wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        self._lines = LineSplitter(self._apply_line, self._reject)
-        self._stopped = False
-        self._thread: threading.Thread | None = None
+        self._loop = PollThread("timer-fifo")
+        self._loop.register(self._read_fd)
+        self._lines = LineSplitter(
+            self._apply_line, lambda reason: self._malformed.reject(self._where, reason)
+        )
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="timer-fifo", daemon=True)
-        self._thread.start()
+        self._loop.start(self._run)
 
     def stop(self, remove: bool = True) -> None:
-        self._stopped = True
-        os.write(self._wake_write, b"x")
-        if self._thread is not None:
-            self._thread.join(5.0)
-            self._thread = None
-        for fd in (self._read_fd, self._keepalive_fd, self._wake_read, self._wake_write):
+        self._loop.stop()
+        self._loop.close()
+        for fd in (self._read_fd, self._keepalive_fd):
             os.close(fd)
         if remove:
             with contextlib.suppress(FileNotFoundError):
@@ -127,49 +122,34 @@ class FifoSource:
         """Split a chunk into lines and apply each; keeps a trailing partial line."""
         return self._lines.feed(chunk)
 
+    @property
+    def malformed_lines(self) -> int:
+        return self._malformed.count
+
     def _apply_line(self, line: bytes) -> None:
-        try:
-            request = parse_line(line.strip())
-        except MalformedRequest as error:
-            self._reject(str(error))
-            return
-        self.apply(request)
+        request = self._malformed.parse(line, self._where)
+        if request is not None:
+            self.apply(request)
 
     def apply(self, request: WireRequest) -> None:
         self.requests += 1
-        if self.reaper.apply(
-            request.pid,
-            request.scope_id,
-            request.expiration_time,
-            request.signal,
-            source="fifo",
-            dump_signal=request.dump_signal,
-        ):
+        if apply_request(self.reaper, request):
             self.applied_requests += 1
 
-    def _reject(self, reason: str) -> None:
-        self.malformed_lines += 1
-        logger.warning("skipping a malformed FIFO line on %s: %s", self.path, reason)
-        if self._on_malformed is not None:
-            self._on_malformed(reason)
-
     def _run(self) -> None:
-        with selectors.DefaultSelector() as selector:
-            selector.register(self._read_fd, selectors.EVENT_READ)
-            selector.register(self._wake_read, selectors.EVENT_READ)
-            while not self._stopped:
-                if not self._may_read():
-                    # Paused: wait for stop() or the next look, not for data (the FIFO
-                    # stays readable, so select would return at once).
-                    select.select([self._wake_read], [], [], PAUSE_POLL_SECONDS)
-                    continue
-                selector.select()
-                if self._stopped:
-                    return
-                try:
-                    self.drain()
-                except Exception:
-                    logger.exception("error reading the FIFO %s", self.path)
+        while not self._loop.stopping:
+            if not self._may_read():
+                # Paused: wait for stop() or the next look, not for data (the FIFO
+                # stays readable, so a poll would return at once).
+                self._loop.sleep(PAUSE_POLL_SECONDS)
+                continue
+            self._loop.poll(None)
+            if self._loop.stopping:
+                return
+            try:
+                self.drain()
+            except Exception:
+                logger.exception("error reading the FIFO %s", self.path)
 
 
 def _always() -> bool:

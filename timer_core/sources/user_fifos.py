@@ -22,15 +22,16 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import select
 import threading
 import time
 from collections.abc import Callable, Iterable
 
-from ..engine import Reaper, RefusedError
-from ..wire import MalformedRequest, WireRequest, parse_line
+from ..engine import Reaper
+from ..engine.admission import not_own_process
+from ..engine.poll_thread import PollThread
+from ..wire import WireRequest
 from .fifo_dir import FifoDirectory, FifoDirError, UserFifo
-from .fifo_lines import LineSplitter
+from .fifo_lines import LineSplitter, MalformedLines, apply_request
 from .fifo_source import PAUSE_POLL_SECONDS
 
 __all__ = ["READ_BUDGET", "UserFifos", "real_uid"]
@@ -66,8 +67,10 @@ class _Channel:
         # None: root's (or the service's own) FIFO, as free as the shared --fifo.
         self.owner_uid = owner_uid
         self.requester = f"the FIFO {fifo.path} of uid {fifo.uid}"
+        self.where = f"line on {self.requester}"
         self.lines = LineSplitter(
-            lambda line: owner.apply_line(self, line), lambda why: owner.reject(self, why)
+            lambda line: owner.apply_line(self, line),
+            lambda why: owner.malformed.reject(self.where, why),
         )
 
 
@@ -85,11 +88,10 @@ class UserFifos:
         self.directory = directory
         self._may_read = may_read
         self.reaper = reaper
-        self.malformed_lines = 0
+        self.malformed = MalformedLines(logger, on_malformed)
         self.applied_requests = 0
         self.refused_requests = 0
         self._read_uid = read_uid
-        self._on_malformed = on_malformed
         # Root and the service's own uid may target anything, as on the shared FIFO.
         self._unrestricted = (
             frozenset({0, os.geteuid()}) if unrestricted_uids is None else unrestricted_uids
@@ -99,11 +101,7 @@ class UserFifos:
         self._lock = threading.Lock()
         self._by_uid: dict[int, _Channel] = {}
         self._by_fd: dict[int, _Channel] = {}
-        self._epoll = select.epoll()
-        self._wake_read, self._wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        self._epoll.register(self._wake_read, select.EPOLLIN)
-        self._stopped = False
-        self._thread: threading.Thread | None = None
+        self._loop = PollThread("timer-user-fifos")
 
     # ---- the set of FIFOs ----------------------------------------------------------------
 
@@ -138,7 +136,7 @@ class UserFifos:
         channel = _Channel(fifo, owner, self)
         self._by_uid[fifo.uid] = channel
         self._by_fd[fifo.read_fd] = channel
-        self._epoll.register(fifo.read_fd, select.EPOLLIN)
+        self._loop.register(fifo.read_fd)
 
     def _drop_locked(self, channel: _Channel) -> None:
         # What writers already put in the old FIFO still counts. Its name is gone, so
@@ -147,7 +145,7 @@ class UserFifos:
             if not self._read_once(channel):
                 break
         with contextlib.suppress(KeyError, OSError):
-            self._epoll.unregister(channel.fifo.read_fd)
+            self._loop.unregister(channel.fifo.read_fd)
         del self._by_fd[channel.fifo.read_fd]
         del self._by_uid[channel.fifo.uid]
         channel.fifo.close()
@@ -165,25 +163,18 @@ class UserFifos:
                     self.ensure(uid)
                 except (FifoDirError, OSError) as error:
                     logger.error("skipping the FIFO of uid %d: %s", uid, error)
-        self._thread = threading.Thread(target=self._run, name="timer-user-fifos", daemon=True)
-        self._thread.start()
+        self._loop.start(self._run)
 
     def stop(self) -> None:
         """Stop reading. The FIFOs stay on disk, so clients keep their paths across a
         restart (with no reader, their non-blocking open fails at once)."""
-        self._stopped = True
-        os.write(self._wake_write, b"x")
-        if self._thread is not None:
-            self._thread.join(5.0)
-            self._thread = None
+        self._loop.stop()
         with self._lock:
             for channel in self._by_uid.values():
                 channel.fifo.close()
             self._by_uid.clear()
             self._by_fd.clear()
-        self._epoll.close()
-        for fd in (self._wake_read, self._wake_write):
-            os.close(fd)
+        self._loop.close()
         self.directory.close()
 
     def poll_once(self, timeout: float | None = None) -> int:
@@ -193,16 +184,12 @@ class UserFifos:
         while) and reads nothing."""
         if self._may_read is not None and not self._may_read():
             pause = PAUSE_POLL_SECONDS if timeout is None else min(timeout, PAUSE_POLL_SECONDS)
-            select.select([self._wake_read], [], [], pause)
+            self._loop.sleep(pause)
             return 0
-        ready = self._epoll.poll(-1 if timeout is None else timeout)
+        ready = self._loop.poll(timeout)
         total = 0
         with self._lock:
-            for fd, _ in ready:
-                if fd == self._wake_read:
-                    with contextlib.suppress(BlockingIOError):
-                        os.read(self._wake_read, 64)
-                    continue
+            for fd in ready:
                 channel = self._by_fd.get(fd)
                 if channel is not None:
                     total += self._read_once(channel)
@@ -218,7 +205,7 @@ class UserFifos:
 
     def _run(self) -> None:
         next_check = time.monotonic() + _VERIFY_SECONDS
-        while not self._stopped:
+        while not self._loop.stopping:
             try:
                 self.poll_once(max(0.0, next_check - time.monotonic()))
                 if time.monotonic() >= next_check:
@@ -229,57 +216,33 @@ class UserFifos:
 
     # ---- one request ---------------------------------------------------------------------
 
+    @property
+    def malformed_lines(self) -> int:
+        return self.malformed.count
+
     def apply_line(self, channel: _Channel, line: bytes) -> None:
-        try:
-            request = parse_line(line.strip())
-        except MalformedRequest as error:
-            self.reject(channel, str(error))
+        request = self.malformed.parse(line, channel.where)
+        if request is None:
             return
         owner = channel.owner_uid
-        try:
-            if request.is_release:
-                self.reaper.release(
-                    request.pid,
-                    request.scope_id,
-                    source="fifo",
-                    owner_uid=owner,
-                    requester=channel.requester,
-                )
-            else:
-                if owner is not None:
-                    self._check_owner(channel, owner, request)
-                self.reaper.acquire(
-                    request.pid,
-                    request.scope_id,
-                    request.expiration_time,
-                    request.signal,
-                    source="fifo",
-                    dump_signal=request.dump_signal,
-                    owner_uid=owner,
-                    requester=channel.requester,
-                )
+        allowed = owner is None or request.is_release or self._owns(channel, owner, request)
+        if allowed and apply_request(
+            self.reaper, request, owner_uid=owner, requester=channel.requester
+        ):
             self.applied_requests += 1
-        except RefusedError:
+        else:
             self.refused_requests += 1
 
-    def _check_owner(self, channel: _Channel, owner: int, request: WireRequest) -> None:
-        """The target's real uid now, not only as the engine first saw the worker: a
-        process may have changed its uid since (a setuid program run by the user)."""
+    def _owns(self, channel: _Channel, owner: int, request: WireRequest) -> bool:
+        """Whether the target's real uid is ``owner`` now, not only when the engine first
+        saw the worker: a process may have changed its uid since (a setuid program run
+        by the user). False after a ``refused`` event."""
         pid = request.pid
         actual = self._read_uid(pid)
         if actual is None or actual == owner:
-            return  # gone or the user's own: the engine decides (and checks again)
-        reason = (
-            f"{channel.requester} may only arm timers for its own processes; "
-            f"pid {pid} belongs to uid {actual}"
-        )
+            return True  # gone or the user's own: the engine decides (and checks again)
+        reason = not_own_process(channel.requester, pid, actual).reason
         self.reaper.emit_refused(
             pid, request.scope_id, request.expiration_time, request.signal, "fifo", reason
         )
-        raise RefusedError(reason, kind="forbidden")
-
-    def reject(self, channel: _Channel, reason: str) -> None:
-        self.malformed_lines += 1
-        logger.warning("skipping a malformed line on %s: %s", channel.requester, reason)
-        if self._on_malformed is not None:
-            self._on_malformed(reason)
+        return False
