@@ -10,6 +10,7 @@ in the same place on different lines of a loop are in the same place.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 __all__ = ["Frame", "StackFrames", "parse_stack"]
@@ -62,50 +63,60 @@ class StackFrames:
 def parse_stack(text: str) -> StackFrames:
     """The main thread's frames of a py-spy or faulthandler dump (none if neither)."""
     if _FAULTHANDLER_THREAD.search(text.lstrip()) or 'File "' in text:
-        return StackFrames(_faulthandler_main(text))
-    return StackFrames(_py_spy_main(text))
-
-
-def _py_spy_main(text: str) -> tuple[Frame, ...]:
-    threads: list[tuple[bool, list[Frame]]] = []
-    for line in text.splitlines():
-        thread = _PY_SPY_THREAD.match(line)
-        if thread is not None:
-            threads.append((thread.group("name") == "MainThread", []))
-            continue
-        frame = _PY_SPY_FRAME.match(line)
-        if frame is None or not threads:
-            continue
-        function, where = frame.group("function"), frame.group("where")
-        if _ADDRESS.match(function):
-            continue
-        path, _, line_number = where.rpartition(":")
-        if path.endswith(".py") and line_number.isdigit():
-            threads[-1][1].append(Frame(function, path, int(line_number), native=False))
-        else:
-            threads[-1][1].append(Frame(function, where, None, native=True))
-    return _main_thread(threads)
-
-
-def _faulthandler_main(text: str) -> tuple[Frame, ...]:
-    threads: list[tuple[bool, list[Frame]]] = []
-    for line in text.splitlines():
-        thread = _FAULTHANDLER_THREAD.match(line)
-        if thread is not None:
-            # faulthandler marks the thread that dumped, which for a signal-driven dump
-            # is the main thread (Python runs signal handlers there).
-            threads.append((thread.group("current") == "Current thread", []))
-            continue
-        frame = _FAULTHANDLER_FRAME.match(line)
-        if frame is not None and threads:
-            threads[-1][1].append(
-                Frame(frame.group("function"), frame.group("file"), int(frame.group("line")), False)
+        # faulthandler marks the thread that dumped, which for a signal-driven dump is
+        # the main thread (Python runs signal handlers there).
+        return StackFrames(
+            _main_thread(
+                text,
+                _FAULTHANDLER_THREAD,
+                lambda thread: thread.group("current") == "Current thread",
+                _faulthandler_frame,
             )
-    return _main_thread(threads)
+        )
+    return StackFrames(
+        _main_thread(
+            text, _PY_SPY_THREAD, lambda thread: thread.group("name") == "MainThread", _py_spy_frame
+        )
+    )
 
 
-def _main_thread(threads: list[tuple[bool, list[Frame]]]) -> tuple[Frame, ...]:
-    for is_main, frames in threads:
-        if is_main:
+def _main_thread(
+    text: str,
+    thread_header: re.Pattern[str],
+    is_main: Callable[[re.Match[str]], bool],
+    read_frame: Callable[[str], Frame | None],
+) -> tuple[Frame, ...]:
+    """The frames of the main thread of a dump, else of its first thread. Each thread
+    starts with a line that ``thread_header`` matches; ``read_frame`` reads a frame
+    line under it (None: not a frame)."""
+    threads: list[tuple[bool, list[Frame]]] = []
+    for line in text.splitlines():
+        thread = thread_header.match(line)
+        if thread is not None:
+            threads.append((is_main(thread), []))
+        elif threads and (frame := read_frame(line)) is not None:
+            threads[-1][1].append(frame)
+    for main, frames in threads:
+        if main:
             return tuple(frames)
     return tuple(threads[0][1]) if threads else ()
+
+
+def _py_spy_frame(line: str) -> Frame | None:
+    frame = _PY_SPY_FRAME.match(line)
+    if frame is None:
+        return None
+    function, where = frame.group("function"), frame.group("where")
+    if _ADDRESS.match(function):
+        return None
+    path, _, line_number = where.rpartition(":")
+    if path.endswith(".py") and line_number.isdigit():
+        return Frame(function, path, int(line_number), native=False)
+    return Frame(function, where, None, native=True)
+
+
+def _faulthandler_frame(line: str) -> Frame | None:
+    frame = _FAULTHANDLER_FRAME.match(line)
+    if frame is None:
+        return None
+    return Frame(frame.group("function"), frame.group("file"), int(frame.group("line")), False)
