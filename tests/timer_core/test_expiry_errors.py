@@ -15,7 +15,6 @@ import pytest
 from tests.timer_core.test_reaper import RecordingSignaller, World
 from tests.waiting import wait_until
 from timer_core import EventKind, ProcessIdentity, TimerEvent
-from timer_core.diagnosis import StackCapturer
 from timer_core.engine import CapturedStack
 from timer_core.engine.process import SignalOutcome
 
@@ -39,17 +38,15 @@ class RaisingSignaller(RecordingSignaller):
         raise self.error
 
 
-class RaisingCapturer(StackCapturer):
+class RaisingCapturer:
+    """A ``Capturer`` whose every capture raises ``error``."""
+
     def __init__(self, error: Exception) -> None:
-        super().__init__(2.0, use_py_spy=False)
+        self.budget = 2.0
         self.error = error
 
     def capture(
-        self,
-        identity: ProcessIdentity,
-        dump_signal: int | None = None,
-        *,
-        give_up_at: float | None = None,
+        self, identity: ProcessIdentity, dump_signal: int | None, *, give_up_at: float
     ) -> CapturedStack:
         raise self.error
 

@@ -10,25 +10,20 @@ import pytest
 from tests.timer_core.test_reaper import World
 from tests.waiting import wait_until
 from timer_core import ProcessIdentity
-from timer_core.diagnosis import StackCapturer
 from timer_core.engine import CapturedStack
 
 
-class BlockingCapturer(StackCapturer):
-    """A capture that does not return until the test says so (as a /proc read of a
-    process stuck in the kernel would not)."""
+class BlockingCapturer:
+    """A ``Capturer`` whose captures do not return until the test says so (as a /proc
+    read of a process stuck in the kernel would not)."""
 
     def __init__(self, budget: float) -> None:
-        super().__init__(budget, use_py_spy=False)
+        self.budget = budget
         self.release = threading.Event()
         self.started = threading.Event()
 
     def capture(
-        self,
-        identity: ProcessIdentity,
-        dump_signal: int | None = None,
-        *,
-        give_up_at: float | None = None,
+        self, identity: ProcessIdentity, dump_signal: int | None, *, give_up_at: float
     ) -> CapturedStack:
         self.started.set()
         self.release.wait(60)
