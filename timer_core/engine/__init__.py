@@ -3,10 +3,20 @@ deadlines pass.
 
 The ``Reaper`` is its face: sources (the FIFOs, the service's HTTP routes, the
 torch-compatible servers) call its request methods, and listeners get its events.
-Everything else here is one part of it, one idea per module: the clock it reads,
-process identity and safe signalling, the events and their bus, what happens at an
-expiry (the kill, its outcomes, the overdue watch), the workers it watches exit,
-and the reads of its timers.
+Its parts, one idea per module:
+
+- the timers: ``reaper`` (requests that arm, and the step that reaps), ``admission``
+  (the checks a request passes), ``timer_book`` (the live timers under the lock, with
+  the releases and reads), ``timer_table`` (by key, id and uid), ``deadline_heap``
+  (what is due when), ``timers`` (the records), ``reaper_loop`` (the thread);
+- the kill path: ``expiry`` (capture, then kill, never waiting unbounded),
+  ``capturer`` and ``capture_runner`` (a stack within the budget), ``kill_outcomes``
+  (signal, and record what happened), ``kill_watch`` (kills overdue);
+- what it tells: ``events`` (the event and its bus), ``emitter`` (building them);
+- the workers: ``process`` (identity and safe signalling), ``workers`` and
+  ``exit_watcher`` (their exits, on a ``poll_thread``), ``labels`` (job and rank),
+  ``descriptors`` (the descriptors kept for kills);
+- ``clock`` (time, injectable) and ``snapshot`` (reads that never hold the lock).
 
 The engine imports nothing else of ``timer_core``: the request sources
 (``timer_core.sources``), the stack capture (``timer_core.diagnosis``) and the
