@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 
 from app.callers import Caller, current_caller
 from app.main import create_app
+from app.service import Service
 from app.settings import Settings
 from tests.second_user import second_user, shared_tmp  # noqa: F401 - fixtures for all tests
 from tests.workers import spawn_sleeper
@@ -49,6 +50,14 @@ def in_process(app: FastAPI, **options: Any) -> TestClient:
     identity path is tested against the real service process."""
     app.dependency_overrides[current_caller] = lambda: Caller(os.geteuid(), "asgi", "TestClient")
     return TestClient(app, base_url="http://localhost", **options)
+
+
+def service_of(client: TestClient) -> Service:
+    """The Service behind a TestClient of ``create_app``."""
+    app = client.app
+    assert isinstance(app, FastAPI)
+    service: Service = app.state.service
+    return service
 
 
 @pytest.fixture

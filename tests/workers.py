@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import signal
 import subprocess
@@ -56,8 +57,8 @@ def ignore_sigterm_forever() -> None:
 
 def hold_torch_local_timer(mp_queue: Any, after: float) -> None:
     """A worker using torch's own LocalTimerClient against our server."""
-    from torch.distributed.elastic import timer as torch_timer
-
+    # torch's timer package is untyped and does not re-export its names for mypy.
+    torch_timer: Any = importlib.import_module("torch.distributed.elastic.timer")
     torch_timer.configure(torch_timer.LocalTimerClient(mp_queue))
     with torch_timer.expires(after=after):
         time.sleep(60)

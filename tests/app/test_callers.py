@@ -107,7 +107,7 @@ def test_the_connection_peer_wins_over_the_request_address() -> None:
     # A proxy-headers middleware may rewrite scope["client"]; the peer read from the
     # socket when the connection was made is what counts.
     known = Caller(1001, "tcp", "127.0.0.1:40000")
-    scope = {"client": ("127.0.0.1", 1), "server": ("127.0.0.1", 8000)}
+    scope: dict[str, object] = {"client": ("127.0.0.1", 1), "server": ("127.0.0.1", 8000)}
     scope["state"] = {callers.PEER_STATE_KEY: known}
     assert current_caller_from(scope, None, "").uid == 1001
 

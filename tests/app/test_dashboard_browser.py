@@ -10,6 +10,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+from playwright.sync_api import Browser, Page
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.dashboard_text import middle_ellipsis
 from app.main import create_app
@@ -32,8 +34,8 @@ def service(tmp_path: Path) -> Iterator[ServiceProcess]:
 
 
 @pytest.fixture
-def page(browser: object, service: ServiceProcess) -> Iterator[object]:
-    context = browser.new_context(viewport={"width": 1400, "height": 900})  # type: ignore[attr-defined]
+def page(browser: Browser, service: ServiceProcess) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
     opened = context.new_page()
     errors: list[str] = []
     opened.on("pageerror", lambda error: errors.append(str(error)))
@@ -53,13 +55,13 @@ def arm(service: ServiceProcess, pid: int, scope: str, expires_in: float) -> int
 
 
 def test_a_timer_appears_with_a_ticking_countdown(
-    page: object, service: ServiceProcess, sleeper: subprocess.Popen[bytes]
+    page: Page, service: ServiceProcess, sleeper: subprocess.Popen[bytes]
 ) -> None:
     timer_id = arm(service, sleeper.pid, "train.py#42", 120)
-    row = page.locator(f'[data-timer-id="{timer_id}"][data-state="active"]')  # type: ignore[attr-defined]
+    row = page.locator(f'[data-timer-id="{timer_id}"][data-state="active"]')
     row.wait_for(timeout=5000)
     first = row.locator(".countdown").inner_text()
-    page.wait_for_timeout(2100)  # type: ignore[attr-defined]
+    page.wait_for_timeout(2100)
     second = row.locator(".countdown").inner_text()
     assert first != second, f"countdown did not move: {first!r}"
     assert row.locator(".scope").inner_text() == "train.py#42"
@@ -67,55 +69,55 @@ def test_a_timer_appears_with_a_ticking_countdown(
 
 
 def test_a_killed_worker_flips_to_killed_without_a_reload_and_the_title_counts_it(
-    page: object, service: ServiceProcess, sleeper: subprocess.Popen[bytes]
+    page: Page, service: ServiceProcess, sleeper: subprocess.Popen[bytes]
 ) -> None:
     timer_id = arm(service, sleeper.pid, "stuck", 1.5)
-    page.locator(f'[data-timer-id="{timer_id}"][data-state="active"]').wait_for(timeout=5000)  # type: ignore[attr-defined]
+    page.locator(f'[data-timer-id="{timer_id}"][data-state="active"]').wait_for(timeout=5000)
     assert wait_dead(sleeper) == -9
-    killed = page.locator(f'[data-timer-id="{timer_id}"][data-state="killed"]')  # type: ignore[attr-defined]
+    killed = page.locator(f'[data-timer-id="{timer_id}"][data-state="killed"]')
     killed.wait_for(timeout=3000)
-    assert page.locator(f'[data-timer-id="{timer_id}"]').count() == 1  # type: ignore[attr-defined]
+    assert page.locator(f'[data-timer-id="{timer_id}"]').count() == 1
     assert "ms after the deadline" in killed.inner_text()
-    page.wait_for_function("document.title.startsWith('(1 killed)')", timeout=3000)  # type: ignore[attr-defined]
+    page.wait_for_function("document.title.startsWith('(1 killed)')", timeout=3000)
 
 
 def test_a_hostile_scope_id_renders_as_text(
-    page: object, service: ServiceProcess, sleeper: subprocess.Popen[bytes]
+    page: Page, service: ServiceProcess, sleeper: subprocess.Popen[bytes]
 ) -> None:
     hostile = '<img src=x onerror="window.__pwned=1"><script>window.__pwned=2</script>'
     timer_id = arm(service, sleeper.pid, hostile, 120)
-    row = page.locator(f'[data-timer-id="{timer_id}"]')  # type: ignore[attr-defined]
+    row = page.locator(f'[data-timer-id="{timer_id}"]')
     row.wait_for(timeout=5000)
     assert row.locator(".scope").get_attribute("title") == hostile
     assert row.locator(".scope").inner_text() == middle_ellipsis(hostile)
     assert row.locator("img, script").count() == 0
-    assert page.evaluate("window.__pwned") is None  # type: ignore[attr-defined]
+    assert page.evaluate("window.__pwned") is None
 
 
 def test_the_filter_is_kept_in_the_url(
-    page: object, service: ServiceProcess, sleepers: list[subprocess.Popen[bytes]]
+    page: Page, service: ServiceProcess, sleepers: list[subprocess.Popen[bytes]]
 ) -> None:
     mine, other = spawn_sleeper(), spawn_sleeper()
     sleepers.extend([mine, other])
     mine_id, other_id = arm(service, mine.pid, "mine", 120), arm(service, other.pid, "other", 120)
-    page.locator(f'[data-timer-id="{other_id}"]').wait_for(timeout=5000)  # type: ignore[attr-defined]
-    page.fill("input[name=pid]", str(mine.pid))  # type: ignore[attr-defined]
-    page.click("button[type=submit]")  # type: ignore[attr-defined]
-    page.locator(f'[data-timer-id="{other_id}"]').wait_for(state="detached", timeout=3000)  # type: ignore[attr-defined]
-    assert f"pid={mine.pid}" in page.url  # type: ignore[attr-defined]
-    page.reload()  # type: ignore[attr-defined]  # the URL alone restores the filter
-    page.evaluate("window.__openedOnce = true")  # type: ignore[attr-defined]
-    page.locator(f'[data-timer-id="{mine_id}"]').wait_for(timeout=5000)  # type: ignore[attr-defined]
-    assert page.locator(f'[data-timer-id="{other_id}"]').count() == 0  # type: ignore[attr-defined]
-    assert page.input_value("input[name=pid]") == str(mine.pid)  # type: ignore[attr-defined]
+    page.locator(f'[data-timer-id="{other_id}"]').wait_for(timeout=5000)
+    page.fill("input[name=pid]", str(mine.pid))
+    page.click("button[type=submit]")
+    page.locator(f'[data-timer-id="{other_id}"]').wait_for(state="detached", timeout=3000)
+    assert f"pid={mine.pid}" in page.url
+    page.reload()  # the URL alone restores the filter
+    page.evaluate("window.__openedOnce = true")
+    page.locator(f'[data-timer-id="{mine_id}"]').wait_for(timeout=5000)
+    assert page.locator(f'[data-timer-id="{other_id}"]').count() == 0
+    assert page.input_value("input[name=pid]") == str(mine.pid)
 
 
 def test_timer_detail_page_shows_the_timeline(
-    browser: object, service: ServiceProcess, sleeper: subprocess.Popen[bytes]
+    browser: Browser, service: ServiceProcess, sleeper: subprocess.Popen[bytes]
 ) -> None:
     timer_id = arm(service, sleeper.pid, "detail", 0.5)
     assert wait_dead(sleeper) == -9
-    page = browser.new_page()  # type: ignore[attr-defined]
+    page = browser.new_page()
     page.goto(f"{service.url}/ui/timers/{timer_id}")
     page.locator(f'[data-timer-id="{timer_id}"][data-state="killed"]').wait_for(timeout=5000)
     page.locator('.timeline li[data-kind="killed"]').wait_for(timeout=5000)
@@ -141,7 +143,7 @@ def test_timer_detail_page_shows_the_timeline(
 
 
 def test_screenshots_at_1400_and_800_pixels_without_horizontal_scrolling(
-    page: object, service: ServiceProcess, sleepers: list[subprocess.Popen[bytes]]
+    page: Page, service: ServiceProcess, sleepers: list[subprocess.Popen[bytes]]
 ) -> None:
     plans = [
         ("train.py#142 forward", 45),
@@ -155,13 +157,13 @@ def test_screenshots_at_1400_and_800_pixels_without_horizontal_scrolling(
         process = spawn_sleeper()
         sleepers.append(process)
         arm(service, process.pid, scope, seconds)
-    page.locator('[data-state="killed"]').nth(1).wait_for(timeout=5000)  # type: ignore[attr-defined]
+    page.locator('[data-state="killed"]').nth(1).wait_for(timeout=5000)
     ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)  # type: ignore[attr-defined]
-    page.set_viewport_size({"width": 800, "height": 900})  # type: ignore[attr-defined]
-    page.wait_for_timeout(300)  # type: ignore[attr-defined]
-    page.screenshot(path=str(ARTIFACTS / "dashboard-800.png"), full_page=True)  # type: ignore[attr-defined]
-    assert page.evaluate("document.documentElement.scrollWidth") <= 800  # type: ignore[attr-defined]
+    page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
+    page.set_viewport_size({"width": 800, "height": 900})
+    page.wait_for_timeout(300)
+    page.screenshot(path=str(ARTIFACTS / "dashboard-800.png"), full_page=True)
+    assert page.evaluate("document.documentElement.scrollWidth") <= 800
     assert (ARTIFACTS / "dashboard.png").stat().st_size > 10_000
 
 
@@ -170,10 +172,11 @@ def state_of(base_url: str, timer_id: int) -> str:
 
 
 def test_with_javascript_off_the_first_paint_shows_the_active_timers(
-    browser: object, service: ServiceProcess, sleeper: subprocess.Popen[bytes]
+    browser: Browser, service: ServiceProcess, sleeper: subprocess.Popen[bytes]
 ) -> None:
-    scripts_off = {"java_script_enabled": False, "viewport": {"width": 1400, "height": 900}}
-    context = browser.new_context(**scripts_off)  # type: ignore[attr-defined]
+    context = browser.new_context(
+        java_script_enabled=False, viewport={"width": 1400, "height": 900}
+    )
     page = context.new_page()
     page.goto(service.url + "/")
     # Nothing armed yet: then, and only then, the page says so.
@@ -208,7 +211,7 @@ SKELETON = """(node) => {
 
 
 def test_the_script_adopts_the_server_rendered_rows_without_duplicating_them(
-    browser: object, service: ServiceProcess, sleepers: list[subprocess.Popen[bytes]]
+    browser: Browser, service: ServiceProcess, sleepers: list[subprocess.Popen[bytes]]
 ) -> None:
     active, observed = spawn_sleeper(), spawn_sleeper()
     sleepers += [active, observed]
@@ -217,7 +220,7 @@ def test_the_script_adopts_the_server_rendered_rows_without_duplicating_them(
     ended_id = int(httpx.post(service.url + "/timers", json=body).json()["id"])
     assert wait_until(lambda: state_of(service.url, ended_id) == "expired")
 
-    context = browser.new_context()  # type: ignore[attr-defined]
+    context = browser.new_context()
     page = context.new_page()
     # Hold the script's polls back until the server's rows are marked and measured.
     polls_allowed = threading.Event()
@@ -268,11 +271,11 @@ def test_the_script_adopts_the_server_rendered_rows_without_duplicating_them(
 
 
 def test_a_long_scope_keeps_its_start_and_its_tail_with_the_whole_on_hover(
-    page: object, service: ServiceProcess, sleeper: subprocess.Popen[bytes]
+    page: Page, service: ServiceProcess, sleeper: subprocess.Popen[bytes]
 ) -> None:
     scope = "/home/alice/experiments/llm/very/deep/package/tree/trainer/loop.py:142 all_reduce"
     timer_id = arm(service, sleeper.pid, scope, 120)
-    link = page.locator(f'[data-timer-id="{timer_id}"] .scope')  # type: ignore[attr-defined]
+    link = page.locator(f'[data-timer-id="{timer_id}"] .scope')
     link.wait_for(timeout=5000)
     shown = link.inner_text()
     assert shown == middle_ellipsis(scope)  # the script cuts it as the server does
@@ -284,12 +287,12 @@ def test_a_long_scope_keeps_its_start_and_its_tail_with_the_whole_on_hover(
 
 
 def test_an_observe_only_timer_page_says_no_signal_was_sent(
-    browser: object, service: ServiceProcess, sleeper: subprocess.Popen[bytes]
+    browser: Browser, service: ServiceProcess, sleeper: subprocess.Popen[bytes]
 ) -> None:
     body = {"pid": sleeper.pid, "scope_id": "watched", "expires_in": 0.3, "signal": 0}
     timer_id = int(httpx.post(service.url + "/timers", json=body).json()["id"])
     assert wait_until(lambda: state_of(service.url, timer_id) == "expired")
-    page = browser.new_page(viewport={"width": 1200, "height": 900})  # type: ignore[attr-defined]
+    page = browser.new_page(viewport={"width": 1200, "height": 900})
     page.goto(f"{service.url}/ui/timers/{timer_id}")
     page.locator(f'[data-timer-id="{timer_id}"][data-state="expired"]').wait_for(timeout=5000)
     page.wait_for_function("document.getElementById('health').textContent === 'connected'")
@@ -309,24 +312,24 @@ def test_an_observe_only_timer_page_says_no_signal_was_sent(
 
 
 def test_the_chart_axes_have_times_and_counts_a_person_can_read(
-    page: object, service: ServiceProcess, sleeper: subprocess.Popen[bytes]
+    page: Page, service: ServiceProcess, sleeper: subprocess.Popen[bytes]
 ) -> None:
     arm(service, sleeper.pid, "charted", 120)
-    page.wait_for_function(  # type: ignore[attr-defined]
+    page.wait_for_function(
         "[...document.querySelectorAll('#chart rect.series')].length > 0", timeout=5000
     )
-    labels = page.locator("#chart text.axis-label").all_text_contents()  # type: ignore[attr-defined]
+    labels = page.locator("#chart text.axis-label").all_text_contents()
     clock_times = [label for label in labels if re.fullmatch(r"\d\d:\d\d( [AP]M)?", label)]
     assert 3 <= len(clock_times) <= 4, labels  # a quarter-hour each
     assert "now" in labels and "0" in labels
     assert any(label.isdigit() and int(label) >= 1 for label in labels)
-    smallest = page.evaluate(  # type: ignore[attr-defined]
+    smallest = page.evaluate(
         "Math.min(...[...document.querySelectorAll('#chart text')]"
         ".map((t) => t.getBoundingClientRect().height))"
     )
     assert smallest >= 11, f"axis text is {smallest:.1f} px tall"
     ARTIFACTS.mkdir(exist_ok=True)
-    page.locator("#chart").screenshot(path=str(ARTIFACTS / "chart.png"))  # type: ignore[attr-defined]
+    page.locator("#chart").screenshot(path=str(ARTIFACTS / "chart.png"))
 
 
 # ---- behind a proxy, under a path prefix ---------------------------------------------------
@@ -339,16 +342,16 @@ class BehindProxy:
     proxy would have taken one off. A request outside the prefix would never reach
     the service: it gets a 404 here."""
 
-    def __init__(self, app: object, prefix: str) -> None:
+    def __init__(self, app: ASGIApp, prefix: str) -> None:
         self.app, self.prefix = app, prefix
 
-    async def __call__(self, scope: dict, receive: object, send: object) -> None:  # type: ignore[type-arg]
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] in ("http", "websocket"):
             doubled = self.prefix + self.prefix
             path: str = scope["path"]
             if path != doubled and not path.startswith(doubled + "/"):
-                await send({"type": "http.response.start", "status": 404, "headers": []})  # type: ignore[operator]
-                await send({"type": "http.response.body", "body": b"outside the prefix"})  # type: ignore[operator]
+                await send({"type": "http.response.start", "status": 404, "headers": []})
+                await send({"type": "http.response.body", "body": b"outside the prefix"})
                 return
             raw: bytes = scope["raw_path"]
             scope = {
@@ -356,7 +359,7 @@ class BehindProxy:
                 "path": path[len(self.prefix) :],
                 "raw_path": raw[len(self.prefix) :],
             }
-        await self.app(scope, receive, send)  # type: ignore[operator]
+        await self.app(scope, receive, send)
 
 
 @pytest.fixture
@@ -383,9 +386,9 @@ def prefixed_url(tmp_path: Path) -> Iterator[str]:
 
 
 def test_under_a_path_prefix_every_request_of_the_pages_stays_under_it(
-    browser: object, prefixed_url: str, sleeper: subprocess.Popen[bytes]
+    browser: Browser, prefixed_url: str, sleeper: subprocess.Popen[bytes]
 ) -> None:
-    context = browser.new_context()  # type: ignore[attr-defined]
+    context = browser.new_context()
     page = context.new_page()
     requests: list[tuple[str, int]] = []
     page.on("response", lambda response: requests.append((response.url, response.status)))

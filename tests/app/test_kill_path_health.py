@@ -18,7 +18,6 @@ from typing import Any
 
 import httpx
 import pytest
-from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from app.callers import Caller, current_caller
@@ -26,18 +25,13 @@ from app.main import create_app
 from app.service import Service
 from app.settings import Settings
 from tests.app.service_process import ServiceProcess
-from tests.conftest import in_process
+from tests.conftest import in_process, service_of
 from tests.waiting import wait_until
 from tests.workers import wait_dead
 from timer_core import ManualClock, ProcessIdentity, ProcessSignaller
 from timer_core.diagnosis import StackCapturer
 from timer_core.engine import CapturedStack
 from timer_core.engine.process import SignalOutcome
-
-
-def service_of(client: TestClient) -> Service:
-    service: Service = client.app.state.service  # type: ignore[attr-defined]
-    return service
 
 
 def sample(service: Service, name: str) -> float | None:

@@ -10,7 +10,8 @@ import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import in_process
+from app.settings import Settings
+from tests.conftest import in_process, service_of
 from tests.waiting import wait_until
 from tests.workers import spawn_sleeper, wait_dead
 
@@ -84,21 +85,21 @@ def test_no_label_takes_a_pid_or_a_scope(
     assert "unique-scope" not in text and f'"{sleeper.pid}"' not in text
 
 
-def test_each_app_has_its_own_registry(client: TestClient, settings: object) -> None:
+def test_each_app_has_its_own_registry(client: TestClient, settings: Settings) -> None:
     from dataclasses import replace
 
     from app.main import create_app
 
-    other = create_app(replace(settings, db_url="sqlite://"))  # type: ignore[type-var]
-    assert other.state.service.metrics.registry is not client.app.state.service.metrics.registry  # type: ignore[attr-defined]
+    other = create_app(replace(settings, db_url="sqlite://"))
+    assert other.state.service.metrics.registry is not service_of(client).metrics.registry
 
 
-def test_a_wrong_bearer_token_on_metrics_is_refused(settings: object) -> None:
+def test_a_wrong_bearer_token_on_metrics_is_refused(settings: Settings) -> None:
     from dataclasses import replace
 
     from app.main import create_app
 
-    with in_process(create_app(replace(settings, token="t"))) as secured:  # type: ignore[type-var]
+    with in_process(create_app(replace(settings, token="t"))) as secured:
         assert secured.get("/metrics").status_code == 200
         assert secured.get("/metrics", headers={"Authorization": "Bearer t"}).status_code == 200
         assert secured.get("/metrics", headers={"Authorization": "Bearer x"}).status_code == 401

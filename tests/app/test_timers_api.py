@@ -4,32 +4,33 @@ from __future__ import annotations
 
 import subprocess
 import time
+from typing import Any
 
 from fastapi.testclient import TestClient
 
+from tests.waiting import wait_until
 from tests.workers import wait_dead
 
 
-def arm(client: TestClient, pid: int, scope: str = "step", **extra: object) -> dict[str, object]:
+def arm(client: TestClient, pid: int, scope: str = "step", **extra: object) -> dict[str, Any]:
     response = client.post("/timers", json={"pid": pid, "scope_id": scope, **extra})
     assert response.status_code == 201, response.text
-    body: dict[str, object] = response.json()
+    body: dict[str, Any] = response.json()
     return body
 
 
-def events_of(client: TestClient, timer_id: object) -> list[str]:
+def events_of(client: TestClient, timer_id: int) -> list[str]:
     response = client.get("/events", params={"timer_id": timer_id})
     return [event["kind"] for event in reversed(response.json()["items"])]
 
 
-def wait_state(client: TestClient, timer_id: object, state: str, timeout: float = 10) -> dict:  # type: ignore[type-arg]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        body = client.get(f"/timers/{timer_id}").json()
-        if body["state"] == state:
-            return body  # type: ignore[no-any-return]
-        time.sleep(0.05)
-    raise AssertionError(f"timer {timer_id} never became {state}: {body}")
+def wait_state(client: TestClient, timer_id: int, state: str) -> dict[str, Any]:
+    def timer() -> dict[str, Any]:
+        body: dict[str, Any] = client.get(f"/timers/{timer_id}").json()
+        return body
+
+    assert wait_until(lambda: timer()["state"] == state), f"never {state}: {timer()}"
+    return timer()
 
 
 def test_acquire_is_committed_and_readable_at_once(
@@ -58,7 +59,7 @@ def test_heartbeat_returns_200_with_the_same_timer_and_moves_the_deadline(
     again = client.post("/timers", json={"pid": sleeper.pid, "scope_id": "step", "expires_in": 60})
     assert again.status_code == 200
     assert again.json()["id"] == first["id"]
-    assert again.json()["expiration_time"] > first["expiration_time"]  # type: ignore[operator]
+    assert again.json()["expiration_time"] > first["expiration_time"]
     time.sleep(1.3)  # past the first deadline
     assert sleeper.poll() is None
     assert (

@@ -20,7 +20,7 @@ from fastapi.testclient import TestClient
 
 from app.main import create_app
 from app.settings import Settings
-from tests.conftest import in_process
+from tests.conftest import in_process, service_of
 from tests.waiting import wait_until
 from tests.workers import spawn_sleeper, wait_dead
 
@@ -150,7 +150,7 @@ def test_a_full_buffer_refuses_new_acquisitions_instead_of_dropping(
         # Everything the engine took is in the database, and nothing else is.
         stored = {t["scope_id"]: t["state"] for t in client.get("/timers").json()["items"]}
         assert stored == {"a": "released", "b": "active", "c": "active"}
-        assert client.app.state.service.running_reaper.active_count() == 2  # type: ignore[attr-defined]
+        assert service_of(client).running_reaper.active_count() == 2
         body = {"pid": worker.pid, "scope_id": "d", "expires_in": 600}
         assert client.post("/timers", json=body).status_code == 201
 

@@ -14,9 +14,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.main import create_app
-from app.service import STALL_EXIT_CODE, Service
+from app.service import STALL_EXIT_CODE
 from app.settings import Settings
-from tests.conftest import in_process
+from tests.conftest import in_process, service_of
 from tests.waiting import wait_until
 from tests.workers import wait_dead
 
@@ -30,11 +30,6 @@ def quick(settings: Settings) -> Settings:
 def client(quick: Settings) -> Iterator[TestClient]:
     with in_process(create_app(quick)) as test_client:
         yield test_client
-
-
-def service_of(client: TestClient) -> Service:
-    service: Service = client.app.state.service  # type: ignore[attr-defined]
-    return service
 
 
 # The thread's death is the scenario, so its unhandled exception is expected here.

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -39,10 +40,10 @@ class EventLog:
 
 
 @pytest.fixture
-def reaper() -> Reaper:
+def reaper() -> Iterator[Reaper]:
     engine = Reaper(escalate_after=0.5)
     engine.start()
-    yield engine  # type: ignore[misc]
+    yield engine
     engine.stop()
 
 
