@@ -7,10 +7,12 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
+from typing import Any
 
 import httpx
+
+from tests.waiting import wait_until
 
 
 def free_port() -> int:
@@ -59,16 +61,18 @@ class ServiceProcess:
             self.command(), stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **self.env}
         )
         log.close()
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"timer-service exited: {self.log()}")
-            try:
-                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                time.sleep(0.05)
-        raise RuntimeError(f"timer-service did not become healthy: {self.log()}")
+        if not wait_until(self.healthy, timeout=30):
+            raise RuntimeError(f"timer-service did not become healthy: {self.log()}")
+        return self
+
+    def healthy(self) -> bool:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            raise RuntimeError(f"timer-service exited: {self.log()}")
+        try:
+            return httpx.get(self.url + "/healthz", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
 
     def log(self) -> str:
         return (self.workdir / "service.log").read_text(errors="replace")
@@ -86,3 +90,19 @@ class ServiceProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+
+
+def wait_for_state(url: str, pid: int, state: str, timeout: float = 10) -> dict[str, Any]:
+    """The newest timer of ``pid``, once it is in ``state``."""
+
+    def newest() -> dict[str, Any] | None:
+        items: list[dict[str, Any]] = httpx.get(url + "/timers", params={"pid": pid}).json()[
+            "items"
+        ]
+        return items[0] if items else None
+
+    reached = wait_until(lambda: (newest() or {}).get("state") == state, timeout)
+    assert reached, f"pid {pid} timers never reached {state}: {newest()}"
+    timer = newest()
+    assert timer is not None
+    return timer

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.app.service_process import ServiceProcess
+from tests.app.service_process import ServiceProcess, wait_for_state
 from tests.workers import assert_sigkilled, wait_dead
 
 
@@ -28,17 +28,6 @@ def service(tmp_path: Path) -> Iterator[ServiceProcess]:
 
 def worker(code: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)])
-
-
-def wait_for_state(url: str, pid: int, state: str, timeout: float = 10) -> dict:  # type: ignore[type-arg]
-    deadline = time.monotonic() + timeout
-    items: list[dict] = []  # type: ignore[type-arg]
-    while time.monotonic() < deadline:
-        items = httpx.get(url + "/timers", params={"pid": pid}).json()["items"]
-        if items and items[0]["state"] == state:
-            return items[0]
-        time.sleep(0.1)
-    raise AssertionError(f"pid {pid} timers never reached {state}: {items}")
 
 
 def test_stuck_worker_using_http_client_is_killed_and_listed(service: ServiceProcess) -> None:

@@ -15,8 +15,7 @@ import httpx
 import pytest
 
 from app.settings import Settings
-from tests.app.service_process import ServiceProcess
-from tests.app.test_end_to_end import wait_for_state
+from tests.app.service_process import ServiceProcess, wait_for_state
 from tests.dump_paths import REASONS, SECRET, WorkerUser, other_user, plant, spawn_worker
 from tests.second_user import SecondUser, shared_dir
 from tests.waiting import wait_until

@@ -9,8 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.app.service_process import ServiceProcess
-from tests.app.test_end_to_end import wait_for_state
+from tests.app.service_process import ServiceProcess, wait_for_state
 from tests.timer_core.test_stack_capture import FUNCTION, needs_py_spy
 from tests.workers import assert_sigkilled, spawn_stuck, wait_dead
 

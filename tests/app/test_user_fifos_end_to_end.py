@@ -24,8 +24,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.app.service_process import ServiceProcess
-from tests.app.test_end_to_end import wait_for_state
+from tests.app.service_process import ServiceProcess, wait_for_state
 from tests.second_user import as_user, ensure_user
 from tests.waiting import wait_until
 from tests.workers import assert_sigkilled, spawn_sleeper

@@ -4,7 +4,6 @@ timers and their events never are."""
 from __future__ import annotations
 
 import subprocess
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from app.recorder import Recorder
 from app.settings import Settings
 from tests.app.test_recorder import event
 from tests.conftest import in_process
+from tests.waiting import wait_until
 
 
 def test_prune_keeps_active_timers_and_recent_events(tmp_path: Path) -> None:
@@ -69,10 +69,10 @@ def test_the_service_prunes_in_the_background(
         client.post("/timers", json={"pid": ended.pid, "scope_id": "old", "expires_in": 60})
         client.post("/timers/release", json={"pid": ended.pid, "scope_id": "old"})
         kept = client.post("/timers", json={"pid": active.pid, "scope_id": "on", "expires_in": 600})
-        deadline = time.monotonic() + 15
-        while client.get("/timers", params={"pid": ended.pid}).json()["items"]:
-            assert time.monotonic() < deadline, "the ended timer was never pruned"
-            time.sleep(0.2)
+        pruned = wait_until(
+            lambda: not client.get("/timers", params={"pid": ended.pid}).json()["items"], 15
+        )
+        assert pruned, "the ended timer was never pruned"
         assert client.get(f"/timers/{kept.json()['id']}").json()["state"] == "active"
         kinds = [
             e["kind"]

@@ -16,6 +16,7 @@ import psutil
 import pytest
 
 import timer_core as timer
+from tests.waiting import wait_until
 from tests.workers import hold_local_timer, spawn_sleeper, wait_dead
 from timer_core import EventKind, ProcessIdentity, Reaper, TimerEvent, identify
 
@@ -206,9 +207,7 @@ def test_file_timer_client_expires_scope_is_the_callers_file_and_line(tmp_path: 
         client = timer.FileTimerClient(fifo, signal=0)
         with timer.expires(after=60, client=client):
             line = sys._getframe().f_lineno - 1
-            deadline = time.monotonic() + 5
-            while not server.reaper.active() and time.monotonic() < deadline:
-                time.sleep(0.01)
+            wait_until(server.reaper.active, timeout=5)
             scopes = [t.scope_id for t in server.reaper.active()]
         assert scopes == [f"{__file__}#{line}"]
     finally:

@@ -8,12 +8,12 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
 
 import timer_core
+from tests.waiting import wait_until
 from tests.workers import hold_torch_local_timer
 
 torch_timer = pytest.importorskip("torch.distributed.elastic.timer")
@@ -98,9 +98,7 @@ def test_our_file_timer_client_worker_is_killed_by_torchs_server(tmp_path: Path)
         time.sleep(60)
     """)
     try:
-        deadline = time.monotonic() + 30
-        while not Path(fifo).exists() and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until(Path(fifo).exists, timeout=30)
         worker = run_python(f"""
             import time
             import timer_core as timer
