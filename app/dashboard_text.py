@@ -9,6 +9,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from timer_core import EventKind
+
 __all__ = [
     "SCOPE_CHARS",
     "clock",
@@ -83,7 +85,7 @@ def describe_event(kind: str, detail: dict[str, Any], signal: int) -> str:
     if reason is not None:
         parts.append(str(reason))
     if isinstance(latency, int | float):
-        if kind == "killed" and reason is None:
+        if kind == EventKind.KILLED and reason is None:
             parts.append(f"signal {signal_name(signal)} sent {_ms(latency)} after the deadline")
         else:
             parts.append(f"{_ms(latency)} after the deadline")

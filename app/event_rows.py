@@ -14,6 +14,7 @@ from timer_core import TimerEvent
 from timer_core.engine import END_KINDS, EventKind
 
 from .models import Event, Stack, Timer
+from .timer_state import TimerState
 
 __all__ = ["write_events"]
 
@@ -44,7 +45,7 @@ def write_events(
                     "scope_id": event.scope_id,
                     "signal": event.signal,
                     "source": event.source,
-                    "state": "active",
+                    "state": TimerState.ACTIVE,
                     "acquired_at": event.acquired_at,
                     "expiration_time": event.expiration_time,
                     "process_create_time": event.process_create_time,

@@ -15,12 +15,14 @@ from sqlmodel import Session, col, select
 from timer_core import EventKind, TimerEvent
 from timer_core.engine import END_KINDS
 
-from .models import Event, Timer
+from .models import Event, Timer, TimerPublic
+from .timer_state import TimerState
 
 __all__ = ["LiveFeed"]
 
 _RECENT_ENDS = 200
 _MINUTES = 60
+# Event kinds to the chart's series (named as dashboard.js draws them).
 _CHARTED = {
     EventKind.ACQUIRED: "acquired",
     EventKind.EXPIRED: "expired",
@@ -41,12 +43,12 @@ class LiveFeed:
         with Session(engine) as session:
             ended = session.exec(
                 select(Timer)
-                .where(col(Timer.state) != "active")
+                .where(col(Timer.state) != TimerState.ACTIVE)
                 .order_by(col(Timer.ended_at).desc())
                 .limit(_RECENT_ENDS)
             ).all()
             kills = session.exec(
-                select(func.count()).select_from(Timer).where(col(Timer.state) == "killed")
+                select(func.count()).select_from(Timer).where(col(Timer.state) == TimerState.KILLED)
             ).one()
             # Counted by the database per minute: an hour of heavy traffic is
             # millions of rows, and start-up must not read them one by one.
@@ -59,7 +61,7 @@ class LiveFeed:
         with self._lock:
             self.kills_total = int(kills)
             for row in reversed(ended):
-                self._recent.appendleft(_ended(row.model_dump()))
+                self._recent.appendleft(_ended(TimerPublic.from_row(row)))
             for kind, minute_number, count in per_minute:
                 self._count(kind, minute_number * 60.0, count)
 
@@ -70,22 +72,7 @@ class LiveFeed:
             if event.kind == EventKind.KILLED and "reason" not in event.detail:
                 self.kills_total += 1
             if event.kind in END_KINDS and event.timer_id is not None:
-                self._recent.appendleft(
-                    _ended(
-                        {
-                            "id": event.timer_id,
-                            "pid": event.pid,
-                            "scope_id": event.scope_id,
-                            "signal": event.signal,
-                            "source": event.source,
-                            "state": event.state,
-                            "acquired_at": event.acquired_at,
-                            "expiration_time": event.expiration_time,
-                            "ended_at": event.at,
-                            "end_reason": event.reason(),
-                        }
-                    )
-                )
+                self._recent.appendleft(_ended(TimerPublic.from_end(event)))
 
     def _count(self, kind: str, at: float, count: int = 1) -> None:
         series = _CHARTED.get(kind)
@@ -120,19 +107,6 @@ class LiveFeed:
         }
 
 
-def _ended(timer: dict[str, Any]) -> dict[str, Any]:
-    return {key: timer.get(key) for key in _ENDED_FIELDS}
-
-
-_ENDED_FIELDS = (
-    "id",
-    "pid",
-    "scope_id",
-    "signal",
-    "source",
-    "state",
-    "acquired_at",
-    "expiration_time",
-    "ended_at",
-    "end_reason",
-)
+def _ended(timer: TimerPublic) -> dict[str, Any]:
+    # The dashboard's rows of ended timers have always left the uid out.
+    return timer.model_dump(mode="json", exclude={"uid"})

@@ -19,6 +19,7 @@ from timer_core import EventKind, TimerEvent
 
 from .descriptor_metrics import DescriptorCollector
 from .kill_metrics import KillPathCollector
+from .timer_state import TimerState
 
 if TYPE_CHECKING:
     from .service import Service
@@ -111,7 +112,9 @@ class ServiceMetrics:
             self.hold.observe(max(0.0, event.at - event.acquired_at))
         elif kind == EventKind.REFUSED:
             self.failures.labels("refused").inc()
-        if kind in _EXPIRY_KINDS and (kind != EventKind.WORKER_GONE or event.state == "expired"):
+        if kind in _EXPIRY_KINDS and (
+            kind != EventKind.WORKER_GONE or event.state == TimerState.EXPIRED
+        ):
             self.expirations.labels(event.source).inc()
         if kind == EventKind.KILLED and "reason" not in event.detail:
             self.kills.labels(_signal_name(event.signal)).inc()

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import math
-from typing import Annotated, Any, Generic, Literal, TypeVar
+from typing import Annotated, Any, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
 from sqlalchemy import JSON, Column, ForeignKey, Index, Integer, Text
 from sqlmodel import Field as SQLField
 from sqlmodel import SQLModel
+
+from timer_core import TimerEvent, TimerView
+
+from .timer_state import TimerState
 
 __all__ = [
     "MAX_DEADLINE_SECONDS",
@@ -27,8 +31,6 @@ __all__ = [
 
 MAX_SCOPE_LENGTH = 1024
 MAX_DEADLINE_SECONDS = 30 * 24 * 3600
-
-TimerState = Literal["active", "released", "expired", "killed"]
 
 
 class Timer(SQLModel, table=True):
@@ -157,6 +159,45 @@ class TimerPublic(BaseModel):
     ended_at: float | None = None
     end_reason: str | None = None
     uid: int | None = Field(default=None, description="The worker's real uid, if known.")
+
+    # The one serializer from what the engine knows to the API's shape (the REST
+    # answers, the dashboard's recent ends), so adding a field is one edit here.
+    @classmethod
+    def from_view(cls, view: TimerView, ended_at: float | None = None) -> TimerPublic:
+        return cls(
+            id=view.id,
+            pid=view.pid,
+            scope_id=view.scope_id,
+            signal=view.signal,
+            source=view.source,
+            state=TimerState(view.state),
+            acquired_at=view.acquired_at,
+            expiration_time=view.expiration_time,
+            ended_at=ended_at,
+            uid=view.uid,
+        )
+
+    @classmethod
+    def from_end(cls, event: TimerEvent) -> TimerPublic:
+        """The timer as the event that ended it leaves it (``event.timer_id`` is set)."""
+        assert event.timer_id is not None
+        return cls(
+            id=event.timer_id,
+            pid=event.pid,
+            scope_id=event.scope_id,
+            signal=event.signal,
+            source=event.source,
+            state=TimerState(event.state),
+            acquired_at=event.acquired_at,
+            expiration_time=event.expiration_time,
+            ended_at=event.at,
+            end_reason=event.reason(),
+            uid=event.process_uid,
+        )
+
+    @classmethod
+    def from_row(cls, row: Timer) -> TimerPublic:
+        return cls.model_validate(row, from_attributes=True)
 
 
 class EventPublic(BaseModel):

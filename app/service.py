@@ -28,6 +28,7 @@ from .private_files import secure_sqlite_files
 from .recorder import Recorder
 from .restore_identities import RestoreIdentities
 from .settings import Settings
+from .timer_state import TimerState
 
 __all__ = ["STALL_EXIT_CODE", "Service"]
 
@@ -107,7 +108,7 @@ class Service:
         self.losses.load()
         with Session(self.engine) as session:
             highest = session.exec(select(func.max(col(Timer.id)))).one()
-            active = session.exec(select(Timer).where(col(Timer.state) == "active")).all()
+            active = session.exec(select(Timer).where(col(Timer.state) == TimerState.ACTIVE)).all()
         capturer = (
             StackCapturer(
                 self.settings.stack_budget,

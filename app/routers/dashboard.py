@@ -37,6 +37,7 @@ from ..dashboard_text import (
 from ..deps import ServiceDep, SessionDep
 from ..models import Event, Stack, Timer, TimerPublic
 from ..service import Service
+from ..timer_state import TimerState
 from .health import health_report
 from .pagination import TimerIdPath
 
@@ -70,12 +71,16 @@ class Filters:
     state: str | None = None
 
 
+# Any state, or empty: the filter form sends every field (see below).
+_STATE_PATTERN = f"^(|{'|'.join(TimerState)})$"
+
+
 def _filters(
     pid: Annotated[str | None, Query(pattern=r"^[0-9]{0,18}$", description="A pid")] = None,
     scope: Annotated[
         str | None, Query(max_length=1024, description="A substring of the scope")
     ] = None,
-    state: Annotated[str | None, Query(pattern="^(|active|released|expired|killed)$")] = None,
+    state: Annotated[str | None, Query(pattern=_STATE_PATTERN)] = None,
 ) -> Filters:
     # An empty value means no filter: the filter form, submitted with scripts off,
     # sends every field, empty or not.
@@ -96,7 +101,7 @@ def collect_state(service: Service, filters: Filters) -> dict[str, Any]:
     reaper = service.reaper
     active: list[TimerView] = []
     active_total = 0
-    if reaper is not None and filters.state in (None, "active"):
+    if reaper is not None and filters.state in (None, TimerState.ACTIVE):
         # Anyone may poll this: the reader scans a snapshot outside the reaper's lock,
         # shares scans between readers and keeps them within a CPU budget.
         try:
@@ -145,7 +150,7 @@ def timer_details(session: Session, timer_id: int) -> dict[str, Any] | None:
     row = session.get(Timer, timer_id)
     if row is None:
         return None
-    timer = TimerPublic.model_validate(row, from_attributes=True)
+    timer = TimerPublic.from_row(row)
     newest = session.exec(
         select(Event)
         .where(Event.timer_id == timer_id)
@@ -160,7 +165,7 @@ def timer_details(session: Session, timer_id: int) -> dict[str, Any] | None:
     observe_only = timer.signal <= 0
     return {
         "now": time.time(),
-        "timer": timer.model_dump(),
+        "timer": timer.model_dump(mode="json"),
         "events": [
             {
                 "id": event.id,

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Response, status
 from fastapi.responses import PlainTextResponse
 from sqlmodel import select
 
-from timer_core import RefusedError, TimerView
+from timer_core import RefusedError
 
 from ..callers import Caller, CallerDep, authorize, forbidden, is_privileged
 from ..deps import JsonBody, ServiceDep, SessionDep, require_token
@@ -22,9 +22,9 @@ from ..models import (
     TimerCreate,
     TimerPublic,
     TimerRelease,
-    TimerState,
 )
 from ..service import Service
+from ..timer_state import TimerState
 from .pagination import CURSOR_PATTERN, KnownQueryOnly, OptionalIntQuery, TimerIdPath, paginate
 
 __all__ = ["PAST_GRACE_SECONDS", "router"]
@@ -69,21 +69,6 @@ def _refusal_error(error: RefusedError) -> HTTPException:
     if error.kind == "limit":
         return HTTPException(status.HTTP_429_TOO_MANY_REQUESTS, detail=error.reason)
     return unprocessable(error.field, error.reason)
-
-
-def _public(view: TimerView, ended_at: float | None = None) -> TimerPublic:
-    return TimerPublic(
-        id=view.id,
-        pid=view.pid,
-        scope_id=view.scope_id,
-        signal=view.signal,
-        source=view.source,
-        state=view.state,  # type: ignore[arg-type]
-        acquired_at=view.acquired_at,
-        expiration_time=view.expiration_time,
-        ended_at=ended_at,
-        uid=view.uid,
-    )
 
 
 async def _committed(service: Service) -> None:
@@ -176,7 +161,7 @@ async def acquire(
     await _committed(service)
     if not created:
         response.status_code = status.HTTP_200_OK
-    return _public(view)
+    return TimerPublic.from_view(view)
 
 
 @router.post("/release", responses=_errors(400, 401, 403, 404, 415, 503))
@@ -193,7 +178,7 @@ async def release(
     if view is None:
         raise HTTPException(404, detail=f"no active timer for pid {body.pid} and that scope_id")
     await _committed(service)
-    return _public(view, ended_at=time.time())
+    return TimerPublic.from_view(view, ended_at=time.time())
 
 
 @router.delete("/{timer_id}", responses=_errors(401, 403, 404, 409, 503))
@@ -211,7 +196,7 @@ async def delete(
             raise HTTPException(404, detail=f"no timer {timer_id}")
         raise HTTPException(409, detail=f"timer {timer_id} is not active (it is {row.state})")
     await _committed(service)
-    return _public(view, ended_at=time.time())
+    return TimerPublic.from_view(view, ended_at=time.time())
 
 
 @router.get("")
@@ -287,4 +272,4 @@ def get_timer(timer_id: TimerIdPath, session: SessionDep) -> TimerPublic:
     row = session.get(Timer, timer_id)
     if row is None:
         raise HTTPException(404, detail=f"no timer {timer_id}")
-    return TimerPublic.model_validate(row, from_attributes=True)
+    return TimerPublic.from_row(row)
