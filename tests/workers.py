@@ -10,7 +10,10 @@ import sys
 import time
 from typing import Any
 
+import pytest
+
 import timer_core as timer
+from timer_core.diagnosis.stack_capture import StackCapturer
 
 SLEEPER = "import time\nwhile True: time.sleep(1)"
 
@@ -63,6 +66,12 @@ def hold_torch_local_timer(mp_queue: Any, after: float) -> None:
     with torch_timer.expires(after=after):
         time.sleep(60)
 
+
+# The stuck worker's own function: what a captured stack of it must name.
+FUNCTION = "stuck_in_a_distinctively_named_function"
+needs_py_spy = pytest.mark.skipif(
+    StackCapturer().py_spy is None, reason="py-spy is not installed (pip install py-spy)"
+)
 
 STUCK_WORKER = """
 import signal, sys, time

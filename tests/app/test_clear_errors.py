@@ -77,7 +77,7 @@ def test_a_heartbeat_with_a_past_expiration_time_leaves_the_timer_as_it_was(
 
 def test_the_fifo_keeps_torchs_semantics_for_past_deadlines() -> None:
     # What the FIFO source calls: a past deadline (even 1000) is armed and fires.
-    from tests.timer_core.test_reaper import World
+    from tests.timer_core.world import World
 
     world = World()
     assert world.reaper.apply(100, "s", 1000.0, 9, source="fifo")

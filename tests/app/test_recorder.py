@@ -11,24 +11,8 @@ from sqlmodel import Session, col, select
 from app.db import make_engine, migrate
 from app.models import Event, Timer
 from app.recorder import Recorder
+from tests.sample_events import event
 from timer_core import TimerEvent
-
-
-def event(seq: int, kind: str, timer_id: int, state: str = "active") -> TimerEvent:
-    return TimerEvent(
-        seq=seq,
-        kind=kind,
-        timer_id=timer_id,
-        pid=100,
-        scope_id="s",
-        at=float(seq),
-        state=state,
-        signal=9,
-        source="test",
-        acquired_at=1.0,
-        expiration_time=5.0,
-        process_create_time=1.0,
-    )
 
 
 def test_batch_writes_timers_and_events_and_reports_the_commit(tmp_path: Path) -> None:

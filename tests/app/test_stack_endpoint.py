@@ -10,8 +10,7 @@ import httpx
 import pytest
 
 from tests.app.service_process import ServiceProcess, wait_for_state
-from tests.timer_core.test_stack_capture import FUNCTION, needs_py_spy
-from tests.workers import assert_sigkilled, spawn_stuck, wait_dead
+from tests.workers import FUNCTION, assert_sigkilled, needs_py_spy, spawn_stuck, wait_dead
 
 BUDGET = 2.0
 

@@ -14,8 +14,8 @@ from app.main import create_app
 from app.models import Event, Stack, Timer
 from app.recorder import Recorder
 from app.settings import Settings
-from tests.app.test_recorder import event
 from tests.conftest import in_process
+from tests.sample_events import event
 from tests.waiting import wait_until
 
 

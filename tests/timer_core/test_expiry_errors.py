@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.timer_core.test_reaper import RecordingSignaller, World
+from tests.timer_core.world import RecordingSignaller, World
 from tests.waiting import wait_until
 from timer_core import EventKind, ProcessIdentity, TimerEvent
 from timer_core.engine import CapturedStack

@@ -16,8 +16,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.timer_core.test_overdue_kills import BlockingCapturer
-from tests.timer_core.test_reaper import World
+from tests.timer_core.world import BlockingCapturer, World
 from tests.waiting import wait_until
 from tests.workers import assert_sigkilled, spawn_sleeper
 from timer_core import EventKind, ProcessIdentity, Reaper, TimerEvent

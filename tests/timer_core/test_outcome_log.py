@@ -8,7 +8,7 @@ import signal
 
 import pytest
 
-from tests.timer_core.test_reaper import World
+from tests.timer_core.world import World
 from timer_core import ProcessIdentity, RefusedError
 from timer_core.engine import CapturedStack
 from timer_core.engine.kill_outcomes import outcome_line

@@ -3,31 +3,10 @@ budget plus the margin. Driven on a ManualClock: no sleeps, no timed assertions.
 
 from __future__ import annotations
 
-import threading
-
 import pytest
 
-from tests.timer_core.test_reaper import World
+from tests.timer_core.world import BlockingCapturer, World
 from tests.waiting import wait_until
-from timer_core import ProcessIdentity
-from timer_core.engine import CapturedStack
-
-
-class BlockingCapturer:
-    """A ``Capturer`` whose captures do not return until the test says so (as a /proc
-    read of a process stuck in the kernel would not)."""
-
-    def __init__(self, budget: float) -> None:
-        self.budget = budget
-        self.release = threading.Event()
-        self.started = threading.Event()
-
-    def capture(
-        self, identity: ProcessIdentity, dump_signal: int | None, *, give_up_at: float
-    ) -> CapturedStack:
-        self.started.set()
-        self.release.wait(60)
-        return CapturedStack("proc", "released\n", 0.0)
 
 
 def test_a_due_timer_the_reaper_has_not_popped_is_overdue_and_counted_once() -> None:

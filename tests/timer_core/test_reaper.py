@@ -6,62 +6,9 @@ import signal
 
 import pytest
 
-from timer_core import EventKind, ManualClock, ProcessIdentity, Reaper, RefusedError, TimerEvent
-from timer_core.engine.process import ProcessSignaller, SignalOutcome
-
-SERVER_PID = 4000
-PARENT_PID = 3999
-
-
-class RecordingSignaller(ProcessSignaller):
-    """Records signals instead of sending them; outcomes can be scripted per pid."""
-
-    def __init__(self) -> None:
-        super().__init__(protected=frozenset({SERVER_PID, PARENT_PID}))
-        self.sent: list[tuple[int, int]] = []
-        self.outcomes: dict[int, SignalOutcome] = {}
-        self.child_map: dict[int, list[ProcessIdentity]] = {}
-
-    def send(self, identity: ProcessIdentity, signum: int) -> SignalOutcome:
-        self.sent.append((identity.pid, signum))
-        return self.outcomes.get(identity.pid, SignalOutcome(True, "delivered", ""))
-
-    def children(self, identity: ProcessIdentity) -> list[ProcessIdentity]:
-        return self.child_map.get(identity.pid, [])
-
-
-class World:
-    """A fake process table, clock and signaller around one Reaper."""
-
-    def __init__(self, **reaper_options: object) -> None:
-        self.clock = ManualClock()
-        self.processes: dict[int, ProcessIdentity] = {
-            pid: ProcessIdentity(pid, 100.0 + pid) for pid in (100, 101, 102, 200)
-        }
-        self.signaller = RecordingSignaller()
-        self.reaper = Reaper(
-            clock=self.clock,
-            signaller=self.signaller,
-            watch_exits=False,
-            identify_process=self.processes.get,
-            **reaper_options,  # type: ignore[arg-type]
-        )
-        self.events: list[TimerEvent] = []
-        self.record = self.events.append
-        self.reaper.add_listener(self.record)
-
-    def at(self, seconds_from_now: float) -> float:
-        return self.clock.time() + seconds_from_now
-
-    def advance(self, seconds: float) -> float | None:
-        self.clock.advance(seconds)
-        due = self.reaper.step()
-        self.reaper.bus.drain()
-        return due
-
-    def kinds(self) -> list[str]:
-        self.reaper.bus.drain()
-        return [event.kind for event in self.events]
+from tests.timer_core.world import PARENT_PID, SERVER_PID, World
+from timer_core import EventKind, ProcessIdentity, RefusedError, TimerEvent
+from timer_core.engine.process import SignalOutcome
 
 
 @pytest.fixture

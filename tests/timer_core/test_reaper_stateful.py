@@ -9,7 +9,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from tests.timer_core.test_reaper import SERVER_PID, World
+from tests.timer_core.world import SERVER_PID, World
 from timer_core import RefusedError
 
 PIDS = st.sampled_from([100, 101, 102, 200])

@@ -10,10 +10,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from tests.timer_core.world import World
 from timer_core.engine.snapshot import ReadsThrottled, TimerReader
 from timer_core.engine.timers import LiveTimer
-
-from .test_reaper import World
 
 
 @pytest.fixture

@@ -11,14 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.workers import spawn_stuck, wait_dead
-from timer_core import EventKind, Reaper, TimerEvent, identify
+from tests.workers import FUNCTION, needs_py_spy, spawn_stuck, wait_dead
+from timer_core import EventKind, ProcessIdentity, Reaper, TimerEvent, identify
 from timer_core.diagnosis.stack_capture import StackCapturer
-
-FUNCTION = "stuck_in_a_distinctively_named_function"
-needs_py_spy = pytest.mark.skipif(
-    StackCapturer().py_spy is None, reason="py-spy is not installed (pip install py-spy)"
-)
 
 
 @pytest.fixture
@@ -32,7 +27,7 @@ def stuck(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[subproces
     worker.stdout.close()
 
 
-def identity_of(process: subprocess.Popen[bytes]):  # type: ignore[no-untyped-def]
+def identity_of(process: subprocess.Popen[bytes]) -> ProcessIdentity:
     found = identify(process.pid)
     assert found is not None
     return found

@@ -1,0 +1,22 @@
+"""Engine events made by hand, for the recorder and retention tests."""
+
+from __future__ import annotations
+
+from timer_core import TimerEvent
+
+
+def event(seq: int, kind: str, timer_id: int, state: str = "active") -> TimerEvent:
+    return TimerEvent(
+        seq=seq,
+        kind=kind,
+        timer_id=timer_id,
+        pid=100,
+        scope_id="s",
+        at=float(seq),
+        state=state,
+        signal=9,
+        source="test",
+        acquired_at=1.0,
+        expiration_time=5.0,
+        process_create_time=1.0,
+    )
