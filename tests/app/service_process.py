@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.waiting import wait_until
 
@@ -106,3 +107,14 @@ def wait_for_state(url: str, pid: int, state: str, timeout: float = 10) -> dict[
     timer = newest()
     assert timer is not None
     return timer
+
+
+def scraped(url: str, name: str, **labels: str) -> float | None:
+    """One sample of the real service's /metrics, read with prometheus_client's parser:
+    the value of ``name`` with exactly ``labels``, or None if there is no such sample."""
+    text = httpx.get(url + "/metrics").text
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and sample.labels == labels:
+                return float(sample.value)
+    return None

@@ -24,7 +24,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.app.service_process import ServiceProcess, wait_for_state
+from tests.app.service_process import ServiceProcess, scraped, wait_for_state
 from tests.second_user import as_user, ensure_user
 from tests.waiting import wait_until
 from tests.workers import assert_sigkilled, spawn_sleeper
@@ -255,8 +255,7 @@ def test_garbage_on_a_user_fifo_is_skipped_and_the_good_lines_apply(
     assert user.write(fifo_of(shared, user), data) == "ok"
     assert_sigkilled(stuck, 30)
     assert wait_for_state(service.url, spared.pid, "active")["scope_id"] == "spare"
-    metrics = httpx.get(service.url + "/metrics").text
-    assert "timer_fifo_malformed_lines_total 3.0" in metrics
+    assert scraped(service.url, "timer_fifo_malformed_lines_total") == 3
     assert "skipping a malformed line on the FIFO" in service.log()
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.app.service_process import ServiceProcess
+from tests.app.service_process import ServiceProcess, scraped
 from tests.waiting import wait_until
 from tests.workers import assert_sigkilled, spawn_sleeper
 
@@ -35,13 +35,6 @@ def closed_by_server(sock: socket.socket) -> bool:
     except TimeoutError:
         return False
     return True
-
-
-def metric(url: str, line_start: str) -> float:
-    for line in httpx.get(url + "/metrics").text.splitlines():
-        if line.startswith(line_start + " "):
-            return float(line.rsplit(" ", 1)[1])
-    raise AssertionError(f"no {line_start} in /metrics")
 
 
 @pytest.fixture
@@ -85,8 +78,9 @@ def test_an_idle_connection_flood_under_256_descriptors_does_not_stop_a_kill(
         descriptors = health["descriptors"]
         assert descriptors["limit"] == 256
         assert descriptors["open"] <= 256 - descriptors["reserved_for_kills"] + 8
-        assert metric(service.url, "timer_fd_limit") == 256
-        assert metric(service.url, 'timer_http_connections_shed_total{reason="evicted"}') > 0
+        assert scraped(service.url, "timer_fd_limit") == 256
+        evicted = scraped(service.url, "timer_http_connections_shed_total", reason="evicted")
+        assert evicted is not None and evicted > 0
         # Idle connections were closed to make room: the flood's oldest see EOF.
         assert closed_by_server(flood[0])
         assert "Too many open files" not in service.log()
@@ -141,7 +135,7 @@ def test_a_silent_connection_and_a_slowloris_are_closed(impatient: ServiceProces
             stop.set()
             for thread in trickles:
                 thread.join(30)
-    timed_out = 'timer_http_connections_shed_total{reason="timed_out"}'
-    assert metric(service.url, timed_out) >= 3
+    timed_out = scraped(service.url, "timer_http_connections_shed_total", reason="timed_out")
+    assert timed_out is not None and timed_out >= 3
     # A slow client alone is no sign of pressure, and a prompt one is served.
     assert httpx.get(service.url + "/healthz").json()["status"] == "ok"
