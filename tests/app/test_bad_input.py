@@ -6,6 +6,7 @@ import os
 import subprocess
 import time
 
+import httpx2
 import pytest
 from fastapi.testclient import TestClient
 
@@ -13,10 +14,10 @@ PID = object()  # stands for the live sleeper's pid in the cases below
 
 
 def assert_refused(
-    client: TestClient, response: object, statuses: tuple[int, ...] = (422,)
+    client: TestClient, response: httpx2.Response, statuses: tuple[int, ...] = (422,)
 ) -> None:
-    assert response.status_code in statuses, response.text  # type: ignore[attr-defined]
-    assert "detail" in response.json()  # type: ignore[attr-defined]
+    assert response.status_code in statuses, response.text
+    assert "detail" in response.json()
     assert client.get("/timers", params={"state": "active"}).json()["items"] == []
 
 

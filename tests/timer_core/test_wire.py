@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import select
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -162,5 +163,10 @@ def test_random_bytes_never_crash_and_every_valid_request_applies(
         collector.close()
 
 
-def test_max_line_is_pipe_buf() -> None:
-    assert MAX_LINE_BYTES >= 512
+def test_a_line_of_pipe_buf_bytes_is_read_and_one_byte_more_is_not() -> None:
+    # Up to PIPE_BUF bytes, a write reaches the FIFO whole, never mixed with another's.
+    assert MAX_LINE_BYTES == select.PIPE_BUF
+    fitting = line() + b" " * (MAX_LINE_BYTES - len(line()))
+    assert parse_line(fitting) == WireRequest(100, "s", 5.0, 9)
+    with pytest.raises(MalformedRequest, match="exceeds PIPE_BUF"):
+        parse_line(fitting + b" ")
