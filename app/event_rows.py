@@ -1,26 +1,53 @@
 """How a batch of timer events becomes rows, written in one transaction: each
-acquisition inserts its timer, later events update it (one UPDATE per set of changed
-columns, not per timer), every event is a row of the event log, and captured stacks
-get rows of their own."""
+acquisition inserts its timer, later events update it, every event is a row of the
+event log, and captured stacks get rows of their own.
+
+The SQL is SQLite's, multi-row, and goes straight to the driver
+(``exec_driver_sql``, so errors still arrive as SQLAlchemy's). Two reasons, both
+measured under load (docs/benchmarks.md): the Core layers' per-row work cost more
+than the write itself, and the driver releases the GIL for every statement it steps
+(every row, with ``executemany``), then has to win it back from the busy event loop.
+So a batch is a handful of statements, one per table and change, not one per row.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Container
+import json
+import sqlite3
+from collections.abc import Container, Iterator, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, insert, update
+from sqlalchemy import Connection
 
 from timer_core import TimerEvent
 from timer_core.engine import END_KINDS, EventKind
 
-from .models import Event, Stack, Timer
 from .timer_state import TimerState
 
 __all__ = ["write_events"]
 
-_timers = Timer.__table__  # type: ignore[attr-defined]
-_events = Event.__table__  # type: ignore[attr-defined]
-_stacks = Stack.__table__  # type: ignore[attr-defined]
+# Bound parameters per statement: SQLite's limit before 3.32, so any SQLite takes it.
+_MAX_VARIABLES = 999
+# UPDATE ... FROM came with SQLite 3.33; before it, one UPDATE per row.
+_UPDATE_FROM = sqlite3.sqlite_version_info >= (3, 33, 0)
+
+_TIMER_COLUMNS = (
+    "id",
+    "pid",
+    "scope_id",
+    "signal",
+    "source",
+    "state",
+    "acquired_at",
+    "expiration_time",
+    "process_create_time",
+    "uid",
+    "dump_signal",
+)
+_EVENT_COLUMNS = ("timer_id", "kind", "at", "pid", "scope_id", "source", "detail")
+_STACK_COLUMNS = ("timer_id", "method", "captured_at", "seconds", "truncated", "notes", "text")
+
+Row = tuple[Any, ...]
 
 
 def write_events(
@@ -29,81 +56,117 @@ def write_events(
     """Write ``batch`` in order. Events of a timer in ``unrecorded`` (its acquisition
     could not be written) go to the event log unlinked: linked, they would fail the
     foreign key, and take their whole batch with them."""
-    new_timers: list[dict[str, Any]] = []
+    new_timers: list[Row] = []
     changes: dict[int, dict[str, Any]] = {}
-    rows: list[dict[str, Any]] = []
-    stacks: list[dict[str, Any]] = []
+    events: list[Row] = []
+    stacks: list[Row] = []
     for event in batch:
-        if event.timer_id is not None and event.timer_id in unrecorded:
-            rows.append(_unlinked_row(event))
+        timer_id = event.timer_id
+        if timer_id is not None and timer_id in unrecorded:
+            events.append(_unlinked_row(event))
             continue
-        if event.kind == EventKind.ACQUIRED:
+        kind = event.kind
+        if kind == EventKind.ACQUIRED:
             new_timers.append(
-                {
-                    "id": event.timer_id,
-                    "pid": event.pid,
-                    "scope_id": event.scope_id,
-                    "signal": event.signal,
-                    "source": event.source,
-                    "state": TimerState.ACTIVE,
-                    "acquired_at": event.acquired_at,
-                    "expiration_time": event.expiration_time,
-                    "process_create_time": event.process_create_time,
-                    "uid": event.process_uid,
-                    "dump_signal": event.dump_signal,
-                }
+                (
+                    timer_id,
+                    event.pid,
+                    event.scope_id,
+                    event.signal,
+                    event.source,
+                    TimerState.ACTIVE,
+                    event.acquired_at,
+                    event.expiration_time,
+                    event.process_create_time,
+                    event.process_uid,
+                    event.dump_signal,
+                )
             )
-        elif event.kind == EventKind.EXTENDED and event.timer_id is not None:
-            changes.setdefault(event.timer_id, {}).update(
+        elif kind == EventKind.EXTENDED and timer_id is not None:
+            changes.setdefault(timer_id, {}).update(
                 expiration_time=event.expiration_time, signal=event.signal
             )
-        elif event.kind in END_KINDS and event.timer_id is not None:
-            changes.setdefault(event.timer_id, {}).update(
-                state=event.state,
-                ended_at=event.at,
-                end_reason=event.reason(),
+        elif kind in END_KINDS and timer_id is not None:
+            changes.setdefault(timer_id, {}).update(
+                state=event.state, ended_at=event.at, end_reason=event.reason()
             )
-        if event.stack is not None and event.timer_id is not None:
+        if event.stack is not None and timer_id is not None:
+            stack = event.stack
             stacks.append(
-                {
-                    "timer_id": event.timer_id,
-                    "method": event.stack.method,
-                    "captured_at": event.at,
-                    "seconds": event.stack.seconds,
-                    "truncated": event.stack.truncated,
-                    "notes": list(event.stack.notes),
-                    "text": event.stack.text,
-                }
+                (
+                    timer_id,
+                    stack.method,
+                    event.at,
+                    stack.seconds,
+                    stack.truncated,
+                    json.dumps(list(stack.notes)),
+                    stack.text,
+                )
             )
-        rows.append(
-            {
-                "timer_id": event.timer_id,
-                "kind": event.kind,
-                "at": event.at,
-                "pid": event.pid,
-                "scope_id": event.scope_id,
-                "source": event.source,
-                "detail": event.detail,
-            }
+        events.append(
+            (
+                timer_id,
+                kind,
+                event.at,
+                event.pid,
+                event.scope_id,
+                event.source,
+                json.dumps(event.detail),
+            )
         )
-    if new_timers:
-        connection.execute(insert(_timers), new_timers)
-    by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    # In this order: an update may concern a timer inserted by the same batch, and the
+    # event log and stacks point at timers by foreign key.
+    _insert(connection, "timers", _TIMER_COLUMNS, new_timers)
+    _update_timers(connection, changes)
+    _insert(connection, "events", _EVENT_COLUMNS, events)
+    _insert(connection, "stacks", _STACK_COLUMNS, stacks)
+
+
+def _insert(connection: Connection, table: str, columns: Sequence[str], rows: list[Row]) -> None:
+    """``INSERT INTO table (columns) VALUES (...), (...), ...``, in order."""
+    head = f"INSERT INTO {table} ({', '.join(columns)}) VALUES "
+    for placeholders, params in _chunks(rows, len(columns)):
+        connection.exec_driver_sql(head + placeholders, params)
+
+
+def _update_timers(connection: Connection, changes: dict[int, dict[str, Any]]) -> None:
+    """One UPDATE per set of changed columns (a heartbeat moves the deadline, an end
+    sets the state; both, when a batch holds both), each for all its timers at once."""
+    by_columns: dict[tuple[str, ...], list[Row]] = {}
     for timer_id, values in changes.items():
-        by_columns.setdefault(tuple(sorted(values)), []).append({"timer_id": timer_id, **values})
-    for columns, params in by_columns.items():
-        statement = (
-            update(_timers)
-            .where(_timers.c.id == bindparam("timer_id"))
-            .values({column: bindparam(column) for column in columns})
+        columns = tuple(sorted(values))
+        by_columns.setdefault(columns, []).append((timer_id, *(values[c] for c in columns)))
+    for columns, rows in by_columns.items():
+        if not _UPDATE_FROM:
+            assignments = ", ".join(f"{column} = ?" for column in columns)
+            connection.exec_driver_sql(
+                f"UPDATE timers SET {assignments} WHERE id = ?",
+                [(*row[1:], row[0]) for row in rows],
+            )
+            continue
+        # VALUES names its columns column1, column2, ...: column1 is the timer's id.
+        assignments = ", ".join(
+            f"{column} = v.column{number}" for number, column in enumerate(columns, start=2)
         )
-        connection.execute(statement, params)
-    connection.execute(insert(_events), rows)
-    if stacks:
-        connection.execute(insert(_stacks), stacks)
+        for placeholders, params in _chunks(rows, len(columns) + 1):
+            connection.exec_driver_sql(
+                f"UPDATE timers SET {assignments} FROM (VALUES {placeholders}) AS v"
+                " WHERE timers.id = v.column1",
+                params,
+            )
 
 
-def _unlinked_row(event: TimerEvent) -> dict[str, Any]:
+def _chunks(rows: list[Row], width: int) -> Iterator[tuple[str, Row]]:
+    """``rows`` as few multi-row statements allow: the placeholders ``(?, ?), (?, ?)``
+    and the flat parameters of each chunk."""
+    one = f"({', '.join('?' * width)})"
+    per_statement = _MAX_VARIABLES // width
+    for start in range(0, len(rows), per_statement):
+        chunk = rows[start : start + per_statement]
+        yield ", ".join([one] * len(chunk)), tuple(value for row in chunk for value in row)
+
+
+def _unlinked_row(event: TimerEvent) -> Row:
     """The event of a timer missing from the database, kept with no link to it (the
     link would fail the foreign key): what happened is still on record."""
     detail = {
@@ -111,12 +174,12 @@ def _unlinked_row(event: TimerEvent) -> dict[str, Any]:
         "timer_id": event.timer_id,
         "unrecorded": "the timer's acquisition could not be recorded",
     }
-    return {
-        "timer_id": None,
-        "kind": event.kind,
-        "at": event.at,
-        "pid": event.pid,
-        "scope_id": event.scope_id,
-        "source": event.source,
-        "detail": detail,
-    }
+    return (
+        None,
+        event.kind,
+        event.at,
+        event.pid,
+        event.scope_id,
+        event.source,
+        json.dumps(detail),
+    )
