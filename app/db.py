@@ -38,6 +38,9 @@ def _sqlite_pragmas(connection: Any, busy_timeout_ms: int) -> None:
     # NORMAL in WAL mode: a commit survives a crash of this process (SIGKILL);
     # only an OS crash or power loss can lose the last commits.
     cursor.execute("PRAGMA synchronous=NORMAL")
+    # Checkpoints run on a thread of their own (app.wal_checkpoints), not inside the
+    # commit that happens to fill the WAL: that one commit stalled its whole batch.
+    cursor.execute("PRAGMA wal_autocheckpoint=0")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
     cursor.close()

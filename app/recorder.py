@@ -35,6 +35,7 @@ from timer_core.engine import EventKind
 from .commit_watermark import CommitWatermark
 from .event_rows import write_events
 from .models import Timer
+from .wal_checkpoints import WalCheckpoints
 
 __all__ = ["Recorder"]
 
@@ -82,6 +83,8 @@ class Recorder:
         self._thread: threading.Thread | None = None
         self._stopping = False
         self.watermark = CommitWatermark()
+        # Beside the writer, so that no batch waits for a checkpoint.
+        self.checkpoints = WalCheckpoints(engine)
         self._unrecorded: collections.OrderedDict[int, None] = collections.OrderedDict()
         self.dropped = 0
         self.commits = 0
@@ -143,6 +146,7 @@ class Recorder:
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="timer-recorder", daemon=True)
         self._thread.start()
+        self.checkpoints.start()
 
     def stop(self, timeout: float = 10.0) -> None:
         """Write what is buffered (within ``timeout``), then stop."""
@@ -152,6 +156,7 @@ class Recorder:
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
+        self.checkpoints.stop()
 
     def flush(self) -> None:
         """Write everything buffered now, on the caller's thread (tests, shutdown)."""

@@ -1,0 +1,66 @@
+"""SQLite WAL checkpoints on a thread of their own, off the commit path.
+
+By default, the connection whose commit takes the WAL past 1,000 pages runs the
+checkpoint itself, inside that commit: it copies the pages into the database file
+and fsyncs both files. For the recorder, one batch in a hundred or so then took tens
+of milliseconds longer, and every request waiting for that batch with it (the HTTP
+benchmark's p99, docs/benchmarks.md). So ``app.db`` turns automatic checkpoints off,
+and this thread runs a PASSIVE checkpoint every ``interval`` seconds instead: it waits
+for no reader and no writer, and the recorder goes on appending to the WAL meanwhile.
+
+Durability is unchanged: a commit is in the WAL either way (``synchronous=NORMAL``
+syncs the WAL at checkpoints), and a checkpoint now comes within a second of a write
+instead of after 1,000 pages of them.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+__all__ = ["WalCheckpoints"]
+
+logger = logging.getLogger(__name__)
+
+
+class WalCheckpoints:
+    def __init__(self, engine: Engine, interval: float = 1.0) -> None:
+        self._engine = engine
+        self._interval = interval
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.failures = 0
+
+    def start(self) -> None:
+        if self._engine.dialect.name != "sqlite" or self._thread is not None:
+            return
+        self._stopping.clear()
+        self._thread = threading.Thread(target=self._run, name="timer-checkpoints", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    def checkpoint(self) -> None:
+        """Copy what the WAL holds into the database file, as far as no reader needs it."""
+        with self._engine.connect() as connection:
+            connection.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
+
+    def _run(self) -> None:
+        while not self._stopping.wait(self._interval):
+            try:
+                self.checkpoint()
+            except SQLAlchemyError as error:
+                # The recorder reports an unwritable database; the WAL keeps every
+                # commit meanwhile, and the next checkpoint copies it.
+                self.failures += 1
+                if self.failures == 1 or self.failures % 100 == 0:
+                    logger.warning("WAL checkpoint failed (%d so far): %s", self.failures, error)
+            except Exception:
+                logger.exception("WAL checkpoint error; continuing")
