@@ -16,7 +16,7 @@ from collections.abc import Iterable
 
 __all__ = ["CommitWatermark"]
 
-_Waiter = tuple[int, "asyncio.Future[None]", asyncio.AbstractEventLoop]
+_Waiter = tuple[int, "asyncio.Future[bool]", asyncio.AbstractEventLoop]
 
 
 class CommitWatermark:
@@ -45,33 +45,49 @@ class CommitWatermark:
                 value += 1
                 self._ahead.remove(value)
             self._value = value
-            ready = [w for w in self._waiters if w[0] <= value]
-            if ready:
-                self._waiters = [w for w in self._waiters if w[0] > value]
-        for _, future, loop in ready:
-            loop.call_soon_threadsafe(_resolve, future)
+            ready: dict[asyncio.AbstractEventLoop, list[asyncio.Future[bool]]] = {}
+            if self._waiters:
+                waiting = []
+                for waiter in self._waiters:
+                    if waiter[0] <= value:
+                        ready.setdefault(waiter[2], []).append(waiter[1])
+                    else:
+                        waiting.append(waiter)
+                self._waiters = waiting
+        # One wake-up per loop for the whole batch, not one per waiting request: each
+        # call_soon_threadsafe writes to the loop's wake-up pipe.
+        for loop, futures in ready.items():
+            loop.call_soon_threadsafe(_resolve, futures, True)
 
     async def wait(self, seq: int, timeout: float) -> bool:
         """True once every event up to ``seq`` is finished; False after ``timeout``."""
+        if self._value >= seq:
+            return True
         loop = asyncio.get_running_loop()
+        future: asyncio.Future[bool] = loop.create_future()
+        waiter = (seq, future, loop)
         with self._lock:
             if self._value >= seq:
                 return True
-            future: asyncio.Future[None] = loop.create_future()
-            waiter = (seq, future, loop)
             self._waiters.append(waiter)
+        # A timer handle on the future itself: asyncio.wait_for would wrap it in a task
+        # and a second future, on every write.
+        expiry = loop.call_later(timeout, _resolve, [future], False)
+        committed = False
         try:
-            await asyncio.wait_for(future, timeout)
-            return True
-        except TimeoutError:
-            return False
+            committed = await future
+            return committed
         finally:
-            # A request that gave up must not stay listed while the disk is down.
-            with self._lock:
-                if waiter in self._waiters:
-                    self._waiters.remove(waiter)
+            expiry.cancel()
+            if not committed:
+                # A request that gave up (or was cancelled) must not stay listed while
+                # the disk is down.
+                with self._lock:
+                    if waiter in self._waiters:
+                        self._waiters.remove(waiter)
 
 
-def _resolve(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
+def _resolve(futures: list[asyncio.Future[bool]], committed: bool) -> None:
+    for future in futures:
+        if not future.done():
+            future.set_result(committed)
