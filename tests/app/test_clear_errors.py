@@ -8,6 +8,7 @@ import json
 import subprocess
 import time
 
+import httpx2
 import pytest
 from fastapi.testclient import TestClient
 
@@ -97,7 +98,9 @@ NOT_JSON = [
 ]
 
 
-def send(client: TestClient, path: str, body: dict[str, object], content_type: str | None):  # type: ignore[no-untyped-def]
+def send(
+    client: TestClient, path: str, body: dict[str, object], content_type: str | None
+) -> httpx2.Response:
     headers = {"content-type": content_type} if content_type is not None else {}
     return client.post(path, content=json.dumps(body).encode(), headers=headers)
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 import signal
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+from fastapi.testclient import TestClient
 
 from tests.app.service_process import ServiceProcess, wait_for_state
 from tests.workers import FUNCTION, assert_sigkilled, needs_py_spy, spawn_stuck, wait_dead
@@ -15,7 +17,7 @@ from tests.workers import FUNCTION, assert_sigkilled, needs_py_spy, spawn_stuck,
 BUDGET = 2.0
 
 
-def kill_stuck_worker(service: ServiceProcess, dump: bool) -> tuple[dict, httpx.Response]:  # type: ignore[type-arg]
+def kill_stuck_worker(service: ServiceProcess, dump: bool) -> tuple[dict[str, Any], httpx.Response]:
     worker = spawn_stuck("http", service.url, "dump" if dump else "no-dump", "0.5")
     assert_sigkilled(worker, 30)
     timer = wait_for_state(service.url, worker.pid, "killed")
@@ -73,6 +75,6 @@ def test_no_stack_for_a_released_timer_or_with_capture_off(
 
 
 @pytest.mark.parametrize("timer_id", ["0", "99999", "abc"])
-def test_stack_of_an_unknown_timer(client: object, timer_id: str) -> None:
-    response = client.get(f"/timers/{timer_id}/stack")  # type: ignore[attr-defined]
+def test_stack_of_an_unknown_timer(client: TestClient, timer_id: str) -> None:
+    response = client.get(f"/timers/{timer_id}/stack")
     assert response.status_code in (404, 422) and "detail" in response.json()

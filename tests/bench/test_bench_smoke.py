@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -15,7 +16,7 @@ REPO = Path(__file__).parents[2]
 RESULTS = REPO / "bench" / "results"
 
 
-def run_smoke(module: str) -> dict:  # type: ignore[type-arg]
+def run_smoke(module: str) -> dict[str, Any]:
     result = subprocess.run(
         [sys.executable, "-m", f"bench.{module}", "--smoke"],
         cwd=REPO,
@@ -24,7 +25,8 @@ def run_smoke(module: str) -> dict:  # type: ignore[type-arg]
         timeout=300,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    return json.loads((RESULTS / f"{module}_smoke.json").read_text())  # type: ignore[no-any-return]
+    result_json: dict[str, Any] = json.loads((RESULTS / f"{module}_smoke.json").read_text())
+    return result_json
 
 
 @pytest.mark.slow

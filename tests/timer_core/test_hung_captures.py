@@ -4,6 +4,7 @@ its timeout and leaves a grandchild behind. Outcomes are asserted, never timings
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import subprocess
@@ -79,7 +80,7 @@ def test_past_the_cap_on_hung_captures_none_is_started(hung: BlockingCapturer) -
     for pid in (100, 101, 102):
         world.reaper.acquire(pid, "hung", world.at(0))
         world.advance(0)
-        assert wait_until(lambda pid=pid: killed(world, pid))  # type: ignore[misc]
+        assert wait_until(functools.partial(killed, world, pid))
     notes = [e.detail["stack_note"] for e in killed_events(world)]
     assert "abandoned" in notes[0] and "abandoned" in notes[1]
     assert notes[2] == "2 earlier captures are still hung: none taken"
