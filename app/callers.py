@@ -4,9 +4,10 @@ The service usually runs as root and can signal any process, so every write and 
 stack read is checked against the caller's identity (contract 7):
 
 - over a Unix socket (``--uds``), the peer's credentials (``SO_PEERCRED``);
-- over loopback TCP, the owner of the peer's socket in the kernel's socket table
-  (``/proc/net/tcp`` and ``tcp6``): the row whose local address is the caller's end of
-  this very connection.
+- over loopback TCP, the owner of the peer's socket: the socket whose local address
+  is the caller's end of this very connection, asked of the kernel by its addresses
+  (``app.sock_diag``), or found in its socket table (``/proc/net/tcp`` and ``tcp6``)
+  where that cannot be asked.
 
 Both are read when the connection is made (see ``app.peer_protocol``) and live exactly
 as long as that connection, so a port reused by another process later cannot inherit
@@ -28,6 +29,7 @@ from typing import Annotated, Any
 from fastapi import Depends, HTTPException, Request, status
 
 from .deps import ServiceDep, token_matches
+from .sock_diag import tcp_socket_uid
 
 __all__ = [
     "PEER_STATE_KEY",
@@ -153,6 +155,11 @@ def tcp_peer_uid(peer: tuple[str, int], local: tuple[str, int]) -> int | None:
         return None
     peer_key = (_normalise(peer[0]), peer[1])
     local_key = (_normalise(local[0]), local[1])
+    if peer_key[0].version == local_key[0].version:
+        try:
+            return tcp_socket_uid(peer_key, local_key)
+        except OSError:
+            pass  # no sock_diag here, or no such socket: the tables say for sure
     for table in ("tcp", "tcp6"):
         for own, remote, state, uid in _rows(_PROC_NET / table):
             # The caller's socket is the row whose *local* end is the caller's address

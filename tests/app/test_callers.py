@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 from collections.abc import Iterator
+from ipaddress import IPv4Address, IPv6Address, ip_address
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,9 @@ from app import callers
 from app.callers import Caller, authorize, current_caller_from, is_privileged, tcp_peer_uid
 from app.http_protocol import peer_of
 from app.request_limits import host_name
+from app.sock_diag import tcp_socket_uid
+
+IPAddress = IPv4Address | IPv6Address
 
 
 @pytest.fixture
@@ -52,6 +57,50 @@ def test_a_closed_connection_or_another_port_names_nobody(
     client.close()
     server.close()
     assert tcp_peer_uid(peer, local) is None
+
+
+def ends(sock: socket.socket) -> tuple[tuple[IPAddress, int], tuple[IPAddress, int]]:
+    """(own end, other end) of a connected socket, as sock_diag takes them."""
+    own, other = sock.getsockname(), sock.getpeername()
+    return (ip_address(own[0]), own[1]), (ip_address(other[0]), other[1])
+
+
+def test_sock_diag_finds_the_one_socket_by_its_addresses(
+    connected: tuple[socket.socket, socket.socket],
+) -> None:
+    _, client = connected
+    try:
+        assert tcp_socket_uid(*ends(client)) == os.getuid()
+    except OSError as error:
+        pytest.skip(f"no NETLINK_SOCK_DIAG for TCP here: {error}")
+    (own, own_port), other = ends(client)
+    with pytest.raises(OSError):  # no such socket: the caller falls back to the tables
+        tcp_socket_uid((own, own_port + 1 if own_port < 65535 else 1), other)
+
+
+def test_the_tables_are_not_read_when_the_kernel_answers(
+    connected: tuple[socket.socket, socket.socket],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    server, client = connected
+    try:
+        tcp_socket_uid(*ends(client))
+    except OSError as error:
+        pytest.skip(f"no NETLINK_SOCK_DIAG for TCP here: {error}")
+    monkeypatch.setattr(callers, "_PROC_NET", tmp_path)  # empty: nothing to find there
+    assert tcp_peer_uid(server.getpeername(), server.getsockname()) == os.getuid()
+
+
+def test_without_sock_diag_the_tables_still_name_the_owner(
+    connected: tuple[socket.socket, socket.socket], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def unavailable(*_: object) -> int | None:
+        raise OSError(errno.EPROTONOSUPPORT, "no sock_diag")
+
+    monkeypatch.setattr(callers, "tcp_socket_uid", unavailable)
+    server, _ = connected
+    assert tcp_peer_uid(server.getpeername(), server.getsockname()) == os.getuid()
 
 
 def test_a_remote_peer_is_never_looked_up() -> None:
