@@ -28,7 +28,8 @@ from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request, status
 
-from .deps import ServiceDep, token_matches
+from .deps import token_matches
+from .service import Service
 from .sock_diag import tcp_socket_uid
 
 __all__ = [
@@ -85,10 +86,14 @@ def current_caller_from(scope: Mapping[str, Any], token: str | None, authorizati
             uid = tcp_peer_uid((str(client[0]), int(client[1])), (str(server[0]), int(server[1])))
         address = f"{client[0]}:{client[1]}" if client else ""
         peer = Caller(uid, "tcp" if uid is not None else "remote", address)
-    return replace(peer, admin=token_matches(token, authorization))
+    admin = token_matches(token, authorization)
+    return peer if peer.admin == admin else replace(peer, admin=admin)
 
 
-async def current_caller(request: Request, service: ServiceDep) -> Caller:
+async def current_caller(request: Request) -> Caller:
+    # No sub-dependency (the service is read off the app): each one costs FastAPI a
+    # recursive solve on every request, and this runs on every write.
+    service: Service = request.app.state.service
     return current_caller_from(
         request.scope, service.settings.token, request.headers.get("authorization", "")
     )

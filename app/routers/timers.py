@@ -12,7 +12,7 @@ from sqlmodel import select
 from timer_core import RefusedError
 
 from ..callers import Caller, CallerDep, authorize, forbidden, is_privileged
-from ..deps import JsonBody, ServiceDep, SessionDep, require_token
+from ..deps import ServiceDep, SessionDep, require_token
 from ..models import (
     MAX_DEADLINE_SECONDS,
     ErrorMessage,
@@ -25,6 +25,7 @@ from ..models import (
 )
 from ..service import Service
 from ..timer_state import TimerState
+from ..write_access import JsonWrite
 from .pagination import CURSOR_PATTERN, KnownQueryOnly, OptionalIntQuery, TimerIdPath, paginate
 
 __all__ = ["PAST_GRACE_SECONDS", "router"]
@@ -71,6 +72,12 @@ def _refusal_error(error: RefusedError) -> HTTPException:
     return unprocessable(error.field, error.reason)
 
 
+def _answer(timer: TimerPublic, status_code: int = status.HTTP_200_OK) -> Response:
+    """``timer`` encoded once, as FastAPI would encode it for ``response_model``:
+    returned as the model, it would be validated against that model again first."""
+    return Response(timer.model_dump_json(), status_code, media_type="application/json")
+
+
 async def _committed(service: Service) -> None:
     """Wait until every event so far (this request's included) is on disk, or answer 503."""
     seq = service.running_reaper.bus.last_seq()
@@ -111,19 +118,14 @@ def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
 @router.post(
     "",
     status_code=status.HTTP_201_CREATED,
+    response_model=TimerPublic,
     responses={
         200: {"model": TimerPublic, "description": "Heartbeat: deadline moved"},
         **_errors(400, 401, 403, 415, 429, 503),
     },
 )
-async def acquire(
-    body: TimerCreate,
-    service: ServiceDep,
-    caller: CallerDep,
-    response: Response,
-    _: Write,
-    _json: JsonBody,
-) -> TimerPublic:
+async def acquire(body: TimerCreate, access: JsonWrite) -> Response:
+    service, caller = access.service, access.caller
     now = time.time()
     expiration_time = now + body.expires_in if body.expires_in is not None else body.expiration_time
     assert expiration_time is not None
@@ -159,15 +161,17 @@ async def acquire(
         await _refusal_recorded(service)
         raise _refusal_error(error) from None
     await _committed(service)
-    if not created:
-        response.status_code = status.HTTP_200_OK
-    return TimerPublic.from_view(view)
+    return _answer(
+        TimerPublic.from_view(view),
+        status.HTTP_201_CREATED if created else status.HTTP_200_OK,
+    )
 
 
-@router.post("/release", responses=_errors(400, 401, 403, 404, 415, 503))
-async def release(
-    body: TimerRelease, service: ServiceDep, caller: CallerDep, _: Write, _json: JsonBody
-) -> TimerPublic:
+@router.post(
+    "/release", response_model=TimerPublic, responses=_errors(400, 401, 403, 404, 415, 503)
+)
+async def release(body: TimerRelease, access: JsonWrite) -> Response:
+    service, caller = access.service, access.caller
     try:
         view = service.running_reaper.release(
             body.pid, body.scope_id, source="http", **_owner_check(caller)
@@ -178,13 +182,15 @@ async def release(
     if view is None:
         raise HTTPException(404, detail=f"no active timer for pid {body.pid} and that scope_id")
     await _committed(service)
-    return TimerPublic.from_view(view, ended_at=time.time())
+    return _answer(TimerPublic.from_view(view, ended_at=time.time()))
 
 
-@router.delete("/{timer_id}", responses=_errors(401, 403, 404, 409, 503))
+@router.delete(
+    "/{timer_id}", response_model=TimerPublic, responses=_errors(401, 403, 404, 409, 503)
+)
 async def delete(
     timer_id: TimerIdPath, service: ServiceDep, session: SessionDep, caller: CallerDep, _: Write
-) -> TimerPublic:
+) -> Response:
     try:
         view = service.running_reaper.release_id(timer_id, source="http", **_owner_check(caller))
     except RefusedError as error:
@@ -196,7 +202,7 @@ async def delete(
             raise HTTPException(404, detail=f"no timer {timer_id}")
         raise HTTPException(409, detail=f"timer {timer_id} is not active (it is {row.state})")
     await _committed(service)
-    return TimerPublic.from_view(view, ended_at=time.time())
+    return _answer(TimerPublic.from_view(view, ended_at=time.time()))
 
 
 @router.get("")

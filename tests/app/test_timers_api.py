@@ -8,6 +8,7 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
+from app.models import TimerPublic
 from tests.waiting import wait_until
 from tests.workers import wait_dead
 
@@ -138,3 +139,24 @@ def test_healthz_reports_ok_with_reaper_and_recorder(client: TestClient) -> None
 def test_openapi_docs_are_served(client: TestClient) -> None:
     assert client.get("/docs").status_code == 200
     assert "/timers" in client.get("/openapi.json").json()["paths"]
+
+
+def test_every_write_answers_exactly_the_timer_shape(
+    client: TestClient, sleeper: subprocess.Popen[bytes]
+) -> None:
+    """The writes encode their answer themselves (no second validation by FastAPI): the
+    bytes must still be TimerPublic's, field for field and in its order."""
+    body = {"pid": sleeper.pid, "scope_id": "shape", "expires_in": 60}
+    armed = client.post("/timers", json=body)
+    beat = client.post("/timers", json=body)
+    released = client.post("/timers/release", json={"pid": sleeper.pid, "scope_id": "shape"})
+    again = arm(client, sleeper.pid, "shape-2", expires_in=60)
+    deleted = client.delete(f"/timers/{again['id']}")
+    answers = [armed, beat, released, deleted]
+    assert [answer.status_code for answer in answers] == [201, 200, 200, 200]
+    for answer in answers:
+        assert answer.headers["content-type"] == "application/json"
+        assert list(answer.json()) == list(TimerPublic.model_fields)
+        model = TimerPublic.model_validate_json(answer.content)
+        assert model.model_dump_json().encode() == answer.content
+    assert released.json()["state"] == "released" and released.json()["ended_at"] is not None
