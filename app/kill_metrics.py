@@ -18,84 +18,47 @@ family name, and one name may not be both.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-from prometheus_client.registry import Collector
 
-from timer_core import Reaper
+from .health import Health
 
-if TYPE_CHECKING:
-    from .service import Service
-
-__all__ = ["ERROR_WINDOW_SECONDS", "KillPathCollector", "kill_path_report"]
-
-# An error on the expiry path keeps /healthz degraded for this long after it.
-ERROR_WINDOW_SECONDS = 600.0
+__all__ = ["kill_path_families"]
 
 
-def kill_path_report(reaper: Reaper | None) -> dict[str, Any]:
-    """The kill path's health, for /healthz: ``problem`` (overdue kills: failing) and
-    ``recent_error`` (degraded) are set only when there is one."""
-    if reaper is None:
-        return {}
-    watch = reaper.kill_watch
-    overdue = watch.check()
-    captures = reaper.expiry.captures
-    return {
-        "overdue": overdue.count,
-        "oldest_overdue_seconds": overdue.oldest_seconds,
-        "overdue_after_seconds": overdue.allowance,
-        "overdue_total": watch.overdue_total,
-        "in_flight": watch.in_flight(),
-        "expiry_errors": watch.errors_total,
-        "recent_error": watch.recent_error(ERROR_WINDOW_SECONDS),
-        "captures_hung": captures.hung() if captures is not None else 0,
-        "problem": overdue.problem(),
-    }
-
-
-class KillPathCollector(Collector):
-    """Read when scraped, from the engine's KillWatch and the loss ledger."""
-
-    def __init__(self, service: Service) -> None:
-        self._service = service
-
-    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
-        reaper = self._service.reaper
-        watch = reaper.kill_watch if reaper is not None else None
-        overdue = watch.check() if watch is not None else None
-        yield GaugeMetricFamily(
-            "timer_kills_overdue",
-            "Due kills not acted on within the stack budget plus the margin, now.",
-            value=overdue.count if overdue is not None else 0,
-        )
-        yield CounterMetricFamily(
-            "timer_overdue_kills",
-            "Due kills that went past the stack budget plus the margin, each once, since "
-            "this process started.",
-            value=watch.overdue_total if watch is not None else 0,
-        )
-        yield CounterMetricFamily(
-            "timer_expiry_errors",
-            "Exceptions on the expiry path since this process started (the worker was "
-            "signalled anyway, or kill_failed recorded).",
-            value=watch.errors_total if watch is not None else 0,
-        )
-        captures = reaper.expiry.captures if reaper is not None else None
-        yield GaugeMetricFamily(
-            "timer_stack_captures_hung",
-            "Stack captures past their budget whose thread is still blocked.",
-            value=captures.hung() if captures is not None else 0,
-        )
-        yield CounterMetricFamily(
-            "timer_stack_captures_abandoned",
-            "Stack captures abandoned at their budget since this process started.",
-            value=captures.abandoned_total if captures is not None else 0,
-        )
-        yield GaugeMetricFamily(
-            "timer_lost_events_unacknowledged",
-            "Events lost (dropped or refused by the database) and not acknowledged; kept "
-            "in the database, so it survives restarts.",
-            value=self._service.losses.unacknowledged(),
-        )
+def kill_path_families(health: Health) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+    """From the engine's KillWatch (through ``health.kills``) and the loss ledger."""
+    kills = health.kills
+    yield GaugeMetricFamily(
+        "timer_kills_overdue",
+        "Due kills not acted on within the stack budget plus the margin, now.",
+        value=kills.get("overdue", 0),
+    )
+    yield CounterMetricFamily(
+        "timer_overdue_kills",
+        "Due kills that went past the stack budget plus the margin, each once, since "
+        "this process started.",
+        value=kills.get("overdue_total", 0),
+    )
+    yield CounterMetricFamily(
+        "timer_expiry_errors",
+        "Exceptions on the expiry path since this process started (the worker was "
+        "signalled anyway, or kill_failed recorded).",
+        value=kills.get("expiry_errors", 0),
+    )
+    yield GaugeMetricFamily(
+        "timer_stack_captures_hung",
+        "Stack captures past their budget whose thread is still blocked.",
+        value=kills.get("captures_hung", 0),
+    )
+    yield CounterMetricFamily(
+        "timer_stack_captures_abandoned",
+        "Stack captures abandoned at their budget since this process started.",
+        value=health.captures_abandoned,
+    )
+    yield GaugeMetricFamily(
+        "timer_lost_events_unacknowledged",
+        "Events lost (dropped or refused by the database) and not acknowledged; kept "
+        "in the database, so it survives restarts.",
+        value=health.lost_events_unacknowledged,
+    )

@@ -9,14 +9,14 @@ import threading
 import time
 from typing import Any
 
-from sqlalchemy import Engine, Integer, cast, func
-from sqlmodel import Session, col, select
+from sqlalchemy import Engine
+from sqlmodel import Session
 
 from timer_core import EventKind, TimerEvent
 from timer_core.engine import END_KINDS
 
-from .models import Event, Timer, TimerPublic
-from .timer_state import TimerState
+from . import store
+from .models import TimerPublic
 
 __all__ = ["LiveFeed"]
 
@@ -41,25 +41,11 @@ class LiveFeed:
     def seed(self, engine: Engine) -> None:
         since = time.time() - _MINUTES * 60
         with Session(engine) as session:
-            ended = session.exec(
-                select(Timer)
-                .where(col(Timer.state) != TimerState.ACTIVE)
-                .order_by(col(Timer.ended_at).desc())
-                .limit(_RECENT_ENDS)
-            ).all()
-            kills = session.exec(
-                select(func.count()).select_from(Timer).where(col(Timer.state) == TimerState.KILLED)
-            ).one()
-            # Counted by the database per minute: an hour of heavy traffic is
-            # millions of rows, and start-up must not read them one by one.
-            minute = cast(col(Event.at) / 60, Integer)
-            per_minute = session.exec(
-                select(col(Event.kind), minute, func.count())
-                .where(col(Event.at) >= since, col(Event.kind).in_(list(_CHARTED)))
-                .group_by(col(Event.kind), minute)
-            ).all()
+            ended = store.recently_ended(session, _RECENT_ENDS)
+            kills = store.killed_count(session)
+            per_minute = store.event_counts_per_minute(session, since, list(_CHARTED))
         with self._lock:
-            self.kills_total = int(kills)
+            self.kills_total = kills
             for row in reversed(ended):
                 self._recent.appendleft(_ended(TimerPublic.from_row(row)))
             for kind, minute_number, count in per_minute:

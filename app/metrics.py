@@ -7,22 +7,18 @@ Labels stay bounded: ``source`` (http, fifo, queue), ``signal`` and
 from __future__ import annotations
 
 import signal as signal_module
-import time
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from timer_core import EventKind, TimerEvent
 
-from .descriptor_metrics import DescriptorCollector
-from .kill_metrics import KillPathCollector
+from .descriptor_metrics import descriptor_families
+from .health import Health
+from .kill_metrics import kill_path_families
 from .timer_state import TimerState
-
-if TYPE_CHECKING:
-    from .service import Service
 
 __all__ = ["ServiceMetrics"]
 
@@ -43,9 +39,11 @@ def _signal_name(number: int) -> str:
 
 
 class ServiceMetrics:
-    def __init__(self, service: Service) -> None:
+    """Fed the engine's events (as a listener) and, when scraped, the service's health:
+    it needs nothing else of the service."""
+
+    def __init__(self, health: Callable[[], Health]) -> None:
         self.registry = CollectorRegistry()
-        self._service = service
         r = self.registry
         self.acquisitions = Counter(
             "timer_acquisitions",
@@ -92,15 +90,7 @@ class ServiceMetrics:
         )
         for outcome in ("refused", "kill_failed"):
             self.failures.labels(outcome)
-        self.active = Gauge("timers_active", "Timers armed now.", registry=r)
-        self.active.set_function(self._active_count)
-        r.register(_HealthCollector(service))
-        r.register(KillPathCollector(service))
-        r.register(DescriptorCollector(lambda: service.connections))
-
-    def _active_count(self) -> float:
-        reaper = self._service.reaper
-        return float(reaper.active_count()) if reaper is not None else 0.0
+        r.register(_HealthCollector(health))
 
     def __call__(self, event: TimerEvent) -> None:
         """Listener: count one event."""
@@ -124,42 +114,41 @@ class ServiceMetrics:
 
 
 class _HealthCollector(Collector):
-    """Reaper and recorder health, read when scraped."""
+    """Timers, reaper, recorder, kill path and descriptors: one ``Health`` per scrape."""
 
-    def __init__(self, service: Service) -> None:
-        self._service = service
+    def __init__(self, health: Callable[[], Health]) -> None:
+        self._health = health
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
-        service = self._service
-        reaper = service.reaper
-        running = reaper is not None and reaper.is_running()
+        health = self._health()
+        yield GaugeMetricFamily("timers_active", "Timers armed now.", value=health.active_timers)
+        reaper = health.reaper
         yield GaugeMetricFamily(
-            "timer_reaper_up", "1 while the reaper thread runs.", value=float(running)
+            "timer_reaper_up", "1 while the reaper thread runs.", value=float(reaper.running)
         )
-        since_loop = time.monotonic() - reaper.last_loop_monotonic if reaper else 0.0
         yield GaugeMetricFamily(
             "timer_reaper_seconds_since_loop",
             "Seconds since the reaper loop last ran (it runs at least once a second).",
-            value=since_loop,
+            value=reaper.seconds_since_loop or 0.0,
         )
         yield GaugeMetricFamily(
             "timer_reaper_lag_seconds",
             "How late the reaper woke for its last deadline.",
-            value=reaper.last_lag_seconds if reaper else 0.0,
+            value=reaper.lag_seconds or 0.0,
         )
         yield CounterMetricFamily(
             "timer_reaper_restarts",
             "Times the supervisor restarted a dead reaper thread, since this process started.",
-            value=service.reaper_restarts,
+            value=reaper.restarts,
         )
-        recorder = service.recorder
+        recorder = health.recorder
         yield GaugeMetricFamily(
-            "timer_recorder_backlog", "Events waiting to be written.", value=recorder.backlog()
+            "timer_recorder_backlog", "Events waiting to be written.", value=recorder.backlog
         )
         yield GaugeMetricFamily(
             "timer_recorder_degraded",
             "1 while the database cannot be written.",
-            value=float(recorder.degraded_reason is not None),
+            value=float(recorder.last_error is not None),
         )
         for name, help_text, value in (
             (
@@ -173,11 +162,10 @@ class _HealthCollector(Collector):
             ("timer_pruned_events", "Events pruned, since start.", recorder.pruned_events),
         ):
             yield CounterMetricFamily(name, help_text, value=value)
-        malformed = service.fifo.malformed_lines if service.fifo is not None else 0
-        if service.user_fifos is not None:  # garbage on the per-user FIFOs counts too
-            malformed += service.user_fifos.malformed_lines
         yield CounterMetricFamily(
             "timer_fifo_malformed_lines",
             "FIFO lines rejected as malformed, since start.",
-            value=malformed,
+            value=health.fifo_malformed_lines,
         )
+        yield from kill_path_families(health)
+        yield from descriptor_families(health.descriptors)

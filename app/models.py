@@ -24,6 +24,7 @@ __all__ = [
     "Page",
     "Stack",
     "Timer",
+    "TimerBase",
     "TimerCreate",
     "TimerPublic",
     "TimerRelease",
@@ -33,16 +34,11 @@ MAX_SCOPE_LENGTH = 1024
 MAX_DEADLINE_SECONDS = 30 * 24 * 3600
 
 
-class Timer(SQLModel, table=True):
-    __tablename__ = "timers"
-    __table_args__ = (
-        Index("ix_timers_state_id", "state", "id"),
-        Index("ix_timers_pid_id", "pid", "id"),
-        Index("ix_timers_scope_id", "scope_id", "id"),
-        Index("ix_timers_ended_at", "ended_at"),
-    )
+class TimerBase(SQLModel):
+    """A timer's fields as the API shows them, shared by the table row (``Timer``) and
+    the answer (``TimerPublic``): a field added here is stored and shown."""
 
-    id: int = SQLField(primary_key=True)
+    id: int
     pid: int
     scope_id: str
     signal: int
@@ -52,9 +48,22 @@ class Timer(SQLModel, table=True):
     expiration_time: float
     ended_at: float | None = None
     end_reason: str | None = None
+    uid: int | None = SQLField(default=None, description="The worker's real uid, if known.")
+
+
+class Timer(TimerBase, table=True):
+    __tablename__ = "timers"
+    __table_args__ = (
+        Index("ix_timers_state_id", "state", "id"),
+        Index("ix_timers_pid_id", "pid", "id"),
+        Index("ix_timers_scope_id", "scope_id", "id"),
+        Index("ix_timers_ended_at", "ended_at"),
+    )
+
+    id: int = SQLField(primary_key=True)
+    # What the service needs to re-arm the timer after a restart; not shown.
     process_create_time: float | None = None
     dump_signal: int | None = None
-    uid: int | None = None
 
 
 class Stack(SQLModel, table=True):
@@ -147,57 +156,42 @@ class ErrorMessage(BaseModel):
     detail: str
 
 
-class TimerPublic(BaseModel):
-    id: int
-    pid: int
-    scope_id: str
-    signal: int
-    source: str
+class TimerPublic(TimerBase):
+    # Stored as text; answered as one of the states (the OpenAPI enum).
     state: TimerState
-    acquired_at: float
-    expiration_time: float
-    ended_at: float | None = None
-    end_reason: str | None = None
-    uid: int | None = Field(default=None, description="The worker's real uid, if known.")
 
     # The one serializer from what the engine knows to the API's shape (the REST
-    # answers, the dashboard's recent ends), so adding a field is one edit here.
+    # answers, the dashboard's recent ends): fields are matched by name, so a field
+    # added here and to the engine needs no third edit.
     @classmethod
     def from_view(cls, view: TimerView, ended_at: float | None = None) -> TimerPublic:
-        return cls(
-            id=view.id,
-            pid=view.pid,
-            scope_id=view.scope_id,
-            signal=view.signal,
-            source=view.source,
-            state=TimerState(view.state),
-            acquired_at=view.acquired_at,
-            expiration_time=view.expiration_time,
-            ended_at=ended_at,
-            uid=view.uid,
-        )
+        public = cls.model_validate(view, from_attributes=True)
+        public.ended_at = ended_at
+        return public
 
     @classmethod
     def from_end(cls, event: TimerEvent) -> TimerPublic:
         """The timer as the event that ended it leaves it (``event.timer_id`` is set)."""
-        assert event.timer_id is not None
-        return cls(
-            id=event.timer_id,
-            pid=event.pid,
-            scope_id=event.scope_id,
-            signal=event.signal,
-            source=event.source,
-            state=TimerState(event.state),
-            acquired_at=event.acquired_at,
-            expiration_time=event.expiration_time,
-            ended_at=event.at,
-            end_reason=event.reason(),
-            uid=event.process_uid,
+        shared = {name: getattr(event, name) for name in _SHARED_WITH_EVENTS}
+        return cls.model_validate(
+            shared
+            | {
+                "id": event.timer_id,
+                "ended_at": event.at,
+                "end_reason": event.reason(),
+                "uid": event.process_uid,
+            }
         )
 
     @classmethod
     def from_row(cls, row: Timer) -> TimerPublic:
         return cls.model_validate(row, from_attributes=True)
+
+
+# The fields a timer event carries under the API's own names.
+_SHARED_WITH_EVENTS = tuple(
+    name for name in TimerPublic.model_fields if name in TimerEvent.__dataclass_fields__
+)
 
 
 class EventPublic(BaseModel):

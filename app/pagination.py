@@ -11,7 +11,7 @@ from pydantic import BaseModel
 from sqlmodel import Session, col
 from sqlmodel.sql.expression import SelectOfScalar
 
-from ..models import Page
+from .models import Page
 
 __all__ = [
     "CURSOR_PATTERN",

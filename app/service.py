@@ -8,18 +8,19 @@ import threading
 import time
 from collections.abc import Callable
 
-from sqlalchemy import func
 from sqlalchemy.exc import DatabaseError, OperationalError
-from sqlmodel import Session, col, select
+from sqlmodel import Session
 
 from timer_core import ProcessIdentity, ProcessSignaller, Reaper
 from timer_core.diagnosis import StackCapturer, default_stack_dir
 from timer_core.engine import Clock, SystemClock
 from timer_core.sources import FifoDirectory, FifoSource, UserFifos, resolve_uids
 
+from . import store
 from .backpressure import Backpressure
 from .connection_gate import ConnectionGate
 from .db import make_engine, migrate
+from .health import Health, RecorderHealth, kill_path_report, reaper_health
 from .live_feed import LiveFeed
 from .loss_ledger import LossLedger
 from .metrics import ServiceMetrics
@@ -28,7 +29,6 @@ from .private_files import secure_sqlite_files
 from .recorder import Recorder
 from .restore_identities import RestoreIdentities
 from .settings import Settings
-from .timer_state import TimerState
 
 __all__ = ["STALL_EXIT_CODE", "Service"]
 
@@ -65,7 +65,7 @@ class Service:
         self.user_fifos: UserFifos | None = None
         # HTTP connections, held within what the file descriptors allow (app.server).
         self.connections = ConnectionGate(settings.max_connections)
-        self.metrics = ServiceMetrics(self)
+        self.metrics = ServiceMetrics(self.health)
         self.live_feed = LiveFeed()
         self.started_at = time.time()
         self.pid = os.getpid()
@@ -107,8 +107,8 @@ class Service:
             ) from None
         self.losses.load()
         with Session(self.engine) as session:
-            highest = session.exec(select(func.max(col(Timer.id)))).one()
-            active = session.exec(select(Timer).where(col(Timer.state) == TimerState.ACTIVE)).all()
+            highest = store.highest_timer_id(session)
+            active = store.active_timers(session)
         capturer = (
             StackCapturer(
                 self.settings.stack_budget,
@@ -124,7 +124,7 @@ class Service:
             capturer=capturer,
             escalate_after=self.settings.escalate_after or None,
             signal_children=self.settings.signal_children,
-            first_timer_id=(highest or 0) + 1,
+            first_timer_id=highest + 1,
             max_timers_per_uid=self.settings.max_timers_per_user,
             clock=self.clock,
             overdue_margin=self.settings.overdue_margin,
@@ -194,6 +194,41 @@ class Service:
                 dump_signal=row.dump_signal,
             )
 
+    def health(self) -> Health:
+        """Measured once, read by /healthz, the metrics and the dashboard alike."""
+        recorder = self.recorder
+        reaper = self.reaper
+        descriptors = self.connections.status()
+        malformed = self.fifo.malformed_lines if self.fifo is not None else 0
+        if self.user_fifos is not None:  # garbage on the per-user FIFOs counts too
+            malformed += self.user_fifos.malformed_lines
+        captures = reaper.expiry.captures if reaper is not None else None
+        return Health(
+            pid=self.pid,
+            uptime_seconds=time.time() - self.started_at,
+            active_timers=reaper.active_count() if reaper is not None else 0,
+            reaper=reaper_health(reaper, self.reaper_restarts, self.settings.reaper_stall_seconds),
+            recorder=RecorderHealth(
+                backlog=recorder.backlog(),
+                dropped=recorder.dropped,
+                write_errors=recorder.write_errors,
+                last_error=recorder.degraded_reason,
+                behind=self.backpressure.outstanding(),
+                pauses=self.backpressure.pauses,
+                rejected=recorder.rejected,
+                commits=recorder.commits,
+                pruned_events=recorder.pruned_events,
+            ),
+            kills=kill_path_report(reaper),
+            lost_events_unacknowledged=self.losses.unacknowledged(),
+            losses_problem=self.losses.problem(),
+            fifo=self.settings.fifo,
+            fifo_malformed_lines=malformed,
+            captures_abandoned=captures.abandoned_total if captures is not None else 0,
+            descriptors=descriptors,
+            descriptor_problems=self.connections.problems(descriptors),
+        )
+
     def supervise_once(self) -> None:
         """Watch the watchdog: restart a dead reaper loop; act on a stalled one."""
         reaper = self.reaper
@@ -207,7 +242,7 @@ class Service:
                 )
             return
         reaper.kill_watch.check()  # logs when kills become overdue, and when not any more
-        silent = time.monotonic() - reaper.last_loop_monotonic
+        silent = reaper.clock.monotonic() - reaper.last_loop_monotonic
         if silent > self.settings.reaper_stall_seconds:
             logger.critical("the reaper loop has not run for %.1fs: it is stalled", silent)
             self.on_stall()

@@ -19,11 +19,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
-from sqlmodel import Session, col, select
+from sqlmodel import Session
 
 from timer_core import TimerView
 from timer_core.engine import ReadsThrottled
 
+from .. import store
 from ..dashboard_text import (
     SCOPE_CHARS,
     clock,
@@ -35,11 +36,10 @@ from ..dashboard_text import (
     stack_note,
 )
 from ..deps import ServiceDep, SessionDep
-from ..models import Event, Stack, Timer, TimerPublic
+from ..models import Timer, TimerPublic
+from ..pagination import TimerIdPath
 from ..service import Service
 from ..timer_state import TimerState
-from .health import health_report
-from .pagination import TimerIdPath
 
 __all__ = [
     "STATIC_DIR",
@@ -96,7 +96,7 @@ FiltersDep = Annotated[Filters, Depends(_filters)]
 def collect_state(service: Service, filters: Filters) -> dict[str, Any]:
     """Everything the dashboard shows, filtered as its URL says."""
     now = time.time()
-    _, health = health_report(service)
+    health = service.health()
     feed = service.live_feed.snapshot(now)
     reaper = service.reaper
     active: list[TimerView] = []
@@ -126,13 +126,13 @@ def collect_state(service: Service, filters: Filters) -> dict[str, Any]:
     return {
         "now": now,
         "health": {
-            "status": health["status"],
-            "problems": health["problems"],
-            "reaper_lag_seconds": health["reaper"]["lag_seconds"],
-            "recorder_backlog": health["recorder"]["backlog"],
+            "status": health.status,
+            "problems": health.problems + health.degraded,
+            "reaper_lag_seconds": health.reaper.lag_seconds,
+            "recorder_backlog": health.recorder.backlog,
         },
         "counts": {
-            "active": reaper.active_count() if reaper is not None else 0,
+            "active": health.active_timers,
             "expired_last_hour": feed["expired_last_hour"],
             "killed_last_hour": feed["killed_last_hour"],
             "kills_total": feed["kills_total"],
@@ -151,17 +151,8 @@ def timer_details(session: Session, timer_id: int) -> dict[str, Any] | None:
     if row is None:
         return None
     timer = TimerPublic.from_row(row)
-    newest = session.exec(
-        select(Event)
-        .where(Event.timer_id == timer_id)
-        .order_by(col(Event.id).desc())
-        .limit(_EVENTS_SHOWN + 1)
-    ).all()
-    stack = session.exec(
-        select(Stack.method, Stack.seconds, Stack.truncated, Stack.notes).where(
-            Stack.timer_id == timer_id
-        )
-    ).first()
+    newest = store.newest_events(session, timer_id, _EVENTS_SHOWN + 1)
+    stack = store.stack_facts(session, timer_id)
     observe_only = timer.signal <= 0
     return {
         "now": time.time(),

@@ -5,13 +5,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Annotated, Literal
 
 from fastapi import APIRouter, Query
-from sqlmodel import select
 
 from timer_core.engine import EVENT_KINDS
 
+from .. import store
 from ..deps import SessionDep
 from ..models import Event, EventPublic, Page
-from .pagination import CURSOR_PATTERN, KnownQueryOnly, OptionalIntQuery, paginate
+from ..pagination import CURSOR_PATTERN, KnownQueryOnly, OptionalIntQuery, paginate
 
 __all__ = ["EventKindName", "router"]
 
@@ -36,9 +36,5 @@ def list_events(
     cursor: Annotated[str | None, Query(pattern=CURSOR_PATTERN)] = None,
 ) -> Page[EventPublic]:
     """Newest first. Pass ``next`` back as ``cursor`` for the following page."""
-    query = select(Event)
-    if timer_id is not None:
-        query = query.where(Event.timer_id == timer_id)
-    if kind is not None:
-        query = query.where(Event.kind == kind)
+    query = store.events_query(timer_id, kind)
     return paginate(session, query, Event.id, EventPublic, limit, cursor)

@@ -7,10 +7,10 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Response, status
 from fastapi.responses import PlainTextResponse
-from sqlmodel import select
 
 from timer_core import RefusedError
 
+from .. import store
 from ..callers import Caller, CallerDep, authorize, forbidden, is_privileged
 from ..deps import ServiceDep, SessionDep, require_token
 from ..models import (
@@ -23,10 +23,10 @@ from ..models import (
     TimerPublic,
     TimerRelease,
 )
+from ..pagination import CURSOR_PATTERN, KnownQueryOnly, OptionalIntQuery, TimerIdPath, paginate
 from ..service import Service
 from ..timer_state import TimerState
 from ..write_access import JsonWrite
-from .pagination import CURSOR_PATTERN, KnownQueryOnly, OptionalIntQuery, TimerIdPath, paginate
 
 __all__ = ["PAST_GRACE_SECONDS", "router"]
 
@@ -216,13 +216,7 @@ def list_timers(
     cursor: Annotated[str | None, Query(pattern=CURSOR_PATTERN)] = None,
 ) -> Page[TimerPublic]:
     """Newest first. Pass ``next`` back as ``cursor`` for the following page."""
-    query = select(Timer)
-    if state is not None:
-        query = query.where(Timer.state == state)
-    if pid is not None:
-        query = query.where(Timer.pid == pid)
-    if scope is not None:
-        query = query.where(Timer.scope_id == scope)
+    query = store.timers_query(state, pid, scope)
     return paginate(session, query, Timer.id, TimerPublic, limit, cursor)
 
 

@@ -1,0 +1,160 @@
+"""The service's health, measured once: ``Service.health()`` returns a ``Health``
+that ``/healthz``, the metrics and the dashboard all read, so the three can never
+disagree about whether the reaper is on time or the recorder keeps up."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from timer_core import Reaper
+
+__all__ = [
+    "ERROR_WINDOW_SECONDS",
+    "Health",
+    "ReaperHealth",
+    "RecorderHealth",
+    "kill_path_report",
+    "reaper_health",
+]
+
+# An error on the expiry path keeps /healthz degraded for this long after it.
+ERROR_WINDOW_SECONDS = 600.0
+
+
+@dataclass(frozen=True, slots=True)
+class ReaperHealth:
+    running: bool
+    restarts: int
+    seconds_since_loop: float | None
+    lag_seconds: float | None
+    # Set when the loop is dead or stalled: the service is failing.
+    problem: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RecorderHealth:
+    backlog: int
+    dropped: int
+    write_errors: int
+    last_error: str | None
+    # Backpressure: events not yet committed, and how often intake paused.
+    behind: int
+    pauses: int
+    # For the metrics only (not in /healthz's body).
+    rejected: int
+    commits: int
+    pruned_events: int
+
+
+@dataclass(frozen=True, slots=True)
+class Health:
+    pid: int
+    uptime_seconds: float
+    active_timers: int
+    reaper: ReaperHealth
+    recorder: RecorderHealth
+    kills: dict[str, Any]
+    lost_events_unacknowledged: int
+    # Set when events were lost and not acknowledged (from the database: it stays
+    # reported across restarts).
+    losses_problem: str | None
+    fifo: str | None
+    fifo_malformed_lines: int
+    captures_abandoned: int
+    descriptors: dict[str, Any]
+    # Descriptors near the limit, or connections shed to keep some for kills.
+    descriptor_problems: list[str]
+
+    @property
+    def problems(self) -> list[str]:
+        """What fails the check: a reaper that is not reaping, overdue kills."""
+        found = [self.reaper.problem] if self.reaper.problem else []
+        if self.kills.get("problem"):
+            found.append(self.kills["problem"])
+        return found
+
+    @property
+    def degraded(self) -> list[str]:
+        """What degrades it: trouble recording (the kills go on)."""
+        found = [self.recorder.last_error] if self.recorder.last_error else []
+        if self.kills.get("recent_error"):
+            found.append(f"an error on the expiry path: {self.kills['recent_error']}")
+        if self.losses_problem:
+            found.append(self.losses_problem)
+        return found + self.descriptor_problems
+
+    @property
+    def status(self) -> str:
+        return "failing" if self.problems else ("degraded" if self.degraded else "ok")
+
+    @property
+    def http_status(self) -> int:
+        # A reaper that is not reaping fails the check (a supervisor restarts us);
+        # a recorder that cannot write is degraded but the kills go on.
+        return 503 if self.problems else 200
+
+    def to_json(self) -> dict[str, Any]:
+        """The body of ``/healthz``."""
+        recorder = self.recorder
+        return {
+            "status": self.status,
+            "problems": self.problems + self.degraded,
+            "pid": self.pid,
+            "uptime_seconds": self.uptime_seconds,
+            "active_timers": self.active_timers,
+            "reaper": {
+                "running": self.reaper.running,
+                "restarts": self.reaper.restarts,
+                "seconds_since_loop": self.reaper.seconds_since_loop,
+                "lag_seconds": self.reaper.lag_seconds,
+            },
+            "recorder": {
+                "backlog": recorder.backlog,
+                "dropped": recorder.dropped,
+                "write_errors": recorder.write_errors,
+                "last_error": recorder.last_error,
+                "behind": recorder.behind,
+                "pauses": recorder.pauses,
+            },
+            "kills": self.kills,
+            "lost_events_unacknowledged": self.lost_events_unacknowledged,
+            "fifo": self.fifo,
+            "descriptors": self.descriptors,
+        }
+
+
+def reaper_health(reaper: Reaper | None, restarts: int, stall_seconds: float) -> ReaperHealth:
+    """Is the loop running, and when did it last run (on the reaper's own clock, so a
+    test's manual clock is read the same way as the loop stamps it)."""
+    if reaper is None:
+        return ReaperHealth(False, restarts, None, None, "the reaper thread is not running")
+    running = reaper.is_running()
+    since_loop = reaper.clock.monotonic() - reaper.last_loop_monotonic
+    problem = None
+    if not running:
+        problem = "the reaper thread is not running"
+    elif since_loop > stall_seconds:
+        problem = f"the reaper loop has stalled for {since_loop:.1f}s"
+    return ReaperHealth(running, restarts, since_loop, reaper.last_lag_seconds, problem)
+
+
+def kill_path_report(reaper: Reaper | None) -> dict[str, Any]:
+    """The kill path's health, for /healthz: ``problem`` (overdue kills: failing) and
+    ``recent_error`` (degraded) are set only when there is one."""
+    if reaper is None:
+        return {}
+    watch = reaper.kill_watch
+    overdue = watch.check()
+    captures = reaper.expiry.captures
+    return {
+        "overdue": overdue.count,
+        "oldest_overdue_seconds": overdue.oldest_seconds,
+        "overdue_after_seconds": overdue.allowance,
+        "overdue_total": watch.overdue_total,
+        "in_flight": watch.in_flight(),
+        "expiry_errors": watch.errors_total,
+        "recent_error": watch.recent_error(ERROR_WINDOW_SECONDS),
+        "captures_hung": captures.hung() if captures is not None else 0,
+        "problem": overdue.problem(),
+    }

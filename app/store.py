@@ -1,0 +1,105 @@
+"""The service's reads of its database, one function per question, each taking the
+caller's Session: the routers, the live feed and start-up ask here instead of
+building SQL of their own. (The recorder's and the loss ledger's writes, batched on
+their own connections, stay with them: see ``event_rows`` and ``loss_ledger``.)"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import Integer, cast, func
+from sqlmodel import Session, col, select
+from sqlmodel.sql.expression import SelectOfScalar
+
+from .models import Event, Stack, Timer
+from .timer_state import TimerState
+
+__all__ = [
+    "active_timers",
+    "event_counts_per_minute",
+    "events_query",
+    "highest_timer_id",
+    "killed_count",
+    "newest_events",
+    "recently_ended",
+    "stack_facts",
+    "timers_query",
+]
+
+
+def highest_timer_id(session: Session) -> int:
+    return session.exec(select(func.max(col(Timer.id)))).one() or 0
+
+
+def active_timers(session: Session) -> Sequence[Timer]:
+    return session.exec(select(Timer).where(col(Timer.state) == TimerState.ACTIVE)).all()
+
+
+def recently_ended(session: Session, limit: int) -> Sequence[Timer]:
+    """The timers that ended last, newest first."""
+    return session.exec(
+        select(Timer)
+        .where(col(Timer.state) != TimerState.ACTIVE)
+        .order_by(col(Timer.ended_at).desc())
+        .limit(limit)
+    ).all()
+
+
+def killed_count(session: Session) -> int:
+    query = select(func.count()).select_from(Timer).where(col(Timer.state) == TimerState.KILLED)
+    return int(session.exec(query).one())
+
+
+def event_counts_per_minute(
+    session: Session, since: float, kinds: Sequence[str]
+) -> list[tuple[str, int, int]]:
+    """``(kind, minute number, count)`` of the events of ``kinds`` since ``since``.
+    Counted by the database: an hour of heavy traffic is millions of rows."""
+    minute = cast(col(Event.at) / 60, Integer)
+    rows = session.exec(
+        select(col(Event.kind), minute, func.count())
+        .where(col(Event.at) >= since, col(Event.kind).in_(list(kinds)))
+        .group_by(col(Event.kind), minute)
+    ).all()
+    return [(kind, int(number), int(count)) for kind, number, count in rows]
+
+
+def newest_events(session: Session, timer_id: int, limit: int) -> Sequence[Event]:
+    """A timer's newest ``limit`` events, newest first."""
+    return session.exec(
+        select(Event).where(Event.timer_id == timer_id).order_by(col(Event.id).desc()).limit(limit)
+    ).all()
+
+
+def stack_facts(session: Session, timer_id: int) -> tuple[str, float, bool, list[str]] | None:
+    """How a timer's stack was captured (method, seconds, truncated, notes), not its text."""
+    row = session.exec(
+        select(Stack.method, Stack.seconds, Stack.truncated, Stack.notes).where(
+            Stack.timer_id == timer_id
+        )
+    ).first()
+    return None if row is None else (row[0], row[1], row[2], list(row[3]))
+
+
+def timers_query(
+    state: TimerState | None, pid: int | None, scope: str | None
+) -> SelectOfScalar[Timer]:
+    """The timers matching the list's filters, for ``paginate``."""
+    query = select(Timer)
+    if state is not None:
+        query = query.where(Timer.state == state)
+    if pid is not None:
+        query = query.where(Timer.pid == pid)
+    if scope is not None:
+        query = query.where(Timer.scope_id == scope)
+    return query
+
+
+def events_query(timer_id: int | None, kind: str | None) -> SelectOfScalar[Event]:
+    """The events matching the log's filters, for ``paginate``."""
+    query = select(Event)
+    if timer_id is not None:
+        query = query.where(Event.timer_id == timer_id)
+    if kind is not None:
+        query = query.where(Event.kind == kind)
+    return query
