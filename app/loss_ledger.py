@@ -21,17 +21,16 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import Engine, func, insert, update
+from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
-from sqlmodel import Session, col, select
+from sqlmodel import Session
 
+from . import store
 from .models import Loss
 
 __all__ = ["LossLedger"]
 
 logger = logging.getLogger(__name__)
-
-_losses = Loss.__table__  # type: ignore[attr-defined]
 
 _WHAT = {
     "dropped": "events dropped by a full recorder buffer",
@@ -63,14 +62,10 @@ class LossLedger:
 
     def load(self) -> None:
         """Read what earlier runs lost and nobody acknowledged (at start)."""
-        with Session(self._engine) as session:
-            stored = session.exec(
-                select(func.coalesce(func.sum(col(Loss.count)), 0)).where(
-                    col(Loss.acknowledged_at).is_(None)
-                )
-            ).one()
+        with self._engine.connect() as connection:
+            stored = store.unacknowledged_losses(connection)
         with self._lock:
-            self._stored = int(stored)
+            self._stored = stored
 
     def unacknowledged(self) -> int:
         """Events lost and not acknowledged: in the database, or still to be written."""
@@ -88,7 +83,7 @@ class LossLedger:
 
     def rows(self, limit: int = 100) -> list[Loss]:
         with Session(self._engine) as session:
-            return list(session.exec(select(Loss).order_by(col(Loss.id).desc()).limit(limit)))
+            return store.latest_losses(session, limit)
 
     # ---- watching and writing ------------------------------------------------------------
 
@@ -114,7 +109,7 @@ class LossLedger:
             return True
         try:
             with self._engine.begin() as connection:
-                connection.execute(insert(_losses), rows)
+                store.insert_losses(connection, rows)
         except SQLAlchemyError as error:
             logger.debug("loss markers not written yet (%s); will retry", error)
             return False
@@ -130,19 +125,10 @@ class LossLedger:
         if not self.flush():
             raise SQLAlchemyError("the database cannot be written; try again")
         with self._engine.begin() as connection:
-            covered = connection.execute(
-                select(func.coalesce(func.sum(_losses.c.count), 0)).where(
-                    _losses.c.acknowledged_at.is_(None)
-                )
-            ).scalar_one()
-            connection.execute(
-                update(_losses)
-                .where(_losses.c.acknowledged_at.is_(None))
-                .values(acknowledged_at=time.time(), acknowledged_by=by)
-            )
+            covered = store.acknowledge_losses(connection, time.time(), by)
         self.load()  # what the thread may have written meanwhile stays unacknowledged
         logger.warning("%d lost events acknowledged by %s", covered, by)
-        return int(covered)
+        return covered
 
     # ---- the thread ----------------------------------------------------------------------
 

@@ -1,30 +1,36 @@
 """The service's reads of its database, one function per question, each taking the
 caller's Session: the routers, the live feed and start-up ask here instead of
-building SQL of their own. (The recorder's and the loss ledger's writes, batched on
-their own connections, stay with them: see ``event_rows`` and ``loss_ledger``.)"""
+building SQL of their own. (The recorder's batched writes are in ``event_rows``.)"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
-from sqlalchemy import Integer, cast, func
+from sqlalchemy import Connection, Integer, cast, func, insert, update
 from sqlmodel import Session, col, select
 from sqlmodel.sql.expression import SelectOfScalar
 
-from .models import Event, Stack, Timer
+from .models import Event, Loss, Stack, Timer
 from .timer_state import TimerState
 
 __all__ = [
+    "acknowledge_losses",
     "active_timers",
     "event_counts_per_minute",
     "events_query",
     "highest_timer_id",
+    "insert_losses",
     "killed_count",
+    "latest_losses",
     "newest_events",
     "recently_ended",
     "stack_facts",
     "timers_query",
+    "unacknowledged_losses",
 ]
+
+_losses = Loss.__table__  # type: ignore[attr-defined]
 
 
 def highest_timer_id(session: Session) -> int:
@@ -103,3 +109,33 @@ def events_query(timer_id: int | None, kind: str | None) -> SelectOfScalar[Event
     if kind is not None:
         query = query.where(Event.kind == kind)
     return query
+
+
+# ---- losses (the loss ledger writes them on its own thread's connections) ----------------
+
+
+def unacknowledged_losses(connection: Connection) -> int:
+    """Events lost and not acknowledged, by the rows in the database."""
+    query = select(func.coalesce(func.sum(_losses.c.count), 0)).where(
+        _losses.c.acknowledged_at.is_(None)
+    )
+    return int(connection.execute(query).scalar_one())
+
+
+def latest_losses(session: Session, limit: int) -> list[Loss]:
+    return list(session.exec(select(Loss).order_by(col(Loss.id).desc()).limit(limit)))
+
+
+def insert_losses(connection: Connection, rows: list[dict[str, Any]]) -> None:
+    connection.execute(insert(_losses), rows)
+
+
+def acknowledge_losses(connection: Connection, at: float, by: str) -> int:
+    """Mark every unacknowledged loss as seen by ``by``; returns how many events."""
+    covered = unacknowledged_losses(connection)
+    connection.execute(
+        update(_losses)
+        .where(_losses.c.acknowledged_at.is_(None))
+        .values(acknowledged_at=at, acknowledged_by=by)
+    )
+    return covered
