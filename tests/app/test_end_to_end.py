@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from tests.app.service_process import ServiceProcess, wait_for_state
+from tests.waiting import wait_until
 from tests.workers import assert_sigkilled, wait_dead
 
 
@@ -126,13 +127,17 @@ def test_a_crash_loses_no_acknowledged_timer_and_rearmed_timers_fire(
         service.start()
         assert wait_dead(due_while_down, 5) == -signal.SIGKILL  # fires at once on restart
         assert wait_dead(due_after, 10) == -signal.SIGKILL
-        time.sleep(0.3)
+        expected = dict(zip(acknowledged, ["killed", "killed", "released"], strict=True))
+
+        def states() -> dict[int, str]:
+            return {
+                timer_id: httpx.get(f"{service.url}/timers/{timer_id}").json()["state"]
+                for timer_id in acknowledged
+            }
+
+        # The kills are recorded by group commit, a moment after the workers die.
+        assert wait_until(lambda: states() == expected, timeout=10), states()
         assert released.poll() is None
-        states = {
-            timer_id: httpx.get(f"{service.url}/timers/{timer_id}").json()["state"]
-            for timer_id in acknowledged
-        }
-        assert states == dict(zip(acknowledged, ["killed", "killed", "released"], strict=True))
         events = httpx.get(service.url + "/events", params={"limit": 1000}).json()["items"]
         acquired = [e["timer_id"] for e in events if e["kind"] == "acquired"]
         assert sorted(acquired) == sorted(acknowledged)  # none lost, none duplicated
