@@ -49,6 +49,13 @@ class TimerBase(SQLModel):
     ended_at: float | None = None
     end_reason: str | None = None
     uid: int | None = SQLField(default=None, description="The worker's real uid, if known.")
+    # Where the worker runs and which rank of which job it is (contract 8): null when
+    # unknown, except ``node``, the service that armed the timer.
+    node: str = SQLField(default="", description="The node whose service armed the timer.")
+    job_id: str | None = SQLField(default=None, description="torchrun's TORCHELASTIC_RUN_ID.")
+    rank: int | None = None
+    local_rank: int | None = None
+    world_size: int | None = None
 
 
 class Timer(TimerBase, table=True):
@@ -58,6 +65,8 @@ class Timer(TimerBase, table=True):
         Index("ix_timers_pid_id", "pid", "id"),
         Index("ix_timers_scope_id", "scope_id", "id"),
         Index("ix_timers_ended_at", "ended_at"),
+        Index("ix_timers_job_id_id", "job_id", "id"),
+        Index("ix_timers_node_id", "node", "id"),
     )
 
     id: int = SQLField(primary_key=True)

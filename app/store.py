@@ -11,6 +11,7 @@ from sqlalchemy import Connection, Integer, cast, func, insert, update
 from sqlmodel import Session, col, select
 from sqlmodel.sql.expression import SelectOfScalar
 
+from . import job_models  # noqa: F401  (registers the jobs and incidents tables)
 from .models import Event, Loss, Stack, Timer
 from .timer_state import TimerState
 

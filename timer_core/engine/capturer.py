@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from .process import ProcessIdentity
+from .timers import TimerView
 
-__all__ = ["CapturedStack", "Capturer"]
+__all__ = ["CapturedStack", "Capturer", "RankStack"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +26,16 @@ class CapturedStack:
     truncated: bool = False
     # Why better methods were passed over, e.g. "py-spy: permission denied".
     notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class RankStack:
+    """One process of a job as an incident captured it, before any signal to the job."""
+
+    timer: TimerView  # one of its armed timers (its rank, pid, node)
+    stack: CapturedStack | None
+    note: str  # why there is no stack ("" when there is one)
+    expiring: bool  # its own timer fell due with the incident's (it is about to be signalled)
 
 
 class Capturer(Protocol):

@@ -7,11 +7,12 @@ so its time stamp and its number agree with the order listeners see.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from typing import Any, Protocol
 
-from .capturer import CapturedStack
+from .capturer import CapturedStack, RankStack
 from .clock import Clock
 from .events import EventBus, EventKind, TimerEvent
 from .process import signal_name
@@ -93,6 +94,11 @@ def timer_event(
         detail=detail,
         dump_signal=timer.dump_signal,
         stack=stack,
+        node=timer.node,
+        job_id=timer.labels.job_id,
+        rank=timer.labels.rank,
+        local_rank=timer.labels.local_rank,
+        world_size=timer.labels.world_size,
     )
 
 
@@ -136,6 +142,22 @@ class EventEmitter:
         """Publish what happened to ``timer``; ``state`` is its state after it."""
         now = self._clock.time
         self._bus.publish(lambda seq: timer_event(seq, now(), kind, timer, state, stack, detail))
+
+    def incident(self, trigger: LiveTimer, captures: tuple[RankStack, ...]) -> None:
+        """Publish that ``trigger``'s expiry opened an incident for its job, with the
+        stacks of the job's processes here (the event's ``captures``)."""
+        detail: dict[str, Any] = {
+            "job_id": trigger.labels.job_id,
+            "processes": len(captures),
+            "stacks": sum(1 for capture in captures if capture.stack is not None),
+        }
+        now = self._clock.time
+        self._bus.publish(
+            lambda seq: dataclasses.replace(
+                timer_event(seq, now(), EventKind.INCIDENT, trigger, "active", None, detail),
+                captures=captures,
+            )
+        )
 
     def refused(
         self, pid: Any, scope_id: Any, expiration_time: Any, signal: Any, source: str, reason: str

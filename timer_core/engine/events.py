@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from .capturer import CapturedStack
+from .capturer import CapturedStack, RankStack
 
 __all__ = [
     "END_KINDS",
@@ -39,6 +39,8 @@ class EventKind:
     WORKER_GONE: Final = "worker_gone"
     REFUSED: Final = "refused"
     ESCALATED: Final = "escalated"
+    # A job's timer expired: its ranks' stacks were captured before any signal to it.
+    INCIDENT: Final = "incident"
 
 
 # Every kind, in the order above: the one list the service validates filters against.
@@ -85,6 +87,15 @@ class TimerEvent:
     dump_signal: int | None = None
     # The worker's stack, captured before the signal (expiry events only).
     stack: CapturedStack | None = None
+    # Where and which rank (contract 8), as on the timer.
+    node: str = ""
+    job_id: str | None = None
+    rank: int | None = None
+    local_rank: int | None = None
+    world_size: int | None = None
+    # ``incident`` events only: the stack of every live process of the job, taken at
+    # once before the job's first signal.
+    captures: tuple[RankStack, ...] = ()
 
     def reason(self) -> str:
         """One line saying why the timer ended (or why the request was refused)."""

@@ -18,6 +18,10 @@ A kill never waits on anything unbounded:
   and a root service must never signal a reused pid. The timer ends ``kill_failed``
   with the reason instead: in the log, the event log, the metrics and the alerts.
 
+A job's first expiry (with incidents on) is handled as one: the stacks of all the
+job's live processes here are captured at once, within the same budget, and only then
+is any of its expired workers signalled (``JobIncidents``).
+
 Every due timer is registered with the ``KillWatch`` before anything else happens to
 it and settled after its outcome, so one stuck anywhere on the way shows as an
 overdue kill.
@@ -33,8 +37,9 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from .capture_runner import CaptureRunner, PendingCapture
-from .capturer import CapturedStack, Capturer
+from .capturer import CapturedStack, Capturer, RankStack
 from .events import EventKind
+from .job_incidents import JobIncidents
 from .kill_outcomes import Progress, WorkerKiller
 from .kill_watch import watch_key
 from .process import ProcessIdentity
@@ -58,13 +63,16 @@ class ExpiryHandler:
         *,
         identify_process: Callable[[int], ProcessIdentity | None],
         capturer: Capturer | None,
+        incidents: JobIncidents | None = None,
     ) -> None:
-        """``killer`` signals and records; its clock and watch are the expiry's too."""
+        """``killer`` signals and records; its clock and watch are the expiry's too.
+        With ``incidents``, a job's first expiry captures all its ranks first."""
         self.killer = killer
         self.clock = killer.clock
         self.watch = killer.watch
         self.capturer = capturer
         self._identify = identify_process
+        self.incidents = incidents
         self.captures = CaptureRunner(capturer) if capturer is not None else None
         self._pool = (
             ThreadPoolExecutor(_KILL_THREADS, thread_name_prefix="timer-expiry")
@@ -92,15 +100,27 @@ class ExpiryHandler:
                 escalations.append(item)
         for escalation in escalations:
             self._escalate_safely(escalation)
+        opening: dict[str, list[list[LiveTimer]]] = {}  # job → its workers due now
         for timers in by_worker.values():
-            pending = self._start_capture(timers)
-            if self._pool is None:
-                self._expire_safely(timers, pending)
+            job_id = self._opens_incident(timers, opening, now)
+            if job_id is not None:
+                opening.setdefault(job_id, []).append(timers)
                 continue
+            pending = self._start_capture(timers)
+            self._run(self._expire_safely, timers, pending)
+        for job_id, workers in opening.items():
+            self._run(self._expire_job_safely, job_id, workers, self._start_job_capture(workers))
+
+    def _run(self, task: Callable[..., None], *args: Any) -> None:
+        """``task`` on a kill thread, or here when there is none (library servers,
+        no thread to be had, shutting down)."""
+        if self._pool is not None:
             try:
-                self._pool.submit(self._expire_safely, timers, pending)
-            except RuntimeError:  # no thread to be had, or shutting down: kill here
-                self._expire_safely(timers, pending)
+                self._pool.submit(task, *args)
+                return
+            except RuntimeError:
+                pass
+        task(*args)
 
     def shutdown(self) -> None:
         # Bounded: each kill waits at most for its budget. Abandoned captures are
@@ -110,12 +130,17 @@ class ExpiryHandler:
 
     # ---- the stack -----------------------------------------------------------------------
 
-    def _start_capture(self, timers: list[LiveTimer]) -> PendingCapture | None:
+    def _start_capture(
+        self, timers: list[LiveTimer], budget_from: LiveTimer | None = None
+    ) -> PendingCapture | None:
+        """Start capturing the stack of ``timers``' worker, within the budget counted
+        from the deadline of ``budget_from`` (default: the first of ``timers``)."""
         if self.captures is None:
             return None
         first = timers[0]
         # The budget counts from the deadline: an expiry found late gets less.
-        left = self.budget - (self.clock.monotonic() - first.deadline_monotonic)
+        deadline = (budget_from or first).deadline_monotonic
+        left = self.budget - (self.clock.monotonic() - deadline)
         if left <= 0:
             return None
         dump_signal = next((t.dump_signal for t in timers if t.dump_signal), None)
@@ -135,13 +160,80 @@ class ExpiryHandler:
             return None, {"stack_note": self.watch.error(error, "waiting for the stack")}
         return stack, ({"stack_note": why} if stack is None and why else {})
 
+    # ---- a job's first expiry ------------------------------------------------------------
+
+    def _opens_incident(
+        self, timers: list[LiveTimer], opening: dict[str, list[list[LiveTimer]]], now: float
+    ) -> str | None:
+        """The job whose incident these timers open (or join, in this same step)."""
+        if self.incidents is None:
+            return None
+        job_id = next((t.labels.job_id for t in timers if t.labels.job_id is not None), None)
+        if job_id is None:
+            return None
+        return job_id if job_id in opening or self.incidents.opens(job_id, now) else None
+
+    def _start_job_capture(
+        self, workers: list[list[LiveTimer]]
+    ) -> list[tuple[LiveTimer, bool, PendingCapture | None]]:
+        """Start capturing every live process of the job here at once, the expiring
+        workers and their peers alike, all to give up when the earliest deadline's
+        budget runs out: (a timer of the process, whether it is expiring, its capture)."""
+        assert self.incidents is not None
+        expiring = [timers[0] for timers in workers]
+        seen = {timer.identity for timer in expiring}
+        job_id = expiring[0].labels.job_id
+        assert job_id is not None
+        peers: list[LiveTimer] = []
+        for timer in self.incidents.members(job_id):
+            if timer.identity not in seen:
+                seen.add(timer.identity)
+                peers.append(timer)
+        earliest = min((t for timers in workers for t in timers), key=_deadline)
+        started = []
+        for timers in workers:
+            started.append((timers[0], True, self._start_capture(timers, earliest)))
+        for peer in peers:
+            started.append((peer, False, self._start_capture([peer], earliest)))
+        return started
+
+    def _expire_job_safely(
+        self,
+        job_id: str,
+        workers: list[list[LiveTimer]],
+        started: list[tuple[LiveTimer, bool, PendingCapture | None]],
+    ) -> None:
+        """Wait for the job's captures (each within the budget), publish the incident,
+        then expire its due workers. Never raises; every timer leaves the watch."""
+        assert self.incidents is not None
+        awaited = {}
+        captures = []
+        try:
+            for timer, expiring, pending in started:
+                stack, extra = self._await_capture(pending)
+                awaited[timer.identity] = (stack, extra)
+                note = "" if stack is not None else str(extra.get("stack_note", "no stack"))
+                captures.append(RankStack(timer.view(), stack, note, expiring))
+            trigger = min((t for timers in workers for t in timers), key=_deadline)
+            self.incidents.emit(trigger, tuple(captures))
+        except Exception as error:  # the incident is evidence: the kills go ahead
+            self.watch.error(error, f"the incident of job {job_id!r}")
+        for timers in workers:
+            self._expire_safely(timers, None, awaited.get(timers[0].identity))
+
     # ---- one worker, one escalation ------------------------------------------------------
 
-    def _expire_safely(self, timers: list[LiveTimer], pending: PendingCapture | None) -> None:
-        """One worker's expiry; never raises, and every timer leaves the watch."""
+    def _expire_safely(
+        self,
+        timers: list[LiveTimer],
+        pending: PendingCapture | None,
+        awaited: tuple[CapturedStack | None, dict[str, Any]] | None = None,
+    ) -> None:
+        """One worker's expiry, with its stack ``awaited`` already or still ``pending``;
+        never raises, and every timer leaves the watch."""
         progress = Progress()
         try:
-            stack, extra = self._await_capture(pending)
+            stack, extra = awaited if awaited is not None else self._await_capture(pending)
             self.killer.expire(timers, stack, extra, progress)
         except Exception as error:
             self.killer.after_error(timers, progress, error)
@@ -191,3 +283,7 @@ class ExpiryHandler:
             reason=f"still alive {self.killer.escalate_after}s after signal {timer.signal}",
             sigkilled=killed,
         )
+
+
+def _deadline(timer: LiveTimer) -> float:
+    return timer.deadline_monotonic

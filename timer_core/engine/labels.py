@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-__all__ = ["MAX_JOB_ID_LENGTH", "Labels", "labels_from_environ", "read_labels"]
+__all__ = ["MAX_JOB_ID_LENGTH", "NO_LABELS", "Labels", "labels_from_environ", "read_labels"]
 
 MAX_JOB_ID_LENGTH = 256
 # An environment is at most a few MiB; the labels are near its start in practice, and
@@ -37,6 +37,10 @@ class Labels:
             explicit.local_rank if explicit.local_rank is not None else self.local_rank,
             explicit.world_size if explicit.world_size is not None else self.world_size,
         )
+
+
+# A worker of no job (frozen, so one instance serves every timer).
+NO_LABELS = Labels()
 
 
 def read_labels(pid: int) -> Labels:

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 
 import psutil
 
+from .labels import NO_LABELS, Labels
+
 __all__ = [
     "ProcessIdentity",
     "ProcessSignaller",
@@ -40,6 +42,10 @@ class ProcessIdentity:
     # The real uid, read with the identity: who owns the process decides who may arm,
     # release or read a timer on it. Not part of the identity itself.
     uid: int | None = field(default=None, compare=False)
+    # Which rank of which job it is, read from its environment once, when it is first
+    # armed for (after the check that the caller may act on it). Not part of the
+    # identity either.
+    labels: Labels = field(default=NO_LABELS, compare=False)
 
     def matches(self, other: ProcessIdentity | None) -> bool:
         return (

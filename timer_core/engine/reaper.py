@@ -14,6 +14,7 @@ own (``ReaperLoop``).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import signal as signal_module
 from collections.abc import Callable
@@ -24,8 +25,10 @@ from .capturer import Capturer
 from .clock import Clock, SystemClock
 from .events import EventBus, EventKind, Listener
 from .expiry import DEFAULT_OVERDUE_MARGIN, ExpiryHandler
+from .job_incidents import JobIncidents
 from .kill_outcomes import WorkerKiller
 from .kill_watch import KillWatch
+from .labels import NO_LABELS, Labels, read_labels
 from .process import ProcessIdentity, ProcessSignaller, identify
 from .reaper_loop import ReaperLoop
 from .timer_book import TimerBook
@@ -52,16 +55,25 @@ class Reaper(TimerBook):
         capturer: Capturer | None = None,
         max_timers_per_uid: int | None = None,
         overdue_margin: float = DEFAULT_OVERDUE_MARGIN,
+        node: str = "",
+        labels_of: Callable[[int], Labels] = read_labels,
+        incident_window: float | None = None,
     ) -> None:
+        """``incident_window`` (seconds) turns incidents on: the first expiry of a
+        job's timer captures the stacks of all the job's live ranks here before any
+        signal to the job, and expiries within the window after it join that incident.
+        ``labels_of`` reads a worker's job and rank (its environment, by default)."""
         super().__init__(
             clock=clock or SystemClock(),
             bus=bus or EventBus(),
             first_timer_id=first_timer_id,
             watch_exits=watch_exits,
             max_timers_per_uid=max_timers_per_uid,
+            node=node,
         )
         self.signaller = signaller or ProcessSignaller()
         self._identify = identify_process
+        self._labels_of = labels_of
         self._loop = ReaperLoop(self.step, self._lock, self.clock)
         # Due kills not acted on within the budget plus the margin (health, metrics).
         self.kill_watch = KillWatch(
@@ -80,7 +92,16 @@ class Reaper(TimerBook):
             escalate_after=escalate_after,
             signal_children=signal_children,
         )
-        self.expiry = ExpiryHandler(killer, identify_process=identify_process, capturer=capturer)
+        self.expiry = ExpiryHandler(
+            killer,
+            identify_process=identify_process,
+            capturer=capturer,
+            incidents=(
+                JobIncidents(incident_window, self.job_members, self._events.incident)
+                if incident_window is not None
+                else None
+            ),
+        )
         # Reads for many readers (the dashboard): scanned outside the lock, within a budget.
         self.reader = snapshot.TimerReader(self.live_timers)
 
@@ -101,6 +122,7 @@ class Reaper(TimerBook):
         observe_protected: bool = True,
         owner_uid: int | None = None,
         requester: str = "",
+        labels: Labels | None = None,
     ) -> tuple[TimerView, bool]:
         """Arm a timer, or move the deadline of the active one for (pid, scope_id).
 
@@ -110,6 +132,8 @@ class Reaper(TimerBook):
         torch's tests do in-process) unless ``observe_protected`` is False.
         With ``owner_uid``, only a process whose real uid is that may be targeted:
         ``requester`` (who asked, e.g. "uid 1001 over tcp …") goes into the refusal.
+        ``labels`` given explicitly override those read from the worker's environment
+        (read once per worker, and only once the caller may act on it).
         """
         try:
             expiration_time, signal = check_request(
@@ -128,7 +152,11 @@ class Reaper(TimerBook):
                 raise RefusedError(f"no process with pid {pid} is running on this host")
             if owner_uid is not None and identity.uid != owner_uid:
                 raise not_own_process(requester or f"uid {owner_uid}", pid, identity.uid)
-            return self._arm(identity, scope_id, expiration_time, signal, source, dump_signal)
+            if known is None:
+                identity = dataclasses.replace(identity, labels=self._labels_of(pid))
+            return self._arm(
+                identity, scope_id, expiration_time, signal, source, dump_signal, labels=labels
+            )
         except RefusedError as error:
             self.emit_refused(pid, scope_id, expiration_time, signal, source, error.reason)
             raise
@@ -177,6 +205,7 @@ class Reaper(TimerBook):
         source: str,
         acquired_at: float,
         dump_signal: int | None = None,
+        labels: Labels | None = None,
     ) -> TimerView | None:
         """Re-arm a timer recorded before a restart, with its original identity.
 
@@ -186,7 +215,16 @@ class Reaper(TimerBook):
         """
         if not identity.matches(self._identify(identity.pid)):
             stale = LiveTimer(
-                timer_id, identity, scope_id, signal, source, acquired_at, expiration_time, 0.0
+                timer_id,
+                identity,
+                scope_id,
+                signal,
+                source,
+                acquired_at,
+                expiration_time,
+                0.0,
+                labels=labels or NO_LABELS,
+                node=self.node,
             )
             expired = expiration_time <= self.clock.time()
             self._events.timer(
@@ -197,7 +235,15 @@ class Reaper(TimerBook):
             )
             return None
         view, _ = self._arm(
-            identity, scope_id, expiration_time, signal, source, dump_signal, timer_id, acquired_at
+            identity,
+            scope_id,
+            expiration_time,
+            signal,
+            source,
+            dump_signal,
+            timer_id,
+            acquired_at,
+            labels,
         )
         return view
 

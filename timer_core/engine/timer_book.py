@@ -19,6 +19,7 @@ from .clock import Clock
 from .deadline_heap import DeadlineHeap
 from .emitter import EventEmitter
 from .events import EventBus, EventKind
+from .labels import Labels
 from .process import ProcessIdentity
 from .timer_table import TimerTable
 from .timers import Escalation, LiveTimer, TimerView
@@ -36,8 +37,11 @@ class TimerBook:
         first_timer_id: int,
         watch_exits: bool,
         max_timers_per_uid: int | None,
+        node: str = "",
     ) -> None:
         self.clock = clock
+        # The name every timer armed here carries (contract 8): the service's node.
+        self.node = node
         self.bus = bus
         self._events = EventEmitter(bus, clock)
         self._lock = threading.Lock()
@@ -135,6 +139,11 @@ class TimerBook:
         outside the lock; many readers should share the Reaper's ``reader`` instead."""
         return snapshot.soonest(self.live_timers(), limit, pid=pid, scope_contains=scope_contains)
 
+    def job_members(self, job_id: str) -> list[LiveTimer]:
+        """The armed timers of one job on this node (its ranks, and their scopes)."""
+        with self._lock:
+            return self._table.of_job(job_id)
+
     def active_count(self) -> int:
         return len(self._table)
 
@@ -153,6 +162,7 @@ class TimerBook:
         dump_signal: int | None,
         timer_id: int | None = None,
         acquired_at: float | None = None,
+        labels: Labels | None = None,
     ) -> tuple[TimerView, bool]:
         """Create the timer for (pid, scope_id), or move it (a heartbeat); and whether it
         was created. A request passes no ``acquired_at``: it is subject to the per-user
@@ -178,6 +188,8 @@ class TimerBook:
                     expiration_time,
                     deadline_monotonic,
                     dump_signal,
+                    identity.labels if labels is None else identity.labels.merged(labels),
+                    self.node,
                 )
                 new_worker = self._table.add(timer)
             else:

@@ -28,6 +28,8 @@ class TimerTable:
         self._max_per_uid = max_per_uid
         self._uncapped_uids = frozenset({0, os.geteuid()})
         self._per_uid: collections.Counter[int | None] = collections.Counter()
+        # Labelled timers by job: an incident captures all of a job's ranks at once.
+        self._by_job: dict[str, dict[int, LiveTimer]] = {}
 
     def __len__(self) -> int:
         return len(self.by_id)
@@ -37,6 +39,9 @@ class TimerTable:
 
     def of_worker(self, pid: int) -> list[LiveTimer]:
         return [self._by_key[(pid, scope)] for scope in self._workers.scopes(pid)]
+
+    def of_job(self, job_id: str) -> list[LiveTimer]:
+        return list(self._by_job.get(job_id, {}).values())
 
     def check_cap(self, uid: int | None) -> None:
         """Raise RefusedError (kind "limit") if ``uid`` may arm no more timers."""
@@ -56,12 +61,20 @@ class TimerTable:
         self._per_uid[timer.identity.uid] += 1
         self._by_key[(timer.identity.pid, timer.scope_id)] = timer
         self.by_id[timer.id] = timer
+        if timer.labels.job_id is not None:
+            self._by_job.setdefault(timer.labels.job_id, {})[timer.id] = timer
         return self._workers.add(timer.identity, timer.scope_id)
 
     def forget(self, timer: LiveTimer) -> None:
         pid = timer.identity.pid
         del self._by_key[(pid, timer.scope_id)]
         del self.by_id[timer.id]
+        job_id = timer.labels.job_id
+        if job_id is not None:
+            members = self._by_job[job_id]
+            del members[timer.id]
+            if not members:
+                del self._by_job[job_id]
         self._workers.remove(pid, timer.scope_id)
         uid = timer.identity.uid
         self._per_uid[uid] -= 1

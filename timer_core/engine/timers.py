@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .labels import NO_LABELS, Labels
 from .process import ProcessIdentity
 
 __all__ = ["Escalation", "LiveTimer", "TimerView"]
@@ -30,6 +31,12 @@ class TimerView:
     expiration_time: float
     # The worker's real uid (None if unknown): it decides who may act on the timer.
     uid: int | None = None
+    # Where and which rank (contract 8): the node that armed it, and the job's labels.
+    node: str = ""
+    job_id: str | None = None
+    rank: int | None = None
+    local_rank: int | None = None
+    world_size: int | None = None
 
 
 # eq=False: a live timer is compared and hashed by identity; the heap's stale entries
@@ -48,10 +55,15 @@ class LiveTimer:
     deadline_monotonic: float
     # A signal on which the worker dumps its own stack (faulthandler), if it opted in.
     dump_signal: int | None = None
+    # Which rank of which job: the worker's environment, overridden by the request's
+    # own labels. Fixed when the timer is created: a heartbeat does not relabel it.
+    labels: Labels = NO_LABELS
+    node: str = ""
     # Bumped by each heartbeat: heap entries pushed under an older one are stale.
     generation: int = field(default=0, init=False)
 
     def view(self, state: str = "active") -> TimerView:
+        labels = self.labels
         return TimerView(
             self.id,
             self.identity.pid,
@@ -62,6 +74,11 @@ class LiveTimer:
             self.acquired_at,
             self.expiration_time,
             self.identity.uid,
+            self.node,
+            labels.job_id,
+            labels.rank,
+            labels.local_rank,
+            labels.world_size,
         )
 
 
