@@ -16,7 +16,8 @@ In a test::
         worker = second_user.popen(["sleep", "300"])
 
 Both fixtures are registered for every test (tests/conftest.py imports them), and
-``second_user`` skips the test without root.
+``second_user`` skips the test without root. A module whose service runs as root and
+whose second user runs Debian's python3 sets ``pytestmark = SERVICE_AS_ROOT``.
 """
 
 from __future__ import annotations
@@ -30,12 +31,13 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import pytest
 
 __all__ = [
     "NAME",
+    "SERVICE_AS_ROOT",
     "SYSTEM_PYTHON",
     "SecondUser",
     "as_user",
@@ -51,6 +53,13 @@ NAME = "timer-test-other"
 SYSTEM_PYTHON = "/usr/bin/python3"
 _WHY_ROOT = "needs root: makes a second user (useradd) and runs commands as it (setpriv)"
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason=_WHY_ROOT)
+SERVICE_AS_ROOT = [
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root: the service runs as root"),
+    pytest.mark.skipif(shutil.which("setpriv") is None, reason="needs setpriv (util-linux)"),
+    pytest.mark.skipif(
+        not os.path.exists(SYSTEM_PYTHON), reason="needs Debian's python3 for the second user"
+    ),
+]
 
 
 def ensure_user(name: str = NAME) -> tuple[int, int]:
@@ -82,6 +91,11 @@ class SecondUser:
     uid: int
     gid: int
 
+    @classmethod
+    def named(cls, name: str) -> Self:
+        """The system user ``name``, created if it does not exist."""
+        return cls(name, *ensure_user(name))
+
     def argv(self, argv: Sequence[str]) -> list[str]:
         return as_user(self.uid, self.gid, argv)
 
@@ -94,6 +108,10 @@ class SecondUser:
     def popen(self, argv: Sequence[str], **options: Any) -> subprocess.Popen[bytes]:
         """Start ``argv`` as this user; its pid is the command's own (setpriv execs it)."""
         return subprocess.Popen(self.argv(argv), **options)
+
+    def sleeper(self) -> subprocess.Popen[bytes]:
+        """A process of this user's own: ``sleep 600`` (setpriv execs it: the pid is sleep's)."""
+        return self.popen(["sleep", "600"])
 
     def can_read(self, path: Path | str) -> bool:
         return self.run(["head", "-c", "1", str(path)]).returncode == 0
@@ -116,8 +134,7 @@ def second_user() -> SecondUser:
     """The second user; skips the test without root."""
     if os.geteuid() != 0:
         pytest.skip(_WHY_ROOT)
-    uid, gid = ensure_user(NAME)
-    return SecondUser(NAME, uid, gid)
+    return SecondUser.named(NAME)
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -13,7 +14,11 @@ from typing import Any
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.second_user import SYSTEM_PYTHON, SecondUser
 from tests.waiting import wait_until
+
+# Run by the second user (Debian's python3, standard library only): see its docstring.
+CLIENT = Path(__file__).with_name("second_user_client.py")
 
 
 def free_port() -> int:
@@ -118,3 +123,25 @@ def scraped(url: str, name: str, **labels: str) -> float | None:
             if sample.name == name and sample.labels == labels:
                 return float(sample.value)
     return None
+
+
+def refusals(service: ServiceProcess) -> list[str]:
+    """The reasons of the refusals the service has recorded."""
+    items = httpx.get(service.url + "/events", params={"kind": "refused"}).json()["items"]
+    return [str(item["detail"].get("reason", "")) for item in items]
+
+
+def ask_as(
+    who: SecondUser, target: str, method: str, path: str, body: dict[str, Any] | None = None
+) -> tuple[int, Any]:
+    """One request that ``who`` makes to ``target`` (``tcp://HOST:PORT`` or
+    ``unix://PATH``) through second_user_client.py: (status, parsed body, or its text
+    if it is not JSON)."""
+    argv = [SYSTEM_PYTHON, str(CLIENT), target, method, path, json.dumps(body) if body else "-"]
+    done = who.run(argv)
+    assert done.returncode == 0, done.stderr
+    answer = json.loads(done.stdout)
+    try:
+        return answer["status"], json.loads(answer["body"])
+    except ValueError:
+        return answer["status"], answer["body"]

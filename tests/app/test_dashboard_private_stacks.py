@@ -4,8 +4,6 @@ the service sees that user's socket, as it would see that user's own browser."""
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,19 +14,13 @@ import pytest
 
 from tests.app.conftest import needs_chromium
 from tests.app.service_process import ServiceProcess, free_port
-from tests.second_user import as_user, ensure_user
+from tests.second_user import SERVICE_AS_ROOT, SYSTEM_PYTHON, as_user, ensure_user
 from tests.waiting import wait_until
 from tests.workers import spawn_sleeper
 
 FORWARDER = Path(__file__).with_name("second_user_forwarder.py")
-SYSTEM_PYTHON = "/usr/bin/python3"
 
-pytestmark = [
-    needs_chromium,
-    pytest.mark.skipif(os.geteuid() != 0, reason="needs root: the service runs as root"),
-    pytest.mark.skipif(shutil.which("setpriv") is None, reason="needs setpriv (util-linux)"),
-    pytest.mark.skipif(not os.path.exists(SYSTEM_PYTHON), reason="needs Debian's python3"),
-]
+pytestmark = [needs_chromium, *SERVICE_AS_ROOT]
 
 
 @pytest.fixture

@@ -10,27 +10,28 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import stat
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
-from tests.app.service_process import ServiceProcess, scraped, wait_for_state
-from tests.second_user import as_user, ensure_user
+from tests.app.service_process import (
+    ServiceProcess,
+    ask_as,
+    refusals,
+    scraped,
+    wait_for_state,
+)
+from tests.second_user import SERVICE_AS_ROOT, SYSTEM_PYTHON, SecondUser
 from tests.waiting import wait_until
 from tests.workers import assert_sigkilled, spawn_sleeper
 
-SYSTEM_PYTHON = "/usr/bin/python3"
-CLIENT = Path(__file__).with_name("second_user_client.py")
 # What torch's FileTimerClient does, in the standard library: prints "ok" or the errno.
 WRITER = """
 import errno, os, sys
@@ -44,35 +45,16 @@ else:
     print("ok")
 """
 
-pytestmark = [
-    pytest.mark.skipif(os.geteuid() != 0, reason="needs root: the service runs as root"),
-    pytest.mark.skipif(shutil.which("setpriv") is None, reason="needs setpriv (util-linux)"),
-    pytest.mark.skipif(
-        not os.path.exists(SYSTEM_PYTHON), reason="needs Debian's python3 for the second user"
-    ),
-]
+pytestmark = SERVICE_AS_ROOT
 
 
-@dataclass(frozen=True)
-class User:
-    name: str
-    uid: int
-    gid: int
-
-    def run(self, argv: list[str]) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            as_user(self.uid, self.gid, argv), capture_output=True, text=True, timeout=30
-        )
-
+@dataclass(frozen=True, slots=True)
+class User(SecondUser):
     def write(self, path: Path, data: bytes) -> str:
         """Write ``data`` into the FIFO at ``path`` as this user: "ok" or the errno."""
         done = self.run([SYSTEM_PYTHON, "-c", WRITER, str(path), data.hex()])
         assert done.returncode == 0, done.stderr
         return done.stdout.strip()
-
-    def spawn(self) -> subprocess.Popen[bytes]:
-        """A process of this user's own (setpriv execs sleep: the pid is sleep's)."""
-        return subprocess.Popen(as_user(self.uid, self.gid, ["sleep", "600"]))
 
 
 def request(pid: int, scope: str, after: float = 0.3, signal: int = 9) -> bytes:
@@ -90,84 +72,60 @@ def request(pid: int, scope: str, after: float = 0.3, signal: int = 9) -> bytes:
 
 @pytest.fixture(scope="module")
 def user() -> User:
-    return User("ts-fifo-user", *ensure_user("ts-fifo-user"))
+    return User.named("ts-fifo-user")
 
 
 @pytest.fixture(scope="module")
 def other() -> User:
-    return User("ts-fifo-other", *ensure_user("ts-fifo-other"))
+    return User.named("ts-fifo-other")
 
 
-@pytest.fixture
-def shared() -> Iterator[Path]:
-    # Not under pytest's tmp_path: that is private to root, and the users must reach
-    # their FIFOs (and find the root FIFO closed to them for its own mode's sake).
-    path = Path(tempfile.mkdtemp(prefix="ts-fifos-"))
-    path.chmod(0o755)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
-@pytest.fixture
-def processes() -> Iterator[list[subprocess.Popen[bytes]]]:
-    started: list[subprocess.Popen[bytes]] = []
-    yield started
-    for process in started:
-        process.kill()
-        process.wait()
-
-
-def serve(tmp_path: Path, shared: Path, *users: str) -> ServiceProcess:
-    flags = ["--fifo", str(shared / "timers.fifo"), "--fifo-dir", str(shared / "fifos")]
+def serve(tmp_path: Path, shared_tmp: Path, *users: str) -> ServiceProcess:
+    flags = ["--fifo", str(shared_tmp / "timers.fifo"), "--fifo-dir", str(shared_tmp / "fifos")]
     if users:
         flags += ["--fifo-users", ",".join(users)]
-    return ServiceProcess(tmp_path, *flags, "--uds", str(shared / "ts.sock")).start()
+    return ServiceProcess(tmp_path, *flags, "--uds", str(shared_tmp / "ts.sock")).start()
 
 
 @pytest.fixture
-def service(tmp_path: Path, shared: Path, user: User, other: User) -> Iterator[ServiceProcess]:
-    running = serve(tmp_path, shared, user.name, str(other.uid), "root")
+def service(tmp_path: Path, shared_tmp: Path, user: User, other: User) -> Iterator[ServiceProcess]:
+    running = serve(tmp_path, shared_tmp, user.name, str(other.uid), "root")
     yield running
     running.stop()
 
 
-def refusals(service: ServiceProcess) -> list[str]:
-    items = httpx.get(service.url + "/events", params={"kind": "refused"}).json()["items"]
-    return [str(item["detail"].get("reason", "")) for item in items]
-
-
-def fifo_of(shared: Path, who: User | int) -> Path:
-    return shared / "fifos" / str(who if isinstance(who, int) else who.uid)
+def fifo_of(shared_tmp: Path, who: User | int) -> Path:
+    return shared_tmp / "fifos" / str(who if isinstance(who, int) else who.uid)
 
 
 def test_the_fifos_of_the_listed_users_are_theirs_alone(
-    service: ServiceProcess, shared: Path, user: User, other: User
+    service: ServiceProcess, shared_tmp: Path, user: User, other: User
 ) -> None:
-    directory = os.stat(shared / "fifos")
+    directory = os.stat(shared_tmp / "fifos")
     assert (directory.st_uid, stat.S_IMODE(directory.st_mode)) == (0, 0o755)
     for uid in (user.uid, other.uid, 0):
-        found = os.lstat(fifo_of(shared, uid))
+        found = os.lstat(fifo_of(shared_tmp, uid))
         assert stat.S_ISFIFO(found.st_mode)
         assert (found.st_uid, stat.S_IMODE(found.st_mode)) == (uid, 0o600)
 
 
 def test_a_user_gets_its_own_stuck_process_killed(
-    service: ServiceProcess, shared: Path, user: User, processes: list[subprocess.Popen[bytes]]
+    service: ServiceProcess, shared_tmp: Path, user: User, sleepers: list[subprocess.Popen[bytes]]
 ) -> None:
-    stuck = user.spawn()
-    processes.append(stuck)
-    assert user.write(fifo_of(shared, user), request(stuck.pid, "train-step")) == "ok"
+    stuck = user.sleeper()
+    sleepers.append(stuck)
+    assert user.write(fifo_of(shared_tmp, user), request(stuck.pid, "train-step")) == "ok"
     assert_sigkilled(stuck, 30)
     timer = wait_for_state(service.url, stuck.pid, "killed")
     assert (timer["source"], timer["scope_id"], timer["uid"]) == ("fifo", "train-step", user.uid)
 
 
 def test_a_user_cannot_get_roots_process_signalled_or_released(
-    service: ServiceProcess, shared: Path, user: User, processes: list[subprocess.Popen[bytes]]
+    service: ServiceProcess, shared_tmp: Path, user: User, sleepers: list[subprocess.Popen[bytes]]
 ) -> None:
     roots = spawn_sleeper()
-    processes.append(roots)
-    path = fifo_of(shared, user)
+    sleepers.append(roots)
+    path = fifo_of(shared_tmp, user)
     assert user.write(path, request(roots.pid, "attack", after=0.2)) == "ok"
     asker = f"the FIFO {path} of uid {user.uid}"
     assert wait_until(lambda: any(asker in r and "uid 0" in r for r in refusals(service)))
@@ -184,23 +142,25 @@ def test_a_user_cannot_get_roots_process_signalled_or_released(
 
 
 def test_a_user_cannot_write_into_another_uids_fifo_or_the_root_fifo(
-    service: ServiceProcess, shared: Path, user: User, other: User
+    service: ServiceProcess, shared_tmp: Path, user: User, other: User
 ) -> None:
     line = request(os.getpid(), "attack")
-    assert user.write(fifo_of(shared, other), line) == "EACCES"
-    assert user.write(fifo_of(shared, 0), line) == "EACCES"
-    assert user.write(shared / "timers.fifo", line) == "EACCES"
-    assert other.write(fifo_of(shared, user), line) == "EACCES"
+    assert user.write(fifo_of(shared_tmp, other), line) == "EACCES"
+    assert user.write(fifo_of(shared_tmp, 0), line) == "EACCES"
+    assert user.write(shared_tmp / "timers.fifo", line) == "EACCES"
+    assert other.write(fifo_of(shared_tmp, user), line) == "EACCES"
 
 
-def test_a_user_cannot_replace_its_fifo(service: ServiceProcess, shared: Path, user: User) -> None:
-    path = fifo_of(shared, user)
+def test_a_user_cannot_replace_its_fifo(
+    service: ServiceProcess, shared_tmp: Path, user: User
+) -> None:
+    path = fifo_of(shared_tmp, user)
     before = os.lstat(path)
     for command in (
         f"ln -sf /etc/shadow {path}",
         f"rm -f {path}",
         f"mv {path} {path}.old",
-        f"mkfifo {shared / 'fifos' / 'planted'}",
+        f"mkfifo {shared_tmp / 'fifos' / 'planted'}",
     ):
         done = user.run(["sh", "-c", command])
         assert done.returncode != 0 and "ermission denied" in done.stderr, command
@@ -214,31 +174,31 @@ def test_a_user_cannot_replace_its_fifo(service: ServiceProcess, shared: Path, u
 
 def test_a_planted_link_or_file_is_replaced_and_never_read(
     tmp_path: Path,
-    shared: Path,
+    shared_tmp: Path,
     user: User,
     other: User,
-    processes: list[subprocess.Popen[bytes]],
+    sleepers: list[subprocess.Popen[bytes]],
 ) -> None:
     # What a user could do to a directory it could write: a link to a FIFO of its own
     # elsewhere (which a blocking open would hang on) and a regular file.
-    serve(tmp_path, shared, user.name, other.name).stop()
-    bait = shared / "bait.fifo"
+    serve(tmp_path, shared_tmp, user.name, other.name).stop()
+    bait = shared_tmp / "bait.fifo"
     os.mkfifo(bait, 0o600)
     os.chown(bait, user.uid, user.gid)
-    fifo_of(shared, user).unlink()
-    fifo_of(shared, user).symlink_to(bait)
-    fifo_of(shared, other).unlink()
-    fifo_of(shared, other).write_text("not a fifo")
-    os.chown(fifo_of(shared, other), other.uid, other.gid)
-    service = serve(tmp_path, shared, user.name, other.name)  # would hang on the bait
+    fifo_of(shared_tmp, user).unlink()
+    fifo_of(shared_tmp, user).symlink_to(bait)
+    fifo_of(shared_tmp, other).unlink()
+    fifo_of(shared_tmp, other).write_text("not a fifo")
+    os.chown(fifo_of(shared_tmp, other), other.uid, other.gid)
+    service = serve(tmp_path, shared_tmp, user.name, other.name)  # would hang on the bait
     try:
         for who in (user, other):
-            found = os.lstat(fifo_of(shared, who))
+            found = os.lstat(fifo_of(shared_tmp, who))
             assert stat.S_ISFIFO(found.st_mode) and found.st_uid == who.uid
         assert user.write(bait, b"{}\n") == "ENXIO"  # nobody reads the bait
-        stuck = user.spawn()
-        processes.append(stuck)
-        assert user.write(fifo_of(shared, user), request(stuck.pid, "after-plant")) == "ok"
+        stuck = user.sleeper()
+        sleepers.append(stuck)
+        assert user.write(fifo_of(shared_tmp, user), request(stuck.pid, "after-plant")) == "ok"
         assert_sigkilled(stuck, 30)
         assert "replacing" in service.log()
     finally:
@@ -246,38 +206,31 @@ def test_a_planted_link_or_file_is_replaced_and_never_read(
 
 
 def test_garbage_on_a_user_fifo_is_skipped_and_the_good_lines_apply(
-    service: ServiceProcess, shared: Path, user: User, processes: list[subprocess.Popen[bytes]]
+    service: ServiceProcess, shared_tmp: Path, user: User, sleepers: list[subprocess.Popen[bytes]]
 ) -> None:
-    stuck, spared = user.spawn(), user.spawn()
-    processes.extend([stuck, spared])
+    stuck, spared = user.sleeper(), user.sleeper()
+    sleepers.extend([stuck, spared])
     garbage = b"\xff\xfe garbage\n{not json\n" + b'{"version": 1, "pid": "x"}\n'
     data = garbage + request(stuck.pid, "kill-me") + request(spared.pid, "spare", after=600)
-    assert user.write(fifo_of(shared, user), data) == "ok"
+    assert user.write(fifo_of(shared_tmp, user), data) == "ok"
     assert_sigkilled(stuck, 30)
     assert wait_for_state(service.url, spared.pid, "active")["scope_id"] == "spare"
     assert scraped(service.url, "timer_fifo_malformed_lines_total") == 3
     assert "skipping a malformed line on the FIFO" in service.log()
 
 
-def call(service: ServiceProcess, who: User, target: str, method: str, path: str) -> Any:
-    done = who.run([SYSTEM_PYTHON, str(CLIENT), target, method, path, "-"])
-    assert done.returncode == 0, done.stderr
-    answer = json.loads(done.stdout)
-    return answer["status"], json.loads(answer["body"])
-
-
 def test_a_user_asks_for_its_fifo_over_http_and_uses_it(
-    tmp_path: Path, shared: Path, user: User, processes: list[subprocess.Popen[bytes]]
+    tmp_path: Path, shared_tmp: Path, user: User, sleepers: list[subprocess.Popen[bytes]]
 ) -> None:
-    service = serve(tmp_path, shared)
+    service = serve(tmp_path, shared_tmp)
     try:
         tcp = service.url.replace("http://", "tcp://")
-        status, made = call(service, user, tcp, "POST", "/fifos")
-        assert (status, made) == (201, {"path": str(fifo_of(shared, user))}), made
-        unix = "unix://" + str(shared / "ts.sock")
-        assert call(service, user, unix, "POST", "/fifos") == (200, made)
-        stuck = user.spawn()
-        processes.append(stuck)
+        status, made = ask_as(user, tcp, "POST", "/fifos")
+        assert (status, made) == (201, {"path": str(fifo_of(shared_tmp, user))}), made
+        unix = "unix://" + str(shared_tmp / "ts.sock")
+        assert ask_as(user, unix, "POST", "/fifos") == (200, made)
+        stuck = user.sleeper()
+        sleepers.append(stuck)
         assert user.write(Path(made["path"]), request(stuck.pid, "asked")) == "ok"
         assert_sigkilled(stuck, 30)
     finally:
@@ -286,7 +239,7 @@ def test_a_user_asks_for_its_fifo_over_http_and_uses_it(
 
 @pytest.mark.torch
 def test_torchs_own_client_follows_torchelastic_timer_file(
-    service: ServiceProcess, shared: Path, processes: list[subprocess.Popen[bytes]]
+    service: ServiceProcess, shared_tmp: Path, sleepers: list[subprocess.Popen[bytes]]
 ) -> None:
     """The README's recipe, as torchrun's agent would run a worker (as root here: the
     second user cannot import torch from the venv)."""
@@ -298,8 +251,8 @@ def test_torchs_own_client_follows_torchelastic_timer_file(
         "with timer.expires(after=0.5):\n"
         "    time.sleep(60)\n"
     )
-    env = {**os.environ, "TORCHELASTIC_TIMER_FILE": str(fifo_of(shared, 0))}
+    env = {**os.environ, "TORCHELASTIC_TIMER_FILE": str(fifo_of(shared_tmp, 0))}
     stuck = subprocess.Popen([sys.executable, "-c", code], env=env)
-    processes.append(stuck)
+    sleepers.append(stuck)
     assert_sigkilled(stuck, 60)
     assert wait_for_state(service.url, stuck.pid, "killed")["source"] == "fifo"

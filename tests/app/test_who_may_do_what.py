@@ -3,11 +3,8 @@ may act on its own processes only, over loopback TCP and over the Unix socket.""
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 import subprocess
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,62 +12,40 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.app.service_process import ServiceProcess
-from tests.second_user import as_user, ensure_user
+from tests.app.service_process import ServiceProcess, ask_as, refusals
+from tests.second_user import SERVICE_AS_ROOT, SecondUser
 from tests.waiting import wait_until
 from tests.workers import assert_sigkilled, spawn_sleeper
 
-CLIENT = Path(__file__).with_name("second_user_client.py")
-SYSTEM_PYTHON = "/usr/bin/python3"
-
-pytestmark = [
-    pytest.mark.skipif(os.geteuid() != 0, reason="needs root: the service runs as root"),
-    pytest.mark.skipif(shutil.which("setpriv") is None, reason="needs setpriv (util-linux)"),
-    pytest.mark.skipif(
-        not os.path.exists(SYSTEM_PYTHON), reason="needs Debian's python3 for the second user"
-    ),
-]
+pytestmark = SERVICE_AS_ROOT
 
 
 @pytest.fixture(scope="module")
-def other() -> tuple[int, int]:
-    return ensure_user("ts-caller")
+def other() -> SecondUser:
+    return SecondUser.named("ts-caller")
 
 
 @pytest.fixture
-def socket_dir() -> Iterator[Path]:
-    # Not under pytest's tmp_path: that is private to root, and the second user must
-    # reach the socket.
-    path = Path(tempfile.mkdtemp(prefix="ts-uds-"))
-    path.chmod(0o755)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
-@pytest.fixture
-def service(tmp_path: Path, socket_dir: Path) -> Iterator[ServiceProcess]:
+def service(tmp_path: Path, shared_tmp: Path) -> Iterator[ServiceProcess]:
     running = ServiceProcess(
-        tmp_path, "--uds", str(socket_dir / "ts.sock"), "--max-timers-per-user", "2"
+        tmp_path, "--uds", str(shared_tmp / "ts.sock"), "--max-timers-per-user", "2"
     ).start()
     yield running
     running.stop()
 
 
 @pytest.fixture
-def own_worker(other: tuple[int, int]) -> Iterator[subprocess.Popen[bytes]]:
+def own_worker(
+    other: SecondUser, sleepers: list[subprocess.Popen[bytes]]
+) -> subprocess.Popen[bytes]:
     """A process of the second user's own."""
-    process = subprocess.Popen(as_user(*other, ["sleep", "600"]))
-    yield process
-    process.kill()
-    process.wait()
+    sleepers.append(other.sleeper())
+    return sleepers[-1]
 
 
 @pytest.fixture
-def roots_worker() -> Iterator[subprocess.Popen[bytes]]:
-    process = spawn_sleeper()
-    yield process
-    process.kill()
-    process.wait()
+def roots_worker(sleeper: subprocess.Popen[bytes]) -> subprocess.Popen[bytes]:
+    return sleeper
 
 
 CHANNELS = ["tcp", "unix"]
@@ -78,7 +53,7 @@ CHANNELS = ["tcp", "unix"]
 
 def call(
     service: ServiceProcess,
-    user: tuple[int, int],
+    user: SecondUser,
     channel: str,
     method: str,
     path: str,
@@ -88,14 +63,7 @@ def call(
     target = service.url.replace("http://", "tcp://") if channel == "tcp" else ""
     if channel == "unix":
         target = "unix://" + service.extra[service.extra.index("--uds") + 1]
-    argv = [SYSTEM_PYTHON, str(CLIENT), target, method, path, json.dumps(body) if body else "-"]
-    done = subprocess.run(as_user(*user, argv), capture_output=True, text=True, timeout=30)
-    assert done.returncode == 0, done.stderr
-    answer = json.loads(done.stdout)
-    try:
-        return answer["status"], json.loads(answer["body"])
-    except ValueError:
-        return answer["status"], answer["body"]
+    return ask_as(user, target, method, path, body)
 
 
 def arm_as_root(service: ServiceProcess, pid: int, scope: str, **extra: Any) -> dict[str, Any]:
@@ -105,22 +73,17 @@ def arm_as_root(service: ServiceProcess, pid: int, scope: str, **extra: Any) -> 
     return dict(response.json())
 
 
-def refusals(service: ServiceProcess) -> list[str]:
-    items = httpx.get(service.url + "/events", params={"kind": "refused"}).json()["items"]
-    return [str(item["detail"].get("reason", "")) for item in items]
-
-
 @pytest.mark.parametrize("channel", CHANNELS)
 def test_a_user_arms_heartbeats_and_releases_timers_for_its_own_process(
     service: ServiceProcess,
-    other: tuple[int, int],
+    other: SecondUser,
     own_worker: subprocess.Popen[bytes],
     channel: str,
 ) -> None:
     body = {"pid": own_worker.pid, "scope_id": "mine", "expires_in": 60}
     status, created = call(service, other, channel, "POST", "/timers", body)
     assert status == 201, created
-    assert created["uid"] == other[0]
+    assert created["uid"] == other.uid
     assert call(service, other, channel, "POST", "/timers", body)[0] == 200
     release = {"pid": own_worker.pid, "scope_id": "mine"}
     status, released = call(service, other, channel, "POST", "/timers/release", release)
@@ -130,7 +93,7 @@ def test_a_user_arms_heartbeats_and_releases_timers_for_its_own_process(
 @pytest.mark.parametrize("channel", CHANNELS)
 def test_a_user_cannot_arm_a_timer_on_roots_process(
     service: ServiceProcess,
-    other: tuple[int, int],
+    other: SecondUser,
     roots_worker: subprocess.Popen[bytes],
     channel: str,
 ) -> None:
@@ -138,17 +101,17 @@ def test_a_user_cannot_arm_a_timer_on_roots_process(
     status, answer = call(service, other, channel, "POST", "/timers", body)
     assert status == 403, answer
     assert "belongs to uid 0" in answer["detail"]
-    assert f"uid {other[0]}" in answer["detail"]
+    assert f"uid {other.uid}" in answer["detail"]
     timers = httpx.get(service.url + "/timers", params={"pid": roots_worker.pid}).json()
     assert timers["items"] == []
-    assert any(f"uid {other[0]}" in reason for reason in refusals(service))
+    assert any(f"uid {other.uid}" in reason for reason in refusals(service))
     assert roots_worker.poll() is None
 
 
 @pytest.mark.parametrize("channel", CHANNELS)
 def test_a_user_cannot_defuse_roots_timer(
     service: ServiceProcess,
-    other: tuple[int, int],
+    other: SecondUser,
     roots_worker: subprocess.Popen[bytes],
     channel: str,
 ) -> None:
@@ -167,13 +130,13 @@ def test_a_user_cannot_defuse_roots_timer(
     now = httpx.get(f"{service.url}/timers/{timer_id}").json()
     assert (now["state"], now["signal"]) == ("active", 9)
     assert now["expiration_time"] == pytest.approx(armed["expiration_time"])
-    assert sum(f"uid {other[0]}" in reason for reason in refusals(service)) >= 3
+    assert sum(f"uid {other.uid}" in reason for reason in refusals(service)) >= 3
 
 
 @pytest.mark.parametrize("channel", CHANNELS)
 def test_only_the_owner_reads_a_stack(
     service: ServiceProcess,
-    other: tuple[int, int],
+    other: SecondUser,
     roots_worker: subprocess.Popen[bytes],
     own_worker: subprocess.Popen[bytes],
     channel: str,
@@ -199,7 +162,7 @@ def test_only_the_owner_reads_a_stack(
 
 def test_one_user_may_hold_only_so_many_timers_and_root_is_not_capped(
     service: ServiceProcess,
-    other: tuple[int, int],
+    other: SecondUser,
     own_worker: subprocess.Popen[bytes],
     roots_worker: subprocess.Popen[bytes],
 ) -> None:
@@ -245,11 +208,11 @@ def test_requests_for_a_foreign_host_or_too_large_are_refused(service: ServicePr
 
 
 def test_a_worker_on_the_http_client_over_the_unix_socket_is_killed_when_it_hangs(
-    service: ServiceProcess, socket_dir: Path
+    service: ServiceProcess, shared_tmp: Path
 ) -> None:
     code = (
         "import time, timer_core as timer\n"
-        f"timer.configure(timer.HttpTimerClient('unix://{socket_dir / 'ts.sock'}'))\n"
+        f"timer.configure(timer.HttpTimerClient('unix://{shared_tmp / 'ts.sock'}'))\n"
         "with timer.expires(after=0.5, scope='over-uds'):\n"
         "    time.sleep(600)\n"
     )
