@@ -9,8 +9,10 @@ from typing import Any
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from sqlalchemy.engine import Engine
 
 from app.callers import Caller, current_caller
+from app.db import make_engine, migrate
 from app.main import create_app
 from app.service import Service
 from app.settings import Settings
@@ -41,6 +43,13 @@ def sleeper(sleepers: list[subprocess.Popen[bytes]]) -> subprocess.Popen[bytes]:
 def settings(tmp_path: Path) -> Settings:
     """Service settings on a fresh SQLite file of this test's own."""
     return Settings(db_url=f"sqlite:///{tmp_path / 'timers.db'}", escalate_after=1.0)
+
+
+def migrated_engine(database: Path) -> Engine:
+    """An engine on the SQLite file ``database``, with the schema migrated."""
+    engine = make_engine(f"sqlite:///{database}")
+    migrate(engine)
+    return engine
 
 
 def in_process(app: FastAPI, **options: Any) -> TestClient:

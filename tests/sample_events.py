@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Any
+
 from timer_core import TimerEvent
 
 
@@ -20,3 +23,21 @@ def event(seq: int, kind: str, timer_id: int, state: str = "active") -> TimerEve
         expiration_time=5.0,
         process_create_time=1.0,
     )
+
+
+def refused(seq: int, **changes: Any) -> TimerEvent:
+    """A refused request (no timer), with ``changes`` to its fields."""
+    made = TimerEvent(
+        seq=seq,
+        kind="refused",
+        timer_id=None,
+        pid=100,
+        scope_id="s",
+        at=float(seq),
+        state="refused",
+        signal=9,
+        source="test",
+        acquired_at=1.0,
+        expiration_time=1.0,
+    )
+    return dataclasses.replace(made, **changes)

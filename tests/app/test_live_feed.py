@@ -5,9 +5,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from app.db import make_engine, migrate
 from app.live_feed import LiveFeed
 from app.recorder import Recorder
+from tests.conftest import migrated_engine
 from timer_core import TimerEvent
 
 
@@ -29,8 +29,7 @@ def recorded(seq: int, kind: str, timer_id: int, at: float, state: str) -> Timer
 
 
 def test_seeding_counts_the_last_hour_per_minute_and_the_recent_ends(tmp_path: Path) -> None:
-    engine = make_engine(f"sqlite:///{tmp_path / 'feed.db'}")
-    migrate(engine)
+    engine = migrated_engine(tmp_path / "feed.db")
     recorder = Recorder(engine)
     now = time.time()
     for timer_id in range(1, 121):  # one acquired and one killed a minute, 2 hours back

@@ -9,12 +9,12 @@ from alembic.migration import MigrationContext
 from sqlmodel import SQLModel
 
 import app.models  # noqa: F401  (registers the tables)
-from app.db import make_engine, migrate
+from app.db import migrate
+from tests.conftest import migrated_engine
 
 
 def test_migrations_match_the_models(tmp_path: Path) -> None:
-    engine = make_engine(f"sqlite:///{tmp_path / 'schema.db'}")
-    migrate(engine)
+    engine = migrated_engine(tmp_path / "schema.db")
     migrate(engine)  # applying again is a no-op
     with engine.connect() as connection:
         drift = compare_metadata(MigrationContext.configure(connection), SQLModel.metadata)

@@ -6,19 +6,29 @@ import asyncio
 import dataclasses
 from pathlib import Path
 
+import pytest
+from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
-from app.db import make_engine, migrate
 from app.models import Event, Timer
 from app.recorder import Recorder
-from tests.sample_events import event
-from timer_core import TimerEvent
+from tests.conftest import migrated_engine
+from tests.sample_events import event, refused
 
 
-def test_batch_writes_timers_and_events_and_reports_the_commit(tmp_path: Path) -> None:
-    engine = make_engine(f"sqlite:///{tmp_path / 'r.db'}")
-    migrate(engine)
-    recorder = Recorder(engine)
+@pytest.fixture
+def engine(tmp_path: Path) -> Engine:
+    return migrated_engine(tmp_path / "r.db")
+
+
+@pytest.fixture
+def recorder(engine: Engine) -> Recorder:
+    return Recorder(engine)
+
+
+def test_batch_writes_timers_and_events_and_reports_the_commit(
+    engine: Engine, recorder: Recorder
+) -> None:
     for item in (event(1, "acquired", 1), event(2, "extended", 1), event(3, "killed", 1, "killed")):
         recorder(item)
     recorder.flush()
@@ -34,10 +44,9 @@ def test_batch_writes_timers_and_events_and_reports_the_commit(tmp_path: Path) -
     assert asyncio.run(committed())
 
 
-def test_an_event_that_can_never_be_written_does_not_block_the_others(tmp_path: Path) -> None:
-    engine = make_engine(f"sqlite:///{tmp_path / 'r.db'}")
-    migrate(engine)
-    recorder = Recorder(engine)
+def test_an_event_that_can_never_be_written_does_not_block_the_others(
+    engine: Engine, recorder: Recorder
+) -> None:
     recorder(event(1, "acquired", 7))
     recorder.flush()
     recorder(event(2, "acquired", 7))  # duplicate id: violates the primary key
@@ -48,25 +57,7 @@ def test_an_event_that_can_never_be_written_does_not_block_the_others(tmp_path: 
         assert sorted(t.id for t in session.exec(select(Timer))) == [7, 8]
 
 
-def refused(seq: int) -> TimerEvent:
-    return TimerEvent(
-        seq=seq,
-        kind="refused",
-        timer_id=None,
-        pid=100,
-        scope_id="s",
-        at=float(seq),
-        state="refused",
-        signal=9,
-        source="test",
-        acquired_at=1.0,
-        expiration_time=1.0,
-    )
-
-
-def test_a_full_buffer_keeps_every_timer_event_and_drops_only_refusals(tmp_path: Path) -> None:
-    engine = make_engine(f"sqlite:///{tmp_path / 'r.db'}")
-    migrate(engine)
+def test_a_full_buffer_keeps_every_timer_event_and_drops_only_refusals(engine: Engine) -> None:
     recorder = Recorder(engine, buffer_size=2)
     for seq in (1, 2, 3):
         recorder(event(seq, "acquired", seq))
@@ -87,12 +78,9 @@ def waiter_released(recorder: Recorder, seq: int) -> bool:
     return asyncio.run(wait())
 
 
-def test_a_waiter_is_not_released_before_its_own_event_is_written(tmp_path: Path) -> None:
+def test_a_waiter_is_not_released_before_its_own_event_is_written(recorder: Recorder) -> None:
     """The 201-after-commit guarantee under reordering: event 2 reaches the recorder,
     and is written, before event 1. Whoever waits on 1 (or on 2) must wait for 1."""
-    engine = make_engine(f"sqlite:///{tmp_path / 'r.db'}")
-    migrate(engine)
-    recorder = Recorder(engine)
     recorder(event(2, "acquired", 2))
     recorder.flush()
     assert recorder.backlog() == 0  # 2 is on disk...
@@ -106,11 +94,8 @@ def test_a_waiter_is_not_released_before_its_own_event_is_written(tmp_path: Path
 
 
 def test_a_bad_event_is_isolated_in_a_few_transactions_not_one_per_event(
-    tmp_path: Path,
+    engine: Engine, recorder: Recorder
 ) -> None:
-    engine = make_engine(f"sqlite:///{tmp_path / 'r.db'}")
-    migrate(engine)
-    recorder = Recorder(engine)
     recorder(event(1, "acquired", 1))
     recorder.flush()
     commits = recorder.commits
@@ -126,13 +111,10 @@ def test_a_bad_event_is_isolated_in_a_few_transactions_not_one_per_event(
 
 
 def test_later_events_of_a_timer_that_could_not_be_recorded_are_kept_unlinked(
-    tmp_path: Path,
+    engine: Engine, recorder: Recorder
 ) -> None:
     """An acquisition the database cannot hold must not make each later event of its
     timer fail the foreign key (and drag its batch to row-by-row writes)."""
-    engine = make_engine(f"sqlite:///{tmp_path / 'r.db'}")
-    migrate(engine)
-    recorder = Recorder(engine)
     unstorable = dataclasses.replace(event(1, "acquired", 9), process_uid=10**30)
     recorder(unstorable)
     recorder.flush()
@@ -156,26 +138,12 @@ def test_later_events_of_a_timer_that_could_not_be_recorded_are_kept_unlinked(
     assert events[3].detail["timer_id"] == 9 and "could not be recorded" in str(events[3].detail)
 
 
-def test_a_value_sqlite_cannot_hold_is_rejected_and_the_thread_lives_on(tmp_path: Path) -> None:
-    engine = make_engine(f"sqlite:///{tmp_path / 'r.db'}")
-    migrate(engine)
-    recorder = Recorder(engine)
+def test_a_value_sqlite_cannot_hold_is_rejected_and_the_thread_lives_on(
+    engine: Engine, recorder: Recorder
+) -> None:
     recorder.start()
     try:
-        too_big = TimerEvent(
-            seq=1,
-            kind="refused",
-            timer_id=None,
-            pid=10**30,
-            scope_id="s",
-            at=1.0,
-            state="refused",
-            signal=9,
-            source="test",
-            acquired_at=1.0,
-            expiration_time=1.0,
-        )
-        recorder(too_big)
+        recorder(refused(1, pid=10**30))  # too big
         recorder(event(2, "acquired", 5))
 
         async def committed() -> bool:

@@ -6,40 +6,23 @@ from pathlib import Path
 
 from sqlalchemy import text
 
-from app.db import make_engine, migrate
 from app.recorder import Recorder
 from app.wal_checkpoints import WalCheckpoints
+from tests.conftest import migrated_engine
+from tests.sample_events import event
 from tests.waiting import wait_until
-from timer_core import TimerEvent
-
-
-def acquired(seq: int) -> TimerEvent:
-    return TimerEvent(
-        seq=seq,
-        kind="acquired",
-        timer_id=seq,
-        pid=100,
-        scope_id="s",
-        at=float(seq),
-        state="active",
-        signal=9,
-        source="test",
-        acquired_at=1.0,
-        expiration_time=5.0,
-    )
 
 
 def test_commits_leave_the_wal_to_the_checkpoint_thread(tmp_path: Path) -> None:
     database = tmp_path / "r.db"
-    engine = make_engine(f"sqlite:///{database}")
-    migrate(engine)
+    engine = migrated_engine(database)
     with engine.connect() as connection:
         assert connection.execute(text("PRAGMA wal_autocheckpoint")).scalar() == 0
     recorder = Recorder(engine)
     recorder.checkpoints = WalCheckpoints(engine, interval=0.05)
     size_before = database.stat().st_size
     for seq in range(1, 2001):
-        recorder(acquired(seq))
+        recorder(event(seq, "acquired", seq))
     recorder.flush()  # on this thread, as the writer would: the rows go to the WAL only
     assert database.stat().st_size == size_before
     recorder.start()

@@ -9,19 +9,17 @@ from pathlib import Path
 
 from sqlmodel import Session, select
 
-from app.db import make_engine, migrate
 from app.main import create_app
 from app.models import Event, Stack, Timer
 from app.recorder import Recorder
 from app.settings import Settings
-from tests.conftest import in_process
+from tests.conftest import in_process, migrated_engine
 from tests.sample_events import event
 from tests.waiting import wait_until
 
 
 def test_prune_keeps_active_timers_and_recent_events(tmp_path: Path) -> None:
-    engine = make_engine(f"sqlite:///{tmp_path / 'r.db'}")
-    migrate(engine)
+    engine = migrated_engine(tmp_path / "r.db")
     recorder = Recorder(engine)
     # Timer 1: ended long ago. Timer 2: still active, acquired long ago. Timer 3: recent.
     for item in (

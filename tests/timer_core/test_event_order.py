@@ -7,24 +7,9 @@ import os
 import threading
 import time
 
+from tests.sample_events import refused
 from timer_core import EventBus, Reaper, TimerEvent
 from timer_core.engine.clock import ManualClock
-
-
-def refused(seq: int) -> TimerEvent:
-    return TimerEvent(
-        seq=seq,
-        kind="refused",
-        timer_id=None,
-        pid=1,
-        scope_id="s",
-        at=0.0,
-        state="refused",
-        signal=9,
-        source="test",
-        acquired_at=0.0,
-        expiration_time=0.0,
-    )
 
 
 def test_a_number_taken_first_is_queued_first_even_when_its_thread_is_slow() -> None:
