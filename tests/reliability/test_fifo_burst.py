@@ -14,6 +14,8 @@ import sqlite3
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -74,18 +76,20 @@ class Writer(threading.Thread):
             self.seconds = time.monotonic() - started
 
 
-def active_rows(service: ServiceProcess) -> int:
-    """Active timers in the SQLite file itself: what is committed."""
+def count_committed(service: ServiceProcess, query: str) -> int:
+    """``query``'s count in the SQLite file itself: what is committed."""
     path = service.workdir / "service.db"
     with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10) as db:
-        return int(db.execute("SELECT count(*) FROM timers WHERE state = 'active'").fetchone()[0])
+        return int(db.execute(query).fetchone()[0])
+
+
+def active_rows(service: ServiceProcess) -> int:
+    return count_committed(service, "SELECT count(*) FROM timers WHERE state = 'active'")
 
 
 def acquired_events(service: ServiceProcess) -> int:
-    path = service.workdir / "service.db"
-    with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10) as db:
-        query = "SELECT count(*) FROM events WHERE kind = 'acquired' AND timer_id IS NOT NULL"
-        return int(db.execute(query).fetchone()[0])
+    query = "SELECT count(*) FROM events WHERE kind = 'acquired' AND timer_id IS NOT NULL"
+    return count_committed(service, query)
 
 
 def active_over_http(url: str) -> int:
@@ -107,7 +111,15 @@ def health(url: str) -> dict[str, Any]:
     return body
 
 
-def start_service(tmp_path: Path) -> tuple[ServiceProcess, str]:
+@contextmanager
+def bursting(
+    tmp_path: Path, sleepers: list[subprocess.Popen[bytes]]
+) -> Iterator[tuple[ServiceProcess, Writer]]:
+    """The service, and a writer started on its FIFO with a burst for four sleeping
+    workers; the service is stopped afterwards."""
+    workers = [spawn_sleeper() for _ in range(4)]
+    sleepers.extend(workers)
+    data = burst([worker.pid for worker in workers])
     fifo = str(tmp_path / "timers.fifo")
     service = ServiceProcess(
         tmp_path,
@@ -117,8 +129,13 @@ def start_service(tmp_path: Path) -> tuple[ServiceProcess, str]:
         "warning",
         "--no-capture-stacks",
         env={"TIMER_SERVICE_RECORDER_BUFFER": str(BUFFER)},
-    )
-    return service.start(), fifo
+    ).start()
+    try:
+        writer = Writer(fifo, data)
+        writer.start()
+        yield service, writer
+    finally:
+        service.stop()
 
 
 def check_rearmed(service: ServiceProcess, committed: int) -> float:
@@ -139,13 +156,8 @@ def check_rearmed(service: ServiceProcess, committed: int) -> float:
 def test_a_burst_beyond_the_buffer_pauses_the_reader_and_loses_nothing_across_a_crash(
     tmp_path: Path, sleepers: list[subprocess.Popen[bytes]]
 ) -> None:
-    workers = [spawn_sleeper() for _ in range(4)]
-    sleepers.extend(workers)
-    data = burst([worker.pid for worker in workers])
-    service, fifo = start_service(tmp_path)
-    try:
-        writer = Writer(fifo, data)
-        writer.start()
+    with bursting(tmp_path, sleepers) as (service, writer):
+        data = writer.data
         most_behind = 0
         while writer.is_alive():
             most_behind = max(most_behind, health(service.url)["recorder"]["behind"])
@@ -172,20 +184,12 @@ def test_a_burst_beyond_the_buffer_pauses_the_reader_and_loses_nothing_across_a_
             f"after kill -9, {committed} timers re-armed "
             f"(the restarted service answered in {restart_seconds:.1f}s)"
         )
-    finally:
-        service.stop()
 
 
 def test_a_crash_in_the_middle_of_a_burst_rearms_every_committed_timer(
     tmp_path: Path, sleepers: list[subprocess.Popen[bytes]]
 ) -> None:
-    workers = [spawn_sleeper() for _ in range(4)]
-    sleepers.extend(workers)
-    data = burst([worker.pid for worker in workers])
-    service, fifo = start_service(tmp_path)
-    try:
-        writer = Writer(fifo, data)
-        writer.start()
+    with bursting(tmp_path, sleepers) as (service, writer):
         assert wait_until(lambda: active_rows(service) >= LINES // 4, timeout=60)
         service.crash()
         writer.join(10)
@@ -194,5 +198,3 @@ def test_a_crash_in_the_middle_of_a_burst_rearms_every_committed_timer(
         # Each committed timer came with its acquisition event, in the same commit.
         assert acquired_events(service) == committed
         check_rearmed(service, committed)
-    finally:
-        service.stop()

@@ -24,6 +24,7 @@ from timer_core import EventKind, ProcessIdentity, Reaper, TimerEvent
 from timer_core.diagnosis import stack_capture
 from timer_core.diagnosis.bounded_subprocess import run_bounded
 from timer_core.diagnosis.stack_capture import StackCapturer
+from timer_core.engine.capture_runner import CaptureRunner
 
 WORKERS = 12  # more than the 8 capture slots and the 8 kill threads
 
@@ -44,6 +45,16 @@ def killed(world: World, pid: int) -> bool:
     return any(e.pid == pid for e in killed_events(world))
 
 
+def stack_notes(world: World) -> list[str]:
+    return [e.detail["stack_note"] for e in killed_events(world)]
+
+
+def capture_runner(world: World) -> CaptureRunner:
+    runner = world.reaper.expiry.captures
+    assert runner is not None
+    return runner
+
+
 def test_more_hung_captures_than_slots_delay_no_kill(hung: BlockingCapturer) -> None:
     world = World(capturer=hung)
     pids = range(300, 300 + WORKERS)
@@ -60,8 +71,8 @@ def test_more_hung_captures_than_slots_delay_no_kill(hung: BlockingCapturer) -> 
         assert "abandoned" in note or "no capture slot" in note, note
 
     # The hung captures gave their slots back: the next expiry captures, and is killed.
-    runner = world.reaper.expiry.captures
-    assert runner is not None and runner.hung() > 0
+    runner = capture_runner(world)
+    assert runner.hung() > 0
     world.processes[400] = ProcessIdentity(400, 500.0)
     world.reaper.acquire(400, "after", world.at(0))
     world.advance(0)
@@ -74,14 +85,12 @@ def test_more_hung_captures_than_slots_delay_no_kill(hung: BlockingCapturer) -> 
 
 def test_past_the_cap_on_hung_captures_none_is_started(hung: BlockingCapturer) -> None:
     world = World(capturer=hung)
-    runner = world.reaper.expiry.captures
-    assert runner is not None
-    runner.max_hung = 2
+    capture_runner(world).max_hung = 2
     for pid in (100, 101, 102):
         world.reaper.acquire(pid, "hung", world.at(0))
         world.advance(0)
         assert wait_until(functools.partial(killed, world, pid))
-    notes = [e.detail["stack_note"] for e in killed_events(world)]
+    notes = stack_notes(world)
     assert "abandoned" in notes[0] and "abandoned" in notes[1]
     assert notes[2] == "2 earlier captures are still hung: none taken"
     world.reaper.expiry.shutdown()
@@ -173,14 +182,12 @@ def test_py_spy_that_hangs_leaves_nothing_behind(tmp_path: Path) -> None:
 def test_past_the_cap_on_captures_under_way_none_is_started(hung: BlockingCapturer) -> None:
     """Thousands of workers expiring at once must not start thousands of threads."""
     world = World(capturer=hung)
-    runner = world.reaper.expiry.captures
-    assert runner is not None
-    runner.max_live = 2
+    capture_runner(world).max_live = 2
     for pid in (100, 101, 102):
         world.reaper.acquire(pid, "hung", world.at(1))
     world.advance(1)
     assert wait_until(lambda: len(killed_events(world)) == 3)
-    notes = sorted(e.detail["stack_note"] for e in killed_events(world))
+    notes = sorted(stack_notes(world))
     assert notes[0] == "2 captures already under way: none taken"
     assert "abandoned" in notes[1] and "abandoned" in notes[2]
     world.reaper.expiry.shutdown()
