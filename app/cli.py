@@ -112,6 +112,15 @@ def _parser() -> argparse.ArgumentParser:
         help="where to make each user's stack dump directory, DIR/<uid> (default "
         "/run/timer-service/stacks as root, else $XDG_RUNTIME_DIR/timer-service/stacks)",
     )
+    serve.add_argument(
+        "--node-name", help="this node's name on its timers and incidents (default: host name)"
+    )
+    serve.add_argument(
+        "--incident-window",
+        type=float,
+        help="seconds after a job's incident opens in which its other expiries join it "
+        "(default 60)",
+    )
     serve.add_argument("--log-level", choices=LOG_LEVELS, help="default info")
     serve.add_argument(
         "--access-log",
@@ -149,6 +158,8 @@ def main(argv: list[str] | None = None) -> None:
         stack_dir=args.stack_dir,
         log_level=args.log_level,
         access_log=args.access_log,
+        node_name=args.node_name,
+        incident_window=args.incident_window,
     )
     # One format for every line, uvicorn's included: it gets no config of its own
     # (log_config=None) and its loggers hand their records to ours.

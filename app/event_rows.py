@@ -43,6 +43,11 @@ _TIMER_COLUMNS = (
     "process_create_time",
     "uid",
     "dump_signal",
+    "node",
+    "job_id",
+    "rank",
+    "local_rank",
+    "world_size",
 )
 _EVENT_COLUMNS = ("timer_id", "kind", "at", "pid", "scope_id", "source", "detail")
 _STACK_COLUMNS = ("timer_id", "method", "captured_at", "seconds", "truncated", "notes", "text")
@@ -60,12 +65,17 @@ def write_events(
     changes: dict[int, dict[str, Any]] = {}
     events: list[Row] = []
     stacks: list[Row] = []
+    jobs: dict[str, list[Any]] = {}  # job → [world_size, first_seen, last_seen]
     for event in batch:
         timer_id = event.timer_id
         if timer_id is not None and timer_id in unrecorded:
             events.append(_unlinked_row(event))
             continue
         kind = event.kind
+        if event.job_id is not None and kind != EventKind.REFUSED:
+            seen = jobs.setdefault(event.job_id, [event.world_size, event.at, event.at])
+            seen[0] = event.world_size if event.world_size is not None else seen[0]
+            seen[2] = event.at
         if kind == EventKind.ACQUIRED:
             new_timers.append(
                 (
@@ -80,6 +90,11 @@ def write_events(
                     event.process_create_time,
                     event.process_uid,
                     event.dump_signal,
+                    event.node,
+                    event.job_id,
+                    event.rank,
+                    event.local_rank,
+                    event.world_size,
                 )
             )
         elif kind == EventKind.EXTENDED and timer_id is not None:
@@ -120,6 +135,21 @@ def write_events(
     _update_timers(connection, changes)
     _insert(connection, "events", _EVENT_COLUMNS, events)
     _insert(connection, "stacks", _STACK_COLUMNS, stacks)
+    _upsert_jobs(connection, [(job_id, *seen) for job_id, seen in jobs.items()])
+
+
+def _upsert_jobs(connection: Connection, rows: list[Row]) -> None:
+    """Each job seen in the batch: created, or its last activity and size brought up to
+    date (one statement for all of them)."""
+    for placeholders, params in _chunks(rows, 4):
+        connection.exec_driver_sql(
+            "INSERT INTO jobs (job_id, world_size, first_seen, last_seen) VALUES "
+            + placeholders
+            + " ON CONFLICT (job_id) DO UPDATE SET"
+            " world_size = coalesce(excluded.world_size, jobs.world_size),"
+            " last_seen = max(jobs.last_seen, excluded.last_seen)",
+            params,
+        )
 
 
 def _insert(connection: Connection, table: str, columns: Sequence[str], rows: list[Row]) -> None:

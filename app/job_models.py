@@ -37,7 +37,7 @@ class Job(SQLModel, table=True):
     world_size: int | None = None
     first_seen: float
     last_seen: float
-    incidents: int = 0
+    incidents: int = SQLField(default=0, sa_column_kwargs={"server_default": "0"})
 
 
 class Incident(SQLModel, table=True):

@@ -11,6 +11,7 @@ from sqlmodel import Field as SQLField
 from sqlmodel import SQLModel
 
 from timer_core import TimerEvent, TimerView
+from timer_core.engine.labels import MAX_JOB_ID_LENGTH, MAX_RANK, NO_LABELS, Labels
 
 from .timer_state import TimerState
 
@@ -145,6 +146,27 @@ class TimerCreate(_Strict):
         description="A signal on which the worker dumps its own Python stack (faulthandler), "
         "used when py-spy cannot read it.",
     )
+    # Which rank of which job (contract 8); each overrides what the service reads from
+    # the worker's environment (TORCHELASTIC_RUN_ID, RANK, LOCAL_RANK, WORLD_SIZE).
+    job_id: (
+        Annotated[str, Field(strict=True, min_length=1, max_length=MAX_JOB_ID_LENGTH)] | None
+    ) = None
+    rank: Annotated[StrictInt, Field(ge=0, lt=MAX_RANK)] | None = None
+    local_rank: Annotated[StrictInt, Field(ge=0, lt=MAX_RANK)] | None = None
+    world_size: Annotated[StrictInt, Field(ge=1, le=MAX_RANK)] | None = None
+
+    @model_validator(mode="after")
+    def _rank_in_world(self) -> TimerCreate:
+        if self.rank is not None and self.world_size is not None and self.rank >= self.world_size:
+            raise ValueError(
+                f"rank {self.rank} is not below world_size {self.world_size}: ranks count from 0"
+            )
+        return self
+
+    def labels(self) -> Labels | None:
+        """The labels the request gives, or None if it gives none."""
+        given = Labels(self.job_id, self.rank, self.local_rank, self.world_size)
+        return None if given == NO_LABELS else given
 
     @model_validator(mode="after")
     def _one_deadline(self) -> TimerCreate:

@@ -34,6 +34,7 @@ from timer_core.engine import EventKind
 
 from .commit_watermark import CommitWatermark
 from .event_rows import write_events
+from .incident_rows import IncidentRecorder
 from .models import Timer
 from .wal_checkpoints import WalCheckpoints
 
@@ -74,8 +75,10 @@ class Recorder:
         buffer_size: int = 100_000,
         retention_seconds: float | None = None,
         prune_interval: float = 3600.0,
+        incidents: IncidentRecorder | None = None,
     ) -> None:
         self._engine = engine
+        self._incidents = incidents
         self._buffer: collections.deque[TimerEvent] = collections.deque()
         self._buffer_size = buffer_size
         self._lock = threading.Lock()
@@ -313,3 +316,5 @@ class Recorder:
     def _write(self, batch: list[TimerEvent]) -> None:
         with self._engine.begin() as connection:
             write_events(connection, batch, self._unrecorded)
+            if self._incidents is not None:
+                self._incidents.record(connection, batch)

@@ -13,7 +13,7 @@ from sqlmodel import Session
 
 from timer_core import ProcessIdentity, ProcessSignaller, Reaper
 from timer_core.diagnosis import StackCapturer, default_stack_dir
-from timer_core.engine import Clock, SystemClock
+from timer_core.engine import Clock, Labels, SystemClock
 from timer_core.sources import FifoDirectory, FifoSource, UserFifos, resolve_uids
 
 from . import store
@@ -21,6 +21,7 @@ from .backpressure import Backpressure
 from .connection_gate import ConnectionGate
 from .db import make_engine, migrate
 from .health import Health, RecorderHealth, kill_path_report, reaper_health
+from .incident_rows import IncidentRecorder
 from .live_feed import LiveFeed
 from .loss_ledger import LossLedger
 from .metrics import ServiceMetrics
@@ -55,6 +56,7 @@ class Service:
             buffer_size=settings.recorder_buffer,
             retention_seconds=settings.retention_days * 86400,
             prune_interval=settings.prune_interval,
+            incidents=IncidentRecorder(settings.node, settings.incident_window),
         )
         # The recorder's bound is kept where work comes in, so nothing known is dropped.
         self.backpressure = Backpressure(self.recorder, settings.recorder_buffer)
@@ -108,7 +110,7 @@ class Service:
         self.losses.load()
         with Session(self.engine) as session:
             highest = store.highest_timer_id(session)
-            active = store.active_timers(session)
+            active = store.active_timers(session, self.settings.node)
         capturer = (
             StackCapturer(
                 self.settings.stack_budget,
@@ -129,6 +131,8 @@ class Service:
             clock=self.clock,
             overdue_margin=self.settings.overdue_margin,
             identify_process=self._identities,
+            node=self.settings.node,
+            incident_window=self.settings.incident_window,
         )
         self.backpressure.follow(self.reaper.bus.last_seq)
         self.reaper.add_listener(self.recorder)
@@ -192,6 +196,7 @@ class Service:
                 source=row.source,
                 acquired_at=row.acquired_at,
                 dump_signal=row.dump_signal,
+                labels=Labels(row.job_id, row.rank, row.local_rank, row.world_size),
             )
 
     def health(self) -> Health:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
@@ -141,6 +142,14 @@ class Settings:
     root_path: str = ""
     # Proxies trusted for X-Forwarded-For/-Proto (comma-separated); none by default.
     forwarded_allow_ips: str | None = None
+    # This node's name on every timer it arms (contract 8/9); "" means the host name.
+    node_name: str = ""
+    # A job's expiries within this many seconds of its incident's opening join it.
+    incident_window: float = 60.0
+
+    @property
+    def node(self) -> str:
+        return self.node_name or socket.gethostname()
 
     def answered_hosts(self) -> tuple[str, ...]:
         """The Host header names accepted: the configured ones, else the defaults."""
@@ -187,6 +196,8 @@ class Settings:
             request_timeout=_env_number("REQUEST_TIMEOUT", defaults.request_timeout, float),
             root_path=_env_str("ROOT_PATH", defaults.root_path) or defaults.root_path,
             forwarded_allow_ips=_env_str("FORWARDED_ALLOW_IPS", None),
+            node_name=_env_str("NODE_NAME", defaults.node_name) or defaults.node_name,
+            incident_window=_env_number("INCIDENT_WINDOW", defaults.incident_window, float),
         )
         known = {field.name for field in fields(cls)}
         unknown = set(overrides) - known

@@ -38,8 +38,12 @@ def highest_timer_id(session: Session) -> int:
     return session.exec(select(func.max(col(Timer.id)))).one() or 0
 
 
-def active_timers(session: Session) -> Sequence[Timer]:
-    return session.exec(select(Timer).where(col(Timer.state) == TimerState.ACTIVE)).all()
+def active_timers(session: Session, node: str) -> Sequence[Timer]:
+    """The active timers this node armed (or that were armed before timers had a node):
+    on a shared database, another node's timers are that node's to re-arm."""
+    return session.exec(
+        select(Timer).where(col(Timer.state) == TimerState.ACTIVE, col(Timer.node).in_((node, "")))
+    ).all()
 
 
 def recently_ended(session: Session, limit: int) -> Sequence[Timer]:
@@ -89,10 +93,22 @@ def stack_facts(session: Session, timer_id: int) -> tuple[str, float, bool, list
 
 
 def timers_query(
-    state: TimerState | None, pid: int | None, scope: str | None
+    state: TimerState | None,
+    pid: int | None,
+    scope: str | None,
+    *,
+    job: str | None = None,
+    rank: int | None = None,
+    node: str | None = None,
 ) -> SelectOfScalar[Timer]:
     """The timers matching the list's filters, for ``paginate``."""
     query = select(Timer)
+    if job is not None:
+        query = query.where(Timer.job_id == job)
+    if rank is not None:
+        query = query.where(Timer.rank == rank)
+    if node is not None:
+        query = query.where(Timer.node == node)
     if state is not None:
         query = query.where(Timer.state == state)
     if pid is not None:

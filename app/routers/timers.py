@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Response, status
 from fastapi.responses import PlainTextResponse
 
 from timer_core import RefusedError
+from timer_core.engine.labels import MAX_JOB_ID_LENGTH, MAX_RANK
 
 from .. import store
 from ..callers import Caller, CallerDep, authorize, forbidden, is_privileged
@@ -156,6 +157,7 @@ async def acquire(body: TimerCreate, access: JsonWrite) -> Response:
             observe_protected=False,
             owner_uid=None if is_privileged(caller) else caller.uid,
             requester=caller.describe(),
+            labels=body.labels(),
         )
     except RefusedError as error:
         await _refusal_recorded(service)
@@ -212,11 +214,14 @@ def list_timers(
     state: Annotated[TimerState | None, Query()] = None,
     pid: OptionalIntQuery = None,
     scope: Annotated[str | None, Query(max_length=1024)] = None,
+    job: Annotated[str | None, Query(max_length=MAX_JOB_ID_LENGTH)] = None,
+    rank: Annotated[int | None, Query(ge=0, lt=MAX_RANK)] = None,
+    node: Annotated[str | None, Query(max_length=1024)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: Annotated[str | None, Query(pattern=CURSOR_PATTERN)] = None,
 ) -> Page[TimerPublic]:
     """Newest first. Pass ``next`` back as ``cursor`` for the following page."""
-    query = store.timers_query(state, pid, scope)
+    query = store.timers_query(state, pid, scope, job=job, rank=rank, node=node)
     return paginate(session, query, Timer.id, TimerPublic, limit, cursor)
 
 

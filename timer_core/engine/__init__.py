@@ -27,7 +27,7 @@ Loggers keep the names they had before the engine became a package
 """
 
 from .admission import RefusedError
-from .capturer import CapturedStack, Capturer
+from .capturer import CapturedStack, Capturer, RankStack
 from .clock import Clock, ManualClock, SystemClock
 from .events import END_KINDS, EVENT_KINDS, EventBus, EventKind, Listener, TimerEvent
 from .labels import Labels, read_labels
@@ -49,6 +49,7 @@ __all__ = [
     "ManualClock",
     "ProcessIdentity",
     "ProcessSignaller",
+    "RankStack",
     "ReadsThrottled",
     "Reaper",
     "RefusedError",

@@ -12,13 +12,20 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-__all__ = ["MAX_JOB_ID_LENGTH", "NO_LABELS", "Labels", "labels_from_environ", "read_labels"]
+__all__ = [
+    "MAX_JOB_ID_LENGTH",
+    "MAX_RANK",
+    "NO_LABELS",
+    "Labels",
+    "labels_from_environ",
+    "read_labels",
+]
 
 MAX_JOB_ID_LENGTH = 256
 # An environment is at most a few MiB; the labels are near its start in practice, and
 # a bounded read keeps a hostile one from costing more than this.
 _MAX_ENVIRON_BYTES = 1 << 20
-_MAX_RANK = 1 << 24
+MAX_RANK = 1 << 24
 _KEYS = {b"TORCHELASTIC_RUN_ID", b"RANK", b"LOCAL_RANK", b"WORLD_SIZE"}
 
 
@@ -88,7 +95,7 @@ def _count(raw: bytes | None, minimum: int) -> int | None:
     if raw is None or not raw.isdigit() or len(raw) > 9:
         return None
     value = int(raw)
-    return value if minimum <= value < _MAX_RANK else None
+    return value if minimum <= value < MAX_RANK else None
 
 
 def _job_id(raw: bytes | None) -> str | None:

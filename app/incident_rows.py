@@ -1,0 +1,204 @@
+"""How incidents are written: the recorder hands each committed batch's job events
+here, in the same transaction.
+
+- An ``incident`` event (the engine captured a job's processes before its first
+  signal) opens the job's incident, or joins the one opened within the window (by
+  another node sharing the database, or before a restart), with a row per process.
+- A later expiry of the job within the window joins the incident: its outcome is
+  filled in, and a rank not captured yet brings the stack taken at its own expiry.
+- After each change the analysis (``timer_core.diagnosis.incident``) is redone over
+  every rank of the incident, so the row always says who the suspects are.
+
+Incidents are rare (one per hang), so this uses SQLAlchemy's Core, not the batch SQL
+of ``event_rows``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Connection, select, update
+
+from timer_core import TimerEvent
+from timer_core.diagnosis import RankCapture, analyse
+from timer_core.engine import EventKind, RankStack
+
+from .job_models import Incident, IncidentCapture, Job
+
+__all__ = ["IncidentRecorder"]
+
+_incidents = Incident.__table__  # type: ignore[attr-defined]
+_captures = IncidentCapture.__table__  # type: ignore[attr-defined]
+_jobs = Job.__table__  # type: ignore[attr-defined]
+
+# The ends that join an incident; a release does not (the rank finished its step).
+_JOINING = frozenset(
+    {EventKind.EXPIRED, EventKind.KILLED, EventKind.KILL_FAILED, EventKind.WORKER_GONE}
+)
+
+
+class IncidentRecorder:
+    def __init__(self, node: str, window: float) -> None:
+        self.node = node
+        self.window = window
+
+    def record(self, connection: Connection, batch: list[TimerEvent]) -> int:
+        """Write the incidents ``batch`` opens or joins; returns how many it opened."""
+        opened = 0
+        touched: dict[int, None] = {}
+        for event in batch:
+            if event.job_id is None:
+                continue
+            if event.kind == EventKind.INCIDENT:
+                incident_id, new = self._open(connection, event)
+                opened += new
+                for capture in event.captures:
+                    self._add_capture(connection, incident_id, capture, event.at)
+                touched[incident_id] = None
+            elif event.kind in _JOINING:
+                joined = self._find(connection, event.job_id, event.at)
+                if joined is not None and self._join(connection, joined, event):
+                    touched[joined] = None
+        for incident_id in touched:
+            self._analyse(connection, incident_id)
+        return opened
+
+    def _find(self, connection: Connection, job_id: str, at: float) -> int | None:
+        """The job's newest incident opened within the window before ``at``."""
+        return connection.execute(
+            select(_incidents.c.id)
+            .where(_incidents.c.job_id == job_id, _incidents.c.opened_at >= at - self.window)
+            .order_by(_incidents.c.opened_at.desc())
+            .limit(1)
+        ).scalar()
+
+    def _open(self, connection: Connection, event: TimerEvent) -> tuple[int, bool]:
+        assert event.job_id is not None
+        found = self._find(connection, event.job_id, event.at)
+        if found is not None:
+            return found, False
+        inserted = connection.execute(
+            _incidents.insert().values(
+                job_id=event.job_id,
+                opened_at=event.at,
+                node=self.node,
+                trigger_timer_id=event.timer_id,
+                suspects=[],
+                summary="",
+                groups=[],
+                nodes=[self.node],
+            )
+        ).inserted_primary_key
+        assert inserted is not None
+        connection.execute(
+            update(_jobs)
+            .where(_jobs.c.job_id == event.job_id)
+            .values(incidents=_jobs.c.incidents + 1)
+        )
+        return int(inserted[0]), True
+
+    def _add_capture(
+        self, connection: Connection, incident_id: int, capture: RankStack, at: float
+    ) -> None:
+        timer, stack = capture.timer, capture.stack
+        values: dict[str, Any] = {
+            "uid": timer.uid,
+            "rank": timer.rank,
+            "local_rank": timer.local_rank,
+            "timer_id": timer.id,
+            "outcome": "expired" if capture.expiring else "captured",
+            "expired_at": timer.expiration_time if capture.expiring else None,
+            "captured_at": at,
+            "stack_method": stack.method if stack is not None else None,
+            "stack_note": capture.note or None,
+            "stack_text": stack.text if stack is not None else None,
+        }
+        self._upsert(connection, incident_id, timer.node or self.node, timer.pid, values)
+
+    def _join(self, connection: Connection, incident_id: int, event: TimerEvent) -> bool:
+        """Record ``event``'s end on its rank's row. A rank not in the incident yet
+        joins with the stack taken at its own expiry; an exit alone adds no rank."""
+        key = (incident_id, event.node or self.node, event.pid)
+        known = self._capture_id(connection, *key)
+        if known is None and event.kind == EventKind.WORKER_GONE:
+            return False
+        values: dict[str, Any] = {"outcome": event.kind, "timer_id": event.timer_id}
+        if event.kind != EventKind.WORKER_GONE:
+            values["expired_at"] = event.expiration_time
+        if known is None:
+            stack = event.stack
+            values |= {
+                "uid": event.process_uid,
+                "rank": event.rank,
+                "local_rank": event.local_rank,
+                "captured_at": event.at,
+                "stack_method": stack.method if stack is not None else None,
+                "stack_note": None if stack is not None else event.detail.get("stack_note"),
+                "stack_text": stack.text if stack is not None else None,
+            }
+        self._upsert(connection, *key, values)
+        return True
+
+    @staticmethod
+    def _capture_id(connection: Connection, incident_id: int, node: str, pid: int) -> int | None:
+        return connection.execute(
+            select(_captures.c.id).where(
+                _captures.c.incident_id == incident_id,
+                _captures.c.node == node,
+                _captures.c.pid == pid,
+            )
+        ).scalar()
+
+    def _upsert(
+        self, connection: Connection, incident_id: int, node: str, pid: int, values: dict[str, Any]
+    ) -> None:
+        """One row per process and incident: created, or updated without losing a stack
+        it already has. (Only this node writes its own processes' rows: no race.)"""
+        known = self._capture_id(connection, incident_id, node, pid)
+        if known is None:
+            connection.execute(
+                _captures.insert().values(incident_id=incident_id, node=node, pid=pid, **values)
+            )
+            return
+        if values.get("stack_text") is None:
+            values = {k: v for k, v in values.items() if not k.startswith("stack_")}
+        connection.execute(update(_captures).where(_captures.c.id == known).values(**values))
+
+    def _analyse(self, connection: Connection, incident_id: int) -> None:
+        rows = connection.execute(
+            select(_captures).where(_captures.c.incident_id == incident_id)
+        ).all()
+        analysis = analyse(
+            [
+                RankCapture(
+                    row.rank,
+                    row.pid,
+                    row.node,
+                    row.timer_id,
+                    row.outcome,
+                    row.expired_at,
+                    row.stack_text,
+                )
+                for row in rows
+            ]
+        )
+        ids = {(row.node, row.pid): row.id for row in rows}
+        for result in analysis.ranks:
+            connection.execute(
+                update(_captures)
+                .where(_captures.c.id == ids[(result.node, result.pid)])
+                .values(group_number=result.group)
+            )
+        connection.execute(
+            update(_incidents)
+            .where(_incidents.c.id == incident_id)
+            .values(
+                suspects=list(analysis.suspects),
+                summary=analysis.summary,
+                groups=[
+                    {"group": group, "ranks": list(ranks), "frames": list(frames)}
+                    for group, ranks, frames in analysis.groups
+                ],
+                nodes=sorted({row.node for row in rows}),
+            )
+        )
