@@ -1,8 +1,10 @@
-"""Engine events made by hand, for the recorder and retention tests."""
+"""Engine events made by hand, for the recorder and retention tests, and request lines
+in torch's FIFO format."""
 
 from __future__ import annotations
 
 import dataclasses
+import json
 from typing import Any
 
 from timer_core import TimerEvent
@@ -41,3 +43,16 @@ def refused(seq: int, **changes: Any) -> TimerEvent:
         expiration_time=1.0,
     )
     return dataclasses.replace(made, **changes)
+
+
+def torch_line(pid: int, scope: str, expiration_time: float, signal: int = 9) -> bytes:
+    """One request line as torch's FileTimerClient writes it (``expiration_time`` -1: a
+    release)."""
+    payload = {
+        "version": 1,
+        "pid": pid,
+        "scope_id": scope,
+        "expiration_time": expiration_time,
+        "signal": signal,
+    }
+    return json.dumps(payload).encode() + b"\n"

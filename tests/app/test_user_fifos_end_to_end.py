@@ -8,7 +8,6 @@ the FIFO as torch's FileTimerClient does: ``O_WRONLY|O_NONBLOCK``, one write per
 
 from __future__ import annotations
 
-import json
 import os
 import stat
 import subprocess
@@ -28,6 +27,7 @@ from tests.app.service_process import (
     scraped,
     wait_for_state,
 )
+from tests.sample_events import torch_line
 from tests.second_user import SERVICE_AS_ROOT, SYSTEM_PYTHON, SecondUser
 from tests.waiting import wait_until
 from tests.workers import assert_sigkilled, spawn_sleeper
@@ -59,15 +59,7 @@ class User(SecondUser):
 
 def request(pid: int, scope: str, after: float = 0.3, signal: int = 9) -> bytes:
     """One line of torch's wire format; ``after`` < 0 makes it a release."""
-    expiration_time = -1.0 if after < 0 else time.time() + after
-    payload = {
-        "version": 1,
-        "pid": pid,
-        "scope_id": scope,
-        "expiration_time": expiration_time,
-        "signal": signal,
-    }
-    return (json.dumps(payload) + "\n").encode()
+    return torch_line(pid, scope, -1.0 if after < 0 else time.time() + after, signal)
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ a scope-filtered view over 20k timers, in tight loops, do not stop a kill."""
 from __future__ import annotations
 
 import collections
-import json
 import os
 import threading
 import time
@@ -15,6 +14,7 @@ import httpx
 import pytest
 
 from tests.app.service_process import ServiceProcess
+from tests.sample_events import torch_line
 from tests.waiting import wait_until
 from tests.workers import assert_sigkilled, spawn_sleeper
 
@@ -56,14 +56,8 @@ def test_four_readers_polling_a_scope_filter_over_20k_timers_do_not_stop_a_kill(
         fifo = os.open(service.workdir / "timers.fifo", os.O_WRONLY)
         try:
             for index in range(TIMERS):
-                line = {
-                    "version": 1,
-                    "pid": holders[index % HOLDERS].pid,
-                    "scope_id": f"job-{index % 97}/step-{index}",
-                    "expiration_time": expiration,
-                    "signal": 9,
-                }
-                os.write(fifo, (json.dumps(line) + "\n").encode())
+                scope = f"job-{index % 97}/step-{index}"
+                os.write(fifo, torch_line(holders[index % HOLDERS].pid, scope, expiration))
         finally:
             os.close(fifo)
         assert wait_until(

@@ -8,7 +8,6 @@ crash is re-armed. CI runs 20,000 lines through a 1,000-event buffer; the full r
 
 from __future__ import annotations
 
-import json
 import os
 import sqlite3
 import subprocess
@@ -23,6 +22,7 @@ import httpx
 import pytest
 
 from tests.app.service_process import ServiceProcess
+from tests.sample_events import torch_line
 from tests.waiting import wait_until
 from tests.workers import spawn_sleeper
 
@@ -36,19 +36,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(120 + LINES // 500)]
 
 def burst(pids: list[int]) -> bytes:
     deadline = time.time() + 3600
-    return b"".join(
-        json.dumps(
-            {
-                "version": 1,
-                "pid": pids[n % len(pids)],
-                "scope_id": f"burst-{n}",
-                "expiration_time": deadline,
-                "signal": 9,
-            }
-        ).encode()
-        + b"\n"
-        for n in range(LINES)
-    )
+    return b"".join(torch_line(pids[n % len(pids)], f"burst-{n}", deadline) for n in range(LINES))
 
 
 class Writer(threading.Thread):

@@ -11,35 +11,47 @@ import signal
 import subprocess
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Protocol, TypeVar
 
 import pytest
 
 import timer_core as timer
+from tests.sample_events import torch_line
 from tests.waiting import wait_until
-from tests.workers import spawn_sleeper, wait_dead
+from tests.workers import wait_dead
 from timer_core import file_based_local_timer
 
 
 @pytest.fixture
-def worker() -> Iterator[subprocess.Popen[bytes]]:
-    process = spawn_sleeper()
-    yield process
-    process.kill()
-    process.wait()
+def worker(sleeper: subprocess.Popen[bytes]) -> subprocess.Popen[bytes]:
+    return sleeper
+
+
+class Server(Protocol):
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+AnyServer = TypeVar("AnyServer", bound=Server)
+
+
+@contextmanager
+def running(server: AnyServer) -> Iterator[AnyServer]:
+    """``server``, started, and stopped afterwards."""
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 def write_line(fifo: Path, pid: int, scope: str, expiration_time: float, signum: int = 9) -> None:
-    line = {
-        "version": 1,
-        "pid": pid,
-        "scope_id": scope,
-        "expiration_time": expiration_time,
-        "signal": signum,
-    }
     fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
     try:
-        os.write(fd, (json.dumps(line) + "\n").encode())
+        os.write(fd, torch_line(pid, scope, expiration_time, signum))
     finally:
         os.close(fd)
 
@@ -53,8 +65,7 @@ def test_file_server_shows_its_timers_as_torch_keys_them_read_only(
 ) -> None:
     fifo = tmp_path / "timers.fifo"
     server = timer.FileTimerServer(str(fifo), "run")
-    server.start()
-    try:
+    with running(server):
         deadline = time.time() + 60
         write_line(fifo, worker.pid, "a", deadline)
         write_line(fifo, worker.pid, "b", deadline)
@@ -64,8 +75,6 @@ def test_file_server_shows_its_timers_as_torch_keys_them_read_only(
         assert (request.worker_pid, request.scope_id, request.signal) == (worker.pid, "a", 9)
         with pytest.raises(TypeError):
             server._timers[(worker.pid, "c")] = request  # type: ignore[index]
-    finally:
-        server.stop()
 
 
 def test_request_count_counts_refused_requests_like_torch(
@@ -73,15 +82,12 @@ def test_request_count_counts_refused_requests_like_torch(
 ) -> None:
     fifo = tmp_path / "timers.fifo"
     server = timer.FileTimerServer(str(fifo), "run")
-    server.start()
-    try:
+    with running(server):
         write_line(fifo, worker.pid, "ok", time.time() + 60)
         write_line(fifo, 1, "init", time.time() + 60)  # refused: pid 1
         write_line(fifo, worker.pid, "ok", -1)  # a release
         assert wait_until(lambda: server._request_count == 3)
         assert len(server._timers) == 0
-    finally:
-        server.stop()
 
 
 def test_stopping_a_server_that_never_started_removes_its_fifo_and_closes_it(
@@ -113,13 +119,10 @@ def test_an_overridden_reap_worker_reaps_instead_of_the_engine(
     fifo = tmp_path / "timers.fifo"
     server = RecordingFileServer(str(fifo), "run")
     server.reaped = []
-    server.start()
-    try:
+    with running(server):
         write_line(fifo, worker.pid, "hung", time.time() + 0.2)
         assert wait_dead(worker) == -signal.SIGTERM  # the override's signal, not SIGKILL
         assert server.reaped == [(worker.pid, 9)]
-    finally:
-        server.stop()
 
 
 class NeverRunningFileServer(timer.FileTimerServer):
@@ -134,8 +137,7 @@ def test_an_overridden_is_process_running_that_says_no_spares_the_worker(
     fifo = tmp_path / "timers.fifo"
     events: list[str] = []
     server = NeverRunningFileServer(str(fifo), "run", log_event=lambda name, _: events.append(name))
-    server.start()
-    try:
+    with running(server):
         write_line(fifo, worker.pid, "hung", time.time() + 0.2)
         # The engine asks the override when the request arrives: it says the worker is
         # not running, so nothing is armed and nothing is signalled.
@@ -143,8 +145,6 @@ def test_an_overridden_is_process_running_that_says_no_spares_the_worker(
         assert len(server._timers) == 0
         assert wait_dead(worker, timeout=1.0) is None
         assert "kill worker process" not in events
-    finally:
-        server.stop()
 
 
 class RecordingLocalServer(timer.LocalTimerServer):
@@ -185,13 +185,10 @@ def test_expired_timers_go_through_log_debug_info_for_expired_timers_as_in_torch
     )
     fifo = tmp_path / "timers.fifo"
     server = timer.FileTimerServer(str(fifo), "run-7")
-    server.start()
-    try:
+    with running(server):
         write_line(fifo, worker.pid, "hung", time.time() + 0.2)
         assert wait_dead(worker) == -signal.SIGKILL
         assert wait_until(lambda: len(calls) == 1)
         run_id, expired = calls[0]
         assert run_id == "run-7" and list(expired) == [worker.pid]
         assert json.loads(expired[worker.pid][0])["scope_id"] == "hung"
-    finally:
-        server.stop()

@@ -4,10 +4,10 @@ moment it said no."""
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
+from tests.sample_events import torch_line
 from tests.waiting import wait_until
 from timer_core import ManualClock, ProcessIdentity, Reaper
 from timer_core.engine.process import ProcessSignaller
@@ -19,13 +19,7 @@ ME = os.geteuid()
 
 
 def lines(count: int, pid: int = 100) -> bytes:
-    return b"".join(
-        json.dumps(
-            {"version": 1, "pid": pid, "scope_id": f"s{n}", "expiration_time": 5e9, "signal": 9}
-        ).encode()
-        + b"\n"
-        for n in range(count)
-    )
+    return b"".join(torch_line(pid, f"s{n}", 5e9) for n in range(count))
 
 
 def fake_reaper() -> Reaper:

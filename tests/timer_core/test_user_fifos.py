@@ -4,13 +4,13 @@ is skipped, and a flood on one FIFO does not starve another. Driven round by rou
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.sample_events import torch_line
 from tests.waiting import wait_until
 from timer_core import EventKind, ManualClock, ProcessIdentity, Reaper, TimerEvent
 from timer_core.engine.process import ProcessSignaller
@@ -23,14 +23,7 @@ needs_root = pytest.mark.skipif(ME != 0, reason="a FIFO for another uid needs ro
 
 
 def line(pid: int, scope: str = "s", expiration_time: float = 5e9, signal: int = 9) -> bytes:
-    payload = {
-        "version": 1,
-        "pid": pid,
-        "scope_id": scope,
-        "expiration_time": expiration_time,
-        "signal": signal,
-    }
-    return json.dumps(payload).encode() + b"\n"
+    return torch_line(pid, scope, expiration_time, signal)
 
 
 class World:
