@@ -48,11 +48,17 @@ def reaper() -> Iterator[Reaper]:
     engine.stop()
 
 
+@pytest.fixture
+def log(reaper: Reaper) -> EventLog:
+    """What ``reaper`` emits during the test."""
+    events = EventLog()
+    reaper.add_listener(events)
+    return events
+
+
 def test_sleeping_worker_is_killed_at_expiry(
-    reaper: Reaper, sleeper: subprocess.Popen[bytes]
+    reaper: Reaper, log: EventLog, sleeper: subprocess.Popen[bytes]
 ) -> None:
-    log = EventLog()
-    reaper.add_listener(log)
     reaper.acquire(sleeper.pid, "hang", time.time() + 0.2)
     assert wait_dead(sleeper) == -signal.SIGKILL
     killed = log.wait_for(EventKind.KILLED)
@@ -67,10 +73,8 @@ def test_released_worker_stays_alive(reaper: Reaper, sleeper: subprocess.Popen[b
 
 
 def test_a_pid_now_naming_another_process_is_not_signalled(
-    reaper: Reaper, sleeper: subprocess.Popen[bytes]
+    reaper: Reaper, log: EventLog, sleeper: subprocess.Popen[bytes]
 ) -> None:
-    log = EventLog()
-    reaper.add_listener(log)
     real = identify(sleeper.pid)
     assert real is not None
     # The timer was acquired by an earlier process that had this pid.
@@ -88,10 +92,8 @@ def test_a_pid_now_naming_another_process_is_not_signalled(
 
 
 def test_exited_worker_timers_are_dropped_promptly_without_a_signal(
-    reaper: Reaper, sleeper: subprocess.Popen[bytes]
+    reaper: Reaper, log: EventLog, sleeper: subprocess.Popen[bytes]
 ) -> None:
-    log = EventLog()
-    reaper.add_listener(log)
     reaper.acquire(sleeper.pid, "long", time.time() + 3600)
     sleeper.terminate()
     sleeper.wait()
@@ -100,14 +102,12 @@ def test_exited_worker_timers_are_dropped_promptly_without_a_signal(
     assert reaper.active_count() == 0
 
 
-def test_sigterm_ignored_escalates_to_sigkill(reaper: Reaper) -> None:
+def test_sigterm_ignored_escalates_to_sigkill(reaper: Reaper, log: EventLog) -> None:
     worker = subprocess.Popen(
         [sys.executable, "-m", "tests.workers", "ignore-sigterm"], stdout=subprocess.PIPE
     )
     try:
         assert worker.stdout is not None and worker.stdout.readline().strip() == b"ready"
-        log = EventLog()
-        reaper.add_listener(log)
         reaper.acquire(worker.pid, "stuck", time.time() + 0.1, signal.SIGTERM)
         assert wait_dead(worker) == -signal.SIGKILL
         assert log.wait_for(EventKind.ESCALATED).detail["sigkilled"] == [worker.pid]

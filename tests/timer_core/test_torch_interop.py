@@ -8,13 +8,15 @@ import signal
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 import timer_core
 from tests.waiting import wait_until
-from tests.workers import hold_torch_local_timer
+from tests.workers import assert_sigkilled, hold_torch_local_timer
 
 torch_timer = pytest.importorskip("torch.distributed.elastic.timer")
 
@@ -47,11 +49,20 @@ def test_every_public_torch_name_exists_with_a_compatible_signature() -> None:
     assert issubclass(timer_core.LocalTimerServer, timer_core.TimerServer)
 
 
-def test_torch_file_timer_client_worker_is_killed_by_our_server(tmp_path: Path) -> None:
+@contextmanager
+def our_file_timer_server(tmp_path: Path) -> Iterator[tuple[timer_core.FileTimerServer, str]]:
+    """Our FileTimerServer, running on a FIFO in ``tmp_path``, and the FIFO's path."""
     fifo = str(tmp_path / "timers.fifo")
     server = timer_core.FileTimerServer(fifo, "interop")
     server.start()
     try:
+        yield server, fifo
+    finally:
+        server.stop()
+
+
+def test_torch_file_timer_client_worker_is_killed_by_our_server(tmp_path: Path) -> None:
+    with our_file_timer_server(tmp_path) as (_, fifo):
         worker = run_python(f"""
             import time
             from torch.distributed.elastic import timer
@@ -59,20 +70,11 @@ def test_torch_file_timer_client_worker_is_killed_by_our_server(tmp_path: Path) 
             with timer.expires(after=0.5):
                 time.sleep(60)
         """)
-        try:
-            assert worker.wait(60) == -signal.SIGKILL
-        finally:
-            worker.kill()
-            worker.wait()
-    finally:
-        server.stop()
+        assert_sigkilled(worker, 60)
 
 
 def test_torch_file_timer_client_release_spares_the_worker(tmp_path: Path) -> None:
-    fifo = str(tmp_path / "timers.fifo")
-    server = timer_core.FileTimerServer(fifo, "interop")
-    server.start()
-    try:
+    with our_file_timer_server(tmp_path) as (server, fifo):
         worker = run_python(f"""
             import time
             from torch.distributed.elastic import timer
@@ -83,8 +85,6 @@ def test_torch_file_timer_client_release_spares_the_worker(tmp_path: Path) -> No
         """)
         assert worker.wait(60) == 0
         assert server._request_count == 2
-    finally:
-        server.stop()
 
 
 def test_our_file_timer_client_worker_is_killed_by_torchs_server(tmp_path: Path) -> None:
@@ -106,11 +106,7 @@ def test_our_file_timer_client_worker_is_killed_by_torchs_server(tmp_path: Path)
             with timer.expires(after=0.5):
                 time.sleep(60)
         """)
-        try:
-            assert worker.wait(60) == -signal.SIGKILL
-        finally:
-            worker.kill()
-            worker.wait()
+        assert_sigkilled(worker, 60)
         # The torch bug we do not share: its server killed itself too.
         assert server.wait(30) == -signal.SIGKILL
     finally:
