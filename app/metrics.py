@@ -88,6 +88,13 @@ class ServiceMetrics:
             buckets=HOLD_BUCKETS,
             registry=r,
         )
+        self.incidents = Counter(
+            "timer_incidents",
+            "Incidents this node opened: a job's timer expired, and the stacks of the "
+            "job's processes here were captured before any signal to it (one per job "
+            "and --incident-window; later expiries join it).",
+            registry=r,
+        )
         for outcome in ("refused", "kill_failed"):
             self.failures.labels(outcome)
         r.register(_HealthCollector(health))
@@ -102,6 +109,8 @@ class ServiceMetrics:
             self.hold.observe(max(0.0, event.at - event.acquired_at))
         elif kind == EventKind.REFUSED:
             self.failures.labels("refused").inc()
+        elif kind == EventKind.INCIDENT:
+            self.incidents.inc()
         if kind in _EXPIRY_KINDS and (
             kind != EventKind.WORKER_GONE or event.state == TimerState.EXPIRED
         ):

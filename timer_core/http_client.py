@@ -11,6 +11,7 @@ import httpx
 
 from .api import TimerClient
 from .diagnosis.stack_capture import dump_stack_on as dump_stack_on_signal
+from .engine.labels import Labels, labels_from_environ
 
 __all__ = ["HttpTimerClient", "TimerServiceError"]
 
@@ -41,6 +42,9 @@ class HttpTimerClient(TimerClient):
     Re-acquiring an active scope moves its deadline (a heartbeat).
     ``dump_stack_on=signal.SIGUSR2`` lets the service ask this worker for its own
     Python stack (faulthandler) when py-spy cannot read it.
+    Which rank of which job this worker is goes with every acquisition: ``labels``, or
+    by default what torchrun put in the environment (TORCHELASTIC_RUN_ID, RANK,
+    LOCAL_RANK, WORLD_SIZE), read when the client is made.
     """
 
     def __init__(
@@ -51,11 +55,13 @@ class HttpTimerClient(TimerClient):
         signal: int = signal_module.SIGKILL,
         timeout: float = 5.0,
         dump_stack_on: int | None = None,
+        labels: Labels | None = None,
     ) -> None:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.base_url = base_url.rstrip("/")
         self.signal = signal
         self.dump_signal = dump_stack_on
+        self.labels = labels if labels is not None else _environment_labels()
         if dump_stack_on is not None:
             dump_stack_on_signal(dump_stack_on)
         http_url, transport = _http_url_and_transport(self.base_url)
@@ -72,6 +78,16 @@ class HttpTimerClient(TimerClient):
                 "expiration_time": expiration_time,
                 "signal": self.signal,
                 **({"dump_signal": self.dump_signal} if self.dump_signal else {}),
+                **{
+                    name: value
+                    for name, value in (
+                        ("job_id", self.labels.job_id),
+                        ("rank", self.labels.rank),
+                        ("local_rank", self.labels.local_rank),
+                        ("world_size", self.labels.world_size),
+                    )
+                    if value is not None
+                },
             },
         )
 
@@ -99,3 +115,8 @@ class HttpTimerClient(TimerClient):
         raise TimerServiceError(
             f"timer service refused {path} with {response.status_code}: {detail}"
         )
+
+
+def _environment_labels() -> Labels:
+    """This process's torchrun labels, checked as the service checks a worker's."""
+    return labels_from_environ(b"\0".join(key + b"=" + value for key, value in os.environb.items()))

@@ -7,7 +7,8 @@ import threading
 from typing import Any
 
 from timer_core import ManualClock, ProcessIdentity, Reaper, TimerEvent
-from timer_core.engine import CapturedStack
+from timer_core.engine import CapturedStack, Labels
+from timer_core.engine.labels import NO_LABELS
 from timer_core.engine.process import ProcessSignaller, SignalOutcome
 
 SERVER_PID = 4000
@@ -39,12 +40,15 @@ class World:
         self.processes: dict[int, ProcessIdentity] = {
             pid: ProcessIdentity(pid, 100.0 + pid) for pid in (100, 101, 102, 200)
         }
+        # Each fake process's job labels (its "environment"); none unless a test says.
+        self.labels: dict[int, Labels] = {}
         self.signaller = RecordingSignaller()
         self.reaper = Reaper(
             clock=self.clock,
             signaller=self.signaller,
             watch_exits=False,
             identify_process=self.processes.get,
+            labels_of=lambda pid: self.labels.get(pid, NO_LABELS),
             **reaper_options,
         )
         self.events: list[TimerEvent] = []
