@@ -86,7 +86,7 @@ def test_the_first_expiry_captures_every_rank_before_any_signal() -> None:
     assert incident.job_id == JOB and incident.rank == 2  # the trigger is the stuck rank
     assert world.events.index(incident) < world.events.index(events_of(world, "killed")[0])
     by_rank = {capture.timer.rank or 0: capture for capture in incident.captures}
-    assert sorted(c.timer.rank or -1 for c in incident.captures) == [0, 1, 2, 3]
+    assert sorted(by_rank) == [0, 1, 2, 3] and None not in {c.timer.rank for c in incident.captures}
     assert [rank for rank, c in by_rank.items() if c.expiring] == [2]
     for rank, capture in by_rank.items():
         assert capture.stack is not None
