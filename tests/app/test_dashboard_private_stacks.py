@@ -24,13 +24,6 @@ pytestmark = [needs_chromium, *SERVICE_AS_ROOT]
 
 
 @pytest.fixture
-def service(tmp_path: Path) -> Iterator[ServiceProcess]:
-    running = ServiceProcess(tmp_path).start()
-    yield running
-    running.stop()
-
-
-@pytest.fixture
 def as_other_user(service: ServiceProcess) -> Iterator[str]:
     """The service's URL as reached from the second user's socket."""
     port = free_port()

@@ -12,12 +12,10 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
 from tests.app.service_process import ServiceProcess
 from tests.waiting import wait_until
@@ -27,19 +25,10 @@ PLANTED = 10  # more than the 8 capture slots and the 8 kill threads
 SIMULTANEOUS = 40
 
 
-@pytest.fixture
-def workers() -> Iterator[list[subprocess.Popen[bytes]]]:
-    """Plain processes of this user (``sleep``): a stray SIGUSR2 would kill them with
-    that signal instead of SIGKILL, so "died of SIGKILL" also says none was sent."""
-    spawned: list[subprocess.Popen[bytes]] = []
-    yield spawned
-    for process in spawned:
-        if process.poll() is None:
-            process.kill()
-        process.wait()
-
-
 def spawn(workers: list[subprocess.Popen[bytes]], count: int) -> list[subprocess.Popen[bytes]]:
+    """Plain processes of this user (``sleep``), added to ``workers``: a stray SIGUSR2
+    would kill them with that signal instead of SIGKILL, so "died of SIGKILL" also says
+    none was sent."""
     new = [subprocess.Popen(["sleep", "300"]) for _ in range(count)]
     workers.extend(new)
     return new
@@ -60,14 +49,14 @@ def killed_events(url: str) -> list[dict[str, Any]]:
 
 
 def test_more_planted_fifos_than_capture_slots_stop_no_kill(
-    tmp_path: Path, workers: list[subprocess.Popen[bytes]]
+    tmp_path: Path, sleepers: list[subprocess.Popen[bytes]]
 ) -> None:
     root = tmp_path / "stacks"
     env = {"TIMER_SERVICE_STACK_PY_SPY": "false"}  # straight to the dump files
     service = ServiceProcess(tmp_path, "--stack-dir", str(root), env=env).start()
     try:
-        planted = spawn(workers, PLANTED)
-        [victim] = spawn(workers, 1)  # asks for no dump: nothing planted for it
+        planted = spawn(sleepers, PLANTED)
+        [victim] = spawn(sleepers, 1)  # asks for no dump: nothing planted for it
         dump = {"dump_signal": int(signal.SIGUSR2)}
         with httpx.Client(base_url=service.url) as http:
             for worker in planted:
@@ -102,11 +91,11 @@ def test_more_planted_fifos_than_capture_slots_stop_no_kill(
 
 
 def test_forty_workers_expiring_at_the_same_instant_all_die_of_sigkill(
-    tmp_path: Path, workers: list[subprocess.Popen[bytes]]
+    tmp_path: Path, sleepers: list[subprocess.Popen[bytes]]
 ) -> None:
     service = ServiceProcess(tmp_path).start()
     try:
-        batch = spawn(workers, SIMULTANEOUS)
+        batch = spawn(sleepers, SIMULTANEOUS)
         deadline = time.time() + 3.0  # room to arm all 40 first, even on a slow machine
         with httpx.Client(base_url=service.url) as http:
             for worker in batch:

@@ -2,25 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
-import pytest
 
 from tests.app.conftest import needs_chromium
 from tests.app.service_process import ServiceProcess
 
 pytestmark = needs_chromium
-
-
-@pytest.fixture
-def service(tmp_path: Path) -> Iterator[ServiceProcess]:
-    running = ServiceProcess(tmp_path).start()
-    yield running
-    running.stop()
 
 
 def open_offline(browser: Any, url: str) -> tuple[Any, list[str]]:

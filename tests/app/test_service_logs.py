@@ -8,7 +8,6 @@ import logging
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
 from io import StringIO
 from pathlib import Path
 
@@ -49,32 +48,16 @@ def logged(service: ServiceProcess, pattern: str) -> re.Match[str]:
     return found[0]
 
 
-@pytest.fixture
-def service(tmp_path: Path) -> Iterator[ServiceProcess]:
-    running = ServiceProcess(tmp_path).start()
-    yield running
-    running.stop()
-
-
-@pytest.fixture
-def victims() -> Iterator[list[subprocess.Popen[bytes]]]:
-    spawned: list[subprocess.Popen[bytes]] = []
-    yield spawned
-    for process in spawned:
-        process.kill()
-        process.wait()
-
-
 def arm(service: ServiceProcess, pid: int, scope: str, **extra: object) -> httpx.Response:
     body = {"pid": pid, "scope_id": scope, "expires_in": 0.2, **extra}
     return httpx.post(service.url + "/timers", json=body)
 
 
 def test_a_kill_is_logged_with_pid_scope_signal_lateness_and_stack(
-    service: ServiceProcess, victims: list[subprocess.Popen[bytes]]
+    service: ServiceProcess, sleepers: list[subprocess.Popen[bytes]]
 ) -> None:
     victim = spawn_sleeper()
-    victims.append(victim)
+    sleepers.append(victim)
     response = arm(service, victim.pid, "train-step")
     assert response.status_code == 201
     assert_sigkilled(victim)
@@ -108,10 +91,10 @@ def test_a_refusal_is_logged_as_a_warning(service: ServiceProcess) -> None:
 
 
 def test_a_scope_with_a_newline_cannot_forge_a_log_line(
-    service: ServiceProcess, victims: list[subprocess.Popen[bytes]]
+    service: ServiceProcess, sleepers: list[subprocess.Popen[bytes]]
 ) -> None:
     victim = spawn_sleeper()
-    victims.append(victim)
+    sleepers.append(victim)
     hostile = f"step\n{FORGED}\r\n{FORGED}"
     assert arm(service, victim.pid, hostile).status_code == 201
     assert arm(service, 1, hostile).status_code == 422  # refused: logged too
