@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page
+from playwright.sync_api import Browser, Locator, Page
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.dashboard_text import middle_ellipsis
@@ -27,13 +27,6 @@ pytestmark = needs_chromium
 
 
 @pytest.fixture
-def service(tmp_path: Path) -> Iterator[ServiceProcess]:
-    running = ServiceProcess(tmp_path).start()
-    yield running
-    running.stop()
-
-
-@pytest.fixture
 def page(browser: Browser, service: ServiceProcess) -> Iterator[Page]:
     context = browser.new_context(viewport={"width": 1400, "height": 900})
     opened = context.new_page()
@@ -47,6 +40,13 @@ def page(browser: Browser, service: ServiceProcess) -> Iterator[Page]:
     context.close()
 
 
+def appeared(page: Page, selector: str) -> Locator:
+    """The element at ``selector``, once the page shows it (within 5 s)."""
+    found = page.locator(selector)
+    found.wait_for(timeout=5000)
+    return found
+
+
 def arm(service: ServiceProcess, pid: int, scope: str, expires_in: float) -> int:
     body = {"pid": pid, "scope_id": scope, "expires_in": expires_in}
     response = httpx.post(service.url + "/timers", json=body)
@@ -58,8 +58,7 @@ def test_a_timer_appears_with_a_ticking_countdown(
     page: Page, service: ServiceProcess, sleeper: subprocess.Popen[bytes]
 ) -> None:
     timer_id = arm(service, sleeper.pid, "train.py#42", 120)
-    row = page.locator(f'[data-timer-id="{timer_id}"][data-state="active"]')
-    row.wait_for(timeout=5000)
+    row = appeared(page, f'[data-timer-id="{timer_id}"][data-state="active"]')
     first = row.locator(".countdown").inner_text()
     page.wait_for_timeout(2100)
     second = row.locator(".countdown").inner_text()
@@ -72,7 +71,7 @@ def test_a_killed_worker_flips_to_killed_without_a_reload_and_the_title_counts_i
     page: Page, service: ServiceProcess, sleeper: subprocess.Popen[bytes]
 ) -> None:
     timer_id = arm(service, sleeper.pid, "stuck", 1.5)
-    page.locator(f'[data-timer-id="{timer_id}"][data-state="active"]').wait_for(timeout=5000)
+    appeared(page, f'[data-timer-id="{timer_id}"][data-state="active"]')
     assert wait_dead(sleeper) == -9
     killed = page.locator(f'[data-timer-id="{timer_id}"][data-state="killed"]')
     killed.wait_for(timeout=3000)
@@ -86,8 +85,7 @@ def test_a_hostile_scope_id_renders_as_text(
 ) -> None:
     hostile = '<img src=x onerror="window.__pwned=1"><script>window.__pwned=2</script>'
     timer_id = arm(service, sleeper.pid, hostile, 120)
-    row = page.locator(f'[data-timer-id="{timer_id}"]')
-    row.wait_for(timeout=5000)
+    row = appeared(page, f'[data-timer-id="{timer_id}"]')
     assert row.locator(".scope").get_attribute("title") == hostile
     assert row.locator(".scope").inner_text() == middle_ellipsis(hostile)
     assert row.locator("img, script").count() == 0
@@ -100,14 +98,14 @@ def test_the_filter_is_kept_in_the_url(
     mine, other = spawn_sleeper(), spawn_sleeper()
     sleepers.extend([mine, other])
     mine_id, other_id = arm(service, mine.pid, "mine", 120), arm(service, other.pid, "other", 120)
-    page.locator(f'[data-timer-id="{other_id}"]').wait_for(timeout=5000)
+    appeared(page, f'[data-timer-id="{other_id}"]')
     page.fill("input[name=pid]", str(mine.pid))
     page.click("button[type=submit]")
     page.locator(f'[data-timer-id="{other_id}"]').wait_for(state="detached", timeout=3000)
     assert f"pid={mine.pid}" in page.url
     page.reload()  # the URL alone restores the filter
     page.evaluate("window.__openedOnce = true")
-    page.locator(f'[data-timer-id="{mine_id}"]').wait_for(timeout=5000)
+    appeared(page, f'[data-timer-id="{mine_id}"]')
     assert page.locator(f'[data-timer-id="{other_id}"]').count() == 0
     assert page.input_value("input[name=pid]") == str(mine.pid)
 
@@ -119,8 +117,8 @@ def test_timer_detail_page_shows_the_timeline(
     assert wait_dead(sleeper) == -9
     page = browser.new_page()
     page.goto(f"{service.url}/ui/timers/{timer_id}")
-    page.locator(f'[data-timer-id="{timer_id}"][data-state="killed"]').wait_for(timeout=5000)
-    page.locator('.timeline li[data-kind="killed"]').wait_for(timeout=5000)
+    appeared(page, f'[data-timer-id="{timer_id}"][data-state="killed"]')
+    appeared(page, '.timeline li[data-kind="killed"]')
     kinds = page.locator(".timeline li").evaluate_all("items => items.map(i => i.dataset.kind)")
     assert kinds == ["acquired", "killed"]
     # The stack captured before the kill is shown, as text.
@@ -275,8 +273,7 @@ def test_a_long_scope_keeps_its_start_and_its_tail_with_the_whole_on_hover(
 ) -> None:
     scope = "/home/alice/experiments/llm/very/deep/package/tree/trainer/loop.py:142 all_reduce"
     timer_id = arm(service, sleeper.pid, scope, 120)
-    link = page.locator(f'[data-timer-id="{timer_id}"] .scope')
-    link.wait_for(timeout=5000)
+    link = appeared(page, f'[data-timer-id="{timer_id}"] .scope')
     shown = link.inner_text()
     assert shown == middle_ellipsis(scope)  # the script cuts it as the server does
     assert shown.startswith("/home/alice/") and shown.endswith("loop.py:142 all_reduce")
@@ -294,7 +291,7 @@ def test_an_observe_only_timer_page_says_no_signal_was_sent(
     assert wait_until(lambda: state_of(service.url, timer_id) == "expired")
     page = browser.new_page(viewport={"width": 1200, "height": 900})
     page.goto(f"{service.url}/ui/timers/{timer_id}")
-    page.locator(f'[data-timer-id="{timer_id}"][data-state="expired"]').wait_for(timeout=5000)
+    appeared(page, f'[data-timer-id="{timer_id}"][data-state="expired"]')
     page.wait_for_function("document.getElementById('health').textContent === 'connected'")
     page.wait_for_function("document.getElementById('stack').textContent !== 'loading…'")
     assert page.inner_text("#stack-title") == (
@@ -401,8 +398,7 @@ def test_under_a_path_prefix_every_request_of_the_pages_stays_under_it(
     response = httpx.post(prefixed_url + "/timers", json=body)
     assert response.status_code == 201, response.text
     timer_id = response.json()["id"]
-    row = page.locator(f'[data-timer-id="{timer_id}"][data-state="active"]')
-    row.wait_for(timeout=5000)
+    row = appeared(page, f'[data-timer-id="{timer_id}"][data-state="active"]')
     assert page.locator("link[rel=stylesheet]").evaluate("l => l.sheet.cssRules.length") > 10
     row.locator(".scope").click()
     page.wait_for_url(f"{prefixed_url}/ui/timers/{timer_id}")
