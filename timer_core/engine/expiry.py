@@ -20,7 +20,9 @@ A kill never waits on anything unbounded:
 
 A job's first expiry (with incidents on) is handled as one: the stacks of all the
 job's live processes here are captured at once, within the same budget, and only then
-is any of its expired workers signalled (``JobIncidents``).
+is any of its expired workers signalled (``JobIncidents``). Expiries of the job that
+come while that capture runs wait for it, each within its own budget, and take the
+stack it got.
 
 Every due timer is registered with the ``KillWatch`` before anything else happens to
 it and settled after its outcome, so one stuck anywhere on the way shows as an
@@ -39,7 +41,7 @@ from typing import Any
 from .capture_runner import CaptureRunner, PendingCapture
 from .capturer import CapturedStack, Capturer, RankStack
 from .events import EventKind
-from .job_incidents import JobIncidents
+from .job_incidents import JobCapture, JobIncidents
 from .kill_outcomes import Progress, WorkerKiller
 from .kill_watch import watch_key
 from .process import ProcessIdentity
@@ -106,10 +108,17 @@ class ExpiryHandler:
             if job_id is not None:
                 opening.setdefault(job_id, []).append(timers)
                 continue
+            job_capture = self._job_capture_running(timers)
+            if job_capture is not None:
+                self._run(self._expire_after_job_capture, timers, job_capture)
+                continue
             pending = self._start_capture(timers)
             self._run(self._expire_safely, timers, pending)
         for job_id, workers in opening.items():
-            self._run(self._expire_job_safely, job_id, workers, self._start_job_capture(workers))
+            assert self.incidents is not None
+            job_capture = self.incidents.begin(job_id)
+            started = self._start_job_capture(workers)
+            self._run(self._expire_job_safely, job_id, workers, started, job_capture)
 
     def _run(self, task: Callable[..., None], *args: Any) -> None:
         """``task`` on a kill thread, or here when there is none (library servers,
@@ -173,6 +182,13 @@ class ExpiryHandler:
             return None
         return job_id if job_id in opening or self.incidents.opens(job_id, now) else None
 
+    def _job_capture_running(self, timers: list[LiveTimer]) -> JobCapture | None:
+        """The capture of these timers' job, if one is still running."""
+        if self.incidents is None:
+            return None
+        job_id = next((t.labels.job_id for t in timers if t.labels.job_id is not None), None)
+        return self.incidents.capturing(job_id) if job_id is not None else None
+
     def _start_job_capture(
         self, workers: list[list[LiveTimer]]
     ) -> list[tuple[LiveTimer, bool, PendingCapture | None]]:
@@ -202,11 +218,12 @@ class ExpiryHandler:
         job_id: str,
         workers: list[list[LiveTimer]],
         started: list[tuple[LiveTimer, bool, PendingCapture | None]],
+        job_capture: JobCapture,
     ) -> None:
         """Wait for the job's captures (each within the budget), publish the incident,
         then expire its due workers. Never raises; every timer leaves the watch."""
         assert self.incidents is not None
-        awaited = {}
+        awaited = job_capture.stacks
         captures = []
         try:
             for timer, expiring, pending in started:
@@ -218,8 +235,25 @@ class ExpiryHandler:
             self.incidents.emit(trigger, tuple(captures))
         except Exception as error:  # the incident is evidence: the kills go ahead
             self.watch.error(error, f"the incident of job {job_id!r}")
+        finally:
+            self.incidents.finish(job_id, job_capture)
         for timers in workers:
             self._expire_safely(timers, None, awaited.get(timers[0].identity))
+
+    def _expire_after_job_capture(self, timers: list[LiveTimer], job_capture: JobCapture) -> None:
+        """An expiry of a job whose capture is running: wait for it (no longer than this
+        worker's own budget), then expire with the stack it took of this worker, or one
+        of its own if it took none. Never raises; every timer leaves the watch."""
+        awaited = None
+        try:
+            left = self.budget - (self.clock.monotonic() - timers[0].deadline_monotonic)
+            job_capture.done.wait(max(0.0, left))
+            awaited = job_capture.stacks.get(timers[0].identity)
+            if awaited is None or awaited[0] is None:
+                awaited = self._await_capture(self._start_capture(timers))
+        except Exception as error:
+            self.watch.error(error, "waiting for the job's capture")
+        self._expire_safely(timers, None, awaited)
 
     # ---- one worker, one escalation ------------------------------------------------------
 

@@ -8,21 +8,36 @@ known here, all at once, before any signal to the job; the analysis
 (``timer_core.diagnosis.incident``) then says which rank the others wait for.
 
 Expiries of the job within the window after that join the incident (the service
-merges them): they do not capture the whole job again.
+merges them): they do not capture the whole job again. One that comes while the job's
+capture is still running waits for it (within its own budget) and takes the stack it
+got: killed at once, it would be signalled before the job's stacks are all taken (and
+torchrun would tear the rest down), and a second py-spy on a process being dumped
+fails to suspend it and spoils both captures.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from typing import Any
 
-from .capturer import RankStack
+from .capturer import CapturedStack, RankStack
+from .process import ProcessIdentity
 from .timers import LiveTimer
 
-__all__ = ["JobIncidents"]
+__all__ = ["JobCapture", "JobIncidents"]
 
 # Jobs remembered at most (each for one window): beyond it, the oldest are forgotten.
 _MAX_JOBS = 4096
+
+
+class JobCapture:
+    """A job's capture in flight: ``done`` once its incident is published, with the
+    stack (and what to say about a missing one) of each process it captured."""
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.stacks: dict[ProcessIdentity, tuple[CapturedStack | None, dict[str, Any]]] = {}
 
 
 class JobIncidents:
@@ -38,6 +53,7 @@ class JobIncidents:
         self.members = members
         self.emit = emit
         self._opened: dict[str, float] = {}  # job → when it opened here (monotonic)
+        self._capturing: dict[str, JobCapture] = {}  # job → its capture still running
         self._lock = threading.Lock()
 
     def opens(self, job_id: str, now_monotonic: float) -> bool:
@@ -52,3 +68,22 @@ class JobIncidents:
             while len(self._opened) > _MAX_JOBS:
                 del self._opened[next(iter(self._opened))]
             return True
+
+    def begin(self, job_id: str) -> JobCapture:
+        """The capture of ``job_id``'s processes that starts now."""
+        capture = JobCapture()
+        with self._lock:
+            self._capturing[job_id] = capture
+        return capture
+
+    def capturing(self, job_id: str) -> JobCapture | None:
+        """``job_id``'s capture, while it is still running."""
+        with self._lock:
+            return self._capturing.get(job_id)
+
+    def finish(self, job_id: str, capture: JobCapture) -> None:
+        """``capture`` is over (its incident published, or given up): its waiters go on."""
+        with self._lock:
+            if self._capturing.get(job_id) is capture:
+                del self._capturing[job_id]
+        capture.done.set()
