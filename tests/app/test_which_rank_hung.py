@@ -1,0 +1,196 @@
+"""Which rank hung? Real ``torchrun`` (torch 2.13, gloo on the CPU) with 4 ranks using
+torch's own, unmodified ``FileTimerClient`` on the real service's FIFO. Every rank loops
+``with expires(after=...)`` around a step ending in ``dist.all_reduce``; rank 2 sleeps
+inside one step, so the other three block in the all_reduce waiting for it.
+
+The service must label all 4 ranks from their environment, open one incident for the
+job with the stacks of all 4 taken before it signals any of them, and name rank 2,
+and only rank 2, as the suspect: the others wait in all_reduce.
+
+Needs root (py-spy attaches with ptrace) and the venv's torchrun.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.app.service_process import ServiceProcess, free_port
+from tests.waiting import wait_until
+from timer_core.diagnosis.stack_capture import StackCapturer
+
+TORCHRUN = shutil.which("torchrun", path=str(Path(sys.executable).parent))
+STUCK_RANK = 2
+WORLD_SIZE = 4
+# A step's timer: far longer than a tiny all_reduce takes on a busy 2-core machine,
+# short enough to keep the test quick.
+STEP_SECONDS = 4.0
+
+pytestmark = [
+    pytest.mark.torch,
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root: py-spy attaches with ptrace"),
+    pytest.mark.skipif(
+        StackCapturer().py_spy is None, reason="py-spy is not installed (pip install py-spy)"
+    ),
+    pytest.mark.skipif(TORCHRUN is None, reason="torchrun is not installed (pip install torch)"),
+]
+
+# The worker torchrun runs: torch's own timer client, nothing of ours.
+WORKER = """
+import os
+import sys
+import time
+
+import torch
+import torch.distributed as dist
+from torch.distributed.elastic import timer
+
+STUCK_RANK, STEP_SECONDS = int(sys.argv[1]), float(sys.argv[2])
+
+
+def step(number: int, rank: int) -> None:
+    if rank == STUCK_RANK and number == 2:
+        time.sleep(600)  # the hang: a dead data loader, a lock, a slow disk...
+    dist.all_reduce(torch.ones(4))
+
+
+def main() -> None:
+    dist.init_process_group("gloo")
+    rank = dist.get_rank()
+    timer.configure(timer.FileTimerClient(os.environ["TIMER_FIFO"]))
+    dist.all_reduce(torch.ones(4))  # gloo's first collective connects: not timed
+    for number in range(3):
+        with timer.expires(after=STEP_SECONDS, scope="step"):
+            step(number, rank)
+    time.sleep(600)  # not reached: rank 2 never finishes step 2
+
+
+if __name__ == "__main__":
+    main()
+"""
+
+
+@pytest.fixture
+def service(tmp_path: Path) -> Iterator[ServiceProcess]:
+    # A generous stack budget: four py-spy --native dumps of torch processes at once
+    # on a busy 2-core machine.
+    running = ServiceProcess(
+        tmp_path, "--fifo", str(tmp_path / "timers.fifo"), "--stack-budget", "10"
+    ).start()
+    yield running
+    running.stop()
+
+
+def torchrun(tmp_path: Path, job_id: str) -> subprocess.Popen[bytes]:
+    script = tmp_path / "train.py"
+    script.write_text(WORKER)
+    assert TORCHRUN is not None
+    command = [
+        TORCHRUN,
+        f"--nproc-per-node={WORLD_SIZE}",
+        "--rdzv-backend=c10d",
+        f"--rdzv-endpoint=127.0.0.1:{free_port()}",
+        f"--rdzv-id={job_id}",
+        str(script),
+        str(STUCK_RANK),
+        str(STEP_SECONDS),
+    ]
+    env = {**os.environ, "TIMER_FIFO": str(tmp_path / "timers.fifo"), "OMP_NUM_THREADS": "1"}
+    log = open(tmp_path / "torchrun.log", "wb")  # noqa: SIM115 - closed once handed over
+    try:
+        return subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
+    finally:
+        log.close()
+
+
+def rows(database: Path, sql: str, *params: Any) -> list[dict[str, Any]]:
+    with sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=10) as connection:
+        connection.row_factory = sqlite3.Row
+        return [dict(row) for row in connection.execute(sql, params)]
+
+
+def test_the_incident_names_the_rank_that_hung(tmp_path: Path, service: ServiceProcess) -> None:
+    job_id = f"which-rank-{uuid.uuid4().hex[:8]}"
+    database = tmp_path / "service.db"
+    job = torchrun(tmp_path, job_id)
+    try:
+        # torchrun ends once the service has killed its ranks.
+        job.wait(90)
+    except subprocess.TimeoutExpired:
+        os.killpg(job.pid, signal.SIGKILL)
+        job.wait()
+        pytest.fail(f"torchrun never ended:\n{(tmp_path / 'torchrun.log').read_text()}")
+    output = (tmp_path / "torchrun.log").read_text(errors="replace")
+    assert job.returncode != 0, output
+
+    # Every rank's step timers, labelled from the workers' environment.
+    timers = rows(database, "SELECT * FROM timers WHERE source = 'fifo' ORDER BY id")
+    assert timers, output
+    assert {t["job_id"] for t in timers} == {job_id}
+    assert {t["rank"] for t in timers} == {0, 1, 2, 3}
+    assert {t["local_rank"] for t in timers} == {0, 1, 2, 3}
+    assert {t["world_size"] for t in timers} == {WORLD_SIZE}
+    assert {t["scope_id"] for t in timers} == {"step"}
+    pid_of = {t["rank"]: t["pid"] for t in timers}
+    assert len(set(pid_of.values())) == WORLD_SIZE
+
+    # One incident, holding all 4 ranks, once the recorder has written it whole.
+    def complete() -> list[dict[str, Any]]:
+        incidents = rows(database, "SELECT * FROM incidents WHERE job_id = ?", job_id)
+        if len(incidents) != 1:
+            return []
+        captured = rows(
+            database, "SELECT * FROM incident_captures WHERE incident_id = ?", incidents[0]["id"]
+        )
+        return incidents if len(captured) == WORLD_SIZE else []
+
+    assert wait_until(complete, timeout=30), service.log()
+    assert len(rows(database, "SELECT id FROM incidents")) == 1
+    incident = complete()[0]
+    captures = rows(
+        database,
+        "SELECT * FROM incident_captures WHERE incident_id = ? ORDER BY rank",
+        incident["id"],
+    )
+    assert [c["rank"] for c in captures] == [0, 1, 2, 3]
+    assert {c["rank"]: c["pid"] for c in captures} == pid_of
+    for capture in captures:
+        assert capture["stack_text"], capture
+        assert capture["stack_method"].startswith("py-spy"), capture
+
+    # Every stack was taken before the service signalled any rank of the job.
+    events = rows(
+        database,
+        "SELECT e.id, e.kind, e.at FROM events e JOIN timers t ON t.id = e.timer_id "
+        "WHERE t.job_id = ? AND e.kind IN ('incident', 'killed', 'kill_failed', 'escalated') "
+        "ORDER BY e.id",
+        job_id,
+    )
+    kinds = [e["kind"] for e in events]
+    assert kinds[0] == "incident" and kinds.count("incident") == 1, kinds
+    killed = [e for e in events if e["kind"] == "killed"]
+    assert killed, kinds
+    assert all(e["at"] >= incident["opened_at"] for e in killed), (incident, events)
+    assert all(c["captured_at"] <= min(e["at"] for e in killed) for c in captures)
+
+    # Rank 2 alone is the suspect; the others wait in all_reduce.
+    assert json.loads(incident["suspects"]) == [STUCK_RANK]
+    groups = json.loads(incident["groups"])
+    assert sorted(tuple(g["ranks"]) for g in groups) == [(0, 1, 3), (STUCK_RANK,)]
+    summary = incident["summary"]
+    assert summary.startswith(f"rank {STUCK_RANK} stuck in time.sleep (train.py:"), summary
+    assert "ranks 0-1, 3 wait in all_reduce" in summary, summary
+    print(f"summary: {summary}")
