@@ -11,6 +11,7 @@ from sqlmodel import Field as SQLField
 from sqlmodel import SQLModel
 
 from timer_core import TimerEvent, TimerView
+from timer_core.engine.admission import MAX_DEADLINE_SECONDS
 from timer_core.engine.labels import MAX_JOB_ID_LENGTH, MAX_RANK, NO_LABELS, Labels
 
 from .timer_state import TimerState
@@ -32,7 +33,6 @@ __all__ = [
 ]
 
 MAX_SCOPE_LENGTH = 1024
-MAX_DEADLINE_SECONDS = 30 * 24 * 3600
 
 
 class TimerBase(SQLModel):

@@ -15,7 +15,6 @@ from .. import store
 from ..callers import Caller, CallerDep, authorize, forbidden, is_privileged
 from ..deps import ServiceDep, SessionDep, require_token
 from ..models import (
-    MAX_DEADLINE_SECONDS,
     ErrorMessage,
     Page,
     Stack,
@@ -135,11 +134,6 @@ async def acquire(body: TimerCreate, access: JsonWrite) -> Response:
             "expiration_time",
             f"expiration_time {expiration_time!r} is {now - expiration_time:.3g} s in the past: "
             "it is unix seconds; to arm for a duration use expires_in",
-        )
-    if expiration_time > now + MAX_DEADLINE_SECONDS:
-        field = "expires_in" if body.expires_in is not None else "expiration_time"
-        raise unprocessable(
-            field, f"deadline is more than {MAX_DEADLINE_SECONDS // 86400} days away"
         )
     if caller.uid is None and not caller.admin:
         # Nobody to check the worker's owner against: refused before the engine.

@@ -330,3 +330,18 @@ def test_soonest_gives_the_nearest_deadlines_with_filters_and_totals(world: Worl
     views, total = world.reaper.soonest(1, pid=100, scope_contains="-1")
     assert [v.scope_id for v in views] == ["step-1"] and total == 1
     assert world.reaper.soonest(5, pid=555) == ([], 0)
+
+
+@pytest.mark.parametrize("source", ["http", "fifo", "api"])
+def test_a_deadline_more_than_30_days_away_is_refused_from_every_source(source: str) -> None:
+    world = World()
+    far = world.at(30 * 24 * 3600 + 60)
+    with pytest.raises(RefusedError, match="more than 30 days away") as refused:
+        world.reaper.acquire(100, "s", far, source=source)
+    assert refused.value.field == "expiration_time"
+    # torch's convention (apply) refuses it the same way, and says so in an event.
+    assert world.reaper.apply(100, "t", far, 9, source=source) is False
+    assert world.kinds() == [EventKind.REFUSED, EventKind.REFUSED]
+    assert world.reaper.active() == []
+    world.reaper.acquire(100, "s", world.at(30 * 24 * 3600 - 60), source=source)
+    assert len(world.reaper.active()) == 1

@@ -15,6 +15,7 @@ from typing import Any
 from .process import ProcessSignaller
 
 __all__ = [
+    "MAX_DEADLINE_SECONDS",
     "MIN_SIGNAL",
     "RefusedError",
     "check_expiration",
@@ -46,6 +47,11 @@ _VALID_SIGNALS = frozenset(int(number) for number in signal_module.valid_signals
 MIN_SIGNAL = -(2**31)
 
 
+# The furthest a deadline may be: a timer for months is a mistake (milliseconds given
+# as seconds), and it would hold a slot and a pidfd all that time. Every source.
+MAX_DEADLINE_SECONDS = 30 * 24 * 3600
+
+
 def observe_only(signal: Any) -> bool:
     return isinstance(signal, int) and not isinstance(signal, bool) and signal <= 0
 
@@ -60,13 +66,19 @@ def check_signal(signal: Any, field: str = "signal") -> int:
     return signal
 
 
-def check_expiration(expiration_time: Any) -> float:
+def check_expiration(expiration_time: Any, now: float) -> float:
     if isinstance(expiration_time, bool) or not isinstance(expiration_time, int | float):
         raise RefusedError(
             f"expiration_time must be a number, got {expiration_time!r}", "expiration_time"
         )
     if not math.isfinite(expiration_time):
         raise RefusedError("expiration_time must be finite", "expiration_time")
+    if expiration_time > now + MAX_DEADLINE_SECONDS:
+        raise RefusedError(
+            f"deadline is more than {MAX_DEADLINE_SECONDS // 86400} days away "
+            f"(expiration_time {expiration_time!r} is unix seconds)",
+            "expiration_time",
+        )
     return float(expiration_time)
 
 
@@ -79,6 +91,7 @@ def check_request(
     dump_signal: Any,
     *,
     observe_protected: bool,
+    now: float,
 ) -> tuple[float, int]:
     """Every check that needs no look at the process; returns the expiration time (a
     float) and the signal. The server's own process and its ancestors may hold
@@ -89,7 +102,7 @@ def check_request(
         raise RefusedError(refusal)
     if not isinstance(scope_id, str):
         raise RefusedError(f"scope_id must be a string, got {scope_id!r}", "scope_id")
-    expiration = check_expiration(expiration_time)
+    expiration = check_expiration(expiration_time, now)
     checked_signal = check_signal(signal)
     if dump_signal is not None and check_signal(dump_signal, "dump_signal") <= 0:
         raise RefusedError("dump_signal must be a signal number > 0", "dump_signal")

@@ -144,6 +144,7 @@ class Reaper(TimerBook):
                 signal,
                 dump_signal,
                 observe_protected=observe_protected,
+                now=self.clock.time(),
             )
             with self._lock:
                 known = self._workers.identity(pid)
