@@ -4,6 +4,7 @@ asserted here (this machine is shared and noisy); correctness of what they count
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -11,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from timer_core.diagnosis.stack_capture import StackCapturer
 
 REPO = Path(__file__).parents[2]
 RESULTS = REPO / "bench" / "results"
@@ -97,3 +100,14 @@ def test_attacks_smoke_kills_every_probe_under_every_attack() -> None:
             continue
         assert row["missed"] == 0 and row["death"]["n"] == row["probes"], row
     assert rows["40 at once"]["probes"] == 40
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root: py-spy attaches with ptrace")
+@pytest.mark.skipif(StackCapturer().py_spy is None, reason="needs py-spy (pip install py-spy)")
+def test_incident_capture_smoke_captures_every_rank() -> None:
+    rows = run_smoke("incident_capture")["rows"]
+    assert [row["ranks"] for row in rows] == [1, 2]
+    for row in rows:
+        assert row["stacks"] == [row["ranks"]] * row["rounds"], row
+        assert row["capture_median_ms"] > 0 and row["kill_latency_median_ms"] > 0
