@@ -13,6 +13,8 @@ from sqlalchemy import JSON, Column, ForeignKey, Index, Integer, Text, UniqueCon
 from sqlmodel import Field as SQLField
 from sqlmodel import SQLModel
 
+from .sql_types import BIG_ID
+
 __all__ = [
     "Incident",
     "IncidentCapture",
@@ -52,7 +54,7 @@ class Incident(SQLModel, table=True):
     job_id: str
     opened_at: float
     node: str  # the node whose expiry opened it
-    trigger_timer_id: int | None = None
+    trigger_timer_id: int | None = SQLField(default=None, sa_column=Column(BIG_ID, nullable=True))
     suspects: list[int | None] = SQLField(
         default_factory=list, sa_column=Column(JSON, nullable=False)
     )
@@ -81,7 +83,7 @@ class IncidentCapture(SQLModel, table=True):
     uid: int | None = None
     rank: int | None = None
     local_rank: int | None = None
-    timer_id: int | None = None
+    timer_id: int | None = SQLField(default=None, sa_column=Column(BIG_ID, nullable=True))
     # "captured" while its timer runs on; then its end: killed, expired, worker_gone...
     outcome: str
     group_number: int | None = None

@@ -6,7 +6,7 @@ import math
 from typing import Annotated, Any, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
-from sqlalchemy import JSON, Column, ForeignKey, Index, Integer, Text
+from sqlalchemy import JSON, Column, ForeignKey, Index, Text
 from sqlmodel import Field as SQLField
 from sqlmodel import SQLModel
 
@@ -14,6 +14,7 @@ from timer_core import TimerEvent, TimerView
 from timer_core.engine.admission import MAX_DEADLINE_SECONDS
 from timer_core.engine.labels import MAX_JOB_ID_LENGTH, MAX_RANK, NO_LABELS, Labels
 
+from .sql_types import BIG_ID
 from .timer_state import TimerState
 
 __all__ = [
@@ -70,7 +71,8 @@ class Timer(TimerBase, table=True):
         Index("ix_timers_node_id", "node", "id"),
     )
 
-    id: int = SQLField(primary_key=True)
+    # Assigned by the engine, never by the database (BIGINT on PostgreSQL: fleet ids).
+    id: int = SQLField(sa_column=Column(BIG_ID, primary_key=True, autoincrement=False))
     # What the service needs to re-arm the timer after a restart; not shown.
     process_create_time: float | None = None
     dump_signal: int | None = None
@@ -82,7 +84,7 @@ class Stack(SQLModel, table=True):
     __tablename__ = "stacks"
 
     timer_id: int = SQLField(
-        sa_column=Column(Integer, ForeignKey("timers.id", ondelete="CASCADE"), primary_key=True)
+        sa_column=Column(BIG_ID, ForeignKey("timers.id", ondelete="CASCADE"), primary_key=True)
     )
     method: str
     captured_at: float
@@ -100,8 +102,10 @@ class Event(SQLModel, table=True):
         Index("ix_events_at", "at"),
     )
 
-    id: int | None = SQLField(default=None, primary_key=True)
-    timer_id: int | None = SQLField(default=None, foreign_key="timers.id")
+    id: int | None = SQLField(default=None, sa_column=Column(BIG_ID, primary_key=True))
+    timer_id: int | None = SQLField(
+        default=None, sa_column=Column(BIG_ID, ForeignKey("timers.id"), nullable=True)
+    )
     kind: str
     at: float
     pid: int
