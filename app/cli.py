@@ -121,6 +121,18 @@ def _parser() -> argparse.ArgumentParser:
         help="seconds after a job's incident opens in which its other expiries join it "
         "(default 60)",
     )
+    serve.add_argument(
+        "--node-timeout",
+        type=float,
+        help="seconds without a heartbeat after which GET /nodes says a node is down (default 15)",
+    )
+    serve.add_argument(
+        "--hub",
+        action="store_true",
+        default=None,
+        help="serve the fleet's dashboard and reads over a shared database: no reaper, "
+        "no FIFO; timer writes get 409",
+    )
     serve.add_argument("--log-level", choices=LOG_LEVELS, help="default info")
     serve.add_argument(
         "--access-log",
@@ -160,7 +172,14 @@ def main(argv: list[str] | None = None) -> None:
         access_log=args.access_log,
         node_name=args.node_name,
         incident_window=args.incident_window,
+        node_timeout=args.node_timeout,
+        hub=args.hub,
     )
+    if settings.hub and (settings.fifo or settings.fifo_dir):
+        raise SystemExit(
+            "--hub runs no reaper and reads no FIFO: drop --fifo/--fifo-dir, and run a "
+            "service without --hub on each worker node for them"
+        )
     # One format for every line, uvicorn's included: it gets no config of its own
     # (log_config=None) and its loggers hand their records to ours.
     configure_logging(settings.log_level, access_log=settings.access_log)

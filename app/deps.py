@@ -21,6 +21,7 @@ __all__ = [
     "check_json",
     "check_token",
     "is_json_media_type",
+    "refuse_on_hub",
     "require_json",
     "require_token",
     "token_matches",
@@ -58,6 +59,16 @@ def token_matches(expected: str | None, authorization: str) -> bool:
         return False
     scheme, _, given = authorization.partition(" ")
     return scheme.lower() == "bearer" and hmac.compare_digest(given.encode(), expected.encode())
+
+
+def refuse_on_hub(service: Service) -> None:
+    """A hub (``serve --hub``) runs no reaper: a timer armed there would never fire."""
+    if service.settings.hub:
+        raise HTTPException(
+            status.HTTP_409_CONFLICT,
+            detail="this is a hub (serve --hub): it arms no timers and signals nothing. "
+            "Arm timers on the worker's own node, through the timer-service running there.",
+        )
 
 
 def check_token(request: Request, service: Service) -> None:

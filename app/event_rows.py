@@ -49,7 +49,7 @@ _TIMER_COLUMNS = (
     "local_rank",
     "world_size",
 )
-_EVENT_COLUMNS = ("timer_id", "kind", "at", "pid", "scope_id", "source", "detail")
+_EVENT_COLUMNS = ("timer_id", "kind", "at", "pid", "scope_id", "source", "detail", "node")
 _STACK_COLUMNS = ("timer_id", "method", "captured_at", "seconds", "truncated", "notes", "text")
 
 Row = tuple[Any, ...]
@@ -127,6 +127,7 @@ def write_events(
                 event.scope_id,
                 event.source,
                 json.dumps(event.detail),
+                event.node,
             )
         )
     # In this order: an update may concern a timer inserted by the same batch, and the
@@ -212,4 +213,5 @@ def _unlinked_row(event: TimerEvent) -> Row:
         event.scope_id,
         event.source,
         json.dumps(detail),
+        event.node,
     )

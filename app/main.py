@@ -12,8 +12,12 @@ from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 
+from timer_core import ProcessSignaller
+from timer_core.engine import Clock
+
+from . import __version__
 from .request_limits import BodyLimit, HostCheck
-from .routers import dashboard, events, fifos, health, losses, metrics, timers
+from .routers import dashboard, events, fifos, health, losses, metrics, nodes, timers
 from .service import Service
 from .settings import Settings
 
@@ -22,9 +26,15 @@ __all__ = ["create_app"]
 logger = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None,
+    *,
+    clock: Clock | None = None,
+    signaller: ProcessSignaller | None = None,
+) -> FastAPI:
+    """The app; ``clock`` and ``signaller`` replace the engine's (tests)."""
     settings = settings or Settings.from_env()
-    service = Service(settings)
+    service = Service(settings, clock=clock, signaller=signaller)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -41,7 +51,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
         title="timer-service",
         summary="A watchdog for stuck worker processes.",
-        version="0.1.0",
+        version=__version__,
         lifespan=lifespan,
     )
     app.state.service = service
@@ -59,6 +69,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.include_router(timers.router)
     app.include_router(events.router)
+    app.include_router(nodes.router)
     app.include_router(fifos.router)
     app.include_router(health.router)
     app.include_router(losses.router)

@@ -6,6 +6,7 @@ Labels stay bounded: ``source`` (http, fifo, queue), ``signal`` and
 
 from __future__ import annotations
 
+import logging
 import signal as signal_module
 from collections.abc import Callable, Iterator
 
@@ -21,6 +22,8 @@ from .kill_metrics import kill_path_families
 from .timer_state import TimerState
 
 __all__ = ["ServiceMetrics"]
+
+logger = logging.getLogger(__name__)
 
 KILL_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 HOLD_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 600, 1800, 3600)
@@ -42,7 +45,12 @@ class ServiceMetrics:
     """Fed the engine's events (as a listener) and, when scraped, the service's health:
     it needs nothing else of the service."""
 
-    def __init__(self, health: Callable[[], Health]) -> None:
+    def __init__(
+        self,
+        health: Callable[[], Health],
+        node_counts: Callable[[], dict[str, int]] | None = None,
+    ) -> None:
+        """``node_counts``: how many nodes of the fleet are up and down, per scrape."""
         self.registry = CollectorRegistry()
         r = self.registry
         self.acquisitions = Counter(
@@ -98,6 +106,8 @@ class ServiceMetrics:
         for outcome in ("refused", "kill_failed"):
             self.failures.labels(outcome)
         r.register(_HealthCollector(health))
+        if node_counts is not None:
+            r.register(_NodesCollector(node_counts))
 
     def __call__(self, event: TimerEvent) -> None:
         """Listener: count one event."""
@@ -120,6 +130,28 @@ class ServiceMetrics:
             self.kill_latency.observe(max(0.0, float(event.detail.get("latency", 0.0))))
         elif kind == EventKind.KILL_FAILED:
             self.failures.labels("kill_failed").inc()
+
+
+class _NodesCollector(Collector):
+    """``timer_nodes{status}``: the fleet's nodes, up and down (one query per scrape)."""
+
+    def __init__(self, node_counts: Callable[[], dict[str, int]]) -> None:
+        self._node_counts = node_counts
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            "timer_nodes",
+            "Nodes sharing this database, by status: down once silent for --node-timeout.",
+            labels=["status"],
+        )
+        try:
+            counts = self._node_counts()
+        except Exception:  # a scrape must not fail on the database: no sample, not a 500
+            logger.exception("could not count the nodes for timer_nodes")
+            return
+        for status in ("up", "down"):
+            family.add_metric([status], counts.get(status, 0))
+        yield family
 
 
 class _HealthCollector(Collector):

@@ -24,6 +24,7 @@ __all__ = [
     "Event",
     "EventPublic",
     "Loss",
+    "Node",
     "Page",
     "Stack",
     "Timer",
@@ -100,6 +101,7 @@ class Event(SQLModel, table=True):
         Index("ix_events_timer_id_id", "timer_id", "id"),
         Index("ix_events_kind_id", "kind", "id"),
         Index("ix_events_at", "at"),
+        Index("ix_events_node_id", "node", "id"),
     )
 
     id: int | None = SQLField(default=None, sa_column=Column(BIG_ID, primary_key=True))
@@ -112,6 +114,8 @@ class Event(SQLModel, table=True):
     scope_id: str
     source: str
     detail: dict[str, Any] = SQLField(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    # The node whose service recorded it (contract 9); "" for events of before.
+    node: str = SQLField(default="", sa_column_kwargs={"server_default": ""})
 
 
 class Loss(SQLModel, table=True):
@@ -127,6 +131,19 @@ class Loss(SQLModel, table=True):
     detail: str
     acknowledged_at: float | None = None
     acknowledged_by: str | None = None
+
+
+class Node(SQLModel, table=True):
+    """A service sharing the database (contract 9): its number goes into every timer id
+    it makes, so ids are unique across the fleet; ``last_seen`` is its heartbeat."""
+
+    __tablename__ = "nodes"
+
+    name: str = SQLField(primary_key=True)
+    number: int = SQLField(unique=True)
+    started_at: float
+    last_seen: float
+    version: str
 
 
 class _Strict(BaseModel):
@@ -238,6 +255,7 @@ class EventPublic(BaseModel):
     scope_id: str
     source: str
     detail: dict[str, Any]
+    node: str = ""
 
 
 ItemT = TypeVar("ItemT")

@@ -16,7 +16,7 @@ from timer_core.diagnosis import StackCapturer, default_stack_dir
 from timer_core.engine import Clock, Labels, SystemClock
 from timer_core.sources import FifoDirectory, FifoSource, UserFifos, resolve_uids
 
-from . import store
+from . import __version__, store
 from .backpressure import Backpressure
 from .connection_gate import ConnectionGate
 from .db import make_engine, migrate
@@ -26,10 +26,12 @@ from .live_feed import LiveFeed
 from .loss_ledger import LossLedger
 from .metrics import ServiceMetrics
 from .models import Timer
+from .nodes import NodeBeat, node_statuses, register_node
 from .private_files import secure_sqlite_files
 from .recorder import Recorder
 from .restore_identities import RestoreIdentities
 from .settings import Settings
+from .timer_ids import FleetTimerIds
 
 __all__ = ["STALL_EXIT_CODE", "Service"]
 
@@ -48,7 +50,15 @@ def _exit_for_supervisor() -> None:
 
 
 class Service:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        clock: Clock | None = None,
+        signaller: ProcessSignaller | None = None,
+    ) -> None:
+        """``clock`` and ``signaller``: the engine's, for tests (a ManualClock, a
+        signaller that records instead of sending)."""
         self.settings = settings
         self.engine = make_engine(settings.db_url, settings.db_busy_timeout)
         self.recorder = Recorder(
@@ -61,21 +71,52 @@ class Service:
         # The recorder's bound is kept where work comes in, so nothing known is dropped.
         self.backpressure = Backpressure(self.recorder, settings.recorder_buffer)
         self._identities = RestoreIdentities()
-        self.reaper: Reaper | None = None
         self.fifo: FifoSource | None = None
         # --fifo-dir: one FIFO per uid (POST /fifos makes the caller's).
         self.user_fifos: UserFifos | None = None
         # HTTP connections, held within what the file descriptors allow (app.server).
         self.connections = ConnectionGate(settings.max_connections)
-        self.metrics = ServiceMetrics(self.health)
+        self.metrics = ServiceMetrics(self.health, self.node_counts)
         self.live_feed = LiveFeed()
         self.started_at = time.time()
         self.pid = os.getpid()
         self.reaper_restarts = 0
-        # Who sends the signals; the fuzz tests swap in one that records instead.
-        self.signaller = ProcessSignaller()
-        # The engine's clock; tests swap in a ManualClock before start.
-        self.clock: Clock = SystemClock()
+        self.signaller = signaller or ProcessSignaller()
+        self.clock: Clock = clock or SystemClock()
+        # Fleet-unique timer ids: this node's number is known once it has registered.
+        self.timer_ids = FleetTimerIds()
+        self.node_beat = NodeBeat(self.engine, settings.node, _beat_interval(settings))
+        self.capturer = (
+            StackCapturer(
+                settings.stack_budget,
+                use_py_spy=settings.stack_py_spy,
+                signaller=self.signaller,
+                stack_dir=settings.stack_dir or default_stack_dir(),
+            )
+            if settings.capture_stacks
+            else None
+        )
+        # Built here, started in start() (never, on a hub).
+        self.reaper = Reaper(
+            signaller=self.signaller,
+            capturer=self.capturer,
+            escalate_after=settings.escalate_after or None,
+            signal_children=settings.signal_children,
+            timer_ids=self.timer_ids,
+            max_timers_per_uid=settings.max_timers_per_user,
+            clock=self.clock,
+            overdue_margin=settings.overdue_margin,
+            identify_process=self._identities,
+            node=settings.node,
+            incident_window=settings.incident_window,
+        )
+        self.backpressure.follow(self.reaper.bus.last_seq)
+        self.reaper.add_listener(self.recorder)
+        self.reaper.add_listener(self.metrics)
+        self.reaper.add_listener(self.live_feed)
+        if self.capturer is not None and self.capturer.dump_dirs is not None:
+            # Each user's stack dump directory, made when a timer first asks for dumps.
+            self.reaper.add_listener(self.capturer.dump_dirs)
         # Losses outlive a restart: /healthz reports them until acknowledged.
         self.losses = LossLedger(
             self.engine,
@@ -85,12 +126,6 @@ class Service:
         self.on_stall: Callable[[], None] = _exit_for_supervisor
         self._stopping = threading.Event()
         self._supervisor: threading.Thread | None = None
-
-    @property
-    def running_reaper(self) -> Reaper:
-        if self.reaper is None:
-            raise RuntimeError("the service is not started")
-        return self.reaper
 
     def start(self) -> None:
         # Before SQLite makes any file: the database holds every stack and event.
@@ -108,42 +143,17 @@ class Service:
                 "Move it away (a new one is made) or point --db-url elsewhere."
             ) from None
         self.losses.load()
-        with Session(self.engine) as session:
-            highest = store.highest_timer_id(session)
-            active = store.active_timers(session, self.settings.node)
-        capturer = (
-            StackCapturer(
-                self.settings.stack_budget,
-                use_py_spy=self.settings.stack_py_spy,
-                signaller=self.signaller,
-                stack_dir=self.settings.stack_dir or default_stack_dir(),
-            )
-            if self.settings.capture_stacks
-            else None
-        )
-        self.reaper = Reaper(
-            signaller=self.signaller,
-            capturer=capturer,
-            escalate_after=self.settings.escalate_after or None,
-            signal_children=self.settings.signal_children,
-            first_timer_id=highest + 1,
-            max_timers_per_uid=self.settings.max_timers_per_user,
-            clock=self.clock,
-            overdue_margin=self.settings.overdue_margin,
-            identify_process=self._identities,
-            node=self.settings.node,
-            incident_window=self.settings.incident_window,
-        )
-        self.backpressure.follow(self.reaper.bus.last_seq)
-        self.reaper.add_listener(self.recorder)
-        self.reaper.add_listener(self.metrics)
         self.live_feed.seed(self.engine)
-        self.reaper.add_listener(self.live_feed)
-        if capturer is not None and capturer.dump_dirs is not None:
-            # Each user's stack dump directory, made when a timer first asks for dumps.
-            self.reaper.add_listener(capturer.dump_dirs)
         self.recorder.start()
         self.losses.start()
+        if self.settings.hub:
+            logger.info("timer-service hub: no reaper, no FIFO; db %s", self.settings.db_url)
+            return
+        number, highest = register_node(self.engine, self.settings.node, __version__)
+        self.timer_ids.start(number, highest)
+        self.node_beat.start()
+        with Session(self.engine) as session:
+            active = store.active_timers(session, self.settings.node)
         self._restore(list(active))
         self.reaper.start()
         if self.settings.fifo:
@@ -180,7 +190,6 @@ class Service:
 
     def _restore(self, active: list[Timer]) -> None:
         """Re-arm the timers that were active when the service last stopped or crashed."""
-        assert self.reaper is not None
         with self._identities.remembering():
             self._restore_rows(self.reaper, active)
 
@@ -207,12 +216,14 @@ class Service:
         malformed = self.fifo.malformed_lines if self.fifo is not None else 0
         if self.user_fifos is not None:  # garbage on the per-user FIFOs counts too
             malformed += self.user_fifos.malformed_lines
-        captures = reaper.expiry.captures if reaper is not None else None
+        captures = reaper.expiry.captures
+        # A hub runs no reaper: nothing to report of it, and nothing wrong with that.
+        running = None if self.settings.hub else reaper
         return Health(
             pid=self.pid,
             uptime_seconds=time.time() - self.started_at,
-            active_timers=reaper.active_count() if reaper is not None else 0,
-            reaper=reaper_health(reaper, self.reaper_restarts, self.settings.reaper_stall_seconds),
+            active_timers=reaper.active_count(),
+            reaper=reaper_health(running, self.reaper_restarts, self.settings.reaper_stall_seconds),
             recorder=RecorderHealth(
                 backlog=recorder.backlog(),
                 dropped=recorder.dropped,
@@ -224,7 +235,7 @@ class Service:
                 commits=recorder.commits,
                 pruned_events=recorder.pruned_events,
             ),
-            kills=kill_path_report(reaper),
+            kills=kill_path_report(running),
             lost_events_unacknowledged=self.losses.unacknowledged(),
             losses_problem=self.losses.problem(),
             fifo=self.settings.fifo,
@@ -234,10 +245,17 @@ class Service:
             descriptor_problems=self.connections.problems(descriptors),
         )
 
+    def node_counts(self) -> dict[str, int]:
+        """How many of the fleet's nodes are up and down (``timer_nodes``)."""
+        counts: dict[str, int] = {}
+        for status in node_statuses(self.engine, self.settings.node_timeout):
+            counts[status.status] = counts.get(status.status, 0) + 1
+        return counts
+
     def supervise_once(self) -> None:
         """Watch the watchdog: restart a dead reaper loop; act on a stalled one."""
         reaper = self.reaper
-        if reaper is None or self._stopping.is_set():
+        if self.settings.hub or self._stopping.is_set():
             return
         if not reaper.is_running():
             if reaper.restart_loop():
@@ -270,9 +288,14 @@ class Service:
         if self.user_fifos is not None:
             self.user_fifos.stop()
             self.user_fifos = None
-        if self.reaper is not None:
-            self.reaper.stop()
+        self.node_beat.stop()
+        self.reaper.stop()
         self.recorder.stop()
         self.recorder.flush()
         self.losses.stop()
         self.engine.dispose()
+
+
+def _beat_interval(settings: Settings) -> float:
+    """Often enough that one missed beat does not make the node look down."""
+    return max(0.5, min(5.0, settings.node_timeout / 3))

@@ -146,6 +146,10 @@ class Settings:
     node_name: str = ""
     # A job's expiries within this many seconds of its incident's opening join it.
     incident_window: float = 60.0
+    # A node whose heartbeat is older than this many seconds is down (GET /nodes).
+    node_timeout: float = 15.0
+    # Serve the fleet's dashboard and reads only: no reaper, no FIFO; timer writes 409.
+    hub: bool = False
 
     @property
     def node(self) -> str:
@@ -198,6 +202,8 @@ class Settings:
             forwarded_allow_ips=_env_str("FORWARDED_ALLOW_IPS", None),
             node_name=_env_str("NODE_NAME", defaults.node_name) or defaults.node_name,
             incident_window=_env_number("INCIDENT_WINDOW", defaults.incident_window, float),
+            node_timeout=_env_number("NODE_TIMEOUT", defaults.node_timeout, float),
+            hub=_env_bool("HUB", defaults.hub),
         )
         known = {field.name for field in fields(cls)}
         unknown = set(overrides) - known

@@ -20,7 +20,6 @@ __all__ = [
     "active_timers",
     "event_counts_per_minute",
     "events_query",
-    "highest_timer_id",
     "insert_losses",
     "killed_count",
     "latest_losses",
@@ -32,10 +31,6 @@ __all__ = [
 ]
 
 _losses = Loss.__table__  # type: ignore[attr-defined]
-
-
-def highest_timer_id(session: Session) -> int:
-    return session.exec(select(func.max(col(Timer.id)))).one() or 0
 
 
 def active_timers(session: Session, node: str) -> Sequence[Timer]:
@@ -118,9 +113,13 @@ def timers_query(
     return query
 
 
-def events_query(timer_id: int | None, kind: str | None) -> SelectOfScalar[Event]:
+def events_query(
+    timer_id: int | None, kind: str | None, node: str | None = None
+) -> SelectOfScalar[Event]:
     """The events matching the log's filters, for ``paginate``."""
     query = select(Event)
+    if node is not None:
+        query = query.where(Event.node == node)
     if timer_id is not None:
         query = query.where(Event.timer_id == timer_id)
     if kind is not None:

@@ -17,7 +17,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from .callers import Caller, CallerDep
-from .deps import check_json, check_token
+from .deps import check_json, check_token, refuse_on_hub
 from .service import Service
 
 __all__ = ["JsonWrite", "WriteAccess", "json_write_access"]
@@ -31,6 +31,7 @@ class WriteAccess:
 
 async def json_write_access(request: Request, caller: CallerDep) -> WriteAccess:
     service: Service = request.app.state.service
+    refuse_on_hub(service)
     check_token(request, service)
     check_json(request)
     return WriteAccess(service, caller)

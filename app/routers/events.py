@@ -32,9 +32,10 @@ def list_events(
     _known: KnownQueryOnly,
     timer_id: OptionalIntQuery = None,
     kind: Annotated[EventKindName | None, Query()] = None,
+    node: Annotated[str | None, Query(max_length=1024)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: Annotated[str | None, Query(pattern=CURSOR_PATTERN)] = None,
 ) -> Page[EventPublic]:
     """Newest first. Pass ``next`` back as ``cursor`` for the following page."""
-    query = store.events_query(timer_id, kind)
+    query = store.events_query(timer_id, kind, node)
     return paginate(session, query, Event.id, EventPublic, limit, cursor)

@@ -13,7 +13,7 @@ from timer_core.engine.labels import MAX_JOB_ID_LENGTH, MAX_RANK
 
 from .. import store
 from ..callers import Caller, CallerDep, authorize, forbidden, is_privileged
-from ..deps import ServiceDep, SessionDep, require_token
+from ..deps import ServiceDep, SessionDep, refuse_on_hub, require_token
 from ..models import (
     ErrorMessage,
     Page,
@@ -60,7 +60,7 @@ def _owner_check(caller: Caller) -> dict[str, Any]:
 async def _refusal_recorded(service: Service) -> None:
     # The refusal is in the event log before the client hears of it (best effort: a
     # slow disk must not turn a 4xx into a 503).
-    seq = service.running_reaper.bus.last_seq()
+    seq = service.reaper.bus.last_seq()
     await service.recorder.wait_committed(seq, service.settings.commit_timeout)
 
 
@@ -80,7 +80,7 @@ def _answer(timer: TimerPublic, status_code: int = status.HTTP_200_OK) -> Respon
 
 async def _committed(service: Service) -> None:
     """Wait until every event so far (this request's included) is on disk, or answer 503."""
-    seq = service.running_reaper.bus.last_seq()
+    seq = service.reaper.bus.last_seq()
     if not await service.recorder.wait_committed(seq, service.settings.commit_timeout):
         reason = service.recorder.degraded_reason or "the recorder is behind"
         raise HTTPException(
@@ -121,7 +121,7 @@ def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     response_model=TimerPublic,
     responses={
         200: {"model": TimerPublic, "description": "Heartbeat: deadline moved"},
-        **_errors(400, 401, 403, 415, 429, 503),
+        **_errors(400, 401, 403, 409, 415, 429, 503),
     },
 )
 async def acquire(body: TimerCreate, access: JsonWrite) -> Response:
@@ -140,7 +140,7 @@ async def acquire(body: TimerCreate, access: JsonWrite) -> Response:
         raise forbidden(authorize(caller, None, f"arm a timer for pid {body.pid}") or "")
     _not_behind(service)
     try:
-        view, created = service.running_reaper.acquire(
+        view, created = service.reaper.acquire(
             body.pid,
             body.scope_id,
             expiration_time,
@@ -164,12 +164,14 @@ async def acquire(body: TimerCreate, access: JsonWrite) -> Response:
 
 
 @router.post(
-    "/release", response_model=TimerPublic, responses=_errors(400, 401, 403, 404, 415, 503)
+    "/release",
+    response_model=TimerPublic,
+    responses=_errors(400, 401, 403, 404, 409, 415, 503),
 )
 async def release(body: TimerRelease, access: JsonWrite) -> Response:
     service, caller = access.service, access.caller
     try:
-        view = service.running_reaper.release(
+        view = service.reaper.release(
             body.pid, body.scope_id, source="http", **_owner_check(caller)
         )
     except RefusedError as error:
@@ -187,8 +189,9 @@ async def release(body: TimerRelease, access: JsonWrite) -> Response:
 async def delete(
     timer_id: TimerIdPath, service: ServiceDep, session: SessionDep, caller: CallerDep, _: Write
 ) -> Response:
+    refuse_on_hub(service)
     try:
-        view = service.running_reaper.release_id(timer_id, source="http", **_owner_check(caller))
+        view = service.reaper.release_id(timer_id, source="http", **_owner_check(caller))
     except RefusedError as error:
         await _refusal_recorded(service)
         raise _refusal_error(error) from None
@@ -249,7 +252,7 @@ def get_stack(
     if timer is not None:
         refusal = authorize(caller, timer.uid, f"read the stack of timer {timer_id}")
         if refusal is not None:
-            service.running_reaper.emit_refused(
+            service.reaper.emit_refused(
                 timer.pid, timer.scope_id, -1, timer.signal, "http", refusal
             )
             raise forbidden(refusal)

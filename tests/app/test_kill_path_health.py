@@ -58,13 +58,12 @@ def test_an_overdue_kill_fails_healthz_and_is_counted(
     settings: Settings, sleeper: subprocess.Popen[bytes], blocked_capture: threading.Event
 ) -> None:
     # A kill may wait 60 s for its stack; it is overdue 1 s after that.
-    app = create_app(replace(settings, stack_budget=60.0, overdue_margin=1.0))
-    service: Service = app.state.service
     clock = ManualClock(start_monotonic=time.monotonic(), start_time=time.time())
-    service.clock = clock
+    app = create_app(replace(settings, stack_budget=60.0, overdue_margin=1.0), clock=clock)
+    service: Service = app.state.service
     service.on_stall = lambda: None  # the loop stamps its runs on the manual clock
     with in_process(app) as client:
-        reaper = service.running_reaper
+        reaper = service.reaper
         reaper.acquire(sleeper.pid, "stuck", clock.time() + 1)
         clock.advance(1)  # due: the loop pops it within its one-second idle tick
         assert blocked_capture.started.wait(10)  # type: ignore[attr-defined]
@@ -96,9 +95,8 @@ class EmfileSignaller(ProcessSignaller):
 def test_an_error_on_the_expiry_path_is_kill_failed_with_the_reason(
     settings: Settings, sleeper: subprocess.Popen[bytes]
 ) -> None:
-    app = create_app(replace(settings, capture_stacks=False))
+    app = create_app(replace(settings, capture_stacks=False), signaller=EmfileSignaller())
     service: Service = app.state.service
-    service.signaller = EmfileSignaller()
     with in_process(app) as client:
         armed = client.post(
             "/timers", json={"pid": sleeper.pid, "scope_id": "s", "expires_in": 0.2}

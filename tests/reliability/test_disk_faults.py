@@ -150,7 +150,7 @@ def test_a_full_buffer_refuses_new_acquisitions_instead_of_dropping(
         # Everything the engine took is in the database, and nothing else is.
         stored = {t["scope_id"]: t["state"] for t in client.get("/timers").json()["items"]}
         assert stored == {"a": "released", "b": "active", "c": "active"}
-        assert service_of(client).running_reaper.active_count() == 2
+        assert service_of(client).reaper.active_count() == 2
         body = {"pid": worker.pid, "scope_id": "d", "expires_in": 600}
         assert client.post("/timers", json=body).status_code == 201
 

@@ -29,8 +29,7 @@ def fuzzed_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClie
     settings = Settings(
         db_url=f"sqlite:///{db}", commit_timeout=2.0, allowed_hosts=("testserver", "localhost")
     )
-    app = create_app(settings)
-    app.state.service.signaller = RecordingSignaller()
+    app = create_app(settings, signaller=RecordingSignaller())
     with in_process(app) as client:  # runs the lifespan: migrations, reaper, recorder
         yield client
 

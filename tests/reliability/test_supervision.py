@@ -38,7 +38,7 @@ def test_a_dead_reaper_thread_is_restarted_and_still_kills(
     client: TestClient, sleeper: subprocess.Popen[bytes], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     service = service_of(client)
-    reaper = service.running_reaper
+    reaper = service.reaper
     original_step = reaper.step
     calls = {"n": 0}
 
@@ -63,7 +63,7 @@ def test_a_stalled_reaper_fails_healthz_and_triggers_the_exit(
     service = service_of(client)
     stalled = threading.Event()
     service.on_stall = stalled.set
-    reaper = service.running_reaper
+    reaper = service.reaper
     release = threading.Event()
 
     def hang() -> float | None:

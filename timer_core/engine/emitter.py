@@ -103,7 +103,12 @@ def timer_event(
 
 
 def refused_event(
-    seq: int, at: float, request: tuple[Any, Any, Any, Any], source: str, reason: str
+    seq: int,
+    at: float,
+    request: tuple[Any, Any, Any, Any],
+    source: str,
+    reason: str,
+    node: str = "",
 ) -> TimerEvent:
     """The event for a request that was not armed: ``request`` is (pid, scope_id,
     expiration_time, signal) as received, of any type."""
@@ -123,13 +128,15 @@ def refused_event(
         acquired_at=at,
         expiration_time=storable_float(expiration_time),
         detail={"reason": reason, "requested_pid": repr(pid)[:64]},
+        node=node,
     )
 
 
 class EventEmitter:
-    def __init__(self, bus: EventBus, clock: Clock) -> None:
+    def __init__(self, bus: EventBus, clock: Clock, node: str = "") -> None:
         self._bus = bus
         self._clock = clock
+        self._node = node
 
     def timer(
         self,
@@ -175,5 +182,5 @@ class EventEmitter:
             else repr(signal),
             reason,
         )
-        request, now = (pid, scope_id, expiration_time, signal), self._clock.time
-        self._bus.publish(lambda seq: refused_event(seq, now(), request, source, reason))
+        request, now, node = (pid, scope_id, expiration_time, signal), self._clock.time, self._node
+        self._bus.publish(lambda seq: refused_event(seq, now(), request, source, reason, node))

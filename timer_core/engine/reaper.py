@@ -50,6 +50,7 @@ class Reaper(TimerBook):
         escalate_after: float | None = 10.0,
         signal_children: bool = False,
         first_timer_id: int = 1,
+        timer_ids: Callable[[], int] | None = None,
         watch_exits: bool = True,
         identify_process: Callable[[int], ProcessIdentity | None] = identify,
         capturer: Capturer | None = None,
@@ -67,6 +68,7 @@ class Reaper(TimerBook):
             clock=clock or SystemClock(),
             bus=bus or EventBus(),
             first_timer_id=first_timer_id,
+            timer_ids=timer_ids,
             watch_exits=watch_exits,
             max_timers_per_uid=max_timers_per_uid,
             node=node,
@@ -212,7 +214,8 @@ class Reaper(TimerBook):
 
         If the recorded process is gone (or its pid reused), the timer ends with
         ``worker_gone`` instead. A deadline already past fires on the next step.
-        Construct the reaper with ``first_timer_id`` above every restored id.
+        Construct the reaper with ``first_timer_id`` above every restored id (or with
+        ``timer_ids`` that never repeat a recorded one).
         """
         if not identity.matches(self._identify(identity.pid)):
             stale = LiveTimer(

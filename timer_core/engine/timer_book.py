@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from . import snapshot
@@ -36,6 +37,7 @@ class TimerBook:
         bus: EventBus,
         first_timer_id: int,
         watch_exits: bool,
+        timer_ids: Callable[[], int] | None = None,
         max_timers_per_uid: int | None,
         node: str = "",
     ) -> None:
@@ -43,9 +45,10 @@ class TimerBook:
         # The name every timer armed here carries (contract 8): the service's node.
         self.node = node
         self.bus = bus
-        self._events = EventEmitter(bus, clock)
+        self._events = EventEmitter(bus, clock, node)
         self._lock = threading.Lock()
-        self._ids = itertools.count(first_timer_id)
+        # Ids from 1 up, or from the caller's maker (the service's are fleet-unique).
+        self._next_id = timer_ids or itertools.count(first_timer_id).__next__
         self._heap = DeadlineHeap()
         self._workers = WorkerRegistry(self.worker_exited if watch_exits else None)
         self._table = TimerTable(self._workers, max_per_uid=max_timers_per_uid)
@@ -179,7 +182,7 @@ class TimerBook:
                 if acquired_at is None:
                     self._table.check_cap(identity.uid)
                 timer = LiveTimer(
-                    timer_id if timer_id is not None else next(self._ids),
+                    timer_id if timer_id is not None else self._next_id(),
                     identity,
                     scope_id,
                     signal,
