@@ -17,7 +17,18 @@ from timer_core.engine import Clock
 
 from . import __version__
 from .request_limits import BodyLimit, HostCheck
-from .routers import dashboard, events, fifos, health, losses, metrics, nodes, timers
+from .routers import (
+    dashboard,
+    events,
+    fifos,
+    health,
+    incidents,
+    jobs,
+    losses,
+    metrics,
+    nodes,
+    timers,
+)
 from .service import Service
 from .settings import Settings
 
@@ -70,6 +81,8 @@ def create_app(
     app.include_router(timers.router)
     app.include_router(events.router)
     app.include_router(nodes.router)
+    app.include_router(jobs.router)
+    app.include_router(incidents.router)
     app.include_router(fifos.router)
     app.include_router(health.router)
     app.include_router(losses.router)

@@ -1,0 +1,241 @@
+"""The reads of jobs and incidents (contract 8), one function per question, each taking
+the caller's Session, in the style of ``store``. The recorder keeps the ``jobs`` and
+``incidents`` tables current; what only the timers know (ranks seen, active timers,
+nodes) is counted here, for one page of jobs at a time."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import and_, case, func, or_
+from sqlmodel import Session, col, select
+
+from .job_models import (
+    Incident,
+    IncidentCapture,
+    IncidentCapturePublic,
+    IncidentGroup,
+    IncidentPublic,
+    Job,
+    JobDetail,
+    JobPublic,
+    JobRank,
+)
+from .models import Timer
+from .timer_state import TimerState
+
+__all__ = [
+    "JOB_CURSOR_PATTERN",
+    "BadCursor",
+    "IncidentRow",
+    "capture",
+    "decode_job_cursor",
+    "incident",
+    "incidents_page",
+    "job_detail",
+    "jobs_page",
+]
+
+# A job cursor is the (last_seen, job_id) of the page's last job, as base64url JSON:
+# job ids are arbitrary strings, so they cannot be spliced into a cursor as they are.
+JOB_CURSOR_PATTERN = r"^[A-Za-z0-9_-]{1,1400}={0,2}$"
+
+
+class BadCursor(ValueError):
+    """A cursor this service did not hand out."""
+
+
+@dataclass(frozen=True, slots=True)
+class IncidentRow:
+    """An incident as answered, with the owner of each captured rank's stack: the
+    router decides from them whether the caller may see the frames."""
+
+    public: IncidentPublic
+    owners: frozenset[int | None]
+
+
+def _encode_job_cursor(last_seen: float, job_id: str) -> str:
+    return base64.urlsafe_b64encode(json.dumps([last_seen, job_id]).encode()).decode()
+
+
+def decode_job_cursor(cursor: str) -> tuple[float, str]:
+    try:
+        last_seen, job_id = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+    except (binascii.Error, ValueError, TypeError, UnicodeDecodeError):
+        raise BadCursor(f"cursor {cursor!r} is not one this service handed out") from None
+    if not isinstance(last_seen, int | float) or not isinstance(job_id, str):
+        raise BadCursor(f"cursor {cursor!r} is not one this service handed out")
+    return float(last_seen), job_id
+
+
+def jobs_page(
+    session: Session, limit: int, cursor: str | None
+) -> tuple[list[JobPublic], str | None]:
+    """Newest activity first; the cursor is the last job of the page before."""
+    query = select(Job).order_by(col(Job.last_seen).desc(), col(Job.job_id).desc())
+    if cursor is not None:
+        last_seen, job_id = decode_job_cursor(cursor)
+        query = query.where(
+            or_(
+                col(Job.last_seen) < last_seen,
+                and_(col(Job.last_seen) == last_seen, col(Job.job_id) < job_id),
+            )
+        )
+    rows = session.exec(query.limit(limit + 1)).all()
+    page = list(rows[:limit])
+    more = len(rows) > limit
+    last = page[-1] if page else None
+    after = _encode_job_cursor(last.last_seen, last.job_id) if more and last else None
+    return _with_timer_counts(session, page), after
+
+
+def _with_timer_counts(session: Session, jobs: Sequence[Job]) -> list[JobPublic]:
+    """Ranks seen, active timers and nodes of ``jobs``, from one GROUP BY over their
+    timers. Grouped by rank and node too, and folded here: a rank that moved to another
+    node (an elastic restart) is still one rank, which COUNT(DISTINCT) per node would
+    count twice, and a list of nodes has no portable SQL aggregate."""
+    ranks: dict[str, set[int]] = {job.job_id: set() for job in jobs}
+    nodes: dict[str, set[str]] = {job.job_id: set() for job in jobs}
+    active: dict[str, int] = dict.fromkeys(ranks, 0)
+    if jobs:
+        is_active = case((col(Timer.state) == TimerState.ACTIVE, 1), else_=0)
+        grouped = session.exec(
+            select(col(Timer.job_id), col(Timer.rank), col(Timer.node), func.sum(is_active))
+            .where(col(Timer.job_id).in_(list(ranks)))
+            .group_by(col(Timer.job_id), col(Timer.rank), col(Timer.node))
+        ).all()
+        for job_id, rank, node, count in grouped:
+            assert job_id is not None
+            if rank is not None:
+                ranks[job_id].add(rank)
+            nodes[job_id].add(node)
+            active[job_id] += int(count or 0)
+    return [
+        JobPublic(
+            job_id=job.job_id,
+            world_size=job.world_size,
+            ranks_seen=len(ranks[job.job_id]),
+            active_timers=active[job.job_id],
+            nodes=sorted(nodes[job.job_id]),
+            first_seen=job.first_seen,
+            last_seen=job.last_seen,
+            incidents=job.incidents,
+        )
+        for job in jobs
+    ]
+
+
+def job_detail(session: Session, job_id: str) -> JobDetail | None:
+    """The job with the latest timer of each of its ranks (timers without a rank count
+    as one rank, shown as null), by rank."""
+    job = session.get(Job, job_id)
+    if job is None:
+        return None
+    [public] = _with_timer_counts(session, [job])
+    # The latest by acquisition, ties by id: ids are opaque across a fleet.
+    newest = (
+        func.row_number()
+        .over(
+            partition_by=col(Timer.rank),
+            order_by=(col(Timer.acquired_at).desc(), col(Timer.id).desc()),
+        )
+        .label("newest")
+    )
+    latest = select(col(Timer.id).label("id"), newest).where(col(Timer.job_id) == job_id).subquery()
+    rows = session.exec(
+        select(Timer)
+        .join(latest, col(Timer.id) == latest.c.id)
+        .where(latest.c.newest == 1)
+        .order_by(col(Timer.rank).is_(None), col(Timer.rank))
+    ).all()
+    ranks = [
+        JobRank(
+            rank=row.rank,
+            local_rank=row.local_rank,
+            node=row.node,
+            pid=row.pid,
+            timer_id=row.id,
+            state=row.state,
+            scope_id=row.scope_id,
+            last_seen=row.ended_at if row.ended_at is not None else row.acquired_at,
+        )
+        for row in rows
+    ]
+    return JobDetail(**public.model_dump(), ranks=ranks)
+
+
+def incidents_page(
+    session: Session, job: str | None, limit: int, cursor: str | None
+) -> tuple[list[IncidentRow], str | None]:
+    """Newest first (ids grow as incidents open); the cursor is the last id before."""
+    query = select(Incident).order_by(col(Incident.id).desc()).limit(limit + 1)
+    if job is not None:
+        query = query.where(col(Incident.job_id) == job)
+    if cursor is not None:
+        query = query.where(col(Incident.id) < int(cursor))
+    rows = session.exec(query).all()
+    page = list(rows[:limit])
+    after = str(page[-1].id) if len(rows) > limit else None
+    return _with_captures(session, page), after
+
+
+def incident(session: Session, incident_id: int) -> IncidentRow | None:
+    row = session.get(Incident, incident_id)
+    return None if row is None else _with_captures(session, [row])[0]
+
+
+def capture(session: Session, incident_id: int, capture_id: int) -> IncidentCapture | None:
+    """One rank's capture, if it belongs to that incident."""
+    row = session.get(IncidentCapture, capture_id)
+    return row if row is not None and row.incident_id == incident_id else None
+
+
+def _with_captures(session: Session, incidents: Sequence[Incident]) -> list[IncidentRow]:
+    """``incidents`` with their ranks, from one query over their captures."""
+    by_incident: dict[int, list[IncidentCapture]] = {}
+    ids = [row.id for row in incidents if row.id is not None]
+    if ids:
+        captures = session.exec(
+            select(IncidentCapture)
+            .where(col(IncidentCapture.incident_id).in_(ids))
+            .order_by(col(IncidentCapture.rank).is_(None), col(IncidentCapture.rank))
+        ).all()
+        for item in captures:
+            by_incident.setdefault(item.incident_id, []).append(item)
+    answered = []
+    for row in incidents:
+        assert row.id is not None
+        captured = by_incident.get(row.id, [])
+        public = IncidentPublic(
+            id=row.id,
+            job_id=row.job_id,
+            opened_at=row.opened_at,
+            nodes=row.nodes,
+            trigger_timer_id=row.trigger_timer_id,
+            ranks=[_capture_public(item) for item in captured],
+            groups=[IncidentGroup.model_validate(group) for group in row.groups],
+            suspects=row.suspects,
+            summary=row.summary,
+        )
+        answered.append(IncidentRow(public, frozenset(item.uid for item in captured)))
+    return answered
+
+
+def _capture_public(row: IncidentCapture) -> IncidentCapturePublic:
+    assert row.id is not None
+    return IncidentCapturePublic(
+        rank=row.rank,
+        node=row.node,
+        pid=row.pid,
+        timer_id=row.timer_id,
+        outcome=row.outcome,
+        group=row.group_number,
+        capture_id=row.id,
+        local_rank=row.local_rank,
+        stack_method=row.stack_method,
+        stack_note=row.stack_note,
+    )

@@ -1,0 +1,55 @@
+"""``/jobs``: the jobs the labelled timers belong to, newest activity first, and one
+job with the latest timer of each of its ranks (contract 8)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Path, Query
+
+from timer_core.engine.labels import MAX_JOB_ID_LENGTH
+
+from .. import job_store
+from ..deps import SessionDep
+from ..job_models import JobDetail, JobPublic
+from ..models import ErrorMessage, Page
+from ..pagination import KnownQueryOnly
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/jobs", tags=["jobs"])
+
+_NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorMessage, "description": "No such job"}
+}
+
+
+@router.get("")
+def list_jobs(
+    session: SessionDep,
+    _known: KnownQueryOnly,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    cursor: Annotated[str | None, Query(pattern=job_store.JOB_CURSOR_PATTERN)] = None,
+) -> Page[JobPublic]:
+    """Newest activity first. Pass ``next`` back as ``cursor`` for the following page."""
+    try:
+        items, after = job_store.jobs_page(session, limit, cursor)
+    except job_store.BadCursor as error:
+        raise HTTPException(
+            422, detail=[{"loc": ["query", "cursor"], "msg": str(error), "type": "value_error"}]
+        ) from None
+    return Page[JobPublic](items=items, next=after)
+
+
+# ``:path``: a job id is any string torchrun was given, slashes included.
+@router.get("/{job_id:path}", responses=_NOT_FOUND)
+def get_job(
+    job_id: Annotated[str, Path(max_length=MAX_JOB_ID_LENGTH)],
+    session: SessionDep,
+    _known: KnownQueryOnly,
+) -> JobDetail:
+    """The job, with ``ranks``: the latest timer of each rank."""
+    detail = job_store.job_detail(session, job_id)
+    if detail is None:
+        raise HTTPException(404, detail=f"no job {job_id!r}")
+    return detail
