@@ -23,6 +23,7 @@ from .routers import (
     fifos,
     health,
     incidents,
+    job_pages,
     jobs,
     losses,
     metrics,
@@ -88,6 +89,7 @@ def create_app(
     app.include_router(losses.router)
     app.include_router(metrics.router)
     app.include_router(dashboard.router)
+    app.include_router(job_pages.router)
     app.add_middleware(BodyLimit)
     app.add_middleware(HostCheck, allowed=settings.answered_hosts())
     app.mount("/static", StaticFiles(directory=dashboard.STATIC_DIR), name="static")

@@ -13,30 +13,22 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse
-from fastapi.templating import Jinja2Templates
 from sqlmodel import Session
 
 from timer_core import TimerView
 from timer_core.engine import ReadsThrottled
 
 from .. import store
-from ..dashboard_text import (
-    SCOPE_CHARS,
-    clock,
-    date_time,
-    describe_event,
-    duration,
-    middle_ellipsis,
-    signal_name,
-    stack_note,
-)
+from ..callers import CallerDep
+from ..dashboard_text import describe_event, duration, stack_note
 from ..deps import ServiceDep, SessionDep
+from ..job_views import overview
 from ..models import Timer, TimerPublic
+from ..page_templates import STATIC_DIR, templates
 from ..pagination import TimerIdPath
 from ..service import Service
 from ..timer_state import TimerState
@@ -48,10 +40,6 @@ __all__ = [
     "router",
     "timer_details",
 ]
-
-# Package data: found beside the code wherever the package is installed.
-PACKAGE_DIR = Path(__file__).resolve().parents[1]
-STATIC_DIR = PACKAGE_DIR / "static"
 
 router = APIRouter(tags=["dashboard"])
 
@@ -189,32 +177,32 @@ def _active_row(timer: dict[str, Any], now: float) -> dict[str, Any]:
     }
 
 
-def _root(request: Request) -> dict[str, Any]:
-    # The prefix the app is served under (uvicorn --root-path), never the Host header.
-    return {"root": request.scope.get("root_path", "").rstrip("/")}
-
-
-templates = Jinja2Templates(directory=PACKAGE_DIR / "templates", context_processors=[_root])
-templates.env.filters.update(
-    middle=middle_ellipsis,
-    duration=duration,
-    signal_name=signal_name,
-    clock=clock,
-    date_time=date_time,
-)
-templates.env.globals.update(active_row=_active_row, SCOPE_CHARS=SCOPE_CHARS)
+templates.env.globals.update(active_row=_active_row)
 
 
 # ---- routes -------------------------------------------------------------------------------
 
 
 @router.get("/", response_class=HTMLResponse, include_in_schema=False)
-def dashboard(request: Request, service: ServiceDep, filters: FiltersDep) -> HTMLResponse:
+def dashboard(
+    request: Request,
+    service: ServiceDep,
+    session: SessionDep,
+    caller: CallerDep,
+    filters: FiltersDep,
+) -> HTMLResponse:
     state = collect_state(service, filters)
     return templates.TemplateResponse(
         request,
         "dashboard.html",
-        {"page": "dashboard", "state": state, "filters": filters, "now": state["now"]},
+        {
+            "page": "dashboard",
+            "state": state,
+            "filters": filters,
+            "now": state["now"],
+            # The jobs and their recent incidents (job_views), shown as the caller may see them.
+            "jobs_overview": overview(session, caller),
+        },
     )
 
 

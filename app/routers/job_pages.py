@@ -1,0 +1,46 @@
+"""The jobs and incidents pages: ``/ui/jobs/{job_id}``, a grid of a job's ranks with
+its incidents, and ``/ui/incidents/{id}``, an incident's groups with the suspects
+marked. Rendered server-side from ``job_views``; an unknown job or incident gets the
+page saying so, with a 404."""
+
+from __future__ import annotations
+
+import time
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse
+
+from ..callers import CallerDep
+from ..deps import SessionDep
+from ..job_views import incident_view, job_view
+from ..page_templates import templates
+from ..pagination import TimerIdPath
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["dashboard"])
+
+
+# ``:path``: a job id is any string torchrun was given, slashes included.
+@router.get("/ui/jobs/{job_id:path}", response_class=HTMLResponse, include_in_schema=False)
+def job_page(request: Request, job_id: str, session: SessionDep, caller: CallerDep) -> HTMLResponse:
+    view = job_view(session, caller, job_id)
+    return templates.TemplateResponse(
+        request,
+        "job.html",
+        {"page": "job", "job_id": job_id, "view": view, "now": time.time()},
+        status_code=200 if view else 404,
+    )
+
+
+@router.get("/ui/incidents/{incident_id}", response_class=HTMLResponse, include_in_schema=False)
+def incident_page(
+    request: Request, incident_id: TimerIdPath, session: SessionDep, caller: CallerDep
+) -> HTMLResponse:
+    view = incident_view(session, caller, incident_id)
+    return templates.TemplateResponse(
+        request,
+        "incident.html",
+        {"page": "incident", "incident_id": incident_id, "view": view, "now": time.time()},
+        status_code=200 if view else 404,
+    )
