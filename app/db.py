@@ -1,4 +1,4 @@
-"""The database: engine set-up (SQLite in WAL mode), migrations, sessions."""
+"""The database: engine set-up (SQLite in WAL mode, or PostgreSQL), migrations."""
 
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ logger = logging.getLogger(__name__)
 
 # Shipped inside the package, so a wheel or a non-editable install can migrate too.
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+# PostgreSQL advisory lock key held while migrating (any constant no one else uses).
+_MIGRATION_LOCK = 0x7469_6D65_7273  # "timers"
 
 
 def make_engine(db_url: str, busy_timeout: float = 5.0) -> Engine:
@@ -25,6 +27,10 @@ def make_engine(db_url: str, busy_timeout: float = 5.0) -> Engine:
         # One writer thread plus request threads share the file; WAL lets readers
         # run while the recorder commits.
         options["connect_args"] = {"check_same_thread": False, "timeout": busy_timeout}
+    else:
+        # A shared server restarts, fails over, or drops idle connections: a pooled
+        # connection is checked before use rather than failing the batch that takes it.
+        options["pool_pre_ping"] = True
     engine = create_engine(db_url, **options)
     if is_sqlite:
         timeout_ms = int(busy_timeout * 1000)
@@ -57,5 +63,9 @@ def migrate(engine: Engine) -> None:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            # Nodes sharing one database start together: one migrates, the others wait
+            # for it (the lock ends with this transaction) and then find nothing to do.
+            connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK})")
         config.attributes["connection"] = connection
         command.upgrade(config, "head")

@@ -8,6 +8,12 @@ measured under load (docs/benchmarks.md): the Core layers' per-row work cost mor
 than the write itself, and the driver releases the GIL for every statement it steps
 (every row, with ``executemany``), then has to win it back from the busy event loop.
 So a batch is a handful of statements, one per table and change, not one per row.
+
+PostgreSQL (``--db-url postgresql+psycopg://...``) gets the same few statements in its
+own dialect: psycopg's ``%s`` placeholders and its far higher limit of parameters, a
+type cast on each value of the ``UPDATE ... FROM (VALUES ...)`` (a column of nulls has
+no type of its own there), and ``greatest()`` for SQLite's two-argument ``max()``.
+Both take ``INSERT ... ON CONFLICT``. SQLite's statements are exactly what they were.
 """
 
 from __future__ import annotations
@@ -15,21 +21,56 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Container, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, Dialect
+from sqlalchemy.dialects.postgresql.base import PGDialect
 
 from timer_core import TimerEvent
 from timer_core.engine import END_KINDS, EventKind
 
+from .models import Timer
 from .timer_state import TimerState
 
 __all__ = ["write_events"]
 
-# Bound parameters per statement: SQLite's limit before 3.32, so any SQLite takes it.
-_MAX_VARIABLES = 999
 # UPDATE ... FROM came with SQLite 3.33; before it, one UPDATE per row.
 _UPDATE_FROM = sqlite3.sqlite_version_info >= (3, 33, 0)
+
+
+@dataclass(frozen=True)
+class _Dialect:
+    """What differs in the batch SQL between the two databases."""
+
+    placeholder: str
+    max_variables: int  # bound parameters per statement
+    greatest: str  # the larger of two values
+    update_from: bool
+    # Per timers column, the cast each value of UPDATE ... FROM (VALUES ...) takes.
+    casts: dict[str, str]
+
+
+_SQLITE = _Dialect(
+    placeholder="?",
+    # SQLite's limit before 3.32, so any SQLite takes it.
+    max_variables=999,
+    greatest="max",
+    update_from=_UPDATE_FROM,
+    casts={},  # VALUES takes any value, and the column its affinity
+)
+_PG: Dialect = PGDialect()  # type: ignore[no-untyped-call]
+_POSTGRES = _Dialect(
+    placeholder="%s",
+    # The protocol counts parameters in 16 bits.
+    max_variables=65_535,
+    greatest="greatest",
+    update_from=True,
+    casts={
+        column.name: "::" + column.type.compile(dialect=_PG)
+        for column in Timer.__table__.columns  # type: ignore[attr-defined]
+    },
+)
 
 _TIMER_COLUMNS = (
     "id",
@@ -132,46 +173,54 @@ def write_events(
         )
     # In this order: an update may concern a timer inserted by the same batch, and the
     # event log and stacks point at timers by foreign key.
-    _insert(connection, "timers", _TIMER_COLUMNS, new_timers)
-    _update_timers(connection, changes)
-    _insert(connection, "events", _EVENT_COLUMNS, events)
-    _insert(connection, "stacks", _STACK_COLUMNS, stacks)
-    _upsert_jobs(connection, [(job_id, *seen) for job_id, seen in jobs.items()])
+    dialect = _SQLITE if connection.dialect.name == "sqlite" else _POSTGRES
+    _insert(connection, dialect, "timers", _TIMER_COLUMNS, new_timers)
+    _update_timers(connection, dialect, changes)
+    _insert(connection, dialect, "events", _EVENT_COLUMNS, events)
+    _insert(connection, dialect, "stacks", _STACK_COLUMNS, stacks)
+    # Sorted: nodes sharing a PostgreSQL database then lock the rows of the jobs they
+    # share in one order, and cannot deadlock each other.
+    _upsert_jobs(connection, dialect, [(job_id, *jobs[job_id]) for job_id in sorted(jobs)])
 
 
-def _upsert_jobs(connection: Connection, rows: list[Row]) -> None:
+def _upsert_jobs(connection: Connection, dialect: _Dialect, rows: list[Row]) -> None:
     """Each job seen in the batch: created, or its last activity and size brought up to
     date (one statement for all of them)."""
-    for placeholders, params in _chunks(rows, 4):
+    for placeholders, params in _chunks(dialect, rows, 4):
         connection.exec_driver_sql(
             "INSERT INTO jobs (job_id, world_size, first_seen, last_seen) VALUES "
             + placeholders
             + " ON CONFLICT (job_id) DO UPDATE SET"
             " world_size = coalesce(excluded.world_size, jobs.world_size),"
-            " last_seen = max(jobs.last_seen, excluded.last_seen)",
+            f" last_seen = {dialect.greatest}(jobs.last_seen, excluded.last_seen)",
             params,
         )
 
 
-def _insert(connection: Connection, table: str, columns: Sequence[str], rows: list[Row]) -> None:
+def _insert(
+    connection: Connection, dialect: _Dialect, table: str, columns: Sequence[str], rows: list[Row]
+) -> None:
     """``INSERT INTO table (columns) VALUES (...), (...), ...``, in order."""
     head = f"INSERT INTO {table} ({', '.join(columns)}) VALUES "
-    for placeholders, params in _chunks(rows, len(columns)):
+    for placeholders, params in _chunks(dialect, rows, len(columns)):
         connection.exec_driver_sql(head + placeholders, params)
 
 
-def _update_timers(connection: Connection, changes: dict[int, dict[str, Any]]) -> None:
+def _update_timers(
+    connection: Connection, dialect: _Dialect, changes: dict[int, dict[str, Any]]
+) -> None:
     """One UPDATE per set of changed columns (a heartbeat moves the deadline, an end
     sets the state; both, when a batch holds both), each for all its timers at once."""
     by_columns: dict[tuple[str, ...], list[Row]] = {}
     for timer_id, values in changes.items():
         columns = tuple(sorted(values))
         by_columns.setdefault(columns, []).append((timer_id, *(values[c] for c in columns)))
+    mark = dialect.placeholder
     for columns, rows in by_columns.items():
-        if not _UPDATE_FROM:
-            assignments = ", ".join(f"{column} = ?" for column in columns)
+        if not dialect.update_from:
+            assignments = ", ".join(f"{column} = {mark}" for column in columns)
             connection.exec_driver_sql(
-                f"UPDATE timers SET {assignments} WHERE id = ?",
+                f"UPDATE timers SET {assignments} WHERE id = {mark}",
                 [(*row[1:], row[0]) for row in rows],
             )
             continue
@@ -179,7 +228,8 @@ def _update_timers(connection: Connection, changes: dict[int, dict[str, Any]]) -
         assignments = ", ".join(
             f"{column} = v.column{number}" for number, column in enumerate(columns, start=2)
         )
-        for placeholders, params in _chunks(rows, len(columns) + 1):
+        casts = [dialect.casts.get(column, "") for column in ("id", *columns)]
+        for placeholders, params in _chunks(dialect, rows, len(columns) + 1, casts):
             connection.exec_driver_sql(
                 f"UPDATE timers SET {assignments} FROM (VALUES {placeholders}) AS v"
                 " WHERE timers.id = v.column1",
@@ -187,11 +237,14 @@ def _update_timers(connection: Connection, changes: dict[int, dict[str, Any]]) -
             )
 
 
-def _chunks(rows: list[Row], width: int) -> Iterator[tuple[str, Row]]:
+def _chunks(
+    dialect: _Dialect, rows: list[Row], width: int, casts: Sequence[str] = ()
+) -> Iterator[tuple[str, Row]]:
     """``rows`` as few multi-row statements allow: the placeholders ``(?, ?), (?, ?)``
-    and the flat parameters of each chunk."""
-    one = f"({', '.join('?' * width)})"
-    per_statement = _MAX_VARIABLES // width
+    (each followed by its cast, if any) and the flat parameters of each chunk."""
+    mark = dialect.placeholder
+    one = f"({', '.join(mark + cast for cast in casts) if casts else ', '.join([mark] * width)})"
+    per_statement = dialect.max_variables // width
     for start in range(0, len(rows), per_statement):
         chunk = rows[start : start + per_statement]
         yield ", ".join([one] * len(chunk)), tuple(value for row in chunk for value in row)

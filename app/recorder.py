@@ -27,7 +27,7 @@ import threading
 import time
 
 from sqlalchemy import Engine, select, text
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 
 from timer_core import TimerEvent
 from timer_core.engine import EventKind
@@ -45,7 +45,9 @@ logger = logging.getLogger(__name__)
 _BATCH_MAX = 5000
 _RETRY_SECONDS = 0.5
 # Errors of the data, not of the disk: retrying cannot help, so the event is set aside.
-_DATA_ERRORS = (IntegrityError, ValueError, TypeError, OverflowError)
+# (A value too big for its column: SQLite's driver raises OverflowError before sending
+# it, PostgreSQL refuses it with a DataError.)
+_DATA_ERRORS = (IntegrityError, DataError, ValueError, TypeError, OverflowError)
 # Timers whose acquisition could not be written, remembered so that their later events
 # are written unlinked; a few are enough (each means a value the database cannot hold).
 _UNRECORDED_MAX = 10_000

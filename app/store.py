@@ -33,6 +33,10 @@ __all__ = [
 _losses = Loss.__table__  # type: ignore[attr-defined]
 
 
+def _is_sqlite(session: Session) -> bool:
+    return session.get_bind().dialect.name == "sqlite"
+
+
 def active_timers(session: Session, node: str) -> Sequence[Timer]:
     """The active timers this node armed (or that were armed before timers had a node):
     on a shared database, another node's timers are that node's to re-arm."""
@@ -61,11 +65,13 @@ def event_counts_per_minute(
 ) -> list[tuple[str, int, int]]:
     """``(kind, minute number, count)`` of the events of ``kinds`` since ``since``.
     Counted by the database: an hour of heavy traffic is millions of rows."""
-    minute = cast(col(Event.at) / 60, Integer)
+    minute = col(Event.at) / 60
+    # SQLite's cast truncates; PostgreSQL's rounds (minute 1.6 would count as minute 2).
+    whole = cast(minute if _is_sqlite(session) else func.floor(minute), Integer)
     rows = session.exec(
-        select(col(Event.kind), minute, func.count())
+        select(col(Event.kind), whole, func.count())
         .where(col(Event.at) >= since, col(Event.kind).in_(list(kinds)))
-        .group_by(col(Event.kind), minute)
+        .group_by(col(Event.kind), whole)
     ).all()
     return [(kind, int(number), int(count)) for kind, number, count in rows]
 

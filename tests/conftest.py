@@ -16,6 +16,7 @@ from app.db import make_engine, migrate
 from app.main import create_app
 from app.service import Service
 from app.settings import Settings
+from tests.postgres import postgres_database, postgres_url  # noqa: F401 - fixtures for all tests
 from tests.second_user import second_user, shared_tmp  # noqa: F401 - fixtures for all tests
 from tests.workers import spawn_sleeper
 
@@ -45,11 +46,22 @@ def settings(tmp_path: Path) -> Settings:
     return Settings(db_url=f"sqlite:///{tmp_path / 'timers.db'}", escalate_after=1.0)
 
 
-def migrated_engine(database: Path) -> Engine:
-    """An engine on the SQLite file ``database``, with the schema migrated."""
-    engine = make_engine(f"sqlite:///{database}")
+def migrated_engine(database: Path | str) -> Engine:
+    """An engine on the SQLite file ``database`` (or on a database URL, such as the
+    ``postgres_url`` fixture's), with the schema migrated."""
+    engine = make_engine(database if isinstance(database, str) else f"sqlite:///{database}")
     migrate(engine)
     return engine
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A database URL for a test run on both backends: a fresh SQLite file, then a
+    fresh schema on the real PostgreSQL server (skipped if none is reachable)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'timers.db'}"
+    url: str = request.getfixturevalue("postgres_url")
+    return url
 
 
 def in_process(app: FastAPI, **options: Any) -> TestClient:

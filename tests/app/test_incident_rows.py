@@ -5,6 +5,7 @@ outcomes and stacks, and the analysis over recorded real stacks is kept current.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -57,8 +58,10 @@ def incident_event(seq: int, stuck: int, at: float) -> TimerEvent:
 
 
 @pytest.fixture
-def engine(tmp_path: Path) -> Engine:
-    return migrated_engine(tmp_path / "timers.db")
+def engine(backend_url: str) -> Iterator[Engine]:
+    engine = migrated_engine(backend_url)
+    yield engine
+    engine.dispose()
 
 
 def record(engine: Engine, events: list[TimerEvent]) -> None:

@@ -1,10 +1,11 @@
-"""The recorder on a real SQLite file: group commit, and no poison batch."""
+"""The recorder on a real SQLite file and on a real PostgreSQL server: group commit,
+and no poison batch."""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-from pathlib import Path
+from collections.abc import Iterator
 
 import pytest
 from sqlalchemy.engine import Engine
@@ -17,8 +18,10 @@ from tests.sample_events import event, refused
 
 
 @pytest.fixture
-def engine(tmp_path: Path) -> Engine:
-    return migrated_engine(tmp_path / "r.db")
+def engine(backend_url: str) -> Iterator[Engine]:
+    engine = migrated_engine(backend_url)
+    yield engine
+    engine.dispose()
 
 
 @pytest.fixture
@@ -138,7 +141,7 @@ def test_later_events_of_a_timer_that_could_not_be_recorded_are_kept_unlinked(
     assert events[3].detail["timer_id"] == 9 and "could not be recorded" in str(events[3].detail)
 
 
-def test_a_value_sqlite_cannot_hold_is_rejected_and_the_thread_lives_on(
+def test_a_value_the_database_cannot_hold_is_rejected_and_the_thread_lives_on(
     engine: Engine, recorder: Recorder
 ) -> None:
     recorder.start()
