@@ -9,11 +9,17 @@ than the write itself, and the driver releases the GIL for every statement it st
 (every row, with ``executemany``), then has to win it back from the busy event loop.
 So a batch is a handful of statements, one per table and change, not one per row.
 
-PostgreSQL (``--db-url postgresql+psycopg://...``) gets the same few statements in its
-own dialect: psycopg's ``%s`` placeholders and its far higher limit of parameters, a
-type cast on each value of the ``UPDATE ... FROM (VALUES ...)`` (a column of nulls has
-no type of its own there), and ``greatest()`` for SQLite's two-argument ``max()``.
-Both take ``INSERT ... ON CONFLICT``. SQLite's statements are exactly what they were.
+PostgreSQL (``--db-url postgresql+psycopg://...``) gets as few statements, each in
+the way that suits it (docs/benchmarks.md, section 10):
+
+- new rows (timers, events, stacks) go by ``COPY ... FROM STDIN``, its bulk load;
+- the updates of timers by one ``UPDATE ... FROM unnest(%s::type[], ...)``: one
+  array parameter per column, typed (a column of nulls has no type of its own), and
+  one statement text that psycopg prepares once;
+- the jobs upsert as on SQLite, with ``greatest()`` for SQLite's two-argument
+  ``max()`` (both take ``INSERT ... ON CONFLICT``).
+
+SQLite's statements are exactly what they were.
 """
 
 from __future__ import annotations
@@ -26,11 +32,12 @@ from typing import Any
 
 from sqlalchemy import Connection, Dialect
 from sqlalchemy.dialects.postgresql.base import PGDialect
+from sqlalchemy.exc import DBAPIError
 
 from timer_core import TimerEvent
 from timer_core.engine import END_KINDS, EventKind
 
-from .models import Timer
+from .models import Event, Stack, Timer
 from .timer_state import TimerState
 
 __all__ = ["write_events"]
@@ -47,8 +54,9 @@ class _Dialect:
     max_variables: int  # bound parameters per statement
     greatest: str  # the larger of two values
     update_from: bool
-    # Per timers column, the cast each value of UPDATE ... FROM (VALUES ...) takes.
-    casts: dict[str, str]
+    # PostgreSQL: rows go as one array per column, unnested by the server (below).
+    # Per table and column, the SQL type of those arrays' elements.
+    arrays: dict[str, dict[str, str]]
 
 
 _SQLITE = _Dialect(
@@ -57,7 +65,7 @@ _SQLITE = _Dialect(
     max_variables=999,
     greatest="max",
     update_from=_UPDATE_FROM,
-    casts={},  # VALUES takes any value, and the column its affinity
+    arrays={},
 )
 _PG: Dialect = PGDialect()  # type: ignore[no-untyped-call]
 _POSTGRES = _Dialect(
@@ -66,9 +74,12 @@ _POSTGRES = _Dialect(
     max_variables=65_535,
     greatest="greatest",
     update_from=True,
-    casts={
-        column.name: "::" + column.type.compile(dialect=_PG)
-        for column in Timer.__table__.columns  # type: ignore[attr-defined]
+    arrays={
+        model.__tablename__: {
+            column.name: column.type.compile(dialect=_PG)
+            for column in model.__table__.columns  # type: ignore[union-attr]
+        }
+        for model in (Timer, Event, Stack)
     },
 )
 
@@ -201,9 +212,36 @@ def _insert(
     connection: Connection, dialect: _Dialect, table: str, columns: Sequence[str], rows: list[Row]
 ) -> None:
     """``INSERT INTO table (columns) VALUES (...), (...), ...``, in order."""
+    if not rows:
+        return
+    if dialect.arrays:
+        _copy(connection, table, columns, rows)
+        return
     head = f"INSERT INTO {table} ({', '.join(columns)}) VALUES "
     for placeholders, params in _chunks(dialect, rows, len(columns)):
         connection.exec_driver_sql(head + placeholders, params)
+
+
+def _copy(connection: Connection, table: str, columns: Sequence[str], rows: list[Row]) -> None:
+    """PostgreSQL's bulk load, ``COPY ... FROM STDIN``, in the batch's transaction: rows
+    stream to the server with no statement to parse or plan per row. Measured on 5,000
+    events: a multi-row ``INSERT ... VALUES`` with 40,000 placeholders took ~45 us an
+    event, an ``INSERT ... SELECT FROM unnest(arrays)`` ~15, COPY ~9. Rows go in their
+    order, so the event log's ids follow the batch."""
+    import psycopg
+
+    statement = f"COPY {table} ({', '.join(columns)}) FROM STDIN"
+    cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        with cursor.copy(statement) as copy:
+            for row in rows:
+                copy.write_row(row)
+    except psycopg.Error as error:
+        # As SQLAlchemy would have raised it (IntegrityError, DataError, ...): the
+        # recorder sets bad events aside by these, and retries the others.
+        raise DBAPIError.instance(statement, None, error, psycopg.Error) from error
+    finally:
+        cursor.close()
 
 
 def _update_timers(
@@ -224,12 +262,22 @@ def _update_timers(
                 [(*row[1:], row[0]) for row in rows],
             )
             continue
+        if dialect.arrays:
+            # As for inserts: one array per column; typed, so a column of nulls is too.
+            types = dialect.arrays["timers"]
+            arrays = ", ".join(f"%s::{types[column]}[]" for column in ("id", *columns))
+            connection.exec_driver_sql(
+                f"UPDATE timers SET {', '.join(f'{c} = v.{c}' for c in columns)}"
+                f" FROM unnest({arrays}) AS v (id, {', '.join(columns)})"
+                " WHERE timers.id = v.id",
+                tuple(list(values) for values in zip(*rows, strict=True)),
+            )
+            continue
         # VALUES names its columns column1, column2, ...: column1 is the timer's id.
         assignments = ", ".join(
             f"{column} = v.column{number}" for number, column in enumerate(columns, start=2)
         )
-        casts = [dialect.casts.get(column, "") for column in ("id", *columns)]
-        for placeholders, params in _chunks(dialect, rows, len(columns) + 1, casts):
+        for placeholders, params in _chunks(dialect, rows, len(columns) + 1):
             connection.exec_driver_sql(
                 f"UPDATE timers SET {assignments} FROM (VALUES {placeholders}) AS v"
                 " WHERE timers.id = v.column1",
@@ -237,13 +285,10 @@ def _update_timers(
             )
 
 
-def _chunks(
-    dialect: _Dialect, rows: list[Row], width: int, casts: Sequence[str] = ()
-) -> Iterator[tuple[str, Row]]:
+def _chunks(dialect: _Dialect, rows: list[Row], width: int) -> Iterator[tuple[str, Row]]:
     """``rows`` as few multi-row statements allow: the placeholders ``(?, ?), (?, ?)``
-    (each followed by its cast, if any) and the flat parameters of each chunk."""
-    mark = dialect.placeholder
-    one = f"({', '.join(mark + cast for cast in casts) if casts else ', '.join([mark] * width)})"
+    and the flat parameters of each chunk."""
+    one = f"({', '.join([dialect.placeholder] * width)})"
     per_statement = dialect.max_variables // width
     for start in range(0, len(rows), per_statement):
         chunk = rows[start : start + per_statement]
