@@ -16,10 +16,12 @@ from timer_core.sources.fifo_source import FifoSource
 from timer_core.sources.user_fifos import READ_BUDGET, UserFifos
 
 ME = os.geteuid()
+# A day after the ManualClock's start: far enough, and within the 30-day cap.
+TOMORROW = ManualClock().time() + 86400
 
 
 def lines(count: int, pid: int = 100) -> bytes:
-    return b"".join(torch_line(pid, f"s{n}", 5e9) for n in range(count))
+    return b"".join(torch_line(pid, f"s{n}", TOMORROW) for n in range(count))
 
 
 def fake_reaper() -> Reaper:

@@ -18,11 +18,13 @@ from timer_core.sources.fifo_dir import FifoDirectory
 from timer_core.sources.user_fifos import READ_BUDGET, UserFifos, real_uid
 
 ME = os.geteuid()
+# A day after the ManualClock's start: far enough, and within the 30-day cap.
+TOMORROW = ManualClock().time() + 86400
 USER = 54321  # the second user's uid in the fake process table (as root, a real FIFO)
 needs_root = pytest.mark.skipif(ME != 0, reason="a FIFO for another uid needs root")
 
 
-def line(pid: int, scope: str = "s", expiration_time: float = 5e9, signal: int = 9) -> bytes:
+def line(pid: int, scope: str = "s", expiration_time: float = TOMORROW, signal: int = 9) -> bytes:
     return torch_line(pid, scope, expiration_time, signal)
 
 
@@ -96,7 +98,7 @@ def test_a_user_cannot_target_another_uids_process(world: World) -> None:
 
 
 def test_a_user_cannot_release_another_uids_timer(world: World) -> None:
-    world.reaper.acquire(150, "theirs", 5e9)  # armed by root, say
+    world.reaper.acquire(150, "theirs", TOMORROW)  # armed by root, say
     world.write(ME, line(150, "theirs", expiration_time=-1))
     world.fifos.poll_once(0)
     assert world.active() == {(150, "theirs")}

@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from timer_core import ManualClock, ProcessIdentity, Reaper
+from timer_core.engine.admission import MAX_DEADLINE_SECONDS
 from timer_core.engine.process import ProcessSignaller
 from timer_core.sources.fifo_source import FifoSource
 from timer_core.wire import MAX_LINE_BYTES, MalformedRequest, WireRequest, encode, parse_line
@@ -123,7 +124,7 @@ good_requests = st.builds(
     WireRequest,
     pid=st.integers(100, 199),
     scope_id=st.text(max_size=40),
-    expiration_time=st.floats(0, 1e10),
+    expiration_time=st.floats(0, ManualClock().time() + MAX_DEADLINE_SECONDS),
     signal=st.sampled_from([0, 9, 15]),
 )
 
@@ -155,7 +156,8 @@ def test_random_bytes_never_crash_and_every_valid_request_applies(
                     parsed = parse_line(item.strip())
                 except MalformedRequest:
                     continue
-                if item.strip() and parsed.pid in collector.processes:
+                within_cap = parsed.expiration_time <= ManualClock().time() + MAX_DEADLINE_SECONDS
+                if item.strip() and parsed.pid in collector.processes and within_cap:
                     expected[(parsed.pid, parsed.scope_id)] = parsed.expiration_time
         active = {(t.pid, t.scope_id): t.expiration_time for t in collector.reaper.active()}
         assert active == expected
