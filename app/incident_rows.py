@@ -6,6 +6,11 @@ here, in the same transaction.
   another node sharing the database, or before a restart), with a row per process.
 - A later expiry of the job within the window joins the incident: its outcome is
   filled in, and a rank not captured yet brings the stack taken at its own expiry.
+- Two nodes may open "the" incident of a job at the same instant. Their transactions
+  are serialized by the job's row (``SELECT ... FOR UPDATE``, taken before anything is
+  read; the batch's upsert of ``jobs`` already holds it on PostgreSQL): the second one
+  finds the first one's incident and joins it, and its analysis sees every rank of
+  both. SQLite has one writer at a time anyway. No timing is relied on.
 - After each change the analysis (``timer_core.diagnosis.incident``) is redone over
   every rank of the incident, so the row always says who the suspects are.
 
@@ -35,6 +40,7 @@ _jobs = Job.__table__  # type: ignore[attr-defined]
 _JOINING = frozenset(
     {EventKind.EXPIRED, EventKind.KILLED, EventKind.KILL_FAILED, EventKind.WORKER_GONE}
 )
+_RECORDED = _JOINING | {EventKind.INCIDENT}
 
 
 class IncidentRecorder:
@@ -46,9 +52,13 @@ class IncidentRecorder:
         """Write the incidents ``batch`` opens or joins; returns how many it opened."""
         opened = 0
         touched: dict[int, None] = {}
+        locked: set[str] = set()
         for event in batch:
-            if event.job_id is None:
+            if event.job_id is None or event.kind not in _RECORDED:
                 continue
+            if event.job_id not in locked:
+                self._lock_job(connection, event.job_id)
+                locked.add(event.job_id)
             if event.kind == EventKind.INCIDENT:
                 incident_id, new = self._open(connection, event)
                 opened += new
@@ -62,6 +72,12 @@ class IncidentRecorder:
         for incident_id in touched:
             self._analyse(connection, incident_id)
         return opened
+
+    @staticmethod
+    def _lock_job(connection: Connection, job_id: str) -> None:
+        """Hold the job's row until commit: one node at a time opens or joins its
+        incidents (FOR UPDATE is left out on SQLite, whose writer holds the database)."""
+        connection.execute(select(_jobs.c.job_id).where(_jobs.c.job_id == job_id).with_for_update())
 
     def _find(self, connection: Connection, job_id: str, at: float) -> int | None:
         """The job's newest incident opened within the window before ``at``."""
