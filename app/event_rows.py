@@ -231,10 +231,15 @@ def _copy(connection: Connection, table: str, columns: Sequence[str], rows: list
     import psycopg
 
     statement = f"COPY {table} ({', '.join(columns)}) FROM STDIN"
+    # PostgreSQL's text cannot hold NUL, which SQLite's can, and a request may send one
+    # in its scope id: stored with U+FFFD in its place, rather than the timer lost.
+    scope = columns.index("scope_id") if "scope_id" in columns else None
     cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
     try:
         with cursor.copy(statement) as copy:
             for row in rows:
+                if scope is not None and "\x00" in row[scope]:
+                    row = (*row[:scope], row[scope].replace("\x00", "\ufffd"), *row[scope + 1 :])
                 copy.write_row(row)
     except psycopg.Error as error:
         # As SQLAlchemy would have raised it (IntegrityError, DataError, ...): the

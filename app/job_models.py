@@ -80,7 +80,7 @@ class IncidentCapture(SQLModel, table=True):
     )
     node: str
     pid: int
-    uid: int | None = None
+    uid: int | None = SQLField(default=None, sa_column=Column(BIG_ID, nullable=True))
     rank: int | None = None
     local_rank: int | None = None
     timer_id: int | None = SQLField(default=None, sa_column=Column(BIG_ID, nullable=True))

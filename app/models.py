@@ -74,6 +74,12 @@ class Timer(TimerBase, table=True):
 
     # Assigned by the engine, never by the database (BIGINT on PostgreSQL: fleet ids).
     id: int = SQLField(sa_column=Column(BIG_ID, primary_key=True, autoincrement=False))
+    # A uid is 32-bit unsigned: PostgreSQL's INTEGER stops at 2**31 - 1.
+    uid: int | None = SQLField(
+        default=None,
+        description="The worker's real uid, if known.",
+        sa_column=Column(BIG_ID, nullable=True),
+    )
     # What the service needs to re-arm the timer after a restart; not shown.
     process_create_time: float | None = None
     dump_signal: int | None = None
@@ -110,7 +116,8 @@ class Event(SQLModel, table=True):
     )
     kind: str
     at: float
-    pid: int
+    # Whatever pid a request claimed, refused ones too (2**40 is refused, and recorded).
+    pid: int = SQLField(sa_column=Column(BIG_ID, nullable=False))
     scope_id: str
     source: str
     detail: dict[str, Any] = SQLField(default_factory=dict, sa_column=Column(JSON, nullable=False))

@@ -54,6 +54,9 @@ def check_bigint_ids(engine: Engine) -> None:
         ("stacks", "timer_id"),
         ("incidents", "trigger_timer_id"),
         ("incident_captures", "timer_id"),
+        ("events", "pid"),
+        ("timers", "uid"),
+        ("incident_captures", "uid"),
     ]:
         assert columns[key] == "BIGINT", key
     with engine.connect() as connection:

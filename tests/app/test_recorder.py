@@ -158,3 +158,29 @@ def test_a_value_the_database_cannot_hold_is_rejected_and_the_thread_lives_on(
         recorder.stop()
     with Session(engine) as session:
         assert [e.kind for e in session.exec(select(Event))] == ["acquired"]
+
+
+def test_a_refused_pid_beyond_32_bits_and_a_32_bit_unsigned_uid_are_recorded(
+    engine: Engine, recorder: Recorder
+) -> None:
+    """A request may claim any pid (refused, and recorded with it); a uid is unsigned
+    32-bit: both beyond PostgreSQL's INTEGER, neither a loss."""
+    recorder(refused(1, pid=2**40))
+    recorder(dataclasses.replace(event(2, "acquired", 3), process_uid=2**32 - 2))
+    recorder.flush()
+    assert recorder.rejected == 0 and recorder.committed_seq == 2
+    with Session(engine) as session:
+        assert [e.pid for e in session.exec(select(Event).order_by(col(Event.id)))] == [2**40, 100]
+        assert session.exec(select(Timer)).one().uid == 2**32 - 2
+
+
+def test_a_scope_id_with_a_nul_is_recorded(engine: Engine, recorder: Recorder) -> None:
+    """SQLite keeps it verbatim; PostgreSQL's text cannot hold NUL, so there it is kept
+    with U+FFFD in its place: the timer is recorded either way, and nothing is lost."""
+    recorder(dataclasses.replace(event(1, "acquired", 4), scope_id="a\x00b"))
+    recorder.flush()
+    assert recorder.rejected == 0 and recorder.committed_seq == 1
+    kept = "a\x00b" if engine.dialect.name == "sqlite" else "a\ufffdb"
+    with Session(engine) as session:
+        assert session.exec(select(Timer)).one().scope_id == kept
+        assert session.exec(select(Event)).one().scope_id == kept

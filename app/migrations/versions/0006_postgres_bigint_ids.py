@@ -1,6 +1,8 @@
 """Timer ids, and every column that points at a timer, as 64-bit integers on
 PostgreSQL (fleet ids, contract 9, are far above 2**31; PostgreSQL's INTEGER is
-32-bit), and the event log's own id too, since it only grows.
+32-bit), and the event log's own id too, since it only grows. So are the pid of an
+event (a refused request's may be anything up to 2**63 - 1, and is recorded) and uids
+(32-bit unsigned).
 
 SQLite is left as it is: its INTEGER is 64-bit already (and ``events.id`` must stay
 exactly ``INTEGER PRIMARY KEY`` to remain the rowid SQLite numbers by itself).
@@ -18,7 +20,8 @@ down_revision = "0005"
 branch_labels = None
 depends_on = None
 
-# (table, column): the timers' ids and what refers to them, then the event log's id.
+# (table, column): the timers' ids and what refers to them, the event log's id, then
+# the pids and uids that may not fit in 32 bits.
 _COLUMNS = (
     ("timers", "id"),
     ("events", "timer_id"),
@@ -26,6 +29,9 @@ _COLUMNS = (
     ("incidents", "trigger_timer_id"),
     ("incident_captures", "timer_id"),
     ("events", "id"),
+    ("events", "pid"),
+    ("timers", "uid"),
+    ("incident_captures", "uid"),
 )
 
 
