@@ -20,6 +20,8 @@ __all__ = [
     "active_timers",
     "event_counts_per_minute",
     "events_query",
+    "fleet_active",
+    "fleet_recently_ended",
     "insert_losses",
     "killed_count",
     "latest_losses",
@@ -91,6 +93,51 @@ def stack_facts(session: Session, timer_id: int) -> tuple[str, float, bool, list
         )
     ).first()
     return None if row is None else (row[0], row[1], row[2], list(row[3]))
+
+
+def _other_nodes(
+    query: SelectOfScalar[Timer], local: str | None, node: str | None
+) -> SelectOfScalar[Timer]:
+    # ``local`` None means every node (a hub); "" is a timer armed before timers had a
+    # node, the local node's own (as ``active_timers`` counts it).
+    if local is not None:
+        query = query.where(col(Timer.node).not_in((local, "")))
+    if node is not None:
+        query = query.where(Timer.node == node)
+    return query
+
+
+def fleet_active(
+    session: Session,
+    local: str | None,
+    node: str | None,
+    pid: int | None,
+    scope: str | None,
+    limit: int,
+) -> tuple[Sequence[Timer], int]:
+    """The active timers of nodes other than ``local`` (every node if None), soonest
+    deadline first, at most ``limit``, and how many match in all: the dashboard's
+    view of timers another node's reaper holds."""
+    query = _other_nodes(select(Timer).where(Timer.state == TimerState.ACTIVE), local, node)
+    if pid is not None:
+        query = query.where(Timer.pid == pid)
+    if scope is not None:
+        query = query.where(col(Timer.scope_id).contains(scope, autoescape=True))
+    rows = session.exec(query.order_by(col(Timer.expiration_time), col(Timer.id)).limit(limit))
+    shown = rows.all()
+    if len(shown) < limit:
+        return shown, len(shown)
+    total = session.exec(select(func.count()).select_from(query.subquery())).one()
+    return shown, int(total)
+
+
+def fleet_recently_ended(
+    session: Session, local: str | None, node: str | None, limit: int
+) -> Sequence[Timer]:
+    """The timers of nodes other than ``local`` (every node if None) that ended last,
+    newest first: the same window of the newest ends the live feed keeps."""
+    query = _other_nodes(select(Timer).where(Timer.state != TimerState.ACTIVE), local, node)
+    return session.exec(query.order_by(col(Timer.ended_at).desc()).limit(limit)).all()
 
 
 def timers_query(

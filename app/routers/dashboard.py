@@ -19,13 +19,13 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse
 from sqlmodel import Session
 
-from timer_core import TimerView
 from timer_core.engine import ReadsThrottled
 
 from .. import store
 from ..callers import CallerDep
 from ..dashboard_text import describe_event, duration, stack_note
 from ..deps import ServiceDep, SessionDep
+from ..fleet_view import fleet_of, node_rows
 from ..job_views import overview
 from ..models import Timer, TimerPublic
 from ..page_templates import STATIC_DIR, templates
@@ -47,6 +47,10 @@ router = APIRouter(tags=["dashboard"])
 _ACTIVE_SHOWN = 500
 # A timer heartbeating for days has many events; its page shows the newest this many.
 _EVENTS_SHOWN = 1000
+# The newest ends shown, and how many of other nodes' newest ends are read to find them
+# (the window the live feed keeps of this node's).
+_ENDS_SHOWN = 100
+_ENDS_READ = 200
 
 
 # ---- filters ------------------------------------------------------------------------------
@@ -57,6 +61,7 @@ class Filters:
     pid: int | None = None
     scope: str | None = None  # a substring of the scope
     state: str | None = None
+    node: str | None = None  # a node's name, exactly
 
 
 # Any state, or empty: the filter form sends every field (see below).
@@ -69,10 +74,16 @@ def _filters(
         str | None, Query(max_length=1024, description="A substring of the scope")
     ] = None,
     state: Annotated[str | None, Query(pattern=_STATE_PATTERN)] = None,
+    node: Annotated[str | None, Query(max_length=256, description="A node's name")] = None,
 ) -> Filters:
     # An empty value means no filter: the filter form, submitted with scripts off,
     # sends every field, empty or not.
-    return Filters(pid=int(pid) if pid else None, scope=scope or None, state=state or None)
+    return Filters(
+        pid=int(pid) if pid else None,
+        scope=scope or None,
+        state=state or None,
+        node=node or None,
+    )
 
 
 FiltersDep = Annotated[Filters, Depends(_filters)]
@@ -82,18 +93,26 @@ FiltersDep = Annotated[Filters, Depends(_filters)]
 
 
 def collect_state(service: Service, filters: Filters) -> dict[str, Any]:
-    """Everything the dashboard shows, filtered as its URL says."""
+    """Everything the dashboard shows, filtered as its URL says: this node's timers from
+    its engine and live feed, other nodes' (every node's, on a hub) from the database."""
     now = time.time()
     health = service.health()
-    feed = service.live_feed.snapshot(now)
-    reaper = service.reaper
-    active: list[TimerView] = []
+    fleet = fleet_of(service)
+    # A hub's engine sees no events: its counts and chart come from the database.
+    feed = (fleet.hub_feed() if fleet.local is None else service.live_feed).snapshot(now)
+    statuses = fleet.nodes()
+    others = fleet.has_others()
+    local = fleet.local
+    # The local engine's timers are wanted unless the filter names another node.
+    want_local = local is not None and filters.node in (None, local)
+    want_active = filters.state in (None, TimerState.ACTIVE)
+    active: list[dict[str, Any]] = []
     active_total = 0
-    if reaper is not None and filters.state in (None, TimerState.ACTIVE):
+    if want_local and want_active:
         # Anyone may poll this: the reader scans a snapshot outside the reaper's lock,
         # shares scans between readers and keeps them within a CPU budget.
         try:
-            views, active_total = reaper.reader.soonest(
+            views, active_total = service.reaper.reader.soonest(
                 _ACTIVE_SHOWN, pid=filters.pid, scope_contains=filters.scope
             )
         except ReadsThrottled as error:
@@ -102,17 +121,35 @@ def collect_state(service: Service, filters: Filters) -> dict[str, Any]:
                 detail=f"{error}: the service limits how much time scans of its timers take",
                 headers={"Retry-After": str(math.ceil(error.retry_after))},
             ) from None
-        active = list(views)
+        active = [asdict(timer) for timer in views]
 
     def wanted(timer: dict[str, Any]) -> bool:
         return (
             (filters.pid is None or timer["pid"] == filters.pid)
             and (filters.scope is None or filters.scope in timer["scope_id"])
             and (filters.state is None or timer["state"] == filters.state)
+            and (filters.node is None or timer["node"] == filters.node)
+        )
+
+    ends = [row for row in feed["recent_ends"] if wanted(row)]
+    active_count = health.active_timers
+    if others:
+        # The live feed was seeded with every node's ends, but only this engine's
+        # events follow: it answers for this node, the database for the others.
+        ends = [row for row in ends if want_local and row["node"] in (local, "")]
+        if filters.node != local or local is None:
+            read = fleet.timers(filters.node, filters.pid, filters.scope, _ACTIVE_SHOWN, _ENDS_READ)
+            if want_active:
+                active = sorted(active + read.active, key=_soonest)[:_ACTIVE_SHOWN]
+                active_total += read.active_total
+            ends = sorted(ends + [row for row in read.ends if wanted(row)], key=_newest)
+        active_count = (health.active_timers if local is not None else 0) + sum(
+            status.active_timers for status in statuses if status.name != local
         )
 
     return {
         "now": now,
+        "node": local,
         "health": {
             "status": health.status,
             "problems": health.problems + health.degraded,
@@ -120,16 +157,25 @@ def collect_state(service: Service, filters: Filters) -> dict[str, Any]:
             "recorder_backlog": health.recorder.backlog,
         },
         "counts": {
-            "active": health.active_timers,
+            "active": active_count,
             "expired_last_hour": feed["expired_last_hour"],
             "killed_last_hour": feed["killed_last_hour"],
             "kills_total": feed["kills_total"],
         },
-        "active": [asdict(timer) for timer in active],
+        "active": active,
         "active_hidden": max(0, active_total - len(active)),
-        "recent_ends": [row for row in feed["recent_ends"] if wanted(row)][:100],
+        "recent_ends": ends[:_ENDS_SHOWN],
         "chart": feed["chart"],
+        "nodes": node_rows(statuses),
     }
+
+
+def _soonest(timer: dict[str, Any]) -> tuple[float, int]:
+    return (timer["expiration_time"], timer["id"])
+
+
+def _newest(timer: dict[str, Any]) -> float:
+    return -(timer["ended_at"] or 0.0)
 
 
 def timer_details(session: Session, timer_id: int) -> dict[str, Any] | None:

@@ -2,13 +2,14 @@
 "use strict";
 
 const POLL_MS = 500;
+const FILTERS = ["pid", "scope", "state", "node"];
 const filters = new URLSearchParams(location.search);
 let killsAtOpen = null;
 let lastState = null;
 
 function filterQuery() {
   const query = new URLSearchParams();
-  for (const name of ["pid", "scope", "state"]) {
+  for (const name of FILTERS) {
     if (filters.get(name)) query.set(name, filters.get(name));
   }
   return query.toString();
@@ -16,10 +17,10 @@ function filterQuery() {
 
 function initFilters() {
   const form = document.getElementById("filters");
-  for (const name of ["pid", "scope", "state"]) form.elements[name].value = filters.get(name) || "";
+  for (const name of FILTERS) form.elements[name].value = filters.get(name) || "";
   form.addEventListener("submit", (event) => {
     event.preventDefault();
-    for (const name of ["pid", "scope", "state"]) {
+    for (const name of FILTERS) {
       const value = form.elements[name].value.trim();
       if (value) filters.set(name, value);
       else filters.delete(name);
@@ -32,6 +33,11 @@ function initFilters() {
     form.reset();
     form.requestSubmit();
   });
+}
+
+// The node a timer runs on: a name its service chose, shown as text, whole on hover.
+function nodeCell(name) {
+  return TS.el("td", { class: "node", title: name }, TS.middle(name, 24));
 }
 
 function scopeLink(timer) {
@@ -55,6 +61,7 @@ function syncRows(tbody, timers, build, update) {
       row.dataset.timerId = id;
     }
     row.dataset.state = timer.state;
+    row.dataset.node = timer.node;
     update(row, timer);
     tbody.appendChild(row); // moves it into sorted order
   }
@@ -68,14 +75,14 @@ function buildActive(timer) {
   left.lastChild.append(TS.el("div", { class: "fill" }));
   const scope = TS.el("td");
   scope.append(scopeLink(timer));
-  row.append(left, TS.el("td", {}, timer.pid), scope, TS.el("td", { class: "signal" }),
+  row.append(left, nodeCell(timer.node), TS.el("td", {}, timer.pid), scope, TS.el("td", { class: "signal" }),
     TS.el("td", { class: "held" }), TS.el("td", {}, timer.source));
   return row;
 }
 
 function updateActive(row, timer) {
   row.timer = timer;
-  row.cells[3].textContent = TS.signalName(timer.signal);
+  row.cells[4].textContent = TS.signalName(timer.signal);
   tickRow(row);
 }
 
@@ -90,15 +97,15 @@ function tickRow(row) {
   fill.style.width = (used * 100).toFixed(1) + "%";
   row.classList.toggle("near", left > 0 && (left < 5 || used > 0.8));
   row.classList.toggle("due", left <= 0);
-  row.cells[4].textContent = TS.duration(now - timer.acquired_at);
+  row.cells[5].textContent = TS.duration(now - timer.acquired_at);
 }
 
 function buildEnded(timer) {
   const row = TS.el("tr");
   const scope = TS.el("td");
   scope.append(scopeLink(timer));
-  row.append(TS.el("td"), TS.el("td"), TS.el("td", { class: "reason" }), TS.el("td", {}, timer.pid),
-    scope, TS.el("td"));
+  row.append(TS.el("td"), TS.el("td"), TS.el("td", { class: "reason" }), nodeCell(timer.node),
+    TS.el("td", {}, timer.pid), scope, TS.el("td"));
   row.cells[1].append(TS.el("span", { class: "badge" }));
   return row;
 }
@@ -109,7 +116,42 @@ function updateEnded(row, timer) {
   badge.textContent = timer.state;
   badge.dataset.state = timer.state;
   row.cells[2].textContent = timer.end_reason || "";
-  row.cells[5].textContent = TS.duration((timer.ended_at || 0) - timer.acquired_at);
+  row.cells[6].textContent = TS.duration((timer.ended_at || 0) - timer.acquired_at);
+}
+
+// The nodes sharing the database: one row a node, kept by name; and the node filter's choices.
+function renderNodes(nodes) {
+  const tbody = document.querySelector("#nodes-table tbody");
+  const existing = new Map();
+  for (const row of tbody.rows) existing.set(row.dataset.node, row);
+  const keep = new Set();
+  for (const node of nodes) {
+    keep.add(node.name);
+    let row = existing.get(node.name);
+    if (!row) {
+      row = TS.el("tr");
+      row.dataset.node = node.name;
+      row.append(TS.el("td", { class: "node", title: node.name }, TS.middle(node.name, 40)),
+        TS.el("td"), TS.el("td"), TS.el("td"), TS.el("td"));
+      row.cells[1].append(TS.el("span", { class: "badge" }));
+    }
+    row.dataset.status = node.status;
+    const badge = row.cells[1].querySelector(".badge");
+    badge.textContent = node.status;
+    badge.dataset.status = node.status;
+    row.cells[2].textContent = TS.clock(node.last_seen);
+    row.cells[3].textContent = node.version;
+    row.cells[4].textContent = String(node.active_timers);
+    tbody.appendChild(row);
+  }
+  for (const [name, row] of existing) if (!keep.has(name)) row.remove();
+  document.getElementById("nodes-empty").hidden = nodes.length > 0;
+  const names = document.getElementById("node-names");
+  const wanted = nodes.map((node) => node.name);
+  const shown = Array.from(names.options, (option) => option.value);
+  if (wanted.join("\n") !== shown.join("\n")) {
+    names.replaceChildren(...wanted.map((name) => TS.el("option", { value: name })));
+  }
 }
 
 // The smallest of 1, 2, 5, 10, 20, 50… that is at least `value`: a round top for the y axis.
@@ -199,6 +241,7 @@ function render(state) {
   TS.setText("active-note", state.active_hidden ? `(${state.active_hidden} more not shown)` : "");
   syncRows(document.querySelector("#ends-table tbody"), state.recent_ends, buildEnded, updateEnded);
   document.getElementById("ends-empty").hidden = state.recent_ends.length > 0;
+  renderNodes(state.nodes);
   drawChart(state.chart);
 }
 

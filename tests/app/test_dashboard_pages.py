@@ -17,7 +17,7 @@ from app.dashboard_text import describe_event, middle_ellipsis
 from app.main import create_app
 from app.routers.dashboard import STATIC_DIR
 from app.settings import Settings
-from tests.conftest import in_process
+from tests.conftest import in_process, service_of
 from tests.waiting import wait_until
 from tests.workers import spawn_sleeper
 
@@ -70,7 +70,10 @@ def test_the_first_paint_says_no_active_timers_only_when_there_are_none(
     assert response.status_code == 200
     page = Page(response.text)
     rows = [row for row in page.rows if row["tag"] == "tr"]
-    assert rows == [{"tag": "tr", "data-timer-id": str(timer_id), "data-state": "active"}]
+    node = service_of(client).settings.node
+    assert rows == [
+        {"tag": "tr", "data-timer-id": str(timer_id), "data-state": "active", "data-node": node}
+    ]
     assert "hidden" in page.by_id["active-empty"]
     assert re.search(r'id="count-active">1<', response.text)
     assert 'id="health" data-status="ok">healthy<' in response.text

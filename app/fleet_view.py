@@ -1,0 +1,119 @@
+"""The dashboard's view of the whole fleet (contract 9): which nodes share this
+database, and the timers other nodes' reapers hold.
+
+The live feed and the reader only know this service's own engine. A timer another
+node armed reaches this service only through the shared database, so the dashboard
+reads those from there, each time the page polls. A node alone on its database (the
+SQLite default) never asks: the one question it adds is the nodes' statuses, asked at
+most every ``_NODES_FRESH`` seconds whoever polls, so its page stays as fast and as
+live as before. A hub has no engine of its own: every timer it shows is read.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import weakref
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from sqlalchemy import Engine
+from sqlmodel import Session
+
+from . import store
+from .live_feed import LiveFeed
+from .models import TimerPublic
+from .nodes import NodeStatus, node_statuses
+from .service import Service
+
+__all__ = ["Fleet", "FleetTimers", "fleet_of", "node_rows"]
+
+# Up/down changes after --node-timeout (15 s by default): a status this old is fresh enough.
+_NODES_FRESH = 2.0
+# A hub's counts and chart (per minute, over an hour) are read again this often.
+_COUNTS_FRESH = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class FleetTimers:
+    """Other nodes' timers, as the dashboard's rows: active ones soonest first (and how
+    many match in all), and the newest ends."""
+
+    active: list[dict[str, Any]]
+    active_total: int
+    ends: list[dict[str, Any]]
+
+
+class Fleet:
+    """One service's view of the fleet; see the module's docstring."""
+
+    def __init__(self, engine: Engine, node: str, hub: bool, timeout: float) -> None:
+        self._engine = engine
+        self._node = node
+        self._hub = hub
+        self._timeout = timeout
+        self._lock = threading.Lock()
+        self._nodes: list[NodeStatus] = []
+        self._asked_at = -_NODES_FRESH
+        self._feed: LiveFeed | None = None
+        self._feed_at = -_COUNTS_FRESH
+
+    @property
+    def local(self) -> str | None:
+        """The node whose timers the engine holds: None on a hub, which holds none."""
+        return None if self._hub else self._node
+
+    def nodes(self) -> list[NodeStatus]:
+        """Every node and its status, by name, at most ``_NODES_FRESH`` seconds old."""
+        with self._lock:
+            if time.monotonic() - self._asked_at >= _NODES_FRESH:
+                self._nodes = node_statuses(self._engine, self._timeout)
+                self._asked_at = time.monotonic()
+            return self._nodes
+
+    def hub_feed(self) -> LiveFeed:
+        """On a hub, whose engine sees no events: the fleet's counts and chart as the
+        database has them, read again at most every ``_COUNTS_FRESH`` seconds."""
+        with self._lock:
+            if self._feed is None or time.monotonic() - self._feed_at >= _COUNTS_FRESH:
+                feed = LiveFeed()
+                feed.seed(self._engine)
+                self._feed, self._feed_at = feed, time.monotonic()
+            return self._feed
+
+    def has_others(self) -> bool:
+        """Whether any timer may come from elsewhere than the local engine."""
+        return self._hub or any(status.name != self._node for status in self.nodes())
+
+    def timers(
+        self, node: str | None, pid: int | None, scope: str | None, active_limit: int, ends: int
+    ) -> FleetTimers:
+        """The timers of the other nodes (every node on a hub), filtered."""
+        with Session(self._engine) as session:
+            active, total = store.fleet_active(session, self.local, node, pid, scope, active_limit)
+            ended = store.fleet_recently_ended(session, self.local, node, ends)
+        return FleetTimers(
+            [TimerPublic.from_row(row).model_dump(mode="json") for row in active],
+            total,
+            [TimerPublic.from_row(row).model_dump(mode="json", exclude={"uid"}) for row in ended],
+        )
+
+
+def node_rows(statuses: Sequence[NodeStatus]) -> list[dict[str, Any]]:
+    return [asdict(status) for status in statuses]
+
+
+_fleets: weakref.WeakKeyDictionary[Service, Fleet] = weakref.WeakKeyDictionary()
+_fleets_lock = threading.Lock()
+
+
+def fleet_of(service: Service) -> Fleet:
+    """The service's fleet view (one per service, kept as long as the service is)."""
+    with _fleets_lock:
+        fleet = _fleets.get(service)
+        if fleet is None:
+            settings = service.settings
+            fleet = Fleet(service.engine, settings.node, settings.hub, settings.node_timeout)
+            _fleets[service] = fleet
+        return fleet
