@@ -180,9 +180,11 @@ def run_the_job(tmp_path: Path, fleet: Fleet, job_id: str) -> str:
         torchrun(tmp_path, job_id, endpoint, rank, fifo_of(fleet.nodes[name]))
         for rank, name in enumerate(NODES)
     ]
+    ended = False
     try:
         for job in jobs:
             job.wait(120)
+        ended = True
     except subprocess.TimeoutExpired:
         pass
     finally:
@@ -193,6 +195,8 @@ def run_the_job(tmp_path: Path, fleet: Fleet, job_id: str) -> str:
     output = "\n".join(
         (tmp_path / f"torchrun-{rank}.log").read_text(errors="replace") for rank in range(2)
     )
+    if not ended:
+        pytest.fail(f"torchrun never ended:\n{output}")
     assert all(job.returncode != 0 for job in jobs), output
     return output
 
@@ -291,7 +295,7 @@ def statuses(service: ServiceProcess) -> dict[str, str]:
 
 
 def test_the_hub_refuses_writes_a_killed_node_is_down_and_a_restart_rearms_its_own(
-    fleet: Fleet, sleepers: list[Any]
+    fleet: Fleet, sleepers: list[subprocess.Popen[bytes]]
 ) -> None:
     a, b, hub = fleet.nodes["node-a"], fleet.nodes["node-b"], fleet.hub
     sleepers.extend([spawn_sleeper(), spawn_sleeper()])
