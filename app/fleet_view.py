@@ -15,19 +15,21 @@ import threading
 import time
 import weakref
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 from sqlmodel import Session
 
 from . import store
 from .live_feed import LiveFeed
-from .models import TimerPublic
+from .models import Node, TimerPublic
 from .nodes import NodeStatus, node_statuses
 from .service import Service
 
 __all__ = ["Fleet", "FleetTimers", "fleet_of", "node_rows"]
+
+_nodes = Node.__table__  # type: ignore[attr-defined]
 
 # Up/down changes after --node-timeout (15 s by default): a status this old is fresh enough.
 _NODES_FRESH = 2.0
@@ -56,6 +58,7 @@ class Fleet:
         self._lock = threading.Lock()
         self._nodes: list[NodeStatus] = []
         self._asked_at = -_NODES_FRESH
+        self._alone = not hub
         self._feed: LiveFeed | None = None
         self._feed_at = -_COUNTS_FRESH
 
@@ -64,13 +67,44 @@ class Fleet:
         """The node whose timers the engine holds: None on a hub, which holds none."""
         return None if self._hub else self._node
 
-    def nodes(self) -> list[NodeStatus]:
-        """Every node and its status, by name, at most ``_NODES_FRESH`` seconds old."""
+    def nodes(self, local_active: int) -> list[NodeStatus]:
+        """Every node and its status, by name, at most ``_NODES_FRESH`` seconds old.
+        ``local_active`` is this node's engine's count, the one a node alone shows."""
         with self._lock:
             if time.monotonic() - self._asked_at >= _NODES_FRESH:
-                self._nodes = node_statuses(self._engine, self._timeout)
+                self._ask()
                 self._asked_at = time.monotonic()
-            return self._nodes
+            statuses = self._nodes
+        if self._hub:
+            return statuses
+        # This node's own count is its engine's, live; the database's is a scan of its
+        # active timers (100k in a big job), which a node alone never asks for.
+        return [
+            replace(status, active_timers=local_active) if status.name == self._node else status
+            for status in statuses
+        ]
+
+    def _ask(self) -> None:
+        with self._engine.connect() as connection:
+            rows = connection.execute(
+                select(_nodes.c.name, _nodes.c.last_seen, _nodes.c.version).order_by(_nodes.c.name)
+            ).all()
+        self._alone = not self._hub and all(row.name == self._node for row in rows)
+        if not self._alone:
+            self._nodes = node_statuses(self._engine, self._timeout)
+            return
+        now = time.time()
+        self._nodes = [
+            # As node_statuses says it: up unless silent for longer than the timeout.
+            NodeStatus(
+                row.name,
+                _up_or_down(now - row.last_seen, self._timeout),
+                row.last_seen,
+                row.version,
+                0,
+            )
+            for row in rows
+        ]
 
     def hub_feed(self) -> LiveFeed:
         """On a hub, whose engine sees no events: the fleet's counts and chart as the
@@ -83,8 +117,9 @@ class Fleet:
             return self._feed
 
     def has_others(self) -> bool:
-        """Whether any timer may come from elsewhere than the local engine."""
-        return self._hub or any(status.name != self._node for status in self.nodes())
+        """Whether any timer may come from elsewhere than the local engine (as of the
+        last ``nodes``)."""
+        return not self._alone
 
     def timers(
         self, node: str | None, pid: int | None, scope: str | None, active_limit: int, ends: int
@@ -98,6 +133,10 @@ class Fleet:
             total,
             [TimerPublic.from_row(row).model_dump(mode="json", exclude={"uid"}) for row in ended],
         )
+
+
+def _up_or_down(silent: float, timeout: float) -> str:
+    return "up" if silent <= timeout else "down"
 
 
 def node_rows(statuses: Sequence[NodeStatus]) -> list[dict[str, Any]]:

@@ -100,7 +100,7 @@ def collect_state(service: Service, filters: Filters) -> dict[str, Any]:
     fleet = fleet_of(service)
     # A hub's engine sees no events: its counts and chart come from the database.
     feed = (fleet.hub_feed() if fleet.local is None else service.live_feed).snapshot(now)
-    statuses = fleet.nodes()
+    statuses = fleet.nodes(health.active_timers)
     others = fleet.has_others()
     local = fleet.local
     # The local engine's timers are wanted unless the filter names another node.
@@ -143,9 +143,7 @@ def collect_state(service: Service, filters: Filters) -> dict[str, Any]:
                 active = sorted(active + read.active, key=_soonest)[:_ACTIVE_SHOWN]
                 active_total += read.active_total
             ends = sorted(ends + [row for row in read.ends if wanted(row)], key=_newest)
-        active_count = (health.active_timers if local is not None else 0) + sum(
-            status.active_timers for status in statuses if status.name != local
-        )
+        active_count = sum(status.active_timers for status in statuses)
 
     return {
         "now": now,

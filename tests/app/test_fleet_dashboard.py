@@ -18,12 +18,13 @@ import pytest
 from fastapi.testclient import TestClient
 from playwright.sync_api import Browser, Page
 
+from app import fleet_view, store
 from app.main import create_app
 from app.settings import Settings
 from tests.app.conftest import needs_chromium
 from tests.app.service_process import ServiceProcess
 from tests.app.test_dashboard_pages import Page as ParsedPage
-from tests.conftest import in_process
+from tests.conftest import in_process, service_of
 from tests.waiting import wait_until
 from tests.workers import spawn_sleeper, wait_dead
 
@@ -232,3 +233,25 @@ def test_the_hubs_page_shows_a_timer_of_node_b_appear_and_get_killed_without_a_r
     assert page.locator("#nodes-table img, #active-table img, #ends-table img").count() == 0
     assert errors == [], errors
     context.close()
+
+
+def test_a_node_alone_reads_no_timers_from_the_database_and_counts_its_own_live(
+    client: TestClient, sleeper: subprocess.Popen[bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The SQLite default, one node: the page's timers come from the engine and the live
+    feed as before; the database is asked only who the nodes are, not for a count."""
+
+    def asked(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a node alone read the fleet's timers or counts")
+
+    monkeypatch.setattr(store, "fleet_active", asked)
+    monkeypatch.setattr(store, "fleet_recently_ended", asked)
+    monkeypatch.setattr(fleet_view, "node_statuses", asked)
+    timer_id = arm(client, sleeper.pid, "alone")
+    state = client.get("/dashboard/state").json()
+    node = service_of(client).settings.node
+    assert [(t["id"], t["node"]) for t in state["active"]] == [(timer_id, node)]
+    assert [(n["name"], n["status"], n["active_timers"]) for n in state["nodes"]] == [
+        (node, "up", 1)
+    ]
+    assert state["node"] == node
