@@ -27,6 +27,7 @@ from sqlmodel import Session
 
 from . import store
 from .models import Loss
+from .periodic import Periodic
 
 __all__ = ["LossLedger"]
 
@@ -55,8 +56,7 @@ class LossLedger:
         self._seen: dict[str, int] = {}
         self._pending: list[dict[str, Any]] = []
         self._stored = 0  # unacknowledged events in the database
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._rounds = Periodic("timer-losses", interval, self._round)
 
     # ---- reading -------------------------------------------------------------------------
 
@@ -133,23 +133,14 @@ class LossLedger:
     # ---- the thread ----------------------------------------------------------------------
 
     def start(self) -> None:
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="timer-losses", daemon=True)
-        self._thread.start()
+        self._rounds.start()
 
     def stop(self) -> None:
         """Stop the thread, then record what was lost up to now (at shutdown)."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(5.0)
-            self._thread = None
+        self._rounds.stop()
         self.observe()
         self.flush()
 
-    def _run(self) -> None:
-        while not self._stop.wait(self._interval):
-            try:
-                self.observe()
-                self.flush()
-            except Exception:  # never let the marker's thread die silently
-                logger.exception("the loss ledger failed a round; continuing")
+    def _round(self) -> None:
+        self.observe()
+        self.flush()

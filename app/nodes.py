@@ -13,15 +13,15 @@ a number for its timer ids, and beats; any service answers which nodes are up.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from sqlalchemy import Engine, func, select, update
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import IntegrityError
 
 from .models import Node, Timer
+from .periodic import Periodic
 from .timer_ids import MAX_NODES
 from .timer_state import TimerState
 
@@ -114,9 +114,7 @@ class NodeBeat:
     def __init__(self, engine: Engine, name: str, interval: float) -> None:
         self._engine = engine
         self._name = name
-        self._interval = interval
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._rounds = Periodic("timer-node-beat", interval, self.beat, self._failed)
         self.failures = 0
 
     def beat(self) -> None:
@@ -126,21 +124,12 @@ class NodeBeat:
             )
 
     def start(self) -> None:
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="timer-node-beat", daemon=True)
-        self._thread.start()
+        self._rounds.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(5.0)
-            self._thread = None
+        self._rounds.stop()
 
-    def _run(self) -> None:
-        while not self._stop.wait(self._interval):
-            try:
-                self.beat()
-            except SQLAlchemyError as error:
-                # Other nodes will see this one as down: say why here.
-                self.failures += 1
-                logger.error("node heartbeat failed: %s", error)
+    def _failed(self, error: Exception) -> None:
+        # Other nodes will see this one as down: say why here.
+        self.failures += 1
+        logger.error("node heartbeat failed: %s", error)

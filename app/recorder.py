@@ -26,7 +26,7 @@ import logging
 import threading
 import time
 
-from sqlalchemy import Engine, select, text
+from sqlalchemy import Engine, TextClause, select, text
 from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 
 from timer_core import TimerEvent
@@ -63,6 +63,19 @@ _PRUNE_TIMERS = text(
     "DELETE FROM timers WHERE id IN ("
     " SELECT id FROM timers WHERE state != 'active' AND ended_at < :cutoff"
     " AND NOT EXISTS (SELECT 1 FROM events WHERE events.timer_id = timers.id)"
+    f" LIMIT {_PRUNE_CHUNK})"
+)
+# An incident goes with the retention of its opening; its captures (stacks) first.
+_PRUNE_INCIDENT_CAPTURES = text(
+    "DELETE FROM incident_captures WHERE id IN ("
+    " SELECT incident_captures.id FROM incident_captures"
+    " JOIN incidents ON incidents.id = incident_captures.incident_id"
+    f" WHERE incidents.opened_at < :cutoff LIMIT {_PRUNE_CHUNK})"
+)
+_PRUNE_INCIDENTS = text(
+    "DELETE FROM incidents WHERE id IN ("
+    " SELECT id FROM incidents WHERE opened_at < :cutoff AND NOT EXISTS"
+    " (SELECT 1 FROM incident_captures WHERE incident_captures.incident_id = incidents.id)"
     f" LIMIT {_PRUNE_CHUNK})"
 )
 
@@ -298,22 +311,23 @@ class Recorder:
         """Delete events before ``cutoff`` (unix) except those of active timers, then the
         ended timers left with no events. In chunks, so no transaction holds the
         database for long. Returns (events, timers) deleted."""
-        deleted_events = deleted_timers = 0
-        while True:
-            with self._engine.begin() as connection:
-                count = connection.execute(_PRUNE_EVENTS, {"cutoff": cutoff}).rowcount
-            deleted_events += count
-            if count < _PRUNE_CHUNK:
-                break
-        while True:
-            with self._engine.begin() as connection:
-                count = connection.execute(_PRUNE_TIMERS, {"cutoff": cutoff}).rowcount
-            deleted_timers += count
-            if count < _PRUNE_CHUNK:
-                break
+        deleted_events = self._delete_in_chunks(_PRUNE_EVENTS, cutoff)
+        deleted_timers = self._delete_in_chunks(_PRUNE_TIMERS, cutoff)
+        self._delete_in_chunks(_PRUNE_INCIDENT_CAPTURES, cutoff)
+        self._delete_in_chunks(_PRUNE_INCIDENTS, cutoff)
         self.pruned_events += deleted_events
         self.pruned_timers += deleted_timers
         return deleted_events, deleted_timers
+
+    def _delete_in_chunks(self, statement: TextClause, cutoff: float) -> int:
+        """Run a chunked DELETE until it deletes less than a chunk; how many in all."""
+        deleted = 0
+        while True:
+            with self._engine.begin() as connection:
+                count = connection.execute(statement, {"cutoff": cutoff}).rowcount
+            deleted += count
+            if count < _PRUNE_CHUNK:
+                return deleted
 
     def _write(self, batch: list[TimerEvent]) -> None:
         with self._engine.begin() as connection:

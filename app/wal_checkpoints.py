@@ -16,10 +16,11 @@ instead of after 1,000 pages of them.
 from __future__ import annotations
 
 import logging
-import threading
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
+
+from .periodic import Periodic
 
 __all__ = ["WalCheckpoints"]
 
@@ -29,38 +30,26 @@ logger = logging.getLogger(__name__)
 class WalCheckpoints:
     def __init__(self, engine: Engine, interval: float = 1.0) -> None:
         self._engine = engine
-        self._interval = interval
-        self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._rounds = Periodic("timer-checkpoints", interval, self.checkpoint, self._failed)
         self.failures = 0
 
     def start(self) -> None:
-        if self._engine.dialect.name != "sqlite" or self._thread is not None:
-            return
-        self._stopping.clear()
-        self._thread = threading.Thread(target=self._run, name="timer-checkpoints", daemon=True)
-        self._thread.start()
+        if self._engine.dialect.name == "sqlite":
+            self._rounds.start()
 
     def stop(self, timeout: float = 10.0) -> None:
-        self._stopping.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
+        self._rounds.stop(timeout)
 
     def checkpoint(self) -> None:
         """Copy what the WAL holds into the database file, as far as no reader needs it."""
         with self._engine.connect() as connection:
             connection.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
 
-    def _run(self) -> None:
-        while not self._stopping.wait(self._interval):
-            try:
-                self.checkpoint()
-            except SQLAlchemyError as error:
-                # The recorder reports an unwritable database; the WAL keeps every
-                # commit meanwhile, and the next checkpoint copies it.
-                self.failures += 1
-                if self.failures == 1 or self.failures % 100 == 0:
-                    logger.warning("WAL checkpoint failed (%d so far): %s", self.failures, error)
-            except Exception:
-                logger.exception("WAL checkpoint error; continuing")
+    def _failed(self, error: Exception) -> None:
+        if not isinstance(error, SQLAlchemyError):
+            raise error  # logged with its traceback by Periodic
+        # The recorder reports an unwritable database; the WAL keeps every commit
+        # meanwhile, and the next checkpoint copies it.
+        self.failures += 1
+        if self.failures == 1 or self.failures % 100 == 0:
+            logger.warning("WAL checkpoint failed (%d so far): %s", self.failures, error)

@@ -178,3 +178,22 @@ def test_events_of_unlabelled_timers_open_nothing(engine: Engine) -> None:
     unlabelled = dataclasses.replace(incident_event(5, stuck=2, at=10.0), job_id=None)
     record(engine, [event(1, EventKind.ACQUIRED, 1), unlabelled])
     assert incidents(engine) == []
+
+
+def test_incidents_past_retention_are_pruned_with_their_captures(engine: Engine) -> None:
+    record(
+        engine,
+        [
+            *acquisitions(),
+            incident_event(5, stuck=2, at=10.0),
+            incident_event(6, stuck=1, at=10.0 + WINDOW + 100),
+        ],
+    )
+    Recorder(engine).prune(cutoff=10.0 + WINDOW)
+    [kept] = incidents(engine)
+    assert kept.suspects == [1]
+    with engine.connect() as connection:
+        left = connection.execute(
+            select(IncidentCapture.__table__.c.incident_id)  # type: ignore[attr-defined]
+        ).scalars()
+        assert set(left) == {kept.id}
