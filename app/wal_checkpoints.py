@@ -37,6 +37,11 @@ class WalCheckpoints:
         if self._engine.dialect.name == "sqlite":
             self._rounds.start()
 
+    @property
+    def running(self) -> bool:
+        """Only on SQLite: other databases checkpoint on their own."""
+        return self._rounds.running
+
     def stop(self, timeout: float = 10.0) -> None:
         self._rounds.stop(timeout)
 

@@ -26,7 +26,7 @@ def test_postgresql_urls_skip_them(
     checkpoints = WalCheckpoints(engine)
     try:
         checkpoints.start()
-        assert checkpoints._thread is None
+        assert not checkpoints.running
     finally:
         checkpoints.stop()
         engine.dispose()
@@ -41,7 +41,7 @@ def test_sqlite_urls_take_them(tmp_path: Path) -> None:
     checkpoints = WalCheckpoints(engine, interval=60)
     try:
         checkpoints.start()
-        assert checkpoints._thread is not None
+        assert checkpoints.running
     finally:
         checkpoints.stop()
         engine.dispose()
