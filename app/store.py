@@ -122,7 +122,10 @@ def fleet_active(
     if pid is not None:
         query = query.where(Timer.pid == pid)
     if scope is not None:
-        query = query.where(col(Timer.scope_id).contains(scope, autoescape=True))
+        # A substring, case and all, as the engine's reader matches this node's (LIKE
+        # ignores case on SQLite).
+        position = func.instr if _is_sqlite(session) else func.strpos
+        query = query.where(position(col(Timer.scope_id), scope) > 0)
     rows = session.exec(query.order_by(col(Timer.expiration_time), col(Timer.id)).limit(limit))
     shown = rows.all()
     if len(shown) < limit:

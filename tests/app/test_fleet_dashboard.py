@@ -17,14 +17,16 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 from playwright.sync_api import Browser, Page
+from sqlmodel import Session
 
 from app import fleet_view, store
 from app.main import create_app
+from app.models import Timer
 from app.settings import Settings
 from tests.app.conftest import needs_chromium
 from tests.app.service_process import ServiceProcess
 from tests.app.test_dashboard_pages import Page as ParsedPage
-from tests.conftest import in_process, service_of
+from tests.conftest import in_process, migrated_engine, service_of
 from tests.waiting import wait_until
 from tests.workers import spawn_sleeper, wait_dead
 
@@ -104,6 +106,11 @@ def test_the_hubs_first_paint_lists_both_nodes_timers_with_their_node(
         assert set(timer_rows(client, node="b")) == {str(b_id)}
         assert set(timer_rows(client, node="a")) == {str(a_id)}
         assert timer_rows(client, node="nowhere") == {}
+    # The scope filter matches a substring, case and all, as for this node's timers.
+    for client in (hub, fleet["a"]):
+        assert set(timer_rows(client, scope="n b")) == {str(b_id)}
+        assert set(timer_rows(client, scope="N B")) == set()
+        assert set(timer_rows(client, scope="on ")) == {str(a_id), str(b_id)}
     page = hub.get("/", params={"node": "b"}).text
     assert 'name="node" size="16" maxlength="256" list="node-names" value="b"' in page
     # The JSON state the page polls says the same.
@@ -255,3 +262,52 @@ def test_a_node_alone_reads_no_timers_from_the_database_and_counts_its_own_live(
         (node, "up", 1)
     ]
     assert state["node"] == node
+
+
+def test_the_fleet_reads_on_both_backends(backend_url: str) -> None:
+    """Other nodes' timers as the dashboard reads them, on SQLite and on PostgreSQL:
+    never the local node's (nor its pre-fleet "" rows), filtered, soonest or newest first."""
+    engine = migrated_engine(backend_url)
+    try:
+        # (id, node, state, scope, expiration_time, ended_at)
+        rows: list[tuple[int, str, str, str, float, float | None]] = [
+            (1, "a", "active", "x", 10.0, None),
+            (2, "b", "active", "Train b", 30.0, None),
+            (3, "b", "active", "train b", 20.0, None),
+            (4, "", "active", "old", 5.0, None),
+            (5, "b", "killed", "k", 1.0, 50.0),
+            (6, "c", "released", "r", 1.0, 60.0),
+            (7, "a", "expired", "e", 1.0, 70.0),
+        ]
+        with Session(engine) as session:
+            for timer_id, node, state, scope, expires, ended in rows:
+                session.add(
+                    Timer(
+                        id=timer_id,
+                        pid=100 + timer_id,
+                        scope_id=scope,
+                        signal=9,
+                        source="http",
+                        state=state,
+                        acquired_at=0.0,
+                        expiration_time=expires,
+                        ended_at=ended,
+                        node=node,
+                    )
+                )
+            session.commit()
+            active, total = store.fleet_active(session, "a", None, None, None, 10)
+            assert ([t.id for t in active], total) == ([3, 2], 2)
+            active, total = store.fleet_active(session, "a", None, None, None, 1)
+            assert ([t.id for t in active], total) == ([3], 2)
+            active, _ = store.fleet_active(session, None, None, None, None, 10)  # a hub
+            assert [t.id for t in active] == [4, 1, 3, 2]
+            assert [t.id for t in store.fleet_active(session, None, "a", None, None, 9)[0]] == [1]
+            assert [t.id for t in store.fleet_active(session, "a", None, 103, None, 9)[0]] == [3]
+            assert [t.id for t in store.fleet_active(session, "a", None, None, "Tr", 9)[0]] == [2]
+            newest = store.fleet_recently_ended(session, "a", None, 10)
+            assert [t.id for t in newest] == [6, 5]
+            assert [t.id for t in store.fleet_recently_ended(session, None, None, 10)] == [7, 6, 5]
+            assert [t.id for t in store.fleet_recently_ended(session, "a", "b", 10)] == [5]
+    finally:
+        engine.dispose()
