@@ -8,28 +8,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from timer_core import Reaper
+from timer_core.engine import LoopHealth
 
 __all__ = [
     "ERROR_WINDOW_SECONDS",
     "Health",
-    "ReaperHealth",
     "RecorderHealth",
     "kill_path_report",
-    "reaper_health",
 ]
 
 # An error on the expiry path keeps /healthz degraded for this long after it.
 ERROR_WINDOW_SECONDS = 600.0
-
-
-@dataclass(frozen=True, slots=True)
-class ReaperHealth:
-    running: bool
-    restarts: int
-    seconds_since_loop: float | None
-    lag_seconds: float | None
-    # Set when the loop is dead or stalled: the service is failing.
-    problem: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +41,9 @@ class Health:
     pid: int
     uptime_seconds: float
     active_timers: int
-    reaper: ReaperHealth
+    reaper: LoopHealth
+    # Times the supervisor restarted a dead reaper thread.
+    reaper_restarts: int
     recorder: RecorderHealth
     kills: dict[str, Any]
     lost_events_unacknowledged: int
@@ -105,7 +96,7 @@ class Health:
             "active_timers": self.active_timers,
             "reaper": {
                 "running": self.reaper.running,
-                "restarts": self.reaper.restarts,
+                "restarts": self.reaper_restarts,
                 "seconds_since_loop": self.reaper.seconds_since_loop,
                 "lag_seconds": self.reaper.lag_seconds,
             },
@@ -122,21 +113,6 @@ class Health:
             "fifo": self.fifo,
             "descriptors": self.descriptors,
         }
-
-
-def reaper_health(reaper: Reaper | None, restarts: int, stall_seconds: float) -> ReaperHealth:
-    """Is the loop running, and when did it last run (on the reaper's own clock, so a
-    test's manual clock is read the same way as the loop stamps it)."""
-    if reaper is None:  # a hub: it runs none, by design
-        return ReaperHealth(False, restarts, None, None, None)
-    running = reaper.is_running()
-    since_loop = reaper.clock.monotonic() - reaper.last_loop_monotonic
-    problem = None
-    if not running:
-        problem = "the reaper thread is not running"
-    elif since_loop > stall_seconds:
-        problem = f"the reaper loop has stalled for {since_loop:.1f}s"
-    return ReaperHealth(running, restarts, since_loop, reaper.last_lag_seconds, problem)
 
 
 def kill_path_report(reaper: Reaper | None) -> dict[str, Any]:

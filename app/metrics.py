@@ -180,7 +180,7 @@ class _HealthCollector(Collector):
         yield CounterMetricFamily(
             "timer_reaper_restarts",
             "Times the supervisor restarted a dead reaper thread, since this process started.",
-            value=reaper.restarts,
+            value=health.reaper_restarts,
         )
         recorder = health.recorder
         yield GaugeMetricFamily(

@@ -13,14 +13,14 @@ from sqlmodel import Session
 
 from timer_core import ProcessIdentity, ProcessSignaller, Reaper
 from timer_core.diagnosis import StackCapturer, default_stack_dir
-from timer_core.engine import Clock, Labels, SystemClock
+from timer_core.engine import Clock, Labels, LoopHealth, SystemClock
 from timer_core.sources import FifoDirectory, FifoSource, UserFifos, resolve_uids
 
 from . import __version__, store
 from .backpressure import Backpressure
 from .connection_gate import ConnectionGate
 from .db import make_engine, migrate
-from .health import Health, RecorderHealth, kill_path_report, reaper_health
+from .health import Health, RecorderHealth, kill_path_report
 from .incident_rows import IncidentRecorder
 from .live_feed import LiveFeed
 from .loss_ledger import LossLedger
@@ -219,11 +219,13 @@ class Service:
         captures = reaper.expiry.captures
         # A hub runs no reaper: nothing to report of it, and nothing wrong with that.
         running = None if self.settings.hub else reaper
+        stall = self.settings.reaper_stall_seconds
         return Health(
             pid=self.pid,
             uptime_seconds=time.time() - self.started_at,
             active_timers=reaper.active_count(),
-            reaper=reaper_health(running, self.reaper_restarts, self.settings.reaper_stall_seconds),
+            reaper=LoopHealth() if running is None else running.health(stall),
+            reaper_restarts=self.reaper_restarts,
             recorder=RecorderHealth(
                 backlog=recorder.backlog(),
                 dropped=recorder.dropped,
@@ -265,9 +267,9 @@ class Service:
                 )
             return
         reaper.kill_watch.check()  # logs when kills become overdue, and when not any more
-        silent = reaper.clock.monotonic() - reaper.last_loop_monotonic
-        if silent > self.settings.reaper_stall_seconds:
-            logger.critical("the reaper loop has not run for %.1fs: it is stalled", silent)
+        loop = reaper.health(self.settings.reaper_stall_seconds)
+        if loop.problem is not None:
+            logger.critical("%s: exiting, for the supervisor to restart the service", loop.problem)
             self.on_stall()
 
     def _supervise(self) -> None:

@@ -33,6 +33,7 @@ from .events import END_KINDS, EVENT_KINDS, EventBus, EventKind, Listener, Timer
 from .labels import Labels, read_labels
 from .process import ProcessIdentity, ProcessSignaller, SignalOutcome, identify
 from .reaper import Reaper
+from .reaper_loop import LoopHealth
 from .snapshot import ReadsThrottled
 from .timers import TimerView
 
@@ -46,6 +47,7 @@ __all__ = [
     "EventKind",
     "Labels",
     "Listener",
+    "LoopHealth",
     "ManualClock",
     "ProcessIdentity",
     "ProcessSignaller",

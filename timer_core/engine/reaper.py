@@ -30,7 +30,7 @@ from .kill_outcomes import WorkerKiller
 from .kill_watch import KillWatch
 from .labels import NO_LABELS, Labels, read_labels
 from .process import ProcessIdentity, ProcessSignaller, identify
-from .reaper_loop import ReaperLoop
+from .reaper_loop import LoopHealth, ReaperLoop
 from .timer_book import TimerBook
 from .timers import LiveTimer, TimerView
 
@@ -295,6 +295,18 @@ class Reaper(TimerBook):
 
     def is_running(self) -> bool:
         return self._loop.is_running()
+
+    def health(self, stall_seconds: float) -> LoopHealth:
+        """Is the loop running, and has it run within ``stall_seconds`` (on this
+        reaper's clock, the one the loop stamps its runs with)?"""
+        running = self.is_running()
+        since_loop = self.clock.monotonic() - self.last_loop_monotonic
+        problem = None
+        if not running:
+            problem = "the reaper thread is not running"
+        elif since_loop > stall_seconds:
+            problem = f"the reaper loop has stalled for {since_loop:.1f}s"
+        return LoopHealth(running, since_loop, self.last_lag_seconds, problem)
 
     @property
     def last_loop_monotonic(self) -> float:

@@ -12,10 +12,24 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from .clock import Clock
 
-__all__ = ["ReaperLoop"]
+__all__ = ["LoopHealth", "ReaperLoop"]
+
+
+@dataclass(frozen=True, slots=True)
+class LoopHealth:
+    """Whether the reaper is reaping, on its own clock. The defaults describe a reaper
+    that is not meant to run (a hub's): not running, and nothing wrong with that."""
+
+    running: bool = False
+    seconds_since_loop: float | None = None
+    lag_seconds: float | None = None
+    # Set when the loop is dead or stalled: kills are not happening.
+    problem: str | None = None
+
 
 # The loop wakes at least this often even when idle, so that a stalled reaper is
 # visible at a cost of one wake-up a second.
