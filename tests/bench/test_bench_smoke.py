@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from tests.postgres import PostgresDatabase
 from timer_core.diagnosis.stack_capture import StackCapturer
 
 REPO = Path(__file__).parents[2]
@@ -111,3 +112,31 @@ def test_incident_capture_smoke_captures_every_rank() -> None:
     for row in rows:
         assert row["stacks"] == [row["ranks"]] * row["rounds"], row
         assert row["capture_median_ms"] > 0 and row["kill_latency_median_ms"] > 0
+
+
+@pytest.mark.slow
+def test_fleet_smoke_records_every_pair_on_postgres(postgres_database: PostgresDatabase) -> None:
+    """bench/fleet.py on the session's PostgreSQL server (a database of its own there):
+    one node service fed by torch's FileTimerClient, every pair recorded; the reads."""
+    pytest.importorskip("torch.distributed.elastic.timer")
+    from psycopg.conninfo import make_conninfo
+
+    server = make_conninfo(**{key: str(value) for key, value in postgres_database.params.items()})
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.fleet", "--smoke", "--postgres", server],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    payload = json.loads((RESULTS / "fleet_smoke.json").read_text())
+    [row] = payload["writes"]
+    [single] = row["rounds"]
+    assert row["nodes"] == 1 and row["lost"] == 0, row
+    assert single["pairs_sent"] > 0 and single["pairs_complete"] == single["pairs_sent"]
+    assert single["events_recorded"] >= single["events_expected"]
+    assert single["timers_labelled"] >= single["pairs_sent"]
+    [read] = payload["reads"]
+    assert read["rows"] == 10_000 and len(read["latency"]) == 4
+    assert all(stats["n"] == 20 and stats["p50_ms"] > 0 for stats in read["latency"].values())
