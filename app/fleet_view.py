@@ -13,21 +13,19 @@ from __future__ import annotations
 
 import threading
 import time
-import weakref
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine
 from sqlmodel import Session
 
 from . import store
 from .live_feed import LiveFeed
 from .models import Node, TimerPublic
 from .nodes import NodeStatus, node_statuses
-from .service import Service
 
-__all__ = ["Fleet", "FleetTimers", "fleet_of", "node_rows"]
+__all__ = ["Fleet", "FleetTimers", "node_rows"]
 
 _nodes = Node.__table__  # type: ignore[attr-defined]
 
@@ -85,26 +83,10 @@ class Fleet:
         ]
 
     def _ask(self) -> None:
-        with self._engine.connect() as connection:
-            rows = connection.execute(
-                select(_nodes.c.name, _nodes.c.last_seen, _nodes.c.version).order_by(_nodes.c.name)
-            ).all()
-        self._alone = not self._hub and all(row.name == self._node for row in rows)
-        if not self._alone:
-            self._nodes = node_statuses(self._engine, self._timeout)
-            return
-        now = time.time()
-        self._nodes = [
-            # As node_statuses says it: up unless silent for longer than the timeout.
-            NodeStatus(
-                row.name,
-                _up_or_down(now - row.last_seen, self._timeout),
-                row.last_seen,
-                row.version,
-                0,
-            )
-            for row in rows
-        ]
+        statuses = node_statuses(self._engine, self._timeout, count_active=False)
+        self._alone = not self._hub and all(status.name == self._node for status in statuses)
+        # The counts read every active timer of the fleet: only when there is a fleet.
+        self._nodes = statuses if self._alone else node_statuses(self._engine, self._timeout)
 
     def hub_feed(self) -> LiveFeed:
         """On a hub, whose engine sees no events: the fleet's counts and chart as the
@@ -135,24 +117,5 @@ class Fleet:
         )
 
 
-def _up_or_down(silent: float, timeout: float) -> str:
-    return "up" if silent <= timeout else "down"
-
-
 def node_rows(statuses: Sequence[NodeStatus]) -> list[dict[str, Any]]:
     return [asdict(status) for status in statuses]
-
-
-_fleets: weakref.WeakKeyDictionary[Service, Fleet] = weakref.WeakKeyDictionary()
-_fleets_lock = threading.Lock()
-
-
-def fleet_of(service: Service) -> Fleet:
-    """The service's fleet view (one per service, kept as long as the service is)."""
-    with _fleets_lock:
-        fleet = _fleets.get(service)
-        if fleet is None:
-            settings = service.settings
-            fleet = Fleet(service.engine, settings.node, settings.hub, settings.node_timeout)
-            _fleets[service] = fleet
-        return fleet

@@ -84,17 +84,24 @@ def _free_number(taken: Iterable[int]) -> int:
     )
 
 
-def node_statuses(engine: Engine, timeout: float, now: float | None = None) -> list[NodeStatus]:
-    """Every registered node, up or down, with its active timers; by name."""
+def node_statuses(
+    engine: Engine, timeout: float, now: float | None = None, *, count_active: bool = True
+) -> list[NodeStatus]:
+    """Every registered node, up or down, with its active timers (0 unless
+    ``count_active``: the count reads every active timer of the fleet); by name."""
     now = time.time() if now is None else now
     with engine.connect() as connection:
         nodes = connection.execute(select(_nodes).order_by(_nodes.c.name)).all()
-        active: dict[str, int] = dict(
-            connection.execute(
-                select(_timers.c.node, func.count())
-                .where(_timers.c.state == TimerState.ACTIVE)
-                .group_by(_timers.c.node)
-            ).all()
+        active: dict[str, int] = (
+            dict(
+                connection.execute(
+                    select(_timers.c.node, func.count())
+                    .where(_timers.c.state == TimerState.ACTIVE)
+                    .group_by(_timers.c.node)
+                ).all()
+            )
+            if count_active
+            else {}
         )
     return [
         NodeStatus(

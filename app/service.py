@@ -20,6 +20,7 @@ from . import __version__, store
 from .backpressure import Backpressure
 from .connection_gate import ConnectionGate
 from .db import make_engine, migrate
+from .fleet_view import Fleet
 from .health import Health, RecorderHealth, kill_path_report
 from .incident_rows import IncidentRecorder
 from .live_feed import LiveFeed
@@ -85,6 +86,8 @@ class Service:
         self.clock: Clock = clock or SystemClock()
         # Fleet-unique timer ids: this node's number is known once it has registered.
         self.timer_ids = FleetTimerIds()
+        # What the dashboard shows of the other nodes sharing the database.
+        self.fleet = Fleet(self.engine, settings.node, settings.hub, settings.node_timeout)
         self.node_beat = NodeBeat(self.engine, settings.node, _beat_interval(settings))
         self.capturer = (
             StackCapturer(

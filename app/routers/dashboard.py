@@ -25,7 +25,7 @@ from .. import store
 from ..callers import CallerDep
 from ..dashboard_text import describe_event, duration, stack_note
 from ..deps import ServiceDep, SessionDep
-from ..fleet_view import fleet_of, node_rows
+from ..fleet_view import node_rows
 from ..job_views import overview
 from ..models import Timer, TimerPublic
 from ..page_templates import STATIC_DIR, templates
@@ -97,7 +97,7 @@ def collect_state(service: Service, filters: Filters) -> dict[str, Any]:
     its engine and live feed, other nodes' (every node's, on a hub) from the database."""
     now = time.time()
     health = service.health()
-    fleet = fleet_of(service)
+    fleet = service.fleet
     # A hub's engine sees no events: its counts and chart come from the database.
     feed = (fleet.hub_feed() if fleet.local is None else service.live_feed).snapshot(now)
     statuses = fleet.nodes(health.active_timers)

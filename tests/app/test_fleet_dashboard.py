@@ -17,11 +17,13 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 from playwright.sync_api import Browser, Page
+from sqlalchemy import Engine
 from sqlmodel import Session
 
-from app import fleet_view, store
+from app import fleet_view, nodes, store
 from app.main import create_app
 from app.models import Timer
+from app.nodes import NodeStatus
 from app.settings import Settings
 from tests.app.conftest import needs_chromium
 from tests.app.service_process import ServiceProcess
@@ -251,9 +253,18 @@ def test_a_node_alone_reads_no_timers_from_the_database_and_counts_its_own_live(
     def asked(*args: object, **kwargs: object) -> None:
         raise AssertionError("a node alone read the fleet's timers or counts")
 
+    real_node_statuses = nodes.node_statuses
+
+    def nodes_without_counts(
+        engine: Engine, timeout: float, now: float | None = None, *, count_active: bool = True
+    ) -> list[NodeStatus]:
+        if count_active:
+            asked()
+        return real_node_statuses(engine, timeout, now, count_active=False)
+
     monkeypatch.setattr(store, "fleet_active", asked)
     monkeypatch.setattr(store, "fleet_recently_ended", asked)
-    monkeypatch.setattr(fleet_view, "node_statuses", asked)
+    monkeypatch.setattr(fleet_view, "node_statuses", nodes_without_counts)
     timer_id = arm(client, sleeper.pid, "alone")
     state = client.get("/dashboard/state").json()
     node = service_of(client).settings.node
