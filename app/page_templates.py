@@ -8,11 +8,12 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import Request
+from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
 from .dashboard_text import SCOPE_CHARS, clock, date_time, duration, middle_ellipsis, signal_name
 
-__all__ = ["PACKAGE_DIR", "STATIC_DIR", "templates"]
+__all__ = ["PACKAGE_DIR", "STATIC_DIR", "render_page", "templates"]
 
 # Package data: found beside the code wherever the package is installed.
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -35,3 +36,15 @@ templates.env.filters.update(
     date_time=date_time,
 )
 templates.env.globals.update(SCOPE_CHARS=SCOPE_CHARS)
+
+
+def render_page(
+    request: Request, page: str, found: bool, now: float | None, **context: Any
+) -> HTMLResponse:
+    """``<page>.html``, or the same page saying what was not found with a 404."""
+    return templates.TemplateResponse(
+        request,
+        f"{page}.html",
+        {"page": page, "now": now, **context},
+        status_code=200 if found else 404,
+    )

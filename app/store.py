@@ -5,7 +5,7 @@ building SQL of their own. (The recorder's batched writes are in ``event_rows``.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Integer, cast, func, insert, update
 from sqlmodel import Session, col, select
@@ -153,33 +153,34 @@ def timers_query(
     node: str | None = None,
 ) -> SelectOfScalar[Timer]:
     """The timers matching the list's filters, for ``paginate``."""
-    query = select(Timer)
-    if job is not None:
-        query = query.where(Timer.job_id == job)
-    if rank is not None:
-        query = query.where(Timer.rank == rank)
-    if node is not None:
-        query = query.where(Timer.node == node)
-    if state is not None:
-        query = query.where(Timer.state == state)
-    if pid is not None:
-        query = query.where(Timer.pid == pid)
-    if scope is not None:
-        query = query.where(Timer.scope_id == scope)
-    return query
+    return _where_equal(
+        select(Timer),
+        (Timer.job_id, job),
+        (Timer.rank, rank),
+        (Timer.node, node),
+        (Timer.state, state),
+        (Timer.pid, pid),
+        (Timer.scope_id, scope),
+    )
 
 
 def events_query(
     timer_id: int | None, kind: str | None, node: str | None = None
 ) -> SelectOfScalar[Event]:
     """The events matching the log's filters, for ``paginate``."""
-    query = select(Event)
-    if node is not None:
-        query = query.where(Event.node == node)
-    if timer_id is not None:
-        query = query.where(Event.timer_id == timer_id)
-    if kind is not None:
-        query = query.where(Event.kind == kind)
+    return _where_equal(
+        select(Event), (Event.node, node), (Event.timer_id, timer_id), (Event.kind, kind)
+    )
+
+
+RowT = TypeVar("RowT")
+
+
+def _where_equal(query: SelectOfScalar[RowT], *filters: tuple[Any, Any]) -> SelectOfScalar[RowT]:
+    """``query`` narrowed to ``column == value`` for each filter whose value is given."""
+    for column, value in filters:
+        if value is not None:
+            query = query.where(column == value)
     return query
 
 

@@ -28,7 +28,7 @@ from ..deps import ServiceDep, SessionDep
 from ..fleet_view import node_rows
 from ..job_views import overview
 from ..models import Timer, TimerPublic
-from ..page_templates import STATIC_DIR, templates
+from ..page_templates import STATIC_DIR, render_page, templates
 from ..pagination import TimerIdPath
 from ..service import Service
 from ..timer_state import TimerState
@@ -262,16 +262,9 @@ def dashboard_state(service: ServiceDep, filters: FiltersDep) -> dict[str, Any]:
 @router.get("/ui/timers/{timer_id}", response_class=HTMLResponse, include_in_schema=False)
 def timer_page(request: Request, timer_id: TimerIdPath, session: SessionDep) -> HTMLResponse:
     details = timer_details(session, timer_id)
-    return templates.TemplateResponse(
-        request,
-        "timer.html",
-        {
-            "page": "timer",
-            "timer_id": timer_id,
-            "details": details,
-            "now": details["now"] if details else None,
-        },
-        status_code=200 if details else 404,
+    now = details["now"] if details else None
+    return render_page(
+        request, "timer", details is not None, now, timer_id=timer_id, details=details
     )
 
 

@@ -13,7 +13,7 @@ from fastapi.responses import HTMLResponse
 from ..callers import CallerDep
 from ..deps import SessionDep
 from ..job_views import incident_view, job_view
-from ..page_templates import templates
+from ..page_templates import render_page
 from ..pagination import TimerIdPath
 
 __all__ = ["router"]
@@ -25,12 +25,7 @@ router = APIRouter(tags=["dashboard"])
 @router.get("/ui/jobs/{job_id:path}", response_class=HTMLResponse, include_in_schema=False)
 def job_page(request: Request, job_id: str, session: SessionDep, caller: CallerDep) -> HTMLResponse:
     view = job_view(session, caller, job_id)
-    return templates.TemplateResponse(
-        request,
-        "job.html",
-        {"page": "job", "job_id": job_id, "view": view, "now": time.time()},
-        status_code=200 if view else 404,
-    )
+    return render_page(request, "job", view is not None, time.time(), job_id=job_id, view=view)
 
 
 @router.get("/ui/incidents/{incident_id}", response_class=HTMLResponse, include_in_schema=False)
@@ -38,9 +33,6 @@ def incident_page(
     request: Request, incident_id: TimerIdPath, session: SessionDep, caller: CallerDep
 ) -> HTMLResponse:
     view = incident_view(session, caller, incident_id)
-    return templates.TemplateResponse(
-        request,
-        "incident.html",
-        {"page": "incident", "incident_id": incident_id, "view": view, "now": time.time()},
-        status_code=200 if view else 404,
+    return render_page(
+        request, "incident", view is not None, time.time(), incident_id=incident_id, view=view
     )
