@@ -64,6 +64,14 @@ def backend_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return url
 
 
+@pytest.fixture
+def backend_engine(backend_url: str) -> Iterator[Engine]:
+    """A migrated engine on each backend in turn (``backend_url``)."""
+    engine = migrated_engine(backend_url)
+    yield engine
+    engine.dispose()
+
+
 def in_process(app: FastAPI, **options: Any) -> TestClient:
     """A TestClient for ``app``. Its requests come from this very process, so from the
     service's own uid; with no socket, the kernel lookup cannot say so, so the test

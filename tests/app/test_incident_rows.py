@@ -5,7 +5,6 @@ outcomes and stacks, and the analysis over recorded real stacks is kept current.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,6 @@ from sqlalchemy import Engine, select
 from app.incident_rows import IncidentRecorder
 from app.job_models import Incident, IncidentCapture, Job
 from app.recorder import Recorder
-from tests.conftest import migrated_engine
 from tests.sample_events import event
 from timer_core import EventKind, TimerEvent, TimerView
 from timer_core.engine import CapturedStack, RankStack
@@ -58,10 +56,8 @@ def incident_event(seq: int, stuck: int, at: float) -> TimerEvent:
 
 
 @pytest.fixture
-def engine(backend_url: str) -> Iterator[Engine]:
-    engine = migrated_engine(backend_url)
-    yield engine
-    engine.dispose()
+def engine(backend_engine: Engine) -> Engine:
+    return backend_engine
 
 
 def record(engine: Engine, events: list[TimerEvent]) -> None:

@@ -3,8 +3,6 @@ on PostgreSQL."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
@@ -18,10 +16,8 @@ from tests.conftest import migrated_engine
 
 
 @pytest.fixture
-def engine(backend_url: str) -> Iterator[Engine]:
-    engine = migrated_engine(backend_url)
-    yield engine
-    engine.dispose()
+def engine(backend_engine: Engine) -> Engine:
+    return backend_engine
 
 
 def test_migrations_match_the_models(engine: Engine) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Iterator
 
 import pytest
 from sqlalchemy.engine import Engine
@@ -13,15 +12,12 @@ from sqlmodel import Session, col, select
 
 from app.models import Event, Timer
 from app.recorder import Recorder
-from tests.conftest import migrated_engine
 from tests.sample_events import event, refused
 
 
 @pytest.fixture
-def engine(backend_url: str) -> Iterator[Engine]:
-    engine = migrated_engine(backend_url)
-    yield engine
-    engine.dispose()
+def engine(backend_engine: Engine) -> Engine:
+    return backend_engine
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ the same on both."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -100,10 +99,8 @@ BATCHES: list[list[TimerEvent]] = [
 
 
 @pytest.fixture
-def engine(backend_url: str) -> Iterator[Engine]:
-    engine = migrated_engine(backend_url)
-    yield engine
-    engine.dispose()
+def engine(backend_engine: Engine) -> Engine:
+    return backend_engine
 
 
 def record(engine: Engine) -> Recorder:
