@@ -41,6 +41,8 @@ class Health:
     pid: int
     uptime_seconds: float
     active_timers: int
+    # On a hub (serve --hub) no reaper runs, by design: ``reaper`` says so, with no problem.
+    hub: bool
     reaper: LoopHealth
     # Times the supervisor restarted a dead reaper thread.
     reaper_restarts: int
@@ -94,6 +96,7 @@ class Health:
             "pid": self.pid,
             "uptime_seconds": self.uptime_seconds,
             "active_timers": self.active_timers,
+            "hub": self.hub,
             "reaper": {
                 "running": self.reaper.running,
                 "restarts": self.reaper_restarts,

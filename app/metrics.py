@@ -163,25 +163,7 @@ class _HealthCollector(Collector):
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         health = self._health()
         yield GaugeMetricFamily("timers_active", "Timers armed now.", value=health.active_timers)
-        reaper = health.reaper
-        yield GaugeMetricFamily(
-            "timer_reaper_up", "1 while the reaper thread runs.", value=float(reaper.running)
-        )
-        yield GaugeMetricFamily(
-            "timer_reaper_seconds_since_loop",
-            "Seconds since the reaper loop last ran (it runs at least once a second).",
-            value=reaper.seconds_since_loop or 0.0,
-        )
-        yield GaugeMetricFamily(
-            "timer_reaper_lag_seconds",
-            "How late the reaper woke for its last deadline.",
-            value=reaper.lag_seconds or 0.0,
-        )
-        yield CounterMetricFamily(
-            "timer_reaper_restarts",
-            "Times the supervisor restarted a dead reaper thread, since this process started.",
-            value=health.reaper_restarts,
-        )
+        yield from () if health.hub else _reaper_families(health)
         recorder = health.recorder
         yield GaugeMetricFamily(
             "timer_recorder_backlog", "Events waiting to be written.", value=recorder.backlog
@@ -210,3 +192,26 @@ class _HealthCollector(Collector):
         )
         yield from kill_path_families(health)
         yield from descriptor_families(health.descriptors)
+
+
+def _reaper_families(health: Health) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+    """The reaper's gauges: not on a hub, which runs none (its alerts would fire)."""
+    reaper = health.reaper
+    yield GaugeMetricFamily(
+        "timer_reaper_up", "1 while the reaper thread runs.", value=float(reaper.running)
+    )
+    yield GaugeMetricFamily(
+        "timer_reaper_seconds_since_loop",
+        "Seconds since the reaper loop last ran (it runs at least once a second).",
+        value=reaper.seconds_since_loop or 0.0,
+    )
+    yield GaugeMetricFamily(
+        "timer_reaper_lag_seconds",
+        "How late the reaper woke for its last deadline.",
+        value=reaper.lag_seconds or 0.0,
+    )
+    yield CounterMetricFamily(
+        "timer_reaper_restarts",
+        "Times the supervisor restarted a dead reaper thread, since this process started.",
+        value=health.reaper_restarts,
+    )

@@ -227,6 +227,7 @@ class Service:
             pid=self.pid,
             uptime_seconds=time.time() - self.started_at,
             active_timers=reaper.active_count(),
+            hub=self.settings.hub,
             reaper=LoopHealth() if running is None else running.health(stall),
             reaper_restarts=self.reaper_restarts,
             recorder=RecorderHealth(

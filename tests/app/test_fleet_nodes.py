@@ -108,3 +108,7 @@ def test_the_hub_refuses_timer_writes_with_409_and_reads_everything(
     health = hub.get("/healthz")
     assert health.status_code == 200 and health.json()["status"] == "ok", health.text
     assert service_of(hub).reaper.is_running() is False
+    assert health.json()["hub"] is True
+    # No reaper gauges on a hub: its "reaper down" would page someone for nothing.
+    assert service_of(hub).metrics.registry.get_sample_value("timer_reaper_up") is None
+    assert service_of(fleet["a"]).metrics.registry.get_sample_value("timer_reaper_up") == 1
