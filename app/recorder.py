@@ -26,16 +26,16 @@ import logging
 import threading
 import time
 
-from sqlalchemy import Engine, TextClause, select, text
+from sqlalchemy import Engine, TextClause, text
 from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 
 from timer_core import TimerEvent
 from timer_core.engine import EventKind
 
+from . import store
 from .commit_watermark import CommitWatermark
 from .event_rows import write_events
 from .incident_rows import IncidentRecorder
-from .models import Timer
 from .wal_checkpoints import WalCheckpoints
 
 __all__ = ["Recorder"]
@@ -78,8 +78,6 @@ _PRUNE_INCIDENTS = text(
     " (SELECT 1 FROM incident_captures WHERE incident_captures.incident_id = incidents.id)"
     f" LIMIT {_PRUNE_CHUNK})"
 )
-
-_timers = Timer.__table__  # type: ignore[attr-defined]
 
 
 class Recorder:
@@ -254,10 +252,8 @@ class Recorder:
         timer_id = event.timer_id
         if timer_id is not None and timer_id not in self._unrecorded:
             with self._engine.connect() as connection:
-                known = connection.execute(
-                    select(_timers.c.id).where(_timers.c.id == timer_id)
-                ).first()
-            if known is None:
+                known = store.timer_recorded(connection, timer_id)
+            if not known:
                 # The timer itself is lost to the database, whatever becomes of its
                 # events: counted and logged, so the service says so.
                 self.rejected += 1

@@ -27,7 +27,10 @@ __all__ = [
     "latest_losses",
     "newest_events",
     "recently_ended",
+    "stack",
     "stack_facts",
+    "timer",
+    "timer_recorded",
     "timers_query",
     "unacknowledged_losses",
 ]
@@ -37,6 +40,20 @@ _losses = Loss.__table__  # type: ignore[attr-defined]
 
 def _is_sqlite(session: Session) -> bool:
     return session.get_bind().dialect.name == "sqlite"
+
+
+def timer(session: Session, timer_id: int) -> Timer | None:
+    return session.get(Timer, timer_id)
+
+
+def stack(session: Session, timer_id: int) -> Stack | None:
+    return session.get(Stack, timer_id)
+
+
+def timer_recorded(connection: Connection, timer_id: int) -> bool:
+    """Whether the timer's row is in the database (its acquisition was written)."""
+    found = connection.execute(select(Timer.id).where(Timer.id == timer_id)).first()
+    return found is not None
 
 
 def active_timers(session: Session, node: str) -> Sequence[Timer]:

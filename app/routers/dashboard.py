@@ -27,7 +27,7 @@ from ..dashboard_text import describe_event, duration, stack_note
 from ..deps import ServiceDep, SessionDep
 from ..fleet_view import node_rows
 from ..job_views import overview
-from ..models import Timer, TimerPublic
+from ..models import TimerPublic
 from ..page_templates import STATIC_DIR, render_page, templates
 from ..pagination import TimerIdPath
 from ..service import Service
@@ -179,7 +179,7 @@ def _newest(timer: dict[str, Any]) -> float:
 def timer_details(session: Session, timer_id: int) -> dict[str, Any] | None:
     """One timer's page: its facts, its timeline in words, and what its stack is.
     The stack's text is not here: the page fetches it from ``/timers/{id}/stack``."""
-    row = session.get(Timer, timer_id)
+    row = store.timer(session, timer_id)
     if row is None:
         return None
     timer = TimerPublic.from_row(row)

@@ -12,12 +12,12 @@ from fastapi.responses import PlainTextResponse
 
 from timer_core.engine.labels import MAX_JOB_ID_LENGTH
 
-from .. import job_store
+from .. import job_store, store
 from ..callers import CallerDep, authorize, forbidden
 from ..deps import ServiceDep, SessionDep
 from ..incident_privacy import visible
 from ..job_models import IncidentPublic
-from ..models import ErrorMessage, Page, Timer
+from ..models import ErrorMessage, Page
 from ..pagination import CURSOR_PATTERN, KnownQueryOnly, TimerIdPath
 
 __all__ = ["router"]
@@ -86,7 +86,7 @@ def get_capture_stack(
     refusal = authorize(caller, row.uid, action)
     if refusal is not None:
         # Logged as any refusal is, under the timer the rank had when captured.
-        timer = session.get(Timer, row.timer_id) if row.timer_id is not None else None
+        timer = store.timer(session, row.timer_id) if row.timer_id is not None else None
         service.reaper.emit_refused(
             row.pid,
             timer.scope_id if timer else f"incident {incident_id}",

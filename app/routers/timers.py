@@ -17,7 +17,6 @@ from ..deps import ServiceDep, SessionDep, refuse_on_hub, require_token
 from ..models import (
     ErrorMessage,
     Page,
-    Stack,
     Timer,
     TimerCreate,
     TimerPublic,
@@ -196,7 +195,7 @@ async def delete(
         await _refusal_recorded(service)
         raise _refusal_error(error) from None
     if view is None:
-        row = session.get(Timer, timer_id)
+        row = store.timer(session, timer_id)
         if row is None:
             raise HTTPException(404, detail=f"no timer {timer_id}")
         raise HTTPException(409, detail=f"timer {timer_id} is not active (it is {row.state})")
@@ -248,7 +247,7 @@ def get_stack(
     the headers: ``X-Stack-Method`` (py-spy, faulthandler or proc), ``X-Stack-Seconds``.
     Only the worker's own user (and root, the service's user, the admin token) may
     read it: a stack shows what another user's program is doing."""
-    timer = session.get(Timer, timer_id)
+    timer = store.timer(session, timer_id)
     if timer is not None:
         refusal = authorize(caller, timer.uid, f"read the stack of timer {timer_id}")
         if refusal is not None:
@@ -256,7 +255,7 @@ def get_stack(
                 timer.pid, timer.scope_id, -1, timer.signal, "http", refusal
             )
             raise forbidden(refusal)
-    stack = session.get(Stack, timer_id)
+    stack = store.stack(session, timer_id)
     if stack is None:
         raise HTTPException(404, detail=f"no stack was captured for timer {timer_id}")
     return PlainTextResponse(
@@ -271,7 +270,7 @@ def get_stack(
 
 @router.get("/{timer_id}", responses=_errors(404))
 def get_timer(timer_id: TimerIdPath, session: SessionDep) -> TimerPublic:
-    row = session.get(Timer, timer_id)
+    row = store.timer(session, timer_id)
     if row is None:
         raise HTTPException(404, detail=f"no timer {timer_id}")
     return TimerPublic.from_row(row)
