@@ -232,14 +232,14 @@ def _copy(connection: Connection, table: str, columns: Sequence[str], rows: list
 
     statement = f"COPY {table} ({', '.join(columns)}) FROM STDIN"
     # PostgreSQL's text cannot hold NUL, which SQLite's can, and a request may send one
-    # in its scope id: stored with U+FFFD in its place, rather than the timer lost.
-    scope = columns.index("scope_id") if "scope_id" in columns else None
+    # in its scope id, a worker in its stack (a faulthandler dump it writes, a function
+    # name py-spy prints): stored with U+FFFD in its place, rather than the row lost.
     cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
     try:
         with cursor.copy(statement) as copy:
             for row in rows:
-                if scope is not None and "\x00" in row[scope]:
-                    row = (*row[:scope], row[scope].replace("\x00", "\ufffd"), *row[scope + 1 :])
+                if any(isinstance(value, str) and "\x00" in value for value in row):
+                    row = tuple(_without_nul(value) for value in row)
                 copy.write_row(row)
     except psycopg.Error as error:
         # As SQLAlchemy would have raised it (IntegrityError, DataError, ...): the
@@ -318,3 +318,7 @@ def _unlinked_row(event: TimerEvent) -> Row:
         json.dumps(detail),
         event.node,
     )
+
+
+def _without_nul(value: Any) -> Any:
+    return value.replace("\x00", "\ufffd") if isinstance(value, str) else value

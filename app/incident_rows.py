@@ -20,9 +20,11 @@ of ``event_rows``.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from sqlalchemy import Connection, select, update
+from sqlalchemy.exc import SQLAlchemyError
 
 from timer_core import TimerEvent
 from timer_core.diagnosis import RankCapture, analyse
@@ -31,6 +33,8 @@ from timer_core.engine import EventKind, RankStack
 from .job_models import Incident, IncidentCapture, Job
 
 __all__ = ["IncidentRecorder"]
+
+logger = logging.getLogger(__name__)
 
 _incidents = Incident.__table__  # type: ignore[attr-defined]
 _captures = IncidentCapture.__table__  # type: ignore[attr-defined]
@@ -66,11 +70,18 @@ class IncidentRecorder:
                     self._add_capture(connection, incident_id, capture, event.at)
                 touched[incident_id] = None
             elif event.kind in _JOINING:
-                joined = self._find(connection, event.job_id, event.at)
+                joined = self._find(connection, event.job_id, event.process_uid, event.at)
                 if joined is not None and self._join(connection, joined, event):
                     touched[joined] = None
         for incident_id in touched:
-            self._analyse(connection, incident_id)
+            try:
+                self._analyse(connection, incident_id)
+            except SQLAlchemyError:
+                raise  # the database's: the recorder retries or sets the batch aside
+            except Exception:
+                # A flaw in the analysis must not cost the batch's events (the kills):
+                # the incident keeps its ranks, unanalysed, and the log says why.
+                logger.exception("the analysis of incident %d failed", incident_id)
         return opened
 
     @staticmethod
@@ -79,18 +90,22 @@ class IncidentRecorder:
         incidents (FOR UPDATE is left out on SQLite, whose writer holds the database)."""
         connection.execute(select(_jobs.c.job_id).where(_jobs.c.job_id == job_id).with_for_update())
 
-    def _find(self, connection: Connection, job_id: str, at: float) -> int | None:
+    def _find(self, connection: Connection, job_id: str, uid: int | None, at: float) -> int | None:
         """The job's newest incident opened within the window before ``at``."""
         return connection.execute(
             select(_incidents.c.id)
-            .where(_incidents.c.job_id == job_id, _incidents.c.opened_at >= at - self.window)
+            .where(
+                _incidents.c.job_id == job_id,
+                _incidents.c.uid.is_(None) if uid is None else _incidents.c.uid == uid,
+                _incidents.c.opened_at >= at - self.window,
+            )
             .order_by(_incidents.c.opened_at.desc())
             .limit(1)
         ).scalar()
 
     def _open(self, connection: Connection, event: TimerEvent) -> tuple[int, bool]:
         assert event.job_id is not None
-        found = self._find(connection, event.job_id, event.at)
+        found = self._find(connection, event.job_id, event.process_uid, event.at)
         if found is not None:
             return found, False
         inserted = connection.execute(
@@ -103,6 +118,7 @@ class IncidentRecorder:
                 summary="",
                 groups=[],
                 nodes=[self.node],
+                uid=event.process_uid,
             )
         ).inserted_primary_key
         assert inserted is not None
@@ -126,8 +142,8 @@ class IncidentRecorder:
             "expired_at": timer.expiration_time if capture.expiring else None,
             "captured_at": at,
             "stack_method": stack.method if stack is not None else None,
-            "stack_note": capture.note or None,
-            "stack_text": stack.text if stack is not None else None,
+            "stack_note": _printable(capture.note) or None,
+            "stack_text": _printable(stack.text) if stack is not None else None,
         }
         self._upsert(connection, incident_id, timer.node or self.node, timer.pid, values)
 
@@ -150,7 +166,7 @@ class IncidentRecorder:
                 "captured_at": event.at,
                 "stack_method": stack.method if stack is not None else None,
                 "stack_note": None if stack is not None else event.detail.get("stack_note"),
-                "stack_text": stack.text if stack is not None else None,
+                "stack_text": _printable(stack.text) if stack is not None else None,
             }
         self._upsert(connection, *key, values)
         return True
@@ -218,3 +234,9 @@ class IncidentRecorder:
                 nodes=sorted({row.node for row in rows}),
             )
         )
+
+
+def _printable(text: str) -> str:
+    """A stack as text any database holds: a NUL (a worker can put one in its own dump,
+    or in a function name py-spy prints) becomes U+FFFD; PostgreSQL refuses NUL."""
+    return text.replace("\x00", "\ufffd")

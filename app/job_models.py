@@ -54,6 +54,9 @@ class Incident(SQLModel, table=True):
     job_id: str
     opened_at: float
     node: str  # the node whose expiry opened it
+    # Whose job: a job id is any string a worker chose, so only the processes of the
+    # user whose expiry opened the incident join it (None: uid unknown).
+    uid: int | None = SQLField(default=None, sa_column=Column(BIG_ID, nullable=True))
     trigger_timer_id: int | None = SQLField(default=None, sa_column=Column(BIG_ID, nullable=True))
     suspects: list[int | None] = SQLField(
         default_factory=list, sa_column=Column(JSON, nullable=False)

@@ -98,9 +98,9 @@ class ServiceMetrics:
         )
         self.incidents = Counter(
             "timer_incidents",
-            "Incidents this node opened: a job's timer expired, and the stacks of the "
+            "Job captures this node made: a job's timer expired, and the stacks of the "
             "job's processes here were captured before any signal to it (one per job "
-            "and --incident-window; later expiries join it).",
+            "and --incident-window; an incident spanning nodes counts on each).",
             registry=r,
         )
         for outcome in ("refused", "kill_failed"):

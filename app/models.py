@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Annotated, Any, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, model_validator
 from sqlalchemy import JSON, Column, ForeignKey, Index, Text
 from sqlmodel import Field as SQLField
 from sqlmodel import SQLModel
@@ -157,6 +157,19 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def _printable_job_id(value: str) -> str:
+    # As the environment's TORCHELASTIC_RUN_ID is taken: printable text, no control
+    # characters (a NUL cannot be stored on PostgreSQL, a newline forges log lines).
+    if not value.isprintable():
+        raise ValueError("job_id must be printable text, with no control characters")
+    return value
+
+
+JobId = Annotated[
+    str,
+    Field(strict=True, min_length=1, max_length=MAX_JOB_ID_LENGTH),
+    AfterValidator(_printable_job_id),
+]
 ScopeId = Annotated[str, Field(min_length=1, max_length=MAX_SCOPE_LENGTH)]
 Seconds = Annotated[float, Field(strict=True, allow_inf_nan=False)]
 
@@ -176,9 +189,7 @@ class TimerCreate(_Strict):
     )
     # Which rank of which job (contract 8); each overrides what the service reads from
     # the worker's environment (TORCHELASTIC_RUN_ID, RANK, LOCAL_RANK, WORLD_SIZE).
-    job_id: (
-        Annotated[str, Field(strict=True, min_length=1, max_length=MAX_JOB_ID_LENGTH)] | None
-    ) = None
+    job_id: JobId | None = None
     rank: Annotated[StrictInt, Field(ge=0, lt=MAX_RANK)] | None = None
     local_rank: Annotated[StrictInt, Field(ge=0, lt=MAX_RANK)] | None = None
     world_size: Annotated[StrictInt, Field(ge=1, le=MAX_RANK)] | None = None

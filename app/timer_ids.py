@@ -7,7 +7,9 @@ carries the node's number: ``(milliseconds since 2026-01-01 << 12) | (node << 2)
 - **Unique**: two nodes differ in the node bits; one node never repeats itself, since
   its counter only grows, and starts past every id it recorded before a restart.
 - **Ordered by time**: newest first by id is newest first by acquisition across the
-  fleet, so keyset pagination (``ORDER BY id DESC``) keeps its meaning.
+  fleet, to within the nodes' clock skew (and a burst's borrowed milliseconds), so
+  keyset pagination (``ORDER BY id DESC``) keeps its meaning. Clients treat ids as
+  opaque.
 - **Safe in JSON**: below 2**53 until 2095, so a browser's numbers hold them exactly.
 - **Fast**: four ids per millisecond per node; a burst beyond that borrows from the
   next milliseconds (ids run briefly ahead of the clock; still unique and ordered).

@@ -198,6 +198,10 @@ async def delete(
         row = store.timer(session, timer_id)
         if row is None:
             raise HTTPException(404, detail=f"no timer {timer_id}")
+        if row.state == "active" and row.node != service.settings.node:
+            raise HTTPException(
+                409, detail=f"timer {timer_id} is armed on node {row.node!r}: delete it there"
+            )
         raise HTTPException(409, detail=f"timer {timer_id} is not active (it is {row.state})")
     await _committed(service)
     return _answer(TimerPublic.from_view(view, ended_at=time.time()))

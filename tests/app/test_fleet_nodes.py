@@ -105,6 +105,9 @@ def test_the_hub_refuses_timer_writes_with_409_and_reads_everything(
         assert response.status_code == 409, response.text
         assert "worker's own node" in response.json()["detail"]
     assert hub.get(f"/timers/{armed['id']}").json()["state"] == "active"
+    # Another node cannot release it either (its engine holds it not): it says where.
+    elsewhere = fleet["b"].delete(f"/timers/{armed['id']}")
+    assert elsewhere.status_code == 409 and "armed on node 'a'" in elsewhere.json()["detail"]
     health = hub.get("/healthz")
     assert health.status_code == 200 and health.json()["status"] == "ok", health.text
     assert service_of(hub).reaper.is_running() is False

@@ -13,6 +13,7 @@ from sqlalchemy import Engine, select
 
 from app.incident_rows import IncidentRecorder
 from app.job_models import Incident, IncidentCapture, Job
+from app.models import Timer
 from app.recorder import Recorder
 from tests.sample_events import event
 from timer_core import EventKind, TimerEvent, TimerView
@@ -193,3 +194,45 @@ def test_incidents_past_retention_are_pruned_with_their_captures(engine: Engine)
             select(IncidentCapture.__table__.c.incident_id)  # type: ignore[attr-defined]
         ).scalars()
         assert set(left) == {kept.id}
+
+
+def test_another_users_processes_with_the_same_job_id_do_not_join(engine: Engine) -> None:
+    victim = dataclasses.replace(incident_event(5, stuck=2, at=10.0), process_uid=1000)
+    decoy = dataclasses.replace(
+        incident_event(6, stuck=1, at=11.0),
+        process_uid=2000,
+        pid=999,
+        captures=(rank_stack(1, SLEEPING, True),),
+    )
+    record(engine, [*acquisitions(), victim, decoy])
+    first, second = sorted(incidents(engine), key=lambda row: row.opened_at)
+    assert (first.uid, first.suspects) == (1000, [2])
+    assert second.uid == 2000
+    with engine.connect() as connection:
+        victims = connection.execute(
+            select(IncidentCapture.__table__.c.pid).where(  # type: ignore[attr-defined]
+                IncidentCapture.__table__.c.incident_id == first.id  # type: ignore[attr-defined]
+            )
+        ).scalars()
+        assert sorted(victims) == [500, 501, 502, 503]
+
+
+def test_a_nul_in_a_workers_stack_loses_nothing_on_either_database(engine: Engine) -> None:
+    """A worker writes its own faulthandler dump, and names its own functions: a NUL in
+    them (which PostgreSQL's text refuses) must not cost the kill's event or the rank."""
+    hostile = WAITING + "  evil\x00name (x.py:1)\n"
+    only_two = dataclasses.replace(
+        incident_event(5, stuck=2, at=10.0),
+        captures=(rank_stack(2, SLEEPING, True), rank_stack(0, hostile, False)),
+    )
+    killed = labelled(
+        6, EventKind.KILLED, 3, "killed", at=20.0, stack=CapturedStack("faulthandler", hostile, 0.1)
+    )
+    record(engine, [*acquisitions(), only_two, killed])
+    rows = captures(engine)
+    assert sorted(rows) == [0, 2, 3]
+    assert rows[0].stack_text == hostile.replace("\x00", "\ufffd") == rows[3].stack_text
+    timers = Timer.__table__  # type: ignore[attr-defined]
+    with engine.connect() as connection:
+        state = connection.execute(select(timers.c.state).where(timers.c.id == 4)).scalar()
+    assert state == "killed"

@@ -120,6 +120,8 @@ def test_garbage_in_the_environment_gives_null_labels_never_an_error(
         ({"job_id": "j" * 257}, "job_id"),
         ({"job_id": 17}, "job_id"),
         ({"job_id": ""}, "job_id"),
+        ({"job_id": "a\x00b"}, "job_id"),
+        ({"job_id": "forged\nline"}, "job_id"),
         ({"world_size": 0}, "world_size"),
         ({"local_rank": "1"}, "local_rank"),
         ({"rank": True}, "rank"),
@@ -174,6 +176,8 @@ def test_labels_survive_a_restart(
         # Re-armed with its labels: the engine's copy has them too.
         [live] = second.app.state.service.reaper.active()  # type: ignore[attr-defined]
         assert (live.job_id, live.rank, live.world_size) == ("run-42", 2, 8)
+        # A new scope of the same worker after the restart: labelled from its environment.
+        assert labels(arm(second, pid, scope_id="after"))[1:] == ("run-42", 3, 1, 8)
 
 
 def test_a_restart_rearms_only_this_nodes_timers(

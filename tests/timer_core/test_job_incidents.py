@@ -152,3 +152,24 @@ def test_without_incidents_or_labels_an_expiry_captures_only_its_worker() -> Non
     assert wait_until(lambda: len(events_of(unlabelled, EventKind.KILLED)) == 1, 30)
     assert events_of(unlabelled, EventKind.INCIDENT) == []
     assert [pid for pid, _ in capturer.captured] == [RANK_PIDS[1]]
+
+
+def test_another_users_worker_with_the_same_job_id_captures_only_its_own_kind() -> None:
+    """A job id is any string: a worker of another uid claiming it must neither get
+    this job's ranks dumped nor hold back this job's own incident."""
+    world, capturer = job_world()
+    for pid in RANK_PIDS.values():
+        world.processes[pid] = ProcessIdentity(pid, 100.0 + pid, 1000)
+    world.processes[600] = ProcessIdentity(600, 700.0, 2000)
+    world.labels[600] = Labels(JOB, 0, 0, 4)
+    world.reaper.acquire(600, "decoy", world.at(1))
+    arm_job(world, stuck_rank=2)
+    world.reaper.acquire(RANK_PIDS[2], "step", world.at(2))  # the real hang, a second later
+    world.advance(1)
+    assert wait_until(lambda: len(events_of(world, EventKind.KILLED)) == 1, 30)
+    assert [pid for pid, _ in capturer.captured] == [600]  # none of uid 1000's ranks
+    world.advance(1)
+    assert wait_until(lambda: len(events_of(world, EventKind.KILLED)) == 2, 30)
+    decoy, real = events_of(world, EventKind.INCIDENT)
+    assert [c.timer.pid for c in decoy.captures] == [600]
+    assert sorted(c.timer.pid for c in real.captures) == sorted(RANK_PIDS.values())

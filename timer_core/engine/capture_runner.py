@@ -100,7 +100,9 @@ class CaptureRunner:
     def wait(self, pending: PendingCapture) -> tuple[CapturedStack | None, str]:
         """The stack, or None and why not, by ``pending``'s give-up time (plus a little
         grace) at the latest. A capture still running then is abandoned."""
-        pending.done.wait(max(0.0, pending.give_up_at - time.monotonic()) + _GRACE)
+        # One deadline, not one grace per wait: a job's kill waits for many captures in
+        # turn, and N hung ones must not hold it N graces past the budget.
+        pending.done.wait(max(0.0, pending.give_up_at + _GRACE - time.monotonic()))
         with self._lock:
             if pending.done.is_set():
                 return pending.stack, pending.why

@@ -41,7 +41,7 @@ from typing import Any
 from .capture_runner import CaptureRunner, PendingCapture
 from .capturer import CapturedStack, Capturer, RankStack
 from .events import EventKind
-from .job_incidents import JobCapture, JobIncidents
+from .job_incidents import JobCapture, JobIncidents, JobKey, job_key
 from .kill_outcomes import Progress, WorkerKiller
 from .kill_watch import watch_key
 from .process import ProcessIdentity
@@ -102,7 +102,7 @@ class ExpiryHandler:
                 escalations.append(item)
         for escalation in escalations:
             self._escalate_safely(escalation)
-        opening: dict[str, list[list[LiveTimer]]] = {}  # job → its workers due now
+        opening: dict[JobKey, list[list[LiveTimer]]] = {}  # job → its workers due now
         for timers in by_worker.values():
             job_id = self._opens_incident(timers, opening, now)
             if job_id is not None:
@@ -114,11 +114,11 @@ class ExpiryHandler:
                 continue
             pending = self._start_capture(timers)
             self._run(self._expire_safely, timers, pending)
-        for job_id, workers in opening.items():
+        for job, workers in opening.items():
             assert self.incidents is not None
-            job_capture = self.incidents.begin(job_id)
+            job_capture = self.incidents.begin(job)
             started = self._start_job_capture(workers)
-            self._run(self._expire_job_safely, job_id, workers, started, job_capture)
+            self._run(self._expire_job_safely, job, workers, started, job_capture)
 
     def _run(self, task: Callable[..., None], *args: Any) -> None:
         """``task`` on a kill thread, or here when there is none (library servers,
@@ -172,22 +172,22 @@ class ExpiryHandler:
     # ---- a job's first expiry ------------------------------------------------------------
 
     def _opens_incident(
-        self, timers: list[LiveTimer], opening: dict[str, list[list[LiveTimer]]], now: float
-    ) -> str | None:
+        self, timers: list[LiveTimer], opening: dict[JobKey, list[list[LiveTimer]]], now: float
+    ) -> JobKey | None:
         """The job whose incident these timers open (or join, in this same step)."""
         if self.incidents is None:
             return None
-        job_id = next((t.labels.job_id for t in timers if t.labels.job_id is not None), None)
-        if job_id is None:
+        job = job_key(timers)
+        if job is None:
             return None
-        return job_id if job_id in opening or self.incidents.opens(job_id, now) else None
+        return job if job in opening or self.incidents.opens(job, now) else None
 
     def _job_capture_running(self, timers: list[LiveTimer]) -> JobCapture | None:
         """The capture of these timers' job, if one is still running."""
         if self.incidents is None:
             return None
-        job_id = next((t.labels.job_id for t in timers if t.labels.job_id is not None), None)
-        return self.incidents.capturing(job_id) if job_id is not None else None
+        job = job_key(timers)
+        return self.incidents.capturing(job) if job is not None else None
 
     def _start_job_capture(
         self, workers: list[list[LiveTimer]]
@@ -198,10 +198,10 @@ class ExpiryHandler:
         assert self.incidents is not None
         expiring = [timers[0] for timers in workers]
         seen = {timer.identity for timer in expiring}
-        job_id = expiring[0].labels.job_id
-        assert job_id is not None
+        job = job_key(expiring)
+        assert job is not None
         peers: list[LiveTimer] = []
-        for timer in self.incidents.members(job_id):
+        for timer in self.incidents.members(job):
             if timer.identity not in seen:
                 seen.add(timer.identity)
                 peers.append(timer)
@@ -215,7 +215,7 @@ class ExpiryHandler:
 
     def _expire_job_safely(
         self,
-        job_id: str,
+        job: JobKey,
         workers: list[list[LiveTimer]],
         started: list[tuple[LiveTimer, bool, PendingCapture | None]],
         job_capture: JobCapture,
@@ -234,9 +234,9 @@ class ExpiryHandler:
             trigger = min((t for timers in workers for t in timers), key=_deadline)
             self.incidents.emit(trigger, tuple(captures))
         except Exception as error:  # the incident is evidence: the kills go ahead
-            self.watch.error(error, f"the incident of job {job_id!r}")
+            self.watch.error(error, f"the incident of job {job[1]!r}")
         finally:
-            self.incidents.finish(job_id, job_capture)
+            self.incidents.finish(job, job_capture)
         for timers in workers:
             self._expire_safely(timers, None, awaited.get(timers[0].identity))
 

@@ -25,7 +25,21 @@ from .capturer import CapturedStack, RankStack
 from .process import ProcessIdentity
 from .timers import LiveTimer
 
-__all__ = ["JobCapture", "JobIncidents"]
+__all__ = ["JobCapture", "JobIncidents", "JobKey", "job_key"]
+
+# A job is its id *and* the user whose processes run it: a job id is any string a
+# worker chose, so another user's worker labelled with the same id must not make the
+# service dump this user's ranks, nor hold back this job's incident.
+JobKey = tuple[int | None, str]
+
+
+def job_key(timers: list[LiveTimer]) -> JobKey | None:
+    """The job of a worker's timers (its uid and the first job id among them)."""
+    for timer in timers:
+        if timer.labels.job_id is not None:
+            return timer.identity.uid, timer.labels.job_id
+    return None
+
 
 # Jobs remembered at most (each for one window): beyond it, the oldest are forgotten.
 _MAX_JOBS = 4096
@@ -50,13 +64,18 @@ class JobIncidents:
         """``members(job_id)``: the job's armed timers here; ``emit``: publish the
         incident opened by a timer, with the captures."""
         self.window = window
-        self.members = members
+        self._members = members
         self.emit = emit
-        self._opened: dict[str, float] = {}  # job → when it opened here (monotonic)
-        self._capturing: dict[str, JobCapture] = {}  # job → its capture still running
+        self._opened: dict[JobKey, float] = {}  # job → when it opened here (monotonic)
+        self._capturing: dict[JobKey, JobCapture] = {}  # job → its capture still running
         self._lock = threading.Lock()
 
-    def opens(self, job_id: str, now_monotonic: float) -> bool:
+    def members(self, job: JobKey) -> list[LiveTimer]:
+        """The job's armed timers here: its id's, of its user's processes only."""
+        uid, job_id = job
+        return [timer for timer in self._members(job_id) if timer.identity.uid == uid]
+
+    def opens(self, job_id: JobKey, now_monotonic: float) -> bool:
         """Whether an expiry of ``job_id`` now opens an incident: none opened for the
         job here within the window. Called from the kill path: O(1), never blocks long."""
         with self._lock:
@@ -69,19 +88,19 @@ class JobIncidents:
                 del self._opened[next(iter(self._opened))]
             return True
 
-    def begin(self, job_id: str) -> JobCapture:
+    def begin(self, job_id: JobKey) -> JobCapture:
         """The capture of ``job_id``'s processes that starts now."""
         capture = JobCapture()
         with self._lock:
             self._capturing[job_id] = capture
         return capture
 
-    def capturing(self, job_id: str) -> JobCapture | None:
+    def capturing(self, job_id: JobKey) -> JobCapture | None:
         """``job_id``'s capture, while it is still running."""
         with self._lock:
             return self._capturing.get(job_id)
 
-    def finish(self, job_id: str, capture: JobCapture) -> None:
+    def finish(self, job_id: JobKey, capture: JobCapture) -> None:
         """``capture`` is over (its incident published, or given up): its waiters go on."""
         with self._lock:
             if self._capturing.get(job_id) is capture:

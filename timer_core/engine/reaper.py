@@ -238,6 +238,9 @@ class Reaper(TimerBook):
                 reason="worker exited while the service was down",
             )
             return None
+        # The process's own labels, as acquire reads them for a new worker: its later
+        # scopes are labelled as before the restart (the recorded ones still win here).
+        identity = dataclasses.replace(identity, labels=self._labels_of(identity.pid))
         view, _ = self._arm(
             identity,
             scope_id,
