@@ -28,7 +28,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from timer_core import TimerEvent
 from timer_core.diagnosis import RankCapture, analyse
-from timer_core.engine import EventKind, RankStack
+from timer_core.engine import CapturedStack, EventKind, RankStack
 
 from .job_models import Incident, IncidentCapture, Job
 
@@ -132,7 +132,7 @@ class IncidentRecorder:
     def _add_capture(
         self, connection: Connection, incident_id: int, capture: RankStack, at: float
     ) -> None:
-        timer, stack = capture.timer, capture.stack
+        timer = capture.timer
         values: dict[str, Any] = {
             "uid": timer.uid,
             "rank": timer.rank,
@@ -141,11 +141,10 @@ class IncidentRecorder:
             "outcome": "expired" if capture.expiring else "captured",
             "expired_at": timer.expiration_time if capture.expiring else None,
             "captured_at": at,
-            "stack_method": stack.method if stack is not None else None,
-            "stack_note": _printable(capture.note) or None,
-            "stack_text": _printable(stack.text) if stack is not None else None,
+            **_stack_values(capture.stack, capture.note),
         }
-        self._upsert(connection, incident_id, timer.node or self.node, timer.pid, values)
+        key = (incident_id, timer.node or self.node, timer.pid)
+        self._upsert(connection, key, self._capture_id(connection, *key), values)
 
     def _join(self, connection: Connection, incident_id: int, event: TimerEvent) -> bool:
         """Record ``event``'s end on its rank's row. A rank not in the incident yet
@@ -158,17 +157,14 @@ class IncidentRecorder:
         if event.kind != EventKind.WORKER_GONE:
             values["expired_at"] = event.expiration_time
         if known is None:
-            stack = event.stack
             values |= {
                 "uid": event.process_uid,
                 "rank": event.rank,
                 "local_rank": event.local_rank,
                 "captured_at": event.at,
-                "stack_method": stack.method if stack is not None else None,
-                "stack_note": None if stack is not None else event.detail.get("stack_note"),
-                "stack_text": _printable(stack.text) if stack is not None else None,
+                **_stack_values(event.stack, event.detail.get("stack_note")),
             }
-        self._upsert(connection, *key, values)
+        self._upsert(connection, key, known, values)
         return True
 
     @staticmethod
@@ -181,13 +177,18 @@ class IncidentRecorder:
             )
         ).scalar()
 
+    @staticmethod
     def _upsert(
-        self, connection: Connection, incident_id: int, node: str, pid: int, values: dict[str, Any]
+        connection: Connection,
+        key: tuple[int, str, int],
+        known: int | None,
+        values: dict[str, Any],
     ) -> None:
-        """One row per process and incident: created, or updated without losing a stack
-        it already has. (Only this node writes its own processes' rows: no race.)"""
-        known = self._capture_id(connection, incident_id, node, pid)
+        """One row per process and incident (``key``: incident, node, pid; ``known``: its
+        row's id, if it has one): created, or updated without losing a stack it already
+        has. (Only this node writes its own processes' rows: no race.)"""
         if known is None:
+            incident_id, node, pid = key
             connection.execute(
                 _captures.insert().values(incident_id=incident_id, node=node, pid=pid, **values)
             )
@@ -234,6 +235,21 @@ class IncidentRecorder:
                 nodes=sorted({row.node for row in rows}),
             )
         )
+
+
+def _stack_values(stack: CapturedStack | None, note: Any) -> dict[str, Any]:
+    """A capture row's stack columns: the stack, or why there is none."""
+    if stack is not None:
+        return {
+            "stack_method": stack.method,
+            "stack_note": None,
+            "stack_text": _printable(stack.text),
+        }
+    return {
+        "stack_method": None,
+        "stack_note": _printable(str(note)) if note else None,
+        "stack_text": None,
+    }
 
 
 def _printable(text: str) -> str:
