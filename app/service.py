@@ -254,7 +254,8 @@ class Service:
     def node_counts(self) -> dict[str, int]:
         """How many of the fleet's nodes are up and down (``timer_nodes``)."""
         counts: dict[str, int] = {}
-        for status in node_statuses(self.engine, self.settings.node_timeout):
+        # Up or down only: the per-node active counts would read every active timer.
+        for status in node_statuses(self.engine, self.settings.node_timeout, count_active=False):
             counts[status.status] = counts.get(status.status, 0) + 1
         return counts
 

@@ -8,6 +8,7 @@ import pytest
 
 from tests.timer_core.world import PARENT_PID, SERVER_PID, World
 from timer_core import EventKind, ProcessIdentity, RefusedError, TimerEvent
+from timer_core.engine import Labels
 from timer_core.engine.process import SignalOutcome
 
 
@@ -345,3 +346,22 @@ def test_a_deadline_more_than_30_days_away_is_refused_from_every_source(source: 
     assert world.reaper.active() == []
     world.reaper.acquire(100, "s", world.at(30 * 24 * 3600 - 60), source=source)
     assert len(world.reaper.active()) == 1
+
+
+def test_restored_workers_read_their_environment_once_and_label_new_scopes() -> None:
+    read: list[int] = []
+    world = World()
+
+    def labels_of(pid: int) -> Labels:
+        read.append(pid)
+        return Labels("job", 1, 1, 2)
+
+    world.reaper._labels_of = labels_of
+    identity = world.processes[100]
+    for timer_id, scope in ((7, "a"), (8, "b")):
+        world.reaper.restore(
+            timer_id, identity, scope, world.at(60), 9, source="fifo", acquired_at=1.0
+        )
+    view, created = world.reaper.acquire(100, "after", world.at(60))
+    assert created and (view.job_id, view.rank) == ("job", 1)
+    assert read == [100]

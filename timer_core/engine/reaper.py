@@ -238,9 +238,14 @@ class Reaper(TimerBook):
                 reason="worker exited while the service was down",
             )
             return None
-        # The process's own labels, as acquire reads them for a new worker: its later
+        # The process's own labels, read once per worker as acquire reads them: its later
         # scopes are labelled as before the restart (the recorded ones still win here).
-        identity = dataclasses.replace(identity, labels=self._labels_of(identity.pid))
+        with self._lock:
+            known = self._workers.identity(identity.pid)
+        if known is None or not known.matches(identity):
+            identity = dataclasses.replace(identity, labels=self._labels_of(identity.pid))
+        else:
+            identity = known
         view, _ = self._arm(
             identity,
             scope_id,
