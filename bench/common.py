@@ -41,14 +41,21 @@ server.stop()
 """
 
 
-def start_file_server(impl: str, fifo: str, max_interval: float) -> subprocess.Popen[str]:
-    process = subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(FILE_SERVER), impl, fifo, str(max_interval)],
+def python(code: str, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    """``code`` run by this Python from the repository (so it imports ``bench``), with
+    ``args``, lines in and out, and ``env`` added to this environment."""
+    return subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(code), *args],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
         cwd=REPO,
+        env={**os.environ, **(env or {})},
     )
+
+
+def start_file_server(impl: str, fifo: str, max_interval: float) -> subprocess.Popen[str]:
+    process = python(FILE_SERVER, impl, fifo, str(max_interval))
     assert process.stdout is not None
     if process.stdout.readline().strip() != "ready":
         raise RuntimeError(f"{impl} FileTimerServer did not start")

@@ -15,16 +15,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
-import sys
 import tempfile
-import textwrap
 import time
 
 from bench.common import (
-    REPO,
     implementations,
     print_table,
+    python,
     save,
     save_chart,
     wait_for_reader,
@@ -64,21 +61,9 @@ if client_module == "torch":
     from torch.distributed.elastic.timer import FileTimerClient
 else:
     from timer_core import FileTimerClient
+from bench.fifo_sender import Sender
 client = FileTimerClient(fifo)
-full = 0
-
-
-def send(call, *args):
-    # torch's client writes without blocking and raises when the pipe is full:
-    # count that (the server is behind) and try again, so nothing is given up.
-    global full
-    while True:
-        try:
-            return call(*args)
-        except (BlockingIOError, BrokenPipeError):
-            full += 1
-            time.sleep(0.001)
-
+send = Sender(pause=0.001)
 
 print("ready", flush=True)
 sys.stdin.readline()  # the starting gun
@@ -87,19 +72,9 @@ for i in range(pairs):
     scope = f"step-{i % 10}"
     send(client.acquire, scope, time.time() + 600)
     send(client.release, scope)
-print(time.monotonic() - began, full, flush=True)
+print(time.monotonic() - began, send.full, flush=True)
 sys.stdin.readline()  # stay alive until the server has counted everything
 """
-
-
-def python(code: str, *args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(code), *args],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-        cwd=REPO,
-    )
 
 
 def measure(impl: str, client_module: str, clients: int, pairs: int) -> dict[str, float]:

@@ -32,13 +32,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import secrets
 import statistics
 import subprocess
-import sys
 import tempfile
-import textwrap
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager, suppress
@@ -48,7 +45,15 @@ from typing import Any
 import httpx
 import psutil
 
-from bench.common import REPO, RESULTS, cpu_seconds, print_table, save, summary_ms, wait_for_reader
+from bench.common import (
+    RESULTS,
+    cpu_seconds,
+    print_table,
+    python,
+    save,
+    summary_ms,
+    wait_for_reader,
+)
 from tests.app.service_process import ServiceProcess
 
 # One worker: torch's FileTimerClient, acquire + release on a scope of its own per pair.
@@ -56,21 +61,9 @@ CLIENT = """
 import os, sys, time
 from torch.distributed.elastic.timer import FileTimerClient
 fifo, seconds = sys.argv[1], float(sys.argv[2])
+from bench.fifo_sender import Sender
 client = FileTimerClient(fifo)
-full = 0
-
-
-def send(call, *args):
-    # torch's client writes without blocking and raises when the pipe is full: the
-    # service is behind. Count it and send the same request again.
-    global full
-    while True:
-        try:
-            return call(*args)
-        except (BlockingIOError, BrokenPipeError):
-            full += 1
-            time.sleep(0.0005)
-
+send = Sender(pause=0.0005)
 
 print("ready", flush=True)
 sys.stdin.readline()  # the starting gun
@@ -81,7 +74,7 @@ while time.monotonic() < stop:
     send(client.acquire, scope, time.time() + 600)
     send(client.release, scope)
     pairs += 1
-print(pairs, full, flush=True)
+print(pairs, send.full, flush=True)
 sys.stdin.readline()
 """
 
@@ -152,17 +145,6 @@ def start_node(workdir: Path, url: str, name: str, *extra: str) -> ServiceProces
     service = ServiceProcess(workdir, "--node-name", name, "--no-capture-stacks", *extra)
     service.db_url = url
     return service.start()
-
-
-def python(code: str, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(code), *args],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-        cwd=REPO,
-        env={**os.environ, **(env or {})},
-    )
 
 
 def close(process: subprocess.Popen[str]) -> None:
