@@ -135,17 +135,23 @@ def test_later_expiries_within_the_window_join_and_an_exit_updates_its_rank(
     assert incident.suspects == [2]
 
 
+def record_late_joiner(engine: Engine, waiting: str, method: str) -> None:
+    """An incident capturing ranks 2 (stuck) and 0 (``waiting``), then rank 3 killed
+    later with a stack of its own (``waiting``, taken by ``method``)."""
+    only_two = dataclasses.replace(
+        incident_event(5, stuck=2, at=10.0),
+        captures=(rank_stack(2, SLEEPING, True), rank_stack(0, waiting, False)),
+    )
+    late = labelled(
+        6, EventKind.KILLED, 3, "killed", at=20.0, stack=CapturedStack(method, waiting, 0.1)
+    )
+    record(engine, [*acquisitions(), only_two, late])
+
+
 def test_a_rank_not_captured_joins_with_its_own_stack_and_the_analysis_is_redone(
     engine: Engine,
 ) -> None:
-    only_two = dataclasses.replace(
-        incident_event(5, stuck=2, at=10.0),
-        captures=(rank_stack(2, SLEEPING, True), rank_stack(0, WAITING, False)),
-    )
-    late = labelled(
-        6, EventKind.KILLED, 3, "killed", at=20.0, stack=CapturedStack("py-spy", WAITING, 0.1)
-    )
-    record(engine, [*acquisitions(), only_two, late])
+    record_late_joiner(engine, WAITING, "py-spy")
     [incident] = incidents(engine)
     rows = captures(engine)
     assert sorted(rows) == [0, 2, 3]
@@ -221,14 +227,7 @@ def test_a_nul_in_a_workers_stack_loses_nothing_on_either_database(engine: Engin
     """A worker writes its own faulthandler dump, and names its own functions: a NUL in
     them (which PostgreSQL's text refuses) must not cost the kill's event or the rank."""
     hostile = WAITING + "  evil\x00name (x.py:1)\n"
-    only_two = dataclasses.replace(
-        incident_event(5, stuck=2, at=10.0),
-        captures=(rank_stack(2, SLEEPING, True), rank_stack(0, hostile, False)),
-    )
-    killed = labelled(
-        6, EventKind.KILLED, 3, "killed", at=20.0, stack=CapturedStack("faulthandler", hostile, 0.1)
-    )
-    record(engine, [*acquisitions(), only_two, killed])
+    record_late_joiner(engine, hostile, "faulthandler")
     rows = captures(engine)
     assert sorted(rows) == [0, 2, 3]
     assert rows[0].stack_text == hostile.replace("\x00", "\ufffd") == rows[3].stack_text
