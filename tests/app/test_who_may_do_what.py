@@ -254,3 +254,39 @@ def test_a_token_on_the_command_line_is_warned_about(tmp_path: Path) -> None:
         assert "--token is visible to every user" in service.log()
     finally:
         service.stop()
+
+
+def test_a_worker_claiming_another_users_job_id_gets_none_of_its_ranks(
+    service: ServiceProcess,
+    other: SecondUser,
+    own_worker: subprocess.Popen[bytes],
+    sleepers: list[subprocess.Popen[bytes]],
+) -> None:
+    """A job id is any string: the second user labels its own worker with root's job id.
+    Its expiry must dump none of root's ranks, and root's own hang must still open an
+    incident holding both of root's ranks."""
+    victims = [spawn_sleeper(), spawn_sleeper()]
+    sleepers.extend(victims)
+    labels = {"job_id": "victim-job", "world_size": 2}
+    for rank, worker in enumerate(victims):
+        arm_as_root(service, worker.pid, "step", rank=rank, **labels)
+    decoy = {"pid": own_worker.pid, "scope_id": "decoy", "expires_in": 0.3, "rank": 0}
+    status, body = call(service, other, "tcp", "POST", "/timers", {**decoy, **labels})
+    assert status == 201, body
+    assert_sigkilled(own_worker)
+
+    def incidents() -> list[dict[str, Any]]:
+        found = httpx.get(service.url + "/incidents", params={"job": "victim-job"})
+        return list(reversed(found.json()["items"]))  # oldest first
+
+    assert wait_until(lambda: len(incidents()) == 1)
+    assert [rank["pid"] for rank in incidents()[0]["ranks"]] == [own_worker.pid]
+    assert all(worker.poll() is None for worker in victims)  # not signalled, not dumped
+
+    hang = {"pid": victims[1].pid, "scope_id": "step", "expires_in": 0.3, "rank": 1}
+    assert httpx.post(service.url + "/timers", json={**hang, **labels}).status_code == 200
+    assert_sigkilled(victims[1])
+    assert wait_until(lambda: len(incidents()) == 2)
+    assert sorted(rank["pid"] for rank in incidents()[1]["ranks"]) == sorted(
+        worker.pid for worker in victims
+    )
