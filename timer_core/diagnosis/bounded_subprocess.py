@@ -34,12 +34,14 @@ class Finished:
     stderr: str
 
 
-def run_bounded(argv: list[str], timeout: float) -> Finished:
-    """Run ``argv`` and return its output, or raise ``subprocess.TimeoutExpired``
-    after ``timeout`` seconds (plus at most ``_REAP_WAIT``), its process group killed.
-    ``OSError`` if it cannot be started (e.g. no descriptor left for its pipes)."""
+def run_bounded(argv: list[str], timeout: float, env: dict[str, str] | None = None) -> Finished:
+    """Run ``argv`` (in ``env``, default this process's environment) and return its
+    output, or raise ``subprocess.TimeoutExpired`` after ``timeout`` seconds (plus at
+    most ``_REAP_WAIT``), its process group killed. ``OSError`` if it cannot be started
+    (e.g. no descriptor left for its pipes)."""
     process = subprocess.Popen(
         argv,
+        env=env,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

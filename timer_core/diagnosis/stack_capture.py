@@ -33,6 +33,7 @@ from .dump_files import (
     reader_dump_dirs,
     worker_dump_dir,
 )
+from .worker_privileges import NOT_RUN, as_worker, credentials_of
 
 __all__ = [
     "MAX_STACK_BYTES",
@@ -152,11 +153,22 @@ class StackCapturer:
         if self.py_spy is None:
             notes.append("py-spy: not installed or disabled")
         else:
-            for method, extra in (("py-spy", ["--native"]), ("py-spy (python only)", [])):
-                text, why = self._py_spy(identity, extra, give_up_at)
+            # The native unwind reads every library the worker mapped, which the worker
+            # chooses (a FIFO would block it): it gets half of what is left, so the
+            # Python-only attempt keeps its share.
+            for method, extra, share in (
+                ("py-spy", ["--native"], 0.5),
+                ("py-spy (python only)", [], 1.0),
+            ):
+                until = time.monotonic() + share * (give_up_at - time.monotonic())
+                text, why, how = self._py_spy(identity, extra, until)
+                if how:
+                    notes.append(f"{method}: {how}")
                 if text is not None:
                     return self._done(method, text, began, notes)
                 notes.append(f"{method}: {why}")
+                if why.startswith(NOT_RUN):
+                    break  # the other attempt would not run either
         if dump_signal is not None:
             text, why = self._faulthandler(identity, dump_signal, give_up_at)
             if text is not None:
@@ -173,25 +185,43 @@ class StackCapturer:
 
     def _py_spy(
         self, identity: ProcessIdentity, extra: list[str], give_up_at: float
-    ) -> tuple[str | None, str]:
+    ) -> tuple[str | None, str, str]:
+        """py-spy's dump, or None and why not; and how it ran, if not as usual."""
         left = give_up_at - time.monotonic()
         if left <= 0.05:
-            return None, "no time left in the budget"
-        if not identity.matches(identify(identity.pid)):
-            return None, "the worker is gone"
+            return None, "no time left in the budget", ""
+        worker = credentials_of(identity.pid)
+        if (
+            worker is None
+            or (identity.uid is not None and worker.uid != identity.uid)
+            or not identity.matches(identify(identity.pid))
+        ):
+            return None, "the worker is gone", ""
         assert self.py_spy is not None
-        command = [self.py_spy, "dump", "--pid", str(identity.pid), *extra]
+        command = as_worker(
+            [self.py_spy, "dump", "--pid", str(identity.pid), *extra], identity.pid, worker
+        )
+        if command.argv is None:
+            return None, command.note, ""
         try:
             # Not subprocess.run: its timeout kills py-spy and then waits for it with
             # no bound; this kills py-spy's whole group and never waits long.
-            result = run_bounded(command, timeout=left)
+            result = run_bounded(command.argv, timeout=left, env=command.env)
         except subprocess.TimeoutExpired:
-            return None, f"timed out after {left:.2f}s"
+            return None, f"timed out after {left:.2f}s", command.note
         except OSError as error:
-            return None, str(error)
+            return None, str(error), command.note
         if result.returncode != 0:
-            return None, py_spy_error(result.stderr or result.stdout, result.returncode)
-        return result.stdout, ""
+            return (
+                None,
+                py_spy_error(result.stderr or result.stdout, result.returncode),
+                command.note,
+            )
+        if not identity.matches(identify(identity.pid)):
+            # It exited while py-spy ran, so the pid may name another process now, and
+            # what py-spy read may be that process's: not this worker's evidence.
+            return None, "the worker exited during the capture", command.note
+        return result.stdout, "", command.note
 
     def _faulthandler(
         self, identity: ProcessIdentity, dump_signal: int, give_up_at: float
