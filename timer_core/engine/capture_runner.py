@@ -16,12 +16,19 @@ then goes ahead without it.
   are under way (running or waiting for a slot). Beyond either, no capture is started
   (a note says why): threads are not spent without bound on a hostile host, nor when
   thousands of workers expire at once.
+- Each user (the worker's real uid) gets a share of each: at most half the slots, a
+  quarter of the hung captures and half of those under way. A user whose workers make
+  every capture hang (py-spy blocked on a FIFO the worker mapped, a worker stuck in a
+  FUSE read) then fills only its own share, and another user's kill still finds a free
+  slot and keeps its evidence. Half the slots, not fewer: the common burst is one job
+  of one user, every rank captured at once, and it still gets that many in parallel.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections import Counter
 
 from .capturer import CapturedStack, Capturer
 from .kill_watch import describe_error
@@ -37,10 +44,11 @@ _GRACE = 0.1
 class PendingCapture:
     """One capture in progress. Only ``CaptureRunner`` touches its fields."""
 
-    __slots__ = ("abandoned", "done", "give_up_at", "holds_slot", "stack", "why")
+    __slots__ = ("abandoned", "done", "give_up_at", "holds_slot", "stack", "uid", "why")
 
-    def __init__(self, give_up_at: float) -> None:
+    def __init__(self, give_up_at: float, uid: int | None = None) -> None:
         self.give_up_at = give_up_at  # time.monotonic()
+        self.uid = uid  # whose share it counts against (None: an unknown owner)
         self.done = threading.Event()
         self.stack: CapturedStack | None = None
         self.why = ""  # why there is no stack
@@ -59,10 +67,17 @@ class CaptureRunner:
         self.capturer = capturer
         self.max_hung = max_hung
         self.max_live = max_live
-        self._slots = threading.Semaphore(slots)
+        self.slots_per_user = max(1, slots // 2)
+        self.max_hung_per_user = max(1, max_hung // 4)
+        self.max_live_per_user = max(1, max_live // 2)
         self._lock = threading.Lock()
+        self._slot_freed = threading.Condition(self._lock)
+        self._free_slots = slots
+        self._held: Counter[int | None] = Counter()  # slots held, per uid
         self._hung = 0
+        self._hung_by: Counter[int | None] = Counter()
         self._live = 0  # started, not finished and not abandoned
+        self._live_by: Counter[int | None] = Counter()
         self.abandoned_total = 0
 
     def hung(self) -> int:
@@ -74,15 +89,15 @@ class CaptureRunner:
     ) -> PendingCapture:
         """Start capturing ``identity``'s stack, to be given up at ``give_up_at``
         (``time.monotonic()``). Never blocks and never raises."""
-        pending = PendingCapture(give_up_at)
+        uid = identity.uid
+        pending = PendingCapture(give_up_at, uid)
         with self._lock:
-            if self._hung >= self.max_hung:
-                pending.finish(None, f"{self._hung} earlier captures are still hung: none taken")
-                return pending
-            if self._live >= self.max_live:
-                pending.finish(None, f"{self._live} captures already under way: none taken")
+            refusal = self._refusal(uid)
+            if refusal:
+                pending.finish(None, refusal)
                 return pending
             self._live += 1
+            self._live_by[uid] += 1
         thread = threading.Thread(
             target=self._run,
             args=(pending, identity, dump_signal),
@@ -93,9 +108,21 @@ class CaptureRunner:
             thread.start()
         except RuntimeError as error:  # "can't start new thread": out of memory or pids
             with self._lock:
-                self._live -= 1
+                self._end_live(uid)
             pending.finish(None, f"no thread for the capture: {error}")
         return pending
+
+    def _refusal(self, uid: int | None) -> str:
+        """Why no capture may start for ``uid`` now ("" if one may). Under the lock."""
+        if self._hung >= self.max_hung:
+            return f"{self._hung} earlier captures are still hung: none taken"
+        if self._hung_by[uid] >= self.max_hung_per_user:
+            return f"{self._hung_by[uid]} earlier captures of uid {uid} are still hung: none taken"
+        if self._live >= self.max_live:
+            return f"{self._live} captures already under way: none taken"
+        if self._live_by[uid] >= self.max_live_per_user:
+            return f"{self._live_by[uid]} captures of uid {uid} already under way: none taken"
+        return ""
 
     def wait(self, pending: PendingCapture) -> tuple[CapturedStack | None, str]:
         """The stack, or None and why not, by ``pending``'s give-up time (plus a little
@@ -107,29 +134,49 @@ class CaptureRunner:
             if pending.done.is_set():
                 return pending.stack, pending.why
             pending.abandoned = True
-            self._live -= 1
+            self._end_live(pending.uid)
             self._hung += 1
+            self._hung_by[pending.uid] += 1
             self.abandoned_total += 1
-            if pending.holds_slot:
-                pending.holds_slot = False
-                self._slots.release()
+            self._give_slot_back(pending)
+            self._slot_freed.notify_all()  # a capture still waiting for a slot: stop
         return None, "the capture did not finish within the budget: abandoned"
+
+    def _end_live(self, uid: int | None) -> None:
+        self._live -= 1
+        self._live_by[uid] -= 1
+
+    def _give_slot_back(self, pending: PendingCapture) -> None:
+        if pending.holds_slot:
+            pending.holds_slot = False
+            self._free_slots += 1
+            self._held[pending.uid] -= 1
+            self._slot_freed.notify_all()
+
+    def _may_take_slot(self, pending: PendingCapture) -> bool:
+        return pending.abandoned or (
+            self._free_slots > 0 and self._held[pending.uid] < self.slots_per_user
+        )
 
     def _run(
         self, pending: PendingCapture, identity: ProcessIdentity, dump_signal: int | None
     ) -> None:
-        got_slot = self._slots.acquire(timeout=max(0.0, pending.give_up_at - time.monotonic()))
         with self._lock:
+            self._slot_freed.wait_for(
+                lambda: self._may_take_slot(pending),
+                timeout=max(0.0, pending.give_up_at - time.monotonic()),
+            )
             if pending.abandoned:  # the kill went ahead while this waited for a slot
-                if got_slot:
-                    self._slots.release()
                 self._hung -= 1
+                self._hung_by[pending.uid] -= 1
                 return
-            if not got_slot:
-                self._live -= 1
+            if not self._may_take_slot(pending):
+                self._end_live(pending.uid)
                 pending.finish(None, "no capture slot came free within the budget")
                 return
             pending.holds_slot = True
+            self._free_slots -= 1
+            self._held[pending.uid] += 1
         stack: CapturedStack | None = None
         why = ""
         try:
@@ -137,11 +184,10 @@ class CaptureRunner:
         except Exception as error:  # a capture is evidence, never a reason not to kill
             why = f"the capture failed: {describe_error(error)}"
         with self._lock:
-            if pending.holds_slot:
-                pending.holds_slot = False
-                self._slots.release()
+            self._give_slot_back(pending)
             if pending.abandoned:
                 self._hung -= 1
+                self._hung_by[pending.uid] -= 1
                 return
-            self._live -= 1
+            self._end_live(pending.uid)
             pending.finish(stack, why)
