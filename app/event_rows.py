@@ -37,6 +37,7 @@ from sqlalchemy.exc import DBAPIError
 from timer_core import TimerEvent
 from timer_core.engine import END_KINDS, EventKind
 
+from .job_models import job_owner
 from .models import Event, Stack, Timer
 from .timer_state import TimerState
 
@@ -117,7 +118,8 @@ def write_events(
     changes: dict[int, dict[str, Any]] = {}
     events: list[Row] = []
     stacks: list[Row] = []
-    jobs: dict[str, list[Any]] = {}  # job → [world_size, first_seen, last_seen]
+    # (job, owner) → [world_size, first_seen, last_seen]
+    jobs: dict[tuple[str, int], list[Any]] = {}
     for event in batch:
         timer_id = event.timer_id
         if timer_id is not None and timer_id in unrecorded:
@@ -125,7 +127,8 @@ def write_events(
             continue
         kind = event.kind
         if event.job_id is not None and kind != EventKind.REFUSED:
-            seen = jobs.setdefault(event.job_id, [event.world_size, event.at, event.at])
+            key = (event.job_id, job_owner(event.process_uid))
+            seen = jobs.setdefault(key, [event.world_size, event.at, event.at])
             seen[0] = event.world_size if event.world_size is not None else seen[0]
             seen[2] = event.at
         if kind == EventKind.ACQUIRED:
@@ -191,17 +194,17 @@ def write_events(
     _insert(connection, dialect, "stacks", _STACK_COLUMNS, stacks)
     # Sorted: nodes sharing a PostgreSQL database then lock the rows of the jobs they
     # share in one order, and cannot deadlock each other.
-    _upsert_jobs(connection, dialect, [(job_id, *jobs[job_id]) for job_id in sorted(jobs)])
+    _upsert_jobs(connection, dialect, [(*key, *jobs[key]) for key in sorted(jobs)])
 
 
 def _upsert_jobs(connection: Connection, dialect: _Dialect, rows: list[Row]) -> None:
     """Each job seen in the batch: created, or its last activity and size brought up to
     date (one statement for all of them)."""
-    for placeholders, params in _chunks(dialect, rows, 4):
+    for placeholders, params in _chunks(dialect, rows, 5):
         connection.exec_driver_sql(
-            "INSERT INTO jobs (job_id, world_size, first_seen, last_seen) VALUES "
+            "INSERT INTO jobs (job_id, uid, world_size, first_seen, last_seen) VALUES "
             + placeholders
-            + " ON CONFLICT (job_id) DO UPDATE SET"
+            + " ON CONFLICT (job_id, uid) DO UPDATE SET"
             " world_size = coalesce(excluded.world_size, jobs.world_size),"
             f" last_seen = {dialect.greatest}(jobs.last_seen, excluded.last_seen)",
             params,

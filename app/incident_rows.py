@@ -30,7 +30,7 @@ from timer_core import TimerEvent
 from timer_core.diagnosis import RankCapture, analyse
 from timer_core.engine import CapturedStack, EventKind, RankStack
 
-from .job_models import Incident, IncidentCapture, Job
+from .job_models import Incident, IncidentCapture, Job, job_owner
 
 __all__ = ["IncidentRecorder"]
 
@@ -56,13 +56,14 @@ class IncidentRecorder:
         """Write the incidents ``batch`` opens or joins; returns how many it opened."""
         opened = 0
         touched: dict[int, None] = {}
-        locked: set[str] = set()
+        locked: set[tuple[str, int | None]] = set()
         for event in batch:
             if event.job_id is None or event.kind not in _RECORDED:
                 continue
-            if event.job_id not in locked:
-                self._lock_job(connection, event.job_id)
-                locked.add(event.job_id)
+            key = (event.job_id, event.process_uid)
+            if key not in locked:
+                self._lock_job(connection, *key)
+                locked.add(key)
             if event.kind == EventKind.INCIDENT:
                 incident_id, new = self._open(connection, event)
                 opened += new
@@ -85,10 +86,14 @@ class IncidentRecorder:
         return opened
 
     @staticmethod
-    def _lock_job(connection: Connection, job_id: str) -> None:
-        """Hold the job's row until commit: one node at a time opens or joins its
+    def _lock_job(connection: Connection, job_id: str, uid: int | None) -> None:
+        """Hold the job's row (of this owner) until commit: one node at a time opens or joins its
         incidents (FOR UPDATE is left out on SQLite, whose writer holds the database)."""
-        connection.execute(select(_jobs.c.job_id).where(_jobs.c.job_id == job_id).with_for_update())
+        connection.execute(
+            select(_jobs.c.job_id)
+            .where(_jobs.c.job_id == job_id, _jobs.c.uid == job_owner(uid))
+            .with_for_update()
+        )
 
     def _find(self, connection: Connection, job_id: str, uid: int | None, at: float) -> int | None:
         """The job's newest incident opened within the window before ``at``."""
@@ -124,7 +129,7 @@ class IncidentRecorder:
         assert inserted is not None
         connection.execute(
             update(_jobs)
-            .where(_jobs.c.job_id == event.job_id)
+            .where(_jobs.c.job_id == event.job_id, _jobs.c.uid == job_owner(event.process_uid))
             .values(incidents=_jobs.c.incidents + 1)
         )
         return int(inserted[0]), True

@@ -16,6 +16,7 @@ from sqlmodel import SQLModel
 from .sql_types import BIG_ID
 
 __all__ = [
+    "UNKNOWN_OWNER",
     "Incident",
     "IncidentCapture",
     "IncidentCapturePublic",
@@ -25,7 +26,16 @@ __all__ = [
     "JobDetail",
     "JobPublic",
     "JobRank",
+    "job_owner",
 ]
+
+
+# A job's owner when its worker's uid is unknown: a key column cannot be null.
+UNKNOWN_OWNER = -1
+
+
+def job_owner(uid: int | None) -> int:
+    return UNKNOWN_OWNER if uid is None else uid
 
 
 class Job(SQLModel, table=True):
@@ -36,6 +46,12 @@ class Job(SQLModel, table=True):
     __table_args__ = (Index("ix_jobs_last_seen", "last_seen"),)
 
     job_id: str = SQLField(primary_key=True)
+    # Whose job (migration 0009): a job id is any string a worker chose, so another
+    # user's processes claiming it make a job of their own. UNKNOWN_OWNER: uid unknown.
+    uid: int = SQLField(
+        default=UNKNOWN_OWNER,
+        sa_column=Column(BIG_ID, primary_key=True, server_default=str(UNKNOWN_OWNER)),
+    )
     world_size: int | None = None
     first_seen: float
     last_seen: float
@@ -99,6 +115,8 @@ class IncidentCapture(SQLModel, table=True):
 
 class JobPublic(BaseModel):
     job_id: str
+    # Beyond contract 8: whose job it is (the workers' uid; null if unknown).
+    uid: int | None
     world_size: int | None
     ranks_seen: int
     active_timers: int

@@ -10,11 +10,14 @@ import binascii
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import and_, case, func, or_
+from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
 from .job_models import (
+    UNKNOWN_OWNER,
     Incident,
     IncidentCapture,
     IncidentCapturePublic,
@@ -32,16 +35,19 @@ __all__ = [
     "JOB_CURSOR_PATTERN",
     "BadCursor",
     "IncidentRow",
+    "SeveralOwners",
     "capture",
     "decode_job_cursor",
     "incident",
     "incidents_page",
     "job_detail",
+    "job_owner_for",
     "jobs_page",
 ]
 
-# A job cursor is the (last_seen, job_id) of the page's last job, as base64url JSON:
-# job ids are arbitrary strings, so they cannot be spliced into a cursor as they are.
+# A job cursor is the (last_seen, job_id, uid) of the page's last job, as base64url
+# JSON: job ids are arbitrary strings, so they cannot be spliced into a cursor as they
+# are. (A cursor of before the owner, [last_seen, job_id], still works.)
 JOB_CURSOR_PATTERN = r"^[A-Za-z0-9_-]{1,1400}={0,2}$"
 
 
@@ -58,69 +64,128 @@ class IncidentRow:
     owners: frozenset[int | None]
 
 
-def _encode_job_cursor(last_seen: float, job_id: str) -> str:
-    return base64.urlsafe_b64encode(json.dumps([last_seen, job_id]).encode()).decode()
+def _encode_job_cursor(job: Job) -> str:
+    return base64.urlsafe_b64encode(
+        json.dumps([job.last_seen, job.job_id, job.uid]).encode()
+    ).decode()
 
 
-def decode_job_cursor(cursor: str) -> tuple[float, str]:
+def decode_job_cursor(cursor: str) -> tuple[float, str, int]:
     try:
-        last_seen, job_id = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+        last_seen, job_id, *owner = json.loads(base64.urlsafe_b64decode(cursor.encode()))
     except (binascii.Error, ValueError, TypeError, UnicodeDecodeError):
         raise BadCursor(f"cursor {cursor!r} is not one this service handed out") from None
-    if not isinstance(last_seen, int | float) or not isinstance(job_id, str):
+    # Without an owner (a cursor from before 0009): after every owner of that job id.
+    uid = owner[0] if owner else UNKNOWN_OWNER - 1
+    if (
+        not isinstance(last_seen, int | float)
+        or not isinstance(job_id, str)
+        or len(owner) > 1
+        or isinstance(uid, bool)
+        or not isinstance(uid, int)
+    ):
         raise BadCursor(f"cursor {cursor!r} is not one this service handed out")
-    return float(last_seen), job_id
+    return float(last_seen), job_id, uid
+
+
+class SeveralOwners(LookupError):
+    """A job id that several users' jobs carry, and nothing to choose between them."""
+
+    def __init__(self, job_id: str, owners: list[int]) -> None:
+        self.owners = owners
+        shown = ", ".join("unknown" if uid == UNKNOWN_OWNER else str(uid) for uid in owners)
+        super().__init__(
+            f"job {job_id!r} is claimed by the workers of several users (uids {shown}): "
+            f"say whose with ?uid=, e.g. ?uid={owners[0]}"
+        )
+
+
+def job_owner_for(
+    session: Session, job_id: str, uid: int | None, caller_uid: int | None
+) -> int | None:
+    """Whose job ``job_id`` names for this caller: ``uid`` if given; else the caller's
+    own, if it has one; else the only owner. None: no such job. Raises SeveralOwners
+    when several users have one and the caller is none of them."""
+    owners = sorted(session.exec(select(col(Job.uid)).where(col(Job.job_id) == job_id)).all())
+    if uid is not None:
+        return uid if uid in owners else None
+    if caller_uid is not None and caller_uid in owners:
+        return caller_uid
+    if len(owners) > 1:
+        raise SeveralOwners(job_id, owners)
+    return owners[0] if owners else None
 
 
 def jobs_page(
     session: Session, limit: int, cursor: str | None
 ) -> tuple[list[JobPublic], str | None]:
     """Newest activity first; the cursor is the last job of the page before."""
-    query = select(Job).order_by(col(Job.last_seen).desc(), col(Job.job_id).desc())
+    query = select(Job).order_by(
+        col(Job.last_seen).desc(), col(Job.job_id).desc(), col(Job.uid).desc()
+    )
     if cursor is not None:
-        last_seen, job_id = decode_job_cursor(cursor)
+        last_seen, job_id, uid = decode_job_cursor(cursor)
         query = query.where(
             or_(
                 col(Job.last_seen) < last_seen,
                 and_(col(Job.last_seen) == last_seen, col(Job.job_id) < job_id),
+                and_(
+                    col(Job.last_seen) == last_seen,
+                    col(Job.job_id) == job_id,
+                    col(Job.uid) < uid,
+                ),
             )
         )
     rows = session.exec(query.limit(limit + 1)).all()
     page = list(rows[:limit])
     more = len(rows) > limit
     last = page[-1] if page else None
-    after = _encode_job_cursor(last.last_seen, last.job_id) if more and last else None
+    after = _encode_job_cursor(last) if more and last else None
     return _with_timer_counts(session, page), after
 
 
 def _with_timer_counts(session: Session, jobs: Sequence[Job]) -> list[JobPublic]:
     """Ranks seen, active timers and nodes of ``jobs``, from one GROUP BY over their
-    timers. Grouped by rank and node too, and folded here: a rank that moved to another
-    node (an elastic restart) is still one rank, which COUNT(DISTINCT) per node would
-    count twice, and a list of nodes has no portable SQL aggregate."""
-    ranks: dict[str, set[int]] = {job.job_id: set() for job in jobs}
-    nodes: dict[str, set[str]] = {job.job_id: set() for job in jobs}
-    active: dict[str, int] = dict.fromkeys(ranks, 0)
+    timers (each job's own: of its id and its owner). Grouped by rank and node too,
+    and folded here: a rank that moved to another node (an elastic restart) is still
+    one rank, which COUNT(DISTINCT) per node would count twice, and a list of nodes has
+    no portable SQL aggregate."""
+    keys = [(job.job_id, job.uid) for job in jobs]
+    ranks: dict[tuple[str, int], set[int]] = {key: set() for key in keys}
+    nodes: dict[tuple[str, int], set[str]] = {key: set() for key in keys}
+    active: dict[tuple[str, int], int] = dict.fromkeys(keys, 0)
     if jobs:
         is_active = case((col(Timer.state) == TimerState.ACTIVE, 1), else_=0)
-        grouped = session.exec(
-            select(col(Timer.job_id), col(Timer.rank), col(Timer.node), func.sum(is_active))
-            .where(col(Timer.job_id).in_(list(ranks)))
-            .group_by(col(Timer.job_id), col(Timer.rank), col(Timer.node))
-        ).all()
-        for job_id, rank, node, count in grouped:
+        owner = _timer_owner()
+        # Five columns: more than sqlmodel's select() is typed for, so SQLAlchemy's.
+        grouped = (
+            session.connection()
+            .execute(
+                sa_select(
+                    col(Timer.job_id), owner, col(Timer.rank), col(Timer.node), func.sum(is_active)
+                )
+                .where(col(Timer.job_id).in_({job.job_id for job in jobs}))
+                .group_by(col(Timer.job_id), owner, col(Timer.rank), col(Timer.node))
+            )
+            .all()
+        )
+        for job_id, uid, rank, node, count in grouped:
             assert job_id is not None
+            key = (job_id, uid)
+            if key not in ranks:
+                continue  # another owner's timers of that id, on another page
             if rank is not None:
-                ranks[job_id].add(rank)
-            nodes[job_id].add(node)
-            active[job_id] += int(count or 0)
+                ranks[key].add(rank)
+            nodes[key].add(node)
+            active[key] += int(count or 0)
     return [
         JobPublic(
             job_id=job.job_id,
+            uid=None if job.uid == UNKNOWN_OWNER else job.uid,
             world_size=job.world_size,
-            ranks_seen=len(ranks[job.job_id]),
-            active_timers=active[job.job_id],
-            nodes=sorted(nodes[job.job_id]),
+            ranks_seen=len(ranks[job.job_id, job.uid]),
+            active_timers=active[job.job_id, job.uid],
+            nodes=sorted(nodes[job.job_id, job.uid]),
             first_seen=job.first_seen,
             last_seen=job.last_seen,
             incidents=job.incidents,
@@ -129,10 +194,16 @@ def _with_timer_counts(session: Session, jobs: Sequence[Job]) -> list[JobPublic]
     ]
 
 
-def job_detail(session: Session, job_id: str) -> JobDetail | None:
-    """The job with the latest timer of each of its ranks (timers without a rank count
-    as one rank, shown as null), by rank."""
-    job = session.get(Job, job_id)
+def _timer_owner() -> Any:
+    """A timer's job owner, as the jobs table keys it (UNKNOWN_OWNER for a null uid)."""
+    return func.coalesce(col(Timer.uid), UNKNOWN_OWNER)
+
+
+def job_detail(session: Session, job_id: str, uid: int) -> JobDetail | None:
+    """The job of this id and owner with the latest timer of each of its ranks (timers
+    without a rank count as one rank, shown as null), by rank: never another owner's
+    worker that claims the same id."""
+    job = session.get(Job, (job_id, uid))
     if job is None:
         return None
     [public] = _with_timer_counts(session, [job])
@@ -145,7 +216,11 @@ def job_detail(session: Session, job_id: str) -> JobDetail | None:
         )
         .label("newest")
     )
-    latest = select(col(Timer.id).label("id"), newest).where(col(Timer.job_id) == job_id).subquery()
+    latest = (
+        select(col(Timer.id).label("id"), newest)
+        .where(col(Timer.job_id) == job_id, _timer_owner() == uid)
+        .subquery()
+    )
     rows = session.exec(
         select(Timer)
         .join(latest, col(Timer.id) == latest.c.id)
@@ -169,12 +244,15 @@ def job_detail(session: Session, job_id: str) -> JobDetail | None:
 
 
 def incidents_page(
-    session: Session, job: str | None, limit: int, cursor: str | None
+    session: Session, job: str | None, limit: int, cursor: str | None, uid: int | None = None
 ) -> tuple[list[IncidentRow], str | None]:
-    """Newest first (ids grow as incidents open); the cursor is the last id before."""
+    """Newest first (ids grow as incidents open); the cursor is the last id before.
+    With ``uid`` (a job's owner), only that owner's incidents of the job."""
     query = select(Incident).order_by(col(Incident.id).desc()).limit(limit + 1)
     if job is not None:
         query = query.where(col(Incident.job_id) == job)
+    if uid is not None:
+        query = query.where(func.coalesce(col(Incident.uid), UNKNOWN_OWNER) == uid)
     if cursor is not None:
         query = query.where(col(Incident.id) < int(cursor))
     rows = session.exec(query).all()

@@ -23,8 +23,10 @@ _INCIDENTS_SHOWN = 10
 _JOB_INCIDENTS_SHOWN = 50
 
 
-def _incidents(session: Session, caller: Caller, job: str | None, limit: int) -> list[Any]:
-    rows, _ = job_store.incidents_page(session, job, limit, None)
+def _incidents(
+    session: Session, caller: Caller, job: str | None, limit: int, uid: int | None = None
+) -> list[Any]:
+    rows, _ = job_store.incidents_page(session, job, limit, None, uid)
     return [visible(caller, row).model_dump(mode="json") for row in rows]
 
 
@@ -38,14 +40,18 @@ def overview(session: Session, caller: Caller) -> dict[str, Any]:
     }
 
 
-def job_view(session: Session, caller: Caller, job_id: str) -> dict[str, Any] | None:
-    """One job's page: its facts, the latest timer of each rank, its incidents."""
-    detail = job_store.job_detail(session, job_id)
-    if detail is None:
+def job_view(
+    session: Session, caller: Caller, job_id: str, uid: int | None
+) -> dict[str, Any] | None:
+    """One job's page (of this id and owner, chosen as ``GET /jobs/{id}`` chooses): its
+    facts, the latest timer of each rank, its incidents. Raises SeveralOwners."""
+    owner = job_store.job_owner_for(session, job_id, uid, caller.uid)
+    detail = None if owner is None else job_store.job_detail(session, job_id, owner)
+    if detail is None or owner is None:
         return None
     return {
         "job": detail.model_dump(mode="json"),
-        "incidents": _incidents(session, caller, job_id, _JOB_INCIDENTS_SHOWN),
+        "incidents": _incidents(session, caller, job_id, _JOB_INCIDENTS_SHOWN, owner),
     }
 
 

@@ -6,12 +6,14 @@ page saying so, with a 404."""
 from __future__ import annotations
 
 import time
+from typing import Annotated
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse
 
 from ..callers import CallerDep
 from ..deps import SessionDep
+from ..job_store import SeveralOwners
 from ..job_views import incident_view, job_view
 from ..page_templates import render_page
 from ..pagination import TimerIdPath
@@ -22,10 +24,27 @@ router = APIRouter(tags=["dashboard"])
 
 
 # ``:path``: a job id is any string torchrun was given, slashes included.
+# ``?uid=``: whose job, as for GET /jobs/{job_id}; without it, the caller's own job of
+# that id, else the only one, else (409) a list of the owners to choose from.
 @router.get("/ui/jobs/{job_id:path}", response_class=HTMLResponse, include_in_schema=False)
-def job_page(request: Request, job_id: str, session: SessionDep, caller: CallerDep) -> HTMLResponse:
-    view = job_view(session, caller, job_id)
-    return render_page(request, "job", view is not None, time.time(), job_id=job_id, view=view)
+def job_page(
+    request: Request,
+    job_id: str,
+    session: SessionDep,
+    caller: CallerDep,
+    uid: Annotated[int | None, Query(ge=-1, lt=2**32)] = None,
+) -> HTMLResponse:
+    try:
+        view = job_view(session, caller, job_id, uid)
+    except SeveralOwners as several:
+        page = render_page(
+            request, "job", False, time.time(), job_id=job_id, view=None, owners=several.owners
+        )
+        page.status_code = 409
+        return page
+    return render_page(
+        request, "job", view is not None, time.time(), job_id=job_id, view=view, owners=[]
+    )
 
 
 @router.get("/ui/incidents/{incident_id}", response_class=HTMLResponse, include_in_schema=False)

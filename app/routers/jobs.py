@@ -10,6 +10,7 @@ from fastapi import APIRouter, HTTPException, Path, Query
 from timer_core.engine.labels import MAX_JOB_ID_LENGTH
 
 from .. import job_store
+from ..callers import CallerDep
 from ..deps import SessionDep
 from ..job_models import JobDetail, JobPublic
 from ..models import ErrorMessage, Page
@@ -20,8 +21,15 @@ __all__ = ["router"]
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {
-    404: {"model": ErrorMessage, "description": "No such job"}
+    404: {"model": ErrorMessage, "description": "No such job (of that owner)"},
+    409: {
+        "model": ErrorMessage,
+        "description": "Several users' jobs carry this id: say whose with ?uid=",
+    },
 }
+
+# A job's owner: a uid (32-bit), or -1 for workers whose uid is unknown.
+OwnerQuery = Annotated[int | None, Query(ge=-1, lt=2**32)]
 
 
 @router.get("")
@@ -46,10 +54,19 @@ def list_jobs(
 def get_job(
     job_id: Annotated[str, Path(max_length=MAX_JOB_ID_LENGTH)],
     session: SessionDep,
+    caller: CallerDep,
     _known: KnownQueryOnly,
+    uid: OwnerQuery = None,
 ) -> JobDetail:
-    """The job, with ``ranks``: the latest timer of each rank."""
-    detail = job_store.job_detail(session, job_id)
+    """The job, with ``ranks``: the latest timer of each rank. A job is its id and its
+    owner (``uid``): without ``?uid=``, the caller's own job of that id if it has one,
+    else the only one; 409 when several users' jobs carry the id."""
+    try:
+        owner = job_store.job_owner_for(session, job_id, uid, caller.uid)
+    except job_store.SeveralOwners as error:
+        raise HTTPException(409, detail=str(error)) from None
+    detail = None if owner is None else job_store.job_detail(session, job_id, owner)
     if detail is None:
-        raise HTTPException(404, detail=f"no job {job_id!r}")
+        whose = "" if uid is None else f" of uid {uid}"
+        raise HTTPException(404, detail=f"no job {job_id!r}{whose}")
     return detail

@@ -56,6 +56,7 @@ def test_jobs_come_newest_activity_first_with_what_their_timers_say(client: Test
     assert [job["job_id"] for job in answer["items"]] == ["job-b", HUNG.job_id, HOSTILE.job_id]
     assert by_id["run-9"] == {
         "job_id": "run-9",
+        "uid": 1000,  # whose job: its workers' uid
         "world_size": 4,
         "ranks_seen": 4,
         "active_timers": 3,  # rank 2 was killed
