@@ -7,6 +7,7 @@ import logging
 import os
 
 from .callers import is_loopback
+from .database_status import masked_url
 from .db_file_check import DatabaseFileError, check_database_file
 from .logs import configure_logging
 from .server import serve
@@ -31,6 +32,13 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="port (default 8000)")
     serve.add_argument(
         "--db-url", help="SQLAlchemy URL (default sqlite:///./timer-service.db, embedded)"
+    )
+    serve.add_argument(
+        "--db-wait",
+        type=float,
+        metavar="SECONDS",
+        help="keep trying to reach the database at start for this long (default 0: exit "
+        "at once with what to check, for the supervisor to restart)",
     )
     serve.add_argument("--fifo", help="also read torch's FileTimerClient requests at this path")
     serve.add_argument(
@@ -150,6 +158,7 @@ def main(argv: list[str] | None = None) -> None:
         host=args.host,
         port=args.port,
         db_url=args.db_url,
+        db_wait=args.db_wait,
         fifo=args.fifo,
         fifo_dir=args.fifo_dir,
         fifo_users=args.fifo_users,
@@ -204,7 +213,7 @@ def main(argv: list[str] | None = None) -> None:
         settings.host,
         settings.port,
         f" and unix:{settings.uds}" if settings.uds else "",
-        settings.db_url,
+        masked_url(settings.db_url),
     )
     serve(settings)
 

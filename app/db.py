@@ -9,6 +9,7 @@ from typing import Any
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
 
 __all__ = ["MIGRATIONS_DIR", "make_engine", "migrate"]
 
@@ -18,6 +19,8 @@ logger = logging.getLogger(__name__)
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 # PostgreSQL advisory lock key held while migrating (any constant no one else uses).
 _MIGRATION_LOCK = 0x7469_6D65_7273  # "timers"
+# libpq's connect_timeout (whole seconds): well within /healthz's 10 s.
+_CONNECT_TIMEOUT_SECONDS = 3
 
 
 def make_engine(db_url: str, busy_timeout: float = 5.0) -> Engine:
@@ -31,6 +34,17 @@ def make_engine(db_url: str, busy_timeout: float = 5.0) -> Engine:
         # A shared server restarts, fails over, or drops idle connections: a pooled
         # connection is checked before use rather than failing the batch that takes it.
         options["pool_pre_ping"] = True
+        if make_url(db_url).get_backend_name() == "postgresql":
+            # A server that hangs (stopped, its host gone) refuses nothing: without a
+            # bound, a new connection would wait for it forever. Over TCP, keepalives
+            # drop a connection to a vanished host in ~25 s instead of the kernel's 2 h.
+            options["connect_args"] = {
+                "connect_timeout": _CONNECT_TIMEOUT_SECONDS,
+                "keepalives": 1,
+                "keepalives_idle": 10,
+                "keepalives_interval": 5,
+                "keepalives_count": 3,
+            }
     engine = create_engine(db_url, **options)
     if is_sqlite:
         timeout_ms = int(busy_timeout * 1000)

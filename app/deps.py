@@ -20,6 +20,7 @@ __all__ = [
     "SessionDep",
     "check_json",
     "check_token",
+    "database_unavailable",
     "is_json_media_type",
     "refuse_on_hub",
     "require_json",
@@ -39,7 +40,22 @@ async def get_service(request: Request) -> Service:
 ServiceDep = Annotated[Service, Depends(get_service)]
 
 
+def database_unavailable(problem: str) -> HTTPException:
+    """The 503 of a read that needs the database while it is away (contract 14)."""
+    return HTTPException(
+        status.HTTP_503_SERVICE_UNAVAILABLE,
+        detail=f"{problem}. History cannot be read until it returns; this node's active "
+        "timers can: GET /timers?state=active. Kills go on meanwhile.",
+        headers={"Retry-After": "5"},
+    )
+
+
 def get_session(service: ServiceDep) -> Iterator[Session]:
+    # A read that needs the database is refused at once while it is known to be away,
+    # instead of each one waiting for a connection that will fail (or hang).
+    problem = service.database.problem()
+    if problem is not None:
+        raise database_unavailable(problem)
     with Session(service.engine) as session:
         yield session
 

@@ -34,6 +34,8 @@ class RecorderHealth:
     rejected: int
     commits: int
     pruned_events: int
+    # Seconds since the oldest event still waiting to be written happened.
+    backlog_age_seconds: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +60,8 @@ class Health:
     descriptors: dict[str, Any]
     # Descriptors near the limit, or connections shed to keep some for kills.
     descriptor_problems: list[str]
+    # Why the database cannot be used now (DatabaseStatus), or None (contract 14).
+    database_problem: str | None = None
 
     @property
     def problems(self) -> list[str]:
@@ -70,7 +74,9 @@ class Health:
     @property
     def degraded(self) -> list[str]:
         """What degrades it: trouble recording (the kills go on)."""
-        found = [self.recorder.last_error] if self.recorder.last_error else []
+        found = [self.database_problem] if self.database_problem else []
+        if self.recorder.last_error:
+            found.append(self.recorder.last_error)
         if self.kills.get("recent_error"):
             found.append(f"an error on the expiry path: {self.kills['recent_error']}")
         if self.losses_problem:
@@ -110,7 +116,9 @@ class Health:
                 "last_error": recorder.last_error,
                 "behind": recorder.behind,
                 "pauses": recorder.pauses,
+                "backlog_age_seconds": recorder.backlog_age_seconds,
             },
+            "database": {"up": self.database_problem is None, "problem": self.database_problem},
             "kills": self.kills,
             "lost_events_unacknowledged": self.lost_events_unacknowledged,
             "fifo": self.fifo,

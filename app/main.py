@@ -16,6 +16,8 @@ from timer_core import ProcessSignaller
 from timer_core.engine import Clock
 
 from . import __version__
+from .database_status import DATABASE_ERRORS
+from .deps import database_unavailable
 from .request_limits import BodyLimit, HostCheck
 from .routers import (
     dashboard,
@@ -78,6 +80,18 @@ def create_app(
             for item in error.errors()
         ]
         return JSONResponse({"detail": details}, status_code=422)
+
+    async def _database_away(request: Request, error: Exception) -> JSONResponse:
+        # A read that met the database away: a 503 that says so, and one log line per
+        # outage (DatabaseStatus), not a 500 and a traceback per request (contract 14).
+        problem = service.database.read_failed(error)
+        http_error = database_unavailable(problem)
+        return JSONResponse(
+            {"detail": http_error.detail}, status_code=503, headers=http_error.headers
+        )
+
+    for database_error in DATABASE_ERRORS:
+        app.add_exception_handler(database_error, _database_away)
 
     app.include_router(timers.router)
     app.include_router(events.router)

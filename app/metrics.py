@@ -48,7 +48,7 @@ class ServiceMetrics:
     def __init__(
         self,
         health: Callable[[], Health],
-        node_counts: Callable[[], dict[str, int]] | None = None,
+        node_counts: Callable[[], dict[str, int] | None] | None = None,
     ) -> None:
         """``node_counts``: how many nodes of the fleet are up and down, per scrape."""
         self.registry = CollectorRegistry()
@@ -135,7 +135,7 @@ class ServiceMetrics:
 class _NodesCollector(Collector):
     """``timer_nodes{status}``: the fleet's nodes, up and down (one query per scrape)."""
 
-    def __init__(self, node_counts: Callable[[], dict[str, int]]) -> None:
+    def __init__(self, node_counts: Callable[[], dict[str, int] | None]) -> None:
         self._node_counts = node_counts
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
@@ -148,6 +148,8 @@ class _NodesCollector(Collector):
             counts = self._node_counts()
         except Exception:  # a scrape must not fail on the database: no sample, not a 500
             logger.exception("could not count the nodes for timer_nodes")
+            return
+        if counts is None:  # the database is away (logged once, by DatabaseStatus)
             return
         for status in ("up", "down"):
             family.add_metric([status], counts.get(status, 0))
@@ -167,6 +169,16 @@ class _HealthCollector(Collector):
         recorder = health.recorder
         yield GaugeMetricFamily(
             "timer_recorder_backlog", "Events waiting to be written.", value=recorder.backlog
+        )
+        yield GaugeMetricFamily(
+            "timer_recorder_backlog_age_seconds",
+            "Seconds since the oldest event waiting to be written happened (0: none waits).",
+            value=recorder.backlog_age_seconds,
+        )
+        yield GaugeMetricFamily(
+            "timer_database_up",
+            "1 while the database answers (probe, batches and reads); 0 while it is away.",
+            value=float(health.database_problem is None),
         )
         yield GaugeMetricFamily(
             "timer_recorder_degraded",

@@ -112,6 +112,9 @@ class Recorder:
         self._prune_interval = prune_interval
         self._next_prune = time.monotonic()
         self.last_error: str | None = None
+        # When the batch being written started (monotonic), or None: a batch that waits
+        # long is a database that hangs (app.database_status).
+        self.busy_since: float | None = None
 
     # ---- the listener side (event bus thread) ----------------------------------------------
 
@@ -136,6 +139,12 @@ class Recorder:
 
     def backlog(self) -> int:
         return len(self._buffer)
+
+    def backlog_age(self) -> float:
+        """Seconds since the oldest event still waiting to be written happened (0 if none)."""
+        with self._lock:
+            oldest = self._buffer[0].at if self._buffer else None
+        return 0.0 if oldest is None else max(0.0, time.time() - oldest)
 
     @property
     def buffer_size(self) -> int:
@@ -210,6 +219,7 @@ class Recorder:
             batch = list(itertools.islice(self._buffer, _BATCH_MAX))
         if not batch:
             return False
+        self.busy_since = time.monotonic()
         try:
             self._write_isolating(batch)
         except SQLAlchemyError as error:
@@ -223,6 +233,8 @@ class Recorder:
             # file opened read-only so): retry on fresh connections.
             self._engine.dispose()
             return False
+        finally:
+            self.busy_since = None
         if self.last_error is not None:
             logger.warning("database writable again; recording resumed")
         self.last_error = None

@@ -19,6 +19,14 @@ from timer_core.sources import FifoDirectory, FifoSource, UserFifos, resolve_uid
 from . import __version__, store
 from .backpressure import Backpressure
 from .connection_gate import ConnectionGate
+from .database_status import (
+    DatabaseStatus,
+    DatabaseUnreachable,
+    masked_url,
+    one_line,
+    reach_database,
+    unreachable_message,
+)
 from .db import make_engine, migrate
 from .fleet_view import Fleet
 from .health import Health, RecorderHealth, kill_path_report
@@ -89,6 +97,11 @@ class Service:
         # What the dashboard shows of the other nodes sharing the database.
         self.fleet = Fleet(self.engine, settings.node, settings.hub, settings.node_timeout)
         self.node_beat = NodeBeat(self.engine, settings.node, _beat_interval(settings))
+        # Whether the database answers, asked by writes, reads and /healthz (contract 14).
+        self.database = DatabaseStatus(self.engine, busy_since=lambda: self.recorder.busy_since)
+        if not settings.hub:
+            # At once on its return: no node shows down for an outage of its database.
+            self.database.on_return(self.node_beat.beat)
         self.capturer = (
             StackCapturer(
                 settings.stack_budget,
@@ -130,27 +143,32 @@ class Service:
         self._stopping = threading.Event()
         self._supervisor: threading.Thread | None = None
 
+    @property
+    def db_shown(self) -> str:
+        """The database URL as logs and pages show it: its password masked."""
+        return masked_url(self.settings.db_url)
+
     def start(self) -> None:
         # Before SQLite makes any file: the database holds every stack and event.
         secure_sqlite_files(self.settings.db_url)
+        # One line if it cannot be reached (--db-wait: after trying that long).
+        reach_database(self.engine, self.settings.db_url, self.settings.db_wait)
         try:
             migrate(self.engine)
         except OperationalError as error:
-            raise RuntimeError(
-                f"cannot open or write the database {self.settings.db_url}: {error.orig}. "
-                "Check that its directory exists and is writable, or pass another --db-url."
-            ) from None
+            raise DatabaseUnreachable(unreachable_message(self.settings.db_url, error)) from None
         except DatabaseError as error:  # not a database, or a damaged one
             raise RuntimeError(
-                f"the database {self.settings.db_url} cannot be read: {error.orig}. "
+                f"the database {self.db_shown} cannot be read: {one_line(error)}. "
                 "Move it away (a new one is made) or point --db-url elsewhere."
             ) from None
         self.losses.load()
         self.live_feed.seed(self.engine)
         self.recorder.start()
         self.losses.start()
+        self.database.start()
         if self.settings.hub:
-            logger.info("timer-service hub: no reaper, no FIFO; db %s", self.settings.db_url)
+            logger.info("timer-service hub: no reaper, no FIFO; db %s", self.db_shown)
             return
         number, highest = register_node(self.engine, self.settings.node, __version__)
         self.timer_ids.start(number, highest)
@@ -187,7 +205,7 @@ class Service:
         logger.info(
             "timer-service started: %d timers re-armed, db %s%s",
             self.reaper.active_count(),
-            self.settings.db_url,
+            self.db_shown,
             f", FIFO {self.settings.fifo}" if self.settings.fifo else "",
         )
 
@@ -240,6 +258,7 @@ class Service:
                 rejected=recorder.rejected,
                 commits=recorder.commits,
                 pruned_events=recorder.pruned_events,
+                backlog_age_seconds=recorder.backlog_age(),
             ),
             kills=kill_path_report(running),
             lost_events_unacknowledged=self.losses.unacknowledged(),
@@ -249,10 +268,14 @@ class Service:
             captures_abandoned=captures.abandoned_total if captures is not None else 0,
             descriptors=descriptors,
             descriptor_problems=self.connections.problems(descriptors),
+            database_problem=self.database.problem(),
         )
 
-    def node_counts(self) -> dict[str, int]:
-        """How many of the fleet's nodes are up and down (``timer_nodes``)."""
+    def node_counts(self) -> dict[str, int] | None:
+        """How many of the fleet's nodes are up and down (``timer_nodes``); None while
+        the database is away (no sample: the nodes' state is unknown, not down)."""
+        if self.database.problem() is not None:
+            return None
         counts: dict[str, int] = {}
         # Up or down only: the per-node active counts would read every active timer.
         for status in node_statuses(self.engine, self.settings.node_timeout, count_active=False):
@@ -296,6 +319,7 @@ class Service:
             self.user_fifos.stop()
             self.user_fifos = None
         self.node_beat.stop()
+        self.database.stop()
         self.reaper.stop()
         self.recorder.stop()
         self.recorder.flush()

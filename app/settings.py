@@ -101,12 +101,15 @@ class Settings:
     # Seconds after a non-SIGKILL signal before the worker gets SIGKILL (0: never).
     escalate_after: float = 10.0
     signal_children: bool = False
-    # How long a write waits for its row to be committed before answering 503.
+    # How long a write waits for its row to be committed before answering 202 (applied,
+    # not recorded yet); it answers 202 at once when the database is known to be away.
     commit_timeout: float = 5.0
     # Events held in memory while the database cannot be written.
     recorder_buffer: int = 100_000
     # How long SQLite waits for a lock held by another connection before failing.
     db_busy_timeout: float = 5.0
+    # How long the service keeps trying to reach its database at start (0: fail at once).
+    db_wait: float = 0.0
     # Events (and ended timers) older than this are pruned; active timers never are.
     retention_days: float = 30.0
     prune_interval: float = 3600.0
@@ -179,6 +182,7 @@ class Settings:
             commit_timeout=_env_number("COMMIT_TIMEOUT", defaults.commit_timeout, float),
             recorder_buffer=_env_number("RECORDER_BUFFER", defaults.recorder_buffer, int),
             db_busy_timeout=_env_number("DB_BUSY_TIMEOUT", defaults.db_busy_timeout, float),
+            db_wait=_env_number("DB_WAIT", defaults.db_wait, float),
             retention_days=_env_number("RETENTION_DAYS", defaults.retention_days, float),
             prune_interval=_env_number("PRUNE_INTERVAL", defaults.prune_interval, float),
             reaper_stall_seconds=_env_number(

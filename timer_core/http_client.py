@@ -1,7 +1,23 @@
-"""``HttpTimerClient``: a ``TimerClient`` that talks to the timer-service REST API."""
+"""``HttpTimerClient``: a ``TimerClient`` that talks to the timer-service REST API.
+
+Three rules keep its calls from failing for nothing (contract 14):
+
+- **202 is done.** While the service's database is away, a write is applied and
+  answered 202 (``recorded: false``): the timer is armed or released, only its record
+  waits. The client returns, logs a warning and counts it (``not_recorded``).
+- **The service answers first.** The client's timeout is longer than the longest the
+  service waits before answering (its ``--commit-timeout``, 5 s by default), so it
+  never gives up on an answer that is on its way.
+- **A connection the service closed is retried once.** The client keeps an idle
+  connection for less time than the service does (5 s), and if the service still
+  closed it before answering (a restart, a race at the expiry), the request is sent
+  again once on a new connection: an arm repeated is a heartbeat, a release repeated
+  finds nothing (404, which is fine).
+"""
 
 from __future__ import annotations
 
+import logging
 import os
 import signal as signal_module
 from typing import Any
@@ -15,16 +31,24 @@ from .engine.labels import Labels, labels_from_environ
 
 __all__ = ["HttpTimerClient", "TimerServiceError"]
 
+logger = logging.getLogger(__name__)
 
-def _http_url_and_transport(base_url: str) -> tuple[str, httpx.HTTPTransport | None]:
+# Longer than the service's --commit-timeout (5 s) with room for a busy event loop.
+_TIMEOUT_SECONDS = 15.0
+# Shorter than the service's keep-alive (5 s): the client drops an idle connection first.
+_KEEPALIVE_SECONDS = 2.0
+# The connection was closed or broken before an answer came: safe to send once more.
+_CLOSED_BEFORE_ANSWER = (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
+
+
+def _http_url_and_socket(base_url: str) -> tuple[str, str | None]:
     """``unix:///run/ts.sock`` and ``http+unix://%2Frun%2Fts.sock/prefix`` name the
     service's Unix socket; anything else is an ordinary HTTP URL."""
     parts = urlsplit(base_url)
     if parts.scheme == "unix":
-        return "http://localhost", httpx.HTTPTransport(uds=parts.path)
+        return "http://localhost", parts.path
     if parts.scheme == "http+unix":
-        socket_path = unquote(parts.netloc)
-        return f"http://localhost{parts.path}", httpx.HTTPTransport(uds=socket_path)
+        return f"http://localhost{parts.path}", unquote(parts.netloc)
     return base_url, None
 
 
@@ -53,7 +77,7 @@ class HttpTimerClient(TimerClient):
         token: str | None = None,
         *,
         signal: int = signal_module.SIGKILL,
-        timeout: float = 5.0,
+        timeout: float = _TIMEOUT_SECONDS,
         dump_stack_on: int | None = None,
         labels: Labels | None = None,
     ) -> None:
@@ -64,10 +88,15 @@ class HttpTimerClient(TimerClient):
         self.labels = labels if labels is not None else _environment_labels()
         if dump_stack_on is not None:
             dump_stack_on_signal(dump_stack_on)
-        http_url, transport = _http_url_and_transport(self.base_url)
+        http_url, socket_path = _http_url_and_socket(self.base_url)
+        transport = httpx.HTTPTransport(
+            uds=socket_path, limits=httpx.Limits(keepalive_expiry=_KEEPALIVE_SECONDS)
+        )
         self._http = httpx.Client(
             base_url=http_url, headers=headers, timeout=timeout, transport=transport
         )
+        # Writes applied by the service but not recorded yet (202): its database was away.
+        self.not_recorded = 0
 
     def acquire(self, scope_id: str, expiration_time: float) -> None:
         self._post(
@@ -100,21 +129,38 @@ class HttpTimerClient(TimerClient):
 
     def _post(self, path: str, body: dict[str, Any], ok_404: bool = False) -> None:
         try:
-            response = self._http.post(path, json=body)
+            try:
+                response = self._http.post(path, json=body)
+            except _CLOSED_BEFORE_ANSWER:
+                # The service closed the connection before answering (it restarted, or
+                # it let the connection go as this request went out): once more, on a
+                # new connection. Both writes are safe to repeat.
+                response = self._http.post(path, json=body)
         except httpx.HTTPError as error:
             raise TimerServiceError(
                 f"timer service at {self.base_url} is unreachable ({error}); "
                 "is `timer-service serve` running?"
             ) from error
+        if response.status_code == 202:
+            self.not_recorded += 1
+            logger.warning(
+                "timer service applied %s but could not record it yet: %s",
+                path,
+                _detail(response),
+            )
+            return
         if response.is_success or (ok_404 and response.status_code == 404):
             return
-        try:
-            detail = response.json().get("detail", response.text)
-        except ValueError:
-            detail = response.text
         raise TimerServiceError(
-            f"timer service refused {path} with {response.status_code}: {detail}"
+            f"timer service refused {path} with {response.status_code}: {_detail(response)}"
         )
+
+
+def _detail(response: httpx.Response) -> Any:
+    try:
+        return response.json().get("detail", response.text)
+    except (ValueError, AttributeError):
+        return response.text
 
 
 def _environment_labels() -> Labels:

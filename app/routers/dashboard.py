@@ -98,10 +98,15 @@ def collect_state(service: Service, filters: Filters) -> dict[str, Any]:
     now = time.time()
     health = service.health()
     fleet = service.fleet
+    # While the database is away the page shows what this node's engine and live feed
+    # know, and says that history is unavailable (contract 14).
+    away = health.database_problem
     # A hub's engine sees no events: its counts and chart come from the database.
-    feed = (fleet.hub_feed() if fleet.local is None else service.live_feed).snapshot(now)
-    statuses = fleet.nodes(health.active_timers)
-    others = fleet.has_others()
+    feed = (
+        fleet.hub_feed() if fleet.local is None and away is None else service.live_feed
+    ).snapshot(now)
+    statuses = fleet.nodes(health.active_timers) if away is None else []
+    others = away is None and fleet.has_others()
     local = fleet.local
     # The local engine's timers are wanted unless the filter names another node.
     want_local = local is not None and filters.node in (None, local)
@@ -165,6 +170,7 @@ def collect_state(service: Service, filters: Filters) -> dict[str, Any]:
         "recent_ends": ends[:_ENDS_SHOWN],
         "chart": feed["chart"],
         "nodes": node_rows(statuses),
+        "history_unavailable": away,
     }
 
 
@@ -231,11 +237,15 @@ templates.env.globals.update(active_row=_active_row)
 def dashboard(
     request: Request,
     service: ServiceDep,
-    session: SessionDep,
     caller: CallerDep,
     filters: FiltersDep,
 ) -> HTMLResponse:
     state = collect_state(service, filters)
+    if state["history_unavailable"] is None:
+        with Session(service.engine) as session:
+            jobs_overview = overview(session, caller)
+    else:
+        jobs_overview = {"jobs": [], "more_jobs": False, "incidents": []}
     return templates.TemplateResponse(
         request,
         "dashboard.html",
@@ -245,7 +255,7 @@ def dashboard(
             "filters": filters,
             "now": state["now"],
             # The jobs and their recent incidents (job_views), shown as the caller may see them.
-            "jobs_overview": overview(session, caller),
+            "jobs_overview": jobs_overview,
         },
     )
 

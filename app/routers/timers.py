@@ -7,13 +7,16 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Response, status
 from fastapi.responses import PlainTextResponse
+from sqlmodel import Session
 
 from timer_core import RefusedError
 from timer_core.engine.labels import MAX_JOB_ID_LENGTH, MAX_RANK
 
 from .. import store
+from ..active_from_engine import active_page
 from ..callers import Caller, CallerDep, authorize, forbidden, is_privileged
-from ..deps import ServiceDep, SessionDep, refuse_on_hub, require_token
+from ..database_status import DATABASE_ERRORS
+from ..deps import ServiceDep, SessionDep, database_unavailable, refuse_on_hub, require_token
 from ..models import (
     ErrorMessage,
     Page,
@@ -26,6 +29,7 @@ from ..pagination import CURSOR_PATTERN, KnownQueryOnly, OptionalIntQuery, Timer
 from ..service import Service
 from ..timer_state import TimerState
 from ..write_access import JsonWrite
+from ..write_answers import answer, wait_recorded
 
 __all__ = ["PAST_GRACE_SECONDS", "router"]
 
@@ -58,9 +62,8 @@ def _owner_check(caller: Caller) -> dict[str, Any]:
 
 async def _refusal_recorded(service: Service) -> None:
     # The refusal is in the event log before the client hears of it (best effort: a
-    # slow disk must not turn a 4xx into a 503).
-    seq = service.reaper.bus.last_seq()
-    await service.recorder.wait_committed(seq, service.settings.commit_timeout)
+    # slow disk must not turn a 4xx into a 503, nor a database away delay it).
+    await wait_recorded(service)
 
 
 def _refusal_error(error: RefusedError) -> HTTPException:
@@ -71,22 +74,12 @@ def _refusal_error(error: RefusedError) -> HTTPException:
     return unprocessable(error.field, error.reason)
 
 
-def _answer(timer: TimerPublic, status_code: int = status.HTTP_200_OK) -> Response:
-    """``timer`` encoded once, as FastAPI would encode it for ``response_model``:
-    returned as the model, it would be validated against that model again first."""
-    return Response(timer.model_dump_json(), status_code, media_type="application/json")
-
-
-async def _committed(service: Service) -> None:
-    """Wait until every event so far (this request's included) is on disk, or answer 503."""
-    seq = service.reaper.bus.last_seq()
-    if not await service.recorder.wait_committed(seq, service.settings.commit_timeout):
-        reason = service.recorder.degraded_reason or "the recorder is behind"
-        raise HTTPException(
-            status.HTTP_503_SERVICE_UNAVAILABLE,
-            detail=f"not committed within {service.settings.commit_timeout}s ({reason}); "
-            "the timer is armed, retry to confirm it",
-        )
+async def _answer(
+    service: Service, timer: TimerPublic, done: str, status_code: int = status.HTTP_200_OK
+) -> Response:
+    """``status_code`` once the request's events are committed; 202 (it is ``done``, not
+    recorded yet) as soon as the database cannot take them (app.write_answers)."""
+    return answer(timer, status_code, not_recorded=await wait_recorded(service), done=done)
 
 
 def _not_behind(service: Service) -> None:
@@ -98,6 +91,13 @@ def _not_behind(service: Service) -> None:
         raise HTTPException(
             status.HTTP_503_SERVICE_UNAVAILABLE, detail=refusal, headers={"Retry-After": "1"}
         )
+
+
+_ACCEPTED: dict[str, Any] = {
+    "description": "Applied, not recorded yet: the database cannot be written now. "
+    'The body is {"timer": timer, "recorded": false, "detail": why}; the events are '
+    "written when the database returns (nothing to retry)"
+}
 
 
 def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
@@ -120,6 +120,7 @@ def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     response_model=TimerPublic,
     responses={
         200: {"model": TimerPublic, "description": "Heartbeat: deadline moved"},
+        202: _ACCEPTED,
         **_errors(400, 401, 403, 409, 415, 429, 503),
     },
 )
@@ -155,9 +156,10 @@ async def acquire(body: TimerCreate, access: JsonWrite) -> Response:
     except RefusedError as error:
         await _refusal_recorded(service)
         raise _refusal_error(error) from None
-    await _committed(service)
-    return _answer(
+    return await _answer(
+        service,
         TimerPublic.from_view(view),
+        "the timer is armed" if created else "the timer's deadline is moved",
         status.HTTP_201_CREATED if created else status.HTTP_200_OK,
     )
 
@@ -165,7 +167,7 @@ async def acquire(body: TimerCreate, access: JsonWrite) -> Response:
 @router.post(
     "/release",
     response_model=TimerPublic,
-    responses=_errors(400, 401, 403, 404, 409, 415, 503),
+    responses={202: _ACCEPTED, **_errors(400, 401, 403, 404, 409, 415)},
 )
 async def release(body: TimerRelease, access: JsonWrite) -> Response:
     service, caller = access.service, access.caller
@@ -178,15 +180,18 @@ async def release(body: TimerRelease, access: JsonWrite) -> Response:
         raise _refusal_error(error) from None
     if view is None:
         raise HTTPException(404, detail=f"no active timer for pid {body.pid} and that scope_id")
-    await _committed(service)
-    return _answer(TimerPublic.from_view(view, ended_at=time.time()))
+    return await _answer(
+        service, TimerPublic.from_view(view, ended_at=time.time()), "the timer is released"
+    )
 
 
 @router.delete(
-    "/{timer_id}", response_model=TimerPublic, responses=_errors(401, 403, 404, 409, 503)
+    "/{timer_id}",
+    response_model=TimerPublic,
+    responses={202: _ACCEPTED, **_errors(401, 403, 404, 409, 503)},
 )
 async def delete(
-    timer_id: TimerIdPath, service: ServiceDep, session: SessionDep, caller: CallerDep, _: Write
+    timer_id: TimerIdPath, service: ServiceDep, caller: CallerDep, _: Write
 ) -> Response:
     refuse_on_hub(service)
     try:
@@ -195,7 +200,9 @@ async def delete(
         await _refusal_recorded(service)
         raise _refusal_error(error) from None
     if view is None:
-        row = store.timer(session, timer_id)
+        # Only now the database: a timer this engine holds is released without it.
+        with Session(service.engine) as session:
+            row = store.timer(session, timer_id)
         if row is None:
             raise HTTPException(404, detail=f"no timer {timer_id}")
         if row.state == "active" and row.node != service.settings.node:
@@ -203,13 +210,14 @@ async def delete(
                 409, detail=f"timer {timer_id} is armed on node {row.node!r}: delete it there"
             )
         raise HTTPException(409, detail=f"timer {timer_id} is not active (it is {row.state})")
-    await _committed(service)
-    return _answer(TimerPublic.from_view(view, ended_at=time.time()))
+    return await _answer(
+        service, TimerPublic.from_view(view, ended_at=time.time()), "the timer is released"
+    )
 
 
-@router.get("")
+@router.get("", responses=_errors(503))
 def list_timers(
-    session: SessionDep,
+    service: ServiceDep,
     _known: KnownQueryOnly,
     state: Annotated[TimerState | None, Query()] = None,
     pid: OptionalIntQuery = None,
@@ -220,9 +228,26 @@ def list_timers(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: Annotated[str | None, Query(pattern=CURSOR_PATTERN)] = None,
 ) -> Page[TimerPublic]:
-    """Newest first. Pass ``next`` back as ``cursor`` for the following page."""
-    query = store.timers_query(state, pid, scope, job=job, rank=rank, node=node)
-    return paginate(session, query, Timer.id, TimerPublic, limit, cursor)
+    """Newest first. Pass ``next`` back as ``cursor`` for the following page. While the
+    database is away, ``state=active`` is answered from this node's engine."""
+    problem = service.database.problem()
+    if problem is None:
+        query = store.timers_query(state, pid, scope, job=job, rank=rank, node=node)
+        try:
+            with Session(service.engine) as session:
+                return paginate(session, query, Timer.id, TimerPublic, limit, cursor)
+        except DATABASE_ERRORS as error:
+            problem = service.database.read_failed(error)
+    page = (
+        active_page(
+            service, pid=pid, scope=scope, job=job, rank=rank, node=node, limit=limit, cursor=cursor
+        )
+        if state == TimerState.ACTIVE
+        else None
+    )
+    if page is None:
+        raise database_unavailable(problem)
+    return page
 
 
 @router.get(

@@ -223,6 +223,8 @@ function drawChart(points) {
 function render(state) {
   TS.clockOffset = state.now - Date.now() / 1000;
   TS.showHealth(state.health);
+  document.getElementById("history-unavailable").hidden = !state.history_unavailable;
+  TS.setText("history-unavailable-why", state.history_unavailable || "");
   const counts = state.counts;
   TS.setText("count-active", counts.active);
   TS.setText("count-expired", counts.expired_last_hour);

@@ -1,8 +1,9 @@
 """The database becomes unwritable: locked by another connection, or the disk is
 full (a tiny tmpfs made here), or read-only. Kills go on, /healthz and a metric say
-why, events wait in a buffer and are written once the disk recovers, and an
-acquisition that cannot be committed gets a 503, never a fake 201. Once the buffer is
-full, new acquisitions get 503 before they are armed: nothing is dropped."""
+why, events wait in a buffer and are written once the disk recovers, and a write that
+cannot be committed is answered 202 (applied, ``recorded: false``) at once, never a fake
+201 nor a 503 for what was done (contract 14). Once the buffer is full, new
+acquisitions get 503 before they are armed: nothing is dropped."""
 
 from __future__ import annotations
 
@@ -51,8 +52,11 @@ def check_fault_then_recovery(
     sleepers.extend([victim, bystander])
     # Nothing can be committed: no fake 201, but the timer is armed and kills on time.
     response = client.post("/timers", json={"pid": victim.pid, "scope_id": "v", "expires_in": 0.3})
-    assert response.status_code == 503, response.text
-    assert fault in response.json()["detail"]
+    assert response.status_code == 202, response.text
+    accepted = response.json()
+    assert accepted["recorded"] is False and accepted["timer"]["state"] == "active"
+    assert fault in accepted["detail"] and "the timer is armed" in accepted["detail"]
+    assert response.headers["retry-after"]
     assert wait_dead(victim) == -9
     health = client.get("/healthz")
     assert health.status_code == 200 and health.json()["status"] == "degraded"
@@ -90,7 +94,9 @@ def test_database_locked_by_another_connection(
 def tiny_disk(tmp_path: Path) -> Iterator[Path]:
     mount = tmp_path / "disk"
     mount.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)], check=True)
+    subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=2m,mode=0700", "tmpfs", str(mount)], check=True
+    )
     try:
         yield mount
     finally:
@@ -130,8 +136,8 @@ def test_a_full_buffer_refuses_new_acquisitions_instead_of_dropping(
             for scope in ("a", "b", "c", "d", "e"):
                 body = {"pid": worker.pid, "scope_id": scope, "expires_in": 600}
                 answers.append(client.post("/timers", json=body))
-            # Armed but not committable in time: 503 saying the timer is armed.
-            assert [r.status_code for r in answers[:3]] == [503, 503, 503]
+            # Armed but not committable: 202 saying the timer is armed, not recorded yet.
+            assert [r.status_code for r in answers[:3]] == [202, 202, 202]
             assert all("the timer is armed" in r.json()["detail"] for r in answers[:3])
             # Three events behind: the next ones are refused before the engine.
             assert [r.status_code for r in answers[3:]] == [503, 503]
@@ -142,7 +148,9 @@ def test_a_full_buffer_refuses_new_acquisitions_instead_of_dropping(
             assert metric(client, "timer_recorder_dropped_total") == 0
             # Releases are still taken: they end timers that exist.
             release = {"pid": worker.pid, "scope_id": "a"}
-            assert client.post("/timers/release", json=release).status_code == 503
+            released = client.post("/timers/release", json=release)
+            assert released.status_code == 202
+            assert "the timer is released" in released.json()["detail"]
         finally:
             holder.execute("COMMIT")
             holder.close()
@@ -159,7 +167,9 @@ def test_a_full_buffer_refuses_new_acquisitions_instead_of_dropping(
 def test_a_read_only_disk_at_start_is_a_clear_error_not_a_hang(tmp_path: Path) -> None:
     mount = tmp_path / "ro"
     mount.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m,ro", "tmpfs", str(mount)], check=True)
+    subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=2m,ro,mode=0700", "tmpfs", str(mount)], check=True
+    )
     try:
         result = subprocess.run(
             [
