@@ -1,0 +1,179 @@
+"""py-spy, started by a root service for another user's worker, runs with that user's
+privileges and in that worker's mount namespace (issue 20). A real second user stages
+the attack: in a mount namespace of its own (``unshare -rm``) its worker loads a
+library from a tmpfs and blocks in it, while in the host's namespace the same path is
+its link to a root-only file or to a FIFO. strace, run by the test around the whole
+helper chain, shows every open of that path made after the drop to the user's uid and
+the entry into its mount namespace: root opens none."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.mount_namespace_worker import LIBRARY, HostileWorker, plant, start_hostile, usable
+from tests.second_user import SERVICE_AS_ROOT, SecondUser
+from tests.waiting import wait_until
+from tests.workers import needs_py_spy
+from timer_core.diagnosis import stack_capture
+from timer_core.diagnosis.bounded_subprocess import Finished, run_bounded
+from timer_core.diagnosis.stack_capture import StackCapturer
+from timer_core.engine.process import ProcessIdentity, identify
+
+pytestmark = [
+    *SERVICE_AS_ROOT,
+    pytest.mark.skipif(shutil.which("strace") is None, reason="needs strace"),
+]
+
+SECRET = "root:the-password-hash"
+_CAP_SYS_PTRACE = f"{1 << 19:016x}"
+
+
+def identity_of(pid: int) -> ProcessIdentity:
+    identity = identify(pid)
+    assert identity is not None
+    return identity
+
+
+@pytest.fixture
+def hostile(second_user: SecondUser, shared_tmp: Path) -> Iterator[HostileWorker]:
+    why = usable(second_user)
+    if why:
+        pytest.skip(why)
+    worker = start_hostile(second_user, shared_tmp)
+    yield worker
+    worker.stop()
+
+
+def traced(monkeypatch: pytest.MonkeyPatch, log: Path) -> None:
+    """Run every helper of the capture under ``strace -f``, logging to ``log``."""
+    syscalls = "trace=open,openat,openat2,setresuid,setns,clone,clone3,fork,vfork"
+
+    def run(argv: list[str], timeout: float, env: dict[str, str] | None = None) -> Finished:
+        command = ["strace", "-f", "-qq", "-o", str(log), "-e", syscalls, *argv]
+        return run_bounded(command, timeout, env)
+
+    monkeypatch.setattr(stack_capture, "run_bounded", run)
+
+
+def opens_of(log: Path, path: Path, uid: int) -> list[tuple[str, bool, bool]]:
+    """Each open of ``path`` in the strace ``log``: (its line, whether that process had
+    switched to ``uid``, whether it had entered another mount namespace). Both are
+    inherited by the processes and threads it starts."""
+    state: dict[str, tuple[bool, bool]] = {}
+    opens = []
+    for line in log.read_text().splitlines():
+        pid, _, call = line.partition(" ")
+        dropped, entered = state.get(pid, (False, False))
+        if re.match(rf"setresuid\({uid}, {uid}, {uid}\)\s+= 0", call):
+            dropped = True
+        elif re.match(r"setns\(\d+, CLONE_NEWNS\)\s+= 0", call):
+            entered = True
+        child = re.search(r"(?:clone3?|fork|vfork)\b.*= (\d+)$", call)
+        if child:
+            state[child.group(1)] = (dropped, entered)
+        state[pid] = (dropped, entered)
+        if str(path) in call and re.match(r"(<\.\.\. )?open", call):
+            opens.append((line, dropped, entered))
+    return opens
+
+
+@needs_py_spy
+@pytest.mark.parametrize("target", ["root-only file", "FIFO"])
+def test_a_planted_path_is_opened_only_as_the_worker_in_its_namespace(
+    target: str,
+    hostile: HostileWorker,
+    second_user: SecondUser,
+    shared_tmp: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    if target == "FIFO":
+        aim = hostile.library.parent / "fifo"  # the user's own directory, in the host's view
+        second_user.run(["mkfifo", str(aim)], check=True)
+    else:
+        aim = shared_tmp / "shadow"
+        aim.write_text(SECRET + "\n")
+        aim.chmod(0o600)
+    plant(second_user, hostile, aim)
+    log = tmp_path / "strace.log"
+    traced(monkeypatch, log)
+
+    captured = StackCapturer(budget=10).capture(identity_of(hostile.pid))
+
+    # The native attempt succeeded, within its share: it read the real library (its
+    # symbols name the frames), not the link's target, and no FIFO held it.
+    assert captured.method == "py-spy", captured.notes
+    assert f"({LIBRARY})" in captured.text, captured.text
+    assert SECRET not in captured.text
+    assert captured.notes == ()
+    opens = opens_of(log, hostile.library, second_user.uid)
+    assert opens, "py-spy never opened the library: the test proves nothing"
+    for line, dropped, entered in opens:
+        assert dropped and entered, line
+
+
+def test_py_spy_gets_the_workers_uid_ptrace_alone_and_no_environment(
+    second_user: SecondUser, shared_tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A stand-in for py-spy that reports what it runs with.
+    reporter = shared_tmp / "py-spy"
+    reporter.write_text(
+        "#!/bin/sh\n"
+        "grep -E '^(Uid|Gid|Groups|CapPrm|CapEff|CapBnd|CapAmb|NoNewPrivs):' /proc/self/status\n"
+        "env\n"
+    )
+    reporter.chmod(0o755)
+    monkeypatch.setenv("TIMER_SERVICE_TOKEN", "service-secret-token")
+    worker = second_user.sleeper()
+    try:
+        # setpriv switches to the user a moment after it starts.
+        assert wait_until(lambda: identity_of(worker.pid).uid == second_user.uid)
+        capturer = StackCapturer(budget=10)
+        capturer.py_spy = str(reporter)
+        captured = capturer.capture(identity_of(worker.pid))
+    finally:
+        worker.kill()
+        worker.wait()
+    assert captured.method == "py-spy", captured.notes
+    report = dict(line.split(":", 1) for line in captured.text.splitlines() if ":" in line)
+    uid, gid = str(second_user.uid), str(second_user.gid)
+    assert report["Uid"].split() == [uid] * 4 and report["Gid"].split() == [gid] * 4
+    assert report["Groups"].strip() == ""
+    for caps in ("CapPrm", "CapEff", "CapBnd", "CapAmb"):
+        assert report[caps].strip() == _CAP_SYS_PTRACE, (caps, report[caps])
+    assert report["NoNewPrivs"].strip() == "1"
+    assert "service-secret-token" not in captured.text
+    assert os.environ["TIMER_SERVICE_TOKEN"] == "service-secret-token"
+
+
+@needs_py_spy
+def test_a_fifo_in_the_workers_own_namespace_holds_each_attempt_to_its_share(
+    second_user: SecondUser, shared_tmp: Path
+) -> None:
+    why = usable(second_user)
+    if why:
+        pytest.skip(why)
+    # Named as libpython, so even the Python-only attempt opens it: both block.
+    worker = start_hostile(second_user, shared_tmp, name="libpython3.11.so", fifo_inside=True)
+    budget = 1.0
+    try:
+        captured = StackCapturer(budget=budget).capture(identity_of(worker.pid))
+        alive = worker.process.poll() is None
+    finally:
+        worker.stop()
+    assert captured.method == "proc"
+    native, python_only = captured.notes
+    # Each attempt was cut off at its share of the budget, and the /proc report came
+    # after them: the kill waited on nothing unbounded.
+    cut_off = re.fullmatch(r"py-spy: timed out after ([\d.]+)s", native)
+    assert cut_off is not None, native
+    assert float(cut_off[1]) <= budget / 2 + 0.01
+    assert python_only.startswith("py-spy (python only): timed out after")
+    assert captured.seconds <= budget + 1.0  # a generous margin: a safety bound only
+    assert alive
