@@ -13,6 +13,7 @@ from sqlmodel import SQLModel
 from timer_core import TimerEvent, TimerView
 from timer_core.engine.admission import MAX_DEADLINE_SECONDS
 from timer_core.engine.labels import MAX_JOB_ID_LENGTH, MAX_RANK, NO_LABELS, Labels
+from timer_core.engine.request_text import MAX_SCOPE_LENGTH, scope_id_problem
 
 from .sql_types import BIG_ID
 from .timer_state import TimerState
@@ -33,8 +34,6 @@ __all__ = [
     "TimerPublic",
     "TimerRelease",
 ]
-
-MAX_SCOPE_LENGTH = 1024
 
 
 class TimerBase(SQLModel):
@@ -170,7 +169,21 @@ JobId = Annotated[
     Field(strict=True, min_length=1, max_length=MAX_JOB_ID_LENGTH),
     AfterValidator(_printable_job_id),
 ]
-ScopeId = Annotated[str, Field(min_length=1, max_length=MAX_SCOPE_LENGTH)]
+
+
+def _allowed_scope_id(value: str) -> str:
+    # The engine's one rule (request_text), so nothing HTTP lets in is refused by the
+    # FIFOs or the queue, and nothing they refuse enters here.
+    problem = scope_id_problem(value)
+    if problem is not None:
+        raise ValueError(problem)
+    return value
+
+
+# The length bounds stay in the Field too, so the OpenAPI schema shows them.
+ScopeId = Annotated[
+    str, Field(min_length=1, max_length=MAX_SCOPE_LENGTH), AfterValidator(_allowed_scope_id)
+]
 Seconds = Annotated[float, Field(strict=True, allow_inf_nan=False)]
 
 

@@ -113,12 +113,25 @@ def test_unknown_timer_ids(client: TestClient) -> None:
 def test_hostile_scope_ids_are_stored_verbatim(
     client: TestClient, sleeper: subprocess.Popen[bytes]
 ) -> None:
-    hostile = "<img src=x onerror=alert(1)>'\"; DROP TABLE timers; --\u202e\x00"
+    """Markup, SQL and a right-to-left override are printable text: stored as sent.
+    (A NUL, which this test once sent too, is now refused: see the next test.)"""
+    hostile = "<img src=x onerror=alert(1)>'\"; DROP TABLE timers; --\u202e"
     response = client.post(
         "/timers", json={"pid": sleeper.pid, "scope_id": hostile, "expires_in": 60}
     )
     assert response.status_code == 201
     assert client.get(f"/timers/{response.json()['id']}").json()["scope_id"] == hostile
+
+
+def test_a_scope_id_with_a_nul_is_refused(
+    client: TestClient, sleeper: subprocess.Popen[bytes]
+) -> None:
+    """The engine's rule for every source (request_text): no control characters."""
+    response = client.post(
+        "/timers", json={"pid": sleeper.pid, "scope_id": "a\x00b", "expires_in": 60}
+    )
+    assert_refused(client, response)
+    assert "U+0000" in response.json()["detail"][0]["msg"]
 
 
 def test_release_with_bad_bodies(client: TestClient) -> None:

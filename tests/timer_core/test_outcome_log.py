@@ -100,16 +100,23 @@ def test_a_refusal_is_one_warning_from_the_reaper(
 def test_a_scope_with_line_breaks_stays_on_one_line(
     world: World, caplog: pytest.LogCaptureFixture
 ) -> None:
-    forged = "step\n2030-01-01 00:00:00,000 INFO timer_core.expiry: timer 9 killed: pid=1\r\u2028"
+    # "\n" and "\r" are refused at the door (control characters: request_text), and
+    # their refusal is logged on one line. The Unicode line and paragraph separators are
+    # not control characters, so they are armed: the kill's line and a refusal's must
+    # stay one line too.
+    forged = "step\u20282030-01-01 00:00:00,000 INFO timer_core.expiry: timer 9 killed\u2029"
     world.reaper.acquire(100, forged, world.at(1))
     world.advance(1)
     with pytest.raises(RefusedError):
         world.reaper.acquire(1, forged, world.at(5))
+    with pytest.raises(RefusedError, match="U\\+000A"):
+        world.reaper.acquire(100, "step\n2030-01-01 INFO timer 9 killed\r", world.at(5))
     lines = [r.getMessage() for r in caplog.records if r.name.startswith("timer_core")]
-    assert len(lines) == 2
+    assert len(lines) == 3
     for line in lines:
         assert line.splitlines() == [line]
-        assert "scope='step\\n2030-01-01 00:00:00,000 INFO" in line
+    assert all("scope='step\\u20282030-01-01 00:00:00,000 INFO" in line for line in lines[:2])
+    assert "scope='step\\n2030-01-01 INFO timer 9 killed\\r'" in lines[2]
 
 
 def test_the_line_names_the_stack_method_and_its_seconds() -> None:

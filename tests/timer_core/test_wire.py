@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from timer_core import ManualClock, ProcessIdentity, Reaper
 from timer_core.engine.admission import MAX_DEADLINE_SECONDS
 from timer_core.engine.process import ProcessSignaller
+from timer_core.engine.request_text import scope_id_problem
 from timer_core.sources.fifo_source import FifoSource
 from timer_core.wire import MAX_LINE_BYTES, MalformedRequest, WireRequest, encode, parse_line
 
@@ -123,7 +124,8 @@ def test_reads_what_a_client_wrote_to_the_real_fifo(collector: _Collector) -> No
 good_requests = st.builds(
     WireRequest,
     pid=st.integers(100, 199),
-    scope_id=st.text(max_size=40),
+    # Every scope id the engine's rule allows (request_text): 1+ characters, none Cc or Cs.
+    scope_id=st.text(st.characters(exclude_categories=("Cc", "Cs")), min_size=1, max_size=40),
     expiration_time=st.floats(0, ManualClock().time() + MAX_DEADLINE_SECONDS),
     signal=st.sampled_from([0, 9, 15]),
 )
@@ -157,7 +159,8 @@ def test_random_bytes_never_crash_and_every_valid_request_applies(
                 except MalformedRequest:
                     continue
                 within_cap = parsed.expiration_time <= ManualClock().time() + MAX_DEADLINE_SECONDS
-                if item.strip() and parsed.pid in collector.processes and within_cap:
+                allowed = scope_id_problem(parsed.scope_id) is None
+                if item.strip() and parsed.pid in collector.processes and within_cap and allowed:
                     expected[(parsed.pid, parsed.scope_id)] = parsed.expiration_time
         active = {(t.pid, t.scope_id): t.expiration_time for t in collector.reaper.active()}
         assert active == expected

@@ -6,9 +6,10 @@ torch-compatible servers) call its request methods, and listeners get its events
 Its parts, one idea per module:
 
 - the timers: ``reaper`` (requests that arm, and the step that reaps), ``admission``
-  (the checks a request passes), ``timer_book`` (the live timers under the lock, with
-  the releases and reads), ``timer_table`` (by key, id and uid), ``deadline_heap``
-  (what is due when), ``timers`` (the records), ``reaper_loop`` (the thread);
+  (the checks a request passes; ``request_text``, the rule for its scope id),
+  ``timer_book`` (the live timers under the lock, with the releases and reads),
+  ``timer_table`` (by key, id and uid), ``deadline_heap`` (what is due when),
+  ``timers`` (the records), ``reaper_loop`` (the thread);
 - the kill path: ``expiry`` (capture, then kill, never waiting unbounded),
   ``capturer`` and ``capture_runner`` (a stack within the budget), ``kill_outcomes``
   (signal, and record what happened), ``kill_watch`` (kills overdue);

@@ -13,6 +13,7 @@ import signal as signal_module
 from typing import Any
 
 from .process import ProcessSignaller
+from .request_text import scope_id_problem
 
 __all__ = [
     "MAX_DEADLINE_SECONDS",
@@ -20,6 +21,7 @@ __all__ = [
     "RefusedError",
     "check_expiration",
     "check_request",
+    "check_scope_id",
     "check_signal",
     "not_own_process",
     "observe_only",
@@ -66,13 +68,28 @@ def check_signal(signal: Any, field: str = "signal") -> int:
     return signal
 
 
+def check_scope_id(scope_id: Any) -> str:
+    """The scope id, if ``request_text``'s rule allows it (the one HTTP's schema applies)."""
+    problem = scope_id_problem(scope_id)
+    if problem is not None:
+        raise RefusedError(problem, "scope_id")
+    return str(scope_id)
+
+
 def check_expiration(expiration_time: Any, now: float) -> float:
     if isinstance(expiration_time, bool) or not isinstance(expiration_time, int | float):
         raise RefusedError(
             f"expiration_time must be a number, got {expiration_time!r}", "expiration_time"
         )
-    if not math.isfinite(expiration_time):
-        raise RefusedError("expiration_time must be finite", "expiration_time")
+    try:
+        # An integer of 400 digits (valid JSON) has no float: refused, never an OverflowError.
+        finite = math.isfinite(expiration_time)
+    except OverflowError:
+        finite = False
+    if not finite:
+        raise RefusedError(
+            "expiration_time must be a finite number of unix seconds", "expiration_time"
+        )
     if expiration_time > now + MAX_DEADLINE_SECONDS:
         raise RefusedError(
             f"deadline is more than {MAX_DEADLINE_SECONDS // 86400} days away "
@@ -100,8 +117,7 @@ def check_request(
     observe_self = observe_protected and pid in signaller.protected and observe_only(signal)
     if refusal is not None and not observe_self:
         raise RefusedError(refusal)
-    if not isinstance(scope_id, str):
-        raise RefusedError(f"scope_id must be a string, got {scope_id!r}", "scope_id")
+    check_scope_id(scope_id)
     expiration = check_expiration(expiration_time, now)
     checked_signal = check_signal(signal)
     if dump_signal is not None and check_signal(dump_signal, "dump_signal") <= 0:

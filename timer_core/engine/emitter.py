@@ -16,6 +16,7 @@ from .capturer import CapturedStack, RankStack
 from .clock import Clock
 from .events import EventBus, EventKind, TimerEvent
 from .process import signal_name
+from .request_text import recordable_text
 from .timers import LiveTimer
 
 __all__ = [
@@ -118,9 +119,10 @@ def refused_event(
         kind=EventKind.REFUSED,
         timer_id=None,
         # What was asked is kept as text; the typed fields hold only values a
-        # listener can store (a 200-digit pid must not break the recorder).
+        # listener can store (a 200-digit pid must not break the recorder), and the
+        # text only what it can encode (a lone surrogate or a NUL goes escaped).
         pid=storable_int(pid, -1),
-        scope_id=str(scope_id)[:1024],
+        scope_id=recordable_text(scope_id),
         at=at,
         state="refused",
         signal=storable_int(signal, 0),

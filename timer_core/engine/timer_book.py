@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from . import snapshot
-from .admission import RefusedError
+from .admission import RefusedError, check_scope_id
 from .clock import Clock
 from .deadline_heap import DeadlineHeap
 from .emitter import EventEmitter
@@ -66,7 +66,14 @@ class TimerBook:
     ) -> TimerView | None:
         """End the active timer for (pid, scope_id); None if there is none. With
         ``owner_uid``, a timer whose worker belongs to another uid is not released:
-        RefusedError (kind "forbidden"), after a ``refused`` event naming ``requester``."""
+        RefusedError (kind "forbidden"), after a ``refused`` event naming ``requester``.
+        A scope id no acquisition could have armed (``request_text``) is refused alike
+        (kind "invalid"): every source releases by the rule it arms by."""
+        try:
+            check_scope_id(scope_id)
+        except RefusedError as error:
+            self.emit_refused(pid, scope_id, -1, 0, source, error.reason)
+            raise
         with self._lock:
             timer = self._table.get(pid, scope_id)
             return self._release_locked(timer, source, owner_uid, requester)
