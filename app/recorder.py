@@ -13,7 +13,8 @@ the service turns away could otherwise fill it.
 
 An event the database refuses (a value it cannot hold) is set aside alone: a failed
 batch is split in halves until the bad event stands by itself, so one bad event
-costs a few extra transactions, not one per event. If it was a timer's acquisition,
+costs a few extra transactions, not one per event. Text the database cannot encode
+(a lone surrogate) is escaped then, and the event recorded. If it was a timer's acquisition,
 the timer's later events are still written, unlinked, instead of each failing the
 foreign key in its turn.
 """
@@ -36,6 +37,7 @@ from . import store
 from .commit_watermark import CommitWatermark
 from .event_rows import write_events
 from .incident_rows import IncidentRecorder
+from .unencodable import encodable, escaped
 from .wal_checkpoints import WalCheckpoints
 
 __all__ = ["Recorder"]
@@ -259,8 +261,26 @@ class Recorder:
         self._done(batch)
 
     def _set_aside(self, event: TimerEvent, error: Exception) -> None:
-        """An event the database refused. If its timer is not in the database, the
-        timer is remembered as unrecorded and the event written once more, unlinked."""
+        """An event the database refused. Text it cannot encode (a lone surrogate) is
+        escaped and the event written again: recorded, not lost. Otherwise, if its
+        timer is not in the database, the timer is remembered as unrecorded and the
+        event written once more, unlinked."""
+        if not encodable(event):
+            event = escaped(event)
+            try:
+                self._write([event])
+            except _DATA_ERRORS as again:
+                error = again
+            else:
+                logger.error(
+                    "event %d (%s) of timer %s held text that cannot be encoded as UTF-8: "
+                    "recorded with it escaped (%s)",
+                    event.seq,
+                    event.kind,
+                    event.timer_id,
+                    error,
+                )
+                return
         timer_id = event.timer_id
         if timer_id is not None and timer_id not in self._unrecorded:
             with self._engine.connect() as connection:

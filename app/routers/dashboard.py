@@ -32,6 +32,7 @@ from ..page_templates import STATIC_DIR, render_page, templates
 from ..pagination import TimerIdPath
 from ..service import Service
 from ..timer_state import TimerState
+from ..unencodable import renderable_rows
 
 __all__ = [
     "STATIC_DIR",
@@ -165,9 +166,10 @@ def collect_state(service: Service, filters: Filters) -> dict[str, Any]:
             "killed_last_hour": feed["killed_last_hour"],
             "kills_total": feed["kills_total"],
         },
-        "active": active,
+        # Each row alone: one the page cannot encode is shown escaped, not a 500 for all.
+        "active": renderable_rows(active, "timer"),
         "active_hidden": max(0, active_total - len(active)),
-        "recent_ends": ends[:_ENDS_SHOWN],
+        "recent_ends": renderable_rows(ends[:_ENDS_SHOWN], "timer"),
         "chart": feed["chart"],
         "nodes": node_rows(statuses),
         "history_unavailable": away,
