@@ -11,11 +11,18 @@ from .database_status import masked_url
 from .db_file_check import DatabaseFileError, check_database_file
 from .logs import configure_logging
 from .server import serve
-from .settings import LOG_LEVELS, Settings, read_token_file
+from .settings import LOG_LEVELS, Settings, parse_byte_size, read_token_file
 
 __all__ = ["main"]
 
 logger = logging.getLogger("app.cli")
+
+
+def _byte_size(raw: str) -> int:
+    try:
+        return parse_byte_size(raw)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -71,6 +78,19 @@ def _parser() -> argparse.ArgumentParser:
         "--max-timers-per-user",
         type=int,
         help="active timers one non-root user's processes may hold (default 10000)",
+    )
+    serve.add_argument(
+        "--max-events-per-user-per-second",
+        type=float,
+        help="arms and heartbeats one non-root user's processes may send per second, "
+        "after a burst of ten seconds' worth (default 200; 0: no limit); more get 429",
+    )
+    serve.add_argument(
+        "--max-db-size",
+        type=_byte_size,
+        help="keep the recorded history below this size (bytes, or with K, M, G, T: "
+        "e.g. 2G; default 8G; 0 or off: no limit) by pruning the oldest history first; "
+        "when only active timers are left, new writes get 429",
     )
     serve.add_argument(
         "--max-connections",
@@ -168,6 +188,8 @@ def main(argv: list[str] | None = None) -> None:
         if args.allowed_hosts
         else None,
         max_timers_per_user=args.max_timers_per_user,
+        max_events_per_user_per_second=args.max_events_per_user_per_second,
+        max_db_size=args.max_db_size,
         max_connections=args.max_connections,
         request_timeout=args.request_timeout,
         root_path=args.root_path,

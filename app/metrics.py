@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import logging
 import signal as signal_module
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from timer_core import EventKind, TimerEvent
+from timer_core.engine.user_share import REFUSAL_REASONS
 
 from .descriptor_metrics import descriptor_families
 from .health import Health
@@ -49,8 +50,11 @@ class ServiceMetrics:
         self,
         health: Callable[[], Health],
         node_counts: Callable[[], dict[str, int] | None] | None = None,
+        *,
+        refusals: Callable[[], Mapping[str, int]] | None = None,
     ) -> None:
-        """``node_counts``: how many nodes of the fleet are up and down, per scrape."""
+        """``node_counts``: how many nodes of the fleet are up and down, per scrape;
+        ``refusals``: requests refused over a user's share, by reason, since start."""
         self.registry = CollectorRegistry()
         r = self.registry
         self.acquisitions = Counter(
@@ -108,6 +112,8 @@ class ServiceMetrics:
         r.register(_HealthCollector(health))
         if node_counts is not None:
             r.register(_NodesCollector(node_counts))
+        if refusals is not None:
+            r.register(_RefusalsCollector(refusals))
 
     def __call__(self, event: TimerEvent) -> None:
         """Listener: count one event."""
@@ -130,6 +136,27 @@ class ServiceMetrics:
             self.kill_latency.observe(max(0.0, float(event.detail.get("latency", 0.0))))
         elif kind == EventKind.KILL_FAILED:
             self.failures.labels("kill_failed").inc()
+
+
+class _RefusalsCollector(Collector):
+    """``timer_refusals_total{reason}``: arms and heartbeats refused over a user's share
+    of the disk (``rate``: --max-events-per-user-per-second; ``history_full``:
+    --max-db-size). Counted in the engine: most are not written as events (issue 20)."""
+
+    def __init__(self, refusals: Callable[[], Mapping[str, int]]) -> None:
+        self._refusals = refusals
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily(
+            "timer_refusals",
+            "Timer requests refused over a user's share (rate) or a full history "
+            "(history_full), since this process started.",
+            labels=["reason"],
+        )
+        counts = dict(self._refusals())
+        for reason in REFUSAL_REASONS:
+            family.add_metric([reason], counts.get(reason, 0))
+        yield family
 
 
 class _NodesCollector(Collector):

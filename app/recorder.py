@@ -36,6 +36,7 @@ from timer_core.engine import EventKind
 from . import store
 from .commit_watermark import CommitWatermark
 from .event_rows import write_events
+from .history_quota import HistoryQuota
 from .incident_rows import IncidentRecorder
 from .unencodable import encodable, escaped
 from .wal_checkpoints import WalCheckpoints
@@ -82,6 +83,19 @@ _PRUNE_INCIDENTS = text(
 )
 
 
+# A job (an id and its owner) goes once nothing of it is left: no timer, no incident (a
+# job id is any string a worker chose, so their number has no bound but the history's).
+_PRUNE_JOBS = text(
+    "DELETE FROM jobs WHERE (job_id, uid) IN ("
+    " SELECT job_id, uid FROM jobs WHERE last_seen < :cutoff"
+    " AND NOT EXISTS (SELECT 1 FROM timers WHERE timers.job_id = jobs.job_id"
+    "  AND coalesce(timers.uid, -1) = jobs.uid)"
+    " AND NOT EXISTS (SELECT 1 FROM incidents WHERE incidents.job_id = jobs.job_id"
+    "  AND coalesce(incidents.uid, -1) = jobs.uid)"
+    f" LIMIT {_PRUNE_CHUNK})"
+)
+
+
 class Recorder:
     def __init__(
         self,
@@ -113,6 +127,10 @@ class Recorder:
         self._retention_seconds = retention_seconds
         self._prune_interval = prune_interval
         self._next_prune = time.monotonic()
+        # --max-db-size, checked on this thread too (watch_size).
+        self._quota: HistoryQuota | None = None
+        self._quota_interval = 10.0
+        self._next_quota = time.monotonic()
         self.last_error: str | None = None
         # When the batch being written started (monotonic), or None: a batch that waits
         # long is a database that hangs (app.database_status).
@@ -316,17 +334,36 @@ class Recorder:
 
     # ---- retention (on this thread: SQLite has one writer) ----------------------------------
 
+    def watch_size(self, quota: HistoryQuota | None, interval: float) -> None:
+        """Enforce ``quota`` (--max-db-size) every ``interval`` seconds, on this thread."""
+        self._quota = quota
+        self._quota_interval = interval
+
     def _prune_due(self) -> bool:
-        return self._retention_seconds is not None and time.monotonic() >= self._next_prune
+        now = time.monotonic()
+        return (self._retention_seconds is not None and now >= self._next_prune) or (
+            self._quota is not None and now >= self._next_quota
+        )
 
     def _until_prune(self) -> float | None:
-        if self._retention_seconds is None:
-            return None
-        return max(0.0, self._next_prune - time.monotonic())
+        waits = []
+        if self._retention_seconds is not None:
+            waits.append(self._next_prune)
+        if self._quota is not None:
+            waits.append(self._next_quota)
+        return max(0.0, min(waits) - time.monotonic()) if waits else None
 
     def _prune_safely(self) -> None:
-        self._next_prune = time.monotonic() + self._prune_interval
-        assert self._retention_seconds is not None
+        now = time.monotonic()
+        if self._quota is not None and now >= self._next_quota:
+            self._next_quota = now + self._quota_interval
+            try:
+                self._quota.enforce()
+            except SQLAlchemyError as error:
+                logger.error("checking --max-db-size failed (will retry): %s", error)
+        if self._retention_seconds is None or now < self._next_prune:
+            return
+        self._next_prune = now + self._prune_interval
         try:
             events, timers = self.prune(time.time() - self._retention_seconds)
         except SQLAlchemyError as error:
@@ -343,6 +380,7 @@ class Recorder:
         deleted_timers = self._delete_in_chunks(_PRUNE_TIMERS, cutoff)
         self._delete_in_chunks(_PRUNE_INCIDENT_CAPTURES, cutoff)
         self._delete_in_chunks(_PRUNE_INCIDENTS, cutoff)
+        self._delete_in_chunks(_PRUNE_JOBS, cutoff)
         self.pruned_events += deleted_events
         self.pruned_timers += deleted_timers
         return deleted_events, deleted_timers

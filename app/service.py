@@ -30,6 +30,7 @@ from .database_status import (
 from .db import make_engine, migrate
 from .fleet_view import Fleet
 from .health import Health, RecorderHealth, kill_path_report
+from .history_quota import HistoryQuota
 from .incident_rows import IncidentRecorder
 from .live_feed import LiveFeed
 from .loss_ledger import LossLedger
@@ -85,7 +86,9 @@ class Service:
         self.user_fifos: UserFifos | None = None
         # HTTP connections, held within what the file descriptors allow (app.server).
         self.connections = ConnectionGate(settings.max_connections)
-        self.metrics = ServiceMetrics(self.health, self.node_counts)
+        self.metrics = ServiceMetrics(
+            self.health, self.node_counts, refusals=lambda: self.reaper.user_share.refusals
+        )
         self.live_feed = LiveFeed()
         self.started_at = time.time()
         self.pid = os.getpid()
@@ -127,6 +130,17 @@ class Service:
             incident_window=settings.incident_window,
         )
         self.backpressure.follow(self.reaper.bus.last_seq)
+        # Each user's share of the disk: a rate of arms and heartbeats, and the history
+        # kept below --max-db-size (app.history_quota).
+        self.reaper.user_share.limit_rate(settings.max_events_per_user_per_second)
+        self.recorder.watch_size(
+            HistoryQuota(
+                self.engine, settings.max_db_size, self.recorder.prune, self.reaper.user_share
+            )
+            if settings.max_db_size > 0
+            else None,
+            settings.db_size_check_interval,
+        )
         self.reaper.add_listener(self.recorder)
         self.reaper.add_listener(self.metrics)
         self.reaper.add_listener(self.live_feed)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
-__all__ = ["LOG_LEVELS", "Settings", "read_token_file"]
+__all__ = ["LOG_LEVELS", "Settings", "parse_byte_size", "read_token_file"]
 
 _PREFIX = "TIMER_SERVICE_"
 
@@ -37,6 +38,34 @@ def _env_octal(name: str, default: int) -> int:
         return int(raw, 8)
     except ValueError:
         raise SystemExit(f"{_PREFIX}{name}={raw!r} is not an octal mode such as 600") from None
+
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+def parse_byte_size(raw: str) -> int:
+    """``"2G"`` → 2147483648 (K, M, G, T are powers of 1024; ``B``/``iB`` optional);
+    ``"0"`` or ``"off"`` → 0, no limit. ValueError says what is accepted."""
+    if raw.strip().lower() in ("off", "none"):
+        return 0
+    match = _SIZE.match(raw)
+    if match is None:
+        raise ValueError(
+            f"{raw!r} is not a size: give bytes, or a number with K, M, G or T "
+            "(e.g. 500M, 2G), or 0/off for no limit"
+        )
+    return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
+
+
+def _env_byte_size(name: str, default: int) -> int:
+    raw = os.environ.get(_PREFIX + name)
+    if raw in (None, ""):
+        return default
+    try:
+        return parse_byte_size(raw)
+    except ValueError as error:
+        raise SystemExit(f"{_PREFIX}{name}: {error}") from None
 
 
 def _env_bool(name: str, default: bool) -> bool:
@@ -137,6 +166,13 @@ class Settings:
     allowed_hosts: tuple[str, ...] = ()
     # Active timers one non-root uid may hold (each distinct pid also holds a pidfd).
     max_timers_per_user: int = 10_000
+    # Arms and heartbeats one non-root uid may send per second, after a burst of ten
+    # seconds' worth (0: none): each becomes rows, and the disk is everyone's.
+    max_events_per_user_per_second: float = 200.0
+    # The recorded history is kept below this many bytes, oldest pruned first (0: no
+    # limit); how often it is measured.
+    max_db_size: int = 8 << 30
+    db_size_check_interval: float = 10.0
     # HTTP connections held at most (fewer if descriptors run short: kills come first).
     max_connections: int = 1000
     # Seconds a connection has to send each whole request; then it is closed (slowloris).
@@ -199,6 +235,13 @@ class Settings:
             allowed_hosts=_env_list("ALLOWED_HOSTS"),
             max_timers_per_user=_env_number(
                 "MAX_TIMERS_PER_USER", defaults.max_timers_per_user, int
+            ),
+            max_events_per_user_per_second=_env_number(
+                "MAX_EVENTS_PER_USER_PER_SECOND", defaults.max_events_per_user_per_second, float
+            ),
+            max_db_size=_env_byte_size("MAX_DB_SIZE", defaults.max_db_size),
+            db_size_check_interval=_env_number(
+                "DB_SIZE_CHECK_INTERVAL", defaults.db_size_check_interval, float
             ),
             max_connections=_env_number("MAX_CONNECTIONS", defaults.max_connections, int),
             request_timeout=_env_number("REQUEST_TIMEOUT", defaults.request_timeout, float),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Annotated, Any
 
@@ -70,7 +71,15 @@ def _refusal_error(error: RefusedError) -> HTTPException:
     if error.kind == "forbidden":
         return forbidden(error.reason)
     if error.kind == "limit":
-        return HTTPException(status.HTTP_429_TOO_MANY_REQUESTS, detail=error.reason)
+        # A rate or a full history passes: say when to retry (a cap does not).
+        headers = (
+            {"Retry-After": str(max(1, math.ceil(error.retry_after)))}
+            if error.retry_after is not None
+            else None
+        )
+        return HTTPException(
+            status.HTTP_429_TOO_MANY_REQUESTS, detail=error.reason, headers=headers
+        )
     return unprocessable(error.field, error.reason)
 
 
@@ -108,7 +117,8 @@ def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
         404: "No such timer",
         409: "The timer is not active",
         415: "The body is not sent as JSON (content-type: application/json)",
-        429: "The worker's user already holds its maximum of active timers",
+        429: "The worker's user holds its maximum of active timers, is over its rate of "
+        "requests, or the history is full (--max-db-size): see Retry-After",
         503: "Not committed in time, or the recorder is behind: retry",
     }
     return {code: {"model": ErrorMessage, "description": descriptions[code]} for code in codes}

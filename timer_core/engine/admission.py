@@ -39,6 +39,11 @@ class RefusedError(ValueError):
         # "invalid": the request is wrong (HTTP 422); "forbidden": well formed, but the
         # requester may not make it (403); "limit": over a per-user cap (429).
         self.kind = kind
+        # A "limit" that passes: seconds after which a retry may succeed (Retry-After).
+        self.retry_after: float | None = None
+        # True: counted, but not written as a ``refused`` event (a flood's refusals
+        # would otherwise fill the disk in its place; see user_share).
+        self.quiet = False
 
 
 # Computed once: valid_signals() builds a set of enum members on every call.

@@ -161,7 +161,8 @@ class Reaper(TimerBook):
                 identity, scope_id, expiration_time, signal, source, dump_signal, labels=labels
             )
         except RefusedError as error:
-            self.emit_refused(pid, scope_id, expiration_time, signal, source, error.reason)
+            if not error.quiet:
+                self.emit_refused(pid, scope_id, expiration_time, signal, source, error.reason)
             raise
 
     def apply(

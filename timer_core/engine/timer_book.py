@@ -24,6 +24,7 @@ from .labels import Labels
 from .process import ProcessIdentity
 from .timer_table import TimerTable
 from .timers import Escalation, LiveTimer, TimerView
+from .user_share import UserShare
 from .workers import WorkerRegistry
 
 __all__ = ["TimerBook"]
@@ -52,6 +53,8 @@ class TimerBook:
         self._heap = DeadlineHeap()
         self._workers = WorkerRegistry(self.worker_exited if watch_exits else None)
         self._table = TimerTable(self._workers, max_per_uid=max_timers_per_uid)
+        # Each user's rate of arms and heartbeats, and the history-full switch.
+        self.user_share = UserShare(clock.monotonic)
 
     # ---- changes -------------------------------------------------------------------------
 
@@ -183,6 +186,9 @@ class TimerBook:
         deadline_monotonic = self.clock.monotonic() + (expiration_time - now_unix)
         new_worker = False
         with self._lock:
+            if acquired_at is None:
+                # Arms and heartbeats alike become rows: each takes a token of its user's.
+                self.user_share.check(identity.uid)
             timer = self._table.get(identity.pid, scope_id)
             created = timer is None
             if timer is None:
