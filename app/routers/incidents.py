@@ -17,6 +17,7 @@ from ..callers import CallerDep, authorize, forbidden
 from ..deps import ServiceDep, SessionDep
 from ..incident_privacy import visible
 from ..job_models import IncidentPublic
+from ..kernel_stacks import stack_for
 from ..models import ErrorMessage, Page
 from ..pagination import CURSOR_PATTERN, KnownQueryOnly, TimerIdPath
 
@@ -78,7 +79,8 @@ def get_capture_stack(
     _known: KnownQueryOnly,
 ) -> PlainTextResponse:
     """One rank's stack as the incident captured it; ``X-Stack-Method`` says how. Only
-    the worker's own user (and root, the service's user, the admin token) may read it."""
+    the worker's own user (and root, the service's user, the admin token) may read it;
+    the kernel stack of a ``proc`` report only root and the service's user."""
     row = job_store.capture(session, incident_id, capture_id)
     if row is None:
         raise HTTPException(404, detail=f"incident {incident_id} has no capture {capture_id}")
@@ -100,4 +102,5 @@ def get_capture_stack(
         raise HTTPException(
             404, detail=f"no stack was captured for capture {capture_id}: {row.stack_note or '?'}"
         )
-    return PlainTextResponse(row.stack_text, headers={"X-Stack-Method": row.stack_method or ""})
+    text, kernel = stack_for(caller, row.stack_method, row.stack_text)
+    return PlainTextResponse(text, headers={"X-Stack-Method": row.stack_method or "", **kernel})

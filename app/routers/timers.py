@@ -18,6 +18,7 @@ from ..active_from_engine import active_page
 from ..callers import Caller, CallerDep, authorize, forbidden, is_privileged
 from ..database_status import DATABASE_ERRORS
 from ..deps import ServiceDep, SessionDep, database_unavailable, refuse_on_hub, require_token
+from ..kernel_stacks import stack_for
 from ..models import (
     ErrorMessage,
     Page,
@@ -285,7 +286,9 @@ def get_stack(
     """The worker's stack captured before the signal. How it was captured is in
     the headers: ``X-Stack-Method`` (py-spy, faulthandler or proc), ``X-Stack-Seconds``.
     Only the worker's own user (and root, the service's user, the admin token) may
-    read it: a stack shows what another user's program is doing."""
+    read it: a stack shows what another user's program is doing. The kernel stack of a
+    ``proc`` report is shown to root and the service's user alone
+    (``X-Stack-Kernel: hidden`` says it was left out)."""
     timer = store.timer(session, timer_id)
     if timer is not None:
         refusal = authorize(caller, timer.uid, f"read the stack of timer {timer_id}")
@@ -297,12 +300,14 @@ def get_stack(
     stack = store.stack(session, timer_id)
     if stack is None:
         raise HTTPException(404, detail=f"no stack was captured for timer {timer_id}")
+    text, kernel = stack_for(caller, stack.method, stack.text)
     return PlainTextResponse(
-        stack.text,
+        text,
         headers={
             "X-Stack-Method": stack.method,
             "X-Stack-Seconds": f"{stack.seconds:.3f}",
             "X-Stack-Truncated": "true" if stack.truncated else "false",
+            **kernel,
         },
     )
 

@@ -18,7 +18,7 @@ from .dump_dirs import DumpDirMaker
 from .dump_files import DumpPathError, default_stack_dir
 from .frames import Frame, StackFrames, parse_stack
 from .incident import IncidentAnalysis, RankCapture, RankResult, analyse, rank_ranges
-from .stack_capture import StackCapturer, dump_stack_on, faulthandler_path
+from .stack_capture import StackCapturer, dump_stack_on, faulthandler_path, hide_kernel_stack
 
 __all__ = [
     "DumpDirMaker",
@@ -33,6 +33,7 @@ __all__ = [
     "default_stack_dir",
     "dump_stack_on",
     "faulthandler_path",
+    "hide_kernel_stack",
     "parse_stack",
     "rank_ranges",
 ]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import faulthandler
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -41,6 +42,7 @@ __all__ = [
     "StackCapturer",
     "dump_stack_on",
     "faulthandler_path",
+    "hide_kernel_stack",
     "py_spy_error",
 ]
 
@@ -287,6 +289,22 @@ def _read(path: str) -> str:
         return f"(unreadable: {error.strerror})"
 
 
+_KERNEL_STACK_HEADER = "(kernel stack; needs root):"
+# The kernel stack's section of a /proc report: its header line, up to the blank line
+# that ends it (or the end, if the report was truncated inside it).
+_KERNEL_STACK_SECTION = re.compile(
+    r"^(/proc/\d+/stack " + re.escape(_KERNEL_STACK_HEADER) + r"\n)(?:.+\n?)*", re.MULTILINE
+)
+
+
+def hide_kernel_stack(text: str, why: str) -> str:
+    """A /proc report (``method == "proc"``) with its kernel stack replaced by ``why``.
+    The kernel shows ``/proc/PID/stack`` to root alone (it holds kernel addresses and
+    says what other code runs); a root service must not pass it on to whoever owns
+    the worker."""
+    return _KERNEL_STACK_SECTION.sub(lambda m: f"{m[1]}({why})\n", text)
+
+
 def _proc_report(pid: int, give_up_at: float | None = None) -> str:
     """What the kernel shows of a process: enough to tell a futex wait from an NFS hang.
     Only files the kernel fills in itself (nothing read through the worker's memory,
@@ -295,7 +313,7 @@ def _proc_report(pid: int, give_up_at: float | None = None) -> str:
     block (``stack`` waits for a lock an exec'ing process holds), only the capture's
     own thread waits."""
     lines = [f"/proc/{pid}/status:", _read(f"/proc/{pid}/status"), ""]
-    lines += [f"/proc/{pid}/stack (kernel stack; needs root):", _read(f"/proc/{pid}/stack"), ""]
+    lines += [f"/proc/{pid}/stack {_KERNEL_STACK_HEADER}", _read(f"/proc/{pid}/stack"), ""]
     lines.append("threads (tid, name, state, kernel wait channel):")
     try:
         tids = sorted(os.listdir(f"/proc/{pid}/task"), key=int)
