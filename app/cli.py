@@ -10,6 +10,7 @@ from .callers import is_loopback
 from .database_status import masked_url
 from .db_file_check import DatabaseFileError, check_database_file
 from .logs import configure_logging
+from .path_safety import refuse_unsafe_paths
 from .server import serve
 from .settings import LOG_LEVELS, Settings, parse_byte_size, read_token_file
 
@@ -225,8 +226,9 @@ def main(argv: list[str] | None = None) -> None:
             "their writes are refused; give operators a token with --token-file",
             settings.host,
         )
+    # Here, not in the app's start: an error there comes out as uvicorn's traceback.
+    refuse_unsafe_paths(settings)
     try:
-        # Here, not in the app's start: an error there comes out as uvicorn's traceback.
         check_database_file(settings.db_url)
     except DatabaseFileError as error:
         raise SystemExit(str(error)) from None

@@ -3,7 +3,10 @@ names, file paths, kernel stacks of root's processes) and who armed what.
 
 Before SQLite touches it, at each start:
 
-- A missing directory is made 0700 (each missing level).
+- The database's directory, and every one above it, must belong to root or the
+  service's uid and be writable by nobody else (``timer_core.safe_dirs``): otherwise
+  another user could swap the database, or plant its ``-wal`` or ``-journal``. A
+  missing directory is made 0700 (each missing level), by descriptor.
 - A missing database file is created 0600 with ``os.open``, whatever the umask. SQLite
   gives its ``-wal`` and ``-shm`` files the mode of the database file, so they are
   0600 too.
@@ -27,6 +30,8 @@ import stat
 from pathlib import Path
 
 from sqlalchemy.engine import make_url
+
+from timer_core.safe_dirs import UnsafeDirectoryError, open_directory
 
 __all__ = ["secure_sqlite_files", "sqlite_path"]
 
@@ -55,11 +60,11 @@ def _refuse(db_url: str, why: str) -> RuntimeError:
 
 
 def _make_directory(directory: Path) -> None:
-    missing = [d for d in [*reversed(directory.parents), directory] if not d.exists()]
-    for level in missing:
-        os.mkdir(level, 0o700)
-        os.chmod(level, 0o700)  # exactly, whatever the umask
-    if missing:
+    """Each missing level 0700, made and set by descriptor below directories only root
+    or the service's uid can change (``timer_core.safe_dirs``)."""
+    existed = directory.is_dir()
+    os.close(open_directory(directory, "the database's directory", make=(0o700, 0o700)))
+    if not existed:
         logger.info("made the database directory %s (mode 0700)", directory)
 
 
@@ -108,5 +113,7 @@ def secure_sqlite_files(db_url: str) -> None:
         _private(path, db_url, create=True)
         for suffix in _SIDE_FILES:
             _private(path.with_name(path.name + suffix), db_url, create=False)
+    except UnsafeDirectoryError as error:
+        raise RuntimeError(f"cannot use the database {db_url}: {error}") from None
     except OSError as error:
         raise _refuse(db_url, error.strerror or str(error)) from None

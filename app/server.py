@@ -24,6 +24,7 @@ from collections.abc import Iterator
 import uvicorn
 
 from timer_core.engine.descriptors import kill_path_reserve, raise_descriptor_limit
+from timer_core.safe_dirs import UnsafeDirectoryError, open_directory
 
 from .http_protocol import MAX_HEAD_BYTES, protocol_class
 from .main import create_app
@@ -41,20 +42,37 @@ _KEEP_ALIVE_SECONDS = 5
 def bind_unix_socket(path: str) -> socket.socket:
     """A listening Unix socket at ``path`` that every local user may connect to: each
     is told apart by its kernel credentials, not by file permissions. A stale socket
-    from an earlier run is replaced; any other file there is left alone, with an error."""
-    with contextlib.suppress(FileNotFoundError):
-        existing = os.lstat(path)
-        if not stat.S_ISSOCK(existing.st_mode):
-            raise SystemExit(
-                f"--uds {path} exists and is not a socket; remove it or pick another path"
-            )
-        os.unlink(path)
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    old_umask = os.umask(0o111)  # rw for everyone from the start: no window of 0755
+    from an earlier run is replaced; any other file there is left alone, with an error.
+
+    By descriptor: the directory is reached through ``timer_core.safe_dirs`` (refused if
+    another user could change it), and the old socket is removed and the new one bound
+    relative to it (bound through ``/proc/self/fd``, which names that very directory)."""
     try:
-        sock.bind(path)
+        directory = open_directory(
+            os.path.dirname(os.path.abspath(path)), "--uds's directory", sticky_last=True
+        )
+    except UnsafeDirectoryError as error:
+        raise SystemExit(f"timer-service: {error}") from None
+    name = os.path.basename(path)
+    try:
+        with contextlib.suppress(FileNotFoundError):
+            existing = os.stat(name, dir_fd=directory, follow_symlinks=False)
+            if not stat.S_ISSOCK(existing.st_mode):
+                raise SystemExit(
+                    f"--uds {path} exists and is not a socket; remove it or pick another path"
+                )
+            os.unlink(name, dir_fd=directory)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        through_directory = f"/proc/self/fd/{directory}/{name}"
+        old_umask = os.umask(0o111)  # rw for everyone from the start: no window of 0755
+        try:
+            # sun_path holds 107 bytes: a longer name is bound by its path (the
+            # directory was checked above, so only root or we could swap it).
+            sock.bind(through_directory if len(through_directory) < 108 else path)
+        finally:
+            os.umask(old_umask)
     finally:
-        os.umask(old_umask)
+        os.close(directory)
     sock.listen(2048)
     sock.set_inheritable(True)
     return sock

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import socket
+import stat
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
@@ -95,13 +96,27 @@ def _env_list(name: str) -> tuple[str, ...]:
 
 def read_token_file(path: str) -> str:
     """The admin token from a file (first line, stripped): unlike --token, it never
-    shows in ``ps``. A file that others can read is refused: it would leak the token."""
+    shows in ``ps``. Refused: a file that others can read (it would leak the token), and
+    one that another user owns (that user could choose the admin token, or read it).
+    The checks and the read are of one descriptor, opened without blocking (a FIFO
+    there cannot hang the start)."""
     try:
-        mode = os.stat(path).st_mode
-        with open(path, encoding="utf-8") as file:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+        with open(fd, encoding="utf-8") as file:
+            status = os.fstat(fd)
+            if not stat.S_ISREG(status.st_mode):
+                raise SystemExit(f"the token file {path} is not a regular file; give a file")
             token = file.readline().strip()
     except OSError as error:
         raise SystemExit(f"cannot read the token file {path}: {error.strerror}") from None
+    except UnicodeDecodeError:
+        raise SystemExit(f"the token file {path} is not UTF-8 text") from None
+    mode = status.st_mode
+    if status.st_uid not in (0, os.geteuid()):
+        raise SystemExit(
+            f"the token file {path} belongs to uid {status.st_uid}, who could choose or read "
+            f"the admin token; as root run: chown {os.geteuid()} {path} && chmod 600 {path}"
+        )
     if mode & 0o077:
         raise SystemExit(
             f"the token file {path} can be read by other users (mode {mode & 0o777:o}); "

@@ -23,6 +23,8 @@ import re
 import stat
 from dataclasses import dataclass
 
+from ..safe_dirs import UnsafeDirectoryError, open_directory
+
 __all__ = ["FifoDirError", "FifoDirectory", "UserFifo", "resolve_uids"]
 
 # Named as before the move into sources/: operators filter on logger names.
@@ -199,14 +201,17 @@ def _hand_over(fd: int, uid: int, mode: int, path: str) -> None:
 
 
 def _open_own_directory(path: str) -> int:
-    """Create (0755) or take the directory, refusing one that is not the service's."""
+    """Create (0755) or take the directory, refusing one that is not the service's or
+    that lies below a directory another user can change: clients open ``DIR/<uid>`` by
+    name, and that user could swap the directory they reach."""
     try:
-        os.makedirs(path, DIR_MODE, exist_ok=True)
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        fd = open_directory(
+            path, "the FIFO directory", make=(DIR_MODE, 0o755), follow_last=False, loose_last=True
+        )
+    except UnsafeDirectoryError as error:
+        raise FifoDirError(str(error)) from None
     except OSError as error:
-        # O_DIRECTORY|O_NOFOLLOW on a link fails with ENOTDIR: say what it really is.
-        why = "it is a symbolic link" if os.path.islink(path) else error.strerror
-        raise FifoDirError(f"cannot use {path} as the FIFO directory: {why}") from None
+        raise FifoDirError(f"cannot use {path} as the FIFO directory: {error.strerror}") from None
     found = os.fstat(fd)
     if found.st_uid != os.geteuid():
         os.close(fd)
@@ -223,29 +228,4 @@ def _open_own_directory(path: str) -> int:
             DIR_MODE,
         )
         os.fchmod(fd, DIR_MODE)
-    _warn_about_parents(path)
     return fd
-
-
-def _warn_about_parents(path: str) -> None:
-    """Clients open ``DIR/<uid>`` by name: a parent that another user may write (and
-    is not sticky) lets that user swap the directory the clients reach."""
-    parent = os.path.dirname(path)
-    while True:
-        try:
-            found = os.stat(parent)
-        except OSError:
-            return
-        writable = stat.S_IMODE(found.st_mode) & 0o022
-        sticky = found.st_mode & stat.S_ISVTX
-        if (writable and not sticky) or found.st_uid not in (0, os.geteuid()):
-            logger.warning(
-                "the FIFO directory %s lies under %s, which other users can change; "
-                "choose a --fifo-dir under root's directories, such as /run/timer-service",
-                path,
-                parent,
-            )
-            return
-        if parent == os.path.dirname(parent):
-            return
-        parent = os.path.dirname(parent)

@@ -21,6 +21,7 @@ from collections.abc import Callable
 
 from ..engine import Reaper
 from ..engine.poll_thread import PollThread
+from ..safe_dirs import open_directory
 from ..wire import WireRequest
 from .fifo_lines import LineSplitter, MalformedLines, apply_request
 
@@ -37,19 +38,34 @@ _PIPE_BYTES = 1 << 20
 
 
 def create_fifo(path: str, mode: int = 0o600) -> None:
-    """Make a fresh FIFO at ``path`` with exactly ``mode`` (umask notwithstanding)."""
+    """Make a fresh FIFO at ``path`` with exactly ``mode`` (umask notwithstanding), by
+    descriptor: its directory is reached through ``timer_core.safe_dirs`` (refused if
+    another user could change it: a sticky one such as /tmp is fine, since others cannot
+    move our entries there), and the mode is set with ``fchmod`` on the new FIFO."""
+    directory = open_directory(
+        os.path.dirname(os.path.abspath(path)), "the FIFO's directory", sticky_last=True
+    )
+    name = os.path.basename(path)
     try:
-        existing = os.lstat(path)
-    except FileNotFoundError:
-        pass
-    else:
-        if not stat.S_ISFIFO(existing.st_mode):
-            raise FileExistsError(
-                f"{path} exists and is not a FIFO; remove it or choose another --fifo path"
-            )
-        os.unlink(path)
-    os.mkfifo(path, mode)
-    os.chmod(path, mode)
+        try:
+            existing = os.stat(name, dir_fd=directory, follow_symlinks=False)
+        except FileNotFoundError:
+            pass
+        else:
+            if not stat.S_ISFIFO(existing.st_mode):
+                raise FileExistsError(
+                    f"{path} exists and is not a FIFO; remove it or choose another --fifo path"
+                )
+            os.unlink(name, dir_fd=directory)
+        os.mkfifo(name, 0o600, dir_fd=directory)  # nobody else may open it before fchmod
+        flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(name, flags, dir_fd=directory)
+        try:
+            os.fchmod(fd, mode)
+        finally:
+            os.close(fd)
+    finally:
+        os.close(directory)
 
 
 def _enlarge_pipe(fd: int) -> None:

@@ -1,0 +1,185 @@
+"""Directories the service (usually root) makes or writes in, reached by descriptor,
+never by path.
+
+The attack this stops: ``--stack-dir`` lay below a directory another user owned. The
+service made the directory with ``mkdir``, then set its mode with ``chmod`` by path;
+between the two the user renamed the new directory away and put a link to a root-only
+file in its place, and root's ``chmod`` opened that file to everyone.
+
+So a path is walked from ``/`` one level at a time, each level opened with
+``O_DIRECTORY|O_NOFOLLOW`` relative to the one above (``openat``), and each checked on
+its descriptor (``fstat``) before the next is opened: it must belong to root or to the
+service's uid, and nobody else may write it, except that an ancestor may be sticky and
+world-writable like ``/tmp`` (others cannot move our entries there). A missing level is
+made relative to its parent's descriptor (``mkdirat``) and its mode set with ``fchmod``
+on its own descriptor. A symbolic link on the way is followed only when root or the
+service's uid owns it (``/var/run`` -> ``/run``), and the directories it leads to are
+checked alike. Nothing another user can change is ever on the way, so nothing can be
+swapped between a check and its use.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import stat
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["DIR_FLAGS", "UnsafeDirectoryError", "check_directory", "open_directory"]
+
+DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+# As the kernel's own limit on links followed in one lookup.
+_MAX_LINKS = 40
+
+
+class UnsafeDirectoryError(PermissionError):
+    """A directory another user could change; the message says which, why and what to do.
+    An OSError, so callers that handle a directory they cannot use handle this one too."""
+
+
+@dataclass(frozen=True, slots=True)
+class _LastRules:
+    """What the place itself (the last level) may be; see ``open_directory``."""
+
+    follow: bool
+    loose: bool
+    sticky: bool
+
+
+class _Walk:
+    """One walk down ``path``; ``make`` is (mode of the last level, mode of the others)
+    to make missing levels, or None to stop at the first missing one."""
+
+    def __init__(self, path: str | Path, what: str, rules: _LastRules) -> None:
+        self.path = os.path.abspath(path)
+        self.what = what
+        self.last = rules
+        self.me = os.geteuid()
+
+    def refuse(self, where: str, why: str) -> UnsafeDirectoryError:
+        place = f"{self.what} {self.path}"
+        if where != self.path:
+            place += f" lies below {where}, which"
+        return UnsafeDirectoryError(
+            f"{place} {why}: another user could swap what the service makes there as uid "
+            f"{self.me} for a link to any file; use a directory that only root or uid "
+            f"{self.me} can change, such as one under /run or /var/lib"
+        )
+
+    def check(self, fd: int, where: str, *, last: bool) -> None:
+        status = os.fstat(fd)
+        if status.st_uid not in (0, self.me):
+            raise self.refuse(where, f"belongs to uid {status.st_uid}")
+        mode = stat.S_IMODE(status.st_mode)
+        # Sticky (like /tmp): others cannot move our entries. Fine above the place, and
+        # in it for a single FIFO or socket; not for a directory of several of ours.
+        sticky = mode & stat.S_ISVTX and (not last or self.last.sticky)
+        if mode & 0o022 and not sticky and not (last and self.last.loose):
+            raise self.refuse(where, f"group or others can write (mode {mode:04o})")
+
+    def run(self, make: tuple[int, int] | None) -> int | None:
+        """The last level's descriptor (the caller closes it); None if a level is missing
+        and ``make`` is None."""
+        names = deque(part for part in self.path.split("/") if part)
+        shown = [""]
+        fd = os.open("/", DIR_FLAGS)
+        links = 0
+        try:
+            self.check(fd, "/", last=not names)
+            while names:
+                name = names.popleft()
+                last = not names
+                where = "/".join([*shown, name])
+                child = self._open(fd, name, where, make, last=last)
+                if child is None:
+                    return None
+                if isinstance(child, str):  # a link of ours: walk its target instead
+                    links += 1
+                    if links > _MAX_LINKS:
+                        raise self.refuse(where, "leads through too many symbolic links")
+                    names.extendleft(reversed([p for p in child.split("/") if p]))
+                    if child.startswith("/"):
+                        os.close(fd)
+                        fd = os.open("/", DIR_FLAGS)
+                        shown = [""]
+                    continue
+                os.close(fd)
+                fd = child
+                shown = shown[:-1] if name == ".." and len(shown) > 1 else [*shown, name]
+                self.check(fd, "/".join(shown) or "/", last=last)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def _open(
+        self, parent: int, name: str, where: str, make: tuple[int, int] | None, *, last: bool
+    ) -> int | str | None:
+        """The level's descriptor, its link's target, or None if it is missing."""
+        try:
+            return os.open(name, DIR_FLAGS, dir_fd=parent)
+        except FileNotFoundError:
+            if make is None:
+                return None
+        except OSError as error:
+            if error.errno not in (errno.ELOOP, errno.ENOTDIR):
+                raise
+            found = os.stat(name, dir_fd=parent, follow_symlinks=False)
+            if not stat.S_ISLNK(found.st_mode):
+                raise self.refuse(where, "is not a directory") from None
+            if last and not self.last.follow:
+                raise self.refuse(where, "is a symbolic link (give the real path)") from None
+            if found.st_uid not in (0, self.me):
+                raise self.refuse(where, f"is a symbolic link of uid {found.st_uid}") from None
+            return os.readlink(name, dir_fd=parent)
+        mode = make[0] if last else make[1]
+        with contextlib.suppress(FileExistsError):  # made meanwhile: the check judges it
+            os.mkdir(name, 0o700, dir_fd=parent)
+        fd = os.open(name, DIR_FLAGS, dir_fd=parent)
+        if os.fstat(fd).st_uid == self.me:
+            os.fchmod(fd, mode)  # exactly, whatever the umask; on the descriptor
+        return fd
+
+
+def open_directory(
+    path: str | Path,
+    what: str,
+    *,
+    make: tuple[int, int] | None = None,
+    follow_last: bool = True,
+    loose_last: bool = False,
+    sticky_last: bool = False,
+) -> int:
+    """A descriptor of the directory ``path``, every level from ``/`` checked (see the
+    module); the caller closes it. ``what`` names it in errors (``--stack-dir``).
+
+    - ``make``: (mode of ``path``, mode of the levels above it) to make what is missing;
+      else a missing level raises FileNotFoundError.
+    - ``follow_last``: whether ``path`` itself may be a link of root's or ours.
+    - ``loose_last``: the caller tightens ``path``'s mode itself: only its owner counts.
+    - ``sticky_last``: ``path`` may be sticky and world-writable (a single FIFO or
+      socket in /tmp)."""
+    rules = _LastRules(follow_last, loose_last, sticky_last)
+    fd = _Walk(path, what, rules).run(make)
+    if fd is None:
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), str(path))
+    return fd
+
+
+def check_directory(
+    path: str | Path,
+    what: str,
+    *,
+    follow_last: bool = True,
+    loose_last: bool = False,
+    sticky_last: bool = False,
+) -> None:
+    """Raise UnsafeDirectoryError if ``path``, or any directory above it, could be
+    changed by another user (rules as ``open_directory``). Levels still missing are
+    fine: the service makes them."""
+    fd = _Walk(path, what, _LastRules(follow_last, loose_last, sticky_last)).run(None)
+    if fd is not None:
+        os.close(fd)
