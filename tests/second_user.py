@@ -22,6 +22,8 @@ whose second user runs Debian's python3 sets ``pytestmark = SERVICE_AS_ROOT``.
 
 from __future__ import annotations
 
+import atexit
+import functools
 import os
 import pwd
 import shutil
@@ -43,6 +45,7 @@ __all__ = [
     "as_user",
     "ensure_user",
     "needs_root",
+    "readable_copy",
     "second_user",
     "shared_dir",
     "shared_tmp",
@@ -127,6 +130,25 @@ def shared_dir(mode: int = 0o755) -> Iterator[Path]:
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
+
+
+@functools.cache
+def _readable_dir() -> Path:
+    """One directory per test process that every user can read, removed at exit."""
+    path = Path(tempfile.mkdtemp(prefix="timer-test-scripts-", dir="/tmp"))
+    os.chmod(path, 0o755)
+    atexit.register(shutil.rmtree, path, True)
+    return path
+
+
+def readable_copy(script: Path) -> Path:
+    """A copy of ``script`` that every user can read (mode 0644, in a 0755 directory
+    under /tmp), for the second user to run: it may not reach the checkout."""
+    copy = _readable_dir() / script.name
+    if not copy.exists():
+        shutil.copyfile(script, copy)
+        os.chmod(copy, 0o644)
+    return copy
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.second_user import SYSTEM_PYTHON, SecondUser
+from tests.second_user import SYSTEM_PYTHON, SecondUser, readable_copy
 from tests.waiting import wait_until
 
 # Run by the second user (Debian's python3, standard library only): see its docstring.
@@ -137,7 +137,8 @@ def ask_as(
     """One request that ``who`` makes to ``target`` (``tcp://HOST:PORT`` or
     ``unix://PATH``) through second_user_client.py: (status, parsed body, or its text
     if it is not JSON)."""
-    argv = [SYSTEM_PYTHON, str(CLIENT), target, method, path, json.dumps(body) if body else "-"]
+    client = readable_copy(CLIENT)  # the second user may not reach the checkout
+    argv = [SYSTEM_PYTHON, str(client), target, method, path, json.dumps(body) if body else "-"]
     done = who.run(argv)
     assert done.returncode == 0, done.stderr
     answer = json.loads(done.stdout)

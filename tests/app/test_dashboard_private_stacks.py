@@ -14,7 +14,7 @@ import pytest
 
 from tests.app.conftest import needs_chromium
 from tests.app.service_process import ServiceProcess, free_port
-from tests.second_user import SERVICE_AS_ROOT, SYSTEM_PYTHON, as_user, ensure_user
+from tests.second_user import SERVICE_AS_ROOT, SYSTEM_PYTHON, as_user, ensure_user, readable_copy
 from tests.waiting import wait_until
 from tests.workers import spawn_sleeper
 
@@ -27,10 +27,9 @@ pytestmark = [needs_chromium, *SERVICE_AS_ROOT]
 def as_other_user(service: ServiceProcess) -> Iterator[str]:
     """The service's URL as reached from the second user's socket."""
     port = free_port()
+    script = str(readable_copy(FORWARDER))  # the second user may not reach the checkout
     forwarder = subprocess.Popen(
-        as_user(
-            *ensure_user("ts-viewer"), [SYSTEM_PYTHON, str(FORWARDER), str(port), str(service.port)]
-        ),
+        as_user(*ensure_user("ts-viewer"), [SYSTEM_PYTHON, script, str(port), str(service.port)]),
         stdout=subprocess.PIPE,
         text=True,
     )
