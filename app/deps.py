@@ -23,6 +23,7 @@ __all__ = [
     "database_unavailable",
     "is_json_media_type",
     "refuse_on_hub",
+    "require_database",
     "require_json",
     "require_token",
     "token_matches",
@@ -50,12 +51,16 @@ def database_unavailable(problem: str) -> HTTPException:
     )
 
 
-def get_session(service: ServiceDep) -> Iterator[Session]:
-    # A read that needs the database is refused at once while it is known to be away,
-    # instead of each one waiting for a connection that will fail (or hang).
+def require_database(service: Service) -> None:
+    """A read that needs the database is refused at once while it is known to be away,
+    instead of each one waiting for a connection that will fail (or hang)."""
     problem = service.database.problem()
     if problem is not None:
         raise database_unavailable(problem)
+
+
+def get_session(service: ServiceDep) -> Iterator[Session]:
+    require_database(service)
     with Session(service.engine) as session:
         yield session
 

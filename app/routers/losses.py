@@ -13,7 +13,7 @@ from pydantic import BaseModel
 from sqlalchemy.exc import SQLAlchemyError
 
 from ..callers import CallerDep, forbidden, is_privileged
-from ..deps import ServiceDep, require_token
+from ..deps import ServiceDep, require_database, require_token
 from ..models import ErrorMessage
 
 __all__ = ["LossPublic", "Losses", "router"]
@@ -45,6 +45,7 @@ class Acknowledged(BaseModel):
 @router.get("")
 def list_losses(service: ServiceDep, limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> Losses:
     """The losses recorded, newest first, and how many events are not acknowledged."""
+    require_database(service)
     rows = service.losses.rows(limit)
     return Losses(
         unacknowledged=service.losses.unacknowledged(),

@@ -6,7 +6,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
-from ..deps import ServiceDep
+from ..deps import ServiceDep, require_database
 from ..nodes import node_statuses
 from ..pagination import KnownQueryOnly
 
@@ -31,6 +31,7 @@ class NodePage(BaseModel):
 async def list_nodes(service: ServiceDep, _known: KnownQueryOnly) -> NodePage:
     """Every node that ever registered, by name; a node is ``down`` once its heartbeat
     is older than ``--node-timeout`` seconds."""
+    require_database(service)
     statuses = await run_in_threadpool(node_statuses, service.engine, service.settings.node_timeout)
     return NodePage(
         items=[NodePublic.model_validate(status, from_attributes=True) for status in statuses]
