@@ -64,7 +64,10 @@ def parse_line(line: bytes) -> WireRequest:
     version = payload.get("version", 1)
     if version != 1 or isinstance(version, bool):
         raise MalformedRequest(f"unsupported version {version!r}; only version 1 is known")
-    expiration_time = float(_require(payload, "expiration_time", (int, float)))
+    try:
+        expiration_time = float(_require(payload, "expiration_time", (int, float)))
+    except OverflowError:  # an integer of hundreds of digits, valid JSON
+        raise MalformedRequest("expiration_time must be finite") from None
     if not math.isfinite(expiration_time):
         raise MalformedRequest("expiration_time must be finite")
     return WireRequest(
