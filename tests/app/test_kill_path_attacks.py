@@ -21,7 +21,7 @@ from tests.app.service_process import ServiceProcess
 from tests.waiting import wait_until
 from tests.workers import assert_sigkilled
 
-PLANTED = 10  # more than the 8 capture slots and the 8 kill threads
+PLANTED = 10  # more than the 8 capture slots
 SIMULTANEOUS = 40
 
 

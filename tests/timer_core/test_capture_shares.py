@@ -89,6 +89,23 @@ def test_a_flood_of_hung_captures_leaves_other_users_a_slot(capturer: HangsForOn
     world.reaper.expiry.shutdown()
 
 
+def test_roots_kill_does_not_queue_behind_the_floods_kills() -> None:
+    """Each hostile kill waits on a kill thread for its hung capture, here for a whole
+    minute: root's victim is killed, with its stack, while they all still wait."""
+    capturer = HangsForOneUser(budget=60.0)
+    world = World(capturer=capturer)
+    try:
+        arm_flood_and_victim(world, 1)
+        world.advance(1)
+        assert wait_until(lambda: ROOT_VICTIM in killed(world), 30)
+        assert killed(world)[ROOT_VICTIM].stack is not None
+        assert not any(pid in killed(world) for pid in HOSTILE_PIDS)  # still waiting
+    finally:
+        capturer.release.set()
+    assert wait_until(lambda: len(killed(world)) == len(HOSTILE_PIDS) + 1, 30)
+    world.reaper.expiry.shutdown()
+
+
 def test_past_its_share_of_hung_captures_a_user_gets_none_and_others_still_do(
     capturer: HangsForOneUser,
 ) -> None:

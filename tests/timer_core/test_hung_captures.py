@@ -1,6 +1,6 @@
 """Captures that hang never hold a kill: more hung captures than there are capture
-slots and kill threads, a /proc read that never returns, and a py-spy that ignores
-its timeout and leaves a grandchild behind. Outcomes are asserted, never timings."""
+slots, a /proc read that never returns, and a py-spy that ignores its timeout and
+leaves a grandchild behind. Outcomes are asserted, never timings."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from timer_core.diagnosis.bounded_subprocess import run_bounded
 from timer_core.diagnosis.stack_capture import StackCapturer
 from timer_core.engine.capture_runner import CaptureRunner
 
-WORKERS = 12  # more than the 8 capture slots and the 8 kill threads
+WORKERS = 12  # more than the 8 capture slots
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ escalate to SIGKILL if it survives, and record each outcome.
 A kill never waits on anything unbounded:
 
 - With stack capture on, each worker's capture starts at once on a thread of its own
-  (``CaptureRunner``), and its kill runs on a small pool of kill threads that wait for
+  (``CaptureRunner``), and its kill runs on a pool of kill threads that wait for
   the capture only until the budget, counted from the deadline, runs out. A capture
   that hangs is abandoned, gives its slot back, and the kill goes ahead without it.
 - Without capture (the library servers), the kill runs on the reaper's thread.
@@ -52,8 +52,11 @@ __all__ = ["DEFAULT_OVERDUE_MARGIN", "ExpiryHandler"]
 # Named as before the move into engine/: operators filter on logger names.
 logger = logging.getLogger("timer_core.expiry")
 
-# Kill threads: each waits at most for the budget (its capture), then signals.
-_KILL_THREADS = 8
+# Kill threads: each waits at most for the budget (its capture), then signals. As many
+# as captures may be under way (``CaptureRunner.max_live``; a kill whose capture was not
+# started waits for nothing): one user's kills waiting on their hung captures (at most
+# its share, half of them) then never hold every kill thread, and another user's kill
+# never queues behind them. The pool starts its threads only as they are needed.
 # When nothing says otherwise: how late, past the budget, a kill counts as overdue.
 DEFAULT_OVERDUE_MARGIN = 1.0
 
@@ -77,8 +80,8 @@ class ExpiryHandler:
         self.incidents = incidents
         self.captures = CaptureRunner(capturer) if capturer is not None else None
         self._pool = (
-            ThreadPoolExecutor(_KILL_THREADS, thread_name_prefix="timer-expiry")
-            if capturer is not None
+            ThreadPoolExecutor(self.captures.max_live, thread_name_prefix="timer-expiry")
+            if self.captures is not None
             else None
         )
 
