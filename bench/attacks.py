@@ -326,6 +326,63 @@ def fifo_burst(sizes: Sizes, tmp: Path) -> dict[str, Any]:
             holder.wait()
 
 
+def capture_flood(sizes: Sizes, tmp: Path) -> dict[str, Any]:
+    """12 workers of a second user, each in a mount namespace of its own with its
+    library swapped for a FIFO, so that every capture of them hangs for the whole
+    budget, fall due with the first probe and with a Python worker of root's: root's
+    kills must keep their evidence (the probes are ``sleep``, so theirs is a /proc
+    report; the Python victim's should be py-spy's)."""
+    from tests.mount_namespace_worker import start_hostile, usable
+    from tests.second_user import SecondUser, shared_dir
+    from tests.workers import spawn_sleeper
+
+    hung = 12  # more than the 8 capture slots
+    if os.geteuid() != 0:
+        return {"skipped": "needs root, to act as a second user"}
+    user = SecondUser.named("timer-test-other")
+    why = usable(user)
+    if why:
+        return {"skipped": why}
+    with shared_dir() as reachable, service(tmp) as running:
+        hostile = [
+            start_hostile(user, reachable, name="libpython3.11.so", fifo_inside=True)
+            for _ in range(hung)
+        ]
+        victim = spawn_sleeper()
+        arm = arm_http(running.url)
+
+        def arm_all(deadlines: dict[int, float]) -> None:
+            first = min(deadlines.values())
+            arm({**{worker.pid: first for worker in hostile}, victim.pid: first})
+            arm(deadlines)
+
+        try:
+            result = measure(running, sizes.probes, arm_all)
+            victim.wait(GIVE_UP_SECONDS)
+            events = httpx.get(
+                running.url + "/events", params={"kind": "killed", "limit": 1000}, timeout=30
+            ).json()["items"]
+        finally:
+            for worker in hostile:
+                worker.stop()
+            victim.kill()
+            victim.wait()
+        methods: dict[int, str] = {}
+        for event in events:
+            stack = event["detail"].get("stack")
+            methods[event["pid"]] = stack["method"] if stack else "none"
+        [latency] = [e["detail"]["latency"] for e in events if e["pid"] == victim.pid]
+        others = {victim.pid, *(worker.pid for worker in hostile)}
+        probes = [method for pid, method in methods.items() if pid not in others]
+        result["victim"] = {"stack": methods[victim.pid], "latency_ms": latency * 1000}
+        result["note"] = (
+            f"{hung} hung captures of uid {user.uid}; root's Python victim: stack by "
+            f"{methods[victim.pid]}, {latency * 1000:.0f} ms late; "
+            f"{probes.count('none')} of {len(probes)} probes without a stack"
+        )
+        return result
+
+
 ROWS: dict[str, Callable[[Sizes, Path], dict[str, Any]]] = {
     "baseline": baseline,
     "planted FIFO + link": planted,
@@ -333,6 +390,7 @@ ROWS: dict[str, Callable[[Sizes, Path], dict[str, Any]]] = {
     "40 at once": forty_at_once,
     "4 dashboard readers": readers,
     "FIFO burst": fifo_burst,
+    "capture-slot flood": capture_flood,
 }
 
 
