@@ -142,3 +142,35 @@ def test_unknown_parameters_and_foreign_cursors_are_422(client: TestClient, path
     response = client.get(path)
     assert response.status_code == 422, response.text
     assert isinstance(response.json()["detail"], list)
+
+
+def test_a_job_id_two_users_claim_is_two_jobs_chosen_by_uid(tmp_path: Path) -> None:
+    """A job is its id and its owner: neither user's ranks replace the other's. The
+    caller here (the service's uid) owns neither, so without ?uid= it is asked whose,
+    with 409 on the API and the list of owners on the page."""
+    first = JobSeed("shared", first_id=1, uid=1001, world_size=2, stuck=None)
+    second = JobSeed("shared", first_id=11, uid=1002, world_size=1, first_pid=600, at=BASE + 50)
+    with serve(tmp_path, first, second) as client:
+        listed = [(job["job_id"], job["uid"], job["ranks_seen"]) for job in jobs(client)["items"]]
+        assert listed == [("shared", 1002, 1), ("shared", 1001, 2)]
+        # One job a page: the cursor tells the two owners of one id apart.
+        page = jobs(client, limit=1)
+        assert [job["uid"] for job in jobs(client, limit=1, cursor=page["next"])["items"]] == [1001]
+
+        ambiguous = client.get("/jobs/shared")
+        assert ambiguous.status_code == 409
+        assert "1001, 1002" in ambiguous.json()["detail"] and "?uid=" in ambiguous.json()["detail"]
+        mine = client.get("/jobs/shared", params={"uid": 1001}).json()
+        assert [rank["pid"] for rank in mine["ranks"]] == [500, 501]
+        assert mine["incidents"] == 0
+        theirs = client.get("/jobs/shared", params={"uid": 1002}).json()
+        assert ([rank["pid"] for rank in theirs["ranks"]], theirs["incidents"]) == ([600], 1)
+        assert client.get("/jobs/shared", params={"uid": 7}).status_code == 404
+
+        choose = client.get("/ui/jobs/shared")
+        assert choose.status_code == 409
+        assert 'href="/ui/jobs/shared?uid=1001"' in choose.text
+        assert 'href="/ui/jobs/shared?uid=1002"' in choose.text
+        shown = client.get("/ui/jobs/shared", params={"uid": 1002})
+        assert shown.status_code == 200 and 'data-uid="1002"' in shown.text
+        assert 'data-timer-id="1"' not in shown.text and 'data-timer-id="11"' in shown.text

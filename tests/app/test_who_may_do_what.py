@@ -290,3 +290,43 @@ def test_a_worker_claiming_another_users_job_id_gets_none_of_its_ranks(
     assert sorted(rank["pid"] for rank in incidents()[1]["ranks"]) == sorted(
         worker.pid for worker in victims
     )
+
+
+def test_a_worker_claiming_roots_job_id_shows_as_a_job_of_its_own(
+    service: ServiceProcess,
+    other: SecondUser,
+    own_worker: subprocess.Popen[bytes],
+    sleepers: list[subprocess.Popen[bytes]],
+) -> None:
+    """A job is its id and its owner (issue 20): the second user's worker labelled with
+    root's job id, and newer than root's ranks, is listed as a job of its own, and
+    never takes the place of root's rank 0 on root's job page."""
+    victims = [spawn_sleeper(), spawn_sleeper()]
+    sleepers.extend(victims)
+    labels = {"job_id": "victim-job", "world_size": 2}
+    roots = [arm_as_root(service, worker.pid, "step", rank=rank, **labels) for rank, worker in
+             enumerate(victims)]  # fmt: skip
+    claim = {"pid": own_worker.pid, "scope_id": "claim", "expires_in": 60, "rank": 0, **labels}
+    status, claimed = call(service, other, "tcp", "POST", "/timers", claim)
+    assert status == 201, claimed
+
+    listed = httpx.get(service.url + "/jobs").json()["items"]
+    owners = {job["uid"]: job for job in listed if job["job_id"] == "victim-job"}
+    assert set(owners) == {0, other.uid}
+    assert (owners[0]["ranks_seen"], owners[other.uid]["ranks_seen"]) == (2, 1)
+
+    def rank_pids(job: dict[str, Any]) -> list[int]:
+        return [rank["pid"] for rank in job["ranks"]]
+
+    # Root asks without ?uid=: its own job; the second user likewise gets its own.
+    roots_job = httpx.get(service.url + "/jobs/victim-job").json()
+    assert (roots_job["uid"], rank_pids(roots_job)) == (0, [worker.pid for worker in victims])
+    status, theirs = call(service, other, "tcp", "GET", "/jobs/victim-job")
+    assert (status, theirs["uid"], rank_pids(theirs)) == (200, other.uid, [own_worker.pid])
+    chosen = httpx.get(service.url + "/jobs/victim-job", params={"uid": other.uid}).json()
+    assert rank_pids(chosen) == [own_worker.pid]
+    # Root's page: its two ranks' timers, none of the claimant's.
+    page = httpx.get(service.url + "/ui/jobs/victim-job").text
+    for timer in roots:
+        assert f'data-timer-id="{timer["id"]}"' in page
+    assert f'data-timer-id="{claimed["id"]}"' not in page
