@@ -357,7 +357,8 @@ def capture_flood(sizes: Sizes, tmp: Path) -> dict[str, Any]:
             arm(deadlines)
 
         try:
-            result = measure(running, sizes.probes, arm_all)
+            # Room to arm the 13 others and the probes before the first deadline.
+            result = measure(running, sizes.probes, arm_all, lead=3.0)
             victim.wait(GIVE_UP_SECONDS)
             events = httpx.get(
                 running.url + "/events", params={"kind": "killed", "limit": 1000}, timeout=30
