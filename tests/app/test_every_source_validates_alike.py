@@ -53,6 +53,10 @@ class Hostile:
 HOSTILE = {
     "lone surrogate": Hostile({"scope_id": "\ud800"}, says="U+D800"),
     "surrogate inside": Hostile({"scope_id": "step \udfff 3"}, says="U+DFFF"),
+    # A negative deadline releases (torch's convention): the release path checks alike.
+    "release by a surrogate": Hostile(
+        {"scope_id": "bye \ud800", "expiration_time": -1}, says="U+D800"
+    ),
     "NUL": Hostile({"scope_id": "a\x00b"}, says="U+0000"),
     "newline": Hostile({"scope_id": "a\nINFO forged"}, says="U+000A"),
     "terminal escape": Hostile({"scope_id": "\x1b[31mred"}, says="U+001B"),

@@ -66,6 +66,17 @@ def test_non_utf8_and_missing_separators_are_ignored() -> None:
     assert labels_from_environ(block) == Labels(None, 1, None, 2)
 
 
+@pytest.mark.parametrize(
+    "job_id", [b"a\xed\xa0\x80b", b"a\x1bb", b"a\xc2\x85b", b"\xe2\x80\xa8", b"x" * 257]
+)
+def test_a_job_id_that_could_not_be_recorded_or_shown_is_null(job_id: bytes) -> None:
+    """Issue 20: a worker's environment is its own to write. A surrogate's bytes
+    (U+D800 as UTF-8), a control character (ESC, C1 NEL), a line separator or a length
+    over the limit never become a label that a page or the database would choke on."""
+    block = b"TORCHELASTIC_RUN_ID=" + job_id + b"\0RANK=0\0WORLD_SIZE=2\0"
+    assert labels_from_environ(block) == Labels(None, 0, None, 2)
+
+
 def test_explicit_labels_win_over_the_environment() -> None:
     from_env = Labels("job", 1, 1, 4)
     assert from_env.merged(Labels(rank=2)) == Labels("job", 2, 1, 4)
