@@ -11,16 +11,17 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.mount_namespace_worker import LIBRARY, HostileWorker, plant, start_hostile, usable
-from tests.second_user import SERVICE_AS_ROOT, SecondUser
+from tests.second_user import SERVICE_AS_ROOT, SYSTEM_PYTHON, SecondUser
 from tests.waiting import wait_until
 from tests.workers import needs_py_spy
-from timer_core.diagnosis import stack_capture
+from timer_core.diagnosis import stack_capture, worker_privileges
 from timer_core.diagnosis.bounded_subprocess import Finished, run_bounded
 from timer_core.diagnosis.stack_capture import StackCapturer
 from timer_core.engine.process import ProcessIdentity, identify
@@ -177,3 +178,42 @@ def test_a_fifo_in_the_workers_own_namespace_holds_each_attempt_to_its_share(
     assert python_only.startswith("py-spy (python only): timed out after")
     assert captured.seconds <= budget + 1.0  # a generous margin: a safety bound only
     assert alive
+
+
+def test_without_setpriv_py_spy_is_not_run_for_another_user(
+    second_user: SecondUser, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(worker_privileges, "_tool", lambda name: None)
+    worker = second_user.sleeper()
+    try:
+        assert wait_until(lambda: identity_of(worker.pid).uid == second_user.uid)
+        captured = StackCapturer(budget=10).capture(identity_of(worker.pid))
+    finally:
+        worker.kill()
+        worker.wait()
+    assert captured.method == "proc"
+    # One note: the Python-only attempt would not have run either.
+    assert captured.notes == (
+        "py-spy: not run: setpriv (util-linux) is missing, and root must not run it",
+    )
+
+
+@needs_py_spy
+def test_a_mount_namespace_made_by_root_is_not_entered_and_the_notes_say_so(
+    second_user: SecondUser,
+) -> None:
+    # root makes the namespace, then becomes the user: only root could enter it.
+    python = second_user.argv([SYSTEM_PYTHON, "-c", "import time\nwhile True: time.sleep(1)"])
+    worker = subprocess.Popen(["unshare", "-m", *python])
+    try:
+        assert wait_until(lambda: identity_of(worker.pid).uid == second_user.uid)
+        assert wait_until(lambda: "python" in Path(f"/proc/{worker.pid}/comm").read_text())
+        captured = StackCapturer(budget=10).capture(identity_of(worker.pid))
+    finally:
+        worker.kill()
+        worker.wait()
+    assert captured.method == "py-spy", captured.notes
+    assert captured.notes == (
+        "py-spy: ran in the service's mount namespace: the worker's belongs to the host's "
+        "user namespace, which only root may enter",
+    )
