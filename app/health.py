@@ -62,6 +62,10 @@ class Health:
     descriptor_problems: list[str]
     # Why the database cannot be used now (DatabaseStatus), or None (contract 14).
     database_problem: str | None = None
+    # FIFOs (--fifo, --fifo-dir) whose path was deleted or replaced and that cannot be
+    # made again now, and why; and how many times one was made again.
+    fifo_problems: tuple[str, ...] = ()
+    fifo_restorations: int = 0
 
     @property
     def problems(self) -> list[str]:
@@ -81,6 +85,7 @@ class Health:
             found.append(f"an error on the expiry path: {self.kills['recent_error']}")
         if self.losses_problem:
             found.append(self.losses_problem)
+        found.extend(self.fifo_problems)
         return found + self.descriptor_problems
 
     @property
@@ -122,6 +127,7 @@ class Health:
             "kills": self.kills,
             "lost_events_unacknowledged": self.lost_events_unacknowledged,
             "fifo": self.fifo,
+            "fifo_restorations": self.fifo_restorations,
             "descriptors": self.descriptors,
         }
 

@@ -119,6 +119,12 @@ def serve(settings: Settings) -> None:
     _raise_descriptor_limit()
     app = create_app(settings)
     service: Service = app.state.service
+    try:
+        # Here, not in the app's start: a refusal there (a live service holds the
+        # database, a linked database file) comes out as uvicorn's traceback.
+        service.claim()
+    except RuntimeError as error:  # ServiceLockError, and private_files' refusals
+        raise SystemExit(f"timer-service: {error}") from None
     config = uvicorn.Config(
         app,
         host=settings.host,

@@ -7,6 +7,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 from sqlalchemy.exc import DatabaseError, OperationalError
 from sqlmodel import Session
@@ -40,6 +41,7 @@ from .nodes import NodeBeat, node_statuses, register_node
 from .private_files import secure_sqlite_files
 from .recorder import Recorder
 from .restore_identities import RestoreIdentities
+from .service_lock import ServiceLock
 from .settings import Settings
 from .timer_ids import FleetTimerIds
 
@@ -100,6 +102,8 @@ class Service:
         # What the dashboard shows of the other nodes sharing the database.
         self.fleet = Fleet(self.engine, settings.node, settings.hub, settings.node_timeout)
         self.node_beat = NodeBeat(self.engine, settings.node, _beat_interval(settings))
+        # One live service per database and node (a hub arms nothing: it takes none).
+        self.lock = ServiceLock(self.engine, settings.db_url, settings.node)
         # Whether the database answers, asked by writes, reads and /healthz (contract 14).
         self.database = DatabaseStatus(self.engine, busy_since=lambda: self.recorder.busy_since)
         if not settings.hub:
@@ -157,16 +161,31 @@ class Service:
         self._stopping = threading.Event()
         self._supervisor: threading.Thread | None = None
 
+    def claim(self) -> None:
+        """Make the database's files private and take this node's lock
+        (``ServiceLockError`` names the live service that holds it). Before anything is
+        migrated or re-armed; the CLI calls it first, so a refusal is one clear line."""
+        # Before SQLite makes any file: the database holds every stack and event.
+        secure_sqlite_files(self.settings.db_url)
+        # One line if it cannot be reached (--db-wait: after trying that long).
+        reach_database(self.engine, self.settings.db_url, self.settings.db_wait)
+        if not self.settings.hub:
+            self.lock.acquire()
+
+    def start(self) -> None:
+        self.claim()
+        try:
+            self._start_claimed()
+        except BaseException:
+            self.lock.release()
+            raise
+
     @property
     def db_shown(self) -> str:
         """The database URL as logs and pages show it: its password masked."""
         return masked_url(self.settings.db_url)
 
-    def start(self) -> None:
-        # Before SQLite makes any file: the database holds every stack and event.
-        secure_sqlite_files(self.settings.db_url)
-        # One line if it cannot be reached (--db-wait: after trying that long).
-        reach_database(self.engine, self.settings.db_url, self.settings.db_wait)
+    def _start_claimed(self) -> None:
         try:
             migrate(self.engine)
         except OperationalError as error:
@@ -197,6 +216,7 @@ class Service:
                 self.reaper,
                 mode=self.settings.fifo_mode,
                 may_read=self.backpressure.may_read,
+                guard=True,  # made again when deleted or replaced (torch's agent does)
             )
             self.fifo.start()
         if self.settings.fifo_dir:
@@ -279,11 +299,24 @@ class Service:
             losses_problem=self.losses.problem(),
             fifo=self.settings.fifo,
             fifo_malformed_lines=malformed,
+            **self._fifo_guard_report(),
             captures_abandoned=captures.abandoned_total if captures is not None else 0,
             descriptors=descriptors,
             descriptor_problems=self.connections.problems(descriptors),
             database_problem=self.database.problem(),
         )
+
+    def _fifo_guard_report(self) -> dict[str, Any]:
+        """Health's ``fifo_problems`` and ``fifo_restorations``, over both kinds of FIFO."""
+        problems: list[str] = []
+        restorations = 0
+        if self.fifo is not None:
+            restorations += self.fifo.restorations
+            problems += [self.fifo.problem] if self.fifo.problem else []
+        if self.user_fifos is not None:
+            restorations += self.user_fifos.restorations
+            problems += self.user_fifos.problems.values()
+        return {"fifo_problems": tuple(problems), "fifo_restorations": restorations}
 
     def node_counts(self) -> dict[str, int] | None:
         """How many of the fleet's nodes are up and down (``timer_nodes``); None while
@@ -338,6 +371,7 @@ class Service:
         self.recorder.stop()
         self.recorder.flush()
         self.losses.stop()
+        self.lock.release()
         self.engine.dispose()
 
 
