@@ -24,6 +24,7 @@ import stat
 from dataclasses import dataclass
 
 from ..safe_dirs import UnsafeDirectoryError, open_directory
+from .fifo_guard import what_changed
 
 __all__ = ["FifoDirError", "FifoDirectory", "UserFifo", "resolve_uids"]
 
@@ -113,14 +114,14 @@ class FifoDirectory:
                 return fifo, found is None
         raise FifoDirError(f"{self.fifo_path(uid)} keeps changing while the service makes it")
 
-    def is_current(self, fifo: UserFifo) -> bool:
-        """Whether ``DIR/<uid>`` still is this very FIFO, owned by its uid, unchanged."""
+    def change(self, fifo: UserFifo) -> str | None:
+        """Why ``DIR/<uid>`` is no longer this very FIFO, owned by its uid, unchanged
+        (deleted, replaced, ...); None while it still is."""
         found = self._lstat(str(fifo.uid))
-        return (
-            found is not None
-            and self._wrong(found, fifo.uid) is None
-            and (found.st_dev, found.st_ino) == (fifo.device, fifo.inode)
-        )
+        return what_changed(found, fifo.device, fifo.inode, fifo.uid, self.mode)
+
+    def is_current(self, fifo: UserFifo) -> bool:
+        return self.change(fifo) is None
 
     def close(self) -> None:
         with contextlib.suppress(OSError):

@@ -8,6 +8,10 @@ logged, counted and skipped; the good lines around them still apply.
 With ``may_read``, the reader leaves requests in the pipe while it says no (the
 service: while its recorder is behind), so a burst waits in the kernel and in the
 writers instead of in this process's memory: at most one read (64 KiB) goes past it.
+
+With ``guard``, the reader also checks every ``GUARD_SECONDS`` that its path still is the
+FIFO it reads (``fifo_guard``), and makes it again when it was deleted or replaced;
+until it can, ``problem`` says why (``/healthz`` is degraded).
 """
 
 from __future__ import annotations
@@ -17,15 +21,17 @@ import fcntl
 import logging
 import os
 import stat
+import time
 from collections.abc import Callable
 
 from ..engine import Reaper
 from ..engine.poll_thread import PollThread
 from ..safe_dirs import open_directory
 from ..wire import WireRequest
+from .fifo_guard import blocker_of, lstat_or_none, what_changed
 from .fifo_lines import LineSplitter, MalformedLines, apply_request
 
-__all__ = ["PAUSE_POLL_SECONDS", "FifoSource", "create_fifo"]
+__all__ = ["GUARD_SECONDS", "PAUSE_POLL_SECONDS", "FifoSource", "create_fifo"]
 
 # Named as before the move into sources/: operators filter on logger names.
 logger = logging.getLogger("timer_core.fifo_source")
@@ -33,6 +39,8 @@ logger = logging.getLogger("timer_core.fifo_source")
 _READ_CHUNK = 65536
 # How often a paused reader asks again whether it may read.
 PAUSE_POLL_SECONDS = 0.02
+# How often a guarded reader checks that its path still leads to its FIFO: one lstat.
+GUARD_SECONDS = 1.0
 # Linux's default cap for unprivileged pipes (/proc/sys/fs/pipe-max-size): ~10k requests.
 _PIPE_BYTES = 1 << 20
 
@@ -87,6 +95,7 @@ class FifoSource:
         create: bool = True,
         on_malformed: Callable[[str], None] | None = None,
         may_read: Callable[[], bool] | None = None,
+        guard: bool = False,
     ) -> None:
         self.path = path
         self._may_read = may_read or _always
@@ -96,17 +105,84 @@ class FifoSource:
         self.requests = 0
         self._malformed = MalformedLines(logger, on_malformed)
         self._where = f"FIFO line on {path}"
+        self._mode = mode
+        self._guard = guard
+        # Set while the path is not our FIFO and cannot be made again; why, for /healthz.
+        self.problem: str | None = None
+        # Times the FIFO was made again after it was deleted or replaced.
+        self.restorations = 0
         if create:
             create_fifo(path, mode)
-        self._read_fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-        _enlarge_pipe(self._read_fd)
-        # Our own writer keeps the FIFO from hitting EOF when clients close.
-        self._keepalive_fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        self._read_fd, self._keepalive_fd, self._identity = self._open()
         self._loop = PollThread("timer-fifo")
         self._loop.register(self._read_fd)
-        self._lines = LineSplitter(
+        self._lines = self._splitter()
+
+    def _open(self) -> tuple[int, int, os.stat_result]:
+        """The FIFO at ``path`` open for reading, our own writer of that very FIFO (it
+        keeps the FIFO from hitting EOF when clients close), and what it is."""
+        read_fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOFOLLOW)
+        try:
+            opened = os.fstat(read_fd)
+            if not stat.S_ISFIFO(opened.st_mode):
+                raise FileExistsError(f"{self.path} is not a FIFO")
+            _enlarge_pipe(read_fd)
+            # By descriptor: the FIFO opened above, not whatever the name leads to now.
+            keepalive_fd = os.open(
+                f"/proc/self/fd/{read_fd}", os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC
+            )
+        except BaseException:
+            os.close(read_fd)
+            raise
+        return read_fd, keepalive_fd, opened
+
+    def _splitter(self) -> LineSplitter:
+        return LineSplitter(
             self._apply_line, lambda reason: self._malformed.reject(self._where, reason)
         )
+
+    def changed(self) -> str | None:
+        """Why ``path`` no longer leads to the FIFO being read; None while it does."""
+        held = self._identity
+        return what_changed(
+            lstat_or_none(self.path), held.st_dev, held.st_ino, held.st_uid, self._mode
+        )
+
+    def guard_once(self) -> None:
+        """Make the FIFO again if its path was deleted or replaced (see the module).
+        Runs on the reader's thread, so no read is ever in the middle of the swap."""
+        why = self.changed()
+        if why is None:
+            return
+        blocker = blocker_of(self.path)
+        if blocker is None:
+            try:
+                create_fifo(self.path, self._mode)
+                read_fd, keepalive_fd, identity = self._open()
+            except OSError as error:
+                blocker = f"it cannot be made again: {error}"
+            else:
+                self.drain()  # what writers put in the old one before it went
+                self._loop.unregister(self._read_fd)
+                for fd in (self._read_fd, self._keepalive_fd):
+                    os.close(fd)
+                self._read_fd, self._keepalive_fd, self._identity = read_fd, keepalive_fd, identity
+                self._loop.register(read_fd)
+                self._lines = self._splitter()  # a partial line of the old one is void
+                self.problem = None
+                self.restorations += 1
+                logger.warning(
+                    "the FIFO %s %s: made it again (mode %04o); requests written while it "
+                    "was away were lost",
+                    self.path,
+                    why,
+                    self._mode,
+                )
+                return
+        problem = f"the FIFO {self.path} {why}, and is not served: {blocker}"
+        if problem != self.problem:  # once, not every round
+            logger.warning("%s", problem)
+        self.problem = problem
 
     def start(self) -> None:
         self._loop.start(self._run)
@@ -114,9 +190,11 @@ class FifoSource:
     def stop(self, remove: bool = True) -> None:
         self._loop.stop()
         self._loop.close()
+        # Only our own FIFO: another program may have put its own there meanwhile.
+        ours = self.changed() is None
         for fd in (self._read_fd, self._keepalive_fd):
             os.close(fd)
-        if remove:
+        if remove and ours:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.path)
 
@@ -153,19 +231,26 @@ class FifoSource:
             self.applied_requests += 1
 
     def _run(self) -> None:
+        next_guard = time.monotonic() + GUARD_SECONDS
         while not self._loop.stopping:
             if not self._may_read():
                 # Paused: wait for stop() or the next look, not for data (the FIFO
                 # stays readable, so a poll would return at once).
                 self._loop.sleep(PAUSE_POLL_SECONDS)
-                continue
-            self._loop.poll(None)
-            if self._loop.stopping:
-                return
-            try:
-                self.drain()
-            except Exception:
-                logger.exception("error reading the FIFO %s", self.path)
+            else:
+                self._loop.poll(max(0.0, next_guard - time.monotonic()) if self._guard else None)
+                if self._loop.stopping:
+                    return
+                try:
+                    self.drain()
+                except Exception:
+                    logger.exception("error reading the FIFO %s", self.path)
+            if self._guard and time.monotonic() >= next_guard:
+                next_guard = time.monotonic() + GUARD_SECONDS
+                try:
+                    self.guard_once()
+                except Exception:
+                    logger.exception("error checking the FIFO %s", self.path)
 
 
 def _always() -> bool:

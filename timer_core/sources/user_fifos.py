@@ -41,8 +41,9 @@ logger = logging.getLogger("timer_core.user_fifos")
 
 # Bytes read from one FIFO per turn: about 150 requests, a few ms of engine work.
 READ_BUDGET = 16 * 1024
-# How often the reader checks that each DIR/<uid> still is the FIFO it reads.
-_VERIFY_SECONDS = 10.0
+# How often the reader checks that each DIR/<uid> still is the FIFO it reads: one
+# lstat per FIFO (torch's own FileTimerServer deletes the path it is given).
+_VERIFY_SECONDS = 1.0
 # Reads of a replaced FIFO before it is closed: more than its pipe holds.
 _DRAIN_READS = 32
 
@@ -101,6 +102,10 @@ class UserFifos:
         self._lock = threading.Lock()
         self._by_uid: dict[int, _Channel] = {}
         self._by_fd: dict[int, _Channel] = {}
+        # The uids whose FIFO cannot be made again now, and why (for /healthz).
+        self.problems: dict[int, str] = {}
+        # Times a FIFO was made again after it was deleted or replaced.
+        self.restorations = 0
         self._loop = PollThread("timer-user-fifos")
 
     # ---- the set of FIFOs ----------------------------------------------------------------
@@ -110,13 +115,18 @@ class UserFifos:
         it any more) when needed; and whether it was made now."""
         with self._lock:
             channel = self._by_uid.get(uid)
-            if channel is not None and self.directory.is_current(channel.fifo):
+            why = None if channel is None else self.directory.change(channel.fifo)
+            if channel is not None and why is None:
                 return channel.fifo.path, False
             fifo, made = self.directory.open(uid)
             if channel is not None:
-                logger.warning("%s was replaced on disk; reading the new one", fifo.path)
+                logger.warning(
+                    "the FIFO %s %s: %s", fifo.path, why, "made it again" if made else "reading it"
+                )
+                self.restorations += 1
                 self._drop_locked(channel)
             self._add_locked(fifo)
+            self.problems.pop(uid, None)
             return fifo.path, made
 
     def uids(self) -> list[int]:
@@ -129,7 +139,10 @@ class UserFifos:
             try:
                 self.ensure(uid)
             except (FifoDirError, OSError) as error:
-                logger.error("cannot keep the FIFO of uid %d: %s", uid, error)
+                problem = f"the FIFO of uid {uid} in {self.directory.path} is not served: {error}"
+                if self.problems.get(uid) != problem:  # once, not every round
+                    logger.error("%s", problem)
+                self.problems[uid] = problem
 
     def _add_locked(self, fifo: UserFifo) -> None:
         owner = None if fifo.uid in self._unrestricted else fifo.uid
