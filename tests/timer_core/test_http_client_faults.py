@@ -1,0 +1,147 @@
+"""``HttpTimerClient`` when the service's answer is not a plain 201 (contract 14): a 202
+is done, a connection closed before any answer is tried once more.
+
+The server here is a real socket server that answers as scripted: the real service
+cannot be made to close a connection before answering at a chosen request. The
+restart test uses the real service."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import timer_core as timer
+from tests.app.service_process import ServiceProcess
+
+ANSWER_202 = (
+    b"HTTP/1.1 202 Accepted\r\ncontent-type: application/json\r\ncontent-length: 61\r\n\r\n"
+    b'{"timer": {"id": 1}, "recorded": false, "detail": "db away."}'
+)
+ANSWER_201 = (
+    b'HTTP/1.1 201 Created\r\ncontent-type: application/json\r\ncontent-length: 9\r\n\r\n{"id": 1}'
+)
+
+
+class ScriptedServer:
+    """Answers the n-th connection's first request with ``answers[n]`` (None: closes it
+    without a word), and counts the requests it read."""
+
+    def __init__(self, answers: list[bytes | None]) -> None:
+        self.answers = answers
+        self.requests = 0
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        for answer in self.answers:
+            connection, _ = self.sock.accept()
+            with connection:
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    data += connection.recv(65536)
+                head, _, body = data.partition(b"\r\n\r\n")
+                length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+                while len(body) < length:
+                    body += connection.recv(65536)
+                self.requests += 1
+                if answer is not None:
+                    connection.sendall(answer)
+
+
+@pytest.fixture
+def scripted() -> Iterator[list[ScriptedServer]]:
+    servers: list[ScriptedServer] = []
+    yield servers
+    for server in servers:
+        server.sock.close()
+
+
+def test_a_connection_closed_before_an_answer_is_retried_once(
+    scripted: list[ScriptedServer],
+) -> None:
+    server = ScriptedServer([None, ANSWER_201])
+    scripted.append(server)
+    client = timer.HttpTimerClient(server.url)
+    client.acquire("step", 2e9)
+    assert server.requests == 2
+    client.close()
+
+
+def test_twice_closed_is_an_error_that_says_so(scripted: list[ScriptedServer]) -> None:
+    server = ScriptedServer([None, None])
+    scripted.append(server)
+    client = timer.HttpTimerClient(server.url)
+    with pytest.raises(timer.TimerServiceError, match="unreachable"):
+        client.acquire("step", 2e9)
+    assert server.requests == 2  # once more, not forever
+    client.close()
+
+
+def test_a_202_is_done_with_a_warning_and_counted(
+    scripted: list[ScriptedServer], caplog: pytest.LogCaptureFixture
+) -> None:
+    server = ScriptedServer([ANSWER_202])
+    scripted.append(server)
+    client = timer.HttpTimerClient(server.url)
+    with caplog.at_level(logging.WARNING, logger="timer_core.http_client"):
+        client.acquire("step", 2e9)
+    assert client.not_recorded == 1
+    assert any("could not record it yet" in r.getMessage() for r in caplog.records)
+    client.close()
+
+
+# A worker that arms through one client for every line it reads, and says how it went.
+ARMING_WORKER = textwrap.dedent(
+    """
+    import sys, time
+    import timer_core as timer
+    client = timer.HttpTimerClient(sys.argv[1], signal=0)
+    for line in sys.stdin:
+        time.sleep(float(line))
+        try:
+            client.acquire("step", time.time() + 600)
+            print("ok", flush=True)
+        except Exception as error:
+            print("error", error, flush=True)
+    """
+)
+
+
+def test_one_client_arms_across_a_service_restart(tmp_path: Path) -> None:
+    service = ServiceProcess(tmp_path).start()
+    worker = subprocess.Popen(
+        [sys.executable, "-c", ARMING_WORKER, service.url],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert worker.stdin is not None and worker.stdout is not None
+
+    def arm(after: float) -> str:
+        assert worker.stdin is not None and worker.stdout is not None
+        worker.stdin.write(f"{after}\n")
+        worker.stdin.flush()
+        return worker.stdout.readline().strip()
+
+    try:
+        assert arm(0) == "ok"
+        # Idle for exactly the service's keep-alive (5 s): the race the soak found.
+        assert arm(5.0) == "ok"
+        service.stop()
+        service.start()  # the same port, a new process
+        assert arm(0) == "ok"
+        assert arm(0.1) == "ok"
+    finally:
+        worker.kill()
+        worker.communicate()  # reaped, and its pipes closed
+        service.stop()
