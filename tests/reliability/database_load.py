@@ -15,7 +15,7 @@ import psycopg
 
 from tests.workers import spawn_sleeper
 
-__all__ = ["DueWorker", "WriteLoad", "recorded_events", "wait_recorded"]
+__all__ = ["DueWorker", "Write", "WriteLoad", "recorded_events", "wait_recorded"]
 
 
 @dataclass

@@ -21,7 +21,13 @@ import pytest
 
 from tests.app.service_process import ServiceProcess
 from tests.private_postgres import PASSWORD, PrivatePostgres, private_postgres
-from tests.reliability.database_load import DueWorker, WriteLoad, recorded_events, wait_recorded
+from tests.reliability.database_load import (
+    DueWorker,
+    Write,
+    WriteLoad,
+    recorded_events,
+    wait_recorded,
+)
 from tests.waiting import wait_until
 from tests.workers import spawn_sleeper, wait_dead
 
@@ -34,9 +40,7 @@ KILL_LATE_BOUND = 1.0
 
 
 @pytest.fixture
-def service(
-    tmp_path: Path, private_postgres: PrivatePostgres
-) -> Iterator[ServiceProcess]:
+def service(tmp_path: Path, private_postgres: PrivatePostgres) -> Iterator[ServiceProcess]:
     running = ServiceProcess(tmp_path, "--node-name", NODE, "--node-timeout", "6")
     running.db_url = private_postgres.url
     running.start()
@@ -94,7 +98,7 @@ def check_kills(due: list[DueWorker], events: list[dict[str, Any]]) -> list[floa
     return lateness
 
 
-def check_nothing_lost_or_doubled(writes: list[Any], events: list[dict[str, Any]]) -> None:
+def check_nothing_lost_or_doubled(writes: list[Write], events: list[dict[str, Any]]) -> None:
     """Each answered arm has one ``acquired`` event and each answered release one
     ``released``, however the write was answered (201, 200 or 202)."""
     counts = Counter((e["timer_id"], e["kind"]) for e in events)
@@ -171,7 +175,7 @@ def test_a_stopped_database_under_load(
     )
 
 
-def check_writes(writes: list[Any]) -> float:
+def check_writes(writes: list[Write]) -> float:
     """Every write was answered, as applied, within a second: the slowest, in seconds."""
     statuses = Counter(write.status for write in writes)
     assert set(statuses) <= {200, 201, 202}, statuses
