@@ -26,7 +26,7 @@ from collections.abc import Callable
 
 from ..engine import Reaper
 from ..engine.poll_thread import PollThread
-from ..safe_dirs import open_directory
+from ..safe_dirs import UnsafeDirectoryError, open_directory
 from ..wire import WireRequest
 from .fifo_guard import blocker_of, lstat_or_none, what_changed
 from .fifo_lines import LineSplitter, MalformedLines, apply_request
@@ -124,8 +124,8 @@ class FifoSource:
         read_fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOFOLLOW)
         try:
             opened = os.fstat(read_fd)
-            if not stat.S_ISFIFO(opened.st_mode):
-                raise FileExistsError(f"{self.path} is not a FIFO")
+            if not stat.S_ISFIFO(opened.st_mode) or opened.st_uid != os.geteuid():
+                raise FileExistsError(f"{self.path} is not a FIFO of the service's own")
             _enlarge_pipe(read_fd)
             # By descriptor: the FIFO opened above, not whatever the name leads to now.
             keepalive_fd = os.open(
@@ -159,7 +159,7 @@ class FifoSource:
             try:
                 create_fifo(self.path, self._mode)
                 read_fd, keepalive_fd, identity = self._open()
-            except OSError as error:
+            except (OSError, UnsafeDirectoryError) as error:
                 blocker = f"it cannot be made again: {error}"
             else:
                 self.drain()  # what writers put in the old one before it went
