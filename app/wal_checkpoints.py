@@ -11,25 +11,42 @@ for no reader and no writer, and the recorder goes on appending to the WAL meanw
 Durability is unchanged: a commit is in the WAL either way (``synchronous=NORMAL``
 syncs the WAL at checkpoints), and a checkpoint now comes within a second of a write
 instead of after 1,000 pages of them.
+
+A PASSIVE checkpoint never shrinks the WAL file, and under a steady stream of commits
+the WAL may never start over: each commit appends whole pages (a timer's arm and
+release, about 50 KB), so a user arming and releasing in a loop grew it by hundreds of
+megabytes in seconds (issue 20). Past ``max_wal_bytes``, the round runs a TRUNCATE
+checkpoint instead: it waits (within the busy timeout) for the readers and the writer
+to let go, copies everything, and cuts the file to zero.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from .periodic import Periodic
 
-__all__ = ["WalCheckpoints"]
+__all__ = ["MAX_WAL_BYTES", "WalCheckpoints"]
 
 logger = logging.getLogger(__name__)
 
+# A WAL file larger than this is truncated at the next round (see above).
+MAX_WAL_BYTES = 64 << 20
+
 
 class WalCheckpoints:
-    def __init__(self, engine: Engine, interval: float = 1.0) -> None:
+    def __init__(
+        self, engine: Engine, interval: float = 1.0, max_wal_bytes: int = MAX_WAL_BYTES
+    ) -> None:
         self._engine = engine
+        database = engine.url.database
+        self._wal = f"{database}-wal" if database and database != ":memory:" else None
+        self._max_wal_bytes = max_wal_bytes
+        self.truncations = 0
         self._rounds = Periodic("timer-checkpoints", interval, self.checkpoint, self._failed)
         self.failures = 0
 
@@ -47,8 +64,18 @@ class WalCheckpoints:
 
     def checkpoint(self) -> None:
         """Copy what the WAL holds into the database file, as far as no reader needs it."""
+        mode = "TRUNCATE" if self.wal_bytes() > self._max_wal_bytes else "PASSIVE"
         with self._engine.connect() as connection:
-            connection.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
+            busy = connection.exec_driver_sql(f"PRAGMA wal_checkpoint({mode})").scalar()
+        if mode == "TRUNCATE" and not busy:
+            self.truncations += 1
+
+    def wal_bytes(self) -> int:
+        """The WAL file's size (0 if there is none)."""
+        try:
+            return os.stat(self._wal).st_size if self._wal else 0
+        except OSError:
+            return 0
 
     def _failed(self, error: Exception) -> None:
         if not isinstance(error, SQLAlchemyError):

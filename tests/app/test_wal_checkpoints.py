@@ -31,3 +31,26 @@ def test_commits_leave_the_wal_to_the_checkpoint_thread(tmp_path: Path) -> None:
         assert wait_until(lambda: database.stat().st_size > size_before)
     finally:
         recorder.stop()
+
+
+def test_a_wal_past_its_bound_is_truncated_and_a_smaller_one_is_not(tmp_path: Path) -> None:
+    """A PASSIVE checkpoint never shrinks the WAL, which a user's arm + release loop
+    grew by hundreds of megabytes (issue 20); past its bound, a round truncates it."""
+    database = tmp_path / "r.db"
+    wal = Path(f"{database}-wal")
+    engine = migrated_engine(database)
+    recorder = Recorder(engine)
+    for seq in range(1, 501):  # one commit each: many pages of WAL
+        recorder(event(seq, "acquired", seq))
+        recorder.flush()
+    grown = wal.stat().st_size
+    lenient = WalCheckpoints(engine, max_wal_bytes=grown + 1)
+    lenient.checkpoint()
+    assert (wal.stat().st_size, lenient.truncations) == (grown, 0)  # copied, kept
+    strict = WalCheckpoints(engine, max_wal_bytes=grown - 1)
+    assert strict.wal_bytes() == grown
+    strict.checkpoint()
+    assert (wal.stat().st_size, strict.truncations) == (0, 1)
+    with engine.connect() as connection:  # and nothing was lost
+        assert connection.execute(text("SELECT count(*) FROM timers")).scalar() == 500
+    engine.dispose()
