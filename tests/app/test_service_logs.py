@@ -95,13 +95,17 @@ def test_a_scope_with_a_newline_cannot_forge_a_log_line(
 ) -> None:
     victim = spawn_sleeper()
     sleepers.append(victim)
-    hostile = f"step\n{FORGED}\r\n{FORGED}"
+    # A newline is a control character: refused at the door (issue 20), before anything
+    # quotes it. The Unicode line and paragraph separators are not control characters:
+    # armed, and escaped in every line that quotes them.
+    assert arm(service, victim.pid, f"step\n{FORGED}").status_code == 422
+    hostile = f"step\u2028{FORGED}\u2029{FORGED}"
     assert arm(service, victim.pid, hostile).status_code == 201
-    assert arm(service, 1, hostile).status_code == 422  # refused: logged too
+    assert arm(service, 1, hostile).status_code == 422  # refused by the engine: logged
     assert_sigkilled(victim)
-    # repr() quotes with " here, as the scope holds a ': either way, \n is escaped.
-    logged(service, rf"killed: pid={victim.pid} scope=\"step\\n2030-01-01 00:00:00,000 INFO ")
-    logged(service, r"refused a timer request from http: pid=1 scope=\"step\\n2030")
+    # repr() quotes with " here, as the scope holds a ': either way, U+2028 is escaped.
+    logged(service, rf"killed: pid={victim.pid} scope=\"step\\u20282030-01-01 00:00:00,000 INFO ")
+    logged(service, r"refused a timer request from http: pid=1 scope=\"step\\u20282030")
     assert not any(line.startswith("2030-01-01") for line in lines(service))
     assert sum(FORGED in line for line in lines(service)) == 2  # both kept, inside their lines
     assert_one_format(service)
