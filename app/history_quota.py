@@ -16,8 +16,8 @@ What is measured is what pruning can free, not the file's size:
   is not counted: the checkpoints (``wal_checkpoints``) keep it bounded.
 - PostgreSQL likewise reuses the space of deleted rows after a (auto)vacuum, but its
   files stay at their high-water mark. The measure is the live rows' bytes, as the
-  planner's statistics estimate them after an ANALYZE of the history tables
-  (``reltuples`` times the row width): a bounded sample, whatever the table's size.
+  planner's statistics estimate them (``reltuples`` times the row width), brought up to
+  date by an ANALYZE of the history tables once they say the limit is near.
   Indexes are not counted. Several nodes sharing the database each enforce the limit
   on the whole of it (pruning is idempotent).
 """
@@ -43,6 +43,11 @@ _TARGET = 0.9
 # recorder's thread (and the writes waiting behind it) for long.
 STEP_EVENTS = 1000
 _STEPS_PER_CHECK = 200
+
+# On PostgreSQL, above this share of the limit by the standing statistics, the
+# measure runs an ANALYZE first: it reads a bounded sample (300 x
+# default_statistics_target rows) of each table, whatever its size.
+_ANALYZE_FROM = 0.5
 
 _HISTORY_TABLES = ("timers", "events", "stacks", "incidents", "incident_captures", "jobs")
 
@@ -86,7 +91,13 @@ class HistoryQuota:
         with self._engine.begin() as connection:
             if connection.dialect.name == "sqlite":
                 return _sqlite_used(connection)
-            return _postgres_used(connection)
+            # The statistics autovacuum keeps are at most about a tenth behind: fresh
+            # ones (an ANALYZE) are asked for only when they say the limit is near.
+            used = _postgres_used(connection)
+            if used is not None and used < self.max_bytes * _ANALYZE_FROM:
+                return used
+            connection.exec_driver_sql(f"ANALYZE {', '.join(_HISTORY_TABLES)}")
+            return _postgres_used(connection) or 0
 
     def enforce(self) -> None:
         """One check: prune oldest first while over, and say whether the history is full."""
@@ -147,10 +158,9 @@ def _sqlite_used(connection: Connection) -> int:
     return int((pages - free) * size)
 
 
-def _postgres_used(connection: Connection) -> int:
-    # ANALYZE reads a bounded sample (300 x default_statistics_target rows) of each
-    # table, and brings reltuples and the widths up to date after inserts and prunes.
-    connection.exec_driver_sql(f"ANALYZE {', '.join(_HISTORY_TABLES)}")
+def _postgres_used(connection: Connection) -> int | None:
+    """The live rows' bytes as the planner's statistics say: ``reltuples`` times the
+    row's width, per history table; None while a table was never analysed."""
     rows = connection.execute(
         text(
             "SELECT c.reltuples, coalesce((SELECT sum(s.avg_width) FROM pg_stats s"
@@ -161,5 +171,7 @@ def _postgres_used(connection: Connection) -> int:
         ),
         {"tables": list(_HISTORY_TABLES)},
     ).all()
+    if any(tuples < 0 for tuples, _ in rows):
+        return None
     # A heap tuple's header (23 bytes, aligned to 24) and its line pointer (4).
-    return int(sum(max(0.0, tuples) * (width + 28) for tuples, width in rows))
+    return int(sum(tuples * (width + 28) for tuples, width in rows))
