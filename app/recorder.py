@@ -14,9 +14,9 @@ the service turns away could otherwise fill it.
 An event the database refuses (a value it cannot hold) is set aside alone: a failed
 batch is split in halves until the bad event stands by itself, so one bad event
 costs a few extra transactions, not one per event. Text the database cannot encode
-(a lone surrogate) is escaped then, and the event recorded. If it was a timer's acquisition,
-the timer's later events are still written, unlinked, instead of each failing the
-foreign key in its turn.
+(a lone surrogate) is escaped then, and the event recorded. Otherwise, if it was a
+timer's acquisition, the timer's later events are still written, unlinked, instead of
+each failing the foreign key in its turn.
 """
 
 from __future__ import annotations
