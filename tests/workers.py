@@ -8,6 +8,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -101,6 +103,21 @@ else:
 def spawn_stuck(*args: str, stdout: int | None = None) -> subprocess.Popen[bytes]:
     """A worker hung in ``stuck_in_a_distinctively_named_function``."""
     return subprocess.Popen([sys.executable, "-c", STUCK_WORKER, *args], stdout=stdout)
+
+
+@contextmanager
+def stuck_worker(mode: str) -> Iterator[subprocess.Popen[bytes]]:
+    """``spawn_stuck(mode)`` once it says it is ready (``plain`` or ``dump-ready``);
+    killed and reaped afterwards."""
+    worker = spawn_stuck(mode, stdout=subprocess.PIPE)
+    assert worker.stdout is not None
+    try:
+        assert worker.stdout.readline().strip() == b"ready"
+        yield worker
+    finally:
+        worker.kill()
+        worker.wait()
+        worker.stdout.close()
 
 
 def main() -> None:

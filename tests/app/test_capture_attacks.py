@@ -27,7 +27,7 @@ from tests.app.service_process import ServiceProcess
 from tests.mount_namespace_worker import LIBRARY, HostileWorker, plant, start_hostile, usable
 from tests.second_user import SERVICE_AS_ROOT, SecondUser
 from tests.waiting import wait_until
-from tests.workers import FUNCTION, assert_sigkilled, needs_py_spy, spawn_stuck
+from tests.workers import FUNCTION, assert_sigkilled, needs_py_spy, stuck_worker
 
 pytestmark = [*SERVICE_AS_ROOT, needs_py_spy]
 
@@ -46,12 +46,8 @@ def staged(second_user: SecondUser) -> SecondUser:
 @pytest.fixture
 def victim() -> Iterator[subprocess.Popen[bytes]]:
     """Root's own worker, hung in a Python function py-spy can name."""
-    worker = spawn_stuck("plain", stdout=subprocess.PIPE)
-    assert worker.stdout is not None and worker.stdout.readline().strip() == b"ready"
-    yield worker
-    worker.kill()
-    worker.wait()
-    worker.stdout.close()
+    with stuck_worker("plain") as worker:
+        yield worker
 
 
 def killed_event(url: str, pid: int) -> dict[str, Any] | None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.workers import FUNCTION, needs_py_spy, spawn_stuck, wait_dead
+from tests.workers import FUNCTION, needs_py_spy, spawn_stuck, stuck_worker, wait_dead
 from timer_core import EventKind, ProcessIdentity, Reaper, TimerEvent, identify
 from timer_core.diagnosis.stack_capture import StackCapturer
 
@@ -19,12 +19,8 @@ from timer_core.diagnosis.stack_capture import StackCapturer
 @pytest.fixture
 def stuck(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[subprocess.Popen[bytes]]:
     monkeypatch.setenv("TIMER_SERVICE_STACK_DIR", str(tmp_path / "stacks"))
-    worker = spawn_stuck("dump-ready", stdout=subprocess.PIPE)
-    assert worker.stdout is not None and worker.stdout.readline().strip() == b"ready"
-    yield worker
-    worker.kill()
-    worker.wait()
-    worker.stdout.close()
+    with stuck_worker("dump-ready") as worker:
+        yield worker
 
 
 def identity_of(process: subprocess.Popen[bytes]) -> ProcessIdentity:
