@@ -7,9 +7,9 @@ anything, and a second one is refused at start, told which pid and host hold it.
 - **SQLite**: a POSIX record lock (``lockf``) on ``<database>.lock`` beside the file,
   made 0600 and opened without following a link; the holder writes its pid, host and
   node into it. SQLite serves one node: any second service on the file is refused.
-- **PostgreSQL**: a session-level advisory lock keyed by the node name, on a connection
-  of its own held open for the service's life. Its ``application_name`` carries the
-  holder's pid and host, which ``pg_stat_activity`` shows to the one refused.
+- **PostgreSQL**: a session-level advisory lock keyed by the schema and node name, on a
+  connection of its own held open for the service's life. Its ``application_name``
+  carries the holder's pid and host, which ``pg_stat_activity`` shows to the one refused.
 
 Either lock is the kernel's or the server's, not a row: it goes with its holder's
 process (or session), so a service that crashed leaves nothing to clean up, and the
@@ -50,7 +50,7 @@ class ServiceLockError(RuntimeError):
 
 
 def node_lock_key(node: str) -> int:
-    """The advisory lock key of ``node``: a signed 64-bit hash of its name."""
+    """The advisory lock key of ``node`` (``schema/name``): a signed 64-bit hash."""
     digest = hashlib.blake2b(f"timer-service node {node}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big", signed=True)
 
@@ -140,7 +140,6 @@ class ServiceLock:
     # ---- PostgreSQL ----------------------------------------------------------------------
 
     def _acquire_advisory(self) -> None:
-        key = node_lock_key(self._node)
         name = f"timer-service pid {os.getpid()} on {socket.gethostname()}"
         name = name.encode()[:_APP_NAME_BYTES].decode(errors="ignore")
         # A connection of its own, outside the pool: it is held for the service's life.
@@ -149,6 +148,10 @@ class ServiceLock:
         )
         connection = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
         try:
+            # Advisory locks are per database: the schema in use is part of the key, as
+            # two schemas are two separate sets of tables.
+            schema = connection.execute(text("SELECT current_schema()")).scalar()
+            key = node_lock_key(f"{schema}/{self._node}")
             taken = connection.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar()
             if not taken:
                 holder = _advisory_holder(connection, key, self._node)
