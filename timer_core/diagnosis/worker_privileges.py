@@ -24,8 +24,8 @@ FIFO for the whole budget. So, when the service is root and the worker is not:
   calls setpriv or py-spy. py-spy runs in the service's namespace, as the worker's
   user, and the capture's notes say so.
 
-Both tools are util-linux's (``setpriv``, ``nsenter``), found once, by absolute path, in
-the service's own namespace. Without them py-spy is not run for other users at all.
+Both tools are util-linux's (``setpriv``, ``nsenter``), run by absolute path, looked up
+in the service's own namespace. Without them py-spy is not run for other users at all.
 """
 
 from __future__ import annotations
