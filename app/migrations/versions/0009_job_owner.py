@@ -32,16 +32,30 @@ FROM incidents GROUP BY job_id, coalesce(uid, -1)
 """
 
 
-def upgrade() -> None:
+def _jobs_table(name: str, *key: sa.Column[object]) -> None:
+    """A jobs table keyed by ``key``, with the columns every version of it has."""
     op.create_table(
-        "jobs_owned",
-        sa.Column("job_id", sa.String(), nullable=False),
-        sa.Column("uid", _UID, nullable=False, server_default="-1"),
+        name,
+        *key,
         sa.Column("world_size", sa.Integer(), nullable=True),
         sa.Column("first_seen", sa.Float(), nullable=False),
         sa.Column("last_seen", sa.Float(), nullable=False),
         sa.Column("incidents", sa.Integer(), nullable=False, server_default="0"),
-        sa.PrimaryKeyConstraint("job_id", "uid"),
+    )
+
+
+def _replace_jobs_with(name: str) -> None:
+    op.drop_index("ix_jobs_last_seen", "jobs")
+    op.drop_table("jobs")
+    op.rename_table(name, "jobs")
+    op.create_index("ix_jobs_last_seen", "jobs", ["last_seen"])
+
+
+def upgrade() -> None:
+    _jobs_table(
+        "jobs_owned",
+        sa.Column("job_id", sa.String(), primary_key=True),
+        sa.Column("uid", _UID, primary_key=True, server_default="-1"),
     )
     # Each owner's activity, within the job's (its timers may have been pruned).
     sqlite = op.get_bind().dialect.name == "sqlite"
@@ -61,29 +75,16 @@ def upgrade() -> None:
         " SELECT job_id, -1, world_size, first_seen, last_seen, incidents FROM jobs"
         " WHERE job_id NOT IN (SELECT job_id FROM jobs_owned)"
     )
-    op.drop_index("ix_jobs_last_seen", "jobs")
-    op.drop_table("jobs")
-    op.rename_table("jobs_owned", "jobs")
-    op.create_index("ix_jobs_last_seen", "jobs", ["last_seen"])
+    _replace_jobs_with("jobs_owned")
 
 
 def downgrade() -> None:
     # Back to one row per id: the most recently active owner's.
-    op.create_table(
-        "jobs_by_id",
-        sa.Column("job_id", sa.String(), primary_key=True),
-        sa.Column("world_size", sa.Integer(), nullable=True),
-        sa.Column("first_seen", sa.Float(), nullable=False),
-        sa.Column("last_seen", sa.Float(), nullable=False),
-        sa.Column("incidents", sa.Integer(), nullable=False, server_default="0"),
-    )
+    _jobs_table("jobs_by_id", sa.Column("job_id", sa.String(), primary_key=True))
     op.execute(
         "INSERT INTO jobs_by_id (job_id, world_size, first_seen, last_seen, incidents)"
         " SELECT job_id, world_size, first_seen, last_seen, incidents FROM jobs AS j"
         " WHERE NOT EXISTS (SELECT 1 FROM jobs AS k WHERE k.job_id = j.job_id"
         "  AND (k.last_seen > j.last_seen OR (k.last_seen = j.last_seen AND k.uid > j.uid)))"
     )
-    op.drop_index("ix_jobs_last_seen", "jobs")
-    op.drop_table("jobs")
-    op.rename_table("jobs_by_id", "jobs")
-    op.create_index("ix_jobs_last_seen", "jobs", ["last_seen"])
+    _replace_jobs_with("jobs_by_id")
