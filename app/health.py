@@ -66,6 +66,8 @@ class Health:
     # made again now, and why; and how many times one was made again.
     fifo_problems: tuple[str, ...] = ()
     fifo_restorations: int = 0
+    # Another service took this node's lock after our database session was lost.
+    lock_problem: str | None = None
 
     @property
     def problems(self) -> list[str]:
@@ -86,6 +88,8 @@ class Health:
         if self.losses_problem:
             found.append(self.losses_problem)
         found.extend(self.fifo_problems)
+        if self.lock_problem:
+            found.append(self.lock_problem)
         return found + self.descriptor_problems
 
     @property

@@ -38,6 +38,7 @@ from .loss_ledger import LossLedger
 from .metrics import ServiceMetrics
 from .models import Timer
 from .nodes import NodeBeat, node_statuses, register_node
+from .periodic import Periodic
 from .private_files import secure_sqlite_files
 from .recorder import Recorder
 from .restore_identities import RestoreIdentities
@@ -104,6 +105,8 @@ class Service:
         self.node_beat = NodeBeat(self.engine, settings.node, _beat_interval(settings))
         # One live service per database and node (a hub arms nothing: it takes none).
         self.lock = ServiceLock(self.engine, settings.db_url, settings.node)
+        # PostgreSQL: a lost session loses the lock; it is taken again (app.service_lock).
+        self.lock_check = Periodic("timer-node-lock", _beat_interval(settings), self.lock.check)
         # Whether the database answers, asked by writes, reads and /healthz (contract 14).
         self.database = DatabaseStatus(self.engine, busy_since=lambda: self.recorder.busy_since)
         if not settings.hub:
@@ -206,6 +209,7 @@ class Service:
         number, highest = register_node(self.engine, self.settings.node, __version__)
         self.timer_ids.start(number, highest)
         self.node_beat.start()
+        self.lock_check.start()
         with Session(self.engine) as session:
             active = store.active_timers(session, self.settings.node)
         self._restore(list(active))
@@ -304,6 +308,7 @@ class Service:
             descriptors=descriptors,
             descriptor_problems=self.connections.problems(descriptors),
             database_problem=self.database.problem(),
+            lock_problem=self.lock.problem,
         )
 
     def _fifo_guard_report(self) -> dict[str, Any]:
@@ -366,6 +371,7 @@ class Service:
             self.user_fifos.stop()
             self.user_fifos = None
         self.node_beat.stop()
+        self.lock_check.stop()
         self.database.stop()
         self.reaper.stop()
         self.recorder.stop()

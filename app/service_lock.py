@@ -68,6 +68,10 @@ class ServiceLock:
         self._path: Path | None = None
         self._connection: Connection | None = None
         self._lock_engine: Engine | None = None
+        # PostgreSQL: held by a session, which the server may lose (check()).
+        self._advisory = False
+        # Set while another service holds this node after our session was lost.
+        self.problem: str | None = None
 
     @property
     def held(self) -> bool:
@@ -91,6 +95,38 @@ class ServiceLock:
                 os.ftruncate(self._fd, 0)
             os.close(self._fd)  # closing drops the lock
             self._fd = None
+        self._advisory = False
+        self._drop_session()
+
+    def check(self) -> None:
+        """PostgreSQL: the lock lives as long as its session. A session lost (the server
+        restarted, the connection was killed) is opened again and the lock taken again;
+        if another service took this node meanwhile, ``problem`` says so (and it is
+        logged once). Every few seconds, on a thread of its own: it may wait on the
+        database, never on the kill path."""
+        if not self._advisory:
+            return
+        if self._connection is not None:
+            try:
+                self._connection.execute(text("SELECT 1"))
+                return
+            except Exception:
+                self._drop_session()
+        try:
+            self._acquire_advisory()
+        except ServiceLockError as error:
+            if self.problem != str(error):
+                logger.critical("the node lock was lost with its session: %s", error)
+            self.problem = str(error)
+            return
+        except Exception:
+            return  # the database is still away: the next round tries again
+        if self.problem is not None:
+            logger.warning("took the node lock of %r again", self._node)
+        logger.info("the node lock's session was lost; took the lock again")
+        self.problem = None
+
+    def _drop_session(self) -> None:
         if self._connection is not None:
             with contextlib.suppress(Exception):
                 self._connection.close()  # the session's end drops its advisory lock
@@ -165,6 +201,7 @@ class ServiceLock:
             engine.dispose()
             raise
         self._connection, self._lock_engine = connection, engine
+        self._advisory = True
 
 
 def _check_lock_file(fd: int, path: Path) -> None:
