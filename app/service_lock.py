@@ -167,7 +167,8 @@ class ServiceLock:
                     previous,
                 )
             os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{_holder_line(self._node)} since {time.time():.0f}\n".encode(), 0)
+            since = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+            os.pwrite(fd, f"{_holder_line(self._node)} since {since}\n".encode(), 0)
         except BaseException:
             os.close(fd)
             raise
