@@ -71,6 +71,14 @@ def test_growth_smoke() -> None:
 
 
 @pytest.mark.slow
+def test_wal_growth_smoke_keeps_the_wal_below_100_mb() -> None:
+    """3,000 FIFO events a second for 10 s: about 300 MB of WAL if nothing bounded it."""
+    payload = run_smoke("wal_growth")
+    assert payload["events"] > 10_000
+    assert payload["wal_max_mb"] < 100
+
+
+@pytest.mark.slow
 def test_dashboard_state_smoke() -> None:
     rows = run_smoke("dashboard_state")["rows"]
     assert [row["timers"] for row in rows] == [1000] and rows[0]["median_ms"] > 0
@@ -86,6 +94,7 @@ def test_http_wrk_smoke_records_every_answered_request() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(300)  # seven rows, a fresh service each: as long as run_smoke waits
 def test_attacks_smoke_kills_every_probe_under_every_attack() -> None:
     rows = {row["attack"]: row for row in run_smoke("attacks")["rows"]}
     assert list(rows) == [
