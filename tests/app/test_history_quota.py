@@ -6,11 +6,14 @@ non-exempt users are refused (429 over HTTP) until it is under again."""
 from __future__ import annotations
 
 import dataclasses
+import os
 import secrets
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from sqlalchemy import Engine, text
 
@@ -18,6 +21,7 @@ from app.history_quota import HistoryQuota
 from app.main import create_app
 from app.recorder import Recorder
 from app.settings import Settings
+from tests.app.service_process import ServiceProcess
 from tests.conftest import in_process, migrated_engine, service_of
 from tests.sample_events import event
 from tests.second_user import SecondUser, needs_root
@@ -28,6 +32,7 @@ from timer_core.engine.user_share import HISTORY_FULL, UserShare
 USER = 1001
 ENDED = 40  # ended timers 1..40, oldest first
 ACTIVE = (901, 902)  # armed before all of them, still active
+ENDED_OVER_HTTP = 60  # through the real service
 
 
 def history() -> list[TimerEvent]:
@@ -142,3 +147,55 @@ def test_a_full_history_refuses_another_users_arms_with_429(
         assert mine.status_code == 201, mine.text
         metrics = client.get("/metrics").text
         assert 'timer_refusals_total{reason="history_full"} 1.0' in metrics
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root: the service runs as root")
+def test_the_real_service_keeps_its_database_under_max_db_size(
+    tmp_path: Path, second_user: SecondUser, sleepers: list[subprocess.Popen[bytes]]
+) -> None:
+    """The real service with --max-db-size 250K: the second user's worker's history
+    (arms and releases with long scopes) fills it, the oldest goes first and the newest
+    stays; once its active timers alone fill it, the next arm gets 429."""
+    worker = second_user.sleeper()
+    sleepers.append(worker)
+    service = ServiceProcess(
+        tmp_path, "--max-db-size", "250K", env={"TIMER_SERVICE_DB_SIZE_CHECK_INTERVAL": "0.2"}
+    ).start()
+    try:
+        with httpx.Client(base_url=service.url) as client:
+            check_max_db_size(client, worker.pid)
+    finally:
+        service.stop()
+
+
+def check_max_db_size(client: httpx.Client, pid: int) -> None:
+    def arm(scope: str) -> httpx.Response:
+        return client.post("/timers", json={"pid": pid, "scope_id": scope, "expires_in": 600})
+
+    for number in range(ENDED_OVER_HTTP):  # ~240 KB of history on 120 KB of schema
+        scope = f"ended-{number:03}-{secrets.token_hex(450)}"
+        assert arm(scope).status_code == 201
+        release = client.post("/timers/release", json={"pid": pid, "scope_id": scope})
+        assert release.status_code == 200
+
+    def ended_left() -> list[int]:
+        timers = client.get("/timers", params={"limit": 1000}).json()["items"]
+        ended = [timer["scope_id"] for timer in timers if timer["state"] == "released"]
+        return sorted(int(scope.split("-")[1]) for scope in ended)
+
+    assert wait_until(lambda: 0 < len(ended_left()) < ENDED_OVER_HTTP)
+    left = ended_left()
+    assert left == list(range(ENDED_OVER_HTTP - len(left), ENDED_OVER_HTTP))  # newest stay
+    refused = None
+    for number in range(200):  # active timers are never pruned: the history fills
+        answer = arm(f"active-{number:03}-{secrets.token_hex(450)}")
+        if answer.status_code == 429:
+            refused = answer
+            break
+        assert answer.status_code == 201, answer.text
+        time.sleep(0.05)  # a check (every 0.2 s) every few arms
+    assert refused is not None and "--max-db-size" in refused.json()["detail"]
+    assert refused.headers["retry-after"] == "60"
+    metrics = client.get("/metrics").text
+    assert 'timer_refusals_total{reason="history_full"} 1.0' in metrics
+    assert ended_left() == []  # all the ended history went before it refused
