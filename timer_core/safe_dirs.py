@@ -78,7 +78,7 @@ class _Walk:
         # in it for a single FIFO or socket; not for a directory of several of ours.
         sticky = mode & stat.S_ISVTX and (not last or self.last.sticky)
         if mode & 0o022 and not sticky and not (last and self.last.loose):
-            raise self.refuse(where, f"group or others can write (mode {mode:04o})")
+            raise self.refuse(where, f"is writable by group or others (mode {mode:04o})")
 
     def run(self, make: tuple[int, int] | None) -> int | None:
         """The last level's descriptor (the caller closes it); None if a level is missing
