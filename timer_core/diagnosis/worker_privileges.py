@@ -34,6 +34,8 @@ import os
 import shutil
 from dataclasses import dataclass
 
+from ..engine.process import status_numbers
+
 __all__ = ["NOT_RUN", "HelperCommand", "WorkerCredentials", "as_worker", "credentials_of"]
 
 # How the note of a helper that must not run at all begins.
@@ -72,21 +74,11 @@ def _namespace(path: str) -> tuple[int, int] | None:
 
 def credentials_of(pid: int) -> WorkerCredentials | None:
     """The worker's real uid and gid and its namespaces, or None if it is gone."""
-    uid = gid = None
-    try:
-        with open(f"/proc/{pid}/status", "rb") as status:
-            for line in status:
-                if line.startswith(b"Uid:"):
-                    uid = int(line.split()[1])
-                elif line.startswith(b"Gid:"):
-                    gid = int(line.split()[1])
-                    break  # Gid comes after Uid
-    except (OSError, ValueError, IndexError):
-        return None
-    if uid is None or gid is None:
+    ids = status_numbers(pid, b"Uid", b"Gid")
+    if ids is None:
         return None
     return WorkerCredentials(
-        uid, gid, _namespace(f"/proc/{pid}/ns/user"), _namespace(f"/proc/{pid}/ns/mnt")
+        ids[0], ids[1], _namespace(f"/proc/{pid}/ns/user"), _namespace(f"/proc/{pid}/ns/mnt")
     )
 
 

@@ -26,6 +26,7 @@ __all__ = [
     "is_own_thread",
     "protected_pids",
     "signal_name",
+    "status_numbers",
 ]
 
 # psutil derives start times from clock ticks; two reads of one process agree
@@ -82,18 +83,25 @@ def identify(pid: int) -> ProcessIdentity | None:
 def _leader_and_uid(pid: int) -> tuple[int, int] | None:
     """``(Tgid, real uid)`` from ``/proc/PID/status``: the process a thread id belongs
     to, and who owns it."""
-    leader = uid = None
+    found = status_numbers(pid, b"Tgid", b"Uid")
+    return (found[0], found[1]) if found is not None else None
+
+
+def status_numbers(pid: int, *names: bytes) -> tuple[int, ...] | None:
+    """The first number on each of the lines ``names`` (e.g. ``b"Uid"``, the real uid)
+    of ``/proc/PID/status``, in that order; None if it cannot be read or lacks one."""
+    found: dict[bytes, int] = {}
     try:
         with open(f"/proc/{pid}/status", "rb") as status:
             for line in status:
-                if line.startswith(b"Tgid:"):
-                    leader = int(line.split()[1])
-                elif line.startswith(b"Uid:"):
-                    uid = int(line.split()[1])
-                    break  # Uid comes after Tgid
+                key = line.split(b":", 1)[0]
+                if key in names:
+                    found[key] = int(line.split()[1])
+                    if len(found) == len(names):
+                        break
     except (OSError, ValueError, IndexError):
         return None
-    return (leader, uid) if leader is not None and uid is not None else None
+    return tuple(found[name] for name in names) if len(found) == len(names) else None
 
 
 def is_own_thread(pid: int) -> bool:
