@@ -123,6 +123,11 @@ class FifoDirectory:
     def is_current(self, fifo: UserFifo) -> bool:
         return self.change(fifo) is None
 
+    def discard(self, uid: int) -> None:
+        """Remove ``DIR/<uid>`` whatever it is now (never a directory: that raises), so
+        that ``open`` makes a fresh FIFO rather than adopt one another program made."""
+        self._discard(str(uid))
+
     def close(self) -> None:
         with contextlib.suppress(OSError):
             os.close(self._dir_fd)

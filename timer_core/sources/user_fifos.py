@@ -118,11 +118,13 @@ class UserFifos:
             why = None if channel is None else self.directory.change(channel.fifo)
             if channel is not None and why is None:
                 return channel.fifo.path, False
+            if channel is not None:
+                # Not the FIFO we read any more: a FIFO there now is someone else's
+                # (torch's FileTimerServer makes one), never to be shared with them.
+                self.directory.discard(uid)
             fifo, made = self.directory.open(uid)
             if channel is not None:
-                logger.warning(
-                    "the FIFO %s %s: %s", fifo.path, why, "made it again" if made else "reading it"
-                )
+                logger.warning("the FIFO %s %s: made it again", fifo.path, why)
                 self.restorations += 1
                 self._drop_locked(channel)
             self._add_locked(fifo)
