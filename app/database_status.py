@@ -201,11 +201,12 @@ def unreachable_message(db_url: str, error: BaseException) -> str:
     that backend."""
     if db_url.startswith("sqlite"):
         return (
-            f"cannot open or write the database {masked_url(db_url)}: {one_line(error)}. "
-            "Check that its directory exists and is writable, or pass another --db-url."
+            f"cannot open or write the database {masked_url(db_url)}: {one_line(error)}; "
+            "check that its directory exists and is writable, or pass another --db-url."
         )
+    reason = one_line(error).rstrip(".")
     return (
-        f"cannot reach the database {masked_url(db_url)}: {one_line(error)}. Check that "
+        f"cannot reach the database {masked_url(db_url)}: {reason}; check that "
         "the server runs and accepts connections there (pg_isready), and the host, port, "
         "user, password and database name; --db-wait SECONDS keeps trying at start while "
         "it comes up."

@@ -10,6 +10,8 @@ repeats the same seconds, and the suite stays fast.
 from __future__ import annotations
 
 import subprocess
+import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -250,3 +252,48 @@ def test_connections_killed_under_load(
         f"({dict(Counter(w.status for w in writes))}), slowest {slowest * 1000:.0f} ms; "
         f"kill lateness {', '.join(f'{late * 1000:.0f}' for late in lateness)} ms"
     )
+
+
+def test_a_database_unreachable_at_start_is_one_line_without_its_password(
+    tmp_path: Path,
+) -> None:
+    url = f"postgresql+psycopg://postgres:{PASSWORD}@/postgres?host={tmp_path / 'no-server'}"
+    result = subprocess.run(
+        [sys.executable, "-m", "app.cli", "serve", "--port", "0", "--db-url", url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    refusal = [line for line in result.stderr.splitlines() if "cannot reach" in line]
+    assert len(refusal) == 1 and "pg_isready" in refusal[0] and "--db-wait" in refusal[0]
+    assert "postgres:***@" in refusal[0]
+    assert PASSWORD not in result.stderr + result.stdout
+    assert "Traceback" not in result.stderr
+
+
+def test_db_wait_starts_once_the_database_comes_up(
+    tmp_path: Path, private_postgres: PrivatePostgres
+) -> None:
+    private_postgres.stop()
+    service = ServiceProcess(tmp_path, "--db-wait", "60", "--node-name", NODE)
+    service.db_url = private_postgres.url
+    waited = threading.Event()
+
+    def start_once_it_waits() -> None:
+        # The database comes up only after the service said it waits for it (whatever
+        # happens, it comes up: the module's other tests use it).
+        if wait_until(lambda: "waiting up to 60 s for the database" in service.log(), 60):
+            waited.set()
+        private_postgres.start()
+
+    later = threading.Thread(target=start_once_it_waits)
+    (tmp_path / "service.log").touch()
+    later.start()
+    try:
+        service.start()  # waits until healthy, and fails if the process exits
+        assert waited.is_set()
+        assert PASSWORD not in service.log()
+    finally:
+        later.join()
+        service.stop()
