@@ -6,7 +6,6 @@ non-exempt users are refused (429 over HTTP) until it is under again."""
 from __future__ import annotations
 
 import dataclasses
-import os
 import secrets
 import subprocess
 import time
@@ -18,13 +17,11 @@ import pytest
 from sqlalchemy import Engine, text
 
 from app.history_quota import HistoryQuota
-from app.main import create_app
 from app.recorder import Recorder
-from app.settings import Settings
 from tests.app.service_process import ServiceProcess
-from tests.conftest import in_process, migrated_engine, service_of
+from tests.conftest import migrated_engine
 from tests.sample_events import event
-from tests.second_user import SecondUser, needs_root
+from tests.second_user import SecondUser
 from tests.waiting import wait_until
 from timer_core import RefusedError, TimerEvent
 from timer_core.engine.user_share import HISTORY_FULL, UserShare
@@ -122,34 +119,6 @@ def test_when_only_active_timers_are_left_the_history_is_full(engine: Engine) ->
     share.check(USER)
 
 
-@needs_root
-def test_a_full_history_refuses_another_users_arms_with_429(
-    tmp_path: Path,
-    second_user: SecondUser,
-    sleeper: subprocess.Popen[bytes],
-    sleepers: list[subprocess.Popen[bytes]],
-) -> None:
-    """Through the service: a --max-db-size no history fits under refuses the second
-    user's new timers with 429 and a Retry-After, counted; root's worker is armed."""
-    worker = second_user.sleeper()
-    sleepers.append(worker)
-    settings = Settings(
-        db_url=f"sqlite:///{tmp_path / 'timers.db'}", max_db_size=1, db_size_check_interval=0.1
-    )
-    with in_process(create_app(settings)) as client:
-        share = service_of(client).reaper.user_share
-        assert wait_until(lambda: share.history_full is not None)
-        answer = client.post("/timers", json={"pid": worker.pid, "scope_id": "s", "expires_in": 60})
-        assert answer.status_code == 429, answer.text
-        assert "--max-db-size" in answer.json()["detail"]
-        assert int(answer.headers["retry-after"]) >= 1
-        mine = client.post("/timers", json={"pid": sleeper.pid, "scope_id": "s", "expires_in": 60})
-        assert mine.status_code == 201, mine.text
-        metrics = client.get("/metrics").text
-        assert 'timer_refusals_total{reason="history_full"} 1.0' in metrics
-
-
-@pytest.mark.skipif(os.geteuid() != 0, reason="needs root: the service runs as root")
 def test_the_real_service_keeps_its_database_under_max_db_size(
     tmp_path: Path, second_user: SecondUser, sleepers: list[subprocess.Popen[bytes]]
 ) -> None:
