@@ -61,16 +61,19 @@ def test_a_database_others_can_read_is_tightened_with_a_warning(
     assert any("tightened to 0600" in record.getMessage() for record in caplog.records)
 
 
+# The database itself, and its lock file (app.service_lock: one live service per file).
+@pytest.mark.parametrize("planted", ["timers.db", "timers.db.lock"])
 def test_a_link_at_the_database_path_is_refused_and_its_target_untouched(
-    tmp_path: Path,
+    tmp_path: Path, planted: str
 ) -> None:
     target = tmp_path / "shared.txt"
     target.write_text("not a database\n")
     target.chmod(0o644)
-    (tmp_path / "timers.db").symlink_to(target)
+    (tmp_path / planted).symlink_to(target)
     with pytest.raises(RuntimeError, match="symbolic link"), started(tmp_path / "timers.db"):
         pass
     assert mode(target) == 0o644
+    assert target.read_text() == "not a database\n"
 
 
 def test_a_fifo_at_the_database_path_is_refused_not_waited_on(tmp_path: Path) -> None:

@@ -1,12 +1,12 @@
 """The lock of one live service per database and node, on its own (the real processes
 are in test_one_service_per_database.py): a PostgreSQL session lost (the connection
 killed on the server) is opened again and the lock taken again, or, if another service
-took the node meanwhile, the loss is reported; the SQLite lock file is never a link."""
+took the node meanwhile, the loss is reported. (A link planted as the SQLite lock file:
+test_private_files.py.)"""
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
 from sqlalchemy import text
@@ -60,20 +60,3 @@ def test_a_lost_session_is_reported_while_another_holds_the_node_then_taken_agai
         first.release()
         second.release()
         engine.dispose()
-
-
-def test_a_link_planted_as_the_sqlite_lock_file_is_refused_and_not_followed(
-    tmp_path: Path,
-) -> None:
-    target = tmp_path / "root-only"
-    target.write_text("untouched")
-    target.chmod(0o644)
-    (tmp_path / "timers.db.lock").symlink_to(target)
-    url = f"sqlite:///{tmp_path / 'timers.db'}"
-    engine = make_engine(url)
-    try:
-        with pytest.raises(ServiceLockError, match="symbolic link; remove it"):
-            ServiceLock(engine, url, "node").acquire()
-    finally:
-        engine.dispose()
-    assert target.read_text() == "untouched" and target.stat().st_mode & 0o777 == 0o644
