@@ -65,7 +65,6 @@ class ServiceLock:
         self._db_url = db_url
         self._node = node
         self._fd: int | None = None
-        self._path: Path | None = None
         self._connection: Connection | None = None
         self._lock_engine: Engine | None = None
         # PostgreSQL: held by a session, which the server may lose (check()).
@@ -123,7 +122,8 @@ class ServiceLock:
             return  # the database is still away: the next round tries again
         if self.problem is not None:
             logger.warning("took the node lock of %r again", self._node)
-        logger.info("the node lock's session was lost; took the lock again")
+        else:
+            logger.info("the node lock's session was lost; took the lock again")
         self.problem = None
 
     def _drop_session(self) -> None:
@@ -172,7 +172,7 @@ class ServiceLock:
         except BaseException:
             os.close(fd)
             raise
-        self._fd, self._path = fd, path
+        self._fd = fd
 
     # ---- PostgreSQL ----------------------------------------------------------------------
 
