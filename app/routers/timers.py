@@ -120,7 +120,7 @@ def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
         415: "The body is not sent as JSON (content-type: application/json)",
         429: "The worker's user holds its maximum of active timers, is over its rate of "
         "requests, or the history is full (--max-db-size): see Retry-After",
-        503: "Not committed in time, or the recorder is behind: retry",
+        503: "The recorder is behind: nothing was armed or changed, retry",
     }
     return {code: {"model": ErrorMessage, "description": descriptions[code]} for code in codes}
 
