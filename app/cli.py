@@ -105,6 +105,24 @@ def _parser() -> argparse.ArgumentParser:
         help="seconds a connection has to send each whole request before it is closed (default 10)",
     )
     serve.add_argument(
+        "--max-connections-per-user",
+        type=int,
+        help="HTTP connections one user may hold (default 100; every caller from another "
+        "host counts as one user; root and the service's user are exempt); more get 429",
+    )
+    serve.add_argument(
+        "--send-timeout",
+        type=float,
+        help="seconds a response may wait with its client reading none of it before the "
+        "connection is dropped (default 30)",
+    )
+    serve.add_argument(
+        "--max-unsent-bytes",
+        type=int,
+        help="bytes of responses all connections together may hold unread (default "
+        "67108864, 64 MiB); over it, the clients that read nothing for longest are dropped",
+    )
+    serve.add_argument(
         "--root-path",
         help="the path prefix a reverse proxy serves this under, e.g. /timer-service",
     )
@@ -193,6 +211,9 @@ def main(argv: list[str] | None = None) -> None:
         max_db_size=args.max_db_size,
         max_connections=args.max_connections,
         request_timeout=args.request_timeout,
+        max_connections_per_user=args.max_connections_per_user,
+        send_timeout=args.send_timeout,
+        max_unsent_bytes=args.max_unsent_bytes,
         root_path=args.root_path,
         forwarded_allow_ips=args.forwarded_allow_ips,
         escalate_after=args.escalate_after,

@@ -11,7 +11,7 @@ from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 
-__all__ = ["MIGRATIONS_DIR", "make_engine", "migrate"]
+__all__ = ["MIGRATIONS_DIR", "POOL_CONNECTIONS", "make_engine", "migrate"]
 
 logger = logging.getLogger(__name__)
 
@@ -21,11 +21,20 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 _MIGRATION_LOCK = 0x7469_6D65_7273  # "timers"
 # libpq's connect_timeout (whole seconds): well within /healthz's 10 s.
 _CONNECT_TIMEOUT_SECONDS = 3
+# The pool's connections: SQLAlchemy's defaults (5 kept, 10 more on demand), made
+# explicit because HTTP reads may hold only a few of them at once (app.reader_slots):
+# the rest stay free for the recorder, the heartbeat, checkpoints and health probes.
+_POOL_SIZE = 5
+_POOL_OVERFLOW = 10
+POOL_CONNECTIONS = _POOL_SIZE + _POOL_OVERFLOW
 
 
 def make_engine(db_url: str, busy_timeout: float = 5.0) -> Engine:
     is_sqlite = db_url.startswith("sqlite")
     options: dict[str, Any] = {}
+    if not (is_sqlite and make_url(db_url).database in (None, "", ":memory:")):
+        # (An in-memory SQLite database has a pool of one connection per thread.)
+        options.update(pool_size=_POOL_SIZE, max_overflow=_POOL_OVERFLOW)
     if is_sqlite:
         # One writer thread plus request threads share the file; WAL lets readers
         # run while the recorder commits.

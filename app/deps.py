@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import email.message
 import hmac
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
@@ -16,6 +16,7 @@ from .service import Service
 __all__ = [
     "JSON_HINT",
     "JsonBody",
+    "ReaderSlot",
     "ServiceDep",
     "SessionDep",
     "check_json",
@@ -59,13 +60,27 @@ def require_database(service: Service) -> None:
         raise database_unavailable(problem)
 
 
-def get_session(service: ServiceDep) -> Iterator[Session]:
+async def hold_reader_slot(service: ServiceDep) -> AsyncIterator[None]:
+    # A share of the pool (app.reader_slots), waited for on the event loop: readers
+    # never take the connections the recorder and health need, and wait a bounded
+    # time, then 503.
+    async with service.readers.slot():
+        yield
+
+
+# scope="function": the slot (and the session below) is given back once the route has
+# built its answer, not after the client has read it: a client that never reads would
+# otherwise hold a database connection for as long as its connection lives.
+ReaderSlot = Annotated[None, Depends(hold_reader_slot, scope="function")]
+
+
+def get_session(service: ServiceDep, _slot: ReaderSlot) -> Iterator[Session]:
     require_database(service)
     with Session(service.engine) as session:
         yield session
 
 
-SessionDep = Annotated[Session, Depends(get_session)]
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 
 
 async def require_token(request: Request, service: ServiceDep) -> None:

@@ -1,6 +1,7 @@
 """uvicorn's HTTP protocol, plus who is at the other end of each connection, a bound
-on the size of a request's head, a bound on the time to send a request, and the
-connection gate (``app.connection_gate``).
+on the size of a request's head, a bound on the time to send a request, the connection
+gate (``app.connection_gate``), and the bounds on response data left unread
+(``app.unsent_data``).
 
 ASGI gives an app the peer's address, not the peer's credentials, and a Unix socket
 has no address at all. So the identity is read here, once, when the connection is made,
@@ -24,6 +25,7 @@ from typing import Any
 
 from .callers import PEER_STATE_KEY, Caller, tcp_peer_uid, unix_peer_credentials
 from .connection_gate import ConnectionGate
+from .unsent_data import UnsentData
 
 __all__ = ["MAX_HEAD_BYTES", "peer_of", "protocol_class"]
 
@@ -36,6 +38,18 @@ _TOO_MANY_CONNECTIONS = (
     b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\n"
     b"connection: close\r\ncontent-length: 36\r\n\r\ntoo many connections; retry shortly\n"
 )
+
+
+def _too_many_for_user(uid: int | None) -> bytes:
+    who = f"uid {uid}" if uid is not None else "callers from other hosts together"
+    body = (
+        f"{who} already hold the most connections one user may "
+        "(--max-connections-per-user); close or reuse one of them\n"
+    ).encode()
+    return (
+        b"HTTP/1.1 429 Too Many Requests\r\ncontent-type: text/plain; charset=utf-8\r\n"
+        b"connection: close\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body)
+    )
 
 
 def peer_of(transport: asyncio.BaseTransport) -> Caller:
@@ -63,10 +77,12 @@ def protocol_class(
     *,
     gate: ConnectionGate | None = None,
     request_timeout: float | None = None,
+    unsent: UnsentData | None = None,
 ) -> type[asyncio.Protocol]:
     """uvicorn's ``httptools`` protocol (``h11`` when httptools is missing, or asked
     for), with the peer's identity added to every request's state; connections are
-    admitted by ``gate`` and must send each request within ``request_timeout``."""
+    admitted by ``gate``, must send each request within ``request_timeout``, and have
+    their unread response data bounded by ``unsent``."""
     base: Any
     if kind in ("auto", "httptools"):
         try:
@@ -87,21 +103,49 @@ def protocol_class(
 
         def connection_made(self, transport: asyncio.Transport) -> None:
             super().connection_made(transport)
-            if gate is not None and not gate.admit(self):
+            peer = peer_of(transport)
+            if gate is not None and gate.user_full(peer.uid):
+                transport.write(_too_many_for_user(peer.uid))
+                transport.close()
+                return
+            if gate is not None and not gate.admit(self, peer.uid):
                 # Every connection is busy: say so, and release the descriptor at once.
                 transport.write(_TOO_MANY_CONNECTIONS)
                 transport.close()
                 return
             # app_state is copied into each request's scope["state"]: a per-connection
             # copy carries the peer to every request of this connection, and only those.
-            self.app_state = {**self.app_state, PEER_STATE_KEY: peer_of(transport)}
+            self.app_state = {**self.app_state, PEER_STATE_KEY: peer}
             self._start_request_timer()
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._cancel_request_timer()
             if gate is not None:
                 gate.closed(self)
+            if unsent is not None:
+                unsent.drained(self)
             super().connection_lost(exc)
+
+        # The transport's buffer crossed its high-water mark (pause) and, later, its
+        # low-water mark (resume): uvicorn's flow control, and app.unsent_data's watch.
+        def pause_writing(self) -> None:
+            super().pause_writing()
+            if unsent is not None:
+                unsent.paused(self)
+
+        def resume_writing(self) -> None:
+            super().resume_writing()
+            if unsent is not None:
+                unsent.drained(self)
+
+        def unsent_bytes(self) -> int:
+            return int(self.transport.get_write_buffer_size())
+
+        def abort(self, reason: str) -> None:
+            # close() would wait for the client to read the buffer: abort() drops it.
+            if gate is not None:
+                gate.shed_by_client(reason)
+            self.transport.abort()
 
         def on_response_complete(self) -> None:
             super().on_response_complete()

@@ -15,6 +15,7 @@ from .models import Page
 
 __all__ = [
     "CURSOR_PATTERN",
+    "MAX_PAGE_BYTES",
     "KnownQueryOnly",
     "OptionalIntQuery",
     "TimerIdPath",
@@ -31,6 +32,13 @@ TimerIdPath = Annotated[int, Path(ge=1, le=_INT64_MAX)]
 OptionalIntQuery = Annotated[int | None, Query(ge=-_INT64_MAX, le=_INT64_MAX)]
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
+
+# A page stops at about this many bytes of JSON, whatever its limit: 1,000 timers with
+# 1,024-character scope ids made one answer of 6 MB, and each answer is built whole in
+# memory (and held until its client reads it). Clients follow ``next`` as for any page.
+MAX_PAGE_BYTES = 1024 * 1024
+_ROW_OVERHEAD_BYTES = 512
+_CHUNK_ROWS = 100
 
 
 async def refuse_unknown_query(request: Request) -> None:
@@ -68,10 +76,32 @@ def paginate(
     limit: int,
     cursor: str | None,
 ) -> Page[ModelT]:
+    """Up to ``limit`` items, fewer when they would pass about ``MAX_PAGE_BYTES``: then
+    ``next`` goes on from the last one, as for a full page."""
     query = query.order_by(col(id_column).desc()).limit(limit + 1)
     if cursor is not None:
         query = query.where(col(id_column) < int(cursor))
-    rows = session.exec(query).all()
-    items = [public.model_validate(row, from_attributes=True) for row in rows[:limit]]
-    more = len(rows) > limit
-    return Page[ModelT](items=items, next=str(rows[limit - 1].id) if more else None)
+    items: list[ModelT] = []
+    size = 0
+    last_id: Any = None
+    more = False
+    # Rows in chunks, so a page cut short never fetched the rows it leaves out.
+    result = session.exec(query.execution_options(yield_per=_CHUNK_ROWS))
+    try:
+        for row in result:
+            if len(items) == limit or size >= MAX_PAGE_BYTES:
+                more = True
+                break
+            items.append(public.model_validate(row, from_attributes=True))
+            size += _json_size_bound(row)
+            last_id = row.id
+    finally:
+        result.close()
+    return Page[ModelT](items=items, next=str(last_id) if more else None)
+
+
+def _json_size_bound(row: Any) -> int:
+    """About the most bytes ``row`` takes in JSON: its text fields at 4 bytes a
+    character (UTF-8, or escapes), plus room for the rest."""
+    text = sum(len(value) for value in vars(row).values() if isinstance(value, str))
+    return _ROW_OVERHEAD_BYTES + 4 * text

@@ -129,7 +129,11 @@ def serve(settings: Settings) -> None:
         app,
         host=settings.host,
         port=settings.port,
-        http=protocol_class(gate=service.connections, request_timeout=settings.request_timeout),
+        http=protocol_class(
+            gate=service.connections,
+            request_timeout=settings.request_timeout,
+            unsent=service.unsent,
+        ),
         # One format for every line: uvicorn gets no logging config of its own, and
         # its loggers hand their records to ours (app.logs).
         log_config=None,

@@ -40,11 +40,13 @@ from .models import Timer
 from .nodes import NodeBeat, node_statuses, register_node
 from .periodic import Periodic
 from .private_files import secure_sqlite_files
+from .reader_slots import ReaderSlots
 from .recorder import Recorder
 from .restore_identities import RestoreIdentities
 from .service_lock import ServiceLock
 from .settings import Settings
 from .timer_ids import FleetTimerIds
+from .unsent_data import UnsentData
 
 __all__ = ["STALL_EXIT_CODE", "Service"]
 
@@ -88,7 +90,13 @@ class Service:
         # --fifo-dir: one FIFO per uid (POST /fifos makes the caller's).
         self.user_fifos: UserFifos | None = None
         # HTTP connections, held within what the file descriptors allow (app.server).
-        self.connections = ConnectionGate(settings.max_connections)
+        self.connections = ConnectionGate(
+            settings.max_connections, max_per_user=settings.max_connections_per_user
+        )
+        # Response data clients leave unread: how long, and how much (app.unsent_data).
+        self.unsent = UnsentData(settings.send_timeout, settings.max_unsent_bytes)
+        # HTTP reads' share of the database pool (app.reader_slots).
+        self.readers = ReaderSlots()
         self.metrics = ServiceMetrics(
             self.health, self.node_counts, refusals=lambda: self.reaper.user_share.refusals
         )
@@ -271,7 +279,7 @@ class Service:
         """Measured once, read by /healthz, the metrics and the dashboard alike."""
         recorder = self.recorder
         reaper = self.reaper
-        descriptors = self.connections.status()
+        descriptors = {**self.connections.status(), **self.unsent.status()}
         malformed = self.fifo.malformed_lines if self.fifo is not None else 0
         if self.user_fifos is not None:  # garbage on the per-user FIFOs counts too
             malformed += self.user_fifos.malformed_lines

@@ -192,6 +192,15 @@ class Settings:
     max_connections: int = 1000
     # Seconds a connection has to send each whole request; then it is closed (slowloris).
     request_timeout: float = 10.0
+    # Connections one uid may hold (every non-local peer together counts as one user);
+    # root and the service's uid are exempt.
+    max_connections_per_user: int = 100
+    # Seconds a response may sit in a connection's buffer with its client reading none
+    # of it; then the connection is dropped and its buffer freed (app.unsent_data).
+    send_timeout: float = 30.0
+    # Bytes of responses all connections together may hold unread; over it, the ones
+    # whose clients read nothing for longest are dropped first.
+    max_unsent_bytes: int = 64 * 1024 * 1024
     # Served under this path prefix behind a reverse proxy (uvicorn's root_path).
     root_path: str = ""
     # Proxies trusted for X-Forwarded-For/-Proto (comma-separated); none by default.
@@ -260,6 +269,11 @@ class Settings:
             ),
             max_connections=_env_number("MAX_CONNECTIONS", defaults.max_connections, int),
             request_timeout=_env_number("REQUEST_TIMEOUT", defaults.request_timeout, float),
+            max_connections_per_user=_env_number(
+                "MAX_CONNECTIONS_PER_USER", defaults.max_connections_per_user, int
+            ),
+            send_timeout=_env_number("SEND_TIMEOUT", defaults.send_timeout, float),
+            max_unsent_bytes=_env_number("MAX_UNSENT_BYTES", defaults.max_unsent_bytes, int),
             root_path=_env_str("ROOT_PATH", defaults.root_path) or defaults.root_path,
             forwarded_allow_ips=_env_str("FORWARDED_ALLOW_IPS", None),
             node_name=_env_str("NODE_NAME", defaults.node_name) or defaults.node_name,

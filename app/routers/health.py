@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import anyio
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
@@ -10,6 +11,12 @@ from ..deps import ServiceDep
 __all__ = ["router"]
 
 router = APIRouter(tags=["health"])
+
+# /healthz's own threads. A sync route would queue behind every other request for the
+# shared thread pool (40 threads): under a flood of big reads, health timed out for two
+# minutes. Health reads no database, so two threads of its own always answer it (not the
+# event loop: a lock held briefly elsewhere must not stall every connection).
+_HEALTH_THREADS = anyio.CapacityLimiter(2)
 
 
 @router.get(
@@ -21,6 +28,6 @@ router = APIRouter(tags=["health"])
         },
     },
 )
-def healthz(service: ServiceDep) -> JSONResponse:
-    health = service.health()
+async def healthz(service: ServiceDep) -> JSONResponse:
+    health = await anyio.to_thread.run_sync(service.health, limiter=_HEALTH_THREADS)
     return JSONResponse(health.to_json(), status_code=health.http_status)

@@ -17,7 +17,14 @@ from .. import store
 from ..active_from_engine import active_page
 from ..callers import Caller, CallerDep, authorize, forbidden, is_privileged
 from ..database_status import DATABASE_ERRORS
-from ..deps import ServiceDep, SessionDep, database_unavailable, refuse_on_hub, require_token
+from ..deps import (
+    ReaderSlot,
+    ServiceDep,
+    SessionDep,
+    database_unavailable,
+    refuse_on_hub,
+    require_token,
+)
 from ..kernel_stacks import stack_for
 from ..models import (
     ErrorMessage,
@@ -230,6 +237,7 @@ async def delete(
 def list_timers(
     service: ServiceDep,
     _known: KnownQueryOnly,
+    _slot: ReaderSlot,
     state: Annotated[TimerState | None, Query()] = None,
     pid: OptionalIntQuery = None,
     scope: Annotated[str | None, Query(max_length=1024)] = None,

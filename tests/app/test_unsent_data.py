@@ -1,0 +1,117 @@
+"""The bounds on unread response data, with fake connections and a fake clock: who is
+dropped for stalling, who for the total, and who is kept. The real service under a
+flood of unread connections is tests/app/test_unread_flood.py."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+from app.unsent_data import UnsentData
+
+
+@dataclass(eq=False)
+class FakeConnection:
+    unsent: int
+    aborted: str | None = None
+
+    def unsent_bytes(self) -> int:
+        return self.unsent
+
+    def abort(self, reason: str) -> None:
+        self.aborted = reason
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def on_a_loop(test: Callable[[], Coroutine[Any, Any, None]]) -> Callable[[], None]:
+    """Run the test on an event loop: the watch sweeps on the running loop."""
+
+    @functools.wraps(test)
+    def run() -> None:
+        asyncio.run(test())
+
+    return run
+
+
+def watch(clock: Clock, max_total: int = 10_000) -> UnsentData:
+    return UnsentData(stall_seconds=30, max_total=max_total, clock=clock)
+
+
+@on_a_loop
+async def test_a_client_that_reads_nothing_is_dropped_after_the_send_timeout() -> None:
+    clock = Clock()
+    unsent = watch(clock)
+    stalled, slow = FakeConnection(5_000), FakeConnection(5_000)
+    unsent.paused(stalled)
+    unsent.paused(slow)
+    for _ in range(4):
+        clock.now += 10
+        slow.unsent -= 100  # reads a little every time: it is making progress
+        unsent.sweep()
+    assert stalled.aborted == "stalled"
+    assert slow.aborted is None and unsent.connections == 1
+
+
+@on_a_loop
+async def test_over_the_total_the_longest_stalled_go_first() -> None:
+    clock = Clock()
+    unsent = watch(clock, max_total=10_000)
+    oldest, older = FakeConnection(4_000), FakeConnection(4_000)
+    unsent.paused(oldest)
+    clock.now += 1
+    unsent.paused(older)
+    clock.now += 1
+    reader = FakeConnection(4_000)
+    unsent.paused(reader)  # 12,000 held: one must go
+    assert oldest.aborted == "unsent_budget"
+    assert older.aborted is None and reader.aborted is None
+    assert unsent.total == 8_000
+
+
+@on_a_loop
+async def test_a_reader_that_took_data_since_the_last_sweep_is_not_taken_for_stalled() -> None:
+    clock = Clock()
+    unsent = watch(clock, max_total=10_000)
+    reader, flood = FakeConnection(6_000), FakeConnection(4_000)
+    unsent.paused(reader)
+    clock.now += 1
+    unsent.paused(flood)
+    clock.now += 1
+    reader.unsent = 5_000  # read 1,000 bytes; no sweep has seen it yet
+    newcomer = FakeConnection(4_000)
+    unsent.paused(newcomer)  # 13,000 held
+    assert flood.aborted == "unsent_budget"
+    assert reader.aborted is None and newcomer.aborted is None
+
+
+@on_a_loop
+async def test_one_response_alone_is_never_dropped_for_its_size() -> None:
+    clock = Clock()
+    unsent = watch(clock, max_total=1_000)
+    big = FakeConnection(50_000)
+    unsent.paused(big)
+    assert big.aborted is None
+    unsent.drained(big)  # its client read it
+    assert unsent.connections == 0 and unsent.total == 0
+
+
+@on_a_loop
+async def test_the_sweeps_run_on_their_own_while_connections_are_paused() -> None:
+    unsent = UnsentData(stall_seconds=0.5, max_total=10_000)
+    stalled = FakeConnection(5_000)
+    unsent.paused(stalled)
+    for _ in range(40):
+        await asyncio.sleep(0.1)
+        if stalled.aborted:
+            break
+    assert stalled.aborted == "stalled"
