@@ -87,7 +87,6 @@ class DatabaseStatus:
         self._on_return: list[Callable[[], None]] = []
         self._logged_read_at = -_QUIET_SECONDS
         self._rounds = Periodic("timer-db-probe", interval, self.probe, self._probe_failed)
-        self.outages = 0
 
     def on_return(self, callback: Callable[[], None]) -> None:
         """Run ``callback`` (on the probe's thread) each time the database answers again."""
@@ -118,10 +117,6 @@ class DatabaseStatus:
                 return f"the database has not answered for {now - started:.0f} s"
         return None
 
-    @property
-    def up(self) -> bool:
-        return self.problem() is None
-
     # ---- what the probe and the failing reads report ---------------------------------------
 
     def probe(self) -> None:
@@ -143,7 +138,6 @@ class DatabaseStatus:
             self._down_reason = reason
             if starting:
                 self._down_at = time.monotonic()
-                self.outages += 1
         if starting:
             logger.error(
                 "the database is unavailable (%s): kills go on, writes answer 202 and are "

@@ -37,8 +37,10 @@ __all__ = ["private_postgres"]  # the fixture, used by name below
 
 NODE = "db-fault-node"
 OUTAGE_SECONDS = 12.0
-# A safety bound, not a speed target: the kills measured are tens of milliseconds late.
-KILL_LATE_BOUND = 1.0
+# A safety bound, not a speed target, below the service's own overdue line (the stack
+# budget, 2 s, plus 1 s): the issue measured 40-62 ms on a quiet machine, a few hundred
+# with the stack capture on this shared, loaded one.
+KILL_LATE_BOUND = 2.0
 
 
 @pytest.fixture
@@ -150,15 +152,9 @@ def test_a_stopped_database_under_load(
     private_postgres.start()
     back_after = seconds_until(lambda: health(service)["status"] == "ok" and node_up(service), 5)
     time.sleep(1.0)  # a second of writes with the database back: 201 and 200 again
-    writes = load.stop()
-    wait_recorded(service.url)
-
-    slowest = check_writes(writes)
-    statuses = Counter(write.status for write in writes)
+    summary = checked_after_fault(service, private_postgres, load, due)
+    statuses = Counter(write.status for write in load.writes)
     assert statuses[202] > 0 and statuses[201] > 0
-    events = recorded_events(private_postgres.url)
-    lateness = check_kills(due, events)
-    check_nothing_lost_or_doubled(writes, events)
     assert health(service)["lost_events_unacknowledged"] == 0
 
     log = service.log()
@@ -171,9 +167,40 @@ def test_a_stopped_database_under_load(
     assert len(outage_lines) < 40, outage_lines
     print(
         f"stopped {OUTAGE_SECONDS:.0f} s: degraded after {degraded_after:.1f} s idle, ok and "
-        f"node up {back_after:.1f} s after the return; {len(writes)} writes "
-        f"({dict(statuses)}), slowest {slowest * 1000:.0f} ms; kill lateness "
-        f"{', '.join(f'{late * 1000:.0f}' for late in lateness)} ms; {len(outage_lines)} log lines"
+        f"node up {back_after:.1f} s after the return; {summary}; {len(outage_lines)} log lines"
+    )
+
+
+def load_and_due_workers(
+    service: ServiceProcess,
+    sleepers: list[subprocess.Popen[bytes]],
+    deadlines: tuple[float, ...],
+) -> tuple[WriteLoad, list[DueWorker]]:
+    """Workers due in ``deadlines`` seconds (armed now), and HTTP writes running."""
+    load_worker = spawn_sleeper()
+    sleepers.append(load_worker)
+    due = [DueWorker.arm(service.url, expires_in) for expires_in in deadlines]
+    sleepers.extend(worker.process for worker in due)
+    return WriteLoad(service.url, load_worker.pid).start(), due
+
+
+def checked_after_fault(
+    service: ServiceProcess, server: PrivatePostgres, load: WriteLoad, due: list[DueWorker]
+) -> str:
+    """Once the fault is over: every write answered within a second as applied, every
+    due worker killed once and on time, nothing lost or doubled, no traceback. Returns
+    what was measured, in a line."""
+    writes = load.stop()
+    wait_recorded(service.url)
+    slowest = check_writes(writes)
+    events = recorded_events(server.url)
+    lateness = check_kills(due, events)
+    check_nothing_lost_or_doubled(writes, events)
+    assert "Traceback" not in service.log()
+    return (
+        f"{len(writes)} writes ({dict(Counter(w.status for w in writes))}), slowest "
+        f"{slowest * 1000:.0f} ms; kill lateness "
+        f"{', '.join(f'{late * 1000:.0f}' for late in lateness)} ms"
     )
 
 
@@ -193,11 +220,7 @@ def test_a_hanging_database_holds_the_kill_path(
 ) -> None:
     """SIGSTOP on the server and every backend: it refuses nothing and answers nothing.
     Kills, writes (202 within a second) and /healthz do not wait for it."""
-    load_worker = spawn_sleeper()
-    sleepers.append(load_worker)
-    due = [DueWorker.arm(service.url, expires_in) for expires_in in (2.0, 3.0)]
-    sleepers.extend(worker.process for worker in due)
-    load = WriteLoad(service.url, load_worker.pid).start()
+    load, due = load_and_due_workers(service, sleepers, (2.0, 3.0))
     hung = private_postgres.hang()
     try:
         degraded_after = seconds_until(lambda: health(service)["status"] == "degraded", 10)
@@ -207,18 +230,9 @@ def test_a_hanging_database_holds_the_kill_path(
     finally:
         private_postgres.resume(hung)
     back_after = seconds_until(lambda: health(service)["status"] == "ok" and node_up(service), 5)
-    writes = load.stop()
-    wait_recorded(service.url)
-    slowest = check_writes(writes)
-    events = recorded_events(private_postgres.url)
-    lateness = check_kills(due, events)
-    check_nothing_lost_or_doubled(writes, events)
-    assert "Traceback" not in service.log()
+    summary = checked_after_fault(service, private_postgres, load, due)
     print(
-        f"hung 6 s: degraded after {degraded_after:.1f} s, ok {back_after:.1f} s after; "
-        f"{len(writes)} writes ({dict(Counter(w.status for w in writes))}), slowest "
-        f"{slowest * 1000:.0f} ms; kill lateness "
-        f"{', '.join(f'{late * 1000:.0f}' for late in lateness)} ms"
+        f"hung 6 s: degraded after {degraded_after:.1f} s, ok {back_after:.1f} s after; {summary}"
     )
 
 
@@ -229,29 +243,14 @@ def test_connections_killed_under_load(
 ) -> None:
     """``pg_terminate_backend`` on every connection of the service, five times a second
     for three seconds, under load: the same guarantees."""
-    load_worker = spawn_sleeper()
-    sleepers.append(load_worker)
-    due = [DueWorker.arm(service.url, expires_in) for expires_in in (1.0, 2.0)]
-    sleepers.extend(worker.process for worker in due)
-    load = WriteLoad(service.url, load_worker.pid).start()
+    load, due = load_and_due_workers(service, sleepers, (1.0, 2.0))
     cut = 0
     until = time.monotonic() + 3.0
     while time.monotonic() < until:
         cut += private_postgres.terminate_connections()
         time.sleep(0.2)
     assert cut > 0
-    writes = load.stop()
-    wait_recorded(service.url)
-    slowest = check_writes(writes)
-    events = recorded_events(private_postgres.url)
-    lateness = check_kills(due, events)
-    check_nothing_lost_or_doubled(writes, events)
-    assert "Traceback" not in service.log()
-    print(
-        f"{cut} connections cut: {len(writes)} writes "
-        f"({dict(Counter(w.status for w in writes))}), slowest {slowest * 1000:.0f} ms; "
-        f"kill lateness {', '.join(f'{late * 1000:.0f}' for late in lateness)} ms"
-    )
+    print(f"{cut} connections cut: {checked_after_fault(service, private_postgres, load, due)}")
 
 
 def test_a_database_unreachable_at_start_is_one_line_without_its_password(
