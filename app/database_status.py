@@ -114,7 +114,7 @@ class DatabaseStatus:
             probing = self._probing_since
         for started in (probing, self._busy_since()):
             if started is not None and now - started > patience:
-                return f"the database has not answered for {now - started:.0f} s"
+                return f"the database has not answered for {now - started:.1f} s"
         return None
 
     # ---- what the probe and the failing reads report ---------------------------------------

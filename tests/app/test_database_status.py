@@ -27,7 +27,7 @@ def test_a_batch_waiting_past_the_patience_is_a_database_that_hangs(
     engine = service_of(client).engine
     started = time.monotonic() - 4.0
     status = DatabaseStatus(engine, busy_since=lambda: started)
-    assert status.problem() is not None and "not answered for 4 s" in str(status.problem())
+    assert status.problem() is not None and "not answered for 4.0 s" in str(status.problem())
     assert status.problem(hang_after=10.0) is None
 
 
