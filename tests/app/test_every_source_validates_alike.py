@@ -174,9 +174,15 @@ def assert_pages_answer(url: str) -> None:
     for path in ("/", "/dashboard/state"):
         response = httpx.get(url + path, timeout=10)
         assert response.status_code == 200, (path, response.text[:500])
-    health = httpx.get(url + "/healthz", timeout=10).json()
-    assert health["status"] == "ok", health
-    assert health["lost_events_unacknowledged"] == 0, health
+
+    def health() -> dict[str, Any]:
+        answer: dict[str, Any] = httpx.get(url + "/healthz", timeout=10).json()
+        return answer
+
+    # A moment of lag on a loaded test machine may pass for "degraded": waited out. A
+    # lost event never passes, so it is asserted at once.
+    assert health()["lost_events_unacknowledged"] == 0, health()
+    assert wait_until(lambda: health()["status"] == "ok", timeout=10), health()
 
 
 # ---- the multiprocessing queue (LocalTimerServer) ----------------------------------------
