@@ -167,6 +167,10 @@ def test_a_job_id_two_users_claim_is_two_jobs_chosen_by_uid(tmp_path: Path) -> N
         assert ([rank["pid"] for rank in theirs["ranks"]], theirs["incidents"]) == ([600], 1)
         assert client.get("/jobs/shared", params={"uid": 7}).status_code == 404
 
+        # The dashboard's rows of one id link to each owner's job.
+        dashboard = client.get("/").text
+        for uid in (1001, 1002):
+            assert f'href="/ui/jobs/shared?uid={uid}"' in dashboard
         choose = client.get("/ui/jobs/shared")
         assert choose.status_code == 409
         assert 'href="/ui/jobs/shared?uid=1001"' in choose.text
