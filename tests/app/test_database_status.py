@@ -74,4 +74,7 @@ def test_while_away_active_timers_page_from_the_engine_and_history_is_503(
     assert history.status_code == 503 and "GET /timers?state=active" in history.json()["detail"]
     write = client.post("/timers/release", json={"pid": worker.pid, "scope_id": "a"})
     assert write.status_code == 202 and write.json()["timer"]["scope_id"] == "a"
+    deleted = client.delete(f"/timers/{max(ids)}")
+    assert deleted.status_code == 202 and deleted.json()["recorded"] is False
+    assert "the timer is released" in deleted.json()["detail"]
     assert client.get("/healthz").json()["database"]["up"] is False
