@@ -98,6 +98,14 @@ class ServiceProcess:
                 self.process.wait()
 
 
+def refused_start(workdir: Path, *flags: str) -> subprocess.CompletedProcess[str]:
+    """The real service started with ``flags`` that it must refuse: it exits at once, and
+    this is its exit status and output (stderr holds the refusal)."""
+    return subprocess.run(
+        ServiceProcess(workdir).command(*flags), capture_output=True, text=True, timeout=60
+    )
+
+
 def wait_for_state(url: str, pid: int, state: str, timeout: float = 10) -> dict[str, Any]:
     """The newest timer of ``pid``, once it is in ``state``."""
 

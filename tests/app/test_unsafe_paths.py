@@ -6,7 +6,6 @@ there, which makes nothing. And a token file another user owns is refused."""
 from __future__ import annotations
 
 import os
-import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import pytest
 
 from app.private_files import secure_sqlite_files
 from app.server import bind_unix_socket
-from tests.app.service_process import ServiceProcess
+from tests.app.service_process import refused_start
 from tests.second_user import SERVICE_AS_ROOT, SecondUser, shared_dir
 from timer_core.safe_dirs import UnsafeDirectoryError
 from timer_core.sources.fifo_dir import FifoDirectory, FifoDirError
@@ -52,12 +51,7 @@ def test_the_service_refuses_to_start_below_another_users_directory(
     value: Callable[[Path], str],
     what: str,
 ) -> None:
-    refused = subprocess.run(
-        ServiceProcess(tmp_path).command(flag, value(theirs)),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    refused = refused_start(tmp_path, flag, value(theirs))
     assert refused.returncode != 0
     [line] = [text for text in refused.stderr.splitlines() if text.startswith("timer-service:")]
     assert line.startswith(f"timer-service: {what} ")
@@ -91,12 +85,7 @@ def test_a_token_file_another_user_owns_is_refused(tmp_path: Path, second_user: 
         # The user's own file, private to it (0600): the service (root) can still read it.
         second_user.run(["sh", "-c", f"umask 077; echo chosen > {token_file}"], check=True)
         assert os.stat(token_file).st_uid == second_user.uid
-        refused = subprocess.run(
-            ServiceProcess(tmp_path).command("--token-file", str(token_file)),
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        refused = refused_start(tmp_path, "--token-file", str(token_file))
     assert refused.returncode != 0
     assert f"the token file {token_file} belongs to uid {second_user.uid}" in refused.stderr
     assert "chown 0" in refused.stderr and "chmod 600" in refused.stderr

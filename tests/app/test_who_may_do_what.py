@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.app.service_process import ServiceProcess, ask_as, refusals
+from tests.app.service_process import ServiceProcess, ask_as, refusals, refused_start
 from tests.second_user import SERVICE_AS_ROOT, SecondUser
 from tests.waiting import wait_until
 from tests.workers import assert_sigkilled, spawn_sleeper
@@ -228,12 +228,7 @@ def test_a_token_file_readable_by_others_is_refused_and_a_private_one_works(
     token_file = tmp_path / "token"
     token_file.write_text("s3cret\n")
     token_file.chmod(0o644)
-    refused = subprocess.run(
-        ServiceProcess(tmp_path).command("--token-file", str(token_file)),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    refused = refused_start(tmp_path, "--token-file", str(token_file))
     assert refused.returncode != 0
     assert "chmod 600" in refused.stderr
     token_file.chmod(0o600)
