@@ -154,6 +154,40 @@ def test_a_helper_past_its_timeout_is_killed_with_its_group_and_reaped(tmp_path:
         psutil.Process(helper)
 
 
+def test_a_helper_that_prints_without_end_is_cut_off_at_the_limit() -> None:
+    # A worker's own "py-spy" (issue 20 review) wrote /dev/zero for the whole budget:
+    # communicate() kept it all, 500 MB of the root service's memory a second.
+    flood = [sys.executable, "-c", "import os\nwhile True: os.write(1, bytes(65536))"]
+    result = run_bounded(flood, timeout=60, limit=100_000)
+    assert result.truncated
+    assert result.stdout == "\0" * 100_000
+    assert result.returncode == -signal.SIGKILL
+
+
+def test_a_helper_within_the_limit_is_read_whole() -> None:
+    argv = [sys.executable, "-c", "import sys; print('x' * 99); print('e', file=sys.stderr)"]
+    result = run_bounded(argv, timeout=60, limit=100)
+    assert (result.returncode, result.stdout, result.stderr) == (0, "x" * 99 + "\n", "e\n")
+    assert not result.truncated
+
+
+def test_py_spy_that_prints_without_end_gives_a_truncated_stack(tmp_path: Path) -> None:
+    fake = tmp_path / "py-spy"
+    fake.write_text(f"#!{sys.executable}\nimport os\nwhile True: os.write(1, b'x' * 65536)\n")
+    fake.chmod(0o755)
+    capturer = StackCapturer(budget=30.0, max_bytes=50_000)
+    capturer.py_spy = str(fake)
+    worker = spawn_sleeper()
+    try:
+        identity = ProcessIdentity(worker.pid, psutil.Process(worker.pid).create_time())
+        captured = capturer.capture(identity)
+    finally:
+        worker.kill()
+        worker.wait()
+    assert (captured.method, captured.truncated) == ("py-spy", True), captured.notes
+    assert captured.text == "x" * 50_000 + "\n[truncated]\n"
+
+
 def test_the_helper_gets_a_session_of_its_own(tmp_path: Path) -> None:
     result = run_bounded([sys.executable, "-c", "import os; print(os.getsid(0))"], timeout=30)
     assert result.returncode == 0 and int(result.stdout) != os.getsid(0)

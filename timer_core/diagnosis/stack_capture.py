@@ -208,12 +208,18 @@ class StackCapturer:
         try:
             # Not subprocess.run: its timeout kills py-spy and then waits for it with
             # no bound; this kills py-spy's whole group and never waits long.
-            result = run_bounded(command.argv, timeout=left, env=command.env)
+            # One byte over the cap is enough to say the stack was truncated; more is
+            # only memory (in the worker's namespace the "py-spy" may be its own).
+            result = run_bounded(
+                command.argv, timeout=left, env=command.env, limit=self.max_bytes + 1
+            )
         except subprocess.TimeoutExpired:
             return None, f"timed out after {left:.2f}s", command.note
         except OSError as error:
             return None, str(error), command.note
-        if result.returncode != 0:
+        # Stopped for printing more than a stack may hold: what it printed is the stack.
+        cut_off = result.truncated and len(result.stdout.encode()) > self.max_bytes
+        if result.returncode != 0 and not cut_off:
             return (
                 None,
                 py_spy_error(result.stderr or result.stdout, result.returncode),
