@@ -55,9 +55,11 @@ def traced(monkeypatch: pytest.MonkeyPatch, log: Path) -> None:
     """Run every helper of the capture under ``strace -f``, logging to ``log``."""
     syscalls = "trace=open,openat,openat2,setresuid,setns,clone,clone3,fork,vfork"
 
-    def run(argv: list[str], timeout: float, env: dict[str, str] | None = None) -> Finished:
+    def run(
+        argv: list[str], timeout: float, env: dict[str, str] | None = None, *, limit: int
+    ) -> Finished:
         command = ["strace", "-f", "-qq", "-o", str(log), "-e", syscalls, *argv]
-        return run_bounded(command, timeout, env)
+        return run_bounded(command, timeout, env, limit=limit)
 
     monkeypatch.setattr(stack_capture, "run_bounded", run)
 
@@ -69,7 +71,8 @@ def opens_of(log: Path, path: Path, uid: int) -> list[tuple[str, bool, bool]]:
     state: dict[str, tuple[bool, bool]] = {}
     opens = []
     for line in log.read_text().splitlines():
-        pid, _, call = line.partition(" ")
+        # strace pads the pid to a width ("2070  open(", "31308 open("): split on the run.
+        pid, call = line.split(None, 1)
         dropped, entered = state.get(pid, (False, False))
         if re.match(rf"setresuid\({uid}, {uid}, {uid}\)\s+= 0", call):
             dropped = True
@@ -117,6 +120,41 @@ def test_a_planted_path_is_opened_only_as_the_worker_in_its_namespace(
     assert opens, "py-spy never opened the library: the test proves nothing"
     for line, dropped, entered in opens:
         assert dropped and entered, line
+
+
+def test_a_py_spy_the_worker_mounts_in_its_namespace_is_not_run(
+    second_user: SecondUser, shared_tmp: Path
+) -> None:
+    why = usable(second_user)
+    if why:
+        pytest.skip(why)
+    # The service's stand-in py-spy, and the worker's own at the same path in its
+    # namespace: nsenter used to exec that one (issue 20 review), which wrote without
+    # end into the root service's memory, and whatever it printed became the stack.
+    tools = shared_tmp / "tools"
+    tools.mkdir(mode=0o755)
+    ours = tools / "py-spy"
+    ours.write_text('#!/bin/sh\necho "the service\'s py-spy"\n')
+    ours.chmod(0o755)
+    script = (
+        f"mount -t tmpfs hostile {tools} && "
+        f"printf '#!/bin/sh\\nexec cat /dev/zero\\n' > {ours} && chmod 755 {ours} && "
+        "echo ready && exec sleep 900"
+    )
+    worker = second_user.popen(["unshare", "-rm", "sh", "-c", script], stdout=subprocess.PIPE)
+    try:
+        assert worker.stdout is not None and worker.stdout.readline() == b"ready\n"
+        assert wait_until(lambda: Path(f"/proc/{worker.pid}/comm").read_text() == "sleep\n")
+        capturer = StackCapturer(budget=10)
+        capturer.py_spy = str(ours)
+        captured = capturer.capture(identity_of(worker.pid))
+    finally:
+        worker.kill()
+        worker.wait()
+        if worker.stdout is not None:
+            worker.stdout.close()
+    assert captured.method == "py-spy", captured.notes
+    assert captured.text == "the service's py-spy\n"
 
 
 def test_py_spy_gets_the_workers_uid_ptrace_alone_and_no_environment(

@@ -25,7 +25,9 @@ FIFO for the whole budget. So, when the service is root and the worker is not:
   user, and the capture's notes say so.
 
 Both tools are util-linux's (``setpriv``, ``nsenter``), run by absolute path, looked up
-in the service's own namespace. Without them py-spy is not run for other users at all.
+in the service's own namespace, and so is py-spy itself: nsenter runs it from a
+directory it opened before entering (``--wd``), never by a path the worker's mounts
+decide. Without them py-spy is not run for other users at all.
 """
 
 from __future__ import annotations
@@ -126,6 +128,7 @@ def as_worker(argv: list[str], pid: int, worker: WorkerCredentials) -> HelperCom
         return HelperCommand(
             None, None, NOT_RUN + "nsenter (util-linux) is missing to enter the worker's mounts"
         )
+    directory, name = os.path.split(os.path.abspath(argv[0]))
     enter = [
         nsenter,
         f"--user=/proc/{pid}/ns/user",
@@ -133,5 +136,14 @@ def as_worker(argv: list[str], pid: int, worker: WorkerCredentials) -> HelperCom
         # No setgroups/setuid(0) in there (a namespace made by ``unshare -r`` denies
         # setgroups): the worker's own ids, as mapped.
         "--preserve-credentials",
+        # nsenter execs the helper after entering, where the helper's path is the
+        # worker's to mount over: its own "py-spy" would run and its output (any
+        # amount, any text) be taken for the stack. The directory is opened here, in
+        # the service's namespace, before entering; nsenter changes into it after,
+        # and the helper runs by a path relative to it: the service's own file. (A
+        # helper with an ELF interpreter or a #! line would still find that in the
+        # worker's namespace: pip's py-spy is static.)
+        f"--wd={directory}",
+        os.path.join(".", name),
     ]
-    return HelperCommand([*drop, *enter, *argv], {})
+    return HelperCommand([*drop, *enter, *argv[1:]], {})
