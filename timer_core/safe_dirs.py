@@ -20,7 +20,6 @@ swapped between a check and its use.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 import stat
@@ -59,10 +58,12 @@ class _Walk:
         self.last = rules
         self.me = os.geteuid()
 
-    def refuse(self, where: str, why: str) -> UnsafeDirectoryError:
+    def refuse(self, where: str, why: str, *, last: bool) -> UnsafeDirectoryError:
         place = f"{self.what} {self.path}"
-        if where != self.path:
+        if not last:
             place += f" lies below {where}, which"
+        elif where != self.path:
+            place += f" (that is, {where})"
         return UnsafeDirectoryError(
             f"{place} {why}: another user could swap what the service makes there as uid "
             f"{self.me} for a link to any file; use a directory that only root or uid "
@@ -72,13 +73,14 @@ class _Walk:
     def check(self, fd: int, where: str, *, last: bool) -> None:
         status = os.fstat(fd)
         if status.st_uid not in (0, self.me):
-            raise self.refuse(where, f"belongs to uid {status.st_uid}")
+            raise self.refuse(where, f"belongs to uid {status.st_uid}", last=last)
         mode = stat.S_IMODE(status.st_mode)
         # Sticky (like /tmp): others cannot move our entries. Fine above the place, and
         # in it for a single FIFO or socket; not for a directory of several of ours.
         sticky = mode & stat.S_ISVTX and (not last or self.last.sticky)
         if mode & 0o022 and not sticky and not (last and self.last.loose):
-            raise self.refuse(where, f"is writable by group or others (mode {mode:04o})")
+            why = f"is writable by group or others (mode {mode:04o})"
+            raise self.refuse(where, why, last=last)
 
     def run(self, make: tuple[int, int] | None) -> int | None:
         """The last level's descriptor (the caller closes it); None if a level is missing
@@ -95,11 +97,12 @@ class _Walk:
                 where = "/".join([*shown, name])
                 child = self._open(fd, name, where, make, last=last)
                 if child is None:
+                    os.close(fd)
                     return None
                 if isinstance(child, str):  # a link of ours: walk its target instead
                     links += 1
                     if links > _MAX_LINKS:
-                        raise self.refuse(where, "leads through too many symbolic links")
+                        raise self.refuse(where, "leads through too many links", last=last)
                     names.extendleft(reversed([p for p in child.split("/") if p]))
                     if child.startswith("/"):
                         os.close(fd)
@@ -129,18 +132,25 @@ class _Walk:
                 raise
             found = os.stat(name, dir_fd=parent, follow_symlinks=False)
             if not stat.S_ISLNK(found.st_mode):
-                raise self.refuse(where, "is not a directory") from None
+                raise self.refuse(where, "is not a directory", last=last) from None
             if last and not self.last.follow:
-                raise self.refuse(where, "is a symbolic link (give the real path)") from None
+                why = "is a symbolic link (give the real path)"
+                raise self.refuse(where, why, last=last) from None
             if found.st_uid not in (0, self.me):
-                raise self.refuse(where, f"is a symbolic link of uid {found.st_uid}") from None
+                why = f"is a symbolic link of uid {found.st_uid}"
+                raise self.refuse(where, why, last=last) from None
             return os.readlink(name, dir_fd=parent)
         mode = make[0] if last else make[1]
-        with contextlib.suppress(FileExistsError):  # made meanwhile: the check judges it
+        try:
             os.mkdir(name, 0o700, dir_fd=parent)
+        except FileExistsError:  # made meanwhile by another: the check that follows judges it
+            return os.open(name, DIR_FLAGS, dir_fd=parent)
         fd = os.open(name, DIR_FLAGS, dir_fd=parent)
-        if os.fstat(fd).st_uid == self.me:
+        try:
             os.fchmod(fd, mode)  # exactly, whatever the umask; on the descriptor
+        except BaseException:
+            os.close(fd)
+            raise
         return fd
 
 
