@@ -6,8 +6,8 @@ buffer, send that GET on each, and never read.
     python3 unread_flood.py HOST PORT arm PID COUNT
         arms COUNT timers for PID, prints the size of the page of them in bytes
     python3 unread_flood.py HOST PORT flood CONNECTIONS
-        opens the connections and sends the GET on each, prints a JSON line of what the
-        service answered at once (refusals), then holds them, unread, until stdin closes
+        opens the connections and sends the GET on each, prints a JSON line of the
+        statuses they were answered with, then holds them, unread, until stdin closes
 
 Also used by bench/attacks.py.
 """
@@ -19,10 +19,12 @@ import json
 import select
 import socket
 import sys
+import time
 
 # Four bytes of UTF-8 per character, 1,000 characters: each timer is about 4 KB of JSON.
 SCOPE_CHARACTERS = 1000
 RECEIVE_BUFFER = 4096
+ANSWER_WAIT = 20.0
 PATH = "/timers?limit=1000"
 
 
@@ -45,7 +47,6 @@ def arm(host: str, port: int, pid: int, count: int) -> None:
 
 def flood(host: str, port: int, count: int) -> None:
     held = []
-    refused: dict[str, int] = {}
     request = f"GET {PATH} HTTP/1.1\r\nhost: {host}\r\n\r\n".encode()
     for _ in range(count):
         sock = socket.socket()
@@ -54,18 +55,23 @@ def flood(host: str, port: int, count: int) -> None:
         sock.connect((host, port))
         sock.sendall(request)
         held.append(sock)
-    # A refusal is a whole small answer, sent at once; a page is never read, only
-    # peeked at (MSG_PEEK takes nothing from the socket).
-    ready, _, _ = select.select(held, [], [], 1.0)
-    for sock in ready:
-        try:
-            first = sock.recv(64, socket.MSG_PEEK)
-        except OSError:
-            first = b""
-        status = first.split(b" ", 2)[1].decode() if first.startswith(b"HTTP/") else "closed"
-        if status != "200":
-            refused[status] = refused.get(status, 0) + 1
-    print(json.dumps({"connections": count, "answered_at_once": refused}), flush=True)
+    # Each connection's status line, peeked at (MSG_PEEK takes nothing from the socket),
+    # once it has one, for up to ANSWER_WAIT seconds: a page is never read.
+    answers: dict[str, int] = {}
+    waiting = list(held)
+    deadline = time.monotonic() + ANSWER_WAIT
+    while waiting and time.monotonic() < deadline:
+        ready, _, _ = select.select(waiting, [], [], max(0.0, deadline - time.monotonic()))
+        for sock in ready:
+            try:
+                first = sock.recv(64, socket.MSG_PEEK)
+            except OSError:
+                first = b""  # reset: the service dropped it
+            status = first.split(b" ", 2)[1].decode() if first.startswith(b"HTTP/") else "closed"
+            answers[status] = answers.get(status, 0) + 1
+            waiting.remove(sock)
+    answers["none"] = len(waiting)
+    print(json.dumps({"connections": count, "answers": answers}), flush=True)
     sys.stdin.read()  # hold them until told
     for sock in held:
         sock.close()
