@@ -24,6 +24,7 @@ from tests.workers import needs_py_spy
 from timer_core.diagnosis import stack_capture, worker_privileges
 from timer_core.diagnosis.bounded_subprocess import Finished, run_bounded
 from timer_core.diagnosis.stack_capture import StackCapturer
+from timer_core.engine.capturer import CapturedStack
 from timer_core.engine.process import ProcessIdentity, identify
 
 pytestmark = [
@@ -41,12 +42,25 @@ def identity_of(pid: int) -> ProcessIdentity:
     return identity
 
 
+def capture_with(py_spy: Path, pid: int) -> CapturedStack:
+    """``pid``'s stack, taken by the stand-in ``py_spy``."""
+    capturer = StackCapturer(budget=10)
+    capturer.py_spy = str(py_spy)
+    return capturer.capture(identity_of(pid))
+
+
 @pytest.fixture
-def hostile(second_user: SecondUser, shared_tmp: Path) -> Iterator[HostileWorker]:
+def namespaced_user(second_user: SecondUser) -> SecondUser:
+    """The second user, where it may make namespaces of its own (else the test skips)."""
     why = usable(second_user)
     if why:
         pytest.skip(why)
-    worker = start_hostile(second_user, shared_tmp)
+    return second_user
+
+
+@pytest.fixture
+def hostile(namespaced_user: SecondUser, shared_tmp: Path) -> Iterator[HostileWorker]:
+    worker = start_hostile(namespaced_user, shared_tmp)
     yield worker
     worker.stop()
 
@@ -123,11 +137,8 @@ def test_a_planted_path_is_opened_only_as_the_worker_in_its_namespace(
 
 
 def test_a_py_spy_the_worker_mounts_in_its_namespace_is_not_run(
-    second_user: SecondUser, shared_tmp: Path
+    namespaced_user: SecondUser, shared_tmp: Path
 ) -> None:
-    why = usable(second_user)
-    if why:
-        pytest.skip(why)
     # The service's stand-in py-spy, and the worker's own at the same path in its
     # namespace: nsenter used to exec that one (issue 20 review), which wrote without
     # end into the root service's memory, and whatever it printed became the stack.
@@ -141,13 +152,11 @@ def test_a_py_spy_the_worker_mounts_in_its_namespace_is_not_run(
         f"printf '#!/bin/sh\\nexec cat /dev/zero\\n' > {ours} && chmod 755 {ours} && "
         "echo ready && exec sleep 900"
     )
-    worker = second_user.popen(["unshare", "-rm", "sh", "-c", script], stdout=subprocess.PIPE)
+    worker = namespaced_user.popen(["unshare", "-rm", "sh", "-c", script], stdout=subprocess.PIPE)
     try:
         assert worker.stdout is not None and worker.stdout.readline() == b"ready\n"
         assert wait_until(lambda: Path(f"/proc/{worker.pid}/comm").read_text() == "sleep\n")
-        capturer = StackCapturer(budget=10)
-        capturer.py_spy = str(ours)
-        captured = capturer.capture(identity_of(worker.pid))
+        captured = capture_with(ours, worker.pid)
     finally:
         worker.kill()
         worker.wait()
@@ -173,9 +182,7 @@ def test_py_spy_gets_the_workers_uid_ptrace_alone_and_no_environment(
     try:
         # setpriv switches to the user a moment after it starts.
         assert wait_until(lambda: identity_of(worker.pid).uid == second_user.uid)
-        capturer = StackCapturer(budget=10)
-        capturer.py_spy = str(reporter)
-        captured = capturer.capture(identity_of(worker.pid))
+        captured = capture_with(reporter, worker.pid)
     finally:
         worker.kill()
         worker.wait()
@@ -193,13 +200,10 @@ def test_py_spy_gets_the_workers_uid_ptrace_alone_and_no_environment(
 
 @needs_py_spy
 def test_a_fifo_in_the_workers_own_namespace_holds_each_attempt_to_its_share(
-    second_user: SecondUser, shared_tmp: Path
+    namespaced_user: SecondUser, shared_tmp: Path
 ) -> None:
-    why = usable(second_user)
-    if why:
-        pytest.skip(why)
     # Named as libpython, so even the Python-only attempt opens it: both block.
-    worker = start_hostile(second_user, shared_tmp, name="libpython3.11.so", fifo_inside=True)
+    worker = start_hostile(namespaced_user, shared_tmp, name="libpython3.11.so", fifo_inside=True)
     budget = 1.0
     try:
         captured = StackCapturer(budget=budget).capture(identity_of(worker.pid))
