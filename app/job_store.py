@@ -38,6 +38,7 @@ __all__ = [
     "SeveralOwners",
     "capture",
     "decode_job_cursor",
+    "find_job",
     "incident",
     "incidents_page",
     "job_detail",
@@ -114,6 +115,15 @@ def job_owner_for(
     if len(owners) > 1:
         raise SeveralOwners(job_id, owners)
     return owners[0] if owners else None
+
+
+def find_job(
+    session: Session, job_id: str, uid: int | None, caller_uid: int | None
+) -> JobDetail | None:
+    """The job ``job_id`` names for this caller (``job_owner_for``), with its ranks;
+    None if there is none. Raises SeveralOwners."""
+    owner = job_owner_for(session, job_id, uid, caller_uid)
+    return None if owner is None else job_detail(session, job_id, owner)
 
 
 def jobs_page(

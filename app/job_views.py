@@ -12,7 +12,7 @@ from sqlmodel import Session
 from . import job_store
 from .callers import Caller
 from .incident_privacy import visible
-from .job_models import IncidentPublic
+from .job_models import IncidentPublic, job_owner
 
 __all__ = ["incident_view", "job_view", "overview"]
 
@@ -45,10 +45,10 @@ def job_view(
 ) -> dict[str, Any] | None:
     """One job's page (of this id and owner, chosen as ``GET /jobs/{id}`` chooses): its
     facts, the latest timer of each rank, its incidents. Raises SeveralOwners."""
-    owner = job_store.job_owner_for(session, job_id, uid, caller.uid)
-    detail = None if owner is None else job_store.job_detail(session, job_id, owner)
-    if detail is None or owner is None:
+    detail = job_store.find_job(session, job_id, uid, caller.uid)
+    if detail is None:
         return None
+    owner = job_owner(detail.uid)
     return {
         "job": detail.model_dump(mode="json"),
         "incidents": _incidents(session, caller, job_id, _JOB_INCIDENTS_SHOWN, owner),

@@ -6,9 +6,8 @@ page saying so, with a 404."""
 from __future__ import annotations
 
 import time
-from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
 from ..callers import CallerDep
@@ -17,6 +16,7 @@ from ..job_store import SeveralOwners
 from ..job_views import incident_view, job_view
 from ..page_templates import render_page
 from ..pagination import TimerIdPath
+from .jobs import OwnerQuery
 
 __all__ = ["router"]
 
@@ -32,7 +32,7 @@ def job_page(
     job_id: str,
     session: SessionDep,
     caller: CallerDep,
-    uid: Annotated[int | None, Query(ge=-1, lt=2**32)] = None,
+    uid: OwnerQuery = None,
 ) -> HTMLResponse:
     try:
         view = job_view(session, caller, job_id, uid)

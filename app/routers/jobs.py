@@ -16,7 +16,7 @@ from ..job_models import JobDetail, JobPublic
 from ..models import ErrorMessage, Page
 from ..pagination import KnownQueryOnly
 
-__all__ = ["router"]
+__all__ = ["OwnerQuery", "router"]
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
@@ -62,10 +62,9 @@ def get_job(
     owner (``uid``): without ``?uid=``, the caller's own job of that id if it has one,
     else the only one; 409 when several users' jobs carry the id."""
     try:
-        owner = job_store.job_owner_for(session, job_id, uid, caller.uid)
+        detail = job_store.find_job(session, job_id, uid, caller.uid)
     except job_store.SeveralOwners as error:
         raise HTTPException(409, detail=str(error)) from None
-    detail = None if owner is None else job_store.job_detail(session, job_id, owner)
     if detail is None:
         whose = "" if uid is None else f" of uid {uid}"
         raise HTTPException(404, detail=f"no job {job_id!r}{whose}")
