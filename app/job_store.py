@@ -42,7 +42,6 @@ __all__ = [
     "incident",
     "incidents_page",
     "job_detail",
-    "job_owner_for",
     "jobs_page",
 ]
 
@@ -101,7 +100,7 @@ class SeveralOwners(LookupError):
         )
 
 
-def job_owner_for(
+def _job_owner_for(
     session: Session, job_id: str, uid: int | None, caller_uid: int | None
 ) -> int | None:
     """Whose job ``job_id`` names for this caller: ``uid`` if given; else the caller's
@@ -120,9 +119,9 @@ def job_owner_for(
 def find_job(
     session: Session, job_id: str, uid: int | None, caller_uid: int | None
 ) -> JobDetail | None:
-    """The job ``job_id`` names for this caller (``job_owner_for``), with its ranks;
+    """The job ``job_id`` names for this caller (``_job_owner_for``), with its ranks;
     None if there is none. Raises SeveralOwners."""
-    owner = job_owner_for(session, job_id, uid, caller_uid)
+    owner = _job_owner_for(session, job_id, uid, caller_uid)
     return None if owner is None else job_detail(session, job_id, owner)
 
 
