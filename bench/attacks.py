@@ -1,4 +1,4 @@
-"""Kill lateness under attack: the real ``timer-service``, a baseline and five attacks.
+"""Kill lateness under attack: the real ``timer-service``, a baseline and seven attacks.
 
     python -m bench.attacks            # 400 idle connections, 100k timers, 200k FIFO lines
     python -m bench.attacks --smoke    # 40 connections, 1k timers, 2k lines (CI keeps it working)
@@ -16,7 +16,10 @@ plus its margin (``timer_overdue_kills_total``). The attacks:
 - 40 at once: 40 probes with the same deadline;
 - readers: 4 clients polling ``/dashboard/state?scope=x`` over many timers;
 - FIFO burst: torch-format requests written to the FIFO as fast as it takes them,
-  while the probes' deadlines pass.
+  while the probes' deadlines pass;
+- unread flood: a second user's connections (300), each asking for a page of timers
+  with long scope ids and never reading it (tests/app/unread_flood.py); the note says
+  the service's RSS before and at its peak, and /healthz's slowest answer meanwhile.
 """
 
 from __future__ import annotations
@@ -56,10 +59,24 @@ class Sizes:
     # Seconds from arming to the deadline when the readers start after arming.
     readers_lead: float
     simultaneous: int = 40
+    # The unread flood: its connections, and the timers behind its pages.
+    unread_connections: int = 300
+    unread_timers: int = 1000
+    # Room to arm the probes while the service serves the flood's pages.
+    unread_lead: float = 10.0
 
 
 FULL = Sizes(probes=20, connections=400, timers=100_000, fifo_lines=200_000, readers_lead=3.0)
-SMOKE = Sizes(probes=5, connections=40, timers=1_000, fifo_lines=2_000, readers_lead=1.0)
+SMOKE = Sizes(
+    probes=5,
+    connections=40,
+    timers=1_000,
+    fifo_lines=2_000,
+    readers_lead=1.0,
+    unread_connections=30,
+    unread_timers=100,
+    unread_lead=3.0,
+)
 
 Arm = Callable[[dict[int, float]], None]
 
@@ -384,6 +401,73 @@ def capture_flood(sizes: Sizes, tmp: Path) -> dict[str, Any]:
         return result
 
 
+def unread_flood(sizes: Sizes, tmp: Path) -> dict[str, Any]:
+    """A second user's connections that each send ``GET /timers?limit=1000`` over
+    timers with 4 KB scope ids, with a 4 KB receive buffer, and never read, held while
+    root's probes fall due (issue 20: unbounded, 250 of them took 1.7 GB)."""
+    from tests.app.test_unread_flood import ATTACK, rss_mb
+    from tests.second_user import SYSTEM_PYTHON, SecondUser
+
+    if os.geteuid() != 0:
+        return {"skipped": "needs root, to act as a second user"}
+    user = SecondUser.named("timer-test-other")
+    share = ("--max-connections-per-user", str(2 * sizes.unread_connections))
+    with service(tmp, *share) as running:
+        assert running.process is not None
+        pid = running.process.pid
+
+        def attack(*args: str) -> list[str]:
+            where = ("127.0.0.1", str(running.port))
+            return user.argv([SYSTEM_PYTHON, str(ATTACK), *where, *args])
+
+        holder = user.sleeper()
+        arm_timers = attack("arm", str(holder.pid), str(sizes.unread_timers))
+        page = subprocess.run(arm_timers, capture_output=True, text=True, timeout=600, check=True)
+        before = peak = rss_mb(pid)
+        slowest_health = 0.0
+        flood = subprocess.Popen(
+            attack("flood", str(sizes.unread_connections)),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+        )
+        done = threading.Event()
+
+        def watch() -> None:
+            nonlocal peak, slowest_health
+            while not done.is_set():
+                peak = max(peak, rss_mb(pid))
+                started = time.monotonic()
+                with contextlib.suppress(httpx.HTTPError):
+                    httpx.get(running.url + "/healthz", timeout=30)
+                slowest_health = max(slowest_health, time.monotonic() - started)
+                done.wait(0.3)
+
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+        try:
+            time.sleep(1.0)  # the connections are open and their pages asked for
+            arm = arm_http(running.url)
+            result = measure(running, sizes.probes, arm, lead=sizes.unread_lead)
+            events = httpx.get(
+                running.url + "/events", params={"kind": "killed", "limit": 1000}, timeout=30
+            ).json()["items"]
+        finally:
+            done.set()
+            watcher.join()
+            flood.communicate()
+            holder.kill()
+            holder.wait()
+    methods = sorted({(e["detail"].get("stack") or {}).get("method", "none") for e in events})
+    result["victim"] = {"stack": "/".join(methods), "latency_ms": result["engine"]["p50_ms"]}
+    result["rss_mb"] = {"before": round(before), "peak": round(peak)}
+    result["note"] = (
+        f"{sizes.unread_connections} unread connections of uid {user.uid}, pages of "
+        f"{int(page.stdout) // 1024} KiB; RSS {before:.0f} -> {peak:.0f} MB; /healthz "
+        f"slowest {slowest_health:.1f} s; root's stacks by {'/'.join(methods)}"
+    )
+    return result
+
+
 ROWS: dict[str, Callable[[Sizes, Path], dict[str, Any]]] = {
     "baseline": baseline,
     "planted FIFO + link": planted,
@@ -392,6 +476,7 @@ ROWS: dict[str, Callable[[Sizes, Path], dict[str, Any]]] = {
     "4 dashboard readers": readers,
     "FIFO burst": fifo_burst,
     "capture-slot flood": capture_flood,
+    "unread flood": unread_flood,
 }
 
 

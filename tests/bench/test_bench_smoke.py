@@ -94,7 +94,7 @@ def test_http_wrk_smoke_records_every_answered_request() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(300)  # seven rows, a fresh service each: as long as run_smoke waits
+@pytest.mark.timeout(300)  # eight rows, a fresh service each: as long as run_smoke waits
 def test_attacks_smoke_kills_every_probe_under_every_attack() -> None:
     rows = {row["attack"]: row for row in run_smoke("attacks")["rows"]}
     assert list(rows) == [
@@ -105,6 +105,7 @@ def test_attacks_smoke_kills_every_probe_under_every_attack() -> None:
         "4 dashboard readers",
         "FIFO burst",
         "capture-slot flood",
+        "unread flood",
     ]
     for row in rows.values():
         if "skipped" in row:  # no prlimit, or no second user, on this machine
@@ -113,6 +114,8 @@ def test_attacks_smoke_kills_every_probe_under_every_attack() -> None:
     assert rows["40 at once"]["probes"] == 40
     flood = rows["capture-slot flood"]
     assert "skipped" in flood or flood["victim"]["stack"] == "py-spy", flood
+    unread = rows["unread flood"]
+    assert "skipped" in unread or unread["rss_mb"]["peak"] < 600, unread
 
 
 @pytest.mark.slow
