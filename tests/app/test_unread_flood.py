@@ -12,7 +12,9 @@ time of 1,000 to arm. Unbounded, 250 such connections grew the service from 248 
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -21,8 +23,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.app.service_process import ServiceProcess, wait_for_state
+from tests.app.service_process import ServiceProcess, scraped, wait_for_state
 from tests.second_user import SERVICE_AS_ROOT, SYSTEM_PYTHON, SecondUser
+from tests.waiting import wait_until
 from tests.workers import assert_sigkilled
 
 pytestmark = SERVICE_AS_ROOT
@@ -164,3 +167,29 @@ def test_connections_beyond_a_users_share_are_refused_with_429_and_root_is_exemp
         assert 'timer_http_connections_shed_total{reason="per_user"} 3.0' in metrics
     finally:
         service.stop()
+
+
+def test_a_client_that_stops_reading_is_dropped_after_the_send_timeout(tmp_path: Path) -> None:
+    service = ServiceProcess(tmp_path, "--send-timeout", "2").start()
+    try:
+        # Pipelined requests for the API's description, none of it read: more than the
+        # kernel's buffers take, so the rest waits in the service for the client.
+        request = f"GET /openapi.json HTTP/1.1\r\nhost: 127.0.0.1:{service.port}\r\n\r\n"
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.connect(("127.0.0.1", service.port))
+            sock.sendall(request.encode() * 400)
+            assert wait_until(lambda: shed(service, "stalled") >= 1, timeout=30)
+            # Dropped: what is left to read ends in a reset or the end of the stream.
+            sock.settimeout(10)
+            with contextlib.suppress(ConnectionResetError):
+                while sock.recv(1 << 20):
+                    pass
+        status = httpx.get(service.url + "/healthz").json()
+        assert status["descriptors"]["unsent_connections"] == 0
+    finally:
+        service.stop()
+
+
+def shed(service: ServiceProcess, reason: str) -> float:
+    return scraped(service.url, "timer_http_connections_shed_total", reason=reason) or 0.0
