@@ -256,13 +256,16 @@ def test_a_users_hostile_lines_hurt_nobody(
     if os.geteuid() != 0:
         pytest.skip("needs root: the service runs as root beside a second user")
     user = User.named("ts-hostile-lines")
+    # A node name of its own: other tests may share the PostgreSQL server meanwhile.
     service = ServiceProcess(
-        tmp_path, "--fifo-dir", str(shared_tmp / "fifos"), "--fifo-users", user.name
+        tmp_path,
+        *("--fifo-dir", str(shared_tmp / "fifos"), "--fifo-users", user.name),
+        *("--node-name", f"hostile-lines-{os.getpid()}-{backend}"),
     )
     if backend == "postgresql":
         service.db_url = request.getfixturevalue("postgres_url")
-    service.start()
     try:
+        service.start()
         own, roots = user.sleeper(), spawn_sleeper()
         sleepers.extend([own, roots])
         root_timer = httpx.post(

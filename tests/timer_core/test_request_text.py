@@ -3,13 +3,27 @@ record: what it refuses, exactly, and that a refused value can always be stored.
 
 from __future__ import annotations
 
+import json
 import sys
 import unicodedata
 
 import pytest
 
-from timer_core.engine.admission import RefusedError, check_expiration, check_scope_id
-from timer_core.engine.request_text import MAX_SCOPE_LENGTH, recordable_text, scope_id_problem
+from timer_core import ManualClock, Reaper
+from timer_core.engine.admission import (
+    RefusedError,
+    check_expiration,
+    check_scope_id,
+    check_signal,
+)
+from timer_core.engine.emitter import refused_event
+from timer_core.engine.process import ProcessSignaller
+from timer_core.engine.request_text import (
+    MAX_SCOPE_LENGTH,
+    recordable_text,
+    scope_id_problem,
+    shown,
+)
 
 
 def test_exactly_the_control_characters_and_surrogates_are_refused() -> None:
@@ -66,3 +80,18 @@ def test_a_refused_value_is_recorded_escaped(value: object, kept: str) -> None:
 def test_a_deadline_with_no_finite_float_is_refused(expiration_time: float) -> None:
     with pytest.raises(RefusedError, match="finite"):
         check_expiration(expiration_time, now=1_700_000_000.0)
+
+
+def test_an_integer_with_no_repr_is_refused_not_raised() -> None:
+    """The queue carries any Python int: one of 5,000 digits has no str() under Python's
+    default limit, and must still be refused, logged and recorded, never raise."""
+    huge = 10**5000
+    assert shown(huge) == f"<an integer of {huge.bit_length()} bits>"
+    assert ProcessSignaller().refusal(huge) == f"pid {shown(huge)} is out of range (max {2**22})"
+    with pytest.raises(RefusedError, match="bits> is not a signal"):
+        check_signal(huge)
+    reaper = Reaper(clock=ManualClock(), watch_exits=False)
+    assert reaper.apply(huge, "s", 1.0, huge, source="queue") is False
+    event = refused_event(1, 0.0, (huge, "s\ud800", 1.0, huge), "queue", "a reason")
+    assert (event.pid, event.signal, event.scope_id) == (-1, 0, "s\\ud800")
+    json.dumps(event.detail).encode("utf-8")

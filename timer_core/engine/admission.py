@@ -13,7 +13,7 @@ import signal as signal_module
 from typing import Any
 
 from .process import ProcessSignaller
-from .request_text import scope_id_problem
+from .request_text import scope_id_problem, shown
 
 __all__ = [
     "MAX_DEADLINE_SECONDS",
@@ -65,11 +65,13 @@ def observe_only(signal: Any) -> bool:
 
 def check_signal(signal: Any, field: str = "signal") -> int:
     if isinstance(signal, bool) or not isinstance(signal, int):
-        raise RefusedError(f"{field} must be an integer, got {signal!r}", field)
+        raise RefusedError(f"{field} must be an integer, got {shown(signal)}", field)
     if signal < MIN_SIGNAL:
-        raise RefusedError(f"{field} {signal} is out of range (at least {MIN_SIGNAL})", field)
+        raise RefusedError(
+            f"{field} {shown(signal)} is out of range (at least {MIN_SIGNAL})", field
+        )
     if signal > 0 and signal not in _VALID_SIGNALS:
-        raise RefusedError(f"{field} {signal} is not a signal on this system", field)
+        raise RefusedError(f"{field} {shown(signal)} is not a signal on this system", field)
     return signal
 
 
@@ -84,7 +86,7 @@ def check_scope_id(scope_id: Any) -> str:
 def check_expiration(expiration_time: Any, now: float) -> float:
     if isinstance(expiration_time, bool) or not isinstance(expiration_time, int | float):
         raise RefusedError(
-            f"expiration_time must be a number, got {expiration_time!r}", "expiration_time"
+            f"expiration_time must be a number, got {shown(expiration_time)}", "expiration_time"
         )
     try:
         # An integer of 400 digits (valid JSON) has no float: refused, never an OverflowError.

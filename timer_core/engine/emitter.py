@@ -16,7 +16,7 @@ from .capturer import CapturedStack, RankStack
 from .clock import Clock
 from .events import EventBus, EventKind, TimerEvent
 from .process import signal_name
-from .request_text import recordable_text
+from .request_text import MAX_SCOPE_LENGTH, recordable_text, shown
 from .timers import LiveTimer
 
 __all__ = [
@@ -129,7 +129,7 @@ def refused_event(
         source=source,
         acquired_at=at,
         expiration_time=storable_float(expiration_time),
-        detail={"reason": reason, "requested_pid": repr(pid)[:64]},
+        detail={"reason": reason, "requested_pid": shown(pid)},
         node=node,
     )
 
@@ -175,13 +175,15 @@ class EventEmitter:
         # The values are what the request carried, of any type: each is repr()'d (an
         # integer signal is named), so a newline in a scope cannot forge a log line.
         logger.warning(
-            "refused a timer request from %s: pid=%r scope=%r signal=%s reason=%r",
+            "refused a timer request from %s: pid=%s scope=%s signal=%s reason=%r",
             source,
-            pid,
-            scope_id,
+            shown(pid),
+            shown(scope_id, MAX_SCOPE_LENGTH + 2),
             signal_name(signal)
-            if isinstance(signal, int) and not isinstance(signal, bool)
-            else repr(signal),
+            if isinstance(signal, int)
+            and not isinstance(signal, bool)
+            and -_INT64 <= signal < _INT64
+            else shown(signal),
             reason,
         )
         request, now, node = (pid, scope_id, expiration_time, signal), self._clock.time, self._node

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import psutil
 
 from .labels import NO_LABELS, Labels
+from .request_text import shown
 
 __all__ = [
     "ProcessIdentity",
@@ -145,9 +146,9 @@ class ProcessSignaller:
         if isinstance(pid, bool) or not isinstance(pid, int):
             return f"pid must be an integer, got {type(pid).__name__}"
         if pid > _PID_MAX:
-            return f"pid {pid} is out of range (max {_PID_MAX})"
+            return f"pid {shown(pid)} is out of range (max {_PID_MAX})"
         if pid < 0:
-            return f"pid {pid} is negative, which would name a process group"
+            return f"pid {shown(pid)} is negative, which would name a process group"
         if pid <= 1:
             return f"pid {pid} names init or every process"
         if pid in self.protected:

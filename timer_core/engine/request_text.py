@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-__all__ = ["MAX_SCOPE_LENGTH", "recordable_text", "scope_id_problem"]
+__all__ = ["MAX_SCOPE_LENGTH", "recordable_text", "scope_id_problem", "shown"]
 
 MAX_SCOPE_LENGTH = 1024
 
@@ -55,6 +55,20 @@ def recordable_text(value: Any, limit: int = MAX_SCOPE_LENGTH) -> str:
     if _UNSAFE.search(text) is None:
         return text
     return _UNSAFE.sub(_escape, text)
+
+
+# Integers up to this many bits are shown in digits (at most 61 of them, and a sign).
+_SHOWN_BITS = 200
+
+
+def shown(value: Any, limit: int = 64) -> str:
+    """``repr(value)`` for a message, at most ``limit`` characters, never raising: an
+    integer of 5,000 digits (the queue can carry one) has no repr under Python's
+    default limit of 4,300 digits, and must not turn a refusal into a crash."""
+    if isinstance(value, int) and value.bit_length() > _SHOWN_BITS:
+        return f"<an integer of {value.bit_length()} bits>"
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _escape(match: re.Match[str]) -> str:
