@@ -259,3 +259,40 @@ def test_a_mount_namespace_made_by_root_is_not_entered_and_the_notes_say_so(
         "py-spy: ran in the service's mount namespace: the worker's belongs to the host's "
         "user namespace, which only root may enter",
     )
+
+
+@pytest.mark.parametrize(
+    "owner", ["nobody", "root"], ids=["another user's namespace", "root's namespace"]
+)
+def test_a_reused_pid_in_a_namespace_not_the_workers_is_not_entered(
+    owner: str, namespaced_user: SecondUser, shared_tmp: Path
+) -> None:
+    """The worker's namespaces are entered by ``/proc/PID/ns`` of its pid, after its
+    credentials were read: should the pid name another process by then (the worker
+    exited, the pid was reused), nsenter still runs as the worker's user, which may
+    enter only namespaces its own user made. The helper does not run."""
+    marker = shared_tmp / "ran"
+    helper = shared_tmp / "helper"
+    helper.write_text(f"#!/bin/sh\ntouch {marker}\n")
+    helper.chmod(0o755)
+    unshare = ["unshare", "-Urm", "sleep", "60"]
+    if owner == "nobody":
+        unshare = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *unshare]
+    other = subprocess.Popen(unshare)
+    try:
+        assert wait_until(lambda: Path(f"/proc/{other.pid}/comm").read_text() == "sleep\n")
+        taken = worker_privileges.credentials_of(other.pid)
+        assert taken is not None and taken.user_ns is not None
+        # The worker's credentials, as read before its pid was reused.
+        worker = worker_privileges.WorkerCredentials(
+            namespaced_user.uid, namespaced_user.gid, taken.user_ns, taken.mount_ns
+        )
+        command = worker_privileges.as_worker([str(helper)], other.pid, worker)
+        assert command.argv is not None and "--wd=" + str(shared_tmp) in command.argv
+        result = run_bounded(command.argv, timeout=30, env=command.env)
+    finally:
+        other.kill()
+        other.wait()
+    assert result.returncode != 0
+    assert "reassociate to namespace 'ns/user' failed: Operation not permitted" in result.stderr
+    assert not marker.exists()
