@@ -68,6 +68,8 @@ class ServiceProcess:
         )
         log.close()
         if not wait_until(self.healthy, timeout=30):
+            # Stopped here, or it outlives the test and a later one fails on its warning.
+            self.stop()
             raise RuntimeError(f"timer-service did not become healthy: {self.log()}")
         return self
 
