@@ -19,7 +19,7 @@ from timer_core.safe_dirs import UnsafeDirectoryError, check_directory
 from .private_files import sqlite_path
 from .settings import Settings
 
-__all__ = ["refuse_unsafe_paths", "unsafe_path"]
+__all__ = ["refuse_unsafe_paths"]
 
 
 def _places(settings: Settings) -> list[tuple[str, str, dict[str, bool]]]:
@@ -48,20 +48,13 @@ def _parent(path: str) -> str:
     return os.path.dirname(os.path.abspath(path))
 
 
-def unsafe_path(settings: Settings) -> str | None:
-    """Why one of the settings' places is unsafe, or None if none is."""
+def refuse_unsafe_paths(settings: Settings) -> None:
+    """Exit with one line naming the directory, why, and what to do, if one is unsafe."""
     for what, directory, rules in _places(settings):
         try:
             check_directory(directory, what, **rules)
         except UnsafeDirectoryError as error:
-            return str(error)
+            raise SystemExit(f"timer-service: {error}") from None
         except OSError as error:
-            return f"cannot check {what} {directory}: {error.strerror or error}"
-    return None
-
-
-def refuse_unsafe_paths(settings: Settings) -> None:
-    """Exit with one line naming the directory, why, and what to do, if one is unsafe."""
-    problem = unsafe_path(settings)
-    if problem is not None:
-        raise SystemExit(f"timer-service: {problem}")
+            why = error.strerror or error
+            raise SystemExit(f"timer-service: cannot check {what} {directory}: {why}") from None
