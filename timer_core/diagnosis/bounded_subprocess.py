@@ -9,11 +9,11 @@ Here the helper leads a process group of its own. At the timeout the whole group
 SIGKILL, the pipes are closed, and the helper is waited for at most ``_REAP_WAIT``;
 one that has still not died is reaped by a background thread, never by the caller.
 
-What it prints is bounded too: ``communicate`` keeps all of it. In a worker's mount
-namespace the helper's path means what the worker makes it mean (nsenter execs
-py-spy there), so the "py-spy" may be the worker's own program writing gigabytes a
-second for the whole budget into the root service's memory. Each stream is read up
-to its limit; past it the group is killed and the output is marked truncated.
+What it prints is bounded too: ``communicate`` keeps all of it, and a helper's output
+is the worker's to shape (py-spy prints a line per frame of every thread the worker
+made; once, the worker's own program ran as "py-spy" in its namespace and wrote
+``/dev/zero`` into the root service's memory, 565 MB in a second). Each stream is read
+up to its limit; past it the group is killed and the output is marked truncated.
 """
 
 from __future__ import annotations

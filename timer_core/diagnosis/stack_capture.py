@@ -209,7 +209,7 @@ class StackCapturer:
             # Not subprocess.run: its timeout kills py-spy and then waits for it with
             # no bound; this kills py-spy's whole group and never waits long.
             # One byte over the cap is enough to say the stack was truncated; more is
-            # only memory (in the worker's namespace the "py-spy" may be its own).
+            # only memory, and the worker decides how much (threads, deep stacks).
             result = run_bounded(
                 command.argv, timeout=left, env=command.env, limit=self.max_bytes + 1
             )
