@@ -62,15 +62,20 @@ async def test_a_client_that_reads_nothing_is_dropped_after_the_send_timeout() -
     assert slow.aborted is None and unsent.connections == 1
 
 
+def paused_a_second_apart(unsent: UnsentData, clock: Clock, *sizes: int) -> list[FakeConnection]:
+    """Connections holding ``sizes`` bytes, paused in turn a second apart."""
+    connections = [FakeConnection(size) for size in sizes]
+    for connection in connections:
+        unsent.paused(connection)
+        clock.now += 1
+    return connections
+
+
 @on_a_loop
 async def test_over_the_total_the_longest_stalled_go_first() -> None:
     clock = Clock()
     unsent = watch(clock, max_total=10_000)
-    oldest, older = FakeConnection(4_000), FakeConnection(4_000)
-    unsent.paused(oldest)
-    clock.now += 1
-    unsent.paused(older)
-    clock.now += 1
+    oldest, older = paused_a_second_apart(unsent, clock, 4_000, 4_000)
     reader = FakeConnection(4_000)
     unsent.paused(reader)  # 12,000 held: one must go
     assert oldest.aborted == "unsent_budget"
@@ -82,11 +87,7 @@ async def test_over_the_total_the_longest_stalled_go_first() -> None:
 async def test_a_reader_that_took_data_since_the_last_sweep_is_not_taken_for_stalled() -> None:
     clock = Clock()
     unsent = watch(clock, max_total=10_000)
-    reader, flood = FakeConnection(6_000), FakeConnection(4_000)
-    unsent.paused(reader)
-    clock.now += 1
-    unsent.paused(flood)
-    clock.now += 1
+    reader, flood = paused_a_second_apart(unsent, clock, 6_000, 4_000)
     reader.unsent = 5_000  # read 1,000 bytes; no sweep has seen it yet
     newcomer = FakeConnection(4_000)
     unsent.paused(newcomer)  # 13,000 held
