@@ -83,3 +83,20 @@ def test_the_workers_owner_reads_its_proc_report_without_the_kernel_stack(
         assert KERNEL_FRAME not in text
         assert HIDDEN_BECAUSE in text
         assert f"/proc/{worker.pid}/status" in text  # the rest of the report is its own
+    # Every other page and answer that tells of this timer or its incident carries no
+    # stack text at all: the two routes above are the only way to a kernel stack.
+    pages = [
+        "/",
+        "/dashboard/state",
+        f"/dashboard/timers/{timer['id']}",
+        f"/ui/timers/{timer['id']}",
+        f"/timers/{timer['id']}",
+        "/events?limit=200",
+        f"/incidents/{incident_id}",
+        f"/ui/incidents/{incident_id}",
+        "/ui/jobs/kernel-job",
+    ]
+    for path in pages:
+        status, answer = ask_as(second_user, target, "GET", path)
+        assert status == 200, (path, answer)
+        assert KERNEL_FRAME not in str(answer), path
