@@ -30,6 +30,9 @@ from pathlib import Path
 __all__ = ["DIR_FLAGS", "UnsafeDirectoryError", "check_directory", "open_directory"]
 
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+# The levels above the place are only walked through (openat, fstat): O_PATH needs no
+# read permission on them, so a service that is not root passes a 0711 directory too.
+_WALK_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 # As the kernel's own limit on links followed in one lookup.
 _MAX_LINKS = 40
 
@@ -87,7 +90,7 @@ class _Walk:
         and ``make`` is None."""
         names = deque(part for part in self.path.split("/") if part)
         shown = [""]
-        fd = os.open("/", DIR_FLAGS)
+        fd = os.open("/", DIR_FLAGS if not names else _WALK_FLAGS)
         links = 0
         try:
             self.check(fd, "/", last=not names)
@@ -106,7 +109,7 @@ class _Walk:
                     names.extendleft(reversed([p for p in child.split("/") if p]))
                     if child.startswith("/"):
                         os.close(fd)
-                        fd = os.open("/", DIR_FLAGS)
+                        fd = os.open("/", DIR_FLAGS if not names else _WALK_FLAGS)
                         shown = [""]
                     continue
                 os.close(fd)
@@ -123,7 +126,7 @@ class _Walk:
     ) -> int | str | None:
         """The level's descriptor, its link's target, or None if it is missing."""
         try:
-            return os.open(name, DIR_FLAGS, dir_fd=parent)
+            return os.open(name, DIR_FLAGS if last else _WALK_FLAGS, dir_fd=parent)
         except FileNotFoundError:
             if make is None:
                 return None
@@ -144,8 +147,8 @@ class _Walk:
         try:
             os.mkdir(name, 0o700, dir_fd=parent)
         except FileExistsError:  # made meanwhile by another: the check that follows judges it
-            return os.open(name, DIR_FLAGS, dir_fd=parent)
-        fd = os.open(name, DIR_FLAGS, dir_fd=parent)
+            return os.open(name, DIR_FLAGS if last else _WALK_FLAGS, dir_fd=parent)
+        fd = os.open(name, DIR_FLAGS, dir_fd=parent)  # ours: readable, and fchmod needs it
         try:
             os.fchmod(fd, mode)  # exactly, whatever the umask; on the descriptor
         except BaseException:
