@@ -25,6 +25,7 @@ from timer_core.diagnosis import stack_capture
 from timer_core.diagnosis.bounded_subprocess import run_bounded
 from timer_core.diagnosis.stack_capture import StackCapturer
 from timer_core.engine.capture_runner import CaptureRunner
+from timer_core.engine.capturer import CapturedStack
 
 WORKERS = 12  # more than the 8 capture slots
 
@@ -171,19 +172,23 @@ def test_a_helper_within_the_limit_is_read_whole() -> None:
     assert not result.truncated
 
 
-def test_py_spy_that_prints_without_end_gives_a_truncated_stack(tmp_path: Path) -> None:
-    fake = tmp_path / "py-spy"
-    fake.write_text(f"#!{sys.executable}\nimport os\nwhile True: os.write(1, b'x' * 65536)\n")
-    fake.chmod(0o755)
-    capturer = StackCapturer(budget=30.0, max_bytes=50_000)
-    capturer.py_spy = str(fake)
+def capture_a_sleeper(py_spy: Path, capturer: StackCapturer) -> CapturedStack:
+    """A sleeping worker's stack, as ``capturer`` takes it with the script ``py_spy``."""
+    py_spy.chmod(0o755)
+    capturer.py_spy = str(py_spy)
     worker = spawn_sleeper()
     try:
         identity = ProcessIdentity(worker.pid, psutil.Process(worker.pid).create_time())
-        captured = capturer.capture(identity)
+        return capturer.capture(identity)
     finally:
-        worker.kill()
+        worker.send_signal(signal.SIGKILL)
         worker.wait()
+
+
+def test_py_spy_that_prints_without_end_gives_a_truncated_stack(tmp_path: Path) -> None:
+    fake = tmp_path / "py-spy"
+    fake.write_text(f"#!{sys.executable}\nimport os\nwhile True: os.write(1, b'x' * 65536)\n")
+    captured = capture_a_sleeper(fake, StackCapturer(budget=30.0, max_bytes=50_000))
     assert (captured.method, captured.truncated) == ("py-spy", True), captured.notes
     assert captured.text == "x" * 50_000 + "\n[truncated]\n"
 
@@ -197,16 +202,7 @@ def test_py_spy_that_hangs_leaves_nothing_behind(tmp_path: Path) -> None:
     pids = tmp_path / "pids"
     fake = tmp_path / "py-spy"
     fake.write_text(f"#!{sys.executable}\n{STUBBORN.replace('sys.argv[1]', repr(str(pids)))}")
-    fake.chmod(0o755)
-    capturer = StackCapturer(budget=2.0)
-    capturer.py_spy = str(fake)
-    worker = spawn_sleeper()
-    try:
-        identity = ProcessIdentity(worker.pid, psutil.Process(worker.pid).create_time())
-        captured = capturer.capture(identity)
-    finally:
-        worker.send_signal(signal.SIGKILL)
-        worker.wait()
+    captured = capture_a_sleeper(fake, StackCapturer(budget=2.0))
     assert captured.method == "proc"
     assert any("timed out" in note for note in captured.notes), captured.notes
     helper, grandchild = map(int, pids.read_text().split())
