@@ -45,8 +45,6 @@ class ReaderSlots:
         # Waited for on the event loop, not in a thread: a thousand waiting reads hold
         # no thread of the pool, and do not compete for the GIL with the ones served.
         self._free = anyio.Semaphore(slots)
-        # Reads answered 503 for want of a slot (health, tests).
-        self.refused = 0
 
     @asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
@@ -55,7 +53,6 @@ class ReaderSlots:
             with anyio.fail_after(self.wait):
                 await self._free.acquire()
         except TimeoutError:
-            self.refused += 1
             raise HTTPException(
                 status.HTTP_503_SERVICE_UNAVAILABLE,
                 detail=f"the service is busy: all {self.slots} database readers have been "

@@ -3,6 +3,7 @@ admitted, who is closed to make room, and what health says."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from app.connection_gate import ConnectionGate
@@ -98,3 +99,22 @@ def test_health_is_degraded_near_the_limit_and_after_shedding_not_for_slow_clien
     assert "1 idle ones closed to make room" in shedding
     near = {**gate.status(), "open": 850}
     assert any("850 of 1000 file descriptors" in problem for problem in gate.problems(near))
+
+
+def test_a_user_at_its_share_is_refused_until_one_of_its_own_closes() -> None:
+    gate = ConnectionGate(100, max_per_user=2)
+    other_uid = 12345 if os.geteuid() != 12345 else 12346
+    held = [FakeConnection(), FakeConnection()]
+    for connection in held:
+        assert not gate.user_full(other_uid)
+        assert gate.admit(connection, other_uid)
+    assert gate.user_full(other_uid)
+    # Others are not held back by it: another uid, every remote peer (None) as one user,
+    # and root and the service's own uid, which have no share at all.
+    assert not gate.user_full(other_uid + 1) and not gate.user_full(None)
+    for _ in range(3):
+        assert gate.admit(FakeConnection(), os.geteuid())
+    assert not gate.user_full(os.geteuid()) and not gate.user_full(0)
+    gate.closed(held[0])
+    assert not gate.user_full(other_uid)
+    assert gate.shed["per_user"] == 1
