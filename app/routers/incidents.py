@@ -96,6 +96,7 @@ def get_capture_stack(
             timer.signal if timer else 0,
             "http",
             refusal,
+            requester_uid=caller.uid,
         )
         raise forbidden(refusal)
     if row.stack_text is None:

@@ -309,7 +309,13 @@ def get_stack(
         refusal = authorize(caller, timer.uid, f"read the stack of timer {timer_id}")
         if refusal is not None:
             service.reaper.emit_refused(
-                timer.pid, timer.scope_id, -1, timer.signal, "http", refusal
+                timer.pid,
+                timer.scope_id,
+                -1,
+                timer.signal,
+                "http",
+                refusal,
+                requester_uid=caller.uid,
             )
             raise forbidden(refusal)
     stack = store.stack(session, timer_id)

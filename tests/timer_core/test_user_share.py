@@ -103,3 +103,38 @@ def test_the_engine_refuses_arms_and_heartbeats_past_the_rate_from_any_source() 
         EventKind.RELEASED,
     ]
     assert reaper.user_share.refusals[RATE] == 4
+
+
+def test_a_users_requests_refused_for_other_reasons_are_written_within_its_rate() -> None:
+    """Issue 20 review: a second user's FIFO wrote about 3,000 ``refused`` rows (and
+    WARNING lines) a second, targeting root's pid, past a rate of 200. Each such refusal
+    takes a token as an arm does; with none left, the first of each second is written."""
+    clock = ManualClock()
+    reaper = Reaper(clock=clock, watch_exits=False)
+    reaper.user_share.limit_rate(1.0, burst=3)
+    seen: list[TimerEvent] = []
+    reaper.add_listener(seen.append)
+    root_pid = os.getpid()  # the test runs as root: not the user's to arm or release
+    deadline = clock.time() + 60
+
+    def flood() -> None:
+        for _ in range(20):
+            assert not reaper.apply(root_pid, "x", deadline, 9, source="fifo", owner_uid=UID)
+            with pytest.raises(RefusedError):  # a scope no arm could have: refused alike
+                reaper.release(root_pid, "bad\x00scope", source="http", owner_uid=UID)
+
+    flood()
+    reaper.bus.drain()
+    assert len(seen) == 3 + 1  # the burst, then the first of the second
+    assert all(event.kind == EventKind.REFUSED for event in seen)
+    clock.advance(1.0)  # one token, and a new second
+    flood()
+    reaper.bus.drain()
+    assert len(seen) == 4 + 2
+    assert reaper.user_share.unwritten_refusals == 80 - 6
+    # Its own rate only: root's refusals, and another user's, are all written.
+    assert not reaper.apply(-5, "x", deadline, 9, source="fifo")
+    assert not reaper.apply(root_pid, "x", deadline, 9, source="fifo", owner_uid=UID + 1)
+    reaper.bus.drain()
+    assert len(seen) == 8
+    assert reaper.user_share.refusals[RATE] == 0  # none of these was over the arm rate

@@ -161,8 +161,18 @@ class Reaper(TimerBook):
                 identity, scope_id, expiration_time, signal, source, dump_signal, labels=labels
             )
         except RefusedError as error:
+            # A "limit" refusal took its user's token already, and set ``quiet``.
+            requester_uid = None if error.kind == "limit" else owner_uid
             if not error.quiet:
-                self.emit_refused(pid, scope_id, expiration_time, signal, source, error.reason)
+                self.emit_refused(
+                    pid,
+                    scope_id,
+                    expiration_time,
+                    signal,
+                    source,
+                    error.reason,
+                    requester_uid=requester_uid,
+                )
             raise
 
     def apply(

@@ -75,7 +75,7 @@ class TimerBook:
         try:
             check_scope_id(scope_id)
         except RefusedError as error:
-            self.emit_refused(pid, scope_id, -1, 0, source, error.reason)
+            self.emit_refused(pid, scope_id, -1, 0, source, error.reason, requester_uid=owner_uid)
             raise
         with self._lock:
             timer = self._table.get(pid, scope_id)
@@ -117,10 +117,22 @@ class TimerBook:
             self._workers.forget(identity.pid)
 
     def emit_refused(
-        self, pid: Any, scope_id: Any, expiration_time: Any, signal: Any, source: str, reason: str
+        self,
+        pid: Any,
+        scope_id: Any,
+        expiration_time: Any,
+        signal: Any,
+        source: str,
+        reason: str,
+        *,
+        requester_uid: int | None = None,
     ) -> None:
         """Log and emit a ``refused`` event for a request that was not carried out;
-        also for refusals decided outside the engine (e.g. who may read a stack)."""
+        also for refusals decided outside the engine (e.g. who may read a stack). The
+        request of a non-root ``requester_uid`` is written within that user's rate
+        (``UserShare.refusal_is_quiet``): each refusal is a row and a log line too."""
+        if self.user_share.refusal_is_quiet(requester_uid):
+            return
         self._events.refused(pid, scope_id, expiration_time, signal, source, reason)
 
     # ---- reads ---------------------------------------------------------------------------
@@ -258,7 +270,15 @@ class TimerBook:
                 f"{requester or f'uid {owner_uid}'} may not release timer {timer.id}: "
                 f"its worker belongs to uid {timer.identity.uid}"
             )
-            self.emit_refused(timer.identity.pid, timer.scope_id, -1, timer.signal, source, reason)
+            self.emit_refused(
+                timer.identity.pid,
+                timer.scope_id,
+                -1,
+                timer.signal,
+                source,
+                reason,
+                requester_uid=owner_uid,
+            )
             raise RefusedError(reason, kind="forbidden")
         return self._end_locked(timer, EventKind.RELEASED, "released", released_by=source)
 

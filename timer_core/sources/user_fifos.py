@@ -258,6 +258,12 @@ class UserFifos:
             return True  # gone or the user's own: the engine decides (and checks again)
         reason = not_own_process(channel.requester, pid, actual).reason
         self.reaper.emit_refused(
-            pid, request.scope_id, request.expiration_time, request.signal, "fifo", reason
+            pid,
+            request.scope_id,
+            request.expiration_time,
+            request.signal,
+            "fifo",
+            reason,
+            requester_uid=owner,
         )
         return False
