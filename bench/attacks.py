@@ -6,10 +6,12 @@
 Each row starts a fresh service, sets its attack going, then arms probe workers
 (``sleep`` processes) and reports how late each one died: from its deadline to its
 death as seen by its parent (this process), the engine's own deadline-to-signal
-latency from its ``killed`` event, and how much of it the stack capture took (the
-budget allows up to 2 s of it). Ratios are against the baseline row of the same
-run. ``overdue`` is the service's own count of kills that went past the stack budget
-plus its margin (``timer_overdue_kills_total``). The attacks:
+latency from its ``killed`` event, how much of it the stack capture took (the
+budget allows up to 2 s of it), and which method took each probe's stack ("stacks
+by": the probes are ``sleep``, so /proc unless py-spy can read them). Ratios are
+against the baseline row of the same run. ``overdue`` is the service's own count of
+kills that went past the stack budget plus its margin (``timer_overdue_kills_total``).
+The attacks:
 
 - planted: a FIFO or a link to /etc/shadow at each probe's stack dump path;
 - idle flood: the service under ``prlimit --nofile=256``, holding idle connections;
@@ -17,6 +19,8 @@ plus its margin (``timer_overdue_kills_total``). The attacks:
 - readers: 4 clients polling ``/dashboard/state?scope=x`` over many timers;
 - FIFO burst: torch-format requests written to the FIFO as fast as it takes them,
   while the probes' deadlines pass;
+- capture-slot flood: a second user's workers whose captures hang, due with root's
+  Python victim (the note says which method took the victim's stack);
 - unread flood: a second user's connections (300), each asking for a page of timers
   with long scope ids and never reading it (tests/app/unread_flood.py); the note says
   the service's RSS before and at its peak, and /healthz's slowest answer meanwhile.
@@ -143,7 +147,7 @@ def measure(
             probe.wait()
     died = [deaths[pid] - deadline for pid, deadline in deadlines.items() if pid in deaths]
     killed_by_service = {pid for pid, d in deaths.items() if d - deadlines[pid] < GIVE_UP_SECONDS}
-    engine, capture = engine_latencies(service.url, killed_by_service)
+    engine, capture, stacks = engine_latencies(service.url, killed_by_service)
     health = httpx.get(service.url + "/healthz", timeout=30).json()
     armed_late = sum(deadline < armed_at for deadline in deadlines.values())
     if armed_late:
@@ -155,6 +159,7 @@ def measure(
         "death": summary_ms(died),
         "engine": summary_ms(engine),
         "capture": summary_ms(capture),
+        "stacks": stacks,
         "overdue": health.get("kills", {}).get("overdue_total"),
         "note": note,
     }
@@ -162,11 +167,14 @@ def measure(
 
 def engine_latencies(
     url: str, pids: set[int], wait: float = 20.0
-) -> tuple[list[float], list[float]]:
+) -> tuple[list[float], list[float], dict[str, int]]:
     """Each probe's deadline-to-signal latency from its killed event (once recorded),
-    and how long its stack capture took: the part of the lateness the budget allows."""
+    how long its stack capture took (the part of the lateness the budget allows), and
+    how many probes' stacks each method took: an attack may keep the kill on time
+    and still cost root's evidence."""
     found: dict[int, float] = {}
     captures: dict[int, float] = {}
+    methods: dict[int, str] = {}
     give_up = time.monotonic() + wait
     while time.monotonic() < give_up:
         with contextlib.suppress(httpx.HTTPError):
@@ -176,10 +184,14 @@ def engine_latencies(
                     found[event["pid"]] = float(event["detail"]["latency"])
                     stack = event["detail"].get("stack")
                     captures[event["pid"]] = float(stack["seconds"]) if stack else 0.0
+                    methods[event["pid"]] = stack["method"] if stack else "none"
         if len(found) >= len(pids):
             break
         time.sleep(0.2)
-    return list(found.values()), list(captures.values())
+    counts: dict[str, int] = {}
+    for method in methods.values():
+        counts[method] = counts.get(method, 0) + 1
+    return list(found.values()), list(captures.values()), counts
 
 
 @contextlib.contextmanager
@@ -494,7 +506,7 @@ def main() -> None:
     table = []
     for r in results:
         if "skipped" in r:
-            table.append([r["attack"], *["-"] * 9, r["skipped"]])
+            table.append([r["attack"], *["-"] * 10, r["skipped"]])
             continue
         r["p50_ratio"] = r["death"]["p50_ms"] / base if base else float("nan")
         death, engine = r["death"], r["engine"]
@@ -508,6 +520,7 @@ def main() -> None:
                 death["max_ms"],
                 engine["p50_ms"],
                 r["capture"]["p50_ms"],
+                " ".join(f"{m}:{n}" for m, n in sorted(r["stacks"].items())),
                 round(r["p50_ratio"], 2),
                 r["overdue"],
                 r["note"],
@@ -524,6 +537,7 @@ def main() -> None:
             "max",
             "engine p50",
             "capture p50",
+            "stacks by",
             "x base",
             "overdue",
             "note",

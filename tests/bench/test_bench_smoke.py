@@ -111,6 +111,8 @@ def test_attacks_smoke_kills_every_probe_under_every_attack() -> None:
         if "skipped" in row:  # no prlimit, or no second user, on this machine
             continue
         assert row["missed"] == 0 and row["death"]["n"] == row["probes"], row
+        # Every probe's killed event is recorded, with the method that took its stack.
+        assert sum(row["stacks"].values()) == row["probes"], row
     assert rows["40 at once"]["probes"] == 40
     flood = rows["capture-slot flood"]
     assert "skipped" in flood or flood["victim"]["stack"] == "py-spy", flood
