@@ -7,8 +7,8 @@ it. Still, nothing found on disk is trusted: an entry is checked with ``lstat`` 
 it is opened, opened with ``O_NOFOLLOW|O_NONBLOCK`` (a symlink fails, nothing blocks),
 and checked again with ``fstat`` on the open descriptor (a FIFO, owned by that uid,
 with the expected mode). A wrong entry is removed and made anew. Every operation goes
-through a descriptor of the directory, so a path swapped above it later changes
-nothing here.
+through a descriptor of the directory, which is itself reached and made by descriptor
+below directories only root or the service's uid can change (``timer_core.safe_dirs``).
 """
 
 from __future__ import annotations
