@@ -8,17 +8,26 @@ service buffer without bound.
 
 Each source keeps one ``MalformedLines``: a line that is not a request is counted,
 logged and reported, and the good lines read with it still apply (``apply_request``).
+The log has a share per place (``where``: one FIFO): a second user writing ``x`` lines
+into its own FIFO logged 44,502 WARNING lines (7.5 MB) in 3 s (issue 20 review). Past
+``LOG_BURST`` lines, a place logs ``LOG_PER_SECOND`` a second; the next line it logs
+says how many were left out. Every line is still counted and reported.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 
 from ..engine import Reaper
 from ..wire import MAX_LINE_BYTES, MalformedRequest, WireRequest, parse_line
 
-__all__ = ["LineSplitter", "MalformedLines", "apply_request"]
+__all__ = ["LOG_BURST", "LOG_PER_SECOND", "LineSplitter", "MalformedLines", "apply_request"]
+
+# The malformed lines one place (one FIFO) may log at once, then each second.
+LOG_BURST = 20
+LOG_PER_SECOND = 10
 
 
 class LineSplitter:
@@ -62,6 +71,10 @@ class MalformedLines:
         self.count = 0
         self._log = log
         self._on_malformed = on_malformed
+        self._monotonic = time.monotonic
+        # Per place: (log tokens left, when counted, lines left out since its last line).
+        # One entry per FIFO the source reads: bounded by the FIFOs, not by the lines.
+        self._log_share: dict[str, tuple[float, float, int]] = {}
 
     def parse(self, line: bytes, where: str) -> WireRequest | None:
         """The request on ``line``, or None when it is malformed (then rejected)."""
@@ -75,9 +88,17 @@ class MalformedLines:
         """Skip a line: ``where`` completes "skipping a malformed ...", e.g.
         "FIFO line on /run/timers.fifo"."""
         self.count += 1
-        self._log.warning("skipping a malformed %s: %s", where, reason)
         if self._on_malformed is not None:
             self._on_malformed(reason)
+        now = self._monotonic()
+        tokens, at, left_out = self._log_share.get(where, (LOG_BURST, now, 0))
+        tokens = min(LOG_BURST, tokens + (now - at) * LOG_PER_SECOND)
+        if tokens < 1.0:
+            self._log_share[where] = (tokens, now, left_out + 1)
+            return
+        self._log_share[where] = (tokens - 1.0, now, 0)
+        also = f" ({left_out} more before it not logged)" if left_out else ""
+        self._log.warning("skipping a malformed %s: %s%s", where, reason, also)
 
 
 def apply_request(
