@@ -29,6 +29,7 @@ from .job_models import (
     JobRank,
 )
 from .models import Timer
+from .pagination import MAX_PAGE_BYTES
 from .timer_state import TimerState
 
 __all__ = [
@@ -49,6 +50,10 @@ __all__ = [
 # JSON: job ids are arbitrary strings, so they cannot be spliced into a cursor as they
 # are. (A cursor of before the owner, [last_seen, job_id], still works.)
 JOB_CURSOR_PATTERN = r"^[A-Za-z0-9_-]{1,1400}={0,2}$"
+
+
+# Incidents read (with their captures) per query while a page is filled.
+_INCIDENTS_READ_AT_ONCE = 20
 
 
 class BadCursor(ValueError):
@@ -256,18 +261,33 @@ def incidents_page(
     session: Session, job: str | None, limit: int, cursor: str | None, uid: int | None = None
 ) -> tuple[list[IncidentRow], str | None]:
     """Newest first (ids grow as incidents open); the cursor is the last id before.
-    With ``uid`` (a job's owner), only that owner's incidents of the job."""
-    query = select(Incident).order_by(col(Incident.id).desc()).limit(limit + 1)
+    With ``uid`` (a job's owner), only that owner's incidents of the job.
+
+    Fewer than ``limit`` when they would pass about ``MAX_PAGE_BYTES`` of JSON, as any
+    page: an incident holds the frames of its ranks' stacks (up to 256 KiB each, text
+    a worker chose), so 1,000 of them made one answer of hundreds of MB, built whole in
+    memory. Incidents are read a few at a time, so rows past the cut are never read."""
+    query = select(Incident).order_by(col(Incident.id).desc())
     if job is not None:
         query = query.where(col(Incident.job_id) == job)
     if uid is not None:
         query = query.where(func.coalesce(col(Incident.uid), UNKNOWN_OWNER) == uid)
-    if cursor is not None:
-        query = query.where(col(Incident.id) < int(cursor))
-    rows = session.exec(query).all()
-    page = list(rows[:limit])
-    after = str(page[-1].id) if len(rows) > limit else None
-    return _with_captures(session, page), after
+    page: list[IncidentRow] = []
+    size = 0
+    before = cursor
+    while True:
+        # One more than the page still needs: that one says whether a next page exists.
+        wanted = min(_INCIDENTS_READ_AT_ONCE, limit - len(page) + 1)
+        chunk_query = query if before is None else query.where(col(Incident.id) < int(before))
+        chunk = session.exec(chunk_query.limit(wanted)).all()
+        for row in _with_captures(session, chunk):
+            if len(page) == limit or size >= MAX_PAGE_BYTES:
+                return page, str(page[-1].public.id)
+            page.append(row)
+            size += len(row.public.model_dump_json())
+        if len(chunk) < wanted:
+            return page, None
+        before = str(chunk[-1].id)
 
 
 def incident(session: Session, incident_id: int) -> IncidentRow | None:
