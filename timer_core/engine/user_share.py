@@ -92,7 +92,8 @@ class UserShare:
             return False
         with self._lock:
             now = self._monotonic()
-            if self._take_token(uid, now) or self._first_refusal_this_second(uid, now):
+            self._sweep(now)
+            if self._take_token(uid, now, self._rate) or self._first_refusal_this_second(uid, now):
                 return False
             self.unwritten_refusals += 1
             return True
@@ -102,7 +103,7 @@ class UserShare:
         self._sweep(now)
         if self.history_full is not None:
             self._refuse(uid, now, HISTORY_FULL, self.history_full, retry_after=60.0)
-        if self._rate is None or self._take_token(uid, now):
+        if self._rate is None or self._take_token(uid, now, self._rate):
             return
         wait = (1.0 - self._buckets[uid].tokens) / self._rate
         self._refuse(
@@ -114,12 +115,11 @@ class UserShare:
             retry_after=wait,
         )
 
-    def _take_token(self, uid: int, now: float) -> bool:
-        assert self._rate is not None
+    def _take_token(self, uid: int, now: float, rate: float) -> bool:
         bucket = self._buckets.get(uid)
         if bucket is None:
             bucket = self._buckets[uid] = _Bucket(self._burst, now)
-        bucket.tokens = min(self._burst, bucket.tokens + (now - bucket.at) * self._rate)
+        bucket.tokens = min(self._burst, bucket.tokens + (now - bucket.at) * rate)
         bucket.at = now
         if bucket.tokens >= 1.0:
             bucket.tokens -= 1.0
