@@ -13,7 +13,6 @@ never blocking), and every change is made through a descriptor of the directory.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import stat
 
@@ -83,8 +82,14 @@ def blocker_of(path: str) -> str | None:
             )
         if stat.S_ISDIR(found.st_mode):
             return f"{path} is a directory: remove it (the service never deletes a directory)"
-        with contextlib.suppress(FileNotFoundError):
+        try:
             os.unlink(name, dir_fd=dir_fd)  # a link itself, never what it names
+        except FileNotFoundError:
+            pass
+        except OSError as error:
+            # Swapped for a directory (or made undeletable) since the stat: say so, as
+            # for a directory found there, instead of failing the guard's round.
+            return f"{path} cannot be removed ({error.strerror}): remove it by hand"
         return None
     finally:
         os.close(dir_fd)
