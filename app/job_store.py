@@ -29,7 +29,7 @@ from .job_models import (
     JobRank,
 )
 from .models import Timer
-from .pagination import MAX_PAGE_BYTES
+from .pagination import MAX_PAGE_BYTES, json_size_bound
 from .timer_state import TimerState
 
 __all__ = [
@@ -54,6 +54,8 @@ JOB_CURSOR_PATTERN = r"^[A-Za-z0-9_-]{1,1400}={0,2}$"
 
 # Incidents read (with their captures) per query while a page is filled.
 _INCIDENTS_READ_AT_ONCE = 20
+# A job's ranks fetched at a time while its detail is filled.
+_RANKS_READ_AT_ONCE = 500
 
 
 class BadCursor(ValueError):
@@ -235,26 +237,42 @@ def job_detail(session: Session, job_id: str, uid: int) -> JobDetail | None:
         .where(col(Timer.job_id) == job_id, _timer_owner() == uid)
         .subquery()
     )
-    rows = session.exec(
+    query = (
         select(Timer)
         .join(latest, col(Timer.id) == latest.c.id)
         .where(latest.c.newest == 1)
         .order_by(col(Timer.rank).is_(None), col(Timer.rank))
-    ).all()
-    ranks = [
-        JobRank(
-            rank=row.rank,
-            local_rank=row.local_rank,
-            node=row.node,
-            pid=row.pid,
-            timer_id=row.id,
-            state=row.state,
-            scope_id=row.scope_id,
-            last_seen=row.ended_at if row.ended_at is not None else row.acquired_at,
-        )
-        for row in rows
-    ]
-    return JobDetail(**public.model_dump(), ranks=ranks)
+    )
+    ranks: list[JobRank] = []
+    size = 0
+    cut = False
+    # Streamed, and cut at about a page's bytes: the ranks past it are counted, not read.
+    result = session.exec(query.execution_options(yield_per=_RANKS_READ_AT_ONCE))
+    try:
+        for row in result:
+            if size >= MAX_PAGE_BYTES:
+                cut = True
+                break
+            ranks.append(
+                JobRank(
+                    rank=row.rank,
+                    local_rank=row.local_rank,
+                    node=row.node,
+                    pid=row.pid,
+                    timer_id=row.id,
+                    state=row.state,
+                    scope_id=row.scope_id,
+                    last_seen=row.ended_at if row.ended_at is not None else row.acquired_at,
+                )
+            )
+            size += json_size_bound(row)
+    finally:
+        result.close()
+    omitted = 0
+    if cut:
+        every_rank = select(func.count()).select_from(latest).where(latest.c.newest == 1)
+        omitted = session.exec(every_rank).one() - len(ranks)
+    return JobDetail(**public.model_dump(), ranks=ranks, ranks_omitted=omitted)
 
 
 def incidents_page(

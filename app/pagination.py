@@ -19,6 +19,7 @@ __all__ = [
     "KnownQueryOnly",
     "OptionalIntQuery",
     "TimerIdPath",
+    "json_size_bound",
     "paginate",
     "refuse_unknown_query",
 ]
@@ -93,14 +94,14 @@ def paginate(
                 more = True
                 break
             items.append(public.model_validate(row, from_attributes=True))
-            size += _json_size_bound(row)
+            size += json_size_bound(row)
             last_id = row.id
     finally:
         result.close()
     return Page[ModelT](items=items, next=str(last_id) if more else None)
 
 
-def _json_size_bound(row: Any) -> int:
+def json_size_bound(row: Any) -> int:
     """About the most bytes ``row`` takes in JSON: its text fields at 4 bytes a
     character (UTF-8, or escapes), plus room for the rest."""
     text = sum(len(value) for value in vars(row).values() if isinstance(value, str))

@@ -1,5 +1,6 @@
 """``GET /incidents`` stops a page at about 1 MiB of JSON, as ``GET /timers`` does, and
-its ``next`` goes on exactly where the page stopped (issue 20).
+its ``next`` goes on exactly where the page stopped; a job's page lists its ranks up to
+about 1 MiB and counts the rest (issue 20).
 
 An incident holds the frames of its ranks' stacks: up to 256 KiB of text a worker
 chose per rank. Before the cut, ``?limit=1000`` of such incidents was one answer of
@@ -9,6 +10,7 @@ was bypassed through this route. Here each incident carries about 200 KB of fram
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,7 @@ from app.job_models import Incident
 from app.main import create_app
 from app.pagination import MAX_PAGE_BYTES
 from app.settings import Settings
+from tests.app.job_seeds import JobSeed, seed
 from tests.conftest import in_process, migrated_engine
 
 INCIDENTS = 30
@@ -88,3 +91,33 @@ def test_incident_pages_stop_at_about_a_mebibyte_and_go_on_exactly(tmp_path: Pat
         # A limit below the cut still pages exactly, chunk boundaries included.
         for limit in (1, 7, 20, 21):
             assert [item["id"] for page in pages(client, limit) for item in page["items"]] == ids
+
+
+def test_a_job_of_many_ranks_lists_the_first_within_a_page_and_counts_the_rest(
+    tmp_path: Path,
+) -> None:
+    # A worker's labels choose its rank: 400 ranks with 1,024-emoji scope ids (4 KB of
+    # JSON each) were one answer of 1.7 MB, and 100,000 of them would be 400 MB.
+    database = tmp_path / "timers.db"
+    job = JobSeed("many-ranks", first_id=1, world_size=400, stuck=None)
+    few = JobSeed("few-ranks", first_id=1000, world_size=3, stuck=None)
+    seed(
+        database,
+        *(dataclasses.replace(item, scope_id="🦀" * 1024) for item in job.events()),
+        *few.events(),
+    )
+    with in_process(create_app(Settings(db_url=f"sqlite:///{database}"))) as client:
+        response = client.get("/jobs/many-ranks")
+        assert response.status_code == 200, response.text
+        detail = response.json()
+        assert len(response.content) < MAX_PAGE_BYTES + 10_000
+        listed = [rank["rank"] for rank in detail["ranks"]]
+        assert listed == list(range(len(listed))) and 100 < len(listed) < 400
+        assert detail["ranks_omitted"] == 400 - len(listed)
+        page = client.get("/ui/jobs/many-ranks")
+        assert page.status_code == 200
+        assert f"{400 - len(listed)} more ranks are not shown" in page.text
+
+        whole = client.get("/jobs/few-ranks").json()
+        assert [rank["rank"] for rank in whole["ranks"]] == [0, 1, 2]
+        assert whole["ranks_omitted"] == 0
