@@ -21,6 +21,7 @@ from . import __version__, store
 from .backpressure import Backpressure
 from .connection_gate import ConnectionGate
 from .database_status import (
+    DATABASE_ERRORS,
     DatabaseStatus,
     DatabaseUnreachable,
     masked_url,
@@ -336,9 +337,17 @@ class Service:
         the database is away (no sample: the nodes' state is unknown, not down)."""
         if self.database.problem() is not None:
             return None
+        try:
+            # Up or down only: the per-node active counts would read every active timer.
+            statuses = node_statuses(self.engine, self.settings.node_timeout, count_active=False)
+        except DATABASE_ERRORS as error:
+            # Met before anything said the database is away (a locked SQLite file, the
+            # first second of an outage): logged as a read's error is, not a traceback
+            # per scrape.
+            self.database.read_failed(error)
+            return None
         counts: dict[str, int] = {}
-        # Up or down only: the per-node active counts would read every active timer.
-        for status in node_statuses(self.engine, self.settings.node_timeout, count_active=False):
+        for status in statuses:
             counts[status.status] = counts.get(status.status, 0) + 1
         return counts
 

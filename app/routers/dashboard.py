@@ -24,10 +24,13 @@ from timer_core.engine import ReadsThrottled
 from .. import store
 from ..callers import CallerDep
 from ..dashboard_text import describe_event, duration, stack_note
+from ..database_status import DATABASE_ERRORS
 from ..deps import ServiceDep, SessionDep
 from ..fleet_view import node_rows
 from ..job_views import overview
+from ..live_feed import LiveFeed
 from ..models import TimerPublic
+from ..nodes import NodeStatus
 from ..page_templates import STATIC_DIR, render_page, templates
 from ..pagination import TimerIdPath
 from ..service import Service
@@ -102,11 +105,18 @@ def collect_state(service: Service, filters: Filters) -> dict[str, Any]:
     # While the database is away the page shows what this node's engine and live feed
     # know, and says that history is unavailable (contract 14).
     away = health.database_problem
-    # A hub's engine sees no events: its counts and chart come from the database.
-    feed = (
-        fleet.hub_feed() if fleet.local is None and away is None else service.live_feed
-    ).snapshot(now)
-    statuses = fleet.nodes(health.active_timers) if away is None else []
+    statuses: list[NodeStatus] = []
+    hub_feed: LiveFeed | None = None
+    if away is None:
+        try:
+            statuses = fleet.nodes(health.active_timers)
+            # A hub's engine sees no events: its counts and chart come from the database.
+            hub_feed = fleet.hub_feed() if fleet.local is None else None
+        except DATABASE_ERRORS as error:
+            # Met before anything said so (a locked SQLite file, an outage's first
+            # second): the page as during an outage, not a 503 instead of the page.
+            away = service.database.read_failed(error)
+    feed = (hub_feed or service.live_feed).snapshot(now)
     others = away is None and fleet.has_others()
     local = fleet.local
     # The local engine's timers are wanted unless the filter names another node.
@@ -243,11 +253,13 @@ def dashboard(
     filters: FiltersDep,
 ) -> HTMLResponse:
     state = collect_state(service, filters)
+    jobs_overview: dict[str, Any] = {"jobs": [], "more_jobs": False, "incidents": []}
     if state["history_unavailable"] is None:
-        with Session(service.engine) as session:
-            jobs_overview = overview(session, caller)
-    else:
-        jobs_overview = {"jobs": [], "more_jobs": False, "incidents": []}
+        try:
+            with Session(service.engine) as session:
+                jobs_overview = overview(session, caller)
+        except DATABASE_ERRORS as error:
+            state["history_unavailable"] = service.database.read_failed(error)
     return templates.TemplateResponse(
         request,
         "dashboard.html",
