@@ -12,6 +12,7 @@ import logging
 import os
 import select
 import signal as signal_module
+import threading
 import time
 from collections.abc import Callable, Mapping
 
@@ -33,6 +34,8 @@ logger = logging.getLogger(__name__)
 _OPEN_RETRIES = 10
 _OPEN_RETRY_SLEEP = 0.1
 _FULL_PIPE_WAIT_SECONDS = 2.0
+# A floor for the watchdog pass's period, so that max_interval=0 does not spin a core.
+_MIN_WATCHDOG_INTERVAL = 0.005
 
 
 class FileTimerRequest(TimerRequest):
@@ -203,6 +206,8 @@ class FileTimerServer:
         self._source_open = True
         self._started = False
         self._last_progress_time = int(time.time())
+        self._watchdog_stop = threading.Event()
+        self._watchdog_thread: threading.Thread | None = None
 
     @property
     def _request_count(self) -> int:
@@ -228,10 +233,19 @@ class FileTimerServer:
             self.reaper.start()
         self._source.start()
         self._started = True
+        self._watchdog_stop.clear()
+        self._watchdog_thread = threading.Thread(
+            target=self._watchdog_loop, name="timer-watchdog", daemon=self._daemon
+        )
+        self._watchdog_thread.start()
         self._log_event("watchdog started", None)
 
     def stop(self) -> None:
         logger.info("stopping FileTimerServer on %s", self._file_path)
+        self._watchdog_stop.set()
+        if self._watchdog_thread is not None:
+            self._watchdog_thread.join()
+            self._watchdog_thread = None
         # Also when never started: the FIFO was made (and opened) by the constructor,
         # and torch always removes it.
         if self._source_open:
@@ -241,6 +255,28 @@ class FileTimerServer:
         if self._owns_reaper:
             self.reaper.stop()
         self._log_event("watchdog stopped", None)
+
+    def _run_watchdog(self) -> None:
+        """One pass of torch's watchdog: apply what the FIFO holds, then reap what is due now.
+
+        While the server runs, its reader thread applies each request as it is written,
+        so the pass leaves the FIFO to it (two readers would split a line between them).
+        """
+        if self._source_open and not self._started:
+            self._source.drain()
+        self.reaper.step()
+
+    def _watchdog_loop(self) -> None:
+        # Kills never wait for this loop (the Reaper's thread kills at the deadline).
+        # It runs because torch's tests, subclasses and monitoring count on the running
+        # server calling _run_watchdog about once per max_interval.
+        interval = max(self._max_interval, _MIN_WATCHDOG_INTERVAL)
+        while not self._watchdog_stop.is_set():
+            try:
+                self._run_watchdog()
+            except Exception:
+                logger.exception("error in the timer watchdog pass")
+            self._watchdog_stop.wait(interval)
 
     def run_once(self) -> None:
         """Apply what is in the FIFO now, reap what is due, then stop (torch's test hook)."""
