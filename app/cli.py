@@ -7,7 +7,7 @@ import logging
 import os
 
 from .callers import is_loopback
-from .database_status import masked_url
+from .database_status import has_password, masked_url
 from .db_file_check import DatabaseFileError, check_database_file
 from .logs import configure_logging
 from .path_safety import refuse_unsafe_paths
@@ -240,6 +240,12 @@ def main(argv: list[str] | None = None) -> None:
         logger.warning(
             "--token is visible to every user of this host (ps, /proc/PID/cmdline); "
             "use --token-file PATH or TIMER_SERVICE_TOKEN instead"
+        )
+    if args.db_url and has_password(args.db_url):
+        logger.warning(
+            "--db-url's password is visible to every user of this host (ps, "
+            "/proc/PID/cmdline); pass the URL as TIMER_SERVICE_DB_URL from a file only the "
+            "service reads (systemd's EnvironmentFile), or keep the password in ~/.pgpass"
         )
     if not is_loopback(settings.host) and settings.host != "localhost" and not settings.token:
         logger.warning(

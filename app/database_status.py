@@ -38,6 +38,7 @@ __all__ = [
     "PROBE_SECONDS",
     "DatabaseStatus",
     "DatabaseUnreachable",
+    "has_password",
     "masked_url",
     "one_line",
     "reach_database",
@@ -64,6 +65,14 @@ def masked_url(db_url: str) -> str:
     except (ArgumentError, ValueError):
         # Not a URL SQLAlchemy can parse: show none of it rather than a secret.
         return "<an unparsable database URL>"
+
+
+def has_password(db_url: str) -> bool:
+    """Whether ``db_url`` carries a password (an unparsable one may: assume so)."""
+    try:
+        return make_url(db_url).password is not None
+    except (ArgumentError, ValueError):
+        return True
 
 
 class DatabaseStatus:

@@ -11,7 +11,7 @@ import time
 import pytest
 from fastapi.testclient import TestClient
 
-from app.database_status import DatabaseStatus, masked_url
+from app.database_status import DatabaseStatus, has_password, masked_url
 from tests.conftest import service_of
 
 
@@ -19,6 +19,14 @@ def test_a_password_is_masked_and_an_unparsable_url_shows_nothing() -> None:
     shown = masked_url("postgresql+psycopg://root:SECRETPW@db.example/timers")
     assert shown == "postgresql+psycopg://root:***@db.example/timers"
     assert "SECRETPW" not in masked_url("not a url :SECRETPW@")
+
+
+def test_which_urls_carry_a_password() -> None:
+    # What the start's warning about ps is decided by (an unparsable URL may hold one).
+    assert has_password("postgresql+psycopg://root:SECRETPW@db.example/timers")
+    assert not has_password("postgresql+psycopg://root@/timers?host=/run/postgresql")
+    assert not has_password("sqlite:///./timer-service.db")
+    assert has_password("not a url :SECRETPW@")
 
 
 def test_a_batch_waiting_past_the_patience_is_a_database_that_hangs(

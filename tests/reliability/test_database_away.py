@@ -268,6 +268,9 @@ def test_a_database_unreachable_at_start_is_one_line_without_its_password(
     assert len(refusal) == 1 and "pg_isready" in refusal[0] and "--db-wait" in refusal[0]
     assert "postgres:***@" in refusal[0]
     assert PASSWORD not in result.stderr + result.stdout
+    # As --token: a password on the command line is visible in ps; said, with the way out.
+    assert "--db-url's password is visible" in result.stderr
+    assert "TIMER_SERVICE_DB_URL" in result.stderr
     assert "Traceback" not in result.stderr
 
 
