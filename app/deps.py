@@ -11,6 +11,7 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request, status
 from sqlmodel import Session
 
+from .reader_slots import EXEMPT
 from .service import Service
 
 __all__ = [
@@ -60,11 +61,14 @@ def require_database(service: Service) -> None:
         raise database_unavailable(problem)
 
 
-async def hold_reader_slot(service: ServiceDep) -> AsyncIterator[None]:
+async def hold_reader_slot(service: ServiceDep, request: Request) -> AsyncIterator[None]:
     # A share of the pool (app.reader_slots), waited for on the event loop: readers
     # never take the connections the recorder and health need, and wait a bounded
-    # time, then 503.
-    async with service.readers.slot():
+    # time, then 503; one user's reads take at most its share of it.
+    from .callers import current_caller, is_privileged  # app.callers imports this module
+
+    caller = await current_caller(request)
+    async with service.readers.slot(EXEMPT if is_privileged(caller) else caller.uid):
         yield
 
 

@@ -10,7 +10,11 @@ behind them. So reads take a slot first:
   kept for the service's own work). Each read is a thread building its answer under
   the GIL; many at once starved the event loop, and ``/healthz`` with it, for seconds;
 - a read that finds no slot free within ``wait`` seconds answers **503** with a JSON
-  ``detail`` and ``Retry-After``: never a 500, never minutes of waiting.
+  ``detail`` and ``Retry-After``: never a 500, never minutes of waiting;
+- one user's reads hold at most ``per_user`` of the slots (half): a user asking for big
+  pages over many connections otherwise held all four, and every other user's reads,
+  root's dashboard among them, waited 5 s and got 503. Root, the service's uid and the
+  admin token are exempt (as for connections); non-local peers count as one user.
 
 ``/healthz`` reads no database and takes no slot.
 """
@@ -18,14 +22,15 @@ behind them. So reads take a slot first:
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
 
 import anyio
 from fastapi import HTTPException, status
 
 from .db import POOL_CONNECTIONS
 
-__all__ = ["READER_SLOTS", "READ_WAIT_SECONDS", "ReaderSlots"]
+__all__ = ["EXEMPT", "READER_SLOTS", "READ_WAIT_SECONDS", "ReaderSlots"]
 
 # Reads building their answers at once. Each is Python under the GIL: more at once add
 # no throughput on a few cores, only contention with the event loop (10 at once left
@@ -38,28 +43,74 @@ assert READER_SLOTS < POOL_CONNECTIONS  # the rest of the pool is the service's 
 READ_WAIT_SECONDS = 5.0
 
 
+# The reader of a caller with no share to keep: root, the service's uid, the admin token.
+EXEMPT = "exempt"
+
+
+@dataclass(slots=True)
+class _Share:
+    """One user's slots: a semaphore, and how many of its reads hold or wait for it
+    (the share is forgotten when none do, so users come and go without a trace)."""
+
+    free: anyio.Semaphore
+    users: int = field(default=0)
+
+
 class ReaderSlots:
-    def __init__(self, slots: int = READER_SLOTS, wait: float = READ_WAIT_SECONDS) -> None:
+    def __init__(
+        self,
+        slots: int = READER_SLOTS,
+        wait: float = READ_WAIT_SECONDS,
+        per_user: int = READER_SLOTS // 2,
+    ) -> None:
         self.slots = slots
         self.wait = wait
+        self.per_user = per_user
         # Waited for on the event loop, not in a thread: a thousand waiting reads hold
         # no thread of the pool, and do not compete for the GIL with the ones served.
         self._free = anyio.Semaphore(slots)
+        self._shares: dict[int | None, _Share] = {}
 
     @asynccontextmanager
-    async def slot(self) -> AsyncIterator[None]:
-        """Hold one slot for the block, or raise the 503 that says to retry."""
+    async def slot(self, user: int | str | None = EXEMPT) -> AsyncIterator[None]:
+        """Hold one slot for the block, or raise the 503 that says to retry. ``user``:
+        the caller's uid (None: a non-local peer), or ``EXEMPT``."""
+        async with AsyncExitStack() as held:
+            own_share = True
+            try:
+                with anyio.fail_after(self.wait):
+                    if not isinstance(user, str):  # EXEMPT takes no share
+                        await held.enter_async_context(self._share(user))
+                    own_share = False
+                    await self._free.acquire()
+            except TimeoutError:
+                busy = (
+                    f"your reads have held {self.per_user} of the {self.slots} database "
+                    "readers, a user's share,"
+                    if own_share
+                    else f"all {self.slots} database readers have been in use"
+                )
+                raise HTTPException(
+                    status.HTTP_503_SERVICE_UNAVAILABLE,
+                    detail=f"the service is busy: {busy} for {self.wait:g} s; "
+                    "retry in a few seconds",
+                    headers={"Retry-After": "2"},
+                ) from None
+            try:
+                yield
+            finally:
+                self._free.release()
+
+    @asynccontextmanager
+    async def _share(self, user: int | None) -> AsyncIterator[None]:
+        share = self._shares.get(user)
+        if share is None:
+            share = self._shares[user] = _Share(anyio.Semaphore(self.per_user))
+        share.users += 1
         try:
-            with anyio.fail_after(self.wait):
-                await self._free.acquire()
-        except TimeoutError:
-            raise HTTPException(
-                status.HTTP_503_SERVICE_UNAVAILABLE,
-                detail=f"the service is busy: all {self.slots} database readers have been "
-                f"in use for {self.wait:g} s; retry in a few seconds",
-                headers={"Retry-After": "2"},
-            ) from None
-        try:
-            yield
+            async with share.free:
+                yield
         finally:
-            self._free.release()
+            share.users -= 1
+            if not share.users:
+                del self._shares[user]
