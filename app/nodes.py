@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from sqlalchemy import Engine, func, select, update
 from sqlalchemy.exc import IntegrityError
 
+from .database_status import one_line
 from .models import Node, Timer
 from .periodic import Periodic
 from .timer_ids import MAX_NODES
@@ -123,12 +124,18 @@ class NodeBeat:
         self._name = name
         self._rounds = Periodic("timer-node-beat", interval, self.beat, self._failed)
         self.failures = 0
+        # Failures since the last beat that went through: only the first is logged, so
+        # an outage of the database is a line here, not one every beat.
+        self._failing = 0
 
     def beat(self) -> None:
         with self._engine.begin() as connection:
             connection.execute(
                 update(_nodes).where(_nodes.c.name == self._name).values(last_seen=time.time())
             )
+        if self._failing:
+            logger.warning("node heartbeat sent again after %d failed", self._failing)
+            self._failing = 0
 
     def start(self) -> None:
         self._rounds.start()
@@ -139,4 +146,10 @@ class NodeBeat:
     def _failed(self, error: Exception) -> None:
         # Other nodes will see this one as down: say why here.
         self.failures += 1
-        logger.error("node heartbeat failed: %s", error)
+        self._failing += 1
+        if self._failing == 1:
+            logger.error(
+                "node heartbeat failed (other nodes will see this one down until it beats "
+                "again): %s",
+                one_line(error),
+            )

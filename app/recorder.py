@@ -35,6 +35,7 @@ from timer_core.engine import EventKind
 
 from . import store
 from .commit_watermark import CommitWatermark
+from .database_status import one_line
 from .event_rows import write_events
 from .history_quota import HistoryQuota
 from .incident_rows import IncidentRecorder
@@ -275,8 +276,8 @@ class Recorder:
             self._write_isolating(batch)
         except SQLAlchemyError as error:
             self.write_errors += 1
-            cause = getattr(error, "orig", None) or error
-            reason = f"database write failed: {type(error).__name__}: {cause}"
+            # One line (the driver's message), as /healthz and the log show it.
+            reason = f"database write failed: {one_line(error)}"
             if reason != self.last_error:
                 logger.error("%s; %d events buffered, retrying", reason, len(self._buffer))
             self.last_error = reason

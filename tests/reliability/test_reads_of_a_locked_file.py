@@ -2,7 +2,8 @@
 which in WAL mode locks out readers too (contract 14, issue 26). Nothing had said the
 database is away (SQLite has no probe), so each read meets the error itself: the
 dashboard still shows the live timers with its banner, ``/metrics`` still answers,
-the other reads get 503 JSON, and nothing logs a traceback."""
+the other reads get 503 JSON, and nothing logs a traceback, nor a line per request or
+per heartbeat."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from fastapi.testclient import TestClient
 from app.main import create_app
 from app.settings import Settings
 from tests.conftest import in_process, service_of
+from tests.waiting import wait_until
 from tests.workers import spawn_sleeper
 
 # Every read route that needs the database, pages and JSON alike.
@@ -70,7 +72,10 @@ def test_reads_of_a_file_locked_for_readers_degrade_without_a_traceback(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     db = tmp_path / "locked.db"
-    settings = Settings(db_url=f"sqlite:///{db}", db_busy_timeout=0.2, commit_timeout=1.0)
+    # node_timeout 1.5: the node beats every half second, several times while locked.
+    settings = Settings(
+        db_url=f"sqlite:///{db}", db_busy_timeout=0.2, commit_timeout=1.0, node_timeout=1.5
+    )
     with in_process(create_app(settings), raise_server_exceptions=False) as client:
         worker = spawn_sleeper()
         sleepers.append(worker)
@@ -94,8 +99,13 @@ def test_reads_of_a_file_locked_for_readers_degrade_without_a_traceback(
                 assert response.status_code == 503, (path, response.text)
                 assert "database is locked" in response.json()["detail"], path
             assert client.get("/healthz").status_code == 200
+            beat = service_of(client).node_beat
+            assert wait_until(lambda: beat.failures >= 3, timeout=10)
+        assert wait_until(lambda: "node heartbeat sent again" in caplog.text, timeout=10)
         tracebacks = [record.getMessage() for record in caplog.records if record.exc_info]
         assert not tracebacks
         # Without a probe nothing says when it ends: the reads' errors are one line a minute.
         read_errors = [r for r in caplog.records if "a read failed on the database" in r.message]
         assert len(read_errors) == 1
+        # The heartbeat's failures too: one line when they start, one when it beats again.
+        assert caplog.text.count("node heartbeat failed") == 1
