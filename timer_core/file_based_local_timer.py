@@ -171,9 +171,9 @@ class FileTimerServer:
     As in torch, ``_timers`` shows the live timers (a read-only snapshot), and a
     subclass may override ``_reap_worker`` (how an expired worker is reaped) and
     ``is_process_running`` (whether it still is: asked when its request arrives and
-    again at its deadline). Unlike torch, a worker that exits before its deadline is
-    noticed at once (its timers end as ``worker_gone``), so a worker that has exited
-    is never handed to ``_reap_worker``.
+    again at its deadline), and ``_run_watchdog()`` is one watchdog pass. Unlike torch,
+    a worker that exits before its deadline is noticed at once (its timers end as
+    ``worker_gone``), so a worker that has exited is never handed to ``_reap_worker``.
     """
 
     def __init__(
