@@ -9,6 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Query, Response, status
 from fastapi.responses import PlainTextResponse
 from sqlmodel import Session
+from starlette.concurrency import run_in_threadpool
 
 from timer_core import RefusedError
 from timer_core.engine.labels import MAX_JOB_ID_LENGTH, MAX_RANK
@@ -23,6 +24,7 @@ from ..deps import (
     SessionDep,
     database_unavailable,
     refuse_on_hub,
+    require_database,
     require_token,
 )
 from ..kernel_stacks import stack_for
@@ -218,9 +220,11 @@ async def delete(
         await _refusal_recorded(service)
         raise _refusal_error(error) from None
     if view is None:
-        # Only now the database: a timer this engine holds is released without it.
-        with Session(service.engine) as session:
-            row = store.timer(session, timer_id)
+        # Only now the database: a timer this engine holds is released without it. Not
+        # tried while it is known to be away, and read on a thread: on the event loop,
+        # a server that hangs would stall every request with it.
+        require_database(service)
+        row = await run_in_threadpool(_stored_timer, service, timer_id)
         if row is None:
             raise HTTPException(404, detail=f"no timer {timer_id}")
         if row.state == "active" and row.node != service.settings.node:
@@ -231,6 +235,11 @@ async def delete(
     return await _answer(
         service, TimerPublic.from_view(view, ended_at=time.time()), "the timer is released"
     )
+
+
+def _stored_timer(service: Service, timer_id: int) -> Timer | None:
+    with Session(service.engine) as session:
+        return store.timer(session, timer_id)
 
 
 @router.get("", responses=_errors(503), response_model=Page[TimerPublic])

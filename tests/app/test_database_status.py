@@ -85,4 +85,7 @@ def test_while_away_active_timers_page_from_the_engine_and_history_is_503(
     deleted = client.delete(f"/timers/{max(ids)}")
     assert deleted.status_code == 202 and deleted.json()["recorded"] is False
     assert "the timer is released" in deleted.json()["detail"]
+    # A timer this engine does not hold is only in the database: not waited for, 503.
+    unknown = client.delete("/timers/999999")
+    assert unknown.status_code == 503 and "database" in unknown.json()["detail"]
     assert client.get("/healthz").json()["database"]["up"] is False
