@@ -13,6 +13,7 @@ from pydantic import BaseModel
 from sqlalchemy.exc import SQLAlchemyError
 
 from ..callers import CallerDep, forbidden, is_privileged
+from ..database_status import one_line
 from ..deps import ServiceDep, require_database, require_token
 from ..models import ErrorMessage
 
@@ -75,5 +76,7 @@ def acknowledge_losses(service: ServiceDep, caller: CallerDep, _: Write) -> Ackn
         return Acknowledged(acknowledged=service.losses.acknowledge(caller.describe()))
     except SQLAlchemyError as error:
         raise HTTPException(
-            status.HTTP_503_SERVICE_UNAVAILABLE, detail=f"cannot write the database: {error}"
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            # The driver's message in one line, not SQLAlchemy's with the statement.
+            detail=f"cannot write the database: {one_line(error)}; retry once it is back",
         ) from None

@@ -99,6 +99,10 @@ def test_reads_of_a_file_locked_for_readers_degrade_without_a_traceback(
                 assert response.status_code == 503, (path, response.text)
                 assert "database is locked" in response.json()["detail"], path
             assert client.get("/healthz").status_code == 200
+            acknowledge = client.post("/losses/acknowledge")
+            assert acknowledge.status_code == 503
+            assert "database is locked" in acknowledge.json()["detail"]
+            assert "[SQL" not in acknowledge.json()["detail"]  # one line, not SQLAlchemy's
             beat = service_of(client).node_beat
             assert wait_until(lambda: beat.failures >= 3, timeout=10)
         assert wait_until(lambda: "node heartbeat sent again" in caplog.text, timeout=10)
