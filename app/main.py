@@ -18,7 +18,7 @@ from timer_core.engine import Clock
 from . import __version__
 from .database_status import DATABASE_ERRORS
 from .deps import database_unavailable
-from .request_limits import BodyLimit, HostCheck
+from .request_limits import BodyLimit, HostCheck, NulInUrl
 from .routers import (
     dashboard,
     events,
@@ -104,6 +104,7 @@ def create_app(
     app.include_router(metrics.router)
     app.include_router(dashboard.router)
     app.include_router(job_pages.router)
+    app.add_middleware(NulInUrl)
     app.add_middleware(BodyLimit)
     app.add_middleware(HostCheck, allowed=settings.answered_hosts())
     app.mount("/static", StaticFiles(directory=dashboard.STATIC_DIR), name="static")

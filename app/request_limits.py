@@ -6,6 +6,9 @@ a JSON ``detail``, like every other error of the API.
   browser then treats the answers as that site's. Only the service's own names are
   answered (421 otherwise). Unix-socket requests, which no browser can make, are not
   checked.
+- **No NUL in the URL.** No job id, scope, node or cursor holds one (every source
+  refuses it), and PostgreSQL cannot compare text with one: ``/timers?job=%00`` and
+  ``/jobs/a%00b`` raised in the driver and answered 500. They get 422 at the door.
 - **Body size.** A write is a few hundred bytes. A body over 64 KiB gets 413: at once
   when its Content-Length says so, else as soon as that much has been read, so a
   chunked upload cannot grow the service's memory either.
@@ -19,7 +22,7 @@ from collections.abc import Iterable
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["MAX_BODY_BYTES", "BodyLimit", "HostCheck", "host_name"]
+__all__ = ["MAX_BODY_BYTES", "BodyLimit", "HostCheck", "NulInUrl", "host_name"]
 
 MAX_BODY_BYTES = 64 * 1024
 
@@ -66,6 +69,25 @@ class HostCheck:
                 421,
                 f"this service does not answer to the host {shown!r}; use one of "
                 f"{', '.join(sorted(self.allowed))}, or add it with --allowed-hosts",
+            )
+            return
+        await self.app(scope, receive, send)
+
+
+class NulInUrl:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # The path arrives decoded; the query string raw, so its NUL is "%00".
+        if scope["type"] == "http" and (
+            "\x00" in scope["path"] or b"%00" in scope.get("query_string", b"")
+        ):
+            await _send_error(
+                send,
+                422,
+                "the URL holds a NUL character (%00); no job id, scope, node or other "
+                "value the service keeps contains one: remove it",
             )
             return
         await self.app(scope, receive, send)
