@@ -131,7 +131,8 @@ def protocol_class(
         def pause_writing(self) -> None:
             super().pause_writing()
             if unsent is not None:
-                unsent.paused(self)
+                peer = self.app_state.get(PEER_STATE_KEY)
+                unsent.paused(self, peer.uid if isinstance(peer, Caller) else None)
 
         def resume_writing(self) -> None:
             super().resume_writing()

@@ -15,10 +15,15 @@ writing (what a buffer over the high-water mark makes it do):
 
 - **No progress for ``stall_seconds``** (the buffer did not shrink): the connection is
   aborted, and its buffer freed. A slow but reading client shrinks it and stays.
-- **Over ``max_total`` bytes across all connections**: the connections whose clients
-  went longest without taking any data are aborted until the total is back under it.
-  The one connection left is never aborted for size alone: a single response is
-  bounded by the page limits, and the stall timeout still ends it.
+- **Over ``max_total`` bytes across all connections**: connections are aborted until
+  the total is back under it, each time the one whose client went longest without
+  taking any data among those of the user (the peer's uid) holding the most unsent
+  bytes. Root's and the service's uid's connections go only once no other user's are
+  left. So one user's flood of unread pages costs that user its connections, never
+  root's dashboard or another user's slow but honest reader, whose connections would
+  otherwise look as stale as the flood's. The one connection left is never aborted
+  for size alone: a single response is bounded by the page limits, and the stall
+  timeout still ends it.
 
 Everything runs on the event loop's thread: no lock.
 """
@@ -26,6 +31,8 @@ Everything runs on the event loop's thread: no lock.
 from __future__ import annotations
 
 import asyncio
+import collections
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -50,6 +57,7 @@ class UnsentConnection(Protocol):
 class _Held:
     size: int
     progress_at: float
+    user: int | None  # the peer's uid (None: not known, as a remote peer)
 
 
 class UnsentData:
@@ -64,6 +72,8 @@ class UnsentData:
         self.max_total = max_total
         self._clock = clock
         self._held: dict[UnsentConnection, _Held] = {}
+        # Aborted for the total only once no other user's connection is left.
+        self._exempt = frozenset((0, os.geteuid()))
         self._sweeper: asyncio.TimerHandle | None = None
 
     @property
@@ -84,10 +94,11 @@ class UnsentData:
             "max_unsent_bytes": self.max_total,
         }
 
-    def paused(self, connection: UnsentConnection) -> None:
-        """Its transport's buffer went over the high-water mark."""
+    def paused(self, connection: UnsentConnection, user: int | None = None) -> None:
+        """Its transport's buffer went over the high-water mark; ``user``: its peer's
+        uid (None: not known)."""
         now = self._clock()
-        self._held[connection] = _Held(connection.unsent_bytes(), now)
+        self._held[connection] = _Held(connection.unsent_bytes(), now, user)
         self._keep_total(now)
         if self._sweeper is None and self._held:
             self._sweeper = asyncio.get_running_loop().call_later(_SWEEP_SECONDS, self._sweep)
@@ -126,12 +137,22 @@ class UnsentData:
             # client reading a big page must not look as stalled as one that never reads.
             self._measure(now)
         total = self.total
-        stalest_first = sorted(self._held.items(), key=lambda item: item[1].progress_at)
-        for connection, held in stalest_first[:-1]:
-            if total <= self.max_total:
-                break
+        while total > self.max_total and len(self._held) > 1:
+            connection, held = self._next_to_drop()
             total -= held.size
             self._abort(connection, "unsent_budget")
+
+    def _next_to_drop(self) -> tuple[UnsentConnection, _Held]:
+        """The stalest connection of the user holding the most (exempt users last)."""
+        by_user: collections.Counter[int | None] = collections.Counter()
+        for held in self._held.values():
+            by_user[held.user] += held.size
+        others = [user for user in by_user if user not in self._exempt]
+        greediest = max(others or by_user, key=by_user.__getitem__)
+        return min(
+            ((c, h) for c, h in self._held.items() if h.user == greediest),
+            key=lambda item: item[1].progress_at,
+        )
 
     def _abort(self, connection: UnsentConnection, reason: str) -> None:
         self._held.pop(connection, None)

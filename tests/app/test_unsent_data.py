@@ -116,3 +116,31 @@ async def test_the_sweeps_run_on_their_own_while_connections_are_paused() -> Non
         if stalled.aborted:
             break
     assert stalled.aborted == "stalled"
+
+
+@on_a_loop
+async def test_over_the_total_the_user_holding_most_loses_its_own_first() -> None:
+    # A user's flood of unread pages, paused after root's dashboard and another user's
+    # slow reader: before, the stalest went first whoever held them, so a flood kept
+    # fresh by new connections aborted root's and the other user's instead.
+    clock = Clock()
+    unsent = watch(clock, max_total=10_000)
+    dashboard, honest = FakeConnection(3_000), FakeConnection(2_000)
+    unsent.paused(dashboard, 0)
+    unsent.paused(honest, 1001)
+    clock.now += 5
+    flood = [FakeConnection(2_000) for _ in range(4)]
+    for connection in flood:
+        unsent.paused(connection, 1000)
+        clock.now += 1
+    assert [c.aborted for c in flood] == ["unsent_budget", "unsent_budget", None, None]
+    assert dashboard.aborted is None and honest.aborted is None
+    assert unsent.total == 9_000
+
+    # With only root's left over the total, root's stalest goes, the last one never.
+    alone = watch(clock, max_total=1_000)
+    first, second = FakeConnection(900), FakeConnection(900)
+    alone.paused(first, 0)
+    clock.now += 1
+    alone.paused(second, 0)
+    assert first.aborted == "unsent_budget" and second.aborted is None
