@@ -13,6 +13,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +21,7 @@ import pytest
 
 import timer_core as timer
 from tests.app.service_process import ServiceProcess
+from tests.waiting import wait_until
 
 ANSWER_202 = (
     b"HTTP/1.1 202 Accepted\r\ncontent-type: application/json\r\ncontent-length: 61\r\n\r\n"
@@ -32,9 +34,10 @@ ANSWER_201 = (
 
 class ScriptedServer:
     """Answers the n-th connection's first request with ``answers[n]`` (None: closes it
-    without a word), and counts the requests it read."""
+    without a word; a number: keeps it that many seconds unanswered, then closes it),
+    and counts the requests it read."""
 
-    def __init__(self, answers: list[bytes | None]) -> None:
+    def __init__(self, answers: list[bytes | float | None]) -> None:
         self.answers = answers
         self.requests = 0
         self.sock = socket.create_server(("127.0.0.1", 0))
@@ -54,7 +57,9 @@ class ScriptedServer:
                 while len(body) < length:
                     body += connection.recv(65536)
                 self.requests += 1
-                if answer is not None:
+                if isinstance(answer, float):
+                    time.sleep(answer)
+                elif answer is not None:
                     connection.sendall(answer)
 
 
@@ -85,6 +90,22 @@ def test_twice_closed_is_an_error_that_says_so(scripted: list[ScriptedServer]) -
         client.acquire("step", 2e9)
     assert server.requests == 2  # once more, not forever
     client.close()
+
+
+def test_an_answer_that_does_not_come_in_time_is_not_sent_again(
+    scripted: list[ScriptedServer],
+) -> None:
+    """A request that timed out may have been applied: the client says so and does not
+    send it again (only a connection closed before any answer is retried)."""
+    server = ScriptedServer([1.0, ANSWER_201])
+    scripted.append(server)
+    client = timer.HttpTimerClient(server.url, timeout=0.3)
+    with pytest.raises(timer.TimerServiceError, match="timed out"):
+        client.acquire("step", 2e9)
+    client.close()
+    # A second request would be read once the first connection is let go, after 1 s.
+    assert not wait_until(lambda: server.requests > 1, timeout=2.0)
+    assert server.requests == 1
 
 
 def test_a_202_is_done_with_a_warning_and_counted(
