@@ -109,6 +109,9 @@ class _Walk:
                     names.extendleft(reversed([p for p in child.split("/") if p]))
                     if child.startswith("/"):
                         os.close(fd)
+                        # Closed: if the open below fails, the handler must not close
+                        # this number again (another thread may hold it by then).
+                        fd = -1
                         fd = os.open("/", DIR_FLAGS if not names else _WALK_FLAGS)
                         shown = [""]
                     continue
@@ -117,7 +120,8 @@ class _Walk:
                 shown = shown[:-1] if name == ".." and len(shown) > 1 else [*shown, name]
                 self.check(fd, "/".join(shown) or "/", last=last)
         except BaseException:
-            os.close(fd)
+            if fd >= 0:
+                os.close(fd)
             raise
         return fd
 

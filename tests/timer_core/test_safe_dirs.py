@@ -3,6 +3,7 @@ refused, with a real second user owning, writing and planting links on the way."
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from pathlib import Path
@@ -74,6 +75,45 @@ def test_links_of_root_are_followed_above_the_place_and_not_at_it(tmp_path: Path
     assert (tmp_path / "real" / "made").is_dir()
     with pytest.raises(UnsafeDirectoryError, match="is a symbolic link"):
         open_directory(tmp_path / "link", "--fifo-dir", follow_last=False)
+
+
+def test_a_failed_walk_through_an_absolute_link_closes_no_descriptor_twice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An absolute link makes the walk close its level and open "/" again. Out of
+    # descriptors (EMFILE: a stand-in, as nothing real fails exactly there), the
+    # handler closed the old number a second time, by then maybe a pidfd another
+    # thread just opened for a kill.
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    real_open, real_close = os.open, os.close
+    opened_root: list[int] = []
+    live: set[int] = set()  # opened by the walk and not yet closed
+    closed_twice: list[int] = []
+
+    def failing_open(path: str, flags: int, *args: object, **kwargs: object) -> int:
+        if path == "/" and opened_root:
+            raise OSError(errno.EMFILE, "Too many open files")
+        fd = real_open(path, flags, *args, **kwargs)  # type: ignore[arg-type]
+        live.add(fd)
+        if path == "/":
+            opened_root.append(fd)
+        return fd
+
+    def recording_close(fd: int) -> None:
+        if fd not in live:
+            closed_twice.append(fd)
+            return  # never close what may be another's by now
+        live.discard(fd)
+        real_close(fd)
+
+    monkeypatch.setattr(os, "open", failing_open)
+    monkeypatch.setattr(os, "close", recording_close)
+    with pytest.raises(OSError, match="Too many open files"):
+        open_directory(tmp_path / "link" / "made", "the test dir", make=(0o700, 0o755))
+    monkeypatch.undo()
+    assert closed_twice == [] and live == set(), (closed_twice, live)
+    assert not (tmp_path / "real" / "made").exists()
 
 
 def test_a_directory_of_another_user_on_the_way_is_refused(second_user: SecondUser) -> None:
