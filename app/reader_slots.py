@@ -11,10 +11,11 @@ behind them. So reads take a slot first:
   the GIL; many at once starved the event loop, and ``/healthz`` with it, for seconds;
 - a read that finds no slot free within ``wait`` seconds answers **503** with a JSON
   ``detail`` and ``Retry-After``: never a 500, never minutes of waiting;
-- one user's reads hold at most ``per_user`` of the slots (half): a user asking for big
-  pages over many connections otherwise held all four, and every other user's reads,
-  root's dashboard among them, waited 5 s and got 503. Root, the service's uid and the
-  admin token are exempt (as for connections); non-local peers count as one user.
+- one user's reads hold at most ``per_user`` of the slots (half): otherwise a user
+  asking for big pages over many connections, again and again, could hold all four
+  and queue ahead of every other user's reads, root's dashboard among them, until they
+  waited out the 5 s into a 503. Root, the service's uid and the admin token are
+  exempt (as for connections); non-local peers count as one user.
 
 ``/healthz`` reads no database and takes no slot.
 """
