@@ -116,7 +116,7 @@ def collect_state(service: Service, filters: Filters) -> dict[str, Any]:
             # Met before anything said so (a locked SQLite file, an outage's first
             # second): the page as during an outage, not a 503 instead of the page.
             away = service.database.read_failed(error)
-    feed = (hub_feed or service.live_feed).snapshot(now)
+    feed = (hub_feed if hub_feed is not None else service.live_feed).snapshot(now)
     others = away is None and fleet.has_others()
     local = fleet.local
     # The local engine's timers are wanted unless the filter names another node.

@@ -44,22 +44,34 @@ HISTORY_READS = (
 )
 
 
+def exclusive_holder(db: Path) -> sqlite3.Connection:
+    """A connection holding ``db`` in exclusive locking mode (raises if another
+    connection has the file open)."""
+    holder = sqlite3.connect(db, isolation_level=None, timeout=0.1)
+    try:
+        holder.execute("PRAGMA locking_mode=EXCLUSIVE")
+        holder.execute("BEGIN EXCLUSIVE")
+        holder.execute("COMMIT")  # the lock stays: exclusive locking mode
+    except sqlite3.OperationalError:
+        holder.close()  # with whatever it took on the way
+        raise
+    return holder
+
+
 @contextmanager
 def locked_for_readers(client: TestClient, db: Path) -> Iterator[None]:
     """Another connection takes the file in exclusive locking mode. SQLite grants it
     only while no other connection has the file open, so the service's idle pool is
-    emptied first (again, if its recorder or checkpoint thread opened one meanwhile)."""
-    holder = sqlite3.connect(db, isolation_level=None, timeout=0.1)
-    holder.execute("PRAGMA locking_mode=EXCLUSIVE")
-    deadline = time.monotonic() + 10
+    emptied first (again, if its recorder or heartbeat opened one meanwhile)."""
+    deadline = time.monotonic() + 30
     while True:
         service_of(client).engine.dispose()
         try:
-            holder.execute("BEGIN EXCLUSIVE")
-            holder.execute("COMMIT")  # the lock stays: exclusive locking mode
+            holder = exclusive_holder(db)
             break
         except sqlite3.OperationalError:
             assert time.monotonic() < deadline, "could not lock the database file"
+            time.sleep(0.05)
     try:
         yield
     finally:
