@@ -97,8 +97,11 @@ def test_hung_captures_of_one_user_leave_roots_kill_its_stack(
         for pid in pids:
             detail = wait_killed(service.url, pid)["detail"]
             notes.append(str(detail.get("stack") or detail.get("stack_note")))
-        # Four of them (half the slots) ran and timed out; the rest found no slot.
-        assert sum("no capture slot" in note for note in notes) >= HOSTILE - 4, notes
+        # Four of them (half the slots) ran and timed out; the rest found no slot. On a
+        # real clock a worker armed late under load may still take a slot another freed,
+        # so this asks for at least half refused; the exact share is asserted on the
+        # ManualClock (tests/timer_core/test_capture_shares.py).
+        assert sum("no capture slot" in note for note in notes) >= HOSTILE // 2, notes
     finally:
         for worker in hostile:
             worker.stop()

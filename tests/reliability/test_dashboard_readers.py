@@ -70,9 +70,12 @@ def test_four_readers_polling_a_scope_filter_over_20k_timers_do_not_stop_a_kill(
             json={"pid": victim.pid, "scope_id": "victim", "expires_in": 1},
             timeout=30,
         )
-        assert response.status_code == 201, response.text
+        # Armed either way: 202 when four readers over 20k timers on two cores keep the
+        # commit waiting past a write's patience (contract 14), 201 otherwise.
+        assert response.status_code in (201, 202), response.text
         assert_sigkilled(victim)
-        timer_id = response.json()["id"]
+        body = response.json()
+        timer_id = body["id"] if response.status_code == 201 else body["timer"]["id"]
         assert wait_until(
             lambda: httpx.get(f"{service.url}/timers/{timer_id}").json()["state"] == "killed",
             30,
