@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from typing import Any
 
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -27,7 +28,7 @@ __all__ = ["MAX_BODY_BYTES", "BodyLimit", "HostCheck", "NulInUrl", "host_name"]
 MAX_BODY_BYTES = 64 * 1024
 
 
-async def _send_error(send: Send, status: int, detail: str) -> None:
+async def _send_error(send: Send, status: int, detail: str | list[dict[str, Any]]) -> None:
     body = json.dumps({"detail": detail}).encode()
     await send(
         {
@@ -80,16 +81,21 @@ class NulInUrl:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         # The path arrives decoded; the query string raw, so its NUL is "%00".
-        if scope["type"] == "http" and (
-            "\x00" in scope["path"] or b"%00" in scope.get("query_string", b"")
-        ):
-            await _send_error(
-                send,
-                422,
-                "the URL holds a NUL character (%00); no job id, scope, node or other "
-                "value the service keeps contains one: remove it",
-            )
-            return
+        if scope["type"] == "http":
+            where = "path" if "\x00" in scope["path"] else None
+            if where is None and b"%00" in scope.get("query_string", b""):
+                where = "query"
+            if where is not None:
+                # In the shape of every other 422 (FastAPI's validation errors, as the
+                # OpenAPI schema documents them), so a client parses it alike.
+                message = (
+                    "the URL holds a NUL character (%00); no job id, scope, node or other "
+                    "value the service keeps contains one: remove it"
+                )
+                await _send_error(
+                    send, 422, [{"loc": [where], "msg": message, "type": "value_error"}]
+                )
+                return
         await self.app(scope, receive, send)
 
 
