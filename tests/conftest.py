@@ -16,6 +16,7 @@ from app.db import make_engine, migrate
 from app.main import create_app
 from app.service import Service
 from app.settings import Settings
+from tests.mount_namespace_worker import namespaced_user  # noqa: F401 - a fixture for all tests
 from tests.postgres import postgres_database, postgres_url  # noqa: F401 - fixtures for all tests
 from tests.second_user import second_user, shared_tmp  # noqa: F401 - fixtures for all tests
 from tests.workers import spawn_sleeper

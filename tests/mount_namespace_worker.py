@@ -20,9 +20,11 @@ import os
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from tests.second_user import SYSTEM_PYTHON, SecondUser
 
-__all__ = ["LIBRARY", "HostileWorker", "plant", "start_hostile", "usable"]
+__all__ = ["LIBRARY", "HostileWorker", "namespaced_user", "plant", "start_hostile", "usable"]
 
 LIBRARY = "libevil.so"
 _LIBC = "/lib/x86_64-linux-gnu/libc.so.6"
@@ -50,6 +52,15 @@ def usable(user: SecondUser) -> str:
     if probe.returncode != 0:
         return f"unprivileged user namespaces are off: {probe.stderr.strip()}"
     return ""
+
+
+@pytest.fixture
+def namespaced_user(second_user: SecondUser) -> SecondUser:
+    """The second user, where it may make namespaces of its own (else the test skips)."""
+    why = usable(second_user)
+    if why:
+        pytest.skip(why)
+    return second_user
 
 
 class HostileWorker:

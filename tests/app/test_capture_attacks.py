@@ -24,7 +24,12 @@ import httpx
 import pytest
 
 from tests.app.service_process import ServiceProcess
-from tests.mount_namespace_worker import LIBRARY, HostileWorker, plant, start_hostile, usable
+from tests.mount_namespace_worker import (
+    LIBRARY,
+    HostileWorker,
+    plant,
+    start_hostile,
+)
 from tests.second_user import SERVICE_AS_ROOT, SecondUser
 from tests.waiting import wait_until
 from tests.workers import FUNCTION, assert_sigkilled, needs_py_spy, stuck_worker
@@ -33,14 +38,6 @@ pytestmark = [*SERVICE_AS_ROOT, needs_py_spy]
 
 HOSTILE = 12  # more than the 8 capture slots
 BUDGET = 2.0  # the service's default stack budget
-
-
-@pytest.fixture
-def staged(second_user: SecondUser) -> SecondUser:
-    why = usable(second_user)
-    if why:
-        pytest.skip(why)
-    return second_user
 
 
 @pytest.fixture
@@ -71,15 +68,16 @@ def arm_all(url: str, pids: list[int], deadline: float) -> None:
 
 
 def test_hung_captures_of_one_user_leave_roots_kill_its_stack(
-    staged: SecondUser, shared_tmp: Path, tmp_path: Path, victim: subprocess.Popen[bytes]
+    namespaced_user: SecondUser, shared_tmp: Path, tmp_path: Path, victim: subprocess.Popen[bytes]
 ) -> None:
     hostile: list[HostileWorker] = []
     service = ServiceProcess(tmp_path).start()
     try:
         for _ in range(HOSTILE):
-            hostile.append(
-                start_hostile(staged, shared_tmp, name="libpython3.11.so", fifo_inside=True)
+            worker = start_hostile(
+                namespaced_user, shared_tmp, name="libpython3.11.so", fifo_inside=True
             )
+            hostile.append(worker)
         pids = [worker.pid for worker in hostile]
         arm_all(service.url, [*pids, victim.pid], time.time() + 1.5)
 
@@ -109,15 +107,15 @@ def test_hung_captures_of_one_user_leave_roots_kill_its_stack(
 
 
 def test_a_link_in_the_hosts_view_of_a_workers_library_is_not_followed(
-    staged: SecondUser, shared_tmp: Path, tmp_path: Path, victim: subprocess.Popen[bytes]
+    namespaced_user: SecondUser, shared_tmp: Path, tmp_path: Path, victim: subprocess.Popen[bytes]
 ) -> None:
     secret = shared_tmp / "shadow"
     secret.write_text("root:the-password-hash\n")
     secret.chmod(0o600)
     service = ServiceProcess(tmp_path).start()
-    worker = start_hostile(staged, shared_tmp)
+    worker = start_hostile(namespaced_user, shared_tmp)
     try:
-        plant(staged, worker, secret)
+        plant(namespaced_user, worker, secret)
         arm_all(service.url, [worker.pid, victim.pid], time.time() + 1.0)
         assert_sigkilled(worker.process)
         assert_sigkilled(victim)

@@ -17,7 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.mount_namespace_worker import LIBRARY, HostileWorker, plant, start_hostile, usable
+from tests.mount_namespace_worker import (
+    LIBRARY,
+    HostileWorker,
+    plant,
+    start_hostile,
+)
 from tests.second_user import SERVICE_AS_ROOT, SYSTEM_PYTHON, SecondUser
 from tests.waiting import wait_until
 from tests.workers import needs_py_spy
@@ -47,15 +52,6 @@ def capture_with(py_spy: Path, pid: int) -> CapturedStack:
     capturer = StackCapturer(budget=10)
     capturer.py_spy = str(py_spy)
     return capturer.capture(identity_of(pid))
-
-
-@pytest.fixture
-def namespaced_user(second_user: SecondUser) -> SecondUser:
-    """The second user, where it may make namespaces of its own (else the test skips)."""
-    why = usable(second_user)
-    if why:
-        pytest.skip(why)
-    return second_user
 
 
 @pytest.fixture
