@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from tests.second_user import SYSTEM_PYTHON, SecondUser
+from timer_core.diagnosis.stack_capture import StackCapturer
 
 __all__ = ["LIBRARY", "HostileWorker", "namespaced_user", "plant", "start_hostile", "usable"]
 
@@ -51,6 +52,12 @@ def usable(user: SecondUser) -> str:
     probe = user.run(["unshare", "-rm", "true"])
     if probe.returncode != 0:
         return f"unprivileged user namespaces are off: {probe.stderr.strip()}"
+    # py-spy runs as the worker's user: from a venv below a 0700 directory (a checkout
+    # in mktemp -d, a venv in /root) that user cannot reach it, and the capture falls
+    # back to /proc, as docs/security.md says.
+    py_spy = StackCapturer().py_spy
+    if py_spy is not None and user.run(["test", "-x", py_spy]).returncode != 0:
+        return f"the second user cannot run {py_spy} (a directory above it is private)"
     return ""
 
 
