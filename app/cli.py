@@ -6,13 +6,13 @@ import argparse
 import logging
 import os
 
-from .callers import is_loopback
-from .database_status import has_password, masked_url
-from .db_file_check import DatabaseFileError, check_database_file
-from .logs import configure_logging
-from .path_safety import refuse_unsafe_paths
-from .server import serve
-from .settings import LOG_LEVELS, Settings, parse_byte_size, read_token_file
+from app.access.callers import is_loopback
+from app.access.path_safety import refuse_unsafe_paths
+from app.db.database_status import has_password, masked_url
+from app.db.db_file_check import DatabaseFileError, check_database_file
+from app.ops.logs import configure_logging
+from app.server import serve
+from app.settings import LOG_LEVELS, Settings, parse_byte_size, read_token_file
 
 __all__ = ["main"]
 

@@ -11,8 +11,8 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request, status
 from sqlmodel import Session
 
-from .reader_slots import EXEMPT
-from .service import Service
+from app.access.reader_slots import EXEMPT
+from app.service import Service
 
 __all__ = [
     "JSON_HINT",
@@ -65,7 +65,7 @@ async def hold_reader_slot(service: ServiceDep, request: Request) -> AsyncIterat
     # A share of the pool (app.reader_slots), waited for on the event loop: readers
     # never take the connections the recorder and health need, and wait a bounded
     # time, then 503; one user's reads take at most its share of it.
-    from .callers import current_caller, is_privileged  # app.callers imports this module
+    from app.access.callers import current_caller, is_privileged  # app.callers imports this module
 
     caller = await current_caller(request)
     async with service.readers.slot(EXEMPT if is_privileged(caller) else caller.uid):

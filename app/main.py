@@ -12,14 +12,13 @@ from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 
-from timer_core import ProcessSignaller
-from timer_core.engine import Clock
-
-from . import __version__
-from .database_status import DATABASE_ERRORS
-from .deps import database_unavailable
-from .request_limits import BodyLimit, HostCheck, NulInUrl
-from .routers import (
+from app import __version__
+from app.access.request_limits import BodyLimit, HostCheck, NulInUrl
+from app.db.database_status import DATABASE_ERRORS
+from app.deps import database_unavailable
+from app.service import Service
+from app.settings import Settings
+from app.web.routers import (
     dashboard,
     events,
     fifos,
@@ -32,8 +31,8 @@ from .routers import (
     nodes,
     timers,
 )
-from .service import Service
-from .settings import Settings
+from timer_core import ProcessSignaller
+from timer_core.engine import Clock
 
 __all__ = ["create_app"]
 

@@ -23,13 +23,12 @@ from collections.abc import Iterator
 
 import uvicorn
 
+from app.access.http_protocol import MAX_HEAD_BYTES, protocol_class
+from app.main import create_app
+from app.service import Service
+from app.settings import Settings
 from timer_core.engine.descriptors import kill_path_reserve, raise_descriptor_limit
 from timer_core.safe_dirs import UnsafeDirectoryError, open_directory
-
-from .http_protocol import MAX_HEAD_BYTES, protocol_class
-from .main import create_app
-from .service import Service
-from .settings import Settings
 
 __all__ = ["bind_unix_socket", "serve"]
 

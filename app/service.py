@@ -12,15 +12,14 @@ from typing import Any
 from sqlalchemy.exc import DatabaseError, OperationalError
 from sqlmodel import Session
 
-from timer_core import ProcessIdentity, ProcessSignaller, Reaper
-from timer_core.diagnosis import StackCapturer, default_stack_dir
-from timer_core.engine import Clock, Labels, LoopHealth, SystemClock
-from timer_core.sources import FifoDirectory, FifoSource, UserFifos, resolve_uids
-
-from . import __version__, store
-from .backpressure import Backpressure
-from .connection_gate import ConnectionGate
-from .database_status import (
+from app import __version__
+from app.access.backpressure import Backpressure
+from app.access.connection_gate import ConnectionGate
+from app.access.reader_slots import ReaderSlots
+from app.access.unsent_data import UnsentData
+from app.db import store
+from app.db.database import make_engine, migrate
+from app.db.database_status import (
     DATABASE_ERRORS,
     DatabaseStatus,
     DatabaseUnreachable,
@@ -29,25 +28,26 @@ from .database_status import (
     reach_database,
     unreachable_message,
 )
-from .db import make_engine, migrate
-from .fleet_view import Fleet
-from .health import Health, RecorderHealth, kill_path_report
-from .history_quota import HistoryQuota
-from .incident_rows import IncidentRecorder
-from .live_feed import LiveFeed
-from .loss_ledger import LossLedger
-from .metrics import ServiceMetrics
-from .models import Timer
-from .nodes import NodeBeat, node_statuses, register_node
-from .periodic import Periodic
-from .private_files import secure_sqlite_files
-from .reader_slots import ReaderSlots
-from .recorder import Recorder
-from .restore_identities import RestoreIdentities
-from .service_lock import ServiceLock
-from .settings import Settings
-from .timer_ids import FleetTimerIds
-from .unsent_data import UnsentData
+from app.db.history_quota import HistoryQuota
+from app.db.incident_rows import IncidentRecorder
+from app.db.loss_ledger import LossLedger
+from app.db.models import Timer
+from app.db.nodes import NodeBeat, node_statuses, register_node
+from app.db.private_files import secure_sqlite_files
+from app.db.recorder import Recorder
+from app.db.restore_identities import RestoreIdentities
+from app.db.timer_ids import FleetTimerIds
+from app.ops.health import Health, RecorderHealth, kill_path_report
+from app.ops.metrics import ServiceMetrics
+from app.ops.periodic import Periodic
+from app.ops.service_lock import ServiceLock
+from app.settings import Settings
+from app.web.fleet_view import Fleet
+from app.web.live_feed import LiveFeed
+from timer_core import ProcessIdentity, ProcessSignaller, Reaper
+from timer_core.diagnosis import StackCapturer, default_stack_dir
+from timer_core.engine import Clock, Labels, LoopHealth, SystemClock
+from timer_core.sources import FifoDirectory, FifoSource, UserFifos, resolve_uids
 
 __all__ = ["STALL_EXIT_CODE", "Service"]
 

@@ -417,7 +417,7 @@ def unread_flood(sizes: Sizes, tmp: Path) -> dict[str, Any]:
     """A second user's connections that each send ``GET /timers?limit=1000`` over
     timers with 4 KB scope ids, with a 4 KB receive buffer, and never read, held while
     root's probes fall due (issue 20: unbounded, 250 of them took 1.7 GB)."""
-    from tests.app.test_unread_flood import ATTACK, rss_mb
+    from tests.e2e.test_unread_flood import ATTACK, rss_mb
     from tests.second_user import SYSTEM_PYTHON, SecondUser
 
     if os.geteuid() != 0:

@@ -19,9 +19,9 @@ from pathlib import Path
 from fastapi.testclient import TestClient
 from sqlalchemy import text
 
-from app.db import make_engine, migrate
+from app.db.database import make_engine, migrate
+from app.db.recorder import Recorder
 from app.main import create_app
-from app.recorder import Recorder
 from app.settings import Settings
 from bench.common import print_table, save, save_chart
 from timer_core import TimerEvent

@@ -39,8 +39,8 @@ CONNECTIONS = 16
 BARE_APP = """
 import sys, time, uvicorn
 from fastapi import FastAPI, Response
-from app.http_protocol import protocol_class
-from app.models import TimerCreate, TimerRelease
+from app.access.http_protocol import protocol_class
+from app.db.models import TimerCreate, TimerRelease
 
 app = FastAPI()
 

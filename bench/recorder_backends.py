@@ -31,8 +31,8 @@ from typing import Any
 
 from sqlalchemy import Engine, text
 
-from app.db import make_engine, migrate
-from app.recorder import Recorder
+from app.db.database import make_engine, migrate
+from app.db.recorder import Recorder
 from bench.common import print_table, save
 from timer_core import TimerEvent
 

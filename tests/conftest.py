@@ -11,11 +11,13 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy.engine import Engine
 
-from app.callers import Caller, current_caller
-from app.db import make_engine, migrate
+from app.access.callers import Caller, current_caller
+from app.db.database import make_engine, migrate
 from app.main import create_app
 from app.service import Service
 from app.settings import Settings
+from tests.app.service_process import ServiceProcess
+from tests.chromium import browser  # noqa: F401 - a fixture for all tests
 from tests.mount_namespace_worker import namespaced_user  # noqa: F401 - a fixture for all tests
 from tests.postgres import postgres_database, postgres_url  # noqa: F401 - fixtures for all tests
 from tests.second_user import second_user, shared_tmp  # noqa: F401 - fixtures for all tests
@@ -95,3 +97,12 @@ def client(settings: Settings) -> Iterator[TestClient]:
     """The app with its lifespan running (reaper, recorder), through TestClient."""
     with in_process(create_app(settings)) as test_client:
         yield test_client
+
+
+@pytest.fixture
+def service(tmp_path: Path) -> Iterator[ServiceProcess]:
+    """The real ``timer-service serve``, with no options but its port and database;
+    stopped after the test. A module may define its own, with other options."""
+    running = ServiceProcess(tmp_path).start()
+    yield running
+    running.stop()

@@ -9,8 +9,8 @@ import dataclasses
 import time
 from pathlib import Path
 
-from app.incident_rows import IncidentRecorder
-from app.recorder import Recorder
+from app.db.incident_rows import IncidentRecorder
+from app.db.recorder import Recorder
 from tests.conftest import migrated_engine
 from tests.sample_events import event
 from timer_core import EventKind, TimerEvent, TimerView
@@ -18,7 +18,7 @@ from timer_core.engine import CapturedStack, RankStack
 
 __all__ = ["BASE", "SLEEPING", "WAITING", "JobSeed", "seed"]
 
-STACKS = Path(__file__).parent.parent / "timer_core" / "stacks"
+STACKS = Path(__file__).parent.parent / "timer_core" / "diagnosis" / "stacks"
 SLEEPING = (STACKS / "gloo-sleep.txt").read_text()
 WAITING = (STACKS / "gloo-allreduce.txt").read_text()
 # Not the host name, which a service started on the seeded database takes as its node:

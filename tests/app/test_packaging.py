@@ -86,13 +86,13 @@ def served(installed: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
 def test_the_wheel_carries_templates_static_files_and_migrations(wheel: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
     for needed in (
-        "app/templates/dashboard.html",
-        "app/templates/timer.html",
-        "app/static/dashboard.js",
-        "app/static/style.css",
-        "app/migrations/env.py",
-        "app/migrations/script.py.mako",
-        "app/migrations/versions/0001_timers_and_events.py",
+        "app/web/templates/dashboard.html",
+        "app/web/templates/timer.html",
+        "app/web/static/dashboard.js",
+        "app/web/static/style.css",
+        "app/db/migrations/env.py",
+        "app/db/migrations/script.py.mako",
+        "app/db/migrations/versions/0001_timers_and_events.py",
     ):
         assert needed in names, f"{needed} is missing from {wheel.name}"
     assert not any(name.startswith("tests/") for name in names)

@@ -9,9 +9,9 @@ from pathlib import Path
 
 from sqlmodel import Session, select
 
+from app.db.models import Event, Stack, Timer
+from app.db.recorder import Recorder
 from app.main import create_app
-from app.models import Event, Stack, Timer
-from app.recorder import Recorder
 from app.settings import Settings
 from tests.conftest import in_process, migrated_engine
 from tests.sample_events import event

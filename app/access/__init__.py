@@ -1,0 +1,1 @@
+"""Who is calling, what they may do, and the limits every request and connection passes."""

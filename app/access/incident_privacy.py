@@ -1,0 +1,49 @@
+"""What of an incident a caller may see (contract 7).
+
+An incident's group frames and its summary are read off its ranks' stacks, and a
+stack shows what another user's program is doing. So a caller who may not read the
+stack of every captured rank (``authorize`` refuses one of their owners) gets the
+incident with its frames emptied and its summary replaced by a sentence saying why.
+Who hung and with whom stays: the ranks, their groups and the suspects say which
+process to look at, not what it was running. The API and the pages both answer
+through here, so they cannot disagree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from app.access.callers import Caller, authorize
+from app.db.job_models import IncidentPublic
+from app.db.job_store import IncidentRow
+
+__all__ = ["frames_hidden_because", "visible"]
+
+
+def frames_hidden_because(caller: Caller, owners: Iterable[int | None]) -> str | None:
+    """The summary shown instead when ``caller`` may not read every stack of ``owners``
+    (their uids), or None when it may."""
+    refused = {uid for uid in owners if authorize(caller, uid, "read its stack") is not None}
+    if not refused:
+        return None
+    if caller.uid is None:
+        return (
+            "frames hidden: the service cannot tell who you are; connect over loopback TCP "
+            "or the Unix socket (--uds), or send the admin token"
+        )
+    named = sorted(f"uid {uid}" for uid in refused if uid is not None)
+    if None in refused:
+        named.append("an unknown user")
+    return (
+        f"frames hidden: ranks belong to {', '.join(named)}; only a stack's owner, root, "
+        "the service's user or the admin token may read it"
+    )
+
+
+def visible(caller: Caller, row: IncidentRow) -> IncidentPublic:
+    """``row`` as ``caller`` may see it."""
+    reason = frames_hidden_because(caller, row.owners)
+    if reason is None:
+        return row.public
+    groups = [group.model_copy(update={"frames": []}) for group in row.public.groups]
+    return row.public.model_copy(update={"groups": groups, "summary": reason})

@@ -1,0 +1,1 @@
+"""The database: tables, migrations, reads, event rows and the recorder."""

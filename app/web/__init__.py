@@ -1,0 +1,1 @@
+"""What the service answers over HTTP: routers, pages, templates, the live feed."""

@@ -1,0 +1,48 @@
+"""``GET /timers?state=active`` answered from this node's engine while the database
+is away (contract 14).
+
+The engine holds every timer this node armed, so the question a worker or an operator
+asks most during an outage, "what is armed here", still has its answer. The page has
+the database's shape and order (newest id first, ``next`` a cursor), so a client
+pages through it the same way. Another node's timers are only in the database: a
+filter naming another node (or any read on a hub, which holds none) gets None.
+"""
+
+from __future__ import annotations
+
+from app.db.models import Page, TimerPublic
+from app.service import Service
+
+__all__ = ["active_page"]
+
+
+def active_page(
+    service: Service,
+    *,
+    pid: int | None,
+    scope: str | None,
+    job: str | None,
+    rank: int | None,
+    node: str | None,
+    limit: int,
+    cursor: str | None,
+) -> Page[TimerPublic] | None:
+    """The active timers matching the list's filters, from the engine; None when the
+    engine cannot answer for them."""
+    local = service.fleet.local
+    if local is None or node not in (None, local):
+        return None
+    below = int(cursor) if cursor is not None else None
+    views = [
+        view
+        for view in (timer.view() for timer in service.reaper.live_timers())
+        if (pid is None or view.pid == pid)
+        and (scope is None or view.scope_id == scope)
+        and (job is None or view.job_id == job)
+        and (rank is None or view.rank == rank)
+        and (below is None or view.id < below)
+    ]
+    views.sort(key=lambda view: view.id, reverse=True)
+    items = [TimerPublic.from_view(view) for view in views[:limit]]
+    more = len(views) > limit
+    return Page[TimerPublic](items=items, next=str(items[-1].id) if more else None)

@@ -1,0 +1,92 @@
+"""What the jobs and incidents pages show: the dashboard's jobs and recent incidents,
+one job's grid of ranks, and one incident's groups with their ranks. The API's reads
+(``job_store``) shown as the caller may see them (``incident_privacy``), so a page
+never shows more than the API would answer the same caller."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlmodel import Session
+
+from app.access.callers import Caller
+from app.access.incident_privacy import visible
+from app.db import job_store
+from app.db.job_models import IncidentPublic, job_owner
+
+__all__ = ["incident_view", "job_view", "overview"]
+
+# The dashboard lists this many jobs and incidents; the API pages through the rest.
+_JOBS_SHOWN = 20
+_INCIDENTS_SHOWN = 10
+# A job's page lists its newest incidents.
+_JOB_INCIDENTS_SHOWN = 50
+
+
+def _incidents(
+    session: Session, caller: Caller, job: str | None, limit: int, uid: int | None = None
+) -> list[Any]:
+    rows, _ = job_store.incidents_page(session, job, limit, None, uid)
+    return [visible(caller, row).model_dump(mode="json") for row in rows]
+
+
+def overview(session: Session, caller: Caller) -> dict[str, Any]:
+    """The dashboard's jobs (newest activity first) and recent incidents."""
+    jobs, more = job_store.jobs_page(session, _JOBS_SHOWN, None)
+    return {
+        "jobs": [job.model_dump(mode="json") for job in jobs],
+        "more_jobs": more is not None,
+        "incidents": _incidents(session, caller, None, _INCIDENTS_SHOWN),
+    }
+
+
+def job_view(
+    session: Session, caller: Caller, job_id: str, uid: int | None
+) -> dict[str, Any] | None:
+    """One job's page (of this id and owner, chosen as ``GET /jobs/{id}`` chooses): its
+    facts, the latest timer of each rank, its incidents. Raises SeveralOwners."""
+    detail = job_store.find_job(session, job_id, uid, caller.uid)
+    if detail is None:
+        return None
+    owner = job_owner(detail.uid)
+    return {
+        "job": detail.model_dump(mode="json"),
+        "incidents": _incidents(session, caller, job_id, _JOB_INCIDENTS_SHOWN, owner),
+    }
+
+
+def incident_view(session: Session, caller: Caller, incident_id: int) -> dict[str, Any] | None:
+    """One incident's page: the summary, then each group with its ranks (suspects
+    marked, each with its capture, whose stack the page links to) and its frames."""
+    row = job_store.incident(session, incident_id)
+    if row is None:
+        return None
+    shown = visible(caller, row)
+    return {
+        "incident": shown.model_dump(mode="json"),
+        "frames_hidden": shown is not row.public,
+        "groups": _groups(shown),
+    }
+
+
+def _groups(incident: IncidentPublic) -> list[dict[str, Any]]:
+    """Each group with its ranks' captures; ranks the analysis left out of every group
+    (none, unless the analysis and the captures disagree) come last, as one more."""
+    suspects = set(incident.suspects)
+    by_group: dict[int | None, list[dict[str, Any]]] = {}
+    for capture in incident.ranks:
+        entry = capture.model_dump(mode="json") | {"suspect": capture.rank in suspects}
+        by_group.setdefault(capture.group, []).append(entry)
+    groups = [
+        {
+            "group": group.group,
+            "frames": group.frames,
+            "suspect": any(rank in suspects for rank in group.ranks),
+            "ranks": by_group.pop(group.group, []),
+        }
+        for group in incident.groups
+    ]
+    leftover = [entry for entries in by_group.values() for entry in entries]
+    if leftover:
+        groups.append({"group": None, "frames": [], "suspect": False, "ranks": leftover})
+    return groups

@@ -1,0 +1,57 @@
+"""The Jinja2 environment every page renders with: the dashboard's filters and
+globals, and the root path each link and asset URL starts with. One environment, so
+the dashboard's and the jobs' pages render numbers and times the same way."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from fastapi import Request
+from fastapi.responses import HTMLResponse
+from fastapi.templating import Jinja2Templates
+
+from app.web.dashboard_text import (
+    SCOPE_CHARS,
+    clock,
+    date_time,
+    duration,
+    middle_ellipsis,
+    signal_name,
+)
+
+__all__ = ["PACKAGE_DIR", "STATIC_DIR", "render_page", "templates"]
+
+# Package data: found beside the code wherever the package is installed.
+PACKAGE_DIR = Path(__file__).resolve().parent
+STATIC_DIR = PACKAGE_DIR / "static"
+
+
+def _root(request: Request) -> dict[str, Any]:
+    # The prefix the app is served under (uvicorn --root-path), never the Host header.
+    return {"root": request.scope.get("root_path", "").rstrip("/")}
+
+
+# Autoescaping is on for .html (Jinja2Templates' default): job ids, scopes and node
+# names are strings workers chose, and are shown as text.
+templates = Jinja2Templates(directory=PACKAGE_DIR / "templates", context_processors=[_root])
+templates.env.filters.update(
+    middle=middle_ellipsis,
+    duration=duration,
+    signal_name=signal_name,
+    clock=clock,
+    date_time=date_time,
+)
+templates.env.globals.update(SCOPE_CHARS=SCOPE_CHARS)
+
+
+def render_page(
+    request: Request, page: str, found: bool, now: float | None, **context: Any
+) -> HTMLResponse:
+    """``<page>.html``, or the same page saying what was not found with a 404."""
+    return templates.TemplateResponse(
+        request,
+        f"{page}.html",
+        {"page": page, "now": now, **context},
+        status_code=200 if found else 404,
+    )
