@@ -2,7 +2,9 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -16,12 +18,14 @@ from app.db.database import make_engine, migrate
 from app.main import create_app
 from app.service import Service
 from app.settings import Settings
+from app.worker_node import WorkerNode
 from tests.app.service_process import ServiceProcess
 from tests.chromium import browser  # noqa: F401 - a fixture for all tests
 from tests.mount_namespace_worker import namespaced_user  # noqa: F401 - a fixture for all tests
 from tests.postgres import postgres_database, postgres_url  # noqa: F401 - fixtures for all tests
 from tests.second_user import second_user, shared_tmp  # noqa: F401 - fixtures for all tests
 from tests.workers import spawn_sleeper
+from timer_core import ManualClock
 
 
 @pytest.fixture
@@ -92,11 +96,49 @@ def service_of(client: TestClient) -> Service:
     return service
 
 
+def node_of(client: TestClient) -> WorkerNode:
+    """The worker's node (its reaper, FIFOs, lock and supervisor) behind a TestClient
+    of ``create_app``; a hub has none."""
+    keeper = service_of(client).keeper
+    assert isinstance(keeper, WorkerNode), keeper
+    return keeper
+
+
 @pytest.fixture
 def client(settings: Settings) -> Iterator[TestClient]:
     """The app with its lifespan running (reaper, recorder), through TestClient."""
     with in_process(create_app(settings)) as test_client:
         yield test_client
+
+
+@pytest.fixture
+def manual_clock() -> ManualClock:
+    """A ManualClock that starts at the real time: the routes turn ``expires_in`` into a
+    unix deadline on the system clock, and the engine holds it on this one."""
+    return ManualClock(start_monotonic=time.monotonic(), start_time=time.time())
+
+
+@pytest.fixture
+def manual_client(settings: Settings, manual_clock: ManualClock) -> Iterator[TestClient]:
+    """The app on ``manual_clock``: nothing falls due until the test moves the clock and
+    steps the reaper (``step_past``). With stack capture off, a kill runs on the thread
+    that steps, so what a step does is done when it returns."""
+    app = create_app(replace(settings, capture_stacks=False), clock=manual_clock)
+    # The loop stamps its runs on the manual clock, so a move of it looks like a stall;
+    # the service's remedy for a stall (exit for the supervisor) would end pytest.
+    node = app.state.service.keeper
+    assert isinstance(node, WorkerNode)
+    node.on_stall = lambda: None
+    with in_process(app) as test_client:
+        yield test_client
+
+
+def step_past(client: TestClient, clock: ManualClock, deadline: float, by: float = 0.3) -> None:
+    """Move ``clock`` to ``by`` seconds past ``deadline`` (unix, as the API answers it)
+    and reap what is due then, on this thread. The engine holds a deadline at the same
+    distance from both of the clock's readings, so this is exact."""
+    clock.advance(deadline - clock.time() + by)
+    node_of(client).reaper.step()
 
 
 @pytest.fixture

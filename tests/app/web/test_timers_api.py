@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import subprocess
-import time
 from typing import Any
 
 from fastapi.testclient import TestClient
 
 from app.db.models import TimerPublic
+from tests.conftest import node_of, service_of, step_past
 from tests.waiting import wait_until
 from tests.workers import wait_dead
+from timer_core import ManualClock
 
 
 def arm(client: TestClient, pid: int, scope: str = "step", **extra: object) -> dict[str, Any]:
@@ -54,14 +55,17 @@ def test_expired_worker_is_killed_and_recorded(
 
 
 def test_heartbeat_returns_200_with_the_same_timer_and_moves_the_deadline(
-    client: TestClient, sleeper: subprocess.Popen[bytes]
+    manual_client: TestClient, manual_clock: ManualClock, sleeper: subprocess.Popen[bytes]
 ) -> None:
+    client = manual_client
     first = arm(client, sleeper.pid, expires_in=1.0)
     again = client.post("/timers", json={"pid": sleeper.pid, "scope_id": "step", "expires_in": 60})
     assert again.status_code == 200
     assert again.json()["id"] == first["id"]
     assert again.json()["expiration_time"] > first["expiration_time"]
-    time.sleep(1.3)  # past the first deadline
+    step_past(client, manual_clock, first["expiration_time"])
+    # Had the first deadline held, the step would have taken the timer out to kill it.
+    assert [view.id for view in node_of(client).reaper.active()] == [first["id"]]
     assert sleeper.poll() is None
     assert (
         client.get(f"/timers/{first['id']}").json()["expiration_time"]
@@ -70,12 +74,18 @@ def test_heartbeat_returns_200_with_the_same_timer_and_moves_the_deadline(
 
 
 def test_release_by_pid_and_scope_spares_the_worker(
-    client: TestClient, sleeper: subprocess.Popen[bytes]
+    manual_client: TestClient, manual_clock: ManualClock, sleeper: subprocess.Popen[bytes]
 ) -> None:
+    client = manual_client
+    bus = node_of(client).reaper.bus
     timer = arm(client, sleeper.pid, expires_in=1.0)
     response = client.post("/timers/release", json={"pid": sleeper.pid, "scope_id": "step"})
     assert response.status_code == 200 and response.json()["state"] == "released"
-    time.sleep(1.3)  # past the released deadline
+    assert node_of(client).reaper.active() == []
+    published = bus.last_seq()
+    step_past(client, manual_clock, timer["expiration_time"])
+    # A kill, an expiry or a failure would each have been published by the step.
+    assert bus.last_seq() == published
     assert sleeper.poll() is None
     assert client.get(f"/timers/{timer['id']}").json()["state"] == "released"
     again = client.post("/timers/release", json={"pid": sleeper.pid, "scope_id": "step"})
