@@ -1,34 +1,38 @@
 """Request dependencies: the running service, a DB session, the write token check,
-and the JSON content-type check of the routes that take a body."""
+the JSON content-type check of the routes that take a body, and the one dependency
+of the timer writes that take one (``JsonWrite``)."""
 
 from __future__ import annotations
 
 import email.message
-import hmac
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
 from sqlmodel import Session
 
+from app.access.callers import Caller, CallerDep, current_caller, is_privileged, token_matches
 from app.access.reader_slots import EXEMPT
 from app.service import Service
+from timer_core import Reaper
 
 __all__ = [
     "JSON_HINT",
     "JsonBody",
+    "JsonWrite",
     "ReaderSlot",
     "ServiceDep",
     "SessionDep",
+    "WriteAccess",
     "check_json",
     "check_token",
     "database_unavailable",
     "is_json_media_type",
-    "refuse_on_hub",
+    "json_write_access",
     "require_database",
     "require_json",
     "require_token",
-    "token_matches",
 ]
 
 JSON_HINT = "send the body as JSON with the header content-type: application/json"
@@ -65,8 +69,6 @@ async def hold_reader_slot(service: ServiceDep, request: Request) -> AsyncIterat
     # A share of the pool (app.reader_slots), waited for on the event loop: readers
     # never take the connections the recorder and health need, and wait a bounded
     # time, then 503; one user's reads take at most its share of it.
-    from app.access.callers import current_caller, is_privileged  # app.callers imports this module
-
     caller = await current_caller(request)
     async with service.readers.slot(EXEMPT if is_privileged(caller) else caller.uid):
         yield
@@ -90,25 +92,6 @@ SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 async def require_token(request: Request, service: ServiceDep) -> None:
     """With a token configured, a write needs ``Authorization: Bearer <token>``."""
     check_token(request, service)
-
-
-def token_matches(expected: str | None, authorization: str) -> bool:
-    """Whether an ``Authorization`` header carries the admin token (compared in constant
-    time, so the token cannot be guessed byte by byte)."""
-    if not expected:
-        return False
-    scheme, _, given = authorization.partition(" ")
-    return scheme.lower() == "bearer" and hmac.compare_digest(given.encode(), expected.encode())
-
-
-def refuse_on_hub(service: Service) -> None:
-    """A hub (``serve --hub``) runs no reaper: a timer armed there would never fire."""
-    if service.settings.hub:
-        raise HTTPException(
-            status.HTTP_409_CONFLICT,
-            detail="this is a hub (serve --hub): it arms no timers and signals nothing. "
-            "Arm timers on the worker's own node, through the timer-service running there.",
-        )
 
 
 def check_token(request: Request, service: Service) -> None:
@@ -149,3 +132,31 @@ def check_json(request: Request) -> None:
 
 
 JsonBody = Annotated[None, Depends(require_json)]
+
+
+@dataclass(frozen=True, slots=True)
+class WriteAccess:
+    service: Service
+    timers: Reaper
+    caller: Caller
+
+
+async def json_write_access(request: Request, caller: CallerDep) -> WriteAccess:
+    """The writes that take a JSON body (arm, heartbeat, release): the service, its
+    timers and the caller, once the timers are known to be here (a hub has none: 409,
+    contract 9), the admin token (401) and the content type (415) are checked, in that
+    order.
+
+    One dependency instead of four because FastAPI solves each dependency with a
+    recursive pass over the request (its parameters, its cache key, its kind of
+    callable): on these routes that was a fifth of the event loop's time per request
+    (docs/benchmarks.md). The caller stays a dependency of its own
+    (``current_caller``), so an app can still override who is calling."""
+    service: Service = request.app.state.service
+    timers = service.timers_here()
+    check_token(request, service)
+    check_json(request)
+    return WriteAccess(service, timers, caller)
+
+
+JsonWrite = Annotated[WriteAccess, Depends(json_write_access)]

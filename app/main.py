@@ -16,8 +16,12 @@ from app import __version__
 from app.access.request_limits import BodyLimit, HostCheck, NulInUrl
 from app.db.database_status import DATABASE_ERRORS
 from app.deps import database_unavailable
+from app.hub import NoTimersHere
 from app.service import Service
 from app.settings import Settings
+from app.web.dashboard_views import DashboardViews
+from app.web.fleet_view import Fleet
+from app.web.live_feed import LiveFeed
 from app.web.routers import (
     dashboard,
     events,
@@ -47,7 +51,10 @@ def create_app(
 ) -> FastAPI:
     """The app; ``clock`` and ``signaller`` replace the engine's (tests)."""
     settings = settings or Settings.from_env()
-    service = Service(settings, clock=clock, signaller=signaller)
+    live_feed = LiveFeed()
+    service = Service(settings, clock=clock, signaller=signaller, views=[live_feed])
+    # What the dashboard shows of the other nodes sharing the database (all, on a hub).
+    fleet = Fleet(service.engine, settings.node, service.local_node is None, settings.node_timeout)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -69,6 +76,7 @@ def create_app(
     )
     app.state.service = service
     app.state.settings = settings
+    app.state.views = DashboardViews(live_feed, fleet)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
@@ -88,6 +96,11 @@ def create_app(
         return JSONResponse(
             {"detail": http_error.detail}, status_code=503, headers=http_error.headers
         )
+
+    @app.exception_handler(NoTimersHere)
+    async def _no_timers_here(request: Request, error: NoTimersHere) -> JSONResponse:
+        # A write to timers on a hub (contract 9): where to arm instead.
+        return JSONResponse({"detail": str(error)}, status_code=409)
 
     for database_error in DATABASE_ERRORS:
         app.add_exception_handler(database_error, _database_away)

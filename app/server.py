@@ -20,12 +20,14 @@ import os
 import socket
 import stat
 from collections.abc import Iterator
+from typing import Protocol
 
 import uvicorn
 
+from app.access.connection_gate import ConnectionGate
 from app.access.http_protocol import MAX_HEAD_BYTES, protocol_class
+from app.access.unsent_data import UnsentData
 from app.main import create_app
-from app.service import Service
 from app.settings import Settings
 from timer_core.engine.descriptors import kill_path_reserve, raise_descriptor_limit
 from timer_core.safe_dirs import UnsafeDirectoryError, open_directory
@@ -33,6 +35,20 @@ from timer_core.safe_dirs import UnsafeDirectoryError, open_directory
 __all__ = ["bind_unix_socket", "serve"]
 
 logger = logging.getLogger(__name__)
+
+
+class Served(Protocol):
+    """What the server asks of the app's service (``app.service.Service``): its claim
+    on the database, and the limits every connection passes."""
+
+    @property
+    def connections(self) -> ConnectionGate: ...
+
+    @property
+    def unsent(self) -> UnsentData: ...
+
+    def claim(self) -> None: ...
+
 
 # Idle keep-alive connections are closed after this long (uvicorn's default is 5 s).
 _KEEP_ALIVE_SECONDS = 5
@@ -117,7 +133,7 @@ class _Server(uvicorn.Server):
 def serve(settings: Settings) -> None:
     _raise_descriptor_limit()
     app = create_app(settings)
-    service: Service = app.state.service
+    service: Served = app.state.service
     try:
         # Here, not in the app's start: a refusal there (a live service holds the
         # database, a linked database file) comes out as uvicorn's traceback.

@@ -96,7 +96,7 @@ def service_of(client: TestClient) -> Service:
     return service
 
 
-def node_of(client: TestClient) -> WorkerNode:
+def worker_node_of(client: TestClient) -> WorkerNode:
     """The worker's node (its reaper, FIFOs, lock and supervisor) behind a TestClient
     of ``create_app``; a hub has none."""
     keeper = service_of(client).keeper
@@ -138,7 +138,7 @@ def step_past(client: TestClient, clock: ManualClock, deadline: float, by: float
     and reap what is due then, on this thread. The engine holds a deadline at the same
     distance from both of the clock's readings, so this is exact."""
     clock.advance(deadline - clock.time() + by)
-    node_of(client).reaper.step()
+    worker_node_of(client).reaper.step()
 
 
 @pytest.fixture

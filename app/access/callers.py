@@ -16,6 +16,7 @@ them. Nothing is cached across connections.
 
 from __future__ import annotations
 
+import hmac
 import ipaddress
 import os
 import socket
@@ -29,8 +30,7 @@ from typing import Annotated, Any
 from fastapi import Depends, HTTPException, Request, status
 
 from app.access.sock_diag import tcp_socket_uid
-from app.deps import token_matches
-from app.service import Service
+from app.settings import Settings
 
 __all__ = [
     "PEER_STATE_KEY",
@@ -43,6 +43,7 @@ __all__ = [
     "is_loopback",
     "is_privileged",
     "tcp_peer_uid",
+    "token_matches",
     "unix_peer_credentials",
 ]
 
@@ -91,12 +92,21 @@ def current_caller_from(scope: Mapping[str, Any], token: str | None, authorizati
 
 
 async def current_caller(request: Request) -> Caller:
-    # No sub-dependency (the service is read off the app): each one costs FastAPI a
+    # No sub-dependency (the settings are read off the app): each one costs FastAPI a
     # recursive solve on every request, and this runs on every write.
-    service: Service = request.app.state.service
+    settings: Settings = request.app.state.settings
     return current_caller_from(
-        request.scope, service.settings.token, request.headers.get("authorization", "")
+        request.scope, settings.token, request.headers.get("authorization", "")
     )
+
+
+def token_matches(expected: str | None, authorization: str) -> bool:
+    """Whether an ``Authorization`` header carries the admin token (compared in constant
+    time, so the token cannot be guessed byte by byte)."""
+    if not expected:
+        return False
+    scheme, _, given = authorization.partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(given.encode(), expected.encode())
 
 
 CallerDep = Annotated[Caller, Depends(current_caller)]

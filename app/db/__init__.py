@@ -1,1 +1,2 @@
-"""The database: tables, migrations, reads, event rows and the recorder."""
+"""The database: tables, migrations, reads, event rows, the recorder and the lock that
+keeps one live service per database and node."""

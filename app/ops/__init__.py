@@ -1,1 +1,1 @@
-"""Running the service: metrics, health, logs, periodic tasks and the one-service lock."""
+"""Running the service: metrics, health, logs and periodic tasks."""

@@ -11,8 +11,6 @@ from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from app.access.connection_gate import SHED_REASONS
-
 __all__ = ["descriptor_families"]
 
 
@@ -42,6 +40,7 @@ def descriptor_families(
         "limit), timed_out (request not sent within --request-timeout).",
         labels=["reason"],
     )
-    for reason in SHED_REASONS:
-        shed.add_metric([reason], status["connections_shed"][reason])
+    # Every reason the gate sheds for is in its status, counted from zero.
+    for reason, count in status["connections_shed"].items():
+        shed.add_metric([reason], count)
     yield shed

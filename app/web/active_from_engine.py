@@ -10,14 +10,26 @@ filter naming another node (or any read on a hub, which holds none) gets None.
 
 from __future__ import annotations
 
-from app.db.models import Page, TimerPublic
-from app.service import Service
+from collections.abc import Sequence
+from typing import Protocol
 
-__all__ = ["active_page"]
+from app.db.models import Page, TimerPublic
+from timer_core.engine import Timer
+
+__all__ = ["LocalTimers", "active_page"]
+
+
+class LocalTimers(Protocol):
+    """What this page asks of the service (``app.service.Service``)."""
+
+    @property
+    def local_node(self) -> str | None: ...
+
+    def live_timers(self) -> Sequence[Timer]: ...
 
 
 def active_page(
-    service: Service,
+    service: LocalTimers,
     *,
     pid: int | None,
     scope: str | None,
@@ -29,13 +41,13 @@ def active_page(
 ) -> Page[TimerPublic] | None:
     """The active timers matching the list's filters, from the engine; None when the
     engine cannot answer for them."""
-    local = service.fleet.local
+    local = service.local_node
     if local is None or node not in (None, local):
         return None
     below = int(cursor) if cursor is not None else None
     views = [
         view
-        for view in (timer.view() for timer in service.reaper.live_timers())
+        for view in service.live_timers()
         if (pid is None or view.pid == pid)
         and (scope is None or view.scope_id == scope)
         and (job is None or view.job_id == job)

@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import json
 import time
+from typing import Protocol
 
 from fastapi import Response, status
 
 from app.db.models import TimerPublic
-from app.service import Service
 
-__all__ = ["RETRY_AFTER_SECONDS", "WRITE_PATIENCE", "answer", "unwritable", "wait_recorded"]
+__all__ = ["RETRY_AFTER_SECONDS", "WRITE_PATIENCE", "Recording", "answer", "wait_recorded"]
 
 # A batch waiting this long means a database that does not answer, for a write that
 # must be answered within a second (a healthy batch takes milliseconds).
@@ -36,26 +36,33 @@ _LOOK_AGAIN = 0.1
 RETRY_AFTER_SECONDS = 5
 
 
-def unwritable(service: Service) -> str | None:
-    """Why the database cannot take writes now, or None (never waits on it)."""
-    return service.database.problem(WRITE_PATIENCE) or service.recorder.degraded_reason
+class Recording(Protocol):
+    """What a write's answer asks of the service (``app.service.Service``)."""
+
+    @property
+    def commit_timeout(self) -> float: ...
+
+    def last_seq(self) -> int: ...
+
+    async def committed(self, seq: int, timeout: float) -> bool: ...
+
+    def unwritable(self, patience: float) -> str | None: ...
 
 
-async def wait_recorded(service: Service) -> str | None:
+async def wait_recorded(service: Recording) -> str | None:
     """Wait until every event so far (the request's own included) is committed: None.
     Otherwise why it is not yet, as soon as that is known."""
-    recorder = service.recorder
-    seq = service.reaper.bus.last_seq()
-    timeout = service.settings.commit_timeout
+    seq = service.last_seq()
+    timeout = service.commit_timeout
     deadline = time.monotonic() + timeout
-    while recorder.committed_seq < seq:
-        problem = unwritable(service)
+    while not await service.committed(seq, 0):
+        problem = service.unwritable(WRITE_PATIENCE)
         if problem is not None:
             return problem
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             return f"not committed within {timeout:g} s: the recorder is behind"
-        if await recorder.wait_committed(seq, min(remaining, _LOOK_AGAIN)):
+        if await service.committed(seq, min(remaining, _LOOK_AGAIN)):
             return None
     return None
 

@@ -21,7 +21,7 @@ from fastapi.testclient import TestClient
 
 from app.main import create_app
 from app.settings import Settings
-from tests.conftest import in_process, service_of
+from tests.conftest import in_process, worker_node_of
 from tests.waiting import wait_until
 from tests.workers import spawn_sleeper, wait_dead
 
@@ -158,7 +158,7 @@ def test_a_full_buffer_refuses_new_acquisitions_instead_of_dropping(
         # Everything the engine took is in the database, and nothing else is.
         stored = {t["scope_id"]: t["state"] for t in client.get("/timers").json()["items"]}
         assert stored == {"a": "released", "b": "active", "c": "active"}
-        assert service_of(client).reaper.active_count() == 2
+        assert worker_node_of(client).reaper.active_count() == 2
         body = {"pid": worker.pid, "scope_id": "d", "expires_in": 600}
         assert client.post("/timers", json=body).status_code == 201
 

@@ -20,7 +20,7 @@ from fastapi.testclient import TestClient
 
 from app.main import create_app
 from app.settings import Settings
-from tests.conftest import in_process, service_of
+from tests.conftest import in_process, worker_node_of
 from tests.waiting import wait_until
 from tests.workers import spawn_sleeper
 
@@ -115,7 +115,7 @@ def test_reads_of_a_file_locked_for_readers_degrade_without_a_traceback(
             assert acknowledge.status_code == 503
             assert "database is locked" in acknowledge.json()["detail"]
             assert "[SQL" not in acknowledge.json()["detail"]  # one line, not SQLAlchemy's
-            beat = service_of(client).node_beat
+            beat = worker_node_of(client).node_beat
             assert wait_until(lambda: beat.failures >= 3, timeout=10)
         assert wait_until(lambda: "node heartbeat sent again" in caplog.text, timeout=10)
         tracebacks = [record.getMessage() for record in caplog.records if record.exc_info]

@@ -17,7 +17,7 @@ from schemathesis import Case, checks
 
 from app.main import create_app
 from app.settings import Settings
-from tests.conftest import in_process, service_of
+from tests.conftest import in_process, worker_node_of
 from tests.reliability.recording import RecordingSignaller
 from tests.waiting import wait_until
 
@@ -52,7 +52,7 @@ def test_the_fuzzed_service_signals_through_the_recorder_only(
     # Runs before the fuzzer, on the same app: a due timer on a real process of this
     # machine reaches the recording signaller and leaves the process alive, so what
     # the fuzzer arms cannot hit anything.
-    recorder = service_of(fuzzed_client).signaller
+    recorder = worker_node_of(fuzzed_client).signaller
     assert isinstance(recorder, RecordingSignaller)
     body = {"pid": sleeper.pid, "scope_id": "recorded", "expires_in": 0.1}
     response = fuzzed_client.post("/timers", json=body)

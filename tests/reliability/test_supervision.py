@@ -14,9 +14,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.main import create_app
-from app.service import STALL_EXIT_CODE
+from app.worker_node import STALL_EXIT_CODE
 from app.settings import Settings
-from tests.conftest import in_process, service_of
+from tests.conftest import in_process, service_of, worker_node_of
 from tests.waiting import wait_until
 from tests.workers import wait_dead
 
@@ -37,8 +37,8 @@ def client(quick: Settings) -> Iterator[TestClient]:
 def test_a_dead_reaper_thread_is_restarted_and_still_kills(
     client: TestClient, sleeper: subprocess.Popen[bytes], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    service = service_of(client)
-    reaper = service.reaper
+    service, node = service_of(client), worker_node_of(client)
+    reaper = node.reaper
     original_step = reaper.step
     calls = {"n": 0}
 
@@ -51,7 +51,7 @@ def test_a_dead_reaper_thread_is_restarted_and_still_kills(
     # The loop holds the bound step it was built with: replace that one.
     monkeypatch.setattr(reaper._loop, "_step", crash_once)
     reaper.acquire(sleeper.pid, "s", time.time() + 0.2)  # wakes the loop into the crash
-    assert wait_until(lambda: service.reaper_restarts == 1)
+    assert wait_until(lambda: node.reaper_restarts == 1)
     assert wait_dead(sleeper) == -9
     assert client.get("/healthz").status_code == 200
     assert service.metrics.registry.get_sample_value("timer_reaper_restarts_total") == 1
@@ -60,10 +60,10 @@ def test_a_dead_reaper_thread_is_restarted_and_still_kills(
 def test_a_stalled_reaper_fails_healthz_and_triggers_the_exit(
     client: TestClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    service = service_of(client)
+    service, node = service_of(client), worker_node_of(client)
     stalled = threading.Event()
-    service.on_stall = stalled.set
-    reaper = service.reaper
+    node.on_stall = stalled.set
+    reaper = node.reaper
     release = threading.Event()
 
     def hang() -> float | None:
@@ -84,6 +84,6 @@ def test_a_stalled_reaper_fails_healthz_and_triggers_the_exit(
 
 
 def test_the_stall_exit_is_non_zero_so_systemd_restarts_the_service() -> None:
-    code = "from app.service import _exit_for_supervisor; _exit_for_supervisor()"
+    code = "from app.worker_node import _exit_for_supervisor; _exit_for_supervisor()"
     result = subprocess.run([sys.executable, "-c", code], timeout=30)
     assert result.returncode == STALL_EXIT_CODE != 0

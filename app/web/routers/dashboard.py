@@ -27,9 +27,9 @@ from app.db.nodes import NodeStatus
 from app.db.pagination import TimerIdPath
 from app.db.unencodable import renderable_rows
 from app.deps import ServiceDep, SessionDep
-from app.service import Service
 from app.timer_state import TimerState
 from app.web.dashboard_text import describe_event, duration, stack_note
+from app.web.dashboard_views import DashboardViews, ViewsDep
 from app.web.fleet_view import node_rows
 from app.web.job_views import overview
 from app.web.live_feed import LiveFeed
@@ -95,12 +95,12 @@ FiltersDep = Annotated[Filters, Depends(_filters)]
 # ---- what the pages show ------------------------------------------------------------------
 
 
-def collect_state(service: Service, filters: Filters) -> dict[str, Any]:
+def collect_state(service: ServiceDep, views: DashboardViews, filters: Filters) -> dict[str, Any]:
     """Everything the dashboard shows, filtered as its URL says: this node's timers from
     its engine and live feed, other nodes' (every node's, on a hub) from the database."""
     now = time.time()
     health = service.health()
-    fleet = service.fleet
+    fleet = views.fleet
     # While the database is away the page shows what this node's engine and live feed
     # know, and says that history is unavailable (contract 14).
     away = health.database_problem
@@ -115,7 +115,7 @@ def collect_state(service: Service, filters: Filters) -> dict[str, Any]:
             # Met before anything said so (a locked SQLite file, an outage's first
             # second): the page as during an outage, not a 503 instead of the page.
             away = service.database.read_failed(error)
-    feed = (hub_feed if hub_feed is not None else service.live_feed).snapshot(now)
+    feed = (hub_feed if hub_feed is not None else views.live_feed).snapshot(now)
     others = away is None and fleet.has_others()
     local = fleet.local
     # The local engine's timers are wanted unless the filter names another node.
@@ -127,7 +127,7 @@ def collect_state(service: Service, filters: Filters) -> dict[str, Any]:
         # Anyone may poll this: the reader scans a snapshot outside the reaper's lock,
         # shares scans between readers and keeps them within a CPU budget.
         try:
-            views, active_total = service.reaper.reader.soonest(
+            soonest, active_total = service.soonest(
                 _ACTIVE_SHOWN, pid=filters.pid, scope_contains=filters.scope
             )
         except ReadsThrottled as error:
@@ -136,7 +136,7 @@ def collect_state(service: Service, filters: Filters) -> dict[str, Any]:
                 detail=f"{error}: the service limits how much time scans of its timers take",
                 headers={"Retry-After": str(math.ceil(error.retry_after))},
             ) from None
-        active = [asdict(timer) for timer in views]
+        active = [asdict(timer) for timer in soonest]
 
     def wanted(timer: dict[str, Any]) -> bool:
         return (
@@ -249,9 +249,10 @@ def dashboard(
     request: Request,
     service: ServiceDep,
     caller: CallerDep,
+    views: ViewsDep,
     filters: FiltersDep,
 ) -> HTMLResponse:
-    state = collect_state(service, filters)
+    state = collect_state(service, views, filters)
     jobs_overview: dict[str, Any] = {"jobs": [], "more_jobs": False, "incidents": []}
     if state["history_unavailable"] is None:
         try:
@@ -277,9 +278,11 @@ def dashboard(
     "/dashboard/state",
     responses={429: {"description": "Timer scans are over their CPU budget: retry later"}},
 )
-def dashboard_state(service: ServiceDep, filters: FiltersDep) -> dict[str, Any]:
+def dashboard_state(
+    service: ServiceDep, views: ViewsDep, filters: FiltersDep
+) -> dict[str, Any]:
     """Everything the dashboard shows, filtered as its URL says (``scope`` is a substring)."""
-    return collect_state(service, filters)
+    return collect_state(service, views, filters)
 
 
 @router.get("/ui/timers/{timer_id}", response_class=HTMLResponse, include_in_schema=False)

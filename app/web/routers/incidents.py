@@ -88,7 +88,7 @@ def get_capture_stack(
     if refusal is not None:
         # Logged as any refusal is, under the timer the rank had when captured.
         timer = store.timer(session, row.timer_id) if row.timer_id is not None else None
-        service.reaper.emit_refused(
+        service.refused(
             row.pid,
             timer.scope_id if timer else f"incident {incident_id}",
             -1,

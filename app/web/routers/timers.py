@@ -13,7 +13,6 @@ from starlette.concurrency import run_in_threadpool
 
 from app.access.callers import Caller, CallerDep, authorize, forbidden, is_privileged
 from app.access.kernel_stacks import stack_for
-from app.access.write_access import JsonWrite
 from app.db import store
 from app.db.database_status import DATABASE_ERRORS
 from app.db.models import (
@@ -32,15 +31,14 @@ from app.db.pagination import (
     paginate,
 )
 from app.deps import (
+    JsonWrite,
     ReaderSlot,
     ServiceDep,
     SessionDep,
     database_unavailable,
-    refuse_on_hub,
     require_database,
     require_token,
 )
-from app.service import Service
 from app.timer_state import TimerState
 from app.web.active_from_engine import active_page
 from app.web.write_answers import answer, wait_recorded
@@ -76,7 +74,7 @@ def _owner_check(caller: Caller) -> dict[str, Any]:
     return {"owner_uid": owner, "requester": caller.describe()}
 
 
-async def _refusal_recorded(service: Service) -> None:
+async def _refusal_recorded(service: ServiceDep) -> None:
     # The refusal is in the event log before the client hears of it (best effort: a
     # slow disk must not turn a 4xx into a 503, nor a database away delay it).
     await wait_recorded(service)
@@ -99,14 +97,14 @@ def _refusal_error(error: RefusedError) -> HTTPException:
 
 
 async def _answer(
-    service: Service, timer: TimerPublic, done: str, status_code: int = status.HTTP_200_OK
+    service: ServiceDep, timer: TimerPublic, done: str, status_code: int = status.HTTP_200_OK
 ) -> Response:
     """``status_code`` once the request's events are committed; 202 (it is ``done``, not
     recorded yet) as soon as the database cannot take them (app.write_answers)."""
     return answer(timer, status_code, not_recorded=await wait_recorded(service), done=done)
 
 
-def _not_behind(service: Service) -> None:
+def _not_behind(service: ServiceDep) -> None:
     """503 before the engine is touched while the recorder is behind (backpressure): an
     acquisition or heartbeat taken now could not be committed in time, and each one is
     memory. Releases are always taken: they end timers that already exist."""
@@ -165,7 +163,7 @@ async def acquire(body: TimerCreate, access: JsonWrite) -> Response:
         raise forbidden(authorize(caller, None, f"arm a timer for pid {body.pid}") or "")
     _not_behind(service)
     try:
-        view, created = service.reaper.acquire(
+        view, created = access.timers.acquire(
             body.pid,
             body.scope_id,
             expiration_time,
@@ -197,7 +195,7 @@ async def acquire(body: TimerCreate, access: JsonWrite) -> Response:
 async def release(body: TimerRelease, access: JsonWrite) -> Response:
     service, caller = access.service, access.caller
     try:
-        view = service.reaper.release(
+        view = access.timers.release(
             body.pid, body.scope_id, source="http", **_owner_check(caller)
         )
     except RefusedError as error:
@@ -218,9 +216,9 @@ async def release(body: TimerRelease, access: JsonWrite) -> Response:
 async def delete(
     timer_id: TimerIdPath, service: ServiceDep, caller: CallerDep, _: Write
 ) -> Response:
-    refuse_on_hub(service)
+    timers = service.timers_here()  # a hub keeps none: 409 (contract 9)
     try:
-        view = service.reaper.release_id(timer_id, source="http", **_owner_check(caller))
+        view = timers.release_id(timer_id, source="http", **_owner_check(caller))
     except RefusedError as error:
         await _refusal_recorded(service)
         raise _refusal_error(error) from None
@@ -242,7 +240,7 @@ async def delete(
     )
 
 
-def _stored_timer(service: Service, timer_id: int) -> Timer | None:
+def _stored_timer(service: ServiceDep, timer_id: int) -> Timer | None:
     with Session(service.engine) as session:
         return store.timer(session, timer_id)
 
@@ -322,7 +320,7 @@ def get_stack(
     if timer is not None:
         refusal = authorize(caller, timer.uid, f"read the stack of timer {timer_id}")
         if refusal is not None:
-            service.reaper.emit_refused(
+            service.refused(
                 timer.pid,
                 timer.scope_id,
                 -1,

@@ -15,7 +15,7 @@ from sqlmodel import Session, select
 
 from app.db.models import Event, Timer
 from app.db.recorder import Recorder
-from tests.conftest import service_of
+from tests.conftest import service_of, worker_node_of
 from tests.sample_events import event, refused
 from tests.waiting import wait_until
 from timer_core.engine.process import identify
@@ -65,7 +65,7 @@ def test_the_pages_and_the_recorder_survive_a_timer_that_cannot_be_encoded(
     identity = identify(bad_worker.pid)
     assert identity is not None
     # Past every check, as a bug or a new source might: observe only, due in a moment.
-    bad, _ = service.reaper._arm(identity, BAD, time.time() + 0.5, 0, "fifo", None)
+    bad, _ = worker_node_of(client).reaper._arm(identity, BAD, time.time() + 0.5, 0, "fifo", None)
 
     state = client.get("/dashboard/state")
     assert state.status_code == 200

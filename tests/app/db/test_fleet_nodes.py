@@ -14,9 +14,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.db.timer_ids import node_of
+from app.hub import NoTimersHere
 from app.main import create_app
 from app.settings import Settings
-from tests.conftest import in_process, service_of
+from tests.conftest import in_process, service_of, worker_node_of
 from tests.waiting import wait_until
 
 
@@ -83,7 +84,7 @@ def test_nodes_are_up_and_a_stopped_node_is_down(fleet: dict[str, TestClient]) -
     assert set(seen) == {"a", "b"}  # the hub arms nothing: not a node of the fleet
     assert all(node["status"] == "up" for node in seen.values())
     assert all(node["version"] == "0.1.0" for node in seen.values())
-    service_of(fleet["b"]).node_beat.stop()  # as if b had died: no more beats
+    worker_node_of(fleet["b"]).node_beat.stop()  # as if b had died: no more beats
     assert wait_until(lambda: nodes(fleet["a"])["b"]["status"] == "down", 10)
     assert nodes(fleet["hub"])["a"]["status"] == "up"
     registry = service_of(fleet["a"]).metrics.registry
@@ -110,7 +111,8 @@ def test_the_hub_refuses_timer_writes_with_409_and_reads_everything(
     assert elsewhere.status_code == 409 and "armed on node 'a'" in elsewhere.json()["detail"]
     health = hub.get("/healthz")
     assert health.status_code == 200 and health.json()["status"] == "ok", health.text
-    assert service_of(hub).reaper.is_running() is False
+    with pytest.raises(NoTimersHere):  # no reaper at all: a hub keeps no timers
+        service_of(hub).timers_here()
     assert health.json()["hub"] is True
     # No reaper gauges on a hub: its "reaper down" would page someone for nothing.
     assert service_of(hub).metrics.registry.get_sample_value("timer_reaper_up") is None

@@ -61,7 +61,7 @@ def test_a_database_others_can_read_is_tightened_with_a_warning(
     assert any("tightened to 0600" in record.getMessage() for record in caplog.records)
 
 
-# The database itself, and its lock file (app.service_lock: one live service per file).
+# The database itself, and its lock file (app.db.service_lock: one live service per file).
 @pytest.mark.parametrize("planted", ["timers.db", "timers.db.lock"])
 def test_a_link_at_the_database_path_is_refused_and_its_target_untouched(
     tmp_path: Path, planted: str

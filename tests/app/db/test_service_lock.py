@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import text
 
 from app.db.database import make_engine
-from app.ops.service_lock import ServiceLock, ServiceLockError
+from app.db.service_lock import ServiceLock, ServiceLockError
 
 
 def kill_lock_sessions(postgres_url: str) -> int:

@@ -24,6 +24,7 @@ from app.access.callers import Caller, current_caller
 from app.main import create_app
 from app.service import Service
 from app.settings import Settings
+from app.worker_node import WorkerNode
 from tests.app.service_process import ServiceProcess
 from tests.conftest import in_process, service_of
 from tests.waiting import wait_until
@@ -61,9 +62,11 @@ def test_an_overdue_kill_fails_healthz_and_is_counted(
     clock = ManualClock(start_monotonic=time.monotonic(), start_time=time.time())
     app = create_app(replace(settings, stack_budget=60.0, overdue_margin=1.0), clock=clock)
     service: Service = app.state.service
-    service.on_stall = lambda: None  # the loop stamps its runs on the manual clock
+    node = service.keeper
+    assert isinstance(node, WorkerNode)
+    node.on_stall = lambda: None  # the loop stamps its runs on the manual clock
     with in_process(app) as client:
-        reaper = service.reaper
+        reaper = node.reaper
         reaper.acquire(sleeper.pid, "stuck", clock.time() + 1)
         clock.advance(1)  # due: the loop pops it within its one-second idle tick
         assert blocked_capture.started.wait(10)  # type: ignore[attr-defined]

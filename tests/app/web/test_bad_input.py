@@ -10,7 +10,7 @@ import httpx2
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.conftest import node_of, service_of
+from tests.conftest import worker_node_of
 
 PID = object()  # stands for the live sleeper's pid in the cases below
 
@@ -103,7 +103,7 @@ def test_the_service_and_its_ancestors_are_refused(manual_client: TestClient) ->
             response = client.post("/timers", json=body)
             assert_refused(client, response)
             assert "itself or one of its ancestors" in response.json()["detail"][0]["msg"]
-    assert node_of(client).reaper.active() == []
+    assert worker_node_of(client).reaper.active() == []
 
 
 def test_unknown_timer_ids(client: TestClient) -> None:

@@ -174,7 +174,7 @@ def test_labels_survive_a_restart(
         service_timers = second.get("/timers", params={"state": "active"}).json()["items"]
         assert [labels(t) for t in service_timers] == [("node-a", "run-42", 2, 1, 8)]
         # Re-armed with its labels: the engine's copy has them too.
-        [live] = second.app.state.service.reaper.active()  # type: ignore[attr-defined]
+        [live] = second.app.state.service.keeper.reaper.active()  # type: ignore[attr-defined]
         assert (live.job_id, live.rank, live.world_size) == ("run-42", 2, 8)
         # A new scope of the same worker after the restart: labelled from its environment.
         assert labels(arm(second, pid, scope_id="after"))[1:] == ("run-42", 3, 1, 8)
@@ -187,6 +187,6 @@ def test_a_restart_rearms_only_this_nodes_timers(
     with in_process(create_app(replace(settings, node_name="node-a"))) as first:
         timer = arm(first, pid)
     with in_process(create_app(replace(settings, node_name="node-b"))) as other:
-        assert other.app.state.service.reaper.active() == []  # type: ignore[attr-defined]
+        assert other.app.state.service.keeper.reaper.active() == []  # type: ignore[attr-defined]
         # Still shown, still active: node-a's to re-arm when it comes back.
         assert other.get(f"/timers/{timer['id']}").json()["state"] == "active"

@@ -8,7 +8,7 @@ from typing import Any
 from fastapi.testclient import TestClient
 
 from app.db.models import TimerPublic
-from tests.conftest import node_of, service_of, step_past
+from tests.conftest import step_past, worker_node_of
 from tests.waiting import wait_until
 from tests.workers import wait_dead
 from timer_core import ManualClock
@@ -65,7 +65,7 @@ def test_heartbeat_returns_200_with_the_same_timer_and_moves_the_deadline(
     assert again.json()["expiration_time"] > first["expiration_time"]
     step_past(client, manual_clock, first["expiration_time"])
     # Had the first deadline held, the step would have taken the timer out to kill it.
-    assert [view.id for view in node_of(client).reaper.active()] == [first["id"]]
+    assert [view.id for view in worker_node_of(client).reaper.active()] == [first["id"]]
     assert sleeper.poll() is None
     assert (
         client.get(f"/timers/{first['id']}").json()["expiration_time"]
@@ -77,11 +77,11 @@ def test_release_by_pid_and_scope_spares_the_worker(
     manual_client: TestClient, manual_clock: ManualClock, sleeper: subprocess.Popen[bytes]
 ) -> None:
     client = manual_client
-    bus = node_of(client).reaper.bus
+    bus = worker_node_of(client).reaper.bus
     timer = arm(client, sleeper.pid, expires_in=1.0)
     response = client.post("/timers/release", json={"pid": sleeper.pid, "scope_id": "step"})
     assert response.status_code == 200 and response.json()["state"] == "released"
-    assert node_of(client).reaper.active() == []
+    assert worker_node_of(client).reaper.active() == []
     published = bus.last_seq()
     step_past(client, manual_clock, timer["expiration_time"])
     # A kill, an expiry or a failure would each have been published by the step.
