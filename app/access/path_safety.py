@@ -23,23 +23,30 @@ __all__ = ["refuse_unsafe_paths"]
 
 def _places(settings: Settings) -> list[tuple[str, str, dict[str, bool]]]:
     """(what, directory, its rules for ``check_directory``) for each place named."""
-    places: list[tuple[str, str, dict[str, bool]]] = []
-    if settings.stack_dir and settings.capture_stacks and not settings.hub:
-        # The default one is judged when it is used: an unsafe one costs only the dump
-        # directories (with a WARNING), not the watchdog.
-        places.append(("--stack-dir", settings.stack_dir, {"follow_last": False}))
-    if settings.fifo_dir and not settings.hub:
-        # Its mode is tightened to 0755 at start; its owner must be the service's.
-        places.append(("--fifo-dir", settings.fifo_dir, {"follow_last": False, "loose_last": True}))
-    # One FIFO or socket may sit in a sticky directory such as /tmp: others cannot move it.
-    if settings.fifo and not settings.hub:
-        places.append(("--fifo's directory", _parent(settings.fifo), {"sticky_last": True}))
+    # A hub (app.hub) keeps no timers: it opens none of a worker's node's places.
+    places = [] if settings.hub else _worker_node_places(settings)
     if settings.uds:
         places.append(("--uds's directory", _parent(settings.uds), {"sticky_last": True}))
     database = sqlite_path(settings.db_url)
     if database is not None:
         # Not sticky: SQLite makes its -wal and -journal there by name.
         places.append(("the database's directory", _parent(str(database)), {}))
+    return places
+
+
+def _worker_node_places(settings: Settings) -> list[tuple[str, str, dict[str, bool]]]:
+    """The places of the stack dumps and the FIFOs (app.worker_node)."""
+    places: list[tuple[str, str, dict[str, bool]]] = []
+    if settings.stack_dir and settings.capture_stacks:
+        # The default one is judged when it is used: an unsafe one costs only the dump
+        # directories (with a WARNING), not the watchdog.
+        places.append(("--stack-dir", settings.stack_dir, {"follow_last": False}))
+    if settings.fifo_dir:
+        # Its mode is tightened to 0755 at start; its owner must be the service's.
+        places.append(("--fifo-dir", settings.fifo_dir, {"follow_last": False, "loose_last": True}))
+    # One FIFO or socket may sit in a sticky directory such as /tmp: others cannot move it.
+    if settings.fifo:
+        places.append(("--fifo's directory", _parent(settings.fifo), {"sticky_last": True}))
     return places
 
 
