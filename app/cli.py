@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 
+from app import log_names
 from app.access.callers import is_loopback
 from app.access.path_safety import refuse_unsafe_paths
 from app.db.database_status import has_password, masked_url
@@ -16,7 +17,7 @@ from app.settings import LOG_LEVELS, Settings, parse_byte_size, read_token_file
 
 __all__ = ["main"]
 
-logger = logging.getLogger("app.cli")
+logger = logging.getLogger(log_names.CLI)
 
 
 def _byte_size(raw: str) -> int:

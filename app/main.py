@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -40,7 +39,6 @@ from timer_core.engine import Clock
 
 __all__ = ["create_app"]
 
-logger = logging.getLogger(__name__)
 
 
 def create_app(

@@ -24,6 +24,7 @@ from typing import Protocol
 
 import uvicorn
 
+from app import log_names
 from app.access.connection_gate import ConnectionGate
 from app.access.http_protocol import MAX_HEAD_BYTES, protocol_class
 from app.access.unsent_data import UnsentData
@@ -34,7 +35,7 @@ from timer_core.safe_dirs import UnsafeDirectoryError, open_directory
 
 __all__ = ["bind_unix_socket", "serve"]
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger(log_names.SERVER)
 
 
 class Served(Protocol):

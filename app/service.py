@@ -19,6 +19,7 @@ from typing import Any, Protocol
 from sqlalchemy import Engine
 from sqlalchemy.exc import DatabaseError, OperationalError
 
+from app import log_names
 from app.access.backpressure import Backpressure
 from app.access.connection_gate import ConnectionGate
 from app.access.reader_slots import ReaderSlots
@@ -52,7 +53,7 @@ from timer_core.sources import UserFifos
 
 __all__ = ["EventView", "Service", "TimerKeeper"]
 
-logger = logging.getLogger("app.service")
+logger = logging.getLogger(log_names.SERVICE)
 
 
 class TimerKeeper(Protocol):

@@ -16,17 +16,17 @@ from typing import Any
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from app import __version__
+from app import __version__, log_names
 from app.access.backpressure import Backpressure
 from app.db import store
 from app.db.database_status import DatabaseStatus
 from app.db.models import Timer
 from app.db.nodes import NodeBeat, register_node
 from app.db.restore_identities import RestoreIdentities
+from app.db.service_lock import ServiceLock
 from app.db.timer_ids import FleetTimerIds
 from app.ops.health import kill_path_report
 from app.ops.periodic import Periodic
-from app.db.service_lock import ServiceLock
 from app.settings import Settings
 from timer_core import ProcessIdentity, ProcessSignaller, Reaper
 from timer_core.diagnosis import StackCapturer, default_stack_dir
@@ -38,7 +38,7 @@ from timer_core.sources import FifoDirectory, FifoSource, UserFifos, resolve_uid
 
 __all__ = ["STALL_EXIT_CODE", "WorkerNode", "beat_interval"]
 
-logger = logging.getLogger("app.service")
+logger = logging.getLogger(log_names.SERVICE)
 
 _SUPERVISE_SECONDS = 0.5
 # EX_SOFTWARE: an internal error; systemd's Restart=on-failure restarts the service.

@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from . import log_names
+
 __all__ = [
     "RequestQueue",
     "TimerClient",
@@ -22,7 +24,7 @@ __all__ = [
     "expires",
 ]
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger(log_names.API)
 
 
 class TimerRequest:

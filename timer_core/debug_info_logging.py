@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import logging
 
+from . import log_names
+
 __all__ = ["log_debug_info_for_expired_timers"]
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger(log_names.DEBUG_INFO)
 
 
 def log_debug_info_for_expired_timers(run_id: str, expired_timers: dict[int, list[str]]) -> None:

@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 
-from . import wire
+from . import log_names, wire
 from .api import TimerClient, TimerRequest
 from .compat_hooks import HookedSignaller, is_overridden, reaped, timers_view
 from .debug_info_logging import log_debug_info_for_expired_timers
@@ -29,7 +29,7 @@ from .sources.fifo_source import FifoSource
 
 __all__ = ["FileTimerClient", "FileTimerRequest", "FileTimerServer"]
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger(log_names.FILE_TIMER)
 
 _OPEN_RETRIES = 10
 _OPEN_RETRY_SLEEP = 0.1

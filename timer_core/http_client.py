@@ -25,13 +25,14 @@ from urllib.parse import unquote, urlsplit
 
 import httpx
 
+from . import log_names
 from .api import TimerClient
 from .diagnosis.stack_capture import dump_stack_on as dump_stack_on_signal
 from .engine.labels import Labels, labels_from_environ
 
 __all__ = ["HttpTimerClient", "TimerServiceError"]
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger(log_names.HTTP_CLIENT)
 
 # Longer than the service's --commit-timeout (5 s) with room for a busy event loop.
 _TIMEOUT_SECONDS = 15.0

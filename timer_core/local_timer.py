@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from queue import Empty
 from typing import Any
 
+from . import log_names
 from .api import RequestQueue, TimerClient, TimerRequest, TimerServer
 from .compat_hooks import HookedSignaller, is_overridden, reaped, timers_view
 from .diagnosis.stack_capture import StackCapturer
@@ -21,7 +22,7 @@ from .engine.reaper import Reaper
 
 __all__ = ["LocalTimerClient", "LocalTimerServer", "MultiprocessingRequestQueue"]
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger(log_names.LOCAL_TIMER)
 
 # Upper bound on how long the request thread blocks, so ``stop()`` is prompt
 # whatever ``max_interval`` is. It has no effect on kill latency.

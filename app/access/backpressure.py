@@ -25,11 +25,12 @@ import threading
 import time
 from collections.abc import Callable
 
+from app import log_names
 from app.db.recorder import Recorder
 
 __all__ = ["Backpressure"]
 
-logger = logging.getLogger("app.access.backpressure")
+logger = logging.getLogger(log_names.BACKPRESSURE)
 
 _REPORT_SECONDS = 10.0
 

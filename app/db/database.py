@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +12,6 @@ from sqlalchemy.engine import make_url
 
 __all__ = ["MIGRATIONS_DIR", "POOL_CONNECTIONS", "make_engine", "migrate"]
 
-logger = logging.getLogger("app.db.database")
 
 # Shipped inside the package, so a wheel or a non-editable install can migrate too.
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"

@@ -30,6 +30,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
+from app import log_names
 from app.ops.periodic import Periodic
 
 __all__ = [
@@ -45,7 +46,7 @@ __all__ = [
     "unreachable_message",
 ]
 
-logger = logging.getLogger("app.db.database_status")
+logger = logging.getLogger(log_names.DATABASE_STATUS)
 
 PROBE_SECONDS = 1.0
 # A probe or batch waiting this long is a server that hangs: well past a busy commit,

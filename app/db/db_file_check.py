@@ -20,11 +20,12 @@ import logging
 import os
 import stat
 
+from app import log_names
 from app.db.private_files import sqlite_path
 
 __all__ = ["SQLITE_HEADER", "DatabaseFileError", "check_database_file"]
 
-logger = logging.getLogger("app.db.db_file_check")
+logger = logging.getLogger(log_names.DB_FILE_CHECK)
 
 # Every SQLite 3 database starts with these 16 bytes (https://sqlite.org/fileformat.html).
 SQLITE_HEADER = b"SQLite format 3\x00"

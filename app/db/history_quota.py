@@ -30,11 +30,12 @@ from collections.abc import Callable
 
 from sqlalchemy import Connection, Engine, text
 
+from app import log_names
 from timer_core.engine.user_share import UserShare
 
 __all__ = ["STEP_EVENTS", "HistoryQuota"]
 
-logger = logging.getLogger("app.db.history_quota")
+logger = logging.getLogger(log_names.HISTORY_QUOTA)
 
 # Prune down to this share of the limit, so that one crossing does not prune again at
 # every check.

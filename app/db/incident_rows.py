@@ -26,6 +26,7 @@ from typing import Any
 from sqlalchemy import Connection, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
+from app import log_names
 from app.db.job_models import Incident, IncidentCapture, Job, job_owner
 from timer_core import TimerEvent
 from timer_core.diagnosis import RankCapture, analyse
@@ -33,7 +34,7 @@ from timer_core.engine import CapturedStack, EventKind, RankStack
 
 __all__ = ["IncidentRecorder"]
 
-logger = logging.getLogger("app.db.incident_rows")
+logger = logging.getLogger(log_names.INCIDENT_ROWS)
 
 _incidents = Incident.__table__  # type: ignore[attr-defined]
 _captures = IncidentCapture.__table__  # type: ignore[attr-defined]

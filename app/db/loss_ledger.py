@@ -25,13 +25,14 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session
 
+from app import log_names
 from app.db import store
 from app.db.models import Loss
 from app.ops.periodic import Periodic
 
 __all__ = ["LossLedger"]
 
-logger = logging.getLogger("app.db.loss_ledger")
+logger = logging.getLogger(log_names.LOSS_LEDGER)
 
 _WHAT = {
     "dropped": "events dropped by a full recorder buffer",

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from sqlalchemy import Engine, func, select, update
 from sqlalchemy.exc import IntegrityError
 
+from app import log_names
 from app.db.database_status import one_line
 from app.db.models import Node, Timer
 from app.db.timer_ids import MAX_NODES
@@ -28,7 +29,7 @@ from app.timer_state import TimerState
 
 __all__ = ["NodeBeat", "NodeStatus", "node_statuses", "register_node"]
 
-logger = logging.getLogger("app.db.nodes")
+logger = logging.getLogger(log_names.NODES)
 
 _nodes = Node.__table__  # type: ignore[attr-defined]
 _timers = Timer.__table__  # type: ignore[attr-defined]

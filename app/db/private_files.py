@@ -31,11 +31,12 @@ from pathlib import Path
 
 from sqlalchemy.engine import make_url
 
+from app import log_names
 from timer_core.safe_dirs import UnsafeDirectoryError, open_directory
 
 __all__ = ["secure_sqlite_files", "sqlite_path"]
 
-logger = logging.getLogger("app.db.private_files")
+logger = logging.getLogger(log_names.PRIVATE_FILES)
 
 _FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY
 _SIDE_FILES = ("-wal", "-shm", "-journal")

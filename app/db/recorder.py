@@ -30,6 +30,7 @@ import time
 from sqlalchemy import Engine, TextClause, text
 from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 
+from app import log_names
 from app.db import store
 from app.db.commit_watermark import CommitWatermark
 from app.db.database_status import one_line
@@ -43,7 +44,7 @@ from timer_core.engine import EventKind
 
 __all__ = ["Recorder"]
 
-logger = logging.getLogger("app.db.recorder")
+logger = logging.getLogger(log_names.RECORDER)
 
 _BATCH_MAX = 5000
 _RETRY_SECONDS = 0.5

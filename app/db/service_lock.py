@@ -34,11 +34,12 @@ from pathlib import Path
 
 from sqlalchemy import Connection, Engine, NullPool, create_engine, text
 
+from app import log_names
 from app.db.private_files import sqlite_path
 
 __all__ = ["ServiceLock", "ServiceLockError", "node_lock_key"]
 
-logger = logging.getLogger("app.ops.service_lock")
+logger = logging.getLogger(log_names.SERVICE_LOCK)
 
 _FLAGS = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY
 # PostgreSQL keeps at most 63 bytes of an application_name.

@@ -15,9 +15,11 @@ import dataclasses
 import logging
 from typing import Any, TypeVar
 
+from app import log_names
+
 __all__ = ["encodable", "escaped", "renderable_rows"]
 
-logger = logging.getLogger("app.db.unencodable")
+logger = logging.getLogger(log_names.UNENCODABLE)
 
 T = TypeVar("T")
 

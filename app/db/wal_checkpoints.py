@@ -28,11 +28,12 @@ import os
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from app import log_names
 from app.ops.periodic import Periodic
 
 __all__ = ["MAX_WAL_BYTES", "WalCheckpoints"]
 
-logger = logging.getLogger("app.db.wal_checkpoints")
+logger = logging.getLogger(log_names.WAL_CHECKPOINTS)
 
 # A WAL file larger than this is truncated at the next round (see above).
 MAX_WAL_BYTES = 64 << 20

@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from app import log_names
 from app.ops.descriptor_metrics import descriptor_families
 from app.ops.health import Health
 from app.ops.kill_metrics import kill_path_families
@@ -23,7 +24,7 @@ from timer_core.engine.user_share import REFUSAL_REASONS
 
 __all__ = ["ServiceMetrics"]
 
-logger = logging.getLogger("app.ops.metrics")
+logger = logging.getLogger(log_names.METRICS)
 
 KILL_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 HOLD_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 600, 1800, 3600)

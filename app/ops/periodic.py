@@ -7,9 +7,11 @@ import logging
 import threading
 from collections.abc import Callable
 
+from app import log_names
+
 __all__ = ["Periodic"]
 
-logger = logging.getLogger("app.ops.periodic")
+logger = logging.getLogger(log_names.PERIODIC)
 
 
 class Periodic:

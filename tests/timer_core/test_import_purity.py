@@ -34,13 +34,14 @@ def test_importing_timer_core_loads_no_web_or_db_package() -> None:
 
 
 # What each subpackage may import of the rest of timer_core: the engine builds on
-# nothing, and the sources and diagnosis only on it (and the sources on the codec).
-# ``safe_dirs`` (making directories by descriptor) uses the standard library alone, and
-# both the FIFOs and the stack dump directories make theirs with it.
+# nothing but the table of logger names, and the sources and diagnosis only on it (and
+# the sources on the codec). ``safe_dirs`` (making directories by descriptor) and
+# ``log_names`` (docs/logging.md) use the standard library alone; both the FIFOs and
+# the stack dump directories make their directories with ``safe_dirs``.
 LAYERS = {
-    "engine": set(),
-    "sources": {"engine", "wire", "safe_dirs"},
-    "diagnosis": {"engine", "safe_dirs"},
+    "engine": {"log_names"},
+    "sources": {"engine", "wire", "safe_dirs", "log_names"},
+    "diagnosis": {"engine", "safe_dirs", "log_names"},
 }
 
 

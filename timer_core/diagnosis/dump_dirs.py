@@ -28,14 +28,14 @@ from pathlib import Path
 
 import psutil
 
+from .. import log_names
 from ..engine.events import EventKind, TimerEvent
 from ..safe_dirs import DIR_FLAGS, UnsafeDirectoryError, open_directory
 from .dump_files import DumpPathError
 
 __all__ = ["DumpDirMaker"]
 
-# Named as before the move into diagnosis/: operators filter on logger names.
-logger = logging.getLogger("timer_core.dump_dirs")
+logger = logging.getLogger(log_names.DUMP_DIRS)
 
 _ROOT_MODES = (0o711, 0o755)  # the root: workers reach their own; the levels above
 

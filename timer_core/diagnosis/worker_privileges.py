@@ -96,7 +96,7 @@ def as_worker(argv: list[str], pid: int, worker: WorkerCredentials) -> HelperCom
     """``argv`` (a helper acting on ``pid``) to run with the worker's privileges."""
     if os.geteuid() != 0 or worker.uid == 0:
         # A service that is not root reads only its own uid's workers, with that uid's
-        # rights; root's own workers are root's. Both as before.
+        # rights; root's own workers are root's.
         return HelperCommand(argv, None)
     setpriv = _tool("setpriv")
     if setpriv is None:

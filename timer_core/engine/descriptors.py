@@ -14,6 +14,8 @@ import logging
 import os
 import resource
 
+from .. import log_names
+
 __all__ = [
     "MIN_RESERVE",
     "descriptor_limit",
@@ -23,8 +25,7 @@ __all__ = [
     "raise_descriptor_limit",
 ]
 
-# Named as before the move into engine/: operators filter on logger names.
-logger = logging.getLogger("timer_core.descriptors")
+logger = logging.getLogger(log_names.DESCRIPTORS)
 
 # Enough for a burst of kills: each takes a pidfd and a /proc file, and each stack
 # capture a few pipes for its helper process, all briefly.

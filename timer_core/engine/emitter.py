@@ -12,6 +12,7 @@ import logging
 import math
 from typing import Any, Protocol
 
+from .. import log_names
 from .capturer import CapturedStack, RankStack
 from .clock import Clock
 from .events import EventBus, EventKind, TimerEvent
@@ -29,7 +30,7 @@ __all__ = [
 ]
 
 # The refusals' lines have always come from the reaper's logger: operators filter on it.
-logger = logging.getLogger("timer_core.reaper")
+logger = logging.getLogger(log_names.REAPER)
 
 _INT64 = 2**63
 

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from .. import log_names
 from .capturer import CapturedStack, RankStack
 
 __all__ = [
@@ -25,8 +26,7 @@ __all__ = [
     "TimerEvent",
 ]
 
-# Named as before the move into engine/: operators filter on logger names.
-logger = logging.getLogger("timer_core.events")
+logger = logging.getLogger(log_names.EVENTS)
 
 
 class EventKind:

@@ -13,14 +13,14 @@ import os
 import threading
 from collections.abc import Callable
 
+from .. import log_names
 from .descriptors import descriptor_limit, pidfd_budget
 from .poll_thread import PollThread
 from .process import ProcessIdentity, identify
 
 __all__ = ["ExitWatcher"]
 
-# Named as before the move into engine/: operators filter on logger names.
-logger = logging.getLogger("timer_core.exit_watcher")
+logger = logging.getLogger(log_names.EXIT_WATCHER)
 
 _SWEEP_SECONDS = 1.0
 

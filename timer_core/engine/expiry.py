@@ -38,6 +38,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from .. import log_names
 from .capture_runner import CaptureRunner, PendingCapture
 from .capturer import CapturedStack, Capturer, RankStack
 from .events import EventKind
@@ -49,8 +50,7 @@ from .timers import Escalation, LiveTimer
 
 __all__ = ["DEFAULT_OVERDUE_MARGIN", "ExpiryHandler"]
 
-# Named as before the move into engine/: operators filter on logger names.
-logger = logging.getLogger("timer_core.expiry")
+logger = logging.getLogger(log_names.EXPIRY)
 
 # Kill threads: each waits at most for the budget (its capture), then signals. As many
 # as captures may be under way (``CaptureRunner.max_live``; a kill whose capture was not

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import KW_ONLY, dataclass
 from typing import Any
 
+from .. import log_names
 from .capturer import CapturedStack
 from .clock import Clock
 from .emitter import Emit
@@ -31,8 +32,7 @@ from .timers import Escalation, LiveTimer
 
 __all__ = ["Progress", "WorkerKiller", "outcome_line"]
 
-# The name operators filter on, and the tests read: unchanged by the move here.
-logger = logging.getLogger("timer_core.expiry")
+logger = logging.getLogger(log_names.EXPIRY)
 
 # What the log line says happened, per event kind.
 _VERBS = {

@@ -23,14 +23,14 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+from .. import log_names
 from .clock import Clock
 from .deadline_heap import HeapEntry, is_current
 from .timers import Escalation, LiveTimer
 
 __all__ = ["KillWatch", "Overdue", "describe_error", "watch_key"]
 
-# Named as before the move into engine/: operators filter on logger names.
-logger = logging.getLogger("timer_core.kill_watch")
+logger = logging.getLogger(log_names.KILL_WATCH)
 
 # ("timer", id) or ("escalation", id): one per due signal, the same on the heap and
 # on the expiry path, so an overdue kill is counted once wherever it is stuck.

@@ -19,6 +19,7 @@ import logging
 import signal as signal_module
 from collections.abc import Callable
 
+from .. import log_names
 from . import snapshot
 from .admission import RefusedError, check_request, not_own_process
 from .capturer import Capturer
@@ -36,8 +37,7 @@ from .timers import LiveTimer, TimerView
 
 __all__ = ["Reaper"]
 
-# Named as before the move into engine/: operators filter on logger names.
-logger = logging.getLogger("timer_core.reaper")
+logger = logging.getLogger(log_names.REAPER)
 
 
 class Reaper(TimerBook):

@@ -23,13 +23,13 @@ import re
 import stat
 from dataclasses import dataclass
 
+from .. import log_names
 from ..safe_dirs import UnsafeDirectoryError, open_directory
 from .fifo_guard import what_changed
 
 __all__ = ["FifoDirError", "FifoDirectory", "UserFifo", "resolve_uids"]
 
-# Named as before the move into sources/: operators filter on logger names.
-logger = logging.getLogger("timer_core.fifo_dir")
+logger = logging.getLogger(log_names.FIFO_DIR)
 
 # Users must traverse the directory to reach their FIFO, and must not write in it.
 DIR_MODE = 0o755

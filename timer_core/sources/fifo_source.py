@@ -24,6 +24,7 @@ import stat
 import time
 from collections.abc import Callable
 
+from .. import log_names
 from ..engine import Reaper
 from ..engine.poll_thread import PollThread
 from ..safe_dirs import UnsafeDirectoryError, open_directory
@@ -33,8 +34,7 @@ from .fifo_lines import LineSplitter, MalformedLines, apply_request
 
 __all__ = ["GUARD_SECONDS", "PAUSE_POLL_SECONDS", "FifoSource", "create_fifo"]
 
-# Named as before the move into sources/: operators filter on logger names.
-logger = logging.getLogger("timer_core.fifo_source")
+logger = logging.getLogger(log_names.FIFO_SOURCE)
 
 _READ_CHUNK = 65536
 # How often a paused reader asks again whether it may read.

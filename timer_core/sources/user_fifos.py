@@ -26,6 +26,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 
+from .. import log_names
 from ..engine import Reaper
 from ..engine.admission import not_own_process
 from ..engine.poll_thread import PollThread
@@ -36,8 +37,7 @@ from .fifo_source import PAUSE_POLL_SECONDS
 
 __all__ = ["READ_BUDGET", "UserFifos", "real_uid"]
 
-# Named as before the move into sources/: operators filter on logger names.
-logger = logging.getLogger("timer_core.user_fifos")
+logger = logging.getLogger(log_names.USER_FIFOS)
 
 # Bytes read from one FIFO per turn: about 150 requests, a few ms of engine work.
 READ_BUDGET = 16 * 1024

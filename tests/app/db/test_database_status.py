@@ -45,7 +45,7 @@ def test_an_outage_logs_once_and_its_end_runs_the_callbacks(
     status = DatabaseStatus(service_of(client).engine)
     returned: list[bool] = []
     status.on_return(lambda: returned.append(True))
-    with caplog.at_level(logging.WARNING, logger="app.db.database_status"):
+    with caplog.at_level(logging.WARNING, logger="app.database_status"):
         for _ in range(5):
             status.failed("connection refused")
         status.probe()  # SQLite answers: the outage ends

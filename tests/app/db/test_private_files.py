@@ -56,7 +56,7 @@ def test_a_database_others_can_read_is_tightened_with_a_warning(
     db = tmp_path / "timers.db"
     db.touch(mode=0o644)
     db.chmod(0o644)  # as an older version, or another tool, left it
-    with caplog.at_level(logging.WARNING, logger="app.db.private_files"), started(db):
+    with caplog.at_level(logging.WARNING, logger="app.private_files"), started(db):
         assert mode(db) == 0o600
     assert any("tightened to 0600" in record.getMessage() for record in caplog.records)
 
