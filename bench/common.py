@@ -14,7 +14,8 @@ from typing import Any
 
 import psutil
 
-from timer_core.wire import WireRequest, encode
+from timer_core.engine.arm_request import ArmRequest
+from timer_core.wire import encode
 
 RESULTS = Path(__file__).parent / "results"
 REPO = Path(__file__).parent.parent
@@ -94,7 +95,7 @@ def spawn_sleeper() -> subprocess.Popen[bytes]:
 
 
 def fifo_line(pid: int, scope: str, expiration_time: float, signal: int = 9) -> bytes:
-    return encode(WireRequest(pid, scope, expiration_time, signal))
+    return encode(ArmRequest(pid, scope, expiration_time, signal))
 
 
 def write_fifo(fifo: str, data: bytes) -> None:

@@ -19,6 +19,7 @@ from fastapi.testclient import TestClient
 from app.main import create_app
 from app.settings import Settings
 from bench.common import print_table, save, spawn_sleeper
+from timer_core.engine.arm_request import ArmRequest, Origin
 
 _READS = 20
 
@@ -32,7 +33,9 @@ def measure(timers: int) -> float:
                 reaper = app.state.service.timers_here()
                 far = time.time() + 3600
                 for index in range(timers):
-                    reaper.acquire(worker.pid, f"step-{index}", far + index, source="bench")
+                    reaper.acquire(
+                        ArmRequest(worker.pid, f"step-{index}", far + index), Origin("bench")
+                    )
                 timings = []
                 for _ in range(_READS):
                     began = time.perf_counter()

@@ -22,10 +22,11 @@ from .compat_hooks import HookedSignaller, is_overridden, reaped, timers_view
 from .debug_info_logging import log_debug_info_for_expired_timers
 from .diagnosis.stack_capture import StackCapturer
 from .diagnosis.stack_capture import dump_stack_on as dump_stack_on_signal
+from .engine.arm_request import ArmRequest
 from .engine.events import EventKind, TimerEvent
 from .engine.process import ProcessIdentity, SignalOutcome, identify
 from .engine.reaper import Reaper
-from .sources.fifo_source import FifoSource
+from .sources.fifo_source import FIFO, FifoSource
 
 __all__ = ["FileTimerClient", "FileTimerRequest", "FileTimerServer"]
 
@@ -74,7 +75,7 @@ class FileTimerRequest(TimerRequest):
     def to_json(self) -> str:
         # Version 1, the only one there is: wire's encoder writes it.
         return wire.to_json(
-            wire.WireRequest(
+            ArmRequest(
                 self.worker_pid, self.scope_id, self.expiration_time, self.signal, self.dump_signal
             )
         )
@@ -291,11 +292,10 @@ class FileTimerServer:
     def register_timers(self, timer_requests: list[FileTimerRequest]) -> None:
         for request in timer_requests:
             self.reaper.apply(
-                request.worker_pid,
-                request.scope_id,
-                request.expiration_time,
-                request.signal,
-                source="fifo",
+                ArmRequest(
+                    request.worker_pid, request.scope_id, request.expiration_time, request.signal
+                ),
+                FIFO,
             )
 
     def clear_timers(self, worker_pids: set[int]) -> None:

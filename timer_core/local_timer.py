@@ -17,6 +17,7 @@ from . import log_names
 from .api import RequestQueue, TimerClient, TimerRequest, TimerServer
 from .compat_hooks import HookedSignaller, is_overridden, reaped, timers_view
 from .diagnosis.stack_capture import StackCapturer
+from .engine.arm_request import ArmRequest, Origin
 from .engine.process import ProcessIdentity, SignalOutcome
 from .engine.reaper import Reaper
 
@@ -27,6 +28,10 @@ logger = logging.getLogger(log_names.LOCAL_TIMER)
 # Upper bound on how long the request thread blocks, so ``stop()`` is prompt
 # whatever ``max_interval`` is. It has no effect on kill latency.
 _STOP_POLL_SECONDS = 0.25
+
+# The queue's writers are this server's own children, free to target any process, as in
+# torch; their items carry no signal: each is reaped with SIGKILL.
+_QUEUE = Origin("queue")
 
 
 class LocalTimerClient(TimerClient):
@@ -178,7 +183,7 @@ class LocalTimerServer(TimerServer):
         except AttributeError:
             logger.warning("ignoring a malformed timer request: %r", request)
             return
-        self.reaper.apply(pid, scope_id, expiration_time, signal.SIGKILL, source="queue")
+        self.reaper.apply(ArmRequest(pid, scope_id, expiration_time, signal.SIGKILL), _QUEUE)
 
 
 # As defined here; a subclass or a patch that replaces it is honoured.

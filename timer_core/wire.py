@@ -6,6 +6,8 @@ One request per line, each line at most PIPE_BUF bytes::
 
 One optional key is ours: ``"dump_signal": int``, the signal on which a worker that
 opted in dumps its own stack (torch's server ignores keys it does not know).
+
+A line is read straight into the engine's ``ArmRequest``, and written from one.
 """
 
 from __future__ import annotations
@@ -13,29 +15,17 @@ from __future__ import annotations
 import json
 import math
 import select
-from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["MAX_LINE_BYTES", "MalformedRequest", "WireRequest", "encode", "parse_line", "to_json"]
+from .engine.arm_request import ArmRequest
+
+__all__ = ["MAX_LINE_BYTES", "MalformedRequest", "encode", "parse_line", "to_json"]
 
 MAX_LINE_BYTES = select.PIPE_BUF
 
 
 class MalformedRequest(ValueError):
     """A line that is not a valid v1 request; the message says what is wrong."""
-
-
-@dataclass(frozen=True, slots=True)
-class WireRequest:
-    pid: int
-    scope_id: str
-    expiration_time: float
-    signal: int
-    dump_signal: int | None = None
-
-    @property
-    def is_release(self) -> bool:
-        return self.expiration_time < 0
 
 
 def _require(payload: dict[str, Any], key: str, kinds: tuple[type, ...]) -> Any:
@@ -48,7 +38,7 @@ def _require(payload: dict[str, Any], key: str, kinds: tuple[type, ...]) -> Any:
     return value
 
 
-def parse_line(line: bytes) -> WireRequest:
+def parse_line(line: bytes) -> ArmRequest:
     if len(line) > MAX_LINE_BYTES:
         raise MalformedRequest(f"line of {len(line)} bytes exceeds PIPE_BUF ({MAX_LINE_BYTES})")
     try:
@@ -70,7 +60,7 @@ def parse_line(line: bytes) -> WireRequest:
         raise MalformedRequest("expiration_time must be finite") from None
     if not math.isfinite(expiration_time):
         raise MalformedRequest("expiration_time must be finite")
-    return WireRequest(
+    return ArmRequest(
         pid=_require(payload, "pid", (int,)),
         scope_id=_require(payload, "scope_id", (str,)),
         expiration_time=expiration_time,
@@ -79,7 +69,7 @@ def parse_line(line: bytes) -> WireRequest:
     )
 
 
-def to_json(request: WireRequest) -> str:
+def to_json(request: ArmRequest) -> str:
     """The JSON object torch's FileTimerClient writes for this request, without the
     newline: the one encoder of the format (``FileTimerRequest.to_json`` is this)."""
     payload: dict[str, Any] = {
@@ -94,6 +84,6 @@ def to_json(request: WireRequest) -> str:
     return json.dumps(payload)
 
 
-def encode(request: WireRequest) -> bytes:
+def encode(request: ArmRequest) -> bytes:
     """The whole line, as written to the FIFO."""
     return (to_json(request) + "\n").encode()

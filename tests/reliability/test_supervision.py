@@ -14,11 +14,12 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.main import create_app
-from app.worker_node import STALL_EXIT_CODE
 from app.settings import Settings
+from app.worker_node import STALL_EXIT_CODE
 from tests.conftest import in_process, service_of, worker_node_of
 from tests.waiting import wait_until
 from tests.workers import wait_dead
+from timer_core.engine.arm_request import ArmRequest
 
 
 @pytest.fixture
@@ -50,7 +51,7 @@ def test_a_dead_reaper_thread_is_restarted_and_still_kills(
 
     # The loop holds the bound step it was built with: replace that one.
     monkeypatch.setattr(reaper._loop, "_step", crash_once)
-    reaper.acquire(sleeper.pid, "s", time.time() + 0.2)  # wakes the loop into the crash
+    reaper.acquire(ArmRequest(sleeper.pid, "s", time.time() + 0.2))  # wakes the loop into the crash
     assert wait_until(lambda: node.reaper_restarts == 1)
     assert wait_dead(sleeper) == -9
     assert client.get("/healthz").status_code == 200
@@ -71,7 +72,7 @@ def test_a_stalled_reaper_fails_healthz_and_triggers_the_exit(
         return None
 
     monkeypatch.setattr(reaper._loop, "_step", hang)  # the step the loop calls
-    reaper.acquire(service.pid, "wake", time.time(), 0)  # observe-only: wakes the loop
+    reaper.acquire(ArmRequest(service.pid, "wake", time.time(), 0))  # observe-only: wakes the loop
     try:
         assert stalled.wait(10), "the supervisor never noticed the stall"
         response = client.get("/healthz")

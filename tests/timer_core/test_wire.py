@@ -13,10 +13,11 @@ from hypothesis import strategies as st
 
 from timer_core import ManualClock, ProcessIdentity, Reaper
 from timer_core.engine.admission import MAX_DEADLINE_SECONDS
+from timer_core.engine.arm_request import ArmRequest
 from timer_core.engine.process import ProcessSignaller
 from timer_core.engine.request_text import scope_id_problem
 from timer_core.sources.fifo_source import FifoSource
-from timer_core.wire import MAX_LINE_BYTES, MalformedRequest, WireRequest, encode, parse_line
+from timer_core.wire import MAX_LINE_BYTES, MalformedRequest, encode, parse_line
 
 
 def line(**fields: object) -> bytes:
@@ -26,7 +27,7 @@ def line(**fields: object) -> bytes:
 
 
 def test_parses_torchs_line() -> None:
-    assert parse_line(line()) == WireRequest(100, "s", 5.0, 9)
+    assert parse_line(line()) == ArmRequest(100, "s", 5.0, 9)
     assert parse_line(line(expiration_time=-1)).is_release
 
 
@@ -60,7 +61,7 @@ def test_deeply_nested_json_within_pipe_buf_is_rejected_not_crashing() -> None:
 
 
 def test_encode_round_trips() -> None:
-    request = WireRequest(123, "train.py#42", 1.7e9, 15)
+    request = ArmRequest(123, "train.py#42", 1.7e9, 15)
     assert parse_line(encode(request).strip()) == request
 
 
@@ -122,7 +123,7 @@ def test_reads_what_a_client_wrote_to_the_real_fifo(collector: _Collector) -> No
 
 
 good_requests = st.builds(
-    WireRequest,
+    ArmRequest,
     pid=st.integers(100, 199),
     # Every scope id the engine's rule allows (request_text): 1+ characters, none Cc or Cs.
     scope_id=st.text(st.characters(exclude_categories=("Cc", "Cs")), min_size=1, max_size=40),
@@ -140,18 +141,18 @@ good_requests = st.builds(
     cut=st.integers(1, 64),
 )
 def test_random_bytes_never_crash_and_every_valid_request_applies(
-    tmp_path_factory: pytest.TempPathFactory, items: list[WireRequest | bytes], cut: int
+    tmp_path_factory: pytest.TempPathFactory, items: list[ArmRequest | bytes], cut: int
 ) -> None:
     collector = _Collector(str(tmp_path_factory.mktemp("fifo") / "t.fifo"))
     try:
         stream = b"".join(
-            encode(item) if isinstance(item, WireRequest) else item + b"\n" for item in items
+            encode(item) if isinstance(item, ArmRequest) else item + b"\n" for item in items
         )
         for start in range(0, len(stream), cut):
             collector.source.feed(stream[start : start + cut])
         expected: dict[tuple[int, str], float] = {}
         for item in items:
-            if isinstance(item, WireRequest):
+            if isinstance(item, ArmRequest):
                 expected[(item.pid, item.scope_id)] = item.expiration_time
             else:
                 try:
@@ -172,6 +173,6 @@ def test_a_line_of_pipe_buf_bytes_is_read_and_one_byte_more_is_not() -> None:
     # Up to PIPE_BUF bytes, a write reaches the FIFO whole, never mixed with another's.
     assert MAX_LINE_BYTES == select.PIPE_BUF
     fitting = line() + b" " * (MAX_LINE_BYTES - len(line()))
-    assert parse_line(fitting) == WireRequest(100, "s", 5.0, 9)
+    assert parse_line(fitting) == ArmRequest(100, "s", 5.0, 9)
     with pytest.raises(MalformedRequest, match="exceeds PIPE_BUF"):
         parse_line(fitting + b" ")

@@ -12,6 +12,7 @@ import math
 import signal as signal_module
 from typing import Any
 
+from .arm_request import ArmRequest, Origin
 from .process import ProcessSignaller
 from .request_text import scope_id_problem, shown
 
@@ -107,26 +108,21 @@ def check_expiration(expiration_time: Any, now: float) -> float:
 
 
 def check_request(
-    signaller: ProcessSignaller,
-    pid: Any,
-    scope_id: Any,
-    expiration_time: Any,
-    signal: Any,
-    dump_signal: Any,
-    *,
-    observe_protected: bool,
-    now: float,
+    signaller: ProcessSignaller, request: ArmRequest, origin: Origin, now: float
 ) -> tuple[float, int]:
     """Every check that needs no look at the process; returns the expiration time (a
     float) and the signal. The server's own process and its ancestors may hold
-    observe-only timers (as torch's tests do in-process) if ``observe_protected``."""
+    observe-only timers (as torch's tests do in-process) if ``origin`` allows it."""
+    pid, signal = request.pid, request.signal
     refusal = signaller.refusal(pid)
-    observe_self = observe_protected and pid in signaller.protected and observe_only(signal)
-    if refusal is not None and not observe_self:
+    if refusal is not None and not (
+        origin.may_observe_self and pid in signaller.protected and observe_only(signal)
+    ):
         raise RefusedError(refusal)
-    check_scope_id(scope_id)
-    expiration = check_expiration(expiration_time, now)
+    check_scope_id(request.scope_id)
+    expiration = check_expiration(request.expiration_time, now)
     checked_signal = check_signal(signal)
+    dump_signal = request.dump_signal
     if dump_signal is not None and check_signal(dump_signal, "dump_signal") <= 0:
         raise RefusedError("dump_signal must be a signal number > 0", "dump_signal")
     return expiration, checked_signal

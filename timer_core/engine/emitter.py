@@ -13,6 +13,7 @@ import math
 from typing import Any, Protocol
 
 from .. import log_names
+from .arm_request import ArmRequest, Origin
 from .capturer import CapturedStack, RankStack
 from .clock import Clock
 from .events import EventBus, EventKind, TimerEvent
@@ -105,16 +106,17 @@ def timer_event(
 
 
 def refused_event(
-    seq: int,
-    at: float,
-    request: tuple[Any, Any, Any, Any],
-    source: str,
-    reason: str,
-    node: str = "",
+    seq: int, at: float, request: ArmRequest, origin: Origin, reason: str, node: str = ""
 ) -> TimerEvent:
-    """The event for a request that was not armed: ``request`` is (pid, scope_id,
-    expiration_time, signal) as received, of any type."""
-    pid, scope_id, expiration_time, signal = request
+    """The event for a request that was not armed: ``request`` holds the values as
+    received, of any type."""
+    pid, scope_id, expiration_time, signal = (
+        request.pid,
+        request.scope_id,
+        request.expiration_time,
+        request.signal,
+    )
+    source = origin.source
     return TimerEvent(
         seq=seq,
         kind=EventKind.REFUSED,
@@ -169,15 +171,14 @@ class EventEmitter:
             )
         )
 
-    def refused(
-        self, pid: Any, scope_id: Any, expiration_time: Any, signal: Any, source: str, reason: str
-    ) -> None:
+    def refused(self, request: ArmRequest, origin: Origin, reason: str) -> None:
         """Log and publish the refusal of a request, with its values as received."""
+        pid, scope_id, signal = request.pid, request.scope_id, request.signal
         # The values are what the request carried, of any type: each is repr()'d (an
         # integer signal is named), so a newline in a scope cannot forge a log line.
         logger.warning(
             "refused a timer request from %s: pid=%s scope=%s signal=%s reason=%r",
-            source,
+            origin.source,
             shown(pid),
             shown(scope_id, MAX_SCOPE_LENGTH + 2),
             signal_name(signal)
@@ -187,5 +188,5 @@ class EventEmitter:
             else shown(signal),
             reason,
         )
-        request, now, node = (pid, scope_id, expiration_time, signal), self._clock.time, self._node
-        self._bus.publish(lambda seq: refused_event(seq, now(), request, source, reason, node))
+        now, node = self._clock.time, self._node
+        self._bus.publish(lambda seq: refused_event(seq, now(), request, origin, reason, node))

@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import signal as signal_module
 from collections.abc import Callable
 
 from .. import log_names
 from . import snapshot
 from .admission import RefusedError, check_request, not_own_process
+from .arm_request import LIBRARY, ArmRequest, Origin
 from .capturer import Capturer
 from .clock import Clock, SystemClock
 from .events import EventBus, EventKind, Listener
@@ -112,98 +112,44 @@ class Reaper(TimerBook):
 
     # ---- requests that arm ---------------------------------------------------------------
 
-    def acquire(
-        self,
-        pid: int,
-        scope_id: str,
-        expiration_time: float,
-        signal: int = signal_module.SIGKILL,
-        *,
-        source: str = "api",
-        dump_signal: int | None = None,
-        observe_protected: bool = True,
-        owner_uid: int | None = None,
-        requester: str = "",
-        labels: Labels | None = None,
-    ) -> tuple[TimerView, bool]:
+    def acquire(self, request: ArmRequest, origin: Origin = LIBRARY) -> tuple[TimerView, bool]:
         """Arm a timer, or move the deadline of the active one for (pid, scope_id).
 
         Returns the timer and whether it was created (False: a heartbeat).
         Raises RefusedError, after emitting a ``refused`` event, if it must not be armed.
-        The server's own process and its ancestors may hold observe-only timers (as
-        torch's tests do in-process) unless ``observe_protected`` is False.
-        With ``owner_uid``, only a process whose real uid is that may be targeted:
-        ``requester`` (who asked, e.g. "uid 1001 over tcp …") goes into the refusal.
-        ``labels`` given explicitly override those read from the worker's environment
-        (read once per worker, and only once the caller may act on it).
+        With the ``origin``'s ``owner_uid``, only a process whose real uid is that may be
+        targeted. The request's own ``labels`` override those read from the worker's
+        environment (read once per worker, and only once the caller may act on it).
         """
+        pid = request.pid
         try:
             expiration_time, signal = check_request(
-                self.signaller,
-                pid,
-                scope_id,
-                expiration_time,
-                signal,
-                dump_signal,
-                observe_protected=observe_protected,
-                now=self.clock.time(),
+                self.signaller, request, origin, self.clock.time()
             )
             with self._lock:
                 known = self._workers.identity(pid)
             identity = known or self._identify(pid)
             if identity is None:
                 raise RefusedError(f"no process with pid {pid} is running on this host")
+            owner_uid = origin.owner_uid
             if owner_uid is not None and identity.uid != owner_uid:
-                raise not_own_process(requester or f"uid {owner_uid}", pid, identity.uid)
+                raise not_own_process(origin.describe(), pid, identity.uid)
             if known is None:
                 identity = dataclasses.replace(identity, labels=self._labels_of(pid))
-            return self._arm(
-                identity, scope_id, expiration_time, signal, source, dump_signal, labels=labels
-            )
+            return self._arm(identity, request, expiration_time, signal, origin.source)
         except RefusedError as error:
-            # A "limit" refusal took its user's token already, and set ``quiet``.
-            requester_uid = None if error.kind == "limit" else owner_uid
-            if not error.quiet:
-                self.emit_refused(
-                    pid,
-                    scope_id,
-                    expiration_time,
-                    signal,
-                    source,
-                    error.reason,
-                    requester_uid=requester_uid,
-                )
+            self._refuse(request, origin, error)
             raise
 
-    def apply(
-        self,
-        pid: int,
-        scope_id: str,
-        expiration_time: float,
-        signal: int,
-        *,
-        source: str,
-        dump_signal: int | None = None,
-        owner_uid: int | None = None,
-        requester: str = "",
-    ) -> bool:
+    def apply(self, request: ArmRequest, origin: Origin = LIBRARY) -> bool:
         """Apply one request in torch's convention: a negative ``expiration_time``
-        releases, anything else acquires (``owner_uid`` and ``requester`` as there).
+        releases, anything else arms or heartbeats (as ``release`` and ``acquire``).
         False if refused (already logged and emitted as a ``refused`` event)."""
         try:
-            if isinstance(expiration_time, int | float) and expiration_time < 0:
-                self.release(pid, scope_id, source=source, owner_uid=owner_uid, requester=requester)
+            if request.is_release:
+                self.release(request.pid, request.scope_id, origin)
             else:
-                self.acquire(
-                    pid,
-                    scope_id,
-                    expiration_time,
-                    signal,
-                    source=source,
-                    dump_signal=dump_signal,
-                    owner_uid=owner_uid,
-                    requester=requester,
-                )
+                self.acquire(request, origin)
             return True
         except RefusedError:
             return False
@@ -212,16 +158,13 @@ class Reaper(TimerBook):
         self,
         timer_id: int,
         identity: ProcessIdentity,
-        scope_id: str,
-        expiration_time: float,
-        signal: int,
+        request: ArmRequest,
+        origin: Origin,
         *,
-        source: str,
         acquired_at: float,
-        dump_signal: int | None = None,
-        labels: Labels | None = None,
     ) -> TimerView | None:
-        """Re-arm a timer recorded before a restart, with its original identity.
+        """Re-arm a timer recorded before a restart, with its original identity (whose
+        pid is the ``request``'s) and its recorded labels (the ``request``'s).
 
         If the recorded process is gone (or its pid reused), the timer ends with
         ``worker_gone`` instead. A deadline already past fires on the next step.
@@ -232,16 +175,16 @@ class Reaper(TimerBook):
             stale = LiveTimer(
                 timer_id,
                 identity,
-                scope_id,
-                signal,
-                source,
+                request.scope_id,
+                request.signal,
+                origin.source,
                 acquired_at,
-                expiration_time,
+                request.expiration_time,
                 0.0,
-                labels=labels or NO_LABELS,
+                labels=request.labels or NO_LABELS,
                 node=self.node,
             )
-            expired = expiration_time <= self.clock.time()
+            expired = request.expiration_time <= self.clock.time()
             self._events.timer(
                 EventKind.WORKER_GONE,
                 stale,
@@ -259,14 +202,12 @@ class Reaper(TimerBook):
             identity = known
         view, _ = self._arm(
             identity,
-            scope_id,
-            expiration_time,
-            signal,
-            source,
-            dump_signal,
+            request,
+            request.expiration_time,
+            request.signal,
+            origin.source,
             timer_id,
             acquired_at,
-            labels,
         )
         return view
 

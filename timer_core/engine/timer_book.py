@@ -16,11 +16,11 @@ from typing import Any
 
 from . import snapshot
 from .admission import RefusedError, check_scope_id
+from .arm_request import LIBRARY, ArmRequest, Origin
 from .clock import Clock
 from .deadline_heap import DeadlineHeap
 from .emitter import EventEmitter
 from .events import EventBus, EventKind
-from .labels import Labels
 from .process import ProcessIdentity
 from .timer_table import TimerTable
 from .timers import Escalation, LiveTimer, TimerView
@@ -58,41 +58,26 @@ class TimerBook:
 
     # ---- changes -------------------------------------------------------------------------
 
-    def release(
-        self,
-        pid: int,
-        scope_id: str,
-        *,
-        source: str = "api",
-        owner_uid: int | None = None,
-        requester: str = "",
-    ) -> TimerView | None:
-        """End the active timer for (pid, scope_id); None if there is none. With
-        ``owner_uid``, a timer whose worker belongs to another uid is not released:
-        RefusedError (kind "forbidden"), after a ``refused`` event naming ``requester``.
-        A scope id no acquisition could have armed (``request_text``) is refused alike
-        (kind "invalid"): every source releases by the rule it arms by."""
+    def release(self, pid: int, scope_id: str, origin: Origin = LIBRARY) -> TimerView | None:
+        """End the active timer for (pid, scope_id); None if there is none. With the
+        ``origin``'s ``owner_uid``, a timer whose worker belongs to another uid is not
+        released: RefusedError (kind "forbidden"), after a ``refused`` event naming the
+        requester. A scope id no acquisition could have armed (``request_text``) is
+        refused alike (kind "invalid"): every source releases by the rule it arms by."""
         try:
             check_scope_id(scope_id)
         except RefusedError as error:
-            self.emit_refused(pid, scope_id, -1, 0, source, error.reason, requester_uid=owner_uid)
+            self._refuse(ArmRequest(pid, scope_id, -1, 0), origin, error)
             raise
         with self._lock:
             timer = self._table.get(pid, scope_id)
-            return self._release_locked(timer, source, owner_uid, requester)
+            return self._release_locked(timer, origin)
 
-    def release_id(
-        self,
-        timer_id: int,
-        *,
-        source: str = "api",
-        owner_uid: int | None = None,
-        requester: str = "",
-    ) -> TimerView | None:
+    def release_id(self, timer_id: int, origin: Origin = LIBRARY) -> TimerView | None:
         """As ``release``, by the timer's id."""
         with self._lock:
             timer = self._table.by_id.get(timer_id)
-            return self._release_locked(timer, source, owner_uid, requester)
+            return self._release_locked(timer, origin)
 
     def clear_worker(self, pid: int, reason: str) -> list[TimerView]:
         """End every timer of one worker (torch's ``clear_timers``)."""
@@ -116,24 +101,14 @@ class TimerBook:
                 )
             self._workers.forget(identity.pid)
 
-    def emit_refused(
-        self,
-        pid: Any,
-        scope_id: Any,
-        expiration_time: Any,
-        signal: Any,
-        source: str,
-        reason: str,
-        *,
-        requester_uid: int | None = None,
-    ) -> None:
+    def emit_refused(self, request: ArmRequest, origin: Origin, reason: str) -> None:
         """Log and emit a ``refused`` event for a request that was not carried out;
         also for refusals decided outside the engine (e.g. who may read a stack). The
-        request of a non-root ``requester_uid`` is written within that user's rate
+        request of a non-root ``origin.owner_uid`` is written within that user's rate
         (``UserShare.refusal_is_quiet``): each refusal is a row and a log line too."""
-        if self.user_share.refusal_is_quiet(requester_uid):
+        if self.user_share.refusal_is_quiet(origin.owner_uid):
             return
-        self._events.refused(pid, scope_id, expiration_time, signal, source, reason)
+        self._events.refused(request, origin, reason)
 
     # ---- reads ---------------------------------------------------------------------------
 
@@ -177,22 +152,32 @@ class TimerBook:
 
     # ---- for the Reaper ------------------------------------------------------------------
 
+    def _refuse(self, request: ArmRequest, origin: Origin, error: RefusedError) -> None:
+        """Announce the refusal ``error`` of ``request``, unless it is ``quiet``."""
+        if error.quiet:
+            return
+        if error.kind == "limit":
+            # It took its user's token already (``UserShare.check``): not a second one.
+            self._events.refused(request, origin, error.reason)
+        else:
+            self.emit_refused(request, origin, error.reason)
+
     def _arm(
         self,
         identity: ProcessIdentity,
-        scope_id: str,
+        request: ArmRequest,
         expiration_time: float,
         signal: int,
         source: str,
-        dump_signal: int | None,
         timer_id: int | None = None,
         acquired_at: float | None = None,
-        labels: Labels | None = None,
     ) -> tuple[TimerView, bool]:
         """Create the timer for (pid, scope_id), or move it (a heartbeat); and whether it
-        was created. A request passes no ``acquired_at``: it is subject to the per-user
-        cap and announced. A timer restored after a restart passes its recorded id and
+        was created. ``expiration_time`` and ``signal`` are the request's, as checked. A
+        request passes no ``acquired_at``: it is subject to the per-user cap and
+        announced. A timer restored after a restart passes its recorded id and
         ``acquired_at``: never refused, and announced already."""
+        scope_id, dump_signal, labels = request.scope_id, request.dump_signal, request.labels
         now_unix = self.clock.time()
         # The same moment on the clock that never steps: what the heap and the kill use.
         deadline_monotonic = self.clock.monotonic() + (expiration_time - now_unix)
@@ -260,27 +245,20 @@ class TimerBook:
         if self._heap.push(due_monotonic, item, generation, self._table.by_id):
             self._earliest_moved()
 
-    def _release_locked(
-        self, timer: LiveTimer | None, source: str, owner_uid: int | None, requester: str
-    ) -> TimerView | None:
+    def _release_locked(self, timer: LiveTimer | None, origin: Origin) -> TimerView | None:
         if timer is None:
             return None
+        owner_uid = origin.owner_uid
         if owner_uid is not None and timer.identity.uid != owner_uid:
-            reason = (
-                f"{requester or f'uid {owner_uid}'} may not release timer {timer.id}: "
-                f"its worker belongs to uid {timer.identity.uid}"
+            error = RefusedError(
+                f"{origin.describe()} may not release timer {timer.id}: "
+                f"its worker belongs to uid {timer.identity.uid}",
+                kind="forbidden",
             )
-            self.emit_refused(
-                timer.identity.pid,
-                timer.scope_id,
-                -1,
-                timer.signal,
-                source,
-                reason,
-                requester_uid=owner_uid,
-            )
-            raise RefusedError(reason, kind="forbidden")
-        return self._end_locked(timer, EventKind.RELEASED, "released", released_by=source)
+            request = ArmRequest(timer.identity.pid, timer.scope_id, -1, timer.signal)
+            self._refuse(request, origin, error)
+            raise error
+        return self._end_locked(timer, EventKind.RELEASED, "released", released_by=origin.source)
 
     def _end_locked(self, timer: LiveTimer, kind: str, state: str, **detail: Any) -> TimerView:
         self._table.forget(timer)

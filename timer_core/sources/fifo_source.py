@@ -26,13 +26,13 @@ from collections.abc import Callable
 
 from .. import log_names
 from ..engine import Reaper
+from ..engine.arm_request import ArmRequest, Origin
 from ..engine.poll_thread import PollThread
 from ..safe_dirs import UnsafeDirectoryError, open_directory
-from ..wire import WireRequest
 from .fifo_guard import blocker_of, lstat_or_none, what_changed
-from .fifo_lines import LineSplitter, MalformedLines, apply_request
+from .fifo_lines import FifoLines, MalformedLines
 
-__all__ = ["GUARD_SECONDS", "PAUSE_POLL_SECONDS", "FifoSource", "create_fifo"]
+__all__ = ["FIFO", "GUARD_SECONDS", "PAUSE_POLL_SECONDS", "FifoSource", "create_fifo"]
 
 logger = logging.getLogger(log_names.FIFO_SOURCE)
 
@@ -43,6 +43,10 @@ PAUSE_POLL_SECONDS = 0.02
 GUARD_SECONDS = 1.0
 # Linux's default cap for unprivileged pipes (/proc/sys/fs/pipe-max-size): ~10k requests.
 _PIPE_BYTES = 1 << 20
+
+# Whoever can write the shared FIFO may target any process, as torch's server allows:
+# its mode (0600, the service's own user) decides who that is.
+FIFO = Origin("fifo")
 
 
 def create_fifo(path: str, mode: int = 0o600) -> None:
@@ -116,7 +120,7 @@ class FifoSource:
         self._read_fd, self._keepalive_fd, self._identity = self._open()
         self._loop = PollThread("timer-fifo")
         self._loop.register(self._read_fd)
-        self._lines = self._splitter()
+        self._lines = self._new_lines()
 
     def _open(self) -> tuple[int, int, os.stat_result]:
         """The FIFO at ``path`` open for reading, our own writer of that very FIFO (it
@@ -136,10 +140,8 @@ class FifoSource:
             raise
         return read_fd, keepalive_fd, opened
 
-    def _splitter(self) -> LineSplitter:
-        return LineSplitter(
-            self._apply_line, lambda reason: self._malformed.reject(self._where, reason)
-        )
+    def _new_lines(self) -> FifoLines:
+        return FifoLines(self._where, self._malformed)
 
     def changed(self) -> str | None:
         """Why ``path`` no longer leads to the FIFO being read; None while it does."""
@@ -168,7 +170,7 @@ class FifoSource:
                     os.close(fd)
                 self._read_fd, self._keepalive_fd, self._identity = read_fd, keepalive_fd, identity
                 self._loop.register(read_fd)
-                self._lines = self._splitter()  # a partial line of the old one is void
+                self._lines = self._new_lines()  # a partial line of the old one is void
                 self.problem = None
                 self.restorations += 1
                 logger.warning(
@@ -213,21 +215,21 @@ class FifoSource:
         return lines
 
     def feed(self, chunk: bytes) -> int:
-        """Split a chunk into lines and apply each; keeps a trailing partial line."""
-        return self._lines.feed(chunk)
+        """Apply the request on each line that ends in ``chunk`` (a trailing partial line
+        is kept); returns how many lines ended in it."""
+        lines = self._lines
+        ended = lines.ended
+        for request in lines.requests(chunk):
+            self.apply(request)
+        return lines.ended - ended
 
     @property
     def malformed_lines(self) -> int:
         return self._malformed.count
 
-    def _apply_line(self, line: bytes) -> None:
-        request = self._malformed.parse(line, self._where)
-        if request is not None:
-            self.apply(request)
-
-    def apply(self, request: WireRequest) -> None:
+    def apply(self, request: ArmRequest) -> None:
         self.requests += 1
-        if apply_request(self.reaper, request):
+        if self.reaper.apply(request, FIFO):
             self.applied_requests += 1
 
     def _run(self) -> None:

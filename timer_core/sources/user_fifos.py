@@ -29,10 +29,10 @@ from collections.abc import Callable, Iterable
 from .. import log_names
 from ..engine import Reaper
 from ..engine.admission import not_own_process
+from ..engine.arm_request import ArmRequest, Origin
 from ..engine.poll_thread import PollThread
-from ..wire import WireRequest
 from .fifo_dir import FifoDirectory, FifoDirError, UserFifo
-from .fifo_lines import LineSplitter, MalformedLines, apply_request
+from .fifo_lines import FifoLines, MalformedLines
 from .fifo_source import PAUSE_POLL_SECONDS
 
 __all__ = ["READ_BUDGET", "UserFifos", "real_uid"]
@@ -63,16 +63,12 @@ def real_uid(pid: int) -> int | None:
 class _Channel:
     """One uid's FIFO as the reader sees it: its descriptors and its line state."""
 
-    def __init__(self, fifo: UserFifo, owner_uid: int | None, owner: UserFifos) -> None:
+    def __init__(self, fifo: UserFifo, owner_uid: int | None, malformed: MalformedLines) -> None:
         self.fifo = fifo
-        # None: root's (or the service's own) FIFO, as free as the shared --fifo.
-        self.owner_uid = owner_uid
-        self.requester = f"the FIFO {fifo.path} of uid {fifo.uid}"
-        self.where = f"line on {self.requester}"
-        self.lines = LineSplitter(
-            lambda line: owner.apply_line(self, line),
-            lambda why: owner.malformed.reject(self.where, why),
-        )
+        requester = f"the FIFO {fifo.path} of uid {fifo.uid}"
+        # owner_uid None: root's (or the service's own) FIFO, as free as the shared --fifo.
+        self.origin = Origin("fifo", owner_uid, requester)
+        self.lines = FifoLines(f"line on {requester}", malformed)
 
 
 class UserFifos:
@@ -148,7 +144,7 @@ class UserFifos:
 
     def _add_locked(self, fifo: UserFifo) -> None:
         owner = None if fifo.uid in self._unrestricted else fifo.uid
-        channel = _Channel(fifo, owner, self)
+        channel = _Channel(fifo, owner, self.malformed)
         self._by_uid[fifo.uid] = channel
         self._by_fd[fifo.read_fd] = channel
         self._loop.register(fifo.read_fd)
@@ -215,7 +211,8 @@ class UserFifos:
             chunk = os.read(channel.fifo.read_fd, READ_BUDGET)
         except BlockingIOError:
             return 0
-        channel.lines.feed(chunk)
+        for request in channel.lines.requests(chunk):
+            self._apply(channel.origin, request)
         return len(chunk)
 
     def _run(self) -> None:
@@ -235,20 +232,15 @@ class UserFifos:
     def malformed_lines(self) -> int:
         return self.malformed.count
 
-    def apply_line(self, channel: _Channel, line: bytes) -> None:
-        request = self.malformed.parse(line, channel.where)
-        if request is None:
-            return
-        owner = channel.owner_uid
-        allowed = owner is None or request.is_release or self._owns(channel, owner, request)
-        if allowed and apply_request(
-            self.reaper, request, owner_uid=owner, requester=channel.requester
-        ):
+    def _apply(self, origin: Origin, request: ArmRequest) -> None:
+        owner = origin.owner_uid
+        allowed = owner is None or request.is_release or self._owns(origin, owner, request)
+        if allowed and self.reaper.apply(request, origin):
             self.applied_requests += 1
         else:
             self.refused_requests += 1
 
-    def _owns(self, channel: _Channel, owner: int, request: WireRequest) -> bool:
+    def _owns(self, origin: Origin, owner: int, request: ArmRequest) -> bool:
         """Whether the target's real uid is ``owner`` now, not only when the engine first
         saw the worker: a process may have changed its uid since (a setuid program run
         by the user). False after a ``refused`` event."""
@@ -256,14 +248,7 @@ class UserFifos:
         actual = self._read_uid(pid)
         if actual is None or actual == owner:
             return True  # gone or the user's own: the engine decides (and checks again)
-        reason = not_own_process(channel.requester, pid, actual).reason
         self.reaper.emit_refused(
-            pid,
-            request.scope_id,
-            request.expiration_time,
-            request.signal,
-            "fifo",
-            reason,
-            requester_uid=owner,
+            request, origin, not_own_process(origin.requester, pid, actual).reason
         )
         return False

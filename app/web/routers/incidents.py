@@ -18,6 +18,7 @@ from app.db.job_models import IncidentPublic
 from app.db.models import ErrorMessage, Page
 from app.db.pagination import CURSOR_PATTERN, KnownQueryOnly, TimerIdPath
 from app.deps import ServiceDep, SessionDep
+from timer_core.engine.arm_request import ArmRequest, Origin
 from timer_core.engine.labels import MAX_JOB_ID_LENGTH
 
 __all__ = ["router"]
@@ -89,13 +90,14 @@ def get_capture_stack(
         # Logged as any refusal is, under the timer the rank had when captured.
         timer = store.timer(session, row.timer_id) if row.timer_id is not None else None
         service.refused(
-            row.pid,
-            timer.scope_id if timer else f"incident {incident_id}",
-            -1,
-            timer.signal if timer else 0,
-            "http",
+            ArmRequest(
+                row.pid,
+                timer.scope_id if timer else f"incident {incident_id}",
+                -1,
+                timer.signal if timer else 0,
+            ),
+            Origin("http", caller.uid, caller.describe()),
             refusal,
-            requester_uid=caller.uid,
         )
         raise forbidden(refusal)
     if row.stack_text is None:

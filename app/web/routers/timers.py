@@ -43,6 +43,7 @@ from app.timer_state import TimerState
 from app.web.active_from_engine import active_page
 from app.web.write_answers import answer, wait_recorded
 from timer_core import RefusedError
+from timer_core.engine.arm_request import ArmRequest, Origin
 from timer_core.engine.labels import MAX_JOB_ID_LENGTH, MAX_RANK
 
 __all__ = ["PAST_GRACE_SECONDS", "router"]
@@ -65,13 +66,13 @@ def unprocessable(field: str, message: str) -> HTTPException:
     )
 
 
-def _owner_check(caller: Caller) -> dict[str, Any]:
-    """The engine's owner check for a release by this caller (none when privileged)."""
-    if is_privileged(caller):
-        return {}
-    # An unidentified caller is checked against uid -1, which owns no process.
-    owner = caller.uid if caller.uid is not None else -1
-    return {"owner_uid": owner, "requester": caller.describe()}
+def _origin(caller: Caller) -> Origin:
+    """Where a request of this caller comes from, for the engine: a caller other than
+    root, the service's uid and the admin token may act on its own processes only (an
+    unidentified one is held to uid -1, which owns none). Over HTTP the service refuses
+    itself and its ancestors outright, even observe-only timers."""
+    owner = None if is_privileged(caller) else caller.uid if caller.uid is not None else -1
+    return Origin("http", owner, caller.describe(), may_observe_self=False)
 
 
 async def _refusal_recorded(service: ServiceDep) -> None:
@@ -162,20 +163,11 @@ async def acquire(body: TimerCreate, access: JsonWrite) -> Response:
         # Nobody to check the worker's owner against: refused before the engine.
         raise forbidden(authorize(caller, None, f"arm a timer for pid {body.pid}") or "")
     _not_behind(service)
+    request = ArmRequest(
+        body.pid, body.scope_id, expiration_time, body.signal, body.dump_signal, body.labels()
+    )
     try:
-        view, created = access.timers.acquire(
-            body.pid,
-            body.scope_id,
-            expiration_time,
-            body.signal,
-            source="http",
-            dump_signal=body.dump_signal,
-            # Over HTTP the service refuses itself and its ancestors outright.
-            observe_protected=False,
-            owner_uid=None if is_privileged(caller) else caller.uid,
-            requester=caller.describe(),
-            labels=body.labels(),
-        )
+        view, created = access.timers.acquire(request, _origin(caller))
     except RefusedError as error:
         await _refusal_recorded(service)
         raise _refusal_error(error) from None
@@ -195,9 +187,7 @@ async def acquire(body: TimerCreate, access: JsonWrite) -> Response:
 async def release(body: TimerRelease, access: JsonWrite) -> Response:
     service, caller = access.service, access.caller
     try:
-        view = access.timers.release(
-            body.pid, body.scope_id, source="http", **_owner_check(caller)
-        )
+        view = access.timers.release(body.pid, body.scope_id, _origin(caller))
     except RefusedError as error:
         await _refusal_recorded(service)
         raise _refusal_error(error) from None
@@ -218,7 +208,7 @@ async def delete(
 ) -> Response:
     timers = service.timers_here()  # a hub keeps none: 409 (contract 9)
     try:
-        view = timers.release_id(timer_id, source="http", **_owner_check(caller))
+        view = timers.release_id(timer_id, _origin(caller))
     except RefusedError as error:
         await _refusal_recorded(service)
         raise _refusal_error(error) from None
@@ -321,13 +311,9 @@ def get_stack(
         refusal = authorize(caller, timer.uid, f"read the stack of timer {timer_id}")
         if refusal is not None:
             service.refused(
-                timer.pid,
-                timer.scope_id,
-                -1,
-                timer.signal,
-                "http",
+                ArmRequest(timer.pid, timer.scope_id, -1, timer.signal),
+                Origin("http", caller.uid, caller.describe()),
                 refusal,
-                requester_uid=caller.uid,
             )
             raise forbidden(refusal)
     stack = store.stack(session, timer_id)

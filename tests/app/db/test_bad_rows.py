@@ -18,6 +18,7 @@ from app.db.recorder import Recorder
 from tests.conftest import service_of, worker_node_of
 from tests.sample_events import event, refused
 from tests.waiting import wait_until
+from timer_core.engine.arm_request import ArmRequest
 from timer_core.engine.process import identify
 
 BAD = "step \ud800 of the loop"
@@ -65,7 +66,9 @@ def test_the_pages_and_the_recorder_survive_a_timer_that_cannot_be_encoded(
     identity = identify(bad_worker.pid)
     assert identity is not None
     # Past every check, as a bug or a new source might: observe only, due in a moment.
-    bad, _ = worker_node_of(client).reaper._arm(identity, BAD, time.time() + 0.5, 0, "fifo", None)
+    deadline = time.time() + 0.5
+    request = ArmRequest(identity.pid, BAD, deadline, 0)
+    bad, _ = worker_node_of(client).reaper._arm(identity, request, deadline, 0, "fifo")
 
     state = client.get("/dashboard/state")
     assert state.status_code == 200

@@ -32,6 +32,7 @@ from tests.workers import wait_dead
 from timer_core import ManualClock, ProcessIdentity, ProcessSignaller
 from timer_core.diagnosis import StackCapturer
 from timer_core.engine import CapturedStack
+from timer_core.engine.arm_request import ArmRequest
 from timer_core.engine.process import SignalOutcome
 
 
@@ -67,7 +68,7 @@ def test_an_overdue_kill_fails_healthz_and_is_counted(
     node.on_stall = lambda: None  # the loop stamps its runs on the manual clock
     with in_process(app) as client:
         reaper = node.reaper
-        reaper.acquire(sleeper.pid, "stuck", clock.time() + 1)
+        reaper.acquire(ArmRequest(sleeper.pid, "stuck", clock.time() + 1))
         clock.advance(1)  # due: the loop pops it within its one-second idle tick
         assert blocked_capture.started.wait(10)  # type: ignore[attr-defined]
         assert client.get("/healthz").status_code == 200  # waiting within its budget

@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 
 from app.web.routers.timers import PAST_GRACE_SECONDS
 from tests.workers import wait_dead
+from timer_core.engine.arm_request import ArmRequest, Origin
 from timer_core.engine.events import EVENT_KINDS
 
 
@@ -81,7 +82,7 @@ def test_the_fifo_keeps_torchs_semantics_for_past_deadlines() -> None:
     from tests.timer_core.world import World
 
     world = World()
-    assert world.reaper.apply(100, "s", 1000.0, 9, source="fifo")
+    assert world.reaper.apply(ArmRequest(100, "s", 1000.0, 9), Origin("fifo"))
     world.advance(0)
     assert world.signaller.sent == [(100, 9)]
 

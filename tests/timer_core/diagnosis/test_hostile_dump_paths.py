@@ -35,6 +35,7 @@ from tests.waiting import wait_until
 from tests.workers import assert_sigkilled
 from timer_core import EventKind, Reaper, TimerEvent, identify
 from timer_core.diagnosis.stack_capture import DumpPathError, StackCapturer
+from timer_core.engine.arm_request import ArmRequest
 from timer_core.engine.process import ProcessIdentity
 
 
@@ -113,7 +114,7 @@ def test_the_service_makes_the_users_directory_and_the_kill_still_happens(
     engine.start()
     try:
         # Arming a timer with a dump signal makes the directory of the worker's user.
-        engine.acquire(worker.pid, "hung", time.time() + 60, dump_signal=signal.SIGUSR2)
+        engine.acquire(ArmRequest(worker.pid, "hung", time.time() + 60, dump_signal=signal.SIGUSR2))
         directory = user.root / str(user.uid)
         assert wait_until(directory.is_dir)
         made = os.lstat(directory)
@@ -122,7 +123,9 @@ def test_the_service_makes_the_users_directory_and_the_kill_still_happens(
         assert os.lstat(user.root).st_uid == os.geteuid()
 
         plant(user, what, directory / f"{worker.pid}.stack", secret)
-        engine.acquire(worker.pid, "hung", time.time() + 0.2, dump_signal=signal.SIGUSR2)
+        engine.acquire(
+            ArmRequest(worker.pid, "hung", time.time() + 0.2, dump_signal=signal.SIGUSR2)
+        )
         assert_sigkilled(worker)
     finally:
         engine.stop()

@@ -14,6 +14,7 @@ import pytest
 from tests.workers import FUNCTION, needs_py_spy, spawn_stuck, stuck_worker, wait_dead
 from timer_core import EventKind, ProcessIdentity, Reaper, TimerEvent, identify
 from timer_core.diagnosis.stack_capture import StackCapturer
+from timer_core.engine.arm_request import ArmRequest
 
 
 @pytest.fixture
@@ -91,7 +92,7 @@ def test_the_reaper_captures_before_the_kill_and_keeps_the_kill_within_the_budge
     worker = spawn_stuck("plain", stdout=subprocess.PIPE)
     try:
         assert worker.stdout is not None and worker.stdout.readline().strip() == b"ready"
-        engine.acquire(worker.pid, "hung", time.time() + 0.2)
+        engine.acquire(ArmRequest(worker.pid, "hung", time.time() + 0.2))
         assert wait_dead(worker) == -signal.SIGKILL
     finally:
         worker.kill()

@@ -14,6 +14,7 @@ from tests.timer_core.world import World
 from tests.waiting import wait_until
 from timer_core import EventKind, ProcessIdentity, TimerEvent
 from timer_core.engine import CapturedStack
+from timer_core.engine.arm_request import ArmRequest
 from timer_core.engine.capture_runner import CaptureRunner
 
 HOSTILE_UID = 999
@@ -68,9 +69,9 @@ def runner_of(world: World) -> CaptureRunner:
 def arm_flood_and_victim(world: World, seconds: float) -> None:
     for pid in HOSTILE_PIDS:
         world.processes[pid] = ProcessIdentity(pid, 100.0 + pid, uid=HOSTILE_UID)
-        world.reaper.acquire(pid, "hung", world.at(seconds))
+        world.reaper.acquire(ArmRequest(pid, "hung", world.at(seconds)))
     world.processes[ROOT_VICTIM] = ProcessIdentity(ROOT_VICTIM, 7.0, uid=0)
-    world.reaper.acquire(ROOT_VICTIM, "victim", world.at(seconds))
+    world.reaper.acquire(ArmRequest(ROOT_VICTIM, "victim", world.at(seconds)))
 
 
 def test_a_flood_of_hung_captures_leaves_other_users_a_slot(capturer: HangsForOneUser) -> None:

@@ -9,6 +9,7 @@ import time
 
 from tests.sample_events import refused
 from timer_core import EventBus, Reaper, TimerEvent
+from timer_core.engine.arm_request import ArmRequest, Origin
 from timer_core.engine.clock import ManualClock
 
 
@@ -54,9 +55,9 @@ def test_the_engine_emits_in_number_order_under_concurrent_requests() -> None:
         barrier.wait(5)
         for round_ in range(200):
             scope = f"w{index}-{round_}"
-            reaper.acquire(pid, scope, clock.time() + 60, 0)
+            reaper.acquire(ArmRequest(pid, scope, clock.time() + 60, 0))
             reaper.release(pid, scope)
-            reaper.apply(-1, scope, 1.0, 9, source="test")  # refused: a third path
+            reaper.apply(ArmRequest(-1, scope, 1.0, 9), Origin("test"))  # refused: a third path
 
     threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
     for thread in threads:

@@ -16,6 +16,7 @@ from tests.timer_core.world import RecordingSignaller, World
 from tests.waiting import wait_until
 from timer_core import EventKind, ProcessIdentity, TimerEvent
 from timer_core.engine import CapturedStack
+from timer_core.engine.arm_request import ArmRequest
 from timer_core.engine.process import SignalOutcome
 
 EMFILE = OSError(errno.EMFILE, "Too many open files")
@@ -52,7 +53,7 @@ class RaisingCapturer:
 
 
 def expire_one(world: World) -> TimerEvent:
-    world.reaper.acquire(100, "step", world.at(1))
+    world.reaper.acquire(ArmRequest(100, "step", world.at(1)))
     world.advance(1)
     assert wait_until(lambda: len(world.kinds()) == 2)
     world.reaper.expiry.shutdown()
@@ -148,9 +149,9 @@ def test_every_timer_of_a_worker_gets_an_outcome_after_an_error() -> None:
     world = World()
     killer = world.reaper.expiry.killer
     killer.expire = fail_once(killer.expire, lambda *args: True)  # type: ignore[method-assign]
-    world.reaper.acquire(100, "watch", world.at(1), 0)
-    world.reaper.acquire(100, "kill", world.at(1))
-    world.reaper.acquire(100, "kill-too", world.at(1))
+    world.reaper.acquire(ArmRequest(100, "watch", world.at(1), 0))
+    world.reaper.acquire(ArmRequest(100, "kill", world.at(1)))
+    world.reaper.acquire(ArmRequest(100, "kill-too", world.at(1)))
     world.advance(1)
     world.reaper.expiry.shutdown()
     by_scope = {e.scope_id: e for e in world.events if e.kind != EventKind.ACQUIRED}

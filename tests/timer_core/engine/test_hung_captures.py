@@ -24,6 +24,7 @@ from timer_core import EventKind, ProcessIdentity, Reaper, TimerEvent
 from timer_core.diagnosis import stack_capture
 from timer_core.diagnosis.bounded_subprocess import run_bounded
 from timer_core.diagnosis.stack_capture import StackCapturer
+from timer_core.engine.arm_request import ArmRequest
 from timer_core.engine.capture_runner import CaptureRunner
 from timer_core.engine.capturer import CapturedStack
 
@@ -61,7 +62,7 @@ def test_more_hung_captures_than_slots_delay_no_kill(hung: BlockingCapturer) -> 
     pids = range(300, 300 + WORKERS)
     for pid in pids:
         world.processes[pid] = ProcessIdentity(pid, 100.0 + pid)
-        world.reaper.acquire(pid, "hung", world.at(1))
+        world.reaper.acquire(ArmRequest(pid, "hung", world.at(1)))
     world.advance(1)  # all due at the same instant
 
     assert wait_until(lambda: len(killed_events(world)) == WORKERS, 30)
@@ -75,7 +76,7 @@ def test_more_hung_captures_than_slots_delay_no_kill(hung: BlockingCapturer) -> 
     runner = capture_runner(world)
     assert runner.hung() > 0
     world.processes[400] = ProcessIdentity(400, 500.0)
-    world.reaper.acquire(400, "after", world.at(0))
+    world.reaper.acquire(ArmRequest(400, "after", world.at(0)))
     world.advance(0)
     assert wait_until(lambda: killed(world, 400), 30)
     hung.release.set()
@@ -88,7 +89,7 @@ def test_past_the_cap_on_hung_captures_none_is_started(hung: BlockingCapturer) -
     world = World(capturer=hung)
     capture_runner(world).max_hung = 2
     for pid in (100, 101, 102):
-        world.reaper.acquire(pid, "hung", world.at(0))
+        world.reaper.acquire(ArmRequest(pid, "hung", world.at(0)))
         world.advance(0)
         assert wait_until(functools.partial(killed, world, pid))
     notes = stack_notes(world)
@@ -116,7 +117,7 @@ def test_a_proc_read_that_never_returns_does_not_stop_the_kill(
     engine.start()
     worker = spawn_sleeper()
     try:
-        engine.acquire(worker.pid, "stuck", time.time() + 0.2)
+        engine.acquire(ArmRequest(worker.pid, "stuck", time.time() + 0.2))
         assert_sigkilled(worker)
     finally:
         released.set()
@@ -214,7 +215,7 @@ def test_past_the_cap_on_captures_under_way_none_is_started(hung: BlockingCaptur
     world = World(capturer=hung)
     capture_runner(world).max_live = 2
     for pid in (100, 101, 102):
-        world.reaper.acquire(pid, "hung", world.at(1))
+        world.reaper.acquire(ArmRequest(pid, "hung", world.at(1)))
     world.advance(1)
     assert wait_until(lambda: len(killed_events(world)) == 3)
     notes = sorted(stack_notes(world))

@@ -13,12 +13,13 @@ from tests.timer_core.world import World
 from tests.waiting import wait_until
 from timer_core import EventKind
 from timer_core.engine import RankStack
+from timer_core.engine.arm_request import ArmRequest
 
 
 def arm_one_step_apart(world: World, stuck_rank: int) -> None:
     """The stuck rank's deadline first; its peers' one (fake) second later."""
     for rank, pid in RANK_PIDS.items():
-        world.reaper.acquire(pid, "step", world.at(1 if rank == stuck_rank else 2))
+        world.reaper.acquire(ArmRequest(pid, "step", world.at(1 if rank == stuck_rank else 2)))
 
 
 def test_expiries_during_the_jobs_capture_wait_for_it_and_reuse_its_stacks() -> None:

@@ -10,6 +10,7 @@ from tests.timer_core.world import World
 from tests.waiting import wait_until
 from timer_core import EventKind, ProcessIdentity, TimerEvent
 from timer_core.engine import CapturedStack, Labels
+from timer_core.engine.arm_request import ArmRequest
 
 JOB = "job-7"
 RANK_PIDS = {0: 500, 1: 501, 2: 502, 3: 503}
@@ -68,7 +69,7 @@ def events_of(world: World, kind: str) -> list[TimerEvent]:
 def arm_job(world: World, stuck_rank: int) -> None:
     """Every rank armed; the stuck rank's deadline comes first."""
     for rank, pid in RANK_PIDS.items():
-        world.reaper.acquire(pid, "step", world.at(1 if rank == stuck_rank else 100))
+        world.reaper.acquire(ArmRequest(pid, "step", world.at(1 if rank == stuck_rank else 100)))
 
 
 def test_the_first_expiry_captures_every_rank_before_any_signal() -> None:
@@ -162,9 +163,11 @@ def test_another_users_worker_with_the_same_job_id_captures_only_its_own_kind() 
         world.processes[pid] = ProcessIdentity(pid, 100.0 + pid, 1000)
     world.processes[600] = ProcessIdentity(600, 700.0, 2000)
     world.labels[600] = Labels(JOB, 0, 0, 4)
-    world.reaper.acquire(600, "decoy", world.at(1))
+    world.reaper.acquire(ArmRequest(600, "decoy", world.at(1)))
     arm_job(world, stuck_rank=2)
-    world.reaper.acquire(RANK_PIDS[2], "step", world.at(2))  # the real hang, a second later
+    world.reaper.acquire(
+        ArmRequest(RANK_PIDS[2], "step", world.at(2))
+    )  # the real hang, a second later
     world.advance(1)
     assert wait_until(lambda: len(events_of(world, EventKind.KILLED)) == 1, 30)
     assert [pid for pid, _ in capturer.captured] == [600]  # none of uid 1000's ranks

@@ -11,6 +11,7 @@ import pytest
 from tests.timer_core.world import World
 from timer_core import ProcessIdentity, RefusedError
 from timer_core.engine import CapturedStack
+from timer_core.engine.arm_request import ArmRequest, Origin
 from timer_core.engine.kill_outcomes import outcome_line
 from timer_core.engine.process import SignalOutcome
 from timer_core.engine.timers import LiveTimer
@@ -34,7 +35,7 @@ def caplog(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
 def test_a_kill_is_one_info_line_with_pid_scope_signal_and_lateness(
     world: World, caplog: pytest.LogCaptureFixture
 ) -> None:
-    view, _ = world.reaper.acquire(100, "train-step", world.at(5))
+    view, _ = world.reaper.acquire(ArmRequest(100, "train-step", world.at(5)))
     world.advance(5.25)
     [record] = records(caplog, "timer_core.expiry")
     assert record.levelno == logging.INFO
@@ -48,7 +49,7 @@ def test_a_failed_kill_is_a_warning_with_its_reason(
     world: World, caplog: pytest.LogCaptureFixture
 ) -> None:
     world.signaller.outcomes[100] = SignalOutcome(False, "failed", "permission denied (EPERM)")
-    world.reaper.acquire(100, "step", world.at(1), signal.SIGTERM)
+    world.reaper.acquire(ArmRequest(100, "step", world.at(1), signal.SIGTERM))
     world.advance(1)
     [record] = records(caplog, "timer_core.expiry")
     assert record.levelno == logging.WARNING
@@ -60,9 +61,9 @@ def test_a_failed_kill_is_a_warning_with_its_reason(
 def test_observe_only_and_gone_workers_are_logged_at_info(
     world: World, caplog: pytest.LogCaptureFixture
 ) -> None:
-    world.reaper.acquire(100, "watched", world.at(1), 0)
+    world.reaper.acquire(ArmRequest(100, "watched", world.at(1), 0))
     world.signaller.outcomes[101] = SignalOutcome(False, "gone", "no such process")
-    world.reaper.acquire(101, "gone", world.at(1))
+    world.reaper.acquire(ArmRequest(101, "gone", world.at(1)))
     world.advance(1)
     messages = {r.getMessage(): r.levelno for r in records(caplog, "timer_core.expiry")}
     assert len(messages) == 2 and set(messages.values()) == {logging.INFO}
@@ -72,7 +73,7 @@ def test_observe_only_and_gone_workers_are_logged_at_info(
 
 def test_an_escalation_that_kills_nothing_is_a_warning(caplog: pytest.LogCaptureFixture) -> None:
     world = World(escalate_after=2.0)
-    world.reaper.acquire(100, "step", world.at(1), signal.SIGTERM)
+    world.reaper.acquire(ArmRequest(100, "step", world.at(1), signal.SIGTERM))
     world.advance(1)
     world.signaller.outcomes[100] = SignalOutcome(False, "failed", "permission denied (EPERM)")
     world.advance(2)
@@ -87,7 +88,7 @@ def test_a_refusal_is_one_warning_from_the_reaper(
     world: World, caplog: pytest.LogCaptureFixture
 ) -> None:
     with pytest.raises(RefusedError):
-        world.reaper.acquire(1, "step", world.at(5), source="fifo")
+        world.reaper.acquire(ArmRequest(1, "step", world.at(5)), Origin("fifo"))
     [record] = records(caplog, "timer_core.reaper")
     assert record.levelno == logging.WARNING
     assert record.getMessage() == (
@@ -105,12 +106,12 @@ def test_a_scope_with_line_breaks_stays_on_one_line(
     # not control characters, so they are armed: the kill's line and a refusal's must
     # stay one line too.
     forged = "step\u20282030-01-01 00:00:00,000 INFO timer_core.expiry: timer 9 killed\u2029"
-    world.reaper.acquire(100, forged, world.at(1))
+    world.reaper.acquire(ArmRequest(100, forged, world.at(1)))
     world.advance(1)
     with pytest.raises(RefusedError):
-        world.reaper.acquire(1, forged, world.at(5))
+        world.reaper.acquire(ArmRequest(1, forged, world.at(5)))
     with pytest.raises(RefusedError, match="U\\+000A"):
-        world.reaper.acquire(100, "step\n2030-01-01 INFO timer 9 killed\r", world.at(5))
+        world.reaper.acquire(ArmRequest(100, "step\n2030-01-01 INFO timer 9 killed\r", world.at(5)))
     lines = [r.getMessage() for r in caplog.records if r.name.startswith("timer_core")]
     assert len(lines) == 3
     for line in lines:
@@ -132,8 +133,8 @@ def test_the_line_names_the_stack_method_and_its_seconds() -> None:
 def test_nothing_is_logged_for_acquire_heartbeat_and_release(
     world: World, caplog: pytest.LogCaptureFixture
 ) -> None:
-    world.reaper.acquire(100, "step", world.at(5))
-    world.reaper.acquire(100, "step", world.at(6))
+    world.reaper.acquire(ArmRequest(100, "step", world.at(5)))
+    world.reaper.acquire(ArmRequest(100, "step", world.at(6)))
     world.reaper.release(100, "step")
     world.advance(10)
     assert records(caplog, "timer_core.expiry") == records(caplog, "timer_core.reaper") == []

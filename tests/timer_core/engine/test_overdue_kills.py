@@ -7,12 +7,13 @@ import pytest
 
 from tests.timer_core.world import BlockingCapturer, World
 from tests.waiting import wait_until
+from timer_core.engine.arm_request import ArmRequest, Origin
 
 
 def test_a_due_timer_the_reaper_has_not_popped_is_overdue_and_counted_once() -> None:
     world = World(overdue_margin=1.0)  # no capture: the budget is 0
     watch = world.reaper.kill_watch
-    world.reaper.acquire(100, "step", world.at(5))
+    world.reaper.acquire(ArmRequest(100, "step", world.at(5)))
     world.clock.advance(5.5)  # due, but the reaper has not stepped: within the margin
     assert watch.check().count == 0
     world.clock.advance(1.5)  # 2 s past the deadline, 1 s past the margin
@@ -30,19 +31,18 @@ def test_a_due_timer_the_reaper_has_not_popped_is_overdue_and_counted_once() -> 
 
 def test_a_released_or_moved_timer_left_on_the_heap_is_not_overdue() -> None:
     world = World(overdue_margin=1.0)
-    world.reaper.acquire(100, "released", world.at(1))
+    world.reaper.acquire(ArmRequest(100, "released", world.at(1)))
     world.reaper.release(100, "released")
-    world.reaper.acquire(101, "moved", world.at(1))
-    world.reaper.acquire(101, "moved", world.at(60))  # a heartbeat
+    world.reaper.acquire(ArmRequest(101, "moved", world.at(1)))
+    world.reaper.acquire(ArmRequest(101, "moved", world.at(60)))  # a heartbeat
     world.clock.advance(10)
     assert world.reaper.kill_watch.check().count == 0
 
 
 def test_deadlines_that_passed_while_the_service_was_down_are_due_from_the_start() -> None:
     world = World(overdue_margin=1.0)
-    world.reaper.restore(
-        7, world.processes[100], "old", world.at(-3600), 9, source="http", acquired_at=0.0
-    )
+    request = ArmRequest(100, "old", world.at(-3600), 9)
+    world.reaper.restore(7, world.processes[100], request, Origin("http"), acquired_at=0.0)
     world.reaper.kill_watch.origin = world.clock.monotonic()  # as Reaper.start() does
     assert world.reaper.kill_watch.check().count == 0  # an hour late, but not our lateness
     world.clock.advance(2)
@@ -54,7 +54,7 @@ def test_a_kill_stuck_behind_a_capture_that_never_returns_is_overdue() -> None:
     world = World(capturer=capturer, overdue_margin=1.0)
     watch = world.reaper.kill_watch
     try:
-        world.reaper.acquire(100, "step", world.at(1))
+        world.reaper.acquire(ArmRequest(100, "step", world.at(1)))
         world.advance(1)  # popped: handed to a kill thread, which waits for the capture
         assert capturer.started.wait(10)
         assert watch.in_flight() == 1 and watch.check().count == 0
@@ -75,7 +75,7 @@ def test_a_kill_stuck_behind_a_capture_that_never_returns_is_overdue() -> None:
 def test_a_late_kill_nobody_checked_on_is_still_counted() -> None:
     capturer = BlockingCapturer(budget=60.0)
     world = World(capturer=capturer, overdue_margin=1.0)
-    world.reaper.acquire(100, "step", world.at(1))
+    world.reaper.acquire(ArmRequest(100, "step", world.at(1)))
     world.advance(1)
     assert capturer.started.wait(10)
     world.clock.advance(100)

@@ -19,6 +19,7 @@ import timer_core as timer
 from tests.waiting import wait_until
 from tests.workers import hold_local_timer, spawn_sleeper, wait_dead
 from timer_core import EventKind, ProcessIdentity, Reaper, TimerEvent, identify
+from timer_core.engine.arm_request import ArmRequest, Origin
 
 
 class EventLog:
@@ -59,14 +60,14 @@ def log(reaper: Reaper) -> EventLog:
 def test_sleeping_worker_is_killed_at_expiry(
     reaper: Reaper, log: EventLog, sleeper: subprocess.Popen[bytes]
 ) -> None:
-    reaper.acquire(sleeper.pid, "hang", time.time() + 0.2)
+    reaper.acquire(ArmRequest(sleeper.pid, "hang", time.time() + 0.2))
     assert wait_dead(sleeper) == -signal.SIGKILL
     killed = log.wait_for(EventKind.KILLED)
     assert killed.pid == sleeper.pid and killed.state == "killed"
 
 
 def test_released_worker_stays_alive(reaper: Reaper, sleeper: subprocess.Popen[bytes]) -> None:
-    reaper.acquire(sleeper.pid, "work", time.time() + 1.0)
+    reaper.acquire(ArmRequest(sleeper.pid, "work", time.time() + 1.0))
     reaper.release(sleeper.pid, "work")
     assert wait_dead(sleeper, timeout=1.3) is None  # past the released deadline
     assert sleeper.poll() is None
@@ -81,10 +82,8 @@ def test_a_pid_now_naming_another_process_is_not_signalled(
     reaper.restore(
         99,
         ProcessIdentity(sleeper.pid, real.create_time - 50),
-        "old",
-        time.time(),
-        9,
-        source="test",
+        ArmRequest(sleeper.pid, "old", time.time(), 9),
+        Origin("test"),
         acquired_at=time.time(),
     )
     assert log.wait_for(EventKind.WORKER_GONE).timer_id == 99
@@ -94,7 +93,7 @@ def test_a_pid_now_naming_another_process_is_not_signalled(
 def test_exited_worker_timers_are_dropped_promptly_without_a_signal(
     reaper: Reaper, log: EventLog, sleeper: subprocess.Popen[bytes]
 ) -> None:
-    reaper.acquire(sleeper.pid, "long", time.time() + 3600)
+    reaper.acquire(ArmRequest(sleeper.pid, "long", time.time() + 3600))
     sleeper.terminate()
     sleeper.wait()
     gone = log.wait_for(EventKind.WORKER_GONE, timeout=5)
@@ -108,7 +107,7 @@ def test_sigterm_ignored_escalates_to_sigkill(reaper: Reaper, log: EventLog) -> 
     )
     try:
         assert worker.stdout is not None and worker.stdout.readline().strip() == b"ready"
-        reaper.acquire(worker.pid, "stuck", time.time() + 0.1, signal.SIGTERM)
+        reaper.acquire(ArmRequest(worker.pid, "stuck", time.time() + 0.1, signal.SIGTERM))
         assert wait_dead(worker) == -signal.SIGKILL
         assert log.wait_for(EventKind.ESCALATED).detail["sigkilled"] == [worker.pid]
     finally:
@@ -126,7 +125,7 @@ def test_signal_children_kills_the_workers_children_too() -> None:
     try:
         assert worker.stdout is not None
         grandchild = psutil.Process(int(worker.stdout.readline()))
-        engine.acquire(worker.pid, "loader", time.time() + 0.1)
+        engine.acquire(ArmRequest(worker.pid, "loader", time.time() + 0.1))
         assert wait_dead(worker) == -signal.SIGKILL
         grandchild.wait(timeout=10)
         assert not grandchild.is_running()

@@ -11,6 +11,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from tests.timer_core.world import SERVER_PID, World
 from timer_core import RefusedError
+from timer_core.engine.arm_request import ArmRequest
 
 PIDS = st.sampled_from([100, 101, 102, 200])
 SCOPES = st.sampled_from(["a", "b", "c"])
@@ -33,7 +34,7 @@ class ReaperMachine(RuleBasedStateMachine):
     def acquire(self, pid: int, scope: str, after: float, signal: int) -> None:
         expiration_time = self.world.at(after)
         try:
-            self.world.reaper.acquire(pid, scope, expiration_time, signal)
+            self.world.reaper.acquire(ArmRequest(pid, scope, expiration_time, signal))
         except RefusedError:
             assert pid not in self.alive
             return
@@ -48,7 +49,7 @@ class ReaperMachine(RuleBasedStateMachine):
     @rule(pid=HOSTILE, after=st.floats(-5, 5))
     def hostile_acquire(self, pid: int, after: float) -> None:
         try:
-            self.world.reaper.acquire(pid, "x", self.world.at(after))
+            self.world.reaper.acquire(ArmRequest(pid, "x", self.world.at(after)))
         except RefusedError:
             return
         raise AssertionError(f"pid {pid} was armed")

@@ -16,6 +16,7 @@ from timer_core.engine.admission import (
     check_scope_id,
     check_signal,
 )
+from timer_core.engine.arm_request import ArmRequest, Origin
 from timer_core.engine.emitter import refused_event
 from timer_core.engine.process import ProcessSignaller
 from timer_core.engine.request_text import (
@@ -91,7 +92,9 @@ def test_an_integer_with_no_repr_is_refused_not_raised() -> None:
     with pytest.raises(RefusedError, match="bits> is not a signal"):
         check_signal(huge)
     reaper = Reaper(clock=ManualClock(), watch_exits=False)
-    assert reaper.apply(huge, "s", 1.0, huge, source="queue") is False
-    event = refused_event(1, 0.0, (huge, "s\ud800", 1.0, huge), "queue", "a reason")
+    assert reaper.apply(ArmRequest(huge, "s", 1.0, huge), Origin("queue")) is False
+    event = refused_event(
+        1, 0.0, ArmRequest(huge, "s\ud800", 1.0, huge), Origin("queue"), "a reason"
+    )
     assert (event.pid, event.signal, event.scope_id) == (-1, 0, "s\\ud800")
     json.dumps(event.detail).encode("utf-8")

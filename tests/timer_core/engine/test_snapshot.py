@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from tests.timer_core.world import World
+from timer_core.engine.arm_request import ArmRequest
 from timer_core.engine.snapshot import ReadsThrottled, TimerReader
 from timer_core.engine.timers import LiveTimer
 
@@ -30,7 +31,9 @@ class FakeClock:
 
 def test_four_readers_in_tight_loops_never_hold_the_reapers_lock(world: World) -> None:
     for index in range(5000):
-        world.reaper.acquire(100 + index % 3, f"job-{index % 7}/step-{index}", world.at(3600))
+        world.reaper.acquire(
+            ArmRequest(100 + index % 3, f"job-{index % 7}/step-{index}", world.at(3600))
+        )
     lock_free_during_scans: list[bool] = []
     helper = ThreadPoolExecutor(1)
 
@@ -62,7 +65,7 @@ def test_four_readers_in_tight_loops_never_hold_the_reapers_lock(world: World) -
     try:
         # Meanwhile the engine arms and reaps: every due timer is signalled, each step.
         for round_ in range(200):
-            world.reaper.acquire(101, f"due-{round_}", world.at(0.5))
+            world.reaper.acquire(ArmRequest(101, f"due-{round_}", world.at(0.5)))
             world.advance(0.5)
             assert world.signaller.sent[-1] == (101, signal.SIGKILL)
     finally:
@@ -78,9 +81,9 @@ def test_four_readers_in_tight_loops_never_hold_the_reapers_lock(world: World) -
 
 def test_a_read_sees_every_change_made_before_it_asked(world: World) -> None:
     reader = TimerReader(world.reaper.live_timers)
-    world.reaper.acquire(100, "first", world.at(60))
+    world.reaper.acquire(ArmRequest(100, "first", world.at(60)))
     assert [v.scope_id for v in reader.soonest(10)[0]] == ["first"]
-    world.reaper.acquire(101, "second", world.at(30))
+    world.reaper.acquire(ArmRequest(101, "second", world.at(30)))
     views, total = reader.soonest(10)
     assert [v.scope_id for v in views] == ["second", "first"] and total == 2
     world.reaper.release(101, "second")
@@ -89,7 +92,7 @@ def test_a_read_sees_every_change_made_before_it_asked(world: World) -> None:
 
 def test_filters_match_the_engines_own_query(world: World) -> None:
     for index, pid in enumerate([100, 100, 101, 102, 100]):
-        world.reaper.acquire(pid, f"step-{index}", world.at(50 - index))
+        world.reaper.acquire(ArmRequest(pid, f"step-{index}", world.at(50 - index)))
     reader = TimerReader(world.reaper.live_timers)
     queries: list[tuple[int, int | None, str | None]] = [
         (2, None, None),
@@ -106,7 +109,7 @@ def test_filters_match_the_engines_own_query(world: World) -> None:
 def test_the_budget_bounds_scan_time_then_reuses_the_last_result_or_refuses(
     world: World,
 ) -> None:
-    world.reaper.acquire(100, "step", world.at(60))
+    world.reaper.acquire(ArmRequest(100, "step", world.at(60)))
     clock = FakeClock()
 
     def a_scan_takes_a_second() -> None:
@@ -121,7 +124,7 @@ def test_the_budget_bounds_scan_time_then_reuses_the_last_result_or_refuses(
     )
     first = reader.soonest(10)
     assert reader.soonest(10) == first and reader.scans == 2  # 1 s burst, refill: spent
-    world.reaper.acquire(101, "later", world.at(90))
+    world.reaper.acquire(ArmRequest(101, "later", world.at(90)))
     # Over budget: the last result of the same query, stale, and no scan.
     assert reader.soonest(10) == first and reader.scans == 2
     # A query with nothing to reuse is refused, saying when to come back.
@@ -134,7 +137,7 @@ def test_the_budget_bounds_scan_time_then_reuses_the_last_result_or_refuses(
 
 
 def test_the_copy_is_the_only_part_under_the_lock(world: World) -> None:
-    world.reaper.acquire(100, "step", world.at(60))
+    world.reaper.acquire(ArmRequest(100, "step", world.at(60)))
     copies: list[list[LiveTimer]] = []
 
     def copy() -> list[LiveTimer]:

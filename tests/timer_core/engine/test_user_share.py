@@ -11,6 +11,7 @@ import pytest
 
 from timer_core import Reaper, RefusedError, TimerEvent
 from timer_core.engine import EventKind
+from timer_core.engine.arm_request import ArmRequest, Origin
 from timer_core.engine.clock import ManualClock
 from timer_core.engine.user_share import HISTORY_FULL, RATE, UserShare
 
@@ -82,16 +83,18 @@ def test_the_engine_refuses_arms_and_heartbeats_past_the_rate_from_any_source() 
     reaper.add_listener(seen.append)
     pid = os.getpid()  # observe-only timers on ourselves: nothing is ever signalled
     deadline = clock.time() + 60
-    reaper.acquire(pid, "a", deadline, 0, source="http")
-    reaper.acquire(pid, "a", deadline + 1, 0, source="http")  # a heartbeat takes one too
-    assert reaper.apply(pid, "b", deadline, 0, source="fifo")
+    reaper.acquire(ArmRequest(pid, "a", deadline, 0), Origin("http"))
+    reaper.acquire(
+        ArmRequest(pid, "a", deadline + 1, 0), Origin("http")
+    )  # a heartbeat takes one too
+    assert reaper.apply(ArmRequest(pid, "b", deadline, 0), Origin("fifo"))
     for source in ("fifo", "queue", "fifo"):
-        assert not reaper.apply(pid, "c", deadline, 0, source=source)
+        assert not reaper.apply(ArmRequest(pid, "c", deadline, 0), Origin(source))
     with pytest.raises(RefusedError):
-        reaper.acquire(pid, "c", deadline, 0, source="http")
+        reaper.acquire(ArmRequest(pid, "c", deadline, 0), Origin("http"))
     # Releases are never refused: their arms paid.
-    assert reaper.apply(pid, "a", -1, 0, source="fifo")
-    assert reaper.release(pid, "b", source="http") is not None
+    assert reaper.apply(ArmRequest(pid, "a", -1, 0), Origin("fifo"))
+    assert reaper.release(pid, "b", Origin("http")) is not None
     reaper.bus.drain()
     kinds = [event.kind for event in seen]
     assert kinds == [
@@ -119,9 +122,11 @@ def test_a_users_requests_refused_for_other_reasons_are_written_within_its_rate(
 
     def flood() -> None:
         for _ in range(20):
-            assert not reaper.apply(root_pid, "x", deadline, 9, source="fifo", owner_uid=UID)
+            assert not reaper.apply(
+                ArmRequest(root_pid, "x", deadline, 9), Origin("fifo", owner_uid=UID)
+            )
             with pytest.raises(RefusedError):  # a scope no arm could have: refused alike
-                reaper.release(root_pid, "bad\x00scope", source="http", owner_uid=UID)
+                reaper.release(root_pid, "bad\x00scope", Origin("http", owner_uid=UID))
 
     flood()
     reaper.bus.drain()
@@ -133,8 +138,10 @@ def test_a_users_requests_refused_for_other_reasons_are_written_within_its_rate(
     assert len(seen) == 4 + 2
     assert reaper.user_share.unwritten_refusals == 80 - 6
     # Its own rate only: root's refusals, and another user's, are all written.
-    assert not reaper.apply(-5, "x", deadline, 9, source="fifo")
-    assert not reaper.apply(root_pid, "x", deadline, 9, source="fifo", owner_uid=UID + 1)
+    assert not reaper.apply(ArmRequest(-5, "x", deadline, 9), Origin("fifo"))
+    assert not reaper.apply(
+        ArmRequest(root_pid, "x", deadline, 9), Origin("fifo", owner_uid=UID + 1)
+    )
     reaper.bus.drain()
     assert len(seen) == 8
     assert reaper.user_share.refusals[RATE] == 0  # none of these was over the arm rate

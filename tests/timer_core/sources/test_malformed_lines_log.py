@@ -10,7 +10,7 @@ import logging
 import pytest
 
 from timer_core.engine.clock import ManualClock
-from timer_core.sources.fifo_lines import LOG_BURST, LOG_PER_SECOND, MalformedLines
+from timer_core.sources.fifo_lines import LOG_BURST, LOG_PER_SECOND, FifoLines, MalformedLines
 
 FLOODED = "line on the FIFO /fifos/1001 of uid 1001"
 OTHER = "line on the FIFO /fifos/1002 of uid 1002"
@@ -23,15 +23,16 @@ def test_a_flood_of_malformed_lines_logs_its_burst_then_a_few_a_second(
     reported: list[str] = []
     lines = MalformedLines(logging.getLogger("test.malformed"), reported.append)
     lines._monotonic = clock.monotonic
+    flooded, other = FifoLines(FLOODED, lines), FifoLines(OTHER, lines)
     with caplog.at_level(logging.WARNING, logger="test.malformed"):
         for _ in range(10_000):
-            lines.parse(b"x", FLOODED)
-        lines.parse(b"x", OTHER)
+            assert flooded.requests(b"x\n") == []
+        other.requests(b"x\n")
         assert len(caplog.records) == LOG_BURST + 1
         caplog.clear()
         clock.advance(1.0)
         for _ in range(10_000):
-            lines.parse(b"x", FLOODED)
+            flooded.requests(b"x\n")
     assert lines.count == 20_001 and len(reported) == 20_001
     logged = [record.getMessage() for record in caplog.records]
     assert len(logged) == LOG_PER_SECOND

@@ -13,6 +13,7 @@ import pytest
 from tests.sample_events import torch_line
 from tests.waiting import wait_until
 from timer_core import EventKind, ManualClock, ProcessIdentity, Reaper, TimerEvent
+from timer_core.engine.arm_request import ArmRequest
 from timer_core.engine.process import ProcessSignaller
 from timer_core.sources.fifo_dir import FifoDirectory
 from timer_core.sources.user_fifos import READ_BUDGET, UserFifos, real_uid
@@ -98,7 +99,7 @@ def test_a_user_cannot_target_another_uids_process(world: World) -> None:
 
 
 def test_a_user_cannot_release_another_uids_timer(world: World) -> None:
-    world.reaper.acquire(150, "theirs", TOMORROW)  # armed by root, say
+    world.reaper.acquire(ArmRequest(150, "theirs", TOMORROW))  # armed by root, say
     world.write(ME, line(150, "theirs", expiration_time=-1))
     world.fifos.poll_once(0)
     assert world.active() == {(150, "theirs")}
