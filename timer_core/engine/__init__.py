@@ -5,7 +5,8 @@ The ``Reaper`` is its face: sources (the FIFOs, the service's HTTP routes, the
 torch-compatible servers) call its request methods, and listeners get its events.
 Its parts, one idea per module:
 
-- the timers: ``reaper`` (requests that arm, and the step that reaps), ``admission``
+- the timers: ``arm_request`` (a request as every source hands it, and who asks),
+  ``reaper`` (requests that arm, and the step that reaps), ``admission``
   (the checks a request passes; ``request_text``, the rule for its scope id),
   ``timer_book`` (the live timers under the lock, with the releases and reads),
   ``timer_table`` (by key, id and uid), ``deadline_heap`` (what is due when),
@@ -28,6 +29,7 @@ Loggers keep the names they had before the engine became a package
 """
 
 from .admission import RefusedError
+from .arm_request import ArmRequest, Origin
 from .capturer import CapturedStack, Capturer, RankStack
 from .clock import Clock, ManualClock, SystemClock
 from .events import END_KINDS, EVENT_KINDS, EventBus, EventKind, Listener, TimerEvent
@@ -41,6 +43,7 @@ from .timers import TimerView
 __all__ = [
     "END_KINDS",
     "EVENT_KINDS",
+    "ArmRequest",
     "CapturedStack",
     "Capturer",
     "Clock",
@@ -50,6 +53,7 @@ __all__ = [
     "Listener",
     "LoopHealth",
     "ManualClock",
+    "Origin",
     "ProcessIdentity",
     "ProcessSignaller",
     "RankStack",

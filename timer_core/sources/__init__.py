@@ -3,8 +3,9 @@
 ``FifoSource`` reads torch's JSON lines from one FIFO (``--fifo``, and the
 ``FileTimerServer``); ``UserFifos`` reads one FIFO per user (``--fifo-dir``), kept in a
 ``FifoDirectory``, and lets each user's requests target only that user's processes.
-Both cut their byte streams into bounded lines (``fifo_lines``) and parse them with
-``timer_core.wire``, the one codec.
+Both turn their byte streams into the engine's requests in one pass (``fifo_lines``:
+bounded lines, each parsed by ``timer_core.wire``, the one codec, into an
+``ArmRequest``), and hand each to the engine with their ``Origin``.
 
 A package of their own, beside the engine rather than in it, because that is the
 flow: workers → sources → engine. A source depends on the engine's request API
