@@ -21,7 +21,7 @@ from fastapi.testclient import TestClient
 
 from app.main import create_app
 from app.settings import Settings
-from tests.conftest import in_process, worker_node_of
+from tests.conftest import in_process, service_of, worker_node_of
 from tests.waiting import wait_until
 from tests.workers import spawn_sleeper, wait_dead
 
