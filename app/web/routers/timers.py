@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from typing import Annotated, Any
@@ -66,6 +67,9 @@ def unprocessable(field: str, message: str) -> HTTPException:
     )
 
 
+# Once per caller, not per request (a connection sends all its requests as one
+# caller): a write then pays no new Origin, no text of who asks, no geteuid.
+@functools.lru_cache(maxsize=1024)
 def _origin(caller: Caller) -> Origin:
     """Where a request of this caller comes from, for the engine: a caller other than
     root, the service's uid and the admin token may act on its own processes only (an
