@@ -1,0 +1,185 @@
+"""What each kind of event says beyond the timer: one frozen type per shape, so a
+listener reads a kill's lateness or a refusal's reason as fields, never by looking
+for keys in a dict.
+
+``as_json()`` is the one place a detail becomes the JSON the event log stores and
+``GET /events`` answers (contract 4): its keys are the ones the log has always had.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TypeAlias
+
+from .capturer import CapturedStack, RankStack
+from .states import STATE_AFTER, EventKind, TimerState
+
+__all__ = [
+    "Armed",
+    "Ended",
+    "Escalated",
+    "EventDetail",
+    "Incident",
+    "JsonObject",
+    "JsonValue",
+    "Kill",
+    "NoKill",
+    "Refusal",
+    "state_after",
+]
+
+JsonValue: TypeAlias = "str | int | float | bool | list[JsonValue] | dict[str, JsonValue] | None"
+JsonObject: TypeAlias = dict[str, JsonValue]
+
+
+@dataclass(frozen=True, slots=True)
+class Armed:
+    """``acquired``, ``extended``: the timer says it all."""
+
+    def as_json(self) -> JsonObject:
+        return {}
+
+
+@dataclass(frozen=True, slots=True)
+class Ended:
+    """``released``, and ``worker_gone`` outside a reap: the timer ended with no signal."""
+
+    reason: str | None = None
+    # The source whose request released it (a release, not a cleanup).
+    released_by: str | None = None
+    # A worker gone before its deadline leaves its timers released, not expired.
+    before_deadline: bool = False
+
+    def as_json(self) -> JsonObject:
+        json: JsonObject = {}
+        if self.reason is not None:
+            json["reason"] = self.reason
+        if self.released_by is not None:
+            json["released_by"] = self.released_by
+        return json
+
+
+@dataclass(frozen=True, slots=True)
+class Kill:
+    """``killed``: the worker got its signal, from this timer or, for another of its
+    timers due at once, from that one (``signalled_by``)."""
+
+    # Seconds from the deadline to the signal.
+    late: float
+    signalled_by: int | None = None
+    # The children signalled with it (None: not asked to signal children).
+    children: tuple[int, ...] | None = None
+    # What went wrong on the way, the signal sent regardless.
+    error: str | None = None
+    children_error: str | None = None
+    stack: CapturedStack | None = None
+    # Why there is no stack, when there is none.
+    stack_note: str | None = None
+
+    @property
+    def sent_signal(self) -> bool:
+        """Whether this timer's own signal killed the worker (what the kill counters,
+        latency histogram and dashboard count)."""
+        return self.signalled_by is None
+
+    def reason(self) -> str | None:
+        if self.signalled_by is None:
+            return None
+        return f"worker already signalled for timer {self.signalled_by}"
+
+    def as_json(self) -> JsonObject:
+        json: JsonObject = {"latency": self.late}
+        if self.children is not None:
+            json["children"] = list(self.children)
+        if (reason := self.reason()) is not None:
+            json["reason"] = reason
+        if self.error is not None:
+            json["error"] = self.error
+        return json | _capture_json(self.stack, self.stack_note, self.children_error)
+
+
+@dataclass(frozen=True, slots=True)
+class NoKill:
+    """``expired``, ``kill_failed``, ``worker_gone`` of a reap: due, and not killed."""
+
+    reason: str
+    # Seconds past the deadline when it was observed (None: not measured).
+    late: float | None = None
+    children_error: str | None = None
+    stack: CapturedStack | None = None
+    stack_note: str | None = None
+
+    def as_json(self) -> JsonObject:
+        json: JsonObject = {"reason": self.reason}
+        if self.late is not None:
+            json["latency"] = self.late
+        return json | _capture_json(self.stack, self.stack_note, self.children_error)
+
+
+@dataclass(frozen=True, slots=True)
+class Escalated:
+    """``escalated``: the worker outlived its first signal, and got SIGKILL."""
+
+    reason: str
+    # The processes the SIGKILL reached (none: the escalation failed).
+    sigkilled: tuple[int, ...]
+
+    def as_json(self) -> JsonObject:
+        return {"reason": self.reason, "sigkilled": list(self.sigkilled)}
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """``refused``: why, and the pid as it was asked for (any type, shown as text)."""
+
+    reason: str
+    requested_pid: str
+
+    def as_json(self) -> JsonObject:
+        return {"reason": self.reason, "requested_pid": self.requested_pid}
+
+
+@dataclass(frozen=True, slots=True)
+class Incident:
+    """``incident``: the stack of every live process of the job here, taken at once
+    before the job's first signal."""
+
+    job_id: str | None
+    captures: tuple[RankStack, ...]
+
+    def as_json(self) -> JsonObject:
+        return {
+            "job_id": self.job_id,
+            "processes": len(self.captures),
+            "stacks": sum(1 for capture in self.captures if capture.stack is not None),
+        }
+
+
+EventDetail: TypeAlias = Armed | Ended | Kill | NoKill | Escalated | Refusal | Incident
+
+
+def state_after(kind: EventKind, detail: EventDetail) -> TimerState | None:
+    """The state an event of ``kind`` leaves its timer in (None: unchanged)."""
+    if isinstance(detail, Ended) and detail.before_deadline:
+        return TimerState.RELEASED
+    return STATE_AFTER.get(kind)
+
+
+def _capture_json(
+    stack: CapturedStack | None, note: str | None, children_error: str | None
+) -> JsonObject:
+    """What an expiry says of its stack: its summary (the text is stored apart), or
+    why there is none."""
+    json: JsonObject = {}
+    if children_error is not None:
+        json["children_error"] = children_error
+    if note is not None:
+        json["stack_note"] = note
+    if stack is not None:
+        json["stack"] = {
+            "method": stack.method,
+            "seconds": round(stack.seconds, 4),
+            "bytes": len(stack.text),
+            "notes": list(stack.notes),
+        }
+    return json

@@ -1,0 +1,62 @@
+"""The words of the event log: a timer's states, the kinds of event, and the one table
+saying which state each kind leaves a timer in.
+
+Both are ``StrEnum``s, so each member is the very string the wire, the database and the
+REST API carry (contract 4): a new kind is one member here and one detail type in
+``event_details``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from enum import StrEnum
+from types import MappingProxyType
+from typing import Final
+
+__all__ = ["END_KINDS", "STATE_AFTER", "EventKind", "TimerState"]
+
+
+class TimerState(StrEnum):
+    """``killed``: the signal was delivered. ``expired``: the deadline passed without a
+    kill (observe only, the worker was gone, the kill was refused or failed)."""
+
+    ACTIVE = "active"
+    RELEASED = "released"
+    EXPIRED = "expired"
+    KILLED = "killed"
+
+
+class EventKind(StrEnum):
+    ACQUIRED = "acquired"
+    EXTENDED = "extended"
+    RELEASED = "released"
+    EXPIRED = "expired"
+    KILLED = "killed"
+    KILL_FAILED = "kill_failed"
+    WORKER_GONE = "worker_gone"
+    REFUSED = "refused"
+    ESCALATED = "escalated"
+    # A job's timer expired: its ranks' stacks were captured before any signal to it.
+    INCIDENT = "incident"
+
+
+# The state a timer is in after an event of each kind; a kind missing here leaves the
+# state as it was (an escalation follows a kill, an incident precedes one, a refused
+# request has no timer). One exception, carried by its detail: a worker gone before
+# its deadline leaves its timers released (``event_details.Ended``).
+STATE_AFTER: Final[Mapping[EventKind, TimerState]] = MappingProxyType(
+    {
+        EventKind.ACQUIRED: TimerState.ACTIVE,
+        EventKind.EXTENDED: TimerState.ACTIVE,
+        EventKind.RELEASED: TimerState.RELEASED,
+        EventKind.KILLED: TimerState.KILLED,
+        EventKind.EXPIRED: TimerState.EXPIRED,
+        EventKind.KILL_FAILED: TimerState.EXPIRED,
+        EventKind.WORKER_GONE: TimerState.EXPIRED,
+    }
+)
+
+# The kinds that end a timer.
+END_KINDS: Final = frozenset(
+    kind for kind, state in STATE_AFTER.items() if state is not TimerState.ACTIVE
+)
