@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 
 from .engine.process import ProcessIdentity, ProcessSignaller, SignalOutcome
 from .engine.reaper import Reaper
-from .engine.timers import TimerView
+from .engine.timers import Timer
 
 __all__ = ["HookedSignaller", "is_overridden", "reaped", "timers_view"]
 
@@ -37,7 +37,7 @@ def is_overridden(instance: object, name: str, original: object) -> bool:
 
 
 def timers_view(
-    reaper: Reaper, make: Callable[[TimerView], RequestT]
+    reaper: Reaper, make: Callable[[Timer], RequestT]
 ) -> Mapping[tuple[int, str], RequestT]:
     """A read-only snapshot of the live timers, keyed ``(pid, scope_id)`` as torch's."""
     return MappingProxyType({(view.pid, view.scope_id): make(view) for view in reaper.active()})

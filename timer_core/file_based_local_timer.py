@@ -23,9 +23,10 @@ from .debug_info_logging import log_debug_info_for_expired_timers
 from .diagnosis.stack_capture import StackCapturer
 from .diagnosis.stack_capture import dump_stack_on as dump_stack_on_signal
 from .engine.arm_request import ArmRequest
-from .engine.events import EventKind, TimerEvent
+from .engine.events import TimerEvent
 from .engine.process import ProcessIdentity, SignalOutcome, identify
 from .engine.reaper import Reaper
+from .engine.states import EventKind
 from .sources.fifo_source import FIFO, FifoSource
 
 __all__ = ["FileTimerClient", "FileTimerRequest", "FileTimerServer"]
@@ -328,11 +329,12 @@ class FileTimerServer:
         return self._last_progress_time
 
     def _on_event(self, event: TimerEvent) -> None:
-        request = FileTimerRequest(event.pid, event.scope_id, event.expiration_time, event.signal)
+        timer = event.timer
+        request = FileTimerRequest(timer.pid, timer.scope_id, timer.expiration_time, timer.signal)
         if event.kind in (EventKind.EXPIRED, EventKind.KILLED, EventKind.WORKER_GONE):
             # Through the module's global, so that a patch of it (as torch's tests do)
             # is what gets called.
-            log_debug_info_for_expired_timers(self._run_id, {event.pid: [request.to_json()]})
+            log_debug_info_for_expired_timers(self._run_id, {timer.pid: [request.to_json()]})
             self._log_event("timer expired", request)
         if event.kind == EventKind.KILLED:
             self._log_event("kill worker process", request)

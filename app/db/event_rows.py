@@ -35,10 +35,11 @@ from sqlalchemy.dialects.postgresql.base import PGDialect
 from sqlalchemy.exc import DBAPIError
 
 from app.db.job_models import job_owner
-from app.db.models import Event, Stack, Timer
-from app.timer_state import TimerState
+from app.db.models import SNAPSHOT_FIELDS, Event, Stack, Timer, timer_values
+from timer_core import Timer as TimerSnapshot
 from timer_core import TimerEvent
 from timer_core.engine import END_KINDS, EventKind
+from timer_core.engine.event_details import JsonObject
 
 __all__ = ["write_events"]
 
@@ -83,23 +84,11 @@ _POSTGRES = _Dialect(
     },
 )
 
-_TIMER_COLUMNS = (
-    "id",
-    "pid",
-    "scope_id",
-    "signal",
-    "source",
-    "state",
-    "acquired_at",
-    "expiration_time",
-    "process_create_time",
-    "uid",
-    "dump_signal",
-    "node",
-    "job_id",
-    "rank",
-    "local_rank",
-    "world_size",
+# What an acquisition inserts: every column the engine's snapshot has a value for.
+_TIMER_COLUMNS = tuple(
+    column.name
+    for column in Timer.__table__.columns  # type: ignore[attr-defined]
+    if column.name in SNAPSHOT_FIELDS
 )
 _EVENT_COLUMNS = ("timer_id", "kind", "at", "pid", "scope_id", "source", "detail", "node")
 _STACK_COLUMNS = ("timer_id", "method", "captured_at", "seconds", "truncated", "notes", "text")
@@ -124,41 +113,25 @@ def write_events(
         if timer_id is not None and timer_id in unrecorded:
             events.append(_unlinked_row(event))
             continue
-        kind = event.kind
-        if event.job_id is not None and kind != EventKind.REFUSED:
-            key = (event.job_id, job_owner(event.process_uid))
-            seen = jobs.setdefault(key, [event.world_size, event.at, event.at])
-            seen[0] = event.world_size if event.world_size is not None else seen[0]
-            seen[2] = event.at
-        if kind == EventKind.ACQUIRED:
-            new_timers.append(
-                (
-                    timer_id,
-                    event.pid,
-                    event.scope_id,
-                    event.signal,
-                    event.source,
-                    TimerState.ACTIVE,
-                    event.acquired_at,
-                    event.expiration_time,
-                    event.process_create_time,
-                    event.process_uid,
-                    event.dump_signal,
-                    event.node,
-                    event.job_id,
-                    event.rank,
-                    event.local_rank,
-                    event.world_size,
+        kind, timer = event.kind, event.timer
+        if isinstance(timer, TimerSnapshot):
+            labels = timer.labels
+            if labels.job_id is not None:
+                key = (labels.job_id, job_owner(timer.uid))
+                seen = jobs.setdefault(key, [labels.world_size, event.at, event.at])
+                seen[0] = labels.world_size if labels.world_size is not None else seen[0]
+                seen[2] = event.at
+            if kind == EventKind.ACQUIRED:
+                values = timer_values(timer)
+                new_timers.append(tuple(values[column] for column in _TIMER_COLUMNS))
+            elif kind == EventKind.EXTENDED:
+                changes.setdefault(timer.id, {}).update(
+                    expiration_time=timer.expiration_time, signal=timer.signal
                 )
-            )
-        elif kind == EventKind.EXTENDED and timer_id is not None:
-            changes.setdefault(timer_id, {}).update(
-                expiration_time=event.expiration_time, signal=event.signal
-            )
-        elif kind in END_KINDS and timer_id is not None:
-            changes.setdefault(timer_id, {}).update(
-                state=event.state, ended_at=event.at, end_reason=event.reason()
-            )
+            elif kind in END_KINDS:
+                changes.setdefault(timer.id, {}).update(
+                    state=timer.state, ended_at=event.at, end_reason=event.reason()
+                )
         if event.stack is not None and timer_id is not None:
             stack = event.stack
             stacks.append(
@@ -172,18 +145,7 @@ def write_events(
                     stack.text,
                 )
             )
-        events.append(
-            (
-                timer_id,
-                kind,
-                event.at,
-                event.pid,
-                event.scope_id,
-                event.source,
-                json.dumps(event.detail),
-                event.node,
-            )
-        )
+        events.append(_event_row(event, timer_id, event.detail.as_json()))
     # In this order: an update may concern a timer inserted by the same batch, and the
     # event log and stacks point at timers by foreign key.
     dialect = _SQLITE if connection.dialect.name == "sqlite" else _POSTGRES
@@ -305,20 +267,25 @@ def _chunks(dialect: _Dialect, rows: list[Row], width: int) -> Iterator[tuple[st
 def _unlinked_row(event: TimerEvent) -> Row:
     """The event of a timer missing from the database, kept with no link to it (the
     link would fail the foreign key): what happened is still on record."""
-    detail = {
-        **event.detail,
+    detail = event.detail.as_json() | {
         "timer_id": event.timer_id,
         "unrecorded": "the timer's acquisition could not be recorded",
     }
+    return _event_row(event, None, detail)
+
+
+def _event_row(event: TimerEvent, timer_id: int | None, detail: JsonObject) -> Row:
+    """The event log's row (``_EVENT_COLUMNS``) for ``event``."""
+    timer = event.timer
     return (
-        None,
+        timer_id,
         event.kind,
         event.at,
-        event.pid,
-        event.scope_id,
-        event.source,
+        timer.pid,
+        timer.scope_id,
+        timer.source,
         json.dumps(detail),
-        event.node,
+        timer.node,
     )
 
 

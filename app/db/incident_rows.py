@@ -30,7 +30,9 @@ from app import log_names
 from app.db.job_models import Incident, IncidentCapture, Job, job_owner
 from timer_core import TimerEvent
 from timer_core.diagnosis import RankCapture, analyse
-from timer_core.engine import CapturedStack, EventKind, RankStack
+from timer_core.engine import CapturedStack, EventKind, RankStack, Timer
+from timer_core.engine.event_details import Incident as IncidentDetail
+from timer_core.engine.event_details import Kill, NoKill
 
 __all__ = ["IncidentRecorder"]
 
@@ -58,21 +60,25 @@ class IncidentRecorder:
         touched: dict[int, None] = {}
         locked: set[tuple[str, int | None]] = set()
         for event in batch:
-            if event.job_id is None or event.kind not in _RECORDED:
+            timer = event.timer
+            if event.kind not in _RECORDED or not isinstance(timer, Timer):
                 continue
-            key = (event.job_id, event.process_uid)
+            job_id = timer.labels.job_id
+            if job_id is None:
+                continue
+            key = (job_id, timer.uid)
             if key not in locked:
                 self._lock_job(connection, *key)
                 locked.add(key)
-            if event.kind == EventKind.INCIDENT:
-                incident_id, new = self._open(connection, event)
+            if isinstance(event.detail, IncidentDetail):
+                incident_id, new = self._open(connection, job_id, timer, event.at)
                 opened += new
-                for capture in event.captures:
+                for capture in event.detail.captures:
                     self._add_capture(connection, incident_id, capture, event.at)
                 touched[incident_id] = None
             elif event.kind in _JOINING:
-                joined = self._find(connection, event.job_id, event.process_uid, event.at)
-                if joined is not None and self._join(connection, joined, event):
+                joined = self._find(connection, job_id, timer.uid, event.at)
+                if joined is not None and self._join(connection, joined, event, timer):
                     touched[joined] = None
         for incident_id in touched:
             try:
@@ -108,28 +114,29 @@ class IncidentRecorder:
             .limit(1)
         ).scalar()
 
-    def _open(self, connection: Connection, event: TimerEvent) -> tuple[int, bool]:
-        assert event.job_id is not None
-        found = self._find(connection, event.job_id, event.process_uid, event.at)
+    def _open(
+        self, connection: Connection, job_id: str, trigger: Timer, at: float
+    ) -> tuple[int, bool]:
+        found = self._find(connection, job_id, trigger.uid, at)
         if found is not None:
             return found, False
         inserted = connection.execute(
             _incidents.insert().values(
-                job_id=event.job_id,
-                opened_at=event.at,
+                job_id=job_id,
+                opened_at=at,
                 node=self.node,
-                trigger_timer_id=event.timer_id,
+                trigger_timer_id=trigger.id,
                 suspects=[],
                 summary="",
                 groups=[],
                 nodes=[self.node],
-                uid=event.process_uid,
+                uid=trigger.uid,
             )
         ).inserted_primary_key
         assert inserted is not None
         connection.execute(
             update(_jobs)
-            .where(_jobs.c.job_id == event.job_id, _jobs.c.uid == job_owner(event.process_uid))
+            .where(_jobs.c.job_id == job_id, _jobs.c.uid == job_owner(trigger.uid))
             .values(incidents=_jobs.c.incidents + 1)
         )
         return int(inserted[0]), True
@@ -140,8 +147,8 @@ class IncidentRecorder:
         timer = capture.timer
         values: dict[str, Any] = {
             "uid": timer.uid,
-            "rank": timer.rank,
-            "local_rank": timer.local_rank,
+            "rank": timer.labels.rank,
+            "local_rank": timer.labels.local_rank,
             "timer_id": timer.id,
             "outcome": "expired" if capture.expiring else "captured",
             "expired_at": timer.expiration_time if capture.expiring else None,
@@ -151,23 +158,28 @@ class IncidentRecorder:
         key = (incident_id, timer.node or self.node, timer.pid)
         self._upsert(connection, key, self._capture_id(connection, *key), values)
 
-    def _join(self, connection: Connection, incident_id: int, event: TimerEvent) -> bool:
-        """Record ``event``'s end on its rank's row. A rank not in the incident yet
-        joins with the stack taken at its own expiry; an exit alone adds no rank."""
-        key = (incident_id, event.node or self.node, event.pid)
+    def _join(
+        self, connection: Connection, incident_id: int, event: TimerEvent, timer: Timer
+    ) -> bool:
+        """Record ``event``'s end of ``timer`` on its rank's row. A rank not in the
+        incident yet joins with the stack taken at its own expiry; an exit alone adds
+        no rank."""
+        key = (incident_id, timer.node or self.node, timer.pid)
         known = self._capture_id(connection, *key)
         if known is None and event.kind == EventKind.WORKER_GONE:
             return False
-        values: dict[str, Any] = {"outcome": event.kind, "timer_id": event.timer_id}
+        values: dict[str, Any] = {"outcome": event.kind, "timer_id": timer.id}
         if event.kind != EventKind.WORKER_GONE:
-            values["expired_at"] = event.expiration_time
+            values["expired_at"] = timer.expiration_time
         if known is None:
+            detail = event.detail
+            note = detail.stack_note if isinstance(detail, Kill | NoKill) else None
             values |= {
-                "uid": event.process_uid,
-                "rank": event.rank,
-                "local_rank": event.local_rank,
+                "uid": timer.uid,
+                "rank": timer.labels.rank,
+                "local_rank": timer.labels.local_rank,
                 "captured_at": event.at,
-                **_stack_values(event.stack, event.detail.get("stack_note")),
+                **_stack_values(event.stack, note),
             }
         self._upsert(connection, key, known, values)
         return True
@@ -242,7 +254,7 @@ class IncidentRecorder:
         )
 
 
-def _stack_values(stack: CapturedStack | None, note: Any) -> dict[str, Any]:
+def _stack_values(stack: CapturedStack | None, note: str | None) -> dict[str, Any]:
     """A capture row's stack columns: the stack, or why there is none."""
     if stack is not None:
         return {
@@ -252,7 +264,7 @@ def _stack_values(stack: CapturedStack | None, note: Any) -> dict[str, Any]:
         }
     return {
         "stack_method": None,
-        "stack_note": _printable(str(note)) if note else None,
+        "stack_note": _printable(note) if note else None,
         "stack_text": None,
     }
 

@@ -30,7 +30,7 @@ from app.db.job_models import (
 )
 from app.db.models import Timer
 from app.db.pagination import MAX_PAGE_BYTES, json_size_bound
-from app.timer_state import TimerState
+from timer_core.engine import TimerState
 
 __all__ = [
     "JOB_CURSOR_PATTERN",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Annotated, Any, Generic, TypeVar
 
@@ -10,9 +11,10 @@ from sqlalchemy import JSON, Column, ForeignKey, Index, Text
 from sqlmodel import Field as SQLField
 from sqlmodel import SQLModel
 
+from app.db.enum_fields import TimerStateField
 from app.db.sql_types import BIG_ID
-from app.timer_state import TimerState
-from timer_core import TimerEvent, TimerView
+from timer_core import Timer as TimerSnapshot
+from timer_core import TimerEvent
 from timer_core.engine.admission import MAX_DEADLINE_SECONDS
 from timer_core.engine.labels import MAX_JOB_ID_LENGTH, MAX_RANK, Labels
 from timer_core.engine.request_text import MAX_SCOPE_LENGTH, scope_id_problem
@@ -20,6 +22,7 @@ from timer_core.engine.request_text import MAX_SCOPE_LENGTH, scope_id_problem
 __all__ = [
     "MAX_DEADLINE_SECONDS",
     "MAX_SCOPE_LENGTH",
+    "SNAPSHOT_FIELDS",
     "ErrorMessage",
     "Event",
     "EventPublic",
@@ -32,6 +35,7 @@ __all__ = [
     "TimerCreate",
     "TimerPublic",
     "TimerRelease",
+    "timer_values",
 ]
 
 
@@ -247,42 +251,50 @@ class ErrorMessage(BaseModel):
     detail: str
 
 
+# The names ``timer_values`` gives: the snapshot's fields, its labels' for ``labels``.
+SNAPSHOT_FIELDS = frozenset(
+    {field.name for field in dataclasses.fields(TimerSnapshot) if field.name != "labels"}
+    | {field.name for field in dataclasses.fields(Labels)}
+)
+
+
+def timer_values(timer: TimerSnapshot) -> dict[str, object]:
+    """The engine's snapshot of a timer as the flat fields of its row and its answer,
+    its labels among them: matched by name, so a field or a label added to the engine
+    and to ``TimerBase`` (and the table) needs no third edit."""
+    values = {
+        field.name: getattr(timer, field.name)
+        for field in dataclasses.fields(timer)
+        if field.name != "labels"
+    }
+    labels = timer.labels
+    return values | {
+        field.name: getattr(labels, field.name) for field in dataclasses.fields(labels)
+    }
+
+
 class TimerPublic(TimerBase):
     # Stored as text; answered as one of the states (the OpenAPI enum).
-    state: TimerState
+    state: TimerStateField
 
     # The one serializer from what the engine knows to the API's shape (the REST
-    # answers, the dashboard's recent ends): fields are matched by name, so a field
-    # added here and to the engine needs no third edit.
+    # answers, the dashboard's timers and recent ends).
     @classmethod
-    def from_view(cls, view: TimerView, ended_at: float | None = None) -> TimerPublic:
-        public = cls.model_validate(view, from_attributes=True)
-        public.ended_at = ended_at
-        return public
+    def from_timer(cls, timer: TimerSnapshot, ended_at: float | None = None) -> TimerPublic:
+        return cls.model_validate(timer_values(timer) | {"ended_at": ended_at})
 
     @classmethod
     def from_end(cls, event: TimerEvent) -> TimerPublic:
-        """The timer as the event that ended it leaves it (``event.timer_id`` is set)."""
-        shared = {name: getattr(event, name) for name in _SHARED_WITH_EVENTS}
+        """The timer as the event that ended it leaves it."""
+        if not isinstance(event.timer, TimerSnapshot):
+            raise ValueError(f"a {event.kind} event ends no timer")
         return cls.model_validate(
-            shared
-            | {
-                "id": event.timer_id,
-                "ended_at": event.at,
-                "end_reason": event.reason(),
-                "uid": event.process_uid,
-            }
+            timer_values(event.timer) | {"ended_at": event.at, "end_reason": event.reason()}
         )
 
     @classmethod
     def from_row(cls, row: Timer) -> TimerPublic:
         return cls.model_validate(row, from_attributes=True)
-
-
-# The fields a timer event carries under the API's own names.
-_SHARED_WITH_EVENTS = tuple(
-    name for name in TimerPublic.model_fields if name in TimerEvent.__dataclass_fields__
-)
 
 
 class EventPublic(BaseModel):

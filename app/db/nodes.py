@@ -25,7 +25,7 @@ from app.db.database_status import one_line
 from app.db.models import Node, Timer
 from app.db.timer_ids import MAX_NODES
 from app.ops.periodic import Periodic
-from app.timer_state import TimerState
+from timer_core.engine import TimerState
 
 __all__ = ["NodeBeat", "NodeStatus", "node_statuses", "register_node"]
 

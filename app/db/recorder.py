@@ -157,7 +157,7 @@ class Recorder:
                 # instead, so beyond the bound there are only the events of timers
                 # already armed (each ends once).
                 self._buffer.append(event)
-                if event.source == "http":
+                if event.timer.source == "http":
                     self._awaited = True
                 self._arrived.notify()
                 return

@@ -13,7 +13,7 @@ from sqlmodel.sql.expression import SelectOfScalar
 
 from app.db import job_models  # noqa: F401  (registers the jobs and incidents tables)
 from app.db.models import Event, Loss, Stack, Timer
-from app.timer_state import TimerState
+from timer_core.engine import TimerState
 
 __all__ = [
     "acknowledge_losses",

@@ -18,8 +18,9 @@ from app import log_names
 from app.ops.descriptor_metrics import descriptor_families
 from app.ops.health import Health
 from app.ops.kill_metrics import kill_path_families
-from app.timer_state import TimerState
-from timer_core import EventKind, TimerEvent
+from timer_core import EventKind, Timer, TimerEvent, TimerState
+from timer_core.engine import END_KINDS
+from timer_core.engine.event_details import Kill
 from timer_core.engine.user_share import REFUSAL_REASONS
 
 __all__ = ["ServiceMetrics"]
@@ -29,10 +30,8 @@ logger = logging.getLogger(log_names.METRICS)
 KILL_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 HOLD_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 600, 1800, 3600)
 
-# Deadlines that passed, whatever happened next.
-_EXPIRY_KINDS = frozenset(
-    {EventKind.KILLED, EventKind.EXPIRED, EventKind.KILL_FAILED, EventKind.WORKER_GONE}
-)
+# The states a timer ends in once its deadline passed, whatever happened next.
+_PAST_DEADLINE = frozenset({TimerState.EXPIRED, TimerState.KILLED})
 
 
 def _signal_name(number: int) -> str:
@@ -117,23 +116,21 @@ class ServiceMetrics:
 
     def __call__(self, event: TimerEvent) -> None:
         """Listener: count one event."""
-        kind = event.kind
+        kind, timer, detail = event.kind, event.timer, event.detail
         if kind == EventKind.ACQUIRED:
-            self.acquisitions.labels(event.source).inc()
-        elif kind == EventKind.RELEASED:
-            self.releases.labels(event.source).inc()
-            self.hold.observe(max(0.0, event.at - event.acquired_at))
+            self.acquisitions.labels(timer.source).inc()
+        elif kind == EventKind.RELEASED and isinstance(timer, Timer):
+            self.releases.labels(timer.source).inc()
+            self.hold.observe(max(0.0, event.at - timer.acquired_at))
         elif kind == EventKind.REFUSED:
             self.failures.labels("refused").inc()
         elif kind == EventKind.INCIDENT:
             self.incidents.inc()
-        if kind in _EXPIRY_KINDS and (
-            kind != EventKind.WORKER_GONE or event.state == TimerState.EXPIRED
-        ):
-            self.expirations.labels(event.source).inc()
-        if kind == EventKind.KILLED and "reason" not in event.detail:
-            self.kills.labels(_signal_name(event.signal)).inc()
-            self.kill_latency.observe(max(0.0, float(event.detail.get("latency", 0.0))))
+        if isinstance(timer, Timer) and kind in END_KINDS and timer.state in _PAST_DEADLINE:
+            self.expirations.labels(timer.source).inc()
+        if isinstance(detail, Kill) and detail.sent_signal:
+            self.kills.labels(_signal_name(timer.signal)).inc()
+            self.kill_latency.observe(max(0.0, detail.late))
         elif kind == EventKind.KILL_FAILED:
             self.failures.labels("kill_failed").inc()
 

@@ -50,11 +50,11 @@ def active_page(
         for view in service.live_timers()
         if (pid is None or view.pid == pid)
         and (scope is None or view.scope_id == scope)
-        and (job is None or view.job_id == job)
-        and (rank is None or view.rank == rank)
+        and (job is None or view.labels.job_id == job)
+        and (rank is None or view.labels.rank == rank)
         and (below is None or view.id < below)
     ]
     views.sort(key=lambda view: view.id, reverse=True)
-    items = [TimerPublic.from_view(view) for view in views[:limit]]
+    items = [TimerPublic.from_timer(view) for view in views[:limit]]
     more = len(views) > limit
     return Page[TimerPublic](items=items, next=str(items[-1].id) if more else None)

@@ -21,8 +21,8 @@ __all__ = ["LiveFeed"]
 
 _RECENT_ENDS = 200
 _MINUTES = 60
-# Event kinds to the chart's series (named as dashboard.js draws them).
-_CHARTED = {
+# Event kinds (as stored) to the chart's series (named as dashboard.js draws them).
+_CHARTED: dict[str, str] = {
     EventKind.ACQUIRED: "acquired",
     EventKind.EXPIRED: "expired",
     EventKind.KILL_FAILED: "expired",
@@ -54,9 +54,9 @@ class LiveFeed:
         """Listener: fold one event in."""
         with self._lock:
             self._count(event.kind, event.at)
-            if event.kind == EventKind.KILLED and "reason" not in event.detail:
+            if event.sent_signal:
                 self.kills_total += 1
-            if event.kind in END_KINDS and event.timer_id is not None:
+            if event.kind in END_KINDS:
                 self._recent.appendleft(_ended(TimerPublic.from_end(event)))
 
     def _count(self, kind: str, at: float, count: int = 1) -> None:

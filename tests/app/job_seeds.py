@@ -12,9 +12,9 @@ from pathlib import Path
 from app.db.incident_rows import IncidentRecorder
 from app.db.recorder import Recorder
 from tests.conftest import migrated_engine
-from tests.sample_events import event
-from timer_core import EventKind, TimerEvent, TimerView
-from timer_core.engine import CapturedStack, RankStack
+from tests.sample_events import changed, event, timer
+from timer_core import EventKind, TimerEvent
+from timer_core.engine import CapturedStack, Labels, RankStack
 
 __all__ = ["BASE", "SLEEPING", "WAITING", "JobSeed", "seed"]
 
@@ -50,12 +50,12 @@ class JobSeed:
 
     def labelled(self, kind: str, rank: int, state: str, at: float) -> TimerEvent:
         made = event(0, kind, self.first_id + rank, state)
-        return dataclasses.replace(
+        return changed(
             made,
             at=at,
             pid=self.pid(rank),
             scope_id=f"step-{rank}",
-            process_uid=self.uid,
+            uid=self.uid,
             node=self.node,
             job_id=self.job_id,
             rank=rank,
@@ -65,21 +65,15 @@ class JobSeed:
         )
 
     def _capture(self, rank: int) -> RankStack:
-        view = TimerView(
+        view = timer(
             self.first_id + rank,
-            self.pid(rank),
-            f"step-{rank}",
-            9,
-            "test",
-            "active",
-            self.at + rank,
-            self.at + 5,
-            self.uid,
-            self.node,
-            self.job_id,
-            rank,
-            rank,
-            self.world_size,
+            pid=self.pid(rank),
+            scope_id=f"step-{rank}",
+            acquired_at=self.at + rank,
+            expiration_time=self.at + 5,
+            uid=self.uid,
+            node=self.node,
+            labels=Labels(self.job_id, rank, rank, self.world_size),
         )
         if rank == self.missing:
             return RankStack(view, None, "the capture failed: gone", False)
@@ -95,7 +89,7 @@ class JobSeed:
             hung = self.at + 10
             captures = tuple(self._capture(rank) for rank in range(self.world_size))
             incident = self.labelled(EventKind.INCIDENT, self.stuck, "active", hung)
-            made.append(dataclasses.replace(incident, captures=captures))
+            made.append(changed(incident, captures=captures))
             made.append(self.labelled(EventKind.KILLED, self.stuck, "killed", hung + 0.1))
         return made
 
@@ -107,6 +101,6 @@ def seed(database: Path, *jobs: JobSeed | TimerEvent) -> None:
     recorder = Recorder(engine, incidents=IncidentRecorder(NODE, 60.0))
     events = [e for job in jobs for e in (job.events() if isinstance(job, JobSeed) else [job])]
     for seq, item in enumerate(events, start=1):
-        recorder(dataclasses.replace(item, seq=seq))
+        recorder(changed(item, seq=seq))
     recorder.flush()
     engine.dispose()

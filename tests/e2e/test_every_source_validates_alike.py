@@ -108,9 +108,9 @@ def assert_refused_and_recordable(events: list[TimerEvent], case: str) -> None:
     assert len(events) == 1, events
     assert hostile.says in events[0].reason()
     scope = hostile.changes.get("scope_id", f"bad-{case}")
-    assert events[0].scope_id == recordable_text(scope)
-    events[0].scope_id.encode("utf-8")
-    json.dumps(events[0].detail).encode("utf-8")
+    assert events[0].timer.scope_id == recordable_text(scope)
+    events[0].timer.scope_id.encode("utf-8")
+    json.dumps(events[0].detail.as_json()).encode("utf-8")
 
 
 @pytest.fixture

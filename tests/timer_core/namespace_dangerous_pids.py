@@ -20,7 +20,10 @@ import timer_core as timer
 fifo, log = sys.argv[1], sys.argv[2]
 server = timer.FileTimerServer(fifo, "ns")
 out = open(log, "a")
-server.reaper.add_listener(lambda e: (out.write(json.dumps([e.kind, e.pid]) + "\\n"), out.flush()))
+def record(event):
+    out.write(json.dumps([event.kind, event.timer.pid]) + "\\n")
+    out.flush()
+server.reaper.add_listener(record)
 server.start()
 print("ready", flush=True)
 time.sleep(600)

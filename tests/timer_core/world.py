@@ -8,6 +8,7 @@ from typing import Any
 
 from timer_core import ManualClock, ProcessIdentity, Reaper, TimerEvent
 from timer_core.engine import CapturedStack, Labels
+from timer_core.engine.event_details import Kill, NoKill
 from timer_core.engine.labels import NO_LABELS
 from timer_core.engine.process import ProcessSignaller, SignalOutcome
 
@@ -67,6 +68,24 @@ class World:
     def kinds(self) -> list[str]:
         self.reaper.bus.drain()
         return [event.kind for event in self.events]
+
+
+def kill_of(event: TimerEvent) -> Kill:
+    """What a ``killed`` event says."""
+    assert isinstance(event.detail, Kill), event
+    return event.detail
+
+
+def no_kill_of(event: TimerEvent) -> NoKill:
+    """What an ``expired``, ``kill_failed`` or ``worker_gone`` of a reap says."""
+    assert isinstance(event.detail, NoKill), event
+    return event.detail
+
+
+def stack_note(event: TimerEvent) -> str | None:
+    """Why an expiry outcome has no stack (None: it has one, or says nothing)."""
+    assert isinstance(event.detail, Kill | NoKill), event
+    return event.detail.stack_note
 
 
 class BlockingCapturer:

@@ -29,7 +29,9 @@ from pathlib import Path
 import psutil
 
 from .. import log_names
-from ..engine.events import EventKind, TimerEvent
+from ..engine.events import TimerEvent
+from ..engine.states import EventKind
+from ..engine.timers import Timer
 from ..safe_dirs import DIR_FLAGS, UnsafeDirectoryError, open_directory
 from .dump_files import DumpPathError
 
@@ -48,11 +50,16 @@ class DumpDirMaker:
 
     def __call__(self, event: TimerEvent) -> None:
         """Listener: a new timer with a dump signal gets its user's directory."""
-        if event.kind != EventKind.ACQUIRED or not event.dump_signal:
+        timer = event.timer
+        if (
+            event.kind != EventKind.ACQUIRED
+            or not isinstance(timer, Timer)
+            or not timer.dump_signal
+        ):
             return
         try:
-            process = psutil.Process(event.pid)
-            if event.process_create_time and process.create_time() != event.process_create_time:
+            process = psutil.Process(timer.pid)
+            if timer.process_create_time and process.create_time() != timer.process_create_time:
                 return  # the pid names another process now
             uid, gid = process.uids().real, process.gids().real
         except psutil.Error:

@@ -14,7 +14,9 @@ Its parts, one idea per module:
 - the kill path: ``expiry`` (capture, then kill, never waiting unbounded),
   ``capturer`` and ``capture_runner`` (a stack within the budget), ``kill_outcomes``
   (signal, and record what happened), ``kill_watch`` (kills overdue);
-- what it tells: ``events`` (the event and its bus), ``emitter`` (building them);
+- what it tells: ``states`` (the states and kinds, and which state each kind leaves),
+  ``event_details`` (what each kind says), ``events`` (the event and its bus),
+  ``emitter`` (building them);
 - the workers: ``process`` (identity and safe signalling), ``workers`` and
   ``exit_watcher`` (their exits, on a ``poll_thread``), ``labels`` (job and rank),
   ``descriptors`` (the descriptors kept for kills);
@@ -32,17 +34,17 @@ from .admission import RefusedError
 from .arm_request import ArmRequest, Origin
 from .capturer import CapturedStack, Capturer, RankStack
 from .clock import Clock, ManualClock, SystemClock
-from .events import END_KINDS, EVENT_KINDS, EventBus, EventKind, Listener, TimerEvent
+from .events import EventBus, Listener, TimerEvent
 from .labels import Labels, read_labels
 from .process import ProcessIdentity, ProcessSignaller, SignalOutcome, identify
 from .reaper import Reaper
 from .reaper_loop import LoopHealth
 from .snapshot import ReadsThrottled
-from .timers import TimerView
+from .states import END_KINDS, EventKind, TimerState
+from .timers import RefusedRequest, Timer
 
 __all__ = [
     "END_KINDS",
-    "EVENT_KINDS",
     "ArmRequest",
     "CapturedStack",
     "Capturer",
@@ -60,10 +62,12 @@ __all__ = [
     "ReadsThrottled",
     "Reaper",
     "RefusedError",
+    "RefusedRequest",
     "SignalOutcome",
     "SystemClock",
+    "Timer",
     "TimerEvent",
-    "TimerView",
+    "TimerState",
     "identify",
     "read_labels",
 ]

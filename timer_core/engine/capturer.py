@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from .process import ProcessIdentity
-from .timers import TimerView
+from .timers import Timer
 
 __all__ = ["CapturedStack", "Capturer", "RankStack"]
 
@@ -32,7 +32,7 @@ class CapturedStack:
 class RankStack:
     """One process of a job as an incident captured it, before any signal to the job."""
 
-    timer: TimerView  # one of its armed timers (its rank, pid, node)
+    timer: Timer  # one of its armed timers (its rank, pid, node)
     stack: CapturedStack | None
     note: str  # why there is no stack ("" when there is one)
     expiring: bool  # its own timer fell due with the incident's (it is about to be signalled)

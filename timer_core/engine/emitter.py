@@ -7,19 +7,20 @@ so its time stamp and its number agree with the order listeners see.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 from typing import Any, Protocol
 
 from .. import log_names
 from .arm_request import ArmRequest, Origin
-from .capturer import CapturedStack, RankStack
+from .capturer import RankStack
 from .clock import Clock
-from .events import EventBus, EventKind, TimerEvent
+from .event_details import EventDetail, Incident, Refusal, state_after
+from .events import EventBus, TimerEvent
 from .process import signal_name
 from .request_text import MAX_SCOPE_LENGTH, recordable_text, shown
-from .timers import LiveTimer
+from .states import EventKind, TimerState
+from .timers import LiveTimer, RefusedRequest, Timer
 
 __all__ = [
     "Emit",
@@ -27,7 +28,6 @@ __all__ = [
     "refused_event",
     "storable_float",
     "storable_int",
-    "timer_event",
 ]
 
 # The refusals' lines have always come from the reaper's logger: operators filter on it.
@@ -39,14 +39,7 @@ _INT64 = 2**63
 class Emit(Protocol):
     """``EventEmitter.timer``, as the kill path is handed it."""
 
-    def __call__(
-        self,
-        kind: str,
-        timer: LiveTimer,
-        state: str,
-        stack: CapturedStack | None = None,
-        **detail: Any,
-    ) -> None: ...
+    def __call__(self, kind: EventKind, timer: LiveTimer, detail: EventDetail) -> Timer: ...
 
 
 def storable_int(value: Any, default: int) -> int:
@@ -62,49 +55,6 @@ def storable_float(value: Any) -> float:
     return 0.0
 
 
-def timer_event(
-    seq: int,
-    at: float,
-    kind: str,
-    timer: LiveTimer,
-    state: str,
-    stack: CapturedStack | None,
-    detail: dict[str, Any],
-) -> TimerEvent:
-    """The event for something that happened to ``timer``; the stack's summary goes
-    in ``detail`` (the text travels beside it, for the listeners that store it)."""
-    if stack is not None:
-        detail["stack"] = {
-            "method": stack.method,
-            "seconds": round(stack.seconds, 4),
-            "bytes": len(stack.text),
-            "notes": list(stack.notes),
-        }
-    return TimerEvent(
-        seq=seq,
-        kind=kind,
-        timer_id=timer.id,
-        pid=timer.identity.pid,
-        scope_id=timer.scope_id,
-        at=at,
-        state=state,
-        signal=timer.signal,
-        source=timer.source,
-        acquired_at=timer.acquired_at,
-        expiration_time=timer.expiration_time,
-        process_create_time=timer.identity.create_time,
-        process_uid=timer.identity.uid,
-        detail=detail,
-        dump_signal=timer.dump_signal,
-        stack=stack,
-        node=timer.node,
-        job_id=timer.labels.job_id,
-        rank=timer.labels.rank,
-        local_rank=timer.labels.local_rank,
-        world_size=timer.labels.world_size,
-    )
-
-
 def refused_event(
     seq: int, at: float, request: ArmRequest, origin: Origin, reason: str, node: str = ""
 ) -> TimerEvent:
@@ -117,24 +67,18 @@ def refused_event(
         request.signal,
     )
     source = origin.source
-    return TimerEvent(
-        seq=seq,
-        kind=EventKind.REFUSED,
-        timer_id=None,
-        # What was asked is kept as text; the typed fields hold only values a
-        # listener can store (a 200-digit pid must not break the recorder), and the
-        # text only what it can encode (a lone surrogate or a NUL goes escaped).
+    # What was asked is kept as text; the typed fields hold only values a listener can
+    # store (a 200-digit pid must not break the recorder), and the text only what it
+    # can encode (a lone surrogate or a NUL goes escaped).
+    refused = RefusedRequest(
         pid=storable_int(pid, -1),
         scope_id=recordable_text(scope_id),
-        at=at,
-        state="refused",
         signal=storable_int(signal, 0),
         source=source,
-        acquired_at=at,
         expiration_time=storable_float(expiration_time),
-        detail={"reason": reason, "requested_pid": shown(pid)},
         node=node,
     )
+    return TimerEvent(seq, EventKind.REFUSED, at, refused, Refusal(reason, shown(pid)))
 
 
 class EventEmitter:
@@ -143,33 +87,18 @@ class EventEmitter:
         self._clock = clock
         self._node = node
 
-    def timer(
-        self,
-        kind: str,
-        timer: LiveTimer,
-        state: str,
-        stack: CapturedStack | None = None,
-        **detail: Any,
-    ) -> None:
-        """Publish what happened to ``timer``; ``state`` is its state after it."""
+    def timer(self, kind: EventKind, timer: LiveTimer, detail: EventDetail) -> Timer:
+        """Publish what happened to ``timer``; the snapshot it carries (in the state
+        ``kind`` leaves it in) is returned."""
+        snapshot = timer.snapshot(state_after(kind, detail) or TimerState.ACTIVE)
         now = self._clock.time
-        self._bus.publish(lambda seq: timer_event(seq, now(), kind, timer, state, stack, detail))
+        self._bus.publish(lambda seq: TimerEvent(seq, kind, now(), snapshot, detail))
+        return snapshot
 
     def incident(self, trigger: LiveTimer, captures: tuple[RankStack, ...]) -> None:
         """Publish that ``trigger``'s expiry opened an incident for its job, with the
-        stacks of the job's processes here (the event's ``captures``)."""
-        detail: dict[str, Any] = {
-            "job_id": trigger.labels.job_id,
-            "processes": len(captures),
-            "stacks": sum(1 for capture in captures if capture.stack is not None),
-        }
-        now = self._clock.time
-        self._bus.publish(
-            lambda seq: dataclasses.replace(
-                timer_event(seq, now(), EventKind.INCIDENT, trigger, "active", None, detail),
-                captures=captures,
-            )
-        )
+        stacks of the job's processes here."""
+        self.timer(EventKind.INCIDENT, trigger, Incident(trigger.labels.job_id, captures))
 
     def refused(self, request: ArmRequest, origin: Origin, reason: str) -> None:
         """Log and publish the refusal of a request, with its values as received."""

@@ -11,99 +11,60 @@ import logging
 import queue
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, Final
+from dataclasses import dataclass
+from typing import Final
 
 from .. import log_names
-from .capturer import CapturedStack, RankStack
+from .capturer import CapturedStack
+from .event_details import Ended, Escalated, EventDetail, Kill, NoKill, Refusal
+from .states import EventKind
+from .timers import RefusedRequest, Timer
 
-__all__ = [
-    "END_KINDS",
-    "EVENT_KINDS",
-    "EventBus",
-    "EventKind",
-    "Listener",
-    "TimerEvent",
-]
+__all__ = ["EventBus", "Listener", "TimerEvent"]
 
 logger = logging.getLogger(log_names.EVENTS)
-
-
-class EventKind:
-    ACQUIRED: Final = "acquired"
-    EXTENDED: Final = "extended"
-    RELEASED: Final = "released"
-    EXPIRED: Final = "expired"
-    KILLED: Final = "killed"
-    KILL_FAILED: Final = "kill_failed"
-    WORKER_GONE: Final = "worker_gone"
-    REFUSED: Final = "refused"
-    ESCALATED: Final = "escalated"
-    # A job's timer expired: its ranks' stacks were captured before any signal to it.
-    INCIDENT: Final = "incident"
-
-
-# Every kind, in the order above: the one list the service validates filters against.
-EVENT_KINDS: Final[tuple[str, ...]] = tuple(
-    value for name, value in vars(EventKind).items() if name.isupper()
-)
-
-# The kinds that end a timer; each carries the timer's final state.
-END_KINDS: Final = frozenset(
-    {
-        EventKind.RELEASED,
-        EventKind.EXPIRED,
-        EventKind.KILLED,
-        EventKind.KILL_FAILED,
-        EventKind.WORKER_GONE,
-    }
-)
 
 
 @dataclass(frozen=True, slots=True)
 class TimerEvent:
     """One thing that happened to a timer (or to a refused request).
 
-    ``state`` is the timer's state after the event, so a listener needs no
-    state machine of its own. ``timer_id`` is None for refused requests.
+    ``timer`` is the timer as the event leaves it (its state after the event, so a
+    listener needs no state machine of its own), or, for ``refused``, the request
+    that armed nothing. ``detail`` says the rest, in the type of its kind.
     """
 
     seq: int
-    kind: str
-    timer_id: int | None
-    pid: int
-    scope_id: str
+    kind: EventKind
     at: float
-    state: str
-    signal: int
-    source: str
-    acquired_at: float
-    expiration_time: float
-    process_create_time: float | None = None
-    # The worker's real uid when the timer was armed (None if unknown).
-    process_uid: int | None = None
-    detail: dict[str, Any] = field(default_factory=dict)
-    # The signal on which the worker dumps its own stack, if it opted in.
-    dump_signal: int | None = None
-    # The worker's stack, captured before the signal (expiry events only).
-    stack: CapturedStack | None = None
-    # Where and which rank (contract 8), as on the timer.
-    node: str = ""
-    job_id: str | None = None
-    rank: int | None = None
-    local_rank: int | None = None
-    world_size: int | None = None
-    # ``incident`` events only: the stack of every live process of the job, taken at
-    # once before the job's first signal.
-    captures: tuple[RankStack, ...] = ()
+    timer: Timer | RefusedRequest
+    detail: EventDetail
+
+    @property
+    def timer_id(self) -> int | None:
+        return self.timer.id if isinstance(self.timer, Timer) else None
+
+    @property
+    def stack(self) -> CapturedStack | None:
+        """The worker's stack, captured before the signal (expiry outcomes only)."""
+        return self.detail.stack if isinstance(self.detail, Kill | NoKill) else None
+
+    @property
+    def sent_signal(self) -> bool:
+        """A kill by this timer's own signal (not a timer whose worker another one of
+        its timers had signalled already)."""
+        return isinstance(self.detail, Kill) and self.detail.sent_signal
 
     def reason(self) -> str:
         """One line saying why the timer ended (or why the request was refused)."""
-        if "reason" in self.detail:
-            return str(self.detail["reason"])
-        if self.kind == EventKind.KILLED and "latency" in self.detail:
-            late_ms = 1000 * float(self.detail["latency"])
-            return f"signal {self.signal} sent {late_ms:.1f} ms after the deadline"
+        detail = self.detail
+        if isinstance(detail, Kill):
+            if (why := detail.reason()) is not None:
+                return why
+            late_ms = 1000 * detail.late
+            return f"signal {self.timer.signal} sent {late_ms:.1f} ms after the deadline"
+        if isinstance(detail, Ended | NoKill | Escalated | Refusal) and detail.reason is not None:
+            return detail.reason
         return self.kind
 
 

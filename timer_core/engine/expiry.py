@@ -41,11 +41,12 @@ from typing import Any
 from .. import log_names
 from .capture_runner import CaptureRunner, PendingCapture
 from .capturer import CapturedStack, Capturer, RankStack
-from .events import EventKind
+from .event_details import Escalated
 from .job_incidents import JobCapture, JobIncidents, JobKey, job_key
 from .kill_outcomes import Progress, WorkerKiller
 from .kill_watch import watch_key
 from .process import ProcessIdentity
+from .states import EventKind
 from .timers import Escalation, LiveTimer
 
 __all__ = ["DEFAULT_OVERDUE_MARGIN", "ExpiryHandler"]
@@ -160,17 +161,17 @@ class ExpiryHandler:
 
     def _await_capture(
         self, pending: PendingCapture | None
-    ) -> tuple[CapturedStack | None, dict[str, Any]]:
+    ) -> tuple[CapturedStack | None, str | None]:
         """The stack (or None), and what the outcome should say about a missing one."""
         if self.captures is None:
-            return None, {}
+            return None, None
         if pending is None:
-            return None, {"stack_note": "no time left in the stack budget"}
+            return None, "no time left in the stack budget"
         try:
             stack, why = self.captures.wait(pending)
         except Exception as error:
-            return None, {"stack_note": self.watch.error(error, "waiting for the stack")}
-        return stack, ({"stack_note": why} if stack is None and why else {})
+            return None, self.watch.error(error, "waiting for the stack")
+        return stack, (why if stack is None and why else None)
 
     # ---- a job's first expiry ------------------------------------------------------------
 
@@ -230,10 +231,10 @@ class ExpiryHandler:
         captures = []
         try:
             for timer, expiring, pending in started:
-                stack, extra = self._await_capture(pending)
-                awaited[timer.identity] = (stack, extra)
-                note = "" if stack is not None else str(extra.get("stack_note", "no stack"))
-                captures.append(RankStack(timer.view(), stack, note, expiring))
+                stack, why = self._await_capture(pending)
+                awaited[timer.identity] = (stack, why)
+                note = "" if stack is not None else (why or "no stack")
+                captures.append(RankStack(timer.snapshot(), stack, note, expiring))
             trigger = min((t for timers in workers for t in timers), key=_deadline)
             self.incidents.emit(trigger, tuple(captures))
         except Exception as error:  # the incident is evidence: the kills go ahead
@@ -264,14 +265,14 @@ class ExpiryHandler:
         self,
         timers: list[LiveTimer],
         pending: PendingCapture | None,
-        awaited: tuple[CapturedStack | None, dict[str, Any]] | None = None,
+        awaited: tuple[CapturedStack | None, str | None] | None = None,
     ) -> None:
         """One worker's expiry, with its stack ``awaited`` already or still ``pending``;
         never raises, and every timer leaves the watch."""
         progress = Progress()
         try:
-            stack, extra = awaited if awaited is not None else self._await_capture(pending)
-            self.killer.expire(timers, stack, extra, progress)
+            stack, note = awaited if awaited is not None else self._await_capture(pending)
+            self.killer.expire(timers, stack, note, progress)
         except Exception as error:
             self.killer.after_error(timers, progress, error)
         finally:
@@ -287,12 +288,9 @@ class ExpiryHandler:
                 self.killer.outcome(
                     EventKind.ESCALATED,
                     escalation.timer,
-                    "killed",
-                    None,
                     self.clock.monotonic() - escalation.timer.deadline_monotonic,
                     None,
-                    reason=f"escalation failed: {reason}",
-                    sigkilled=[],
+                    Escalated(f"escalation failed: {reason}", ()),
                 )
             except Exception as again:
                 self.watch.error(again, "recording an escalation")
@@ -310,15 +308,13 @@ class ExpiryHandler:
             for target in escalation.targets
             if self.killer.send(target, signal_module.SIGKILL).delivered
         ]
+        why = f"still alive {self.killer.escalate_after}s after signal {timer.signal}"
         self.killer.outcome(
             EventKind.ESCALATED,
             timer,
-            "killed",
-            None,
             self.clock.monotonic() - timer.deadline_monotonic,
             None,
-            reason=f"still alive {self.killer.escalate_after}s after signal {timer.signal}",
-            sigkilled=killed,
+            Escalated(why, tuple(killed)),
         )
 
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import Any
 
 from .capturer import CapturedStack, RankStack
 from .process import ProcessIdentity
@@ -51,7 +50,8 @@ class JobCapture:
 
     def __init__(self) -> None:
         self.done = threading.Event()
-        self.stacks: dict[ProcessIdentity, tuple[CapturedStack | None, dict[str, Any]]] = {}
+        # Each process: its stack, or None and why there is none.
+        self.stacks: dict[ProcessIdentity, tuple[CapturedStack | None, str | None]] = {}
 
 
 class JobIncidents:

@@ -19,15 +19,15 @@ import logging
 import signal as signal_module
 from collections.abc import Callable
 from dataclasses import KW_ONLY, dataclass
-from typing import Any
 
 from .. import log_names
 from .capturer import CapturedStack
 from .clock import Clock
 from .emitter import Emit
-from .events import EventKind
+from .event_details import Escalated, EventDetail, Kill, NoKill
 from .kill_watch import KillWatch, describe_error
 from .process import ProcessIdentity, ProcessSignaller, SignalOutcome, signal_name
+from .states import EventKind
 from .timers import Escalation, LiveTimer
 
 __all__ = ["Progress", "WorkerKiller", "outcome_line"]
@@ -44,22 +44,22 @@ _VERBS = {
 }
 
 
-def outcome_line(
-    kind: str, timer: LiveTimer, late: float, stack: CapturedStack | None, detail: dict[str, Any]
-) -> str:
+def outcome_line(kind: EventKind, timer: LiveTimer, late: float, detail: EventDetail) -> str:
     """One log line for an expiry outcome. The scope and the reason are repr()'d: a
     scope is whatever the worker sent, and a newline in it must not forge a line."""
+    stack = detail.stack if isinstance(detail, Kill | NoKill) else None
     stack_text = f"{stack.method} ({stack.seconds:.3f}s)" if stack is not None else "none"
     line = (
         f"timer {timer.id} {_VERBS.get(kind, kind)}: pid={timer.identity.pid} "
         f"scope={timer.scope_id!r} signal={signal_name(timer.signal)} source={timer.source} "
         f"late_ms={1000 * late:.1f} stack={stack_text}"
     )
+    json = detail.as_json()
     for key in ("children", "sigkilled"):
-        if detail.get(key):
-            line += f" {key}={detail[key]}"
-    if "reason" in detail:
-        line += f" reason={str(detail['reason'])!r}"
+        if json.get(key):
+            line += f" {key}={json[key]}"
+    if "reason" in json:
+        line += f" reason={str(json['reason'])!r}"
     return line
 
 
@@ -74,11 +74,7 @@ class Progress:
         self.signalled_by: int | None = None
 
 
-def _already_signalled(progress: Progress) -> str:
-    return f"worker already signalled for timer {progress.signalled_by}"
-
-
-def _undelivered(outcome: SignalOutcome) -> str:
+def _undelivered(outcome: SignalOutcome) -> EventKind:
     """The event kind of a signal that was not delivered."""
     return EventKind.WORKER_GONE if outcome.status == "gone" else EventKind.KILL_FAILED
 
@@ -102,29 +98,21 @@ class WorkerKiller:
         self,
         timers: list[LiveTimer],
         stack: CapturedStack | None,
-        extra: dict[str, Any],
+        stack_note: str | None,
         progress: Progress,
     ) -> None:
         """One worker's expired timers: the first with a signal > 0 signals it.
-        ``extra`` goes into the first outcome's detail (e.g. why there is no stack)."""
+        ``stack_note`` (why there is no stack) goes into the first outcome."""
         for timer in timers:
             latency = self._late(timer)
             if timer.signal <= 0:
-                self.outcome(
-                    EventKind.EXPIRED,
-                    timer,
-                    "expired",
-                    stack,
-                    latency,
-                    progress,
-                    reason="observe only",
-                    latency=latency,
-                    **extra,
-                )
+                observed = NoKill("observe only", latency, stack=stack, stack_note=stack_note)
+                self.outcome(EventKind.EXPIRED, timer, latency, progress, observed)
             elif progress.signalled_by is not None:
-                self._killed(timer, stack, latency, progress, reason=_already_signalled(progress))
+                kill = Kill(latency, signalled_by=progress.signalled_by, stack=stack)
+                self.outcome(EventKind.KILLED, timer, latency, progress, kill)
             else:
-                self._signal(timer, stack, extra, progress)
+                self._signal(timer, stack, stack_note, progress)
 
     def send(self, identity: ProcessIdentity, signum: int) -> SignalOutcome:
         """``signaller.send``, with an exception turned into a failed outcome."""
@@ -137,29 +125,33 @@ class WorkerKiller:
         self,
         timer: LiveTimer,
         stack: CapturedStack | None,
-        extra: dict[str, Any],
+        stack_note: str | None,
         progress: Progress,
     ) -> None:
-        extra = dict(extra)
         children: list[ProcessIdentity] = []
+        children_error = None
         if self.signal_children:
             try:
                 children = self.signaller.children(timer.identity)
             except Exception as error:  # the worker itself is signalled regardless
-                extra["children_error"] = self.watch.error(error, "listing children")
+                children_error = self.watch.error(error, "listing children")
         outcome = self.send(timer.identity, timer.signal)
         latency = self._late(timer)
         if not outcome.delivered:
-            kind = _undelivered(outcome)
-            self.outcome(
-                kind, timer, "expired", stack, latency, progress, reason=outcome.reason, **extra
-            )
+            failed = NoKill(outcome.reason, None, children_error, stack, stack_note)
+            self.outcome(_undelivered(outcome), timer, latency, progress, failed)
             return
         progress.signalled_by = timer.id
         for child in children:
             self.send(child, timer.signal)
-        children_pids = [child.pid for child in children]
-        self._killed(timer, stack, latency, progress, children=children_pids, **extra)
+        kill = Kill(
+            latency,
+            children=tuple(child.pid for child in children),
+            children_error=children_error,
+            stack=stack,
+            stack_note=stack_note,
+        )
+        self.outcome(EventKind.KILLED, timer, latency, progress, kill)
         if timer.signal != signal_module.SIGKILL and self.escalate_after is not None:
             due = self.clock.monotonic() + self.escalate_after
             self.schedule(due, Escalation(timer, (timer.identity, *children)))
@@ -190,35 +182,22 @@ class WorkerKiller:
     def _settle_after_error(self, timer: LiveTimer, progress: Progress, reason: str) -> None:
         latency = self._late(timer)
         if timer.signal <= 0:
-            why = f"observe only ({reason})"
-            self.outcome(EventKind.EXPIRED, timer, "expired", None, latency, progress, reason=why)
+            observed = NoKill(f"observe only ({reason})")
+            self.outcome(EventKind.EXPIRED, timer, latency, progress, observed)
             return
         if progress.signalled_by is None:
             outcome = self.send(timer.identity, timer.signal)
             if not outcome.delivered:
-                why = f"{reason}; then the signal: {outcome.reason}"
-                kind = _undelivered(outcome)
-                self.outcome(kind, timer, "expired", None, latency, progress, reason=why)
+                failed = NoKill(f"{reason}; then the signal: {outcome.reason}")
+                self.outcome(_undelivered(outcome), timer, latency, progress, failed)
                 return
             progress.signalled_by = timer.id
         if progress.signalled_by == timer.id:
             # Signalled: a kill like any other, with a note.
-            self._killed(timer, None, latency, progress, error=reason)
+            kill = Kill(latency, error=reason)
         else:
-            self._killed(timer, None, latency, progress, reason=_already_signalled(progress))
-
-    def _killed(
-        self,
-        timer: LiveTimer,
-        stack: CapturedStack | None,
-        latency: float,
-        progress: Progress,
-        **detail: Any,
-    ) -> None:
-        """The outcome of a timer whose worker got its signal (from it, or before it)."""
-        self.outcome(
-            EventKind.KILLED, timer, "killed", stack, latency, progress, latency=latency, **detail
-        )
+            kill = Kill(latency, signalled_by=progress.signalled_by)
+        self.outcome(EventKind.KILLED, timer, latency, progress, kill)
 
     def _late(self, timer: LiveTimer) -> float:
         """How far past its deadline ``timer`` is now, in seconds."""
@@ -226,24 +205,22 @@ class WorkerKiller:
 
     def outcome(
         self,
-        kind: str,
+        kind: EventKind,
         timer: LiveTimer,
-        state: str,
-        stack: CapturedStack | None,
         late: float,
         progress: Progress | None,
-        **detail: Any,
+        detail: EventDetail,
     ) -> None:
         """Log what happened to an expired timer, and emit it: once, here."""
         failed = kind == EventKind.KILL_FAILED or (
-            kind == EventKind.ESCALATED and not detail.get("sigkilled")
+            isinstance(detail, Escalated) and not detail.sigkilled
         )
         level = logging.WARNING if failed else logging.INFO
         try:
             if logger.isEnabledFor(level):
-                logger.log(level, "%s", outcome_line(kind, timer, late, stack, detail))
+                logger.log(level, "%s", outcome_line(kind, timer, late, detail))
         except Exception as error:  # a log line is not worth a lost outcome
             self.watch.error(error, "logging an outcome")
-        self.emit(kind, timer, state, stack, **detail)
+        self.emit(kind, timer, detail)
         if progress is not None:
             progress.settled.add(timer.id)

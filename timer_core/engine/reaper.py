@@ -24,7 +24,8 @@ from .admission import RefusedError, check_request, not_own_process
 from .arm_request import LIBRARY, ArmRequest, Origin
 from .capturer import Capturer
 from .clock import Clock, SystemClock
-from .events import EventBus, EventKind, Listener
+from .event_details import Ended
+from .events import EventBus, Listener
 from .expiry import DEFAULT_OVERDUE_MARGIN, ExpiryHandler
 from .job_incidents import JobIncidents
 from .kill_outcomes import WorkerKiller
@@ -32,8 +33,9 @@ from .kill_watch import KillWatch
 from .labels import NO_LABELS, Labels, read_labels
 from .process import ProcessIdentity, ProcessSignaller, identify
 from .reaper_loop import LoopHealth, ReaperLoop
+from .states import EventKind
 from .timer_book import TimerBook
-from .timers import LiveTimer, TimerView
+from .timers import LiveTimer, Timer
 
 __all__ = ["Reaper"]
 
@@ -112,7 +114,7 @@ class Reaper(TimerBook):
 
     # ---- requests that arm ---------------------------------------------------------------
 
-    def acquire(self, request: ArmRequest, origin: Origin = LIBRARY) -> tuple[TimerView, bool]:
+    def acquire(self, request: ArmRequest, origin: Origin = LIBRARY) -> tuple[Timer, bool]:
         """Arm a timer, or move the deadline of the active one for (pid, scope_id).
 
         Returns the timer and whether it was created (False: a heartbeat).
@@ -162,7 +164,7 @@ class Reaper(TimerBook):
         origin: Origin,
         *,
         acquired_at: float,
-    ) -> TimerView | None:
+    ) -> Timer | None:
         """Re-arm a timer recorded before a restart, with its original identity (whose
         pid is the ``request``'s) and its recorded labels (the ``request``'s).
 
@@ -185,12 +187,9 @@ class Reaper(TimerBook):
                 node=self.node,
             )
             expired = request.expiration_time <= self.clock.time()
-            self._events.timer(
-                EventKind.WORKER_GONE,
-                stale,
-                "expired" if expired else "released",
-                reason="worker exited while the service was down",
-            )
+            why = "worker exited while the service was down"
+            gone = Ended(why, before_deadline=not expired)
+            self._events.timer(EventKind.WORKER_GONE, stale, gone)
             return None
         # The process's own labels, read once per worker as acquire reads them: its later
         # scopes are labelled as before the restart (the recorded ones still win here).

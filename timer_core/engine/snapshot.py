@@ -26,7 +26,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
-from .timers import LiveTimer, TimerView
+from .timers import LiveTimer, Timer
 
 __all__ = ["ReadsThrottled", "TimerReader", "soonest"]
 
@@ -36,7 +36,7 @@ _by_deadline = operator.attrgetter("deadline_monotonic")
 _KEPT_RESULTS = 64
 
 Query = tuple[int, int | None, str | None]
-Result = tuple[tuple[TimerView, ...], int]
+Result = tuple[tuple[Timer, ...], int]
 
 
 def soonest(
@@ -45,7 +45,7 @@ def soonest(
     *,
     pid: int | None = None,
     scope_contains: str | None = None,
-) -> tuple[list[TimerView], int]:
+) -> tuple[list[Timer], int]:
     """The ``limit`` timers nearest their deadlines, optionally of one worker or with
     ``scope_contains`` in their scope, and how many match in all. Call it on a copy
     (``Reaper.live_timers``), never under the reaper's lock: it is O(n)."""
@@ -56,7 +56,7 @@ def soonest(
         candidates = [t for t in candidates if scope_contains in t.scope_id]
     chosen = heapq.nsmallest(limit, candidates, key=_by_deadline)
     # Each attribute is read atomically; a heartbeat racing this read shows on the next.
-    return [timer.view() for timer in chosen], len(candidates)
+    return [timer.snapshot() for timer in chosen], len(candidates)
 
 
 class ReadsThrottled(Exception):

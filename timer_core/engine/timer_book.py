@@ -12,7 +12,6 @@ from __future__ import annotations
 import itertools
 import threading
 from collections.abc import Callable
-from typing import Any
 
 from . import snapshot
 from .admission import RefusedError, check_scope_id
@@ -20,10 +19,12 @@ from .arm_request import LIBRARY, ArmRequest, Origin
 from .clock import Clock
 from .deadline_heap import DeadlineHeap
 from .emitter import EventEmitter
-from .events import EventBus, EventKind
+from .event_details import Armed, Ended
+from .events import EventBus
 from .process import ProcessIdentity
+from .states import EventKind
 from .timer_table import TimerTable
-from .timers import Escalation, LiveTimer, TimerView
+from .timers import Escalation, LiveTimer, Timer
 from .user_share import UserShare
 from .workers import WorkerRegistry
 
@@ -58,7 +59,7 @@ class TimerBook:
 
     # ---- changes -------------------------------------------------------------------------
 
-    def release(self, pid: int, scope_id: str, origin: Origin = LIBRARY) -> TimerView | None:
+    def release(self, pid: int, scope_id: str, origin: Origin = LIBRARY) -> Timer | None:
         """End the active timer for (pid, scope_id); None if there is none. With the
         ``origin``'s ``owner_uid``, a timer whose worker belongs to another uid is not
         released: RefusedError (kind "forbidden"), after a ``refused`` event naming the
@@ -73,17 +74,17 @@ class TimerBook:
             timer = self._table.get(pid, scope_id)
             return self._release_locked(timer, origin)
 
-    def release_id(self, timer_id: int, origin: Origin = LIBRARY) -> TimerView | None:
+    def release_id(self, timer_id: int, origin: Origin = LIBRARY) -> Timer | None:
         """As ``release``, by the timer's id."""
         with self._lock:
             timer = self._table.by_id.get(timer_id)
             return self._release_locked(timer, origin)
 
-    def clear_worker(self, pid: int, reason: str) -> list[TimerView]:
+    def clear_worker(self, pid: int, reason: str) -> list[Timer]:
         """End every timer of one worker (torch's ``clear_timers``)."""
         with self._lock:
             return [
-                self._end_locked(timer, EventKind.RELEASED, "released", reason=reason)
+                self._end_locked(timer, EventKind.RELEASED, Ended(reason))
                 for timer in self._table.of_worker(pid)
             ]
 
@@ -93,12 +94,8 @@ class TimerBook:
             if not self._workers.is_current(identity):
                 return
             for timer in self._table.of_worker(identity.pid):
-                self._end_locked(
-                    timer,
-                    EventKind.WORKER_GONE,
-                    "released",
-                    reason="worker exited before its deadline",
-                )
+                gone = Ended("worker exited before its deadline", before_deadline=True)
+                self._end_locked(timer, EventKind.WORKER_GONE, gone)
             self._workers.forget(identity.pid)
 
     def emit_refused(self, request: ArmRequest, origin: Origin, reason: str) -> None:
@@ -112,14 +109,14 @@ class TimerBook:
 
     # ---- reads ---------------------------------------------------------------------------
 
-    def active(self) -> list[TimerView]:
+    def active(self) -> list[Timer]:
         with self._lock:
-            return [timer.view() for timer in self._table.by_id.values()]
+            return [timer.snapshot() for timer in self._table.by_id.values()]
 
-    def expired_by_worker(self, cutoff_unix: float) -> dict[int, list[TimerView]]:
+    def expired_by_worker(self, cutoff_unix: float) -> dict[int, list[Timer]]:
         """Active timers with ``expiration_time`` ≤ ``cutoff_unix``, by pid: torch's
         ``get_expired_timers``. O(n): for compatibility, not for the reaping path."""
-        expired: dict[int, list[TimerView]] = {}
+        expired: dict[int, list[Timer]] = {}
         for timer in self.active():
             if timer.expiration_time <= cutoff_unix:
                 expired.setdefault(timer.pid, []).append(timer)
@@ -133,7 +130,7 @@ class TimerBook:
 
     def soonest(
         self, limit: int, *, pid: int | None = None, scope_contains: str | None = None
-    ) -> tuple[list[TimerView], int]:
+    ) -> tuple[list[Timer], int]:
         """The ``limit`` active timers nearest their deadlines, optionally of one worker
         or with ``scope_contains`` in their scope, and how many match in all. Scanned
         outside the lock; many readers should share the Reaper's ``reader`` instead."""
@@ -171,7 +168,7 @@ class TimerBook:
         source: str,
         timer_id: int | None = None,
         acquired_at: float | None = None,
-    ) -> tuple[TimerView, bool]:
+    ) -> tuple[Timer, bool]:
         """Create the timer for (pid, scope_id), or move it (a heartbeat); and whether it
         was created. ``expiration_time`` and ``signal`` are the request's, as checked. A
         request passes no ``acquired_at``: it is subject to the per-user cap and
@@ -212,10 +209,10 @@ class TimerBook:
                 timer.signal = signal
                 timer.dump_signal = dump_signal
             self._push(deadline_monotonic, timer, timer.generation)
-            view = timer.view()
+            view = timer.snapshot()
             if acquired_at is None:
                 kind = EventKind.ACQUIRED if created else EventKind.EXTENDED
-                self._events.timer(kind, timer, "active")
+                self._events.timer(kind, timer, Armed())
         if new_worker:
             self._workers.watch(identity)
         return view, created
@@ -245,7 +242,7 @@ class TimerBook:
         if self._heap.push(due_monotonic, item, generation, self._table.by_id):
             self._earliest_moved()
 
-    def _release_locked(self, timer: LiveTimer | None, origin: Origin) -> TimerView | None:
+    def _release_locked(self, timer: LiveTimer | None, origin: Origin) -> Timer | None:
         if timer is None:
             return None
         owner_uid = origin.owner_uid
@@ -255,12 +252,12 @@ class TimerBook:
                 f"its worker belongs to uid {timer.identity.uid}",
                 kind="forbidden",
             )
-            request = ArmRequest(timer.identity.pid, timer.scope_id, -1, timer.signal)
-            self._refuse(request, origin, error)
+            self._refuse(
+                ArmRequest(timer.identity.pid, timer.scope_id, -1, timer.signal), origin, error
+            )
             raise error
-        return self._end_locked(timer, EventKind.RELEASED, "released", released_by=origin.source)
+        return self._end_locked(timer, EventKind.RELEASED, Ended(released_by=origin.source))
 
-    def _end_locked(self, timer: LiveTimer, kind: str, state: str, **detail: Any) -> TimerView:
+    def _end_locked(self, timer: LiveTimer, kind: EventKind, detail: Ended) -> Timer:
         self._table.forget(timer)
-        self._events.timer(kind, timer, state, **detail)
-        return timer.view(state)
+        return self._events.timer(kind, timer, detail)

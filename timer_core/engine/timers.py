@@ -1,4 +1,4 @@
-"""Timer records: the live timer the engine owns, the read-only view it hands out, and
+"""Timer records: the live timer the engine owns, the snapshot it hands out, and
 the escalation it schedules for a worker that outlives its first signal.
 
 Two clocks, named apart: ``expiration_time`` is unix seconds, as the request carried it
@@ -13,30 +13,46 @@ from dataclasses import dataclass, field
 
 from .labels import NO_LABELS, Labels
 from .process import ProcessIdentity
+from .states import TimerState
 
-__all__ = ["Escalation", "LiveTimer", "TimerView"]
+__all__ = ["Escalation", "LiveTimer", "RefusedRequest", "Timer"]
 
 
 @dataclass(frozen=True, slots=True)
-class TimerView:
-    """A read-only copy of a timer, safe to hand across threads."""
+class Timer:
+    """A timer as it is at one moment: a read-only copy, safe to hand across threads,
+    and the one shape every listener and reader takes a timer in."""
 
     id: int
     pid: int
     scope_id: str
     signal: int
     source: str
-    state: str
+    state: TimerState
     acquired_at: float
     expiration_time: float
     # The worker's real uid (None if unknown): it decides who may act on the timer.
     uid: int | None = None
-    # Where and which rank (contract 8): the node that armed it, and the job's labels.
+    # The node that armed it (contract 8), and which rank of which job the worker is.
     node: str = ""
-    job_id: str | None = None
-    rank: int | None = None
-    local_rank: int | None = None
-    world_size: int | None = None
+    labels: Labels = NO_LABELS
+    # What re-arms it after a restart: the worker's start time (its identity with the
+    # pid) and the signal on which it dumps its own stack, if it opted in.
+    process_create_time: float | None = None
+    dump_signal: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RefusedRequest:
+    """A request that armed nothing, as far as it can be stored: the values it carried
+    that a listener can keep (a 200-digit pid or a NaN deadline cannot be)."""
+
+    pid: int
+    scope_id: str
+    signal: int
+    source: str
+    expiration_time: float
+    node: str = ""
 
 
 # eq=False: a live timer is compared and hashed by identity; the heap's stale entries
@@ -62,23 +78,22 @@ class LiveTimer:
     # Bumped by each heartbeat: heap entries pushed under an older one are stale.
     generation: int = field(default=0, init=False)
 
-    def view(self, state: str = "active") -> TimerView:
-        labels = self.labels
-        return TimerView(
-            self.id,
-            self.identity.pid,
-            self.scope_id,
-            self.signal,
-            self.source,
-            state,
-            self.acquired_at,
-            self.expiration_time,
-            self.identity.uid,
-            self.node,
-            labels.job_id,
-            labels.rank,
-            labels.local_rank,
-            labels.world_size,
+    def snapshot(self, state: TimerState = TimerState.ACTIVE) -> Timer:
+        """This timer as it is now, in ``state``."""
+        return Timer(
+            id=self.id,
+            pid=self.identity.pid,
+            scope_id=self.scope_id,
+            signal=self.signal,
+            source=self.source,
+            state=state,
+            acquired_at=self.acquired_at,
+            expiration_time=self.expiration_time,
+            uid=self.identity.uid,
+            node=self.node,
+            labels=self.labels,
+            process_create_time=self.identity.create_time,
+            dump_signal=self.dump_signal,
         )
 
 

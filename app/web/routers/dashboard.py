@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
@@ -27,14 +27,13 @@ from app.db.nodes import NodeStatus
 from app.db.pagination import TimerIdPath
 from app.db.unencodable import renderable_rows
 from app.deps import ServiceDep, SessionDep
-from app.timer_state import TimerState
 from app.web.dashboard_text import describe_event, duration, stack_note
 from app.web.dashboard_views import DashboardViews, ViewsDep
 from app.web.fleet_view import node_rows
 from app.web.job_views import overview
 from app.web.live_feed import LiveFeed
 from app.web.page_templates import STATIC_DIR, render_page, templates
-from timer_core.engine import ReadsThrottled
+from timer_core.engine import ReadsThrottled, TimerState
 
 __all__ = [
     "STATIC_DIR",
@@ -136,7 +135,7 @@ def collect_state(service: ServiceDep, views: DashboardViews, filters: Filters) 
                 detail=f"{error}: the service limits how much time scans of its timers take",
                 headers={"Retry-After": str(math.ceil(error.retry_after))},
             ) from None
-        active = [asdict(timer) for timer in soonest]
+        active = [TimerPublic.from_timer(timer).model_dump(mode="json") for timer in soonest]
 
     def wanted(timer: dict[str, Any]) -> bool:
         return (
@@ -278,9 +277,7 @@ def dashboard(
     "/dashboard/state",
     responses={429: {"description": "Timer scans are over their CPU budget: retry later"}},
 )
-def dashboard_state(
-    service: ServiceDep, views: ViewsDep, filters: FiltersDep
-) -> dict[str, Any]:
+def dashboard_state(service: ServiceDep, views: ViewsDep, filters: FiltersDep) -> dict[str, Any]:
     """Everything the dashboard shows, filtered as its URL says (``scope`` is a substring)."""
     return collect_state(service, views, filters)
 

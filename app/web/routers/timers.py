@@ -16,6 +16,7 @@ from app.access.callers import Caller, CallerDep, authorize, forbidden, is_privi
 from app.access.kernel_stacks import stack_for
 from app.db import store
 from app.db.database_status import DATABASE_ERRORS
+from app.db.enum_fields import TimerStateField
 from app.db.models import (
     ErrorMessage,
     Page,
@@ -40,10 +41,10 @@ from app.deps import (
     require_database,
     require_token,
 )
-from app.timer_state import TimerState
 from app.web.active_from_engine import active_page
 from app.web.write_answers import answer, wait_recorded
 from timer_core import RefusedError
+from timer_core.engine import TimerState
 from timer_core.engine.arm_request import ArmRequest, Origin
 from timer_core.engine.labels import MAX_JOB_ID_LENGTH, MAX_RANK
 
@@ -177,7 +178,7 @@ async def acquire(body: TimerCreate, access: JsonWrite) -> Response:
         raise _refusal_error(error) from None
     return await _answer(
         service,
-        TimerPublic.from_view(view),
+        TimerPublic.from_timer(view),
         "the timer is armed" if created else "the timer's deadline is moved",
         status.HTTP_201_CREATED if created else status.HTTP_200_OK,
     )
@@ -198,7 +199,7 @@ async def release(body: TimerRelease, access: JsonWrite) -> Response:
     if view is None:
         raise HTTPException(404, detail=f"no active timer for pid {body.pid} and that scope_id")
     return await _answer(
-        service, TimerPublic.from_view(view, ended_at=time.time()), "the timer is released"
+        service, TimerPublic.from_timer(view, ended_at=time.time()), "the timer is released"
     )
 
 
@@ -230,7 +231,7 @@ async def delete(
             )
         raise HTTPException(409, detail=f"timer {timer_id} is not active (it is {row.state})")
     return await _answer(
-        service, TimerPublic.from_view(view, ended_at=time.time()), "the timer is released"
+        service, TimerPublic.from_timer(view, ended_at=time.time()), "the timer is released"
     )
 
 
@@ -244,7 +245,7 @@ def list_timers(
     service: ServiceDep,
     _known: KnownQueryOnly,
     _slot: ReaderSlot,
-    state: Annotated[TimerState | None, Query()] = None,
+    state: Annotated[TimerStateField | None, Query()] = None,
     pid: OptionalIntQuery = None,
     scope: Annotated[str | None, Query(max_length=1024)] = None,
     job: Annotated[str | None, Query(max_length=MAX_JOB_ID_LENGTH)] = None,

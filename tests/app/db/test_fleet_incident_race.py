@@ -13,7 +13,6 @@ the rounds made two incidents.
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import threading
 from collections.abc import Iterator
@@ -28,9 +27,9 @@ from app.db.incident_rows import IncidentRecorder
 from app.db.job_models import Incident, IncidentCapture, Job
 from app.db.recorder import Recorder
 from tests.conftest import migrated_engine
-from tests.sample_events import event
-from timer_core import EventKind, TimerEvent, TimerView
-from timer_core.engine import CapturedStack, RankStack
+from tests.sample_events import changed, event, timer
+from timer_core import EventKind, TimerEvent
+from timer_core.engine import CapturedStack, Labels, RankStack
 
 STACKS = Path(__file__).parents[2] / "timer_core" / "diagnosis" / "stacks"
 SLEEPING = (STACKS / "gloo-sleep.txt").read_text()
@@ -48,7 +47,7 @@ def timer_id(round_number: int, rank: int) -> int:
 
 def labelled(seq: int, kind: str, round_number: int, rank: int, **changes: Any) -> TimerEvent:
     """An event of ``rank``'s timer in round ``round_number`` (job ``race-<round>``)."""
-    return dataclasses.replace(
+    return changed(
         event(seq, kind, timer_id(round_number, rank)),
         pid=500 + rank,
         node=NODE_OF_RANK[rank],
@@ -65,21 +64,12 @@ def incident_event(seq: int, round_number: int, node: str) -> TimerEvent:
     ranks = [rank for rank, name in NODE_OF_RANK.items() if name == node]
     captures = tuple(
         RankStack(
-            TimerView(
+            timer(
                 timer_id(round_number, rank),
-                500 + rank,
-                "s",
-                9,
-                "test",
-                "active",
-                1.0,
-                5.0,
-                0,
-                node,
-                f"race-{round_number}",
-                rank,
-                rank % 2,
-                4,
+                pid=500 + rank,
+                uid=0,
+                node=node,
+                labels=Labels(f"race-{round_number}", rank, rank % 2, 4),
             ),
             CapturedStack("py-spy", SLEEPING if rank == STUCK else WAITING, 0.2),
             "",

@@ -5,7 +5,6 @@ non-exempt users are refused (429 over HTTP) until it is under again."""
 
 from __future__ import annotations
 
-import dataclasses
 import secrets
 import subprocess
 import time
@@ -20,7 +19,7 @@ from app.db.history_quota import HistoryQuota
 from app.db.recorder import Recorder
 from tests.app.service_process import ServiceProcess
 from tests.conftest import migrated_engine
-from tests.sample_events import event
+from tests.sample_events import changed, event
 from tests.second_user import SecondUser
 from tests.waiting import wait_until
 from timer_core import RefusedError, TimerEvent
@@ -38,12 +37,12 @@ def history() -> list[TimerEvent]:
     row costs what a real one can (random: PostgreSQL cannot compress it away)."""
 
     def made(seq: int, kind: str, timer_id: int, state: str, at: float) -> TimerEvent:
-        return dataclasses.replace(
+        return changed(
             event(seq, kind, timer_id, state),
             at=at,
             pid=2000 + timer_id,
             scope_id=f"{timer_id}-{secrets.token_hex(300)}",
-            process_uid=USER,
+            uid=USER,
         )
 
     events = [made(n, "acquired", timer_id, "active", 1000.0 + n) for n, timer_id in
@@ -52,7 +51,7 @@ def history() -> list[TimerEvent]:
         at = 2000.0 + 10 * timer_id
         events.append(made(0, "acquired", timer_id, "active", at))
         events.append(made(0, "released", timer_id, "released", at + 1))
-    return [dataclasses.replace(item, seq=seq) for seq, item in enumerate(events, start=1)]
+    return [changed(item, seq=seq) for seq, item in enumerate(events, start=1)]
 
 
 @pytest.fixture

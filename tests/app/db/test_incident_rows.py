@@ -4,7 +4,6 @@ outcomes and stacks, and the analysis over recorded real stacks is kept current.
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +14,9 @@ from app.db.incident_rows import IncidentRecorder
 from app.db.job_models import Incident, IncidentCapture, Job
 from app.db.models import Timer
 from app.db.recorder import Recorder
-from tests.sample_events import event
-from timer_core import EventKind, TimerEvent, TimerView
-from timer_core.engine import CapturedStack, RankStack
+from tests.sample_events import changed, event, timer
+from timer_core import EventKind, TimerEvent
+from timer_core.engine import CapturedStack, Labels, RankStack
 
 STACKS = Path(__file__).parents[2] / "timer_core" / "diagnosis" / "stacks"
 SLEEPING = (STACKS / "gloo-sleep.txt").read_text()
@@ -29,7 +28,7 @@ NODE = "node-a"
 
 def labelled(seq: int, kind: str, rank: int, state: str = "active", **changes: Any) -> TimerEvent:
     """An event of the timer of ``rank`` (timer id rank + 1, pid 500 + rank)."""
-    return dataclasses.replace(
+    return changed(
         event(seq, kind, rank + 1, state),
         pid=500 + rank,
         node=NODE,
@@ -42,9 +41,7 @@ def labelled(seq: int, kind: str, rank: int, state: str = "active", **changes: A
 
 
 def rank_stack(rank: int, text: str | None, expiring: bool) -> RankStack:
-    view = TimerView(
-        rank + 1, 500 + rank, "s", 9, "test", "active", 1.0, 5.0, 1000, NODE, JOB, rank, rank, 4
-    )
+    view = timer(rank + 1, pid=500 + rank, uid=1000, node=NODE, labels=Labels(JOB, rank, rank, 4))
     stack = CapturedStack("py-spy", text, 0.2) if text is not None else None
     return RankStack(view, stack, "" if text else "the capture failed: gone", expiring)
 
@@ -138,7 +135,7 @@ def test_later_expiries_within_the_window_join_and_an_exit_updates_its_rank(
 def record_late_joiner(engine: Engine, waiting: str, method: str) -> None:
     """An incident capturing ranks 2 (stuck) and 0 (``waiting``), then rank 3 killed
     later with a stack of its own (``waiting``, taken by ``method``)."""
-    only_two = dataclasses.replace(
+    only_two = changed(
         incident_event(5, stuck=2, at=10.0),
         captures=(rank_stack(2, SLEEPING, True), rank_stack(0, waiting, False)),
     )
@@ -178,7 +175,7 @@ def test_after_the_window_an_expiry_opens_a_new_incident(engine: Engine) -> None
 
 
 def test_events_of_unlabelled_timers_open_nothing(engine: Engine) -> None:
-    unlabelled = dataclasses.replace(incident_event(5, stuck=2, at=10.0), job_id=None)
+    unlabelled = changed(incident_event(5, stuck=2, at=10.0), job_id=None)
     record(engine, [event(1, EventKind.ACQUIRED, 1), unlabelled])
     assert incidents(engine) == []
 
@@ -203,10 +200,10 @@ def test_incidents_past_retention_are_pruned_with_their_captures(engine: Engine)
 
 
 def test_another_users_processes_with_the_same_job_id_do_not_join(engine: Engine) -> None:
-    victim = dataclasses.replace(incident_event(5, stuck=2, at=10.0), process_uid=1000)
-    decoy = dataclasses.replace(
+    victim = changed(incident_event(5, stuck=2, at=10.0), uid=1000)
+    decoy = changed(
         incident_event(6, stuck=1, at=11.0),
-        process_uid=2000,
+        uid=2000,
         pid=999,
         captures=(rank_stack(1, SLEEPING, True),),
     )

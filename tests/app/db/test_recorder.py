@@ -4,7 +4,6 @@ and no poison batch."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 
 import pytest
 from sqlalchemy.engine import Engine
@@ -12,7 +11,7 @@ from sqlmodel import Session, col, select
 
 from app.db.models import Event, Timer
 from app.db.recorder import Recorder
-from tests.sample_events import event, refused
+from tests.sample_events import changed, event, refused
 
 
 @pytest.fixture
@@ -34,7 +33,11 @@ def test_batch_writes_timers_and_events_and_reports_the_commit(
     assert recorder.committed_seq == 3 and recorder.backlog() == 0
     with Session(engine) as session:
         timer = session.exec(select(Timer)).one()
-        assert (timer.state, timer.ended_at, timer.end_reason) == ("killed", 3.0, "killed")
+        assert (timer.state, timer.ended_at, timer.end_reason) == (
+            "killed",
+            3.0,
+            "signal 9 sent 0.0 ms after the deadline",
+        )
         assert [e.kind for e in session.exec(select(Event))] == ["acquired", "extended", "killed"]
 
     async def committed() -> bool:
@@ -114,7 +117,7 @@ def test_later_events_of_a_timer_that_could_not_be_recorded_are_kept_unlinked(
 ) -> None:
     """An acquisition the database cannot hold must not make each later event of its
     timer fail the foreign key (and drag its batch to row-by-row writes)."""
-    unstorable = dataclasses.replace(event(1, "acquired", 9), process_uid=10**30)
+    unstorable = changed(event(1, "acquired", 9), uid=10**30)
     recorder(unstorable)
     recorder.flush()
     commits = recorder.commits
@@ -162,7 +165,7 @@ def test_a_refused_pid_beyond_32_bits_and_a_32_bit_unsigned_uid_are_recorded(
     """A request may claim any pid (refused, and recorded with it); a uid is unsigned
     32-bit: both beyond PostgreSQL's INTEGER, neither a loss."""
     recorder(refused(1, pid=2**40))
-    recorder(dataclasses.replace(event(2, "acquired", 3), process_uid=2**32 - 2))
+    recorder(changed(event(2, "acquired", 3), uid=2**32 - 2))
     recorder.flush()
     assert recorder.rejected == 0 and recorder.committed_seq == 2
     with Session(engine) as session:
@@ -173,7 +176,7 @@ def test_a_refused_pid_beyond_32_bits_and_a_32_bit_unsigned_uid_are_recorded(
 def test_a_scope_id_with_a_nul_is_recorded(engine: Engine, recorder: Recorder) -> None:
     """SQLite keeps it verbatim; PostgreSQL's text cannot hold NUL, so there it is kept
     with U+FFFD in its place: the timer is recorded either way, and nothing is lost."""
-    recorder(dataclasses.replace(event(1, "acquired", 4), scope_id="a\x00b"))
+    recorder(changed(event(1, "acquired", 4), scope_id="a\x00b"))
     recorder.flush()
     assert recorder.rejected == 0 and recorder.committed_seq == 1
     kept = "a\x00b" if engine.dialect.name == "sqlite" else "a\ufffdb"

@@ -5,7 +5,6 @@ the same on both."""
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +16,10 @@ from app.db import store
 from app.db.incident_rows import IncidentRecorder
 from app.db.recorder import Recorder
 from tests.conftest import migrated_engine
-from tests.sample_events import event, refused
-from timer_core import EventKind, TimerEvent, TimerView
-from timer_core.engine import CapturedStack, RankStack
+from tests.sample_events import changed, event, refused, timer
+from timer_core import EventKind, TimerEvent
+from timer_core.engine import CapturedStack, Labels, RankStack
+from timer_core.engine.event_details import Kill, NoKill, Refusal
 
 STACKS = Path(__file__).parents[2] / "timer_core" / "diagnosis" / "stacks"
 SLEEPING = (STACKS / "gloo-sleep.txt").read_text()
@@ -33,7 +33,7 @@ BASE = 2**52
 def timer_event(seq: int, kind: str, n: int, state: str = "active", **changes: Any) -> TimerEvent:
     """An event of timer ``BASE + n`` (pid 1000 + n) at ``seq`` seconds and a half."""
     made = event(seq, kind, BASE + n, state)
-    return dataclasses.replace(made, pid=1000 + n, at=seq + 0.5, node=NODE, **changes)
+    return changed(made, pid=1000 + n, at=seq + 0.5, node=NODE, **changes)
 
 
 def ranked(seq: int, kind: str, rank: int, state: str = "active", **changes: Any) -> TimerEvent:
@@ -52,10 +52,9 @@ def ranked(seq: int, kind: str, rank: int, state: str = "active", **changes: Any
 
 def incident(seq: int, stuck: int) -> TimerEvent:
     def capture(rank: int) -> RankStack:
-        view = TimerView(
-            BASE + 100 + rank, 1100 + rank, "s", 9, "test", "active", 1.0, 5.0, 0, NODE, JOB,
-            rank, rank, 4,
-        )  # fmt: skip
+        view = timer(
+            BASE + 100 + rank, pid=1100 + rank, uid=0, node=NODE, labels=Labels(JOB, rank, rank, 4)
+        )
         stack = CapturedStack("py-spy", SLEEPING if rank == stuck else WAITING, 0.25)
         return RankStack(view, stack, "", rank == stuck)
 
@@ -71,7 +70,7 @@ BATCHES: list[list[TimerEvent]] = [
         timer_event(3, "acquired", 3),
         timer_event(4, "extended", 1, expiration_time=99.5, signal=15),
         timer_event(5, "released", 2, "released"),
-        refused(6, pid=77, detail={"reason": "pid 77 is not running"}),
+        refused(6, pid=77, detail=Refusal("pid 77 is not running", "77")),
         *(ranked(7 + rank, "acquired", rank) for rank in range(4)),
     ],
     [
@@ -82,18 +81,19 @@ BATCHES: list[list[TimerEvent]] = [
             "killed",
             3,
             "killed",
-            detail={"latency": 0.012},
-            stack=CapturedStack("py-spy", SLEEPING, 0.3, True, ("faulthandler: off",)),
+            detail=Kill(
+                0.012, stack=CapturedStack("py-spy", SLEEPING, 0.3, True, ("faulthandler: off",))
+            ),
         ),
-        timer_event(62, "expired", 1, "expired", detail={"reason": "observe only"}),
+        timer_event(62, "expired", 1, "expired", detail=NoKill("observe only")),
         incident(63, stuck=2),
         ranked(64, "killed", 2, "killed"),
         ranked(65, "worker_gone", 0, "expired"),
     ],
     [
         # Older than what the job table holds already: its last_seen must not go back.
-        dataclasses.replace(ranked(130, "released", 1, "released"), at=30.0, world_size=None),
-        timer_event(110, "acquired", 4, process_uid=4_000_000),
+        changed(ranked(130, "released", 1, "released"), at=30.0, world_size=None),
+        timer_event(110, "acquired", 4, uid=4_000_000),
     ],
 ]
 

@@ -17,6 +17,7 @@ from app.main import create_app
 from app.settings import Settings
 from tests.app.job_seeds import BASE, JobSeed, seed
 from tests.conftest import in_process
+from tests.sample_events import timer_of
 from timer_core import EventKind
 
 HUNG = JobSeed("run-9", first_id=1)  # 4 ranks on node-a, rank 2 killed in an incident
@@ -36,7 +37,7 @@ def client(tmp_path: Path) -> Iterator[TestClient]:
     # timer ends: still 2 ranks, 1 active timer, on both nodes.
     moved = dataclasses.replace(LATER, node="node-c", first_id=13, at=BASE + 200)
     left = LATER.labelled(EventKind.RELEASED, 1, "released", BASE + 199)
-    rank_one = [e for e in moved.events() if e.rank == 1]
+    rank_one = [e for e in moved.events() if timer_of(e).labels.rank == 1]
     ended = LATER.labelled(EventKind.RELEASED, 0, "released", BASE + 201)
     with serve(tmp_path, HUNG, LATER, left, *rank_one, ended, HOSTILE) as test_client:
         yield test_client

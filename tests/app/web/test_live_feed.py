@@ -8,24 +8,16 @@ from pathlib import Path
 from app.db.recorder import Recorder
 from app.web.live_feed import LiveFeed
 from tests.conftest import migrated_engine
+from tests.sample_events import changed, event
 from timer_core import TimerEvent
+from timer_core.engine.event_details import Kill
 
 
 def recorded(seq: int, kind: str, timer_id: int, at: float, state: str) -> TimerEvent:
-    return TimerEvent(
-        seq=seq,
-        kind=kind,
-        timer_id=timer_id,
-        pid=5,
-        scope_id="s",
-        at=at,
-        state=state,
-        signal=9,
-        source="test",
-        acquired_at=at,
-        expiration_time=at + 1,
-        detail={"latency": 0.001} if kind == "killed" else {},
+    made = changed(
+        event(seq, kind, timer_id, state), at=at, pid=5, acquired_at=at, expiration_time=at + 1
     )
+    return changed(made, detail=Kill(0.001)) if kind == "killed" else made
 
 
 def test_seeding_counts_the_last_hour_per_minute_and_the_recent_ends(tmp_path: Path) -> None:

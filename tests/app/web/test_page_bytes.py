@@ -10,7 +10,6 @@ was bypassed through this route. Here each incident carries about 200 KB of fram
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from app.main import create_app
 from app.settings import Settings
 from tests.app.job_seeds import JobSeed, seed
 from tests.conftest import in_process, migrated_engine
+from tests.sample_events import changed
 
 INCIDENTS = 30
 # 200 frames of 1,000 characters: about 200 KB of JSON per incident.
@@ -103,7 +103,7 @@ def test_a_job_of_many_ranks_lists_the_first_within_a_page_and_counts_the_rest(
     few = JobSeed("few-ranks", first_id=1000, world_size=3, stuck=None)
     seed(
         database,
-        *(dataclasses.replace(item, scope_id="🦀" * 1024) for item in job.events()),
+        *(changed(item, scope_id="🦀" * 1024) for item in job.events()),
         *few.events(),
     )
     with in_process(create_app(Settings(db_url=f"sqlite:///{database}"))) as client:

@@ -175,7 +175,7 @@ def test_labels_survive_a_restart(
         assert [labels(t) for t in service_timers] == [("node-a", "run-42", 2, 1, 8)]
         # Re-armed with its labels: the engine's copy has them too.
         [live] = second.app.state.service.keeper.reaper.active()  # type: ignore[attr-defined]
-        assert (live.job_id, live.rank, live.world_size) == ("run-42", 2, 8)
+        assert (live.labels.job_id, live.labels.rank, live.labels.world_size) == ("run-42", 2, 8)
         # A new scope of the same worker after the restart: labelled from its environment.
         assert labels(arm(second, pid, scope_id="after"))[1:] == ("run-42", 3, 1, 8)
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.timer_core.world import kill_of
 from tests.workers import FUNCTION, needs_py_spy, spawn_stuck, stuck_worker, wait_dead
 from timer_core import EventKind, ProcessIdentity, Reaper, TimerEvent, identify
 from timer_core.diagnosis.stack_capture import StackCapturer
@@ -101,8 +102,14 @@ def test_the_reaper_captures_before_the_kill_and_keeps_the_kill_within_the_budge
         engine.stop()
     [killed] = [event for event in events if event.kind == EventKind.KILLED]
     assert killed.stack is not None and FUNCTION in killed.stack.text
-    assert killed.detail["stack"]["method"].startswith("py-spy")
-    assert killed.detail["latency"] <= budget
+    assert killed.detail.as_json()["stack"] == {
+        "method": killed.stack.method,
+        "seconds": round(killed.stack.seconds, 4),
+        "bytes": len(killed.stack.text),
+        "notes": list(killed.stack.notes),
+    }
+    assert killed.stack.method.startswith("py-spy")
+    assert kill_of(killed).late <= budget
 
 
 def test_the_library_servers_keep_torchs_behaviour_unless_asked(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.timer_core.world import World
+from tests.timer_core.world import World, stack_note
 from tests.waiting import wait_until
 from timer_core import EventKind, ProcessIdentity, TimerEvent
 from timer_core.engine import CapturedStack
@@ -57,7 +57,7 @@ def capturer() -> Iterator[HangsForOneUser]:
 
 def killed(world: World) -> dict[int, TimerEvent]:
     world.reaper.bus.drain()
-    return {e.pid: e for e in world.events if e.kind == EventKind.KILLED}
+    return {e.timer.pid: e for e in world.events if e.kind == EventKind.KILLED}
 
 
 def runner_of(world: World) -> CaptureRunner:
@@ -84,7 +84,7 @@ def test_a_flood_of_hung_captures_leaves_other_users_a_slot(capturer: HangsForOn
     victim = killed(world)[ROOT_VICTIM]
     assert victim.stack is not None and victim.stack.method == "py-spy", victim.detail
     assert capturer.most_hostile_at_once == runner.slots_per_user == 4  # half of the 8
-    hostile_notes = [killed(world)[pid].detail["stack_note"] for pid in HOSTILE_PIDS]
+    hostile_notes = [str(stack_note(killed(world)[pid])) for pid in HOSTILE_PIDS]
     assert all("abandoned" in n or "no capture slot" in n for n in hostile_notes)
     assert sorted(pid for pid, _ in world.signaller.sent) == sorted([*HOSTILE_PIDS, ROOT_VICTIM])
     world.reaper.expiry.shutdown()
@@ -129,7 +129,7 @@ def test_past_its_share_of_hung_captures_a_user_gets_none_and_others_still_do(
     arm_flood_and_victim(world, 0)
     world.advance(0)
     assert wait_until(lambda: len(killed(world)) == len(HOSTILE_PIDS) + 1, 30)
-    notes = {killed(world)[pid].detail["stack_note"] for pid in HOSTILE_PIDS}
+    notes = {str(stack_note(killed(world)[pid])) for pid in HOSTILE_PIDS}
     assert any(f"of uid {HOSTILE_UID} are still hung: none taken" in n for n in notes), notes
     assert killed(world)[ROOT_VICTIM].stack is not None
 

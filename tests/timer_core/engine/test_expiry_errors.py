@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from tests.timer_core.world import RecordingSignaller, World
+from tests.sample_events import timer_of
+from tests.timer_core.world import RecordingSignaller, World, kill_of, stack_note
 from tests.waiting import wait_until
 from timer_core import EventKind, ProcessIdentity, TimerEvent
 from timer_core.engine import CapturedStack
@@ -66,8 +67,8 @@ def test_emfile_from_the_signaller_records_kill_failed_with_the_reason() -> None
     world = World()
     world.reaper.expiry.killer.signaller = RaisingSignaller(EMFILE)
     event = expire_one(world)
-    assert (event.kind, event.state) == (EventKind.KILL_FAILED, "expired")
-    assert "Too many open files (EMFILE)" in event.detail["reason"]
+    assert (event.kind, timer_of(event).state) == (EventKind.KILL_FAILED, "expired")
+    assert "Too many open files (EMFILE)" in event.reason()
     assert world.reaper.kill_watch.errors_total == 1
     assert "EMFILE" in (world.reaper.kill_watch.recent_error(600) or "")
 
@@ -76,8 +77,8 @@ def test_a_capture_that_raises_does_not_stop_the_kill() -> None:
     world = World(capturer=RaisingCapturer(EMFILE))
     event = expire_one(world)
     assert event.kind == EventKind.KILLED and world.signaller.sent == [(100, signal.SIGKILL)]
-    assert "the capture failed: OSError" in event.detail["stack_note"]
-    assert "EMFILE" in event.detail["stack_note"]
+    note = stack_note(event)
+    assert note is not None and "the capture failed: OSError" in note and "EMFILE" in note
 
 
 def test_children_that_cannot_be_listed_do_not_stop_the_kill() -> None:
@@ -86,7 +87,7 @@ def test_children_that_cannot_be_listed_do_not_stop_the_kill() -> None:
     world.reaper.expiry.killer.signaller = signaller
     event = expire_one(world)
     assert event.kind == EventKind.KILLED and signaller.sent == [(100, signal.SIGKILL)]
-    assert "EMFILE" in event.detail["children_error"]
+    assert "EMFILE" in str(kill_of(event).children_error)
 
 
 def fail_once(call: Callable[..., Any], when: Callable[..., bool]) -> Callable[..., Any]:
@@ -107,7 +108,7 @@ def test_an_emit_that_fails_after_the_signal_does_not_signal_twice() -> None:
     killer.emit = fail_once(killer.emit, lambda kind, *rest, **detail: kind == "killed")
     event = expire_one(world)
     assert world.signaller.sent == [(100, signal.SIGKILL)]  # once
-    assert event.kind == EventKind.KILLED and "RuntimeError: injected" in event.detail["error"]
+    assert event.kind == EventKind.KILLED and "RuntimeError: injected" in str(kill_of(event).error)
     assert world.reaper.kill_watch.errors_total == 1
 
 
@@ -117,7 +118,7 @@ def test_an_error_before_the_signal_signals_anyway() -> None:
     killer.expire = fail_once(killer.expire, lambda *args: True)  # type: ignore[method-assign]
     event = expire_one(world)
     assert world.signaller.sent == [(100, signal.SIGKILL)]
-    assert event.kind == EventKind.KILLED and "injected" in event.detail["error"]
+    assert event.kind == EventKind.KILLED and "injected" in str(kill_of(event).error)
 
 
 def test_an_error_before_the_signal_then_a_failed_signal_is_kill_failed() -> None:
@@ -127,7 +128,7 @@ def test_an_error_before_the_signal_then_a_failed_signal_is_kill_failed() -> Non
     world.signaller.outcomes[100] = SignalOutcome(False, "failed", "permission denied (EPERM)")
     event = expire_one(world)
     assert event.kind == EventKind.KILL_FAILED
-    assert "injected" in event.detail["reason"] and "EPERM" in event.detail["reason"]
+    assert "injected" in event.reason() and "EPERM" in event.reason()
 
 
 def test_a_log_line_that_fails_loses_no_outcome(
@@ -154,7 +155,7 @@ def test_every_timer_of_a_worker_gets_an_outcome_after_an_error() -> None:
     world.reaper.acquire(ArmRequest(100, "kill-too", world.at(1)))
     world.advance(1)
     world.reaper.expiry.shutdown()
-    by_scope = {e.scope_id: e for e in world.events if e.kind != EventKind.ACQUIRED}
+    by_scope = {e.timer.scope_id: e for e in world.events if e.kind != EventKind.ACQUIRED}
     assert {scope: e.kind for scope, e in by_scope.items()} == {
         "watch": "expired",
         "kill": "killed",

@@ -17,7 +17,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.timer_core.world import BlockingCapturer, World
+from tests.timer_core.world import BlockingCapturer, World, stack_note
 from tests.waiting import wait_until
 from tests.workers import assert_sigkilled, spawn_sleeper
 from timer_core import EventKind, ProcessIdentity, Reaper, TimerEvent
@@ -44,11 +44,11 @@ def killed_events(world: World) -> list[TimerEvent]:
 
 
 def killed(world: World, pid: int) -> bool:
-    return any(e.pid == pid for e in killed_events(world))
+    return any(e.timer.pid == pid for e in killed_events(world))
 
 
 def stack_notes(world: World) -> list[str]:
-    return [e.detail["stack_note"] for e in killed_events(world)]
+    return [str(stack_note(e)) for e in killed_events(world)]
 
 
 def capture_runner(world: World) -> CaptureRunner:
@@ -69,7 +69,7 @@ def test_more_hung_captures_than_slots_delay_no_kill(hung: BlockingCapturer) -> 
     assert sorted(pid for pid, _ in world.signaller.sent) == list(pids)
     for event in killed_events(world):
         assert event.stack is None
-        note = event.detail["stack_note"]
+        note = str(stack_note(event))
         assert "abandoned" in note or "no capture slot" in note, note
 
     # The hung captures gave their slots back: the next expiry captures, and is killed.
@@ -123,7 +123,7 @@ def test_a_proc_read_that_never_returns_does_not_stop_the_kill(
         released.set()
         engine.stop()
     [killed] = [e for e in events if e.kind == EventKind.KILLED]
-    assert "abandoned" in killed.detail["stack_note"]
+    assert "abandoned" in str(stack_note(killed))
 
 
 # A py-spy stand-in that ignores SIGTERM, starts a grandchild, and never finishes.

@@ -8,6 +8,7 @@ asserted, never timings."""
 
 from __future__ import annotations
 
+from tests.sample_events import captures_of
 from tests.timer_core.engine.test_job_incidents import RANK_PIDS, events_of, job_world
 from tests.timer_core.world import World
 from tests.waiting import wait_until
@@ -38,8 +39,8 @@ def test_expiries_during_the_jobs_capture_wait_for_it_and_reuse_its_stacks() -> 
     kills = events_of(world, EventKind.KILLED)
     assert all(world.events.index(incident) < world.events.index(kill) for kill in kills)
     # Every kill carries the stack the job's capture took of its process.
-    taken = {c.timer.pid: c.stack for c in incident.captures}
-    assert all(kill.stack is not None and kill.stack == taken[kill.pid] for kill in kills)
+    taken = {c.timer.pid: c.stack for c in captures_of(incident)}
+    assert all(kill.stack is not None and kill.stack == taken[kill.timer.pid] for kill in kills)
 
 
 def test_a_hung_job_capture_holds_the_later_expiries_no_longer_than_their_budget() -> None:
@@ -52,8 +53,8 @@ def test_a_hung_job_capture_holds_the_later_expiries_no_longer_than_their_budget
         # The capture of rank 0 never ends: every rank is killed all the same.
         assert wait_until(lambda: len(events_of(world, EventKind.KILLED)) == 4, 30)
         [incident] = events_of(world, EventKind.INCIDENT)
-        missing: list[RankStack] = [c for c in incident.captures if c.stack is None]
-        assert [c.timer.rank for c in missing] == [0]
+        missing: list[RankStack] = [c for c in captures_of(incident) if c.stack is None]
+        assert [c.timer.labels.rank for c in missing] == [0]
         assert sorted(pid for pid, _ in world.signaller.sent) == sorted(RANK_PIDS.values())
     finally:
         capturer.release.set()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 
+from tests.sample_events import captures_of, timer_of
 from tests.timer_core.world import World
 from tests.waiting import wait_until
 from timer_core import EventKind, ProcessIdentity, TimerEvent
@@ -84,16 +85,20 @@ def test_the_first_expiry_captures_every_rank_before_any_signal() -> None:
     assert all(signals_before == 0 for _, signals_before in capturer.captured)
 
     [incident] = events_of(world, EventKind.INCIDENT)
-    assert incident.job_id == JOB and incident.rank == 2  # the trigger is the stuck rank
+    assert (
+        timer_of(incident).labels.job_id == JOB and timer_of(incident).labels.rank == 2
+    )  # the trigger is the stuck rank
     assert world.events.index(incident) < world.events.index(events_of(world, "killed")[0])
-    by_rank = {capture.timer.rank or 0: capture for capture in incident.captures}
-    assert sorted(by_rank) == [0, 1, 2, 3] and None not in {c.timer.rank for c in incident.captures}
+    by_rank = {capture.timer.labels.rank or 0: capture for capture in captures_of(incident)}
+    assert sorted(by_rank) == [0, 1, 2, 3] and None not in {
+        c.timer.labels.rank for c in captures_of(incident)
+    }
     assert [rank for rank, c in by_rank.items() if c.expiring] == [2]
     for rank, capture in by_rank.items():
         assert capture.stack is not None
         assert capture.stack.text == f"stack of {RANK_PIDS[rank]}\n"
-        assert capture.timer.job_id == JOB and capture.timer.world_size == 4
-    assert incident.detail == {"job_id": JOB, "processes": 4, "stacks": 4}
+        assert capture.timer.labels == Labels(JOB, rank, rank, 4)
+    assert incident.detail.as_json() == {"job_id": JOB, "processes": 4, "stacks": 4}
 
 
 def test_later_expiries_within_the_window_join_without_capturing_the_job_again() -> None:
@@ -108,7 +113,7 @@ def test_later_expiries_within_the_window_join_without_capturing_the_job_again()
     # Each later expiry captured only its own process, with its own kill.
     assert len(capturer.captured) == 4 + 3
     for event in events_of(world, EventKind.KILLED):
-        assert event.stack is not None and event.job_id == JOB
+        assert event.stack is not None and timer_of(event).labels.job_id == JOB
 
 
 def test_an_expiry_after_the_window_opens_a_new_incident() -> None:
@@ -119,9 +124,9 @@ def test_an_expiry_after_the_window_opens_a_new_incident() -> None:
     world.advance(99)
     assert wait_until(lambda: len(events_of(world, EventKind.KILLED)) == 4, 30)
     [first, second] = events_of(world, EventKind.INCIDENT)
-    assert first.rank == 2
+    assert timer_of(first).labels.rank == 2
     # The three due together are captured as one, before any of them is signalled.
-    assert len(second.captures) == 3 and all(c.expiring for c in second.captures)
+    assert len(captures_of(second)) == 3 and all(c.expiring for c in captures_of(second))
 
 
 def test_a_hung_capture_of_a_peer_does_not_hold_the_kill_beyond_the_budget() -> None:
@@ -131,7 +136,7 @@ def test_a_hung_capture_of_a_peer_does_not_hold_the_kill_beyond_the_budget() -> 
     try:
         assert wait_until(lambda: len(events_of(world, EventKind.KILLED)) == 1, 30)
         [incident] = events_of(world, EventKind.INCIDENT)
-        notes = {c.timer.rank: c.note for c in incident.captures if c.stack is None}
+        notes = {c.timer.labels.rank: c.note for c in captures_of(incident) if c.stack is None}
         assert list(notes) == [0] and "abandoned" in notes[0]
         assert world.signaller.sent == [(RANK_PIDS[2], 9)]
     finally:
@@ -174,5 +179,5 @@ def test_another_users_worker_with_the_same_job_id_captures_only_its_own_kind() 
     world.advance(1)
     assert wait_until(lambda: len(events_of(world, EventKind.KILLED)) == 2, 30)
     decoy, real = events_of(world, EventKind.INCIDENT)
-    assert [c.timer.pid for c in decoy.captures] == [600]
-    assert sorted(c.timer.pid for c in real.captures) == sorted(RANK_PIDS.values())
+    assert [c.timer.pid for c in captures_of(decoy)] == [600]
+    assert sorted(c.timer.pid for c in captures_of(real)) == sorted(RANK_PIDS.values())

@@ -9,9 +9,10 @@ import signal
 import pytest
 
 from tests.timer_core.world import World
-from timer_core import ProcessIdentity, RefusedError
+from timer_core import EventKind, ProcessIdentity, RefusedError
 from timer_core.engine import CapturedStack
 from timer_core.engine.arm_request import ArmRequest, Origin
+from timer_core.engine.event_details import Kill
 from timer_core.engine.kill_outcomes import outcome_line
 from timer_core.engine.process import SignalOutcome
 from timer_core.engine.timers import LiveTimer
@@ -123,7 +124,8 @@ def test_a_scope_with_line_breaks_stays_on_one_line(
 def test_the_line_names_the_stack_method_and_its_seconds() -> None:
     timer = LiveTimer(7, ProcessIdentity(1234, 1.0), "s", 9, "http", 0.0, 10.0, 100.0)
     stack = CapturedStack("py-spy", "Thread 1234 ...", 0.0432)
-    line = outcome_line("killed", timer, 0.0521, stack, {"children": [1235]})
+    kill = Kill(0.0521, children=(1235,), stack=stack)
+    line = outcome_line(EventKind.KILLED, timer, 0.0521, kill)
     assert line == (
         "timer 7 killed: pid=1234 scope='s' signal=9 (SIGKILL) source=http "
         "late_ms=52.1 stack=py-spy (0.043s) children=[1235]"

@@ -16,10 +16,12 @@ import psutil
 import pytest
 
 import timer_core as timer
+from tests.sample_events import timer_of
 from tests.waiting import wait_until
 from tests.workers import hold_local_timer, spawn_sleeper, wait_dead
-from timer_core import EventKind, ProcessIdentity, Reaper, TimerEvent, identify
+from timer_core import EventKind, ManualClock, ProcessIdentity, Reaper, TimerEvent, identify
 from timer_core.engine.arm_request import ArmRequest, Origin
+from timer_core.engine.event_details import Escalated
 
 
 class EventLog:
@@ -50,6 +52,22 @@ def reaper() -> Iterator[Reaper]:
 
 
 @pytest.fixture
+def stepped(manual_clock: ManualClock) -> Reaper:
+    """A reaper on ``manual_clock`` with no thread of its own: the test moves the clock
+    and steps, and a kill (no capturer) is sent before ``step`` returns."""
+    return Reaper(clock=manual_clock, escalate_after=0.5, watch_exits=False)
+
+
+def kinds_after_step(reaper: Reaper) -> list[str]:
+    """Reap what is due now, and every event the reaper has published so far."""
+    events: list[TimerEvent] = []
+    reaper.add_listener(events.append)
+    reaper.step()
+    reaper.bus.drain()
+    return [event.kind for event in events]
+
+
+@pytest.fixture
 def log(reaper: Reaper) -> EventLog:
     """What ``reaper`` emits during the test."""
     events = EventLog()
@@ -63,31 +81,35 @@ def test_sleeping_worker_is_killed_at_expiry(
     reaper.acquire(ArmRequest(sleeper.pid, "hang", time.time() + 0.2))
     assert wait_dead(sleeper) == -signal.SIGKILL
     killed = log.wait_for(EventKind.KILLED)
-    assert killed.pid == sleeper.pid and killed.state == "killed"
+    assert killed.timer.pid == sleeper.pid and timer_of(killed).state == "killed"
 
 
-def test_released_worker_stays_alive(reaper: Reaper, sleeper: subprocess.Popen[bytes]) -> None:
-    reaper.acquire(ArmRequest(sleeper.pid, "work", time.time() + 1.0))
-    reaper.release(sleeper.pid, "work")
-    assert wait_dead(sleeper, timeout=1.3) is None  # past the released deadline
+def test_released_worker_stays_alive(
+    stepped: Reaper, manual_clock: ManualClock, sleeper: subprocess.Popen[bytes]
+) -> None:
+    stepped.acquire(ArmRequest(sleeper.pid, "work", manual_clock.time() + 1.0))
+    stepped.release(sleeper.pid, "work")
+    manual_clock.advance(1.3)  # past the released deadline
+    assert kinds_after_step(stepped) == [EventKind.ACQUIRED, EventKind.RELEASED]
     assert sleeper.poll() is None
 
 
 def test_a_pid_now_naming_another_process_is_not_signalled(
-    reaper: Reaper, log: EventLog, sleeper: subprocess.Popen[bytes]
+    stepped: Reaper, manual_clock: ManualClock, sleeper: subprocess.Popen[bytes]
 ) -> None:
     real = identify(sleeper.pid)
     assert real is not None
-    # The timer was acquired by an earlier process that had this pid.
-    reaper.restore(
+    # The timer was acquired by an earlier process that had this pid; it is due now.
+    now = manual_clock.time()
+    stepped.restore(
         99,
         ProcessIdentity(sleeper.pid, real.create_time - 50),
-        ArmRequest(sleeper.pid, "old", time.time(), 9),
+        ArmRequest(sleeper.pid, "old", now, 9),
         Origin("test"),
-        acquired_at=time.time(),
+        acquired_at=now,
     )
-    assert log.wait_for(EventKind.WORKER_GONE).timer_id == 99
-    assert wait_dead(sleeper, timeout=0.3) is None
+    assert kinds_after_step(stepped) == [EventKind.WORKER_GONE]
+    assert sleeper.poll() is None
 
 
 def test_exited_worker_timers_are_dropped_promptly_without_a_signal(
@@ -97,7 +119,7 @@ def test_exited_worker_timers_are_dropped_promptly_without_a_signal(
     sleeper.terminate()
     sleeper.wait()
     gone = log.wait_for(EventKind.WORKER_GONE, timeout=5)
-    assert gone.detail["reason"] == "worker exited before its deadline"
+    assert gone.reason() == "worker exited before its deadline"
     assert reaper.active_count() == 0
 
 
@@ -109,7 +131,8 @@ def test_sigterm_ignored_escalates_to_sigkill(reaper: Reaper, log: EventLog) -> 
         assert worker.stdout is not None and worker.stdout.readline().strip() == b"ready"
         reaper.acquire(ArmRequest(worker.pid, "stuck", time.time() + 0.1, signal.SIGTERM))
         assert wait_dead(worker) == -signal.SIGKILL
-        assert log.wait_for(EventKind.ESCALATED).detail["sigkilled"] == [worker.pid]
+        escalated = log.wait_for(EventKind.ESCALATED).detail
+        assert isinstance(escalated, Escalated) and escalated.sigkilled == (worker.pid,)
     finally:
         worker.kill()
         worker.wait()

@@ -6,10 +6,12 @@ import signal
 
 import pytest
 
-from tests.timer_core.world import PARENT_PID, SERVER_PID, World
+from tests.sample_events import timer_of
+from tests.timer_core.world import PARENT_PID, SERVER_PID, World, kill_of, no_kill_of
 from timer_core import EventKind, ProcessIdentity, RefusedError, TimerEvent
 from timer_core.engine import Labels
 from timer_core.engine.arm_request import ArmRequest, Origin
+from timer_core.engine.event_details import Refusal
 from timer_core.engine.process import SignalOutcome
 
 
@@ -26,8 +28,8 @@ def test_expired_timer_kills_at_its_deadline_and_not_before(world: World) -> Non
     world.advance(0.001)
     assert world.signaller.sent == [(100, signal.SIGKILL)]
     assert world.kinds() == ["acquired", "killed"]
-    assert world.events[-1].state == "killed"
-    assert world.events[-1].detail["latency"] == pytest.approx(0.0)
+    assert timer_of(world.events[-1]).state == "killed"
+    assert kill_of(world.events[-1]).late == pytest.approx(0.0)
     assert world.reaper.active_count() == 0
 
 
@@ -82,8 +84,8 @@ def test_signal_at_most_zero_observes_only(world: World, signum: int) -> None:
     world.advance(1)
     assert world.signaller.sent == []
     assert world.kinds() == ["acquired", "expired"]
-    assert world.events[-1].state == "expired"
-    assert world.events[-1].detail["reason"] == "observe only"
+    assert timer_of(world.events[-1]).state == "expired"
+    assert no_kill_of(world.events[-1]).reason == "observe only"
 
 
 @pytest.mark.parametrize(
@@ -109,7 +111,7 @@ def test_dangerous_or_unknown_pids_are_refused_with_an_event(
     world.advance(1)
     assert world.signaller.sent == []
     assert world.kinds() == ["refused"]
-    assert why in world.events[0].detail["reason"]
+    assert why in world.events[0].reason()
     assert world.reaper.active_count() == 0
 
 
@@ -147,8 +149,8 @@ def test_a_reused_pid_is_not_signalled(world: World) -> None:
     world.signaller.outcomes[100] = SignalOutcome(False, "gone", "pid now names another process")
     world.advance(1)
     assert world.kinds() == ["acquired", "worker_gone"]
-    assert world.events[-1].state == "expired"
-    assert "another process" in world.events[-1].detail["reason"]
+    assert timer_of(world.events[-1]).state == "expired"
+    assert "another process" in world.events[-1].reason()
 
 
 def test_a_failed_kill_is_recorded_with_its_reason(world: World) -> None:
@@ -156,8 +158,8 @@ def test_a_failed_kill_is_recorded_with_its_reason(world: World) -> None:
     world.signaller.outcomes[100] = SignalOutcome(False, "failed", "permission denied (EPERM)")
     world.advance(1)
     assert world.kinds() == ["acquired", "kill_failed"]
-    assert world.events[-1].state == "expired"
-    assert world.events[-1].detail["reason"] == "permission denied (EPERM)"
+    assert timer_of(world.events[-1]).state == "expired"
+    assert no_kill_of(world.events[-1]).reason == "permission denied (EPERM)"
 
 
 def test_worker_exit_ends_its_timers_without_a_signal(world: World) -> None:
@@ -211,7 +213,7 @@ def test_children_are_signalled_too_when_asked() -> None:
     world.reaper.acquire(ArmRequest(100, "step", world.at(1)))
     world.advance(1)
     assert world.signaller.sent == [(100, signal.SIGKILL), (200, signal.SIGKILL)]
-    assert world.events[-1].detail["children"] == [200]
+    assert kill_of(world.events[-1]).children == (200,)
 
 
 def test_clear_worker_releases_every_timer_of_that_worker(world: World) -> None:
@@ -242,7 +244,7 @@ def test_restore_of_a_gone_worker_signals_nothing() -> None:
     world.advance(10)
     assert world.signaller.sent == []
     assert world.kinds() == ["worker_gone"]
-    assert world.events[0].state == "released"
+    assert timer_of(world.events[0]).state == "released"
 
 
 def test_heartbeats_do_not_grow_the_heap_without_bound(world: World) -> None:
@@ -318,8 +320,8 @@ def test_a_refused_request_with_unstorable_numbers_keeps_them_as_text(world: Wor
         world.reaper.acquire(ArmRequest(10**30, "s", world.at(1), 10**20))
     world.reaper.bus.drain()
     [refused] = world.events
-    assert (refused.pid, refused.signal) == (-1, 0)
-    assert refused.detail["requested_pid"] == str(10**30)
+    assert (refused.timer.pid, refused.timer.signal) == (-1, 0)
+    assert isinstance(refused.detail, Refusal) and refused.detail.requested_pid == str(10**30)
 
 
 def test_soonest_gives_the_nearest_deadlines_with_filters_and_totals(world: World) -> None:
@@ -363,5 +365,5 @@ def test_restored_workers_read_their_environment_once_and_label_new_scopes() -> 
         request = ArmRequest(identity.pid, scope, world.at(60), 9)
         world.reaper.restore(timer_id, identity, request, Origin("fifo"), acquired_at=1.0)
     view, created = world.reaper.acquire(ArmRequest(100, "after", world.at(60)))
-    assert created and (view.job_id, view.rank) == ("job", 1)
+    assert created and (view.labels.job_id, view.labels.rank) == ("job", 1)
     assert read == [100]

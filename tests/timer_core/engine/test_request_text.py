@@ -96,5 +96,5 @@ def test_an_integer_with_no_repr_is_refused_not_raised() -> None:
     event = refused_event(
         1, 0.0, ArmRequest(huge, "s\ud800", 1.0, huge), Origin("queue"), "a reason"
     )
-    assert (event.pid, event.signal, event.scope_id) == (-1, 0, "s\\ud800")
-    json.dumps(event.detail).encode("utf-8")
+    assert (event.timer.pid, event.timer.signal, event.timer.scope_id) == (-1, 0, "s\\ud800")
+    json.dumps(event.detail.as_json()).encode("utf-8")

@@ -65,7 +65,7 @@ class World:
 
     def refusals(self) -> list[str]:
         self.reaper.bus.drain()
-        return [e.detail["reason"] for e in self.events if e.kind == EventKind.REFUSED]
+        return [e.reason() for e in self.events if e.kind == EventKind.REFUSED]
 
 
 @pytest.fixture
