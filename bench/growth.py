@@ -24,9 +24,16 @@ from app.db.recorder import Recorder
 from app.main import create_app
 from app.settings import Settings
 from bench.common import print_table, save, save_chart
-from timer_core import TimerEvent
+from timer_core import EventKind, Timer, TimerEvent, TimerState
+from timer_core.engine.event_details import Armed, Ended, EventDetail, Kill, NoKill
 
 _BATCH = 5000
+# How the history's timers end (weighted 96:3:1 below).
+_ENDS: list[tuple[EventKind, TimerState, EventDetail]] = [
+    (EventKind.RELEASED, TimerState.RELEASED, Ended(released_by="http")),
+    (EventKind.KILLED, TimerState.KILLED, Kill(0.0013)),
+    (EventKind.EXPIRED, TimerState.EXPIRED, NoKill("observe only", 0.0)),
+]
 _READS = 20
 
 
@@ -42,29 +49,23 @@ def fill(db_url: str, events: int) -> float:
         at = start_at + timer_id * (30 * 86400) / (events / 2)
         pid = 1000 + timer_id % 5000
         scope = f"train.py#{timer_id % 400} step"
-        kind, state = rng.choices(
-            [("released", "released"), ("killed", "killed"), ("expired", "expired")],
-            weights=[96, 3, 1],
-        )[0]
-        for seq_offset, (event_kind, event_state, event_at) in enumerate(
-            (("acquired", "active", at), (kind, state, at + 30))
+        kind, state, detail = rng.choices(_ENDS, weights=[96, 3, 1])[0]
+        for seq_offset, (event_kind, event_state, event_detail, event_at) in enumerate(
+            ((EventKind.ACQUIRED, TimerState.ACTIVE, Armed(), at), (kind, state, detail, at + 30))
         ):
+            timer = Timer(
+                id=timer_id,
+                pid=pid,
+                scope_id=scope,
+                signal=9,
+                source="http",
+                state=event_state,
+                acquired_at=at,
+                expiration_time=at + 60,
+                process_create_time=at - 5,
+            )
             recorder(
-                TimerEvent(
-                    seq=2 * timer_id + seq_offset,
-                    kind=event_kind,
-                    timer_id=timer_id,
-                    pid=pid,
-                    scope_id=scope,
-                    at=event_at,
-                    state=event_state,
-                    signal=9,
-                    source="http",
-                    acquired_at=at,
-                    expiration_time=at + 60,
-                    process_create_time=at - 5,
-                    detail={"latency": 0.0013} if event_kind == "killed" else {},
-                )
+                TimerEvent(2 * timer_id + seq_offset, event_kind, event_at, timer, event_detail)
             )
         if timer_id % (_BATCH // 2) == 0:
             recorder.flush()

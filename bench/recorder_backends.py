@@ -34,10 +34,12 @@ from sqlalchemy import Engine, text
 from app.db.database import make_engine, migrate
 from app.db.recorder import Recorder
 from bench.common import print_table, save
-from timer_core import TimerEvent
+from timer_core import EventKind, Timer, TimerEvent, TimerState
+from timer_core.engine import Labels
+from timer_core.engine.event_details import Armed, Ended
 
 BASE_ID = 2**52
-PER_TIMER = ("acquired", "extended", "released")
+PER_TIMER = (EventKind.ACQUIRED, EventKind.EXTENDED, EventKind.RELEASED)
 _schemas = itertools.count(1)
 
 
@@ -51,28 +53,23 @@ def workload(events: int) -> list[TimerEvent]:
         for kind in PER_TIMER:
             for n in members:
                 seq = len(made) + 1
-                made.append(
-                    TimerEvent(
-                        seq=seq,
-                        kind=kind,
-                        timer_id=BASE_ID + n,
-                        pid=10_000 + n % 64,
-                        scope_id="train-step",
-                        at=float(seq),
-                        state="released" if kind == "released" else "active",
-                        signal=9,
-                        source="fifo",
-                        acquired_at=float(seq),
-                        expiration_time=float(seq) + 60.0,
-                        process_create_time=1.0,
-                        process_uid=1000,
-                        node="bench-node",
-                        job_id=f"job-{n % 8}",
-                        rank=n % 64,
-                        local_rank=n % 8,
-                        world_size=64,
-                    )
+                released = kind == EventKind.RELEASED
+                timer = Timer(
+                    id=BASE_ID + n,
+                    pid=10_000 + n % 64,
+                    scope_id="train-step",
+                    signal=9,
+                    source="fifo",
+                    state=TimerState.RELEASED if released else TimerState.ACTIVE,
+                    acquired_at=float(seq),
+                    expiration_time=float(seq) + 60.0,
+                    uid=1000,
+                    node="bench-node",
+                    labels=Labels(f"job-{n % 8}", n % 64, n % 8, 64),
+                    process_create_time=1.0,
                 )
+                detail = Ended(released_by="fifo") if released else Armed()
+                made.append(TimerEvent(seq, kind, float(seq), timer, detail))
     return made
 
 
