@@ -40,7 +40,6 @@ from timer_core.engine import Clock
 __all__ = ["create_app"]
 
 
-
 def create_app(
     settings: Settings | None = None,
     *,
