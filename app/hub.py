@@ -7,16 +7,20 @@ timers meets ``NoTimersHere``, answered 409 with where to arm instead.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 from typing import Any
 
+from app import log_names
 from timer_core import Reaper
 from timer_core.engine import LoopHealth, Timer
 from timer_core.engine.arm_request import ArmRequest, Origin
 from timer_core.engine.user_share import UserShare
 
 __all__ = ["NO_TIMERS_HERE", "Hub", "NoTimersHere"]
+
+logger = logging.getLogger(log_names.SERVICE)
 
 NO_TIMERS_HERE = (
     "this is a hub (serve --hub): it arms no timers and signals nothing. "
@@ -49,7 +53,15 @@ class Hub:
         raise NoTimersHere
 
     def refused(self, request: ArmRequest, origin: Origin, reason: str) -> None:
-        pass  # no engine to log it, and no events recorded here
+        # No engine to record it as an event; the line is still logged (repr'd values:
+        # a newline in a scope cannot forge a line).
+        logger.warning(
+            "refused a request from %s: pid=%r scope=%r reason=%r",
+            origin.describe(),
+            request.pid,
+            request.scope_id,
+            reason,
+        )
 
     def live_timers(self) -> Sequence[Timer]:
         return ()

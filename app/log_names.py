@@ -53,7 +53,8 @@ LOGGERS = {
     CLI: "start-up warnings: a token or a database password visible on the command line",
     SERVER: "the open file limit and the descriptors kept for kills",
     SERVICE: "the service started (timers re-armed) or the hub started; the reaper "
-    "thread restarted, or stalled and the service exiting for its supervisor",
+    "thread restarted, or stalled and the service exiting for its supervisor; on a hub, "
+    "refused reads of another user's stack",
     SERVICE_LOCK: "the node lock lost with its database session, and taken again",
     BACKPRESSURE: "the recorder behind: the FIFOs not read, writes answered 503",
     RECORDER: "the database unwritable (events kept, retried) and writable again, "
