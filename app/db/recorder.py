@@ -244,7 +244,8 @@ class Recorder:
         if not self._write_one_batch():
             if self._stopping:
                 return False
-            time.sleep(_RETRY_SECONDS)
+            if self._buffer:  # the write failed: retry at the retry's pace
+                time.sleep(_RETRY_SECONDS)
         return True
 
     def _gather(self) -> None:
