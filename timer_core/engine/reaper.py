@@ -6,10 +6,10 @@ latency does not depend on how often requests are polled. Each public step (``st
 ``worker_exited``) is callable directly, so tests drive the engine with a
 ``ManualClock`` and no sleeps.
 
-A Reaper is a ``TimerBook`` (the live timers under one lock, what is due when, the
-releases and the reads) that also decides what may be armed (``admission``: the checks,
-whose process it is) and acts on what falls due (``ExpiryHandler``), on a thread of its
-own (``ReaperLoop``).
+A Reaper holds a ``TimerBook`` (the live timers under one lock, what is due when, the
+releases and the reads, which it offers as its own); it decides what may be armed
+(``admission``: the checks, whose process it is) and acts on what falls due
+(``ExpiryHandler``), on a thread of its own (``ReaperLoop``).
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ __all__ = ["Reaper"]
 logger = logging.getLogger(log_names.REAPER)
 
 
-class Reaper(TimerBook):
+class Reaper:
     def __init__(
         self,
         *,
@@ -66,7 +66,7 @@ class Reaper(TimerBook):
         job's timer captures the stacks of all the job's live ranks here before any
         signal to the job, and expiries within the window after it join that incident.
         ``labels_of`` reads a worker's job and rank (its environment, by default)."""
-        super().__init__(
+        self.book = book = TimerBook(
             clock=clock or SystemClock(),
             bus=bus or EventBus(),
             first_timer_id=first_timer_id,
@@ -74,25 +74,43 @@ class Reaper(TimerBook):
             watch_exits=watch_exits,
             max_timers_per_uid=max_timers_per_uid,
             node=node,
+            earliest_moved=lambda: self._loop.wake(),
         )
+        # The book's state, changes and reads are the Reaper's own: its face to the sources.
+        self.clock = book.clock
+        self.bus = book.bus
+        self.node = book.node
+        self.user_share = book.user_share
+        self.release = book.release
+        self.release_id = book.release_id
+        self.clear_worker = book.clear_worker
+        self.worker_exited = book.worker_exited
+        self.emit_refused = book.emit_refused
+        self.active = book.active
+        self.expired_by_worker = book.expired_by_worker
+        self.soonest = book.soonest
+        self.live_timers = book.live_timers
+        self.job_members = book.job_members
+        self.active_count = book.active_count
+        self.heap_size = book.heap_size
         self.signaller = signaller or ProcessSignaller()
         self._identify = identify_process
         self._labels_of = labels_of
-        self._loop = ReaperLoop(self.step, self._lock, self.clock)
+        self._loop = ReaperLoop(self.step, book.lock, self.clock)
         # Due kills not acted on within the budget plus the margin (health, metrics).
         self.kill_watch = KillWatch(
             self.clock,
             budget=capturer.budget if capturer is not None else 0.0,
             margin=overdue_margin,
-            heap=lambda: self._heap.entries,
-            live=lambda: self._table.by_id,
+            heap=book.heap_entries,
+            live=book.live_by_id,
         )
         killer = WorkerKiller(
             self.clock,
             self.signaller,
             self.kill_watch,
-            emit=self._events.timer,
-            schedule=self._schedule,
+            emit=book.events.timer,
+            schedule=book.schedule,
             escalate_after=escalate_after,
             signal_children=signal_children,
         )
@@ -101,7 +119,7 @@ class Reaper(TimerBook):
             identify_process=identify_process,
             capturer=capturer,
             incidents=(
-                JobIncidents(incident_window, self.job_members, self._events.incident)
+                JobIncidents(incident_window, book.job_members, book.events.incident)
                 if incident_window is not None
                 else None
             ),
@@ -128,8 +146,7 @@ class Reaper(TimerBook):
             expiration_time, signal = check_request(
                 self.signaller, request, origin, self.clock.time()
             )
-            with self._lock:
-                known = self._workers.identity(pid)
+            known = self.book.known_identity(pid)
             identity = known or self._identify(pid)
             if identity is None:
                 raise RefusedError(f"no process with pid {pid} is running on this host")
@@ -138,9 +155,9 @@ class Reaper(TimerBook):
                 raise not_own_process(origin.describe(), pid, identity.uid)
             if known is None:
                 identity = dataclasses.replace(identity, labels=self._labels_of(pid))
-            return self._arm(identity, request, expiration_time, signal, origin.source)
+            return self.book.arm(identity, request, expiration_time, signal, origin.source)
         except RefusedError as error:
-            self._refuse(request, origin, error)
+            self.book.refuse(request, origin, error)
             raise
 
     def apply(self, request: ArmRequest, origin: Origin = LIBRARY) -> bool:
@@ -189,17 +206,16 @@ class Reaper(TimerBook):
             expired = request.expiration_time <= self.clock.time()
             why = "worker exited while the service was down"
             gone = Ended(why, before_deadline=not expired)
-            self._events.timer(EventKind.WORKER_GONE, stale, gone)
+            self.book.events.timer(EventKind.WORKER_GONE, stale, gone)
             return None
         # The process's own labels, read once per worker as acquire reads them: its later
         # scopes are labelled as before the restart (the recorded ones still win here).
-        with self._lock:
-            known = self._workers.identity(identity.pid)
+        known = self.book.known_identity(identity.pid)
         if known is None or not known.matches(identity):
             identity = dataclasses.replace(identity, labels=self._labels_of(identity.pid))
         else:
             identity = known
-        view, _ = self._arm(
+        view, _ = self.book.arm(
             identity,
             request,
             request.expiration_time,
@@ -227,7 +243,7 @@ class Reaper(TimerBook):
 
     def step(self) -> float | None:
         """Reap everything due now. Returns the next due time (monotonic), or None."""
-        due, next_due = self._take_due(self.clock.monotonic())
+        due, next_due = self.book.take_due(self.clock.monotonic())
         self.expiry.handle(due)
         return next_due
 
@@ -236,7 +252,7 @@ class Reaper(TimerBook):
             return
         self.kill_watch.origin = self.clock.monotonic()  # restored deadlines are due now
         self.bus.start()
-        self._workers.start()
+        self.book.workers.start()
         self._loop.start()
 
     def restart_loop(self) -> bool:
@@ -248,7 +264,7 @@ class Reaper(TimerBook):
         self._loop.stop()
         # Expiries still capturing finish (within their budget) and emit before the drain.
         self.expiry.shutdown()
-        self._workers.stop()
+        self.book.workers.stop()
         self.bus.drain()
         self.bus.stop()
 
@@ -276,6 +292,3 @@ class Reaper(TimerBook):
     def last_lag_seconds(self) -> float:
         """How late the loop woke for its last due entry."""
         return self._loop.last_lag_seconds
-
-    def _earliest_moved(self) -> None:
-        self._loop.wake()

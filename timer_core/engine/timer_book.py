@@ -1,23 +1,23 @@
 """The live timers and what is due when, under the engine's one lock: the Reaper's
-state, and every public method that only changes or reads it.
+state, and every method that only changes or reads it.
 
 Each change is taken under the lock and announced as it happens (the event is numbered
 under the lock too, so listeners see the changes in the order they were made). The
-``Reaper`` builds on this: it decides what may be armed (the checks, whose process it
-is), and acts on what falls due.
+``Reaper`` holds one: it decides what may be armed (the checks, whose process it is),
+arms it here, and acts on what this book hands it as due.
 """
 
 from __future__ import annotations
 
 import itertools
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from . import snapshot
 from .admission import RefusedError, check_scope_id
 from .arm_request import LIBRARY, ArmRequest, Origin
 from .clock import Clock
-from .deadline_heap import DeadlineHeap
+from .deadline_heap import DeadlineHeap, HeapEntry
 from .emitter import EventEmitter
 from .event_details import Armed, Ended
 from .events import EventBus
@@ -42,18 +42,22 @@ class TimerBook:
         timer_ids: Callable[[], int] | None = None,
         max_timers_per_uid: int | None,
         node: str = "",
+        earliest_moved: Callable[[], None] = lambda: None,
     ) -> None:
+        """``earliest_moved`` is called under the lock when the earliest due time moved
+        earlier: whoever sleeps until it must look again (the Reaper wakes its thread)."""
         self.clock = clock
         # The name every timer armed here carries (contract 8): the service's node.
         self.node = node
         self.bus = bus
-        self._events = EventEmitter(bus, clock, node)
-        self._lock = threading.Lock()
+        self.events = EventEmitter(bus, clock, node)
+        self.lock = threading.Lock()
+        self._earliest_moved = earliest_moved
         # Ids from 1 up, or from the caller's maker (the service's are fleet-unique).
         self._next_id = timer_ids or itertools.count(first_timer_id).__next__
         self._heap = DeadlineHeap()
-        self._workers = WorkerRegistry(self.worker_exited if watch_exits else None)
-        self._table = TimerTable(self._workers, max_per_uid=max_timers_per_uid)
+        self.workers = WorkerRegistry(self.worker_exited if watch_exits else None)
+        self._table = TimerTable(self.workers, max_per_uid=max_timers_per_uid)
         # Each user's rate of arms and heartbeats, and the history-full switch.
         self.user_share = UserShare(clock.monotonic)
 
@@ -68,21 +72,21 @@ class TimerBook:
         try:
             check_scope_id(scope_id)
         except RefusedError as error:
-            self._refuse(ArmRequest(pid, scope_id, -1, 0), origin, error)
+            self.refuse(ArmRequest(pid, scope_id, -1, 0), origin, error)
             raise
-        with self._lock:
+        with self.lock:
             timer = self._table.get(pid, scope_id)
             return self._release_locked(timer, origin)
 
     def release_id(self, timer_id: int, origin: Origin = LIBRARY) -> Timer | None:
         """As ``release``, by the timer's id."""
-        with self._lock:
+        with self.lock:
             timer = self._table.by_id.get(timer_id)
             return self._release_locked(timer, origin)
 
     def clear_worker(self, pid: int, reason: str) -> list[Timer]:
         """End every timer of one worker (torch's ``clear_timers``)."""
-        with self._lock:
+        with self.lock:
             return [
                 self._end_locked(timer, EventKind.RELEASED, Ended(reason))
                 for timer in self._table.of_worker(pid)
@@ -90,13 +94,13 @@ class TimerBook:
 
     def worker_exited(self, identity: ProcessIdentity) -> None:
         """The worker is gone before its deadlines: end its timers, signal nothing."""
-        with self._lock:
-            if not self._workers.is_current(identity):
+        with self.lock:
+            if not self.workers.is_current(identity):
                 return
             for timer in self._table.of_worker(identity.pid):
                 gone = Ended("worker exited before its deadline", before_deadline=True)
                 self._end_locked(timer, EventKind.WORKER_GONE, gone)
-            self._workers.forget(identity.pid)
+            self.workers.forget(identity.pid)
 
     def emit_refused(self, request: ArmRequest, origin: Origin, reason: str) -> None:
         """Log and emit a ``refused`` event for a request that was not carried out;
@@ -105,12 +109,12 @@ class TimerBook:
         (``UserShare.refusal_is_quiet``): each refusal is a row and a log line too."""
         if self.user_share.refusal_is_quiet(origin.owner_uid):
             return
-        self._events.refused(request, origin, reason)
+        self.events.refused(request, origin, reason)
 
     # ---- reads ---------------------------------------------------------------------------
 
     def active(self) -> list[Timer]:
-        with self._lock:
+        with self.lock:
             return [timer.snapshot() for timer in self._table.by_id.values()]
 
     def expired_by_worker(self, cutoff_unix: float) -> dict[int, list[Timer]]:
@@ -125,7 +129,7 @@ class TimerBook:
     def live_timers(self) -> list[LiveTimer]:
         """The armed timers, for readers to scan outside the lock (``snapshot``): the
         lock is held for one C-level copy of references, no Python code per timer."""
-        with self._lock:
+        with self.lock:
             return list(self._table.by_id.values())
 
     def soonest(
@@ -138,7 +142,7 @@ class TimerBook:
 
     def job_members(self, job_id: str) -> list[LiveTimer]:
         """The armed timers of one job on this node (its ranks, and their scopes)."""
-        with self._lock:
+        with self.lock:
             return self._table.of_job(job_id)
 
     def active_count(self) -> int:
@@ -147,19 +151,32 @@ class TimerBook:
     def heap_size(self) -> int:
         return len(self._heap)
 
-    # ---- for the Reaper ------------------------------------------------------------------
+    def heap_entries(self) -> list[HeapEntry]:
+        """The heap's list itself (compaction replaces it, never edits it)."""
+        return self._heap.entries
 
-    def _refuse(self, request: ArmRequest, origin: Origin, error: RefusedError) -> None:
+    def live_by_id(self) -> Mapping[int, LiveTimer]:
+        return self._table.by_id
+
+    def known_identity(self, pid: int) -> ProcessIdentity | None:
+        """The identity of ``pid`` as a timer armed here knows it (with the labels read
+        from its environment then), or None if no timer of it is armed."""
+        with self.lock:
+            return self.workers.identity(pid)
+
+    # ---- for the Reaper: arming, and what falls due ---------------------------------------
+
+    def refuse(self, request: ArmRequest, origin: Origin, error: RefusedError) -> None:
         """Announce the refusal ``error`` of ``request``, unless it is ``quiet``."""
         if error.quiet:
             return
         if error.kind == "limit":
             # It took its user's token already (``UserShare.check``): not a second one.
-            self._events.refused(request, origin, error.reason)
+            self.events.refused(request, origin, error.reason)
         else:
             self.emit_refused(request, origin, error.reason)
 
-    def _arm(
+    def arm(
         self,
         identity: ProcessIdentity,
         request: ArmRequest,
@@ -179,7 +196,7 @@ class TimerBook:
         # The same moment on the clock that never steps: what the heap and the kill use.
         deadline_monotonic = self.clock.monotonic() + (expiration_time - now_unix)
         new_worker = False
-        with self._lock:
+        with self.lock:
             if acquired_at is None:
                 # Arms and heartbeats alike become rows: each takes a token of its user's.
                 self.user_share.check(identity.uid)
@@ -212,29 +229,25 @@ class TimerBook:
             view = timer.snapshot()
             if acquired_at is None:
                 kind = EventKind.ACQUIRED if created else EventKind.EXTENDED
-                self._events.timer(kind, timer, Armed())
+                self.events.timer(kind, timer, Armed())
         if new_worker:
-            self._workers.watch(identity)
+            self.workers.watch(identity)
         return view, created
 
-    def _take_due(self, now_monotonic: float) -> tuple[list[LiveTimer | Escalation], float | None]:
+    def take_due(self, now_monotonic: float) -> tuple[list[LiveTimer | Escalation], float | None]:
         """Take out everything due by ``now_monotonic`` (its timers end here, so no
         request can move them any more); and when the next entry is due, or None."""
         due: list[LiveTimer | Escalation] = []
-        with self._lock:
+        with self.lock:
             for item in self._heap.pop_due(now_monotonic, self._table.by_id):
                 if isinstance(item, LiveTimer):
                     self._table.forget(item)
                 due.append(item)
             return due, self._heap.next_due()
 
-    def _schedule(self, due_monotonic: float, escalation: Escalation) -> None:
-        with self._lock:
+    def schedule(self, due_monotonic: float, escalation: Escalation) -> None:
+        with self.lock:
             self._push(due_monotonic, escalation, 0)
-
-    def _earliest_moved(self) -> None:
-        """Called under the lock when the earliest due time moved earlier: whoever
-        sleeps until it must look again (the Reaper wakes its thread)."""
 
     # ---- internals (caller holds the lock) -----------------------------------------------
 
@@ -252,7 +265,7 @@ class TimerBook:
                 f"its worker belongs to uid {timer.identity.uid}",
                 kind="forbidden",
             )
-            self._refuse(
+            self.refuse(
                 ArmRequest(timer.identity.pid, timer.scope_id, -1, timer.signal), origin, error
             )
             raise error
@@ -260,4 +273,4 @@ class TimerBook:
 
     def _end_locked(self, timer: LiveTimer, kind: EventKind, detail: Ended) -> Timer:
         self._table.forget(timer)
-        return self._events.timer(kind, timer, detail)
+        return self.events.timer(kind, timer, detail)
