@@ -30,7 +30,7 @@ from app.ops.periodic import Periodic
 from app.settings import Settings
 from timer_core import ProcessIdentity, ProcessSignaller, Reaper
 from timer_core.diagnosis import StackCapturer, default_stack_dir
-from timer_core.engine import Clock, Labels, Listener, LoopHealth
+from timer_core.engine import Clock, Listener, LoopHealth
 from timer_core.engine import Timer as TimerView
 from timer_core.engine.arm_request import ArmRequest, Origin
 from timer_core.engine.user_share import UserShare
@@ -267,7 +267,7 @@ class WorkerNode:
                     row.expiration_time,
                     row.signal,
                     row.dump_signal,
-                    Labels(row.job_id, row.rank, row.local_rank, row.world_size),
+                    row.labels(),
                 )
                 self.reaper.restore(
                     row.id, identity, request, Origin(row.source), acquired_at=row.acquired_at

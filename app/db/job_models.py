@@ -127,7 +127,7 @@ class JobPublic(BaseModel):
 
 
 class JobRank(BaseModel):
-    """The latest timer of one rank of a job."""
+    """The latest timer of one rank of a job: its row's fields of the same names."""
 
     rank: int | None
     local_rank: int | None

@@ -51,6 +51,9 @@ __all__ = [
 # are. (A cursor of before the owner, [last_seen, job_id], still works.)
 JOB_CURSOR_PATTERN = r"^[A-Za-z0-9_-]{1,1400}={0,2}$"
 
+# What a rank shows of its latest timer under the same names.
+_RANK_FIELDS = tuple(name for name in JobRank.model_fields if name not in ("timer_id", "last_seen"))
+
 
 # Incidents read (with their captures) per query while a page is filled.
 _INCIDENTS_READ_AT_ONCE = 20
@@ -253,18 +256,9 @@ def job_detail(session: Session, job_id: str, uid: int) -> JobDetail | None:
             if size >= MAX_PAGE_BYTES:
                 cut = True
                 break
-            ranks.append(
-                JobRank(
-                    rank=row.rank,
-                    local_rank=row.local_rank,
-                    node=row.node,
-                    pid=row.pid,
-                    timer_id=row.id,
-                    state=row.state,
-                    scope_id=row.scope_id,
-                    last_seen=row.ended_at if row.ended_at is not None else row.acquired_at,
-                )
-            )
+            last_seen = row.ended_at if row.ended_at is not None else row.acquired_at
+            shared = {name: getattr(row, name) for name in _RANK_FIELDS}
+            ranks.append(JobRank(**shared, timer_id=row.id, last_seen=last_seen))
             size += json_size_bound(row)
     finally:
         result.close()

@@ -39,6 +39,10 @@ __all__ = [
 ]
 
 
+# A timer's labels (contract 8) are columns of its row and fields of its answer, by name.
+_LABEL_NAMES = tuple(field.name for field in dataclasses.fields(Labels))
+
+
 class TimerBase(SQLModel):
     """A timer's fields as the API shows them, shared by the table row (``Timer``) and
     the answer (``TimerPublic``): a field added here is stored and shown."""
@@ -85,6 +89,10 @@ class Timer(TimerBase, table=True):
     # What the service needs to re-arm the timer after a restart; not shown.
     process_create_time: float | None = None
     dump_signal: int | None = None
+
+    def labels(self) -> Labels:
+        """The labels the timer was armed with (what a restart re-arms it with)."""
+        return Labels(**{name: getattr(self, name) for name in _LABEL_NAMES})
 
 
 class Stack(SQLModel, table=True):
@@ -220,17 +228,12 @@ class TimerCreate(_Strict):
 
     def labels(self) -> Labels | None:
         """The labels the request gives, or None if it gives none."""
-        job_id, rank, local_rank, world_size = (
-            self.job_id,
-            self.rank,
-            self.local_rank,
-            self.world_size,
-        )
+        given = {name: getattr(self, name) for name in _LABEL_NAMES}
         # Most writes give none: answered without building and comparing a Labels (a
         # microsecond of each POST /timers).
-        if job_id is None and rank is None and local_rank is None and world_size is None:
+        if all(value is None for value in given.values()):
             return None
-        return Labels(job_id, rank, local_rank, world_size)
+        return Labels(**given)
 
     @model_validator(mode="after")
     def _one_deadline(self) -> TimerCreate:
