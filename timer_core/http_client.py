@@ -17,6 +17,7 @@ Three rules keep its calls from failing for nothing (contract 14):
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import signal as signal_module
@@ -108,14 +109,10 @@ class HttpTimerClient(TimerClient):
                 "expiration_time": expiration_time,
                 "signal": self.signal,
                 **({"dump_signal": self.dump_signal} if self.dump_signal else {}),
+                # Each label under its own name, as POST /timers takes it.
                 **{
                     name: value
-                    for name, value in (
-                        ("job_id", self.labels.job_id),
-                        ("rank", self.labels.rank),
-                        ("local_rank", self.labels.local_rank),
-                        ("world_size", self.labels.world_size),
-                    )
+                    for name, value in dataclasses.asdict(self.labels).items()
                     if value is not None
                 },
             },
