@@ -148,3 +148,13 @@ def service(tmp_path: Path) -> Iterator[ServiceProcess]:
     running = ServiceProcess(tmp_path).start()
     yield running
     running.stop()
+
+
+@pytest.fixture(scope="module")
+def shared_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
+    """One real ``timer-service serve`` for all of a module's tests that use it, as
+    ``service`` starts it. For tests that look only at what they made themselves (their
+    own worker's timers, their own log lines) or at what no test changes."""
+    running = ServiceProcess(tmp_path_factory.mktemp("shared-service")).start()
+    yield running
+    running.stop()

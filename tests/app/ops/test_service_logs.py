@@ -1,6 +1,7 @@
 """The real ``timer-service serve`` process says what it does, in one format: a line
 per kill and per refusal, uvicorn's lines in the same format, and an access log only
-when asked for."""
+when asked for. The tests of the default service share one (``shared_service``): each
+looks for the lines of its own workers and scopes, and every line is in the format."""
 
 from __future__ import annotations
 
@@ -54,8 +55,9 @@ def arm(service: ServiceProcess, pid: int, scope: str, **extra: object) -> httpx
 
 
 def test_a_kill_is_logged_with_pid_scope_signal_lateness_and_stack(
-    service: ServiceProcess, sleepers: list[subprocess.Popen[bytes]]
+    shared_service: ServiceProcess, sleepers: list[subprocess.Popen[bytes]]
 ) -> None:
+    service = shared_service
     victim = spawn_sleeper()
     sleepers.append(victim)
     response = arm(service, victim.pid, "train-step")
@@ -74,16 +76,23 @@ def test_a_kill_is_logged_with_pid_scope_signal_lateness_and_stack(
     assert_one_format(service)
 
 
-def test_a_refusal_is_logged_as_a_warning(service: ServiceProcess) -> None:
+def test_a_refusal_is_logged_as_a_warning(shared_service: ServiceProcess) -> None:
+    service = shared_service
     assert service.process is not None
     for signum in (9, 0):  # the service itself, even observe-only
         response = arm(service, service.process.pid, "suicide", signal=signum)
         assert response.status_code == 422
-    assert wait_until(
-        lambda: len([line for line in lines(service) if "refused a timer request" in line]) == 2
-    ), service.log()
-    refused = [line for line in lines(service) if "refused a timer request" in line]
-    for line, shown in zip(refused, ("9 (SIGKILL)", "0"), strict=True):
+
+    def refused() -> list[str]:
+        # The module's other tests share the service and log refusals of their own.
+        return [
+            line
+            for line in lines(service)
+            if "refused a timer request" in line and "scope='suicide'" in line
+        ]
+
+    assert wait_until(lambda: len(refused()) == 2), service.log()
+    for line, shown in zip(refused(), ("9 (SIGKILL)", "0"), strict=True):
         assert " WARNING timer_core.reaper: refused a timer request from http: " in line
         assert f"pid={service.process.pid} scope='suicide' signal={shown} " in line
         assert "the timer server itself" in line
@@ -91,8 +100,9 @@ def test_a_refusal_is_logged_as_a_warning(service: ServiceProcess) -> None:
 
 
 def test_a_scope_with_a_newline_cannot_forge_a_log_line(
-    service: ServiceProcess, sleepers: list[subprocess.Popen[bytes]]
+    shared_service: ServiceProcess, sleepers: list[subprocess.Popen[bytes]]
 ) -> None:
+    service = shared_service
     victim = spawn_sleeper()
     sleepers.append(victim)
     # A newline is a control character: refused at the door (issue 20), before anything
@@ -112,8 +122,9 @@ def test_a_scope_with_a_newline_cannot_forge_a_log_line(
 
 
 def test_uvicorn_lines_share_the_format_and_there_is_no_access_log_by_default(
-    service: ServiceProcess,
+    shared_service: ServiceProcess,
 ) -> None:
+    service = shared_service
     for _ in range(3):
         assert httpx.get(service.url + "/healthz").status_code == 200
     logged(service, r" INFO uvicorn\.error: Application startup complete\.$")

@@ -167,16 +167,23 @@ def test_the_minority_rank_is_the_only_suspect(
     ],
 )
 def test_wrong_labels_get_422_and_arm_nothing(
-    service: ServiceProcess, sleeper: subprocess.Popen[bytes], labels: dict[str, Any]
+    shared_service: ServiceProcess, sleeper: subprocess.Popen[bytes], labels: dict[str, Any]
 ) -> None:
-    before = httpx.get(service.url + "/timers").json()["items"]
+    # One service for every case: each looks only at its own worker's timers.
+    service = shared_service
+
+    def timers_of_the_worker() -> list[dict[str, Any]]:
+        answer = httpx.get(service.url + "/timers", params={"pid": sleeper.pid})
+        items: list[dict[str, Any]] = answer.json()["items"]
+        return items
+
     body = {"pid": sleeper.pid, "scope_id": "step", "expires_in": 600, **labels}
     answer = httpx.post(service.url + "/timers", json=body)
     assert answer.status_code == 422, answer.text
     assert answer.json()["detail"]
-    assert httpx.get(service.url + "/timers").json()["items"] == before
+    assert timers_of_the_worker() == []
     # The same request with right labels arms.
     right = {**body, "job_id": JOB, "rank": 0, "world_size": 4}
     assert httpx.post(service.url + "/timers", json=right).status_code == 201
-    [armed] = httpx.get(service.url + "/timers", params={"pid": sleeper.pid}).json()["items"]
+    [armed] = timers_of_the_worker()
     assert (armed["job_id"], armed["rank"], armed["world_size"]) == (JOB, 0, 4)

@@ -1,4 +1,5 @@
-"""The API docs load nothing from the internet: cluster nodes usually have none."""
+"""The API docs load nothing from the internet: cluster nodes usually have none. The
+module's tests share one service: they only read pages no test changes."""
 
 from __future__ import annotations
 
@@ -32,15 +33,15 @@ def open_offline(browser: Any, url: str) -> tuple[Any, list[str]]:
 
 
 def test_the_api_docs_render_every_operation_with_no_internet(
-    browser: Any, service: ServiceProcess
+    browser: Any, shared_service: ServiceProcess
 ) -> None:
-    page, refused = open_offline(browser, service.url)
-    page.goto(service.url + "/docs")
+    page, refused = open_offline(browser, shared_service.url)
+    page.goto(shared_service.url + "/docs")
     page.locator(".opblock-summary-path").first.wait_for(timeout=15000)
     assert "/timers/release" in page.locator("body").inner_text()
     assert refused == [], f"/docs asked the internet for {refused}"
 
 
-def test_redoc_is_not_served_half_broken(service: ServiceProcess) -> None:
+def test_redoc_is_not_served_half_broken(shared_service: ServiceProcess) -> None:
     # ReDoc fetches its logo from a CDN; rather than a page that phones home, none.
-    assert httpx.get(service.url + "/redoc").status_code == 404
+    assert httpx.get(shared_service.url + "/redoc").status_code == 404
