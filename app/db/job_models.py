@@ -131,6 +131,8 @@ class JobRank(BaseModel):
 
     rank: int | None
     local_rank: int | None
+    # How many times torchrun restarted the job's workers when this one was armed.
+    restart_count: int | None = None
     node: str
     pid: int
     timer_id: int

@@ -65,6 +65,9 @@ class TimerBase(SQLModel):
     rank: int | None = None
     local_rank: int | None = None
     world_size: int | None = None
+    restart_count: int | None = SQLField(
+        default=None, description="torchrun's TORCHELASTIC_RESTART_COUNT."
+    )
 
 
 class Timer(TimerBase, table=True):
@@ -212,11 +215,13 @@ class TimerCreate(_Strict):
         "used when py-spy cannot read it.",
     )
     # Which rank of which job (contract 8); each overrides what the service reads from
-    # the worker's environment (TORCHELASTIC_RUN_ID, RANK, LOCAL_RANK, WORLD_SIZE).
+    # the worker's environment (TORCHELASTIC_RUN_ID, RANK, LOCAL_RANK, WORLD_SIZE,
+    # TORCHELASTIC_RESTART_COUNT).
     job_id: JobId | None = None
     rank: Annotated[StrictInt, Field(ge=0, lt=MAX_RANK)] | None = None
     local_rank: Annotated[StrictInt, Field(ge=0, lt=MAX_RANK)] | None = None
     world_size: Annotated[StrictInt, Field(ge=1, le=MAX_RANK)] | None = None
+    restart_count: Annotated[StrictInt, Field(ge=0, lt=MAX_RANK)] | None = None
 
     @model_validator(mode="after")
     def _rank_in_world(self) -> TimerCreate:

@@ -168,12 +168,14 @@ def timers_query(
     job: str | None = None,
     rank: int | None = None,
     node: str | None = None,
+    restart_count: int | None = None,
 ) -> SelectOfScalar[Timer]:
     """The timers matching the list's filters, for ``paginate``."""
     return _where_equal(
         select(Timer),
         (Timer.job_id, job),
         (Timer.rank, rank),
+        (Timer.restart_count, restart_count),
         (Timer.node, node),
         (Timer.state, state),
         (Timer.pid, pid),

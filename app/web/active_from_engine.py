@@ -36,6 +36,7 @@ def active_page(
     job: str | None,
     rank: int | None,
     node: str | None,
+    restart_count: int | None,
     limit: int,
     cursor: str | None,
 ) -> Page[TimerPublic] | None:
@@ -52,6 +53,7 @@ def active_page(
         and (scope is None or view.scope_id == scope)
         and (job is None or view.labels.job_id == job)
         and (rank is None or view.labels.rank == rank)
+        and (restart_count is None or view.labels.restart_count == restart_count)
         and (below is None or view.id < below)
     ]
     views.sort(key=lambda view: view.id, reverse=True)

@@ -1,7 +1,8 @@
 """Which job and rank a worker is: read from what torchrun puts in its environment.
 
 ``torchrun`` (torch.distributed.elastic) starts every worker with ``TORCHELASTIC_RUN_ID``
-(the job), ``RANK``, ``LOCAL_RANK`` and ``WORLD_SIZE``. Reading them from
+(the job), ``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE`` and ``TORCHELASTIC_RESTART_COUNT``
+(how many times the agent has restarted the job's workers). Reading them from
 ``/proc/PID/environ`` labels a worker whatever client it uses, torch's unmodified
 ``FileTimerClient`` included. The environment is the worker's to write: anything that
 is not a well-formed label becomes null, never an error.
@@ -10,7 +11,7 @@ is not a well-formed label becomes null, never an error.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 
 __all__ = [
     "MAX_JOB_ID_LENGTH",
@@ -26,7 +27,13 @@ MAX_JOB_ID_LENGTH = 256
 # a bounded read keeps a hostile one from costing more than this.
 _MAX_ENVIRON_BYTES = 1 << 20
 MAX_RANK = 1 << 24
-_KEYS = {b"TORCHELASTIC_RUN_ID", b"RANK", b"LOCAL_RANK", b"WORLD_SIZE"}
+_KEYS = {
+    b"TORCHELASTIC_RUN_ID",
+    b"RANK",
+    b"LOCAL_RANK",
+    b"WORLD_SIZE",
+    b"TORCHELASTIC_RESTART_COUNT",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,15 +42,14 @@ class Labels:
     rank: int | None = None
     local_rank: int | None = None
     world_size: int | None = None
+    # Which incarnation of the job's workers: a worker restarted by torchrun's agent
+    # after a failure counts one more.
+    restart_count: int | None = None
 
     def merged(self, explicit: Labels) -> Labels:
         """These labels, each overridden by the one given ``explicit``ly, if any."""
-        return Labels(
-            explicit.job_id if explicit.job_id is not None else self.job_id,
-            explicit.rank if explicit.rank is not None else self.rank,
-            explicit.local_rank if explicit.local_rank is not None else self.local_rank,
-            explicit.world_size if explicit.world_size is not None else self.world_size,
-        )
+        given = {field.name: getattr(explicit, field.name) for field in fields(explicit)}
+        return replace(self, **{name: value for name, value in given.items() if value is not None})
 
 
 # A worker of no job (frozen, so one instance serves every timer).
@@ -88,6 +94,7 @@ def labels_from_environ(environ: bytes) -> Labels:
         rank=rank,
         local_rank=_count(found.get(b"LOCAL_RANK"), minimum=0),
         world_size=world_size,
+        restart_count=_count(found.get(b"TORCHELASTIC_RESTART_COUNT"), minimum=0),
     )
 
 

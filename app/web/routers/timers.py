@@ -251,6 +251,7 @@ def list_timers(
     job: Annotated[str | None, Query(max_length=MAX_JOB_ID_LENGTH)] = None,
     rank: Annotated[int | None, Query(ge=0, lt=MAX_RANK)] = None,
     node: Annotated[str | None, Query(max_length=1024)] = None,
+    restart_count: Annotated[int | None, Query(ge=0, lt=MAX_RANK)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: Annotated[str | None, Query(pattern=CURSOR_PATTERN)] = None,
 ) -> Response:
@@ -258,7 +259,9 @@ def list_timers(
     database is away, ``state=active`` is answered from this node's engine."""
     problem = service.database.problem()
     if problem is None:
-        query = store.timers_query(state, pid, scope, job=job, rank=rank, node=node)
+        query = store.timers_query(
+            state, pid, scope, job=job, rank=rank, node=node, restart_count=restart_count
+        )
         try:
             with Session(service.engine) as session:
                 return _json(paginate(session, query, Timer.id, TimerPublic, limit, cursor))
@@ -266,7 +269,15 @@ def list_timers(
             problem = service.database.read_failed(error)
     page = (
         active_page(
-            service, pid=pid, scope=scope, job=job, rank=rank, node=node, limit=limit, cursor=cursor
+            service,
+            pid=pid,
+            scope=scope,
+            job=job,
+            rank=rank,
+            node=node,
+            restart_count=restart_count,
+            limit=limit,
+            cursor=cursor,
         )
         if state == TimerState.ACTIVE
         else None

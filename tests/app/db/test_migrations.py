@@ -93,6 +93,34 @@ def test_jobs_recorded_before_0009_get_their_owners_from_their_timers(backend_ur
     ]
 
 
+def test_timers_recorded_before_0010_keep_their_rows_with_no_restart_count(
+    backend_url: str,
+) -> None:
+    """0010 adds torchrun's TORCHELASTIC_RESTART_COUNT as a column: a timer recorded
+    before keeps its row and its other labels, with no restart count (null)."""
+    engine = make_engine(backend_url)
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    try:
+        with engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.upgrade(config, "0009")
+            connection.exec_driver_sql(
+                f"{_TIMER} (1, 100, 's', 9, 'http', 'active', 10.0, 70.0, 'n', 'job', 0, NULL)"
+            )
+        migrate(engine)
+        with engine.connect() as connection:
+            rows = connection.exec_driver_sql(
+                "SELECT id, job_id, state, restart_count FROM timers"
+            ).all()
+            connection.exec_driver_sql("UPDATE timers SET restart_count = 3 WHERE id = 1")
+            stored = connection.exec_driver_sql("SELECT restart_count FROM timers").scalar()
+    finally:
+        engine.dispose()
+    assert [tuple(row) for row in rows] == [(1, "job", "active", None)]
+    assert stored == 3
+
+
 _TIMER = (
     "INSERT INTO timers (id, pid, scope_id, signal, source, state, acquired_at,"
     " expiration_time, node, job_id, uid, ended_at) VALUES"

@@ -193,7 +193,7 @@ def test_every_unknown_filter_value_or_name_gets_a_422(
 
 def test_an_unknown_filter_name_is_told_the_known_ones(client: TestClient) -> None:
     [error] = client.get("/timers", params={"stat": "killed"}).json()["detail"]
-    known = "cursor, job, limit, node, pid, rank, scope, state"
+    known = "cursor, job, limit, node, pid, rank, restart_count, scope, state"
     assert error["msg"] == f"unknown query parameter; this route takes {known}"
 
 

@@ -101,6 +101,7 @@ def test_a_job_lists_the_latest_timer_of_each_rank(client: TestClient) -> None:
         {
             "rank": 0,
             "local_rank": 0,
+            "restart_count": None,  # the seeded workers were never restarted by torchrun
             "node": "node-b",
             "pid": 500,
             "timer_id": 11,
@@ -111,6 +112,7 @@ def test_a_job_lists_the_latest_timer_of_each_rank(client: TestClient) -> None:
         {
             "rank": 1,
             "local_rank": 1,
+            "restart_count": None,
             "node": "node-c",  # the newer timer, on the node it moved to
             "pid": 501,
             "timer_id": 14,

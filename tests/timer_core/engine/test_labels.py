@@ -53,6 +53,11 @@ def test_a_process_that_does_not_exist_has_no_labels() -> None:
         ({"TORCHELASTIC_RUN_ID": "a\nb"}, Labels()),
         ({"TORCHELASTIC_RUN_ID": ""}, Labels()),
         ({"TORCHELASTIC_RUN_ID": "x" * 256}, Labels(job_id="x" * 256)),
+        ({"TORCHELASTIC_RESTART_COUNT": "3"}, Labels(restart_count=3)),
+        ({"TORCHELASTIC_RESTART_COUNT": "0"}, Labels(restart_count=0)),
+        ({"TORCHELASTIC_RESTART_COUNT": "-1"}, Labels()),
+        ({"TORCHELASTIC_RESTART_COUNT": "two"}, Labels()),
+        ({"TORCHELASTIC_RESTART_COUNT": "9" * 40}, Labels()),
     ],
 )
 def test_garbage_becomes_null_labels_never_an_error(
