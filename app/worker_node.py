@@ -36,7 +36,7 @@ from timer_core.engine.arm_request import ArmRequest, Origin
 from timer_core.engine.user_share import UserShare
 from timer_core.sources import FifoDirectory, FifoSource, UserFifos, resolve_uids
 
-__all__ = ["STALL_EXIT_CODE", "WorkerNode", "beat_interval"]
+__all__ = ["STALL_EXIT_CODE", "WorkerNode"]
 
 logger = logging.getLogger(log_names.SERVICE)
 
@@ -51,7 +51,7 @@ def _exit_for_supervisor() -> None:
     os._exit(STALL_EXIT_CODE)
 
 
-def beat_interval(settings: Settings) -> float:
+def _beat_interval(settings: Settings) -> float:
     """Often enough that one missed beat does not make the node look down."""
     return max(0.5, min(5.0, settings.node_timeout / 3))
 
@@ -82,13 +82,13 @@ class WorkerNode:
         self.reaper_restarts = 0
         # Fleet-unique timer ids: this node's number is known once it has registered.
         self.timer_ids = FleetTimerIds()
-        self.node_beat = NodeBeat(engine, settings.node, beat_interval(settings))
+        self.node_beat = NodeBeat(engine, settings.node, _beat_interval(settings))
         # At once on its return: no node shows down for an outage of its database.
         database.on_return(self.node_beat.beat)
         # One live service per database and node.
         self.lock = ServiceLock(engine, settings.db_url, settings.node)
         # PostgreSQL: a lost session loses the lock; it is taken again (app.db.service_lock).
-        self.lock_check = Periodic("timer-node-lock", beat_interval(settings), self.lock.check)
+        self.lock_check = Periodic("timer-node-lock", _beat_interval(settings), self.lock.check)
         self.capturer = (
             StackCapturer(
                 settings.stack_budget,

@@ -136,11 +136,9 @@ class Health:
         }
 
 
-def kill_path_report(reaper: Reaper | None) -> dict[str, Any]:
+def kill_path_report(reaper: Reaper) -> dict[str, Any]:
     """The kill path's health, for /healthz: ``problem`` (overdue kills: failing) and
     ``recent_error`` (degraded) are set only when there is one."""
-    if reaper is None:
-        return {}
     watch = reaper.kill_watch
     overdue = watch.check()
     captures = reaper.expiry.captures
