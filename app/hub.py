@@ -37,7 +37,7 @@ class NoTimersHere(Exception):
 
 class Hub:
     """Keeps no timers; see the module's docstring. Answers ``Service`` as a
-    ``WorkerNode`` does (``app.service.TimerKeeper``)."""
+    ``WorkerNode`` does (``app.timer_keeper.TimerKeeper``)."""
 
     local_node: str | None = None  # every timer it shows is read from the database
     user_fifos = None

@@ -14,9 +14,8 @@ import logging
 import os
 import time
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any
 
-from sqlalchemy import Engine
 from sqlalchemy.exc import DatabaseError, OperationalError
 
 from app import log_names
@@ -44,80 +43,16 @@ from app.hub import Hub
 from app.ops.health import Health, RecorderHealth
 from app.ops.metrics import ServiceMetrics
 from app.settings import Settings
+from app.timer_keeper import EventView, TimerKeeper
 from app.worker_node import WorkerNode
-from timer_core import ProcessSignaller, Reaper, TimerEvent
-from timer_core.engine import Clock, Listener, LoopHealth, SystemClock, Timer
+from timer_core import ProcessSignaller, Reaper
+from timer_core.engine import Clock, Listener, SystemClock, Timer
 from timer_core.engine.arm_request import ArmRequest, Origin
-from timer_core.engine.user_share import UserShare
 from timer_core.sources import UserFifos
 
-__all__ = ["EventView", "Service", "TimerKeeper"]
+__all__ = ["Service"]
 
 logger = logging.getLogger(log_names.SERVICE)
-
-
-class TimerKeeper(Protocol):
-    """What a service keeps of timers: a worker's node keeps its own (``WorkerNode``),
-    a hub none (``Hub``). The service asks this, never which of the two it holds."""
-
-    @property
-    def local_node(self) -> str | None:
-        """The node whose timers the engine holds: None on a hub, which holds none."""
-
-    @property
-    def user_fifos(self) -> UserFifos | None: ...
-
-    @property
-    def user_share(self) -> UserShare: ...
-
-    @property
-    def lock_problem(self) -> str | None: ...
-
-    @property
-    def reaper_restarts(self) -> int: ...
-
-    def timers_here(self) -> Reaper:
-        """The engine that arms, moves and releases timers; raises ``NoTimersHere``
-        (409) on a hub."""
-
-    def refused(self, request: ArmRequest, origin: Origin, reason: str) -> None: ...
-
-    def live_timers(self) -> Sequence[Timer]: ...
-
-    def soonest(
-        self, limit: int, *, pid: int | None, scope_contains: str | None
-    ) -> tuple[Sequence[Timer], int]: ...
-
-    def active_count(self) -> int: ...
-
-    def last_seq(self) -> int: ...
-
-    def loop_health(self) -> LoopHealth: ...
-
-    def kill_report(self) -> dict[str, Any]: ...
-
-    def captures_abandoned(self) -> int: ...
-
-    def fifo_report(self) -> dict[str, Any]: ...
-
-    def claim(self) -> None: ...
-
-    def release_claim(self) -> None: ...
-
-    def start(self) -> None: ...
-
-    def started_line(self, db_shown: str) -> str: ...
-
-    def stop(self) -> None: ...
-
-
-class EventView(Protocol):
-    """A view kept in memory from the engine's events (the dashboard's live feed):
-    seeded from the database once it is migrated, then fed every event."""
-
-    def seed(self, engine: Engine) -> None: ...
-
-    def __call__(self, event: TimerEvent) -> None: ...
 
 
 class Service:

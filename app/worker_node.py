@@ -2,7 +2,7 @@
 feed it, and what keeps it honest (the node's lock and beat, the supervisor).
 
 A hub (``app.hub``) is the same service without any of this. The two answer
-``Service`` alike (``app.service.TimerKeeper``), so nothing else asks which it is.
+``Service`` alike (``app.timer_keeper.TimerKeeper``), so nothing else asks which it is.
 """
 
 from __future__ import annotations
@@ -126,7 +126,7 @@ class WorkerNode:
         self._stopping = threading.Event()
         self._supervisor: threading.Thread | None = None
 
-    # ---- what Service asks of every keeper (app.service.TimerKeeper) ------------------
+    # ---- what Service asks of every keeper (app.timer_keeper.TimerKeeper) ------------------
 
     @property
     def local_node(self) -> str | None:
