@@ -1,5 +1,5 @@
 """Recorder throughput on SQLite and on PostgreSQL, side by side: events per second
-written end to end through ``app.recorder.Recorder`` (its writer thread, its batches,
+written end to end through ``app.db.recorder.Recorder`` (its writer thread, its batches,
 each database's batch SQL in ``app.event_rows``), from the first event handed to it to
 the commit of the last.
 

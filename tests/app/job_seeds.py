@@ -1,5 +1,5 @@
 """Jobs and incidents written the way the service writes them: labelled engine events
-fed to the real recorder (``app.recorder.Recorder`` with an ``IncidentRecorder``), so
+fed to the real recorder (``app.db.recorder.Recorder`` with an ``IncidentRecorder``), so
 the jobs table, the incidents, their captures and the analysis (groups, suspects,
 summary) over recorded real torchrun stacks are the service's own."""
 
