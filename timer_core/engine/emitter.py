@@ -60,25 +60,19 @@ def refused_event(
 ) -> TimerEvent:
     """The event for a request that was not armed: ``request`` holds the values as
     received, of any type."""
-    pid, scope_id, expiration_time, signal = (
-        request.pid,
-        request.scope_id,
-        request.expiration_time,
-        request.signal,
-    )
-    source = origin.source
     # What was asked is kept as text; the typed fields hold only values a listener can
     # store (a 200-digit pid must not break the recorder), and the text only what it
     # can encode (a lone surrogate or a NUL goes escaped).
     refused = RefusedRequest(
-        pid=storable_int(pid, -1),
-        scope_id=recordable_text(scope_id),
-        signal=storable_int(signal, 0),
-        source=source,
-        expiration_time=storable_float(expiration_time),
+        pid=storable_int(request.pid, -1),
+        scope_id=recordable_text(request.scope_id),
+        signal=storable_int(request.signal, 0),
+        source=origin.source,
+        expiration_time=storable_float(request.expiration_time),
         node=node,
     )
-    return TimerEvent(seq, EventKind.REFUSED, at, refused, Refusal(reason, shown(pid)))
+    detail = Refusal(reason, shown(request.pid))
+    return TimerEvent(seq, EventKind.REFUSED, at, refused, detail)
 
 
 class EventEmitter:

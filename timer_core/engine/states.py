@@ -40,10 +40,10 @@ class EventKind(StrEnum):
     INCIDENT = "incident"
 
 
-# The state a timer is in after an event of each kind; a kind missing here leaves the
-# state as it was (an escalation follows a kill, an incident precedes one, a refused
-# request has no timer). One exception, carried by its detail: a worker gone before
-# its deadline leaves its timers released (``event_details.Ended``).
+# The state a timer is in after an event of each kind. A kind missing here finds its
+# timer armed and leaves it so (an incident precedes the job's first kill), or has no
+# timer (a refused request). One exception, carried by its detail: a worker gone
+# before its deadline leaves its timers released (``event_details.Ended``).
 STATE_AFTER: Final[Mapping[EventKind, TimerState]] = MappingProxyType(
     {
         EventKind.ACQUIRED: TimerState.ACTIVE,
@@ -53,10 +53,18 @@ STATE_AFTER: Final[Mapping[EventKind, TimerState]] = MappingProxyType(
         EventKind.EXPIRED: TimerState.EXPIRED,
         EventKind.KILL_FAILED: TimerState.EXPIRED,
         EventKind.WORKER_GONE: TimerState.EXPIRED,
+        # A SIGKILL for a worker that outlived its timer's signal: the timer ended killed.
+        EventKind.ESCALATED: TimerState.KILLED,
     }
 )
 
-# The kinds that end a timer.
+# The kinds that end a timer (its end is recorded once, by the first of these).
 END_KINDS: Final = frozenset(
-    kind for kind, state in STATE_AFTER.items() if state is not TimerState.ACTIVE
+    {
+        EventKind.RELEASED,
+        EventKind.EXPIRED,
+        EventKind.KILLED,
+        EventKind.KILL_FAILED,
+        EventKind.WORKER_GONE,
+    }
 )

@@ -196,6 +196,8 @@ def test_escalates_to_sigkill_when_the_worker_survives_its_signal() -> None:
     world.advance(0.1)
     assert world.signaller.sent == [(100, signal.SIGTERM), (100, signal.SIGKILL)]
     assert world.kinds()[-1] == "escalated"
+    # The timer ended killed at its first signal, and stays so.
+    assert timer_of(world.events[-1]).state == "killed"
 
 
 def test_no_escalation_when_the_worker_died_of_the_first_signal() -> None:
