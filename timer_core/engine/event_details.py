@@ -51,12 +51,7 @@ class Ended:
     before_deadline: bool = False
 
     def as_json(self) -> JsonObject:
-        json: JsonObject = {}
-        if self.reason is not None:
-            json["reason"] = self.reason
-        if self.released_by is not None:
-            json["released_by"] = self.released_by
-        return json
+        return _known(reason=self.reason, released_by=self.released_by)
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,14 +83,9 @@ class Kill:
         return f"worker already signalled for timer {self.signalled_by}"
 
     def as_json(self) -> JsonObject:
-        json: JsonObject = {"latency": self.late}
-        if self.children is not None:
-            json["children"] = list(self.children)
-        if (reason := self.reason()) is not None:
-            json["reason"] = reason
-        if self.error is not None:
-            json["error"] = self.error
-        return json | _capture_json(self.stack, self.stack_note, self.children_error)
+        children: JsonValue = list(self.children) if self.children is not None else None
+        said = _known(latency=self.late, children=children, reason=self.reason(), error=self.error)
+        return said | _capture_json(self.stack, self.stack_note, self.children_error)
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,10 +100,8 @@ class NoKill:
     stack_note: str | None = None
 
     def as_json(self) -> JsonObject:
-        json: JsonObject = {"reason": self.reason}
-        if self.late is not None:
-            json["latency"] = self.late
-        return json | _capture_json(self.stack, self.stack_note, self.children_error)
+        said = _known(reason=self.reason, latency=self.late)
+        return said | _capture_json(self.stack, self.stack_note, self.children_error)
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,16 +158,18 @@ def _capture_json(
 ) -> JsonObject:
     """What an expiry says of its stack: its summary (the text is stored apart), or
     why there is none."""
-    json: JsonObject = {}
-    if children_error is not None:
-        json["children_error"] = children_error
-    if note is not None:
-        json["stack_note"] = note
+    summary: JsonValue = None
     if stack is not None:
-        json["stack"] = {
+        summary = {
             "method": stack.method,
             "seconds": round(stack.seconds, 4),
             "bytes": len(stack.text),
             "notes": list(stack.notes),
         }
-    return json
+    return _known(children_error=children_error, stack_note=note, stack=summary)
+
+
+def _known(**values: JsonValue) -> JsonObject:
+    """``values`` but those that are None: the log leaves out what an event does not
+    know, rather than storing nulls."""
+    return {key: value for key, value in values.items() if value is not None}
