@@ -7,6 +7,13 @@ the ended timers, incidents: never an active timer) a step at a time until it is
 full: new arms and heartbeats of non-exempt users are refused (429, counted in
 ``timer_refusals_total{reason="history_full"}``) until it is under again.
 
+A step prunes no more than the bytes still over the target: if the prunable events
+are N of the U bytes measured, E bytes over, a step takes the oldest N * E / U of them
+(at most ``STEP_EVENTS``, at least one). They hold at most U bytes together, so that
+many hold at most E on average; the measure after each step says whether another is
+needed. A step that took "the oldest thousand" could take all of a small history
+when only a little had to go.
+
 What is measured is what pruning can free, not the file's size:
 
 - SQLite never shrinks its file after a DELETE without VACUUM (which rewrites the
@@ -25,6 +32,7 @@ What is measured is what pruning can free, not the file's size:
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable
 
@@ -52,17 +60,25 @@ _ANALYZE_FROM = 0.5
 
 _HISTORY_TABLES = ("timers", "events", "stacks", "incidents", "incident_captures", "jobs")
 
-# The time of the step's oldest event of an ended timer (or of none) not to prune:
-# history before it goes in one step. NULL when there are fewer: then all of it may go.
+# Events of ended timers (or of none): what a step prunes, oldest first.
+_PRUNABLE_EVENTS = (
+    " FROM events LEFT JOIN timers ON timers.id = events.timer_id"
+    " WHERE (timers.state IS NULL OR timers.state != 'active')"
+)
+# The first time after the step's last event (prune_before takes what is older): events
+# at the same time as that one go too, so every step prunes at least ``step`` events.
+# NULL when no more than the step is left: then all of it may go.
 _STEP_CUTOFF = text(
-    "SELECT events.at FROM events LEFT JOIN timers ON timers.id = events.timer_id"
-    " WHERE timers.state IS NULL OR timers.state != 'active'"
-    " ORDER BY events.at LIMIT 1 OFFSET :step"
+    f"SELECT events.at {_PRUNABLE_EVENTS} AND events.at > ("
+    f" SELECT events.at {_PRUNABLE_EVENTS} ORDER BY events.at LIMIT 1 OFFSET :before_last)"
+    " ORDER BY events.at LIMIT 1"
 )
-_ANY_PRUNABLE = text(
-    "SELECT 1 FROM events LEFT JOIN timers ON timers.id = events.timer_id"
-    " WHERE timers.state IS NULL OR timers.state != 'active' LIMIT 1"
+# Counted up to what one check can prune: a bound on the work of the count, and a
+# lower bound of the prunable events, which only makes the steps smaller.
+_COUNT_PRUNABLE = text(
+    f"SELECT count(*) FROM (SELECT 1 {_PRUNABLE_EVENTS} LIMIT :most) AS prunable"
 )
+_ANY_PRUNABLE = text(f"SELECT 1 {_PRUNABLE_EVENTS} LIMIT 1")
 _ANY_ENDED_TIMER = text("SELECT 1 FROM timers WHERE state != 'active' LIMIT 1")
 _ANY_INCIDENT = text("SELECT 1 FROM incidents LIMIT 1")
 
@@ -107,13 +123,32 @@ class HistoryQuota:
             self._set_full(None)
             return
         target = int(self.max_bytes * _TARGET)
+        with self._engine.connect() as connection:
+            prunable = connection.execute(
+                _COUNT_PRUNABLE, {"most": self._step_events * _STEPS_PER_CHECK}
+            ).scalar_one()
+        measured, events, timers = used, 0, 0
         for _ in range(_STEPS_PER_CHECK):
-            if not self._prune_step():
+            step = min(self._step_events, max(1, math.ceil(prunable * (used - target) / used)))
+            pruned = self._prune_step(step)
+            if pruned is None:
                 break
+            events, timers = events + pruned[0], timers + pruned[1]
+            prunable = max(0, prunable - pruned[0])
             used = self.used_bytes = self.measure()
             if used <= target:
-                self._set_full(None)
-                return
+                break
+        if events or timers:
+            # One line a check, however many steps it took.
+            logger.warning(
+                "the database held %d bytes, over --max-db-size (%d bytes): pruned the "
+                "oldest %d events and %d ended timers, %d bytes now",
+                measured,
+                self.max_bytes,
+                events,
+                timers,
+                used,
+            )
         if used <= self.max_bytes:
             self._set_full(None)
             return
@@ -123,25 +158,18 @@ class HistoryQuota:
             "--max-db-size; retry later"
         )
 
-    def _prune_step(self) -> bool:
-        """Prune the oldest step of history; False if there was none left."""
+    def _prune_step(self, step: int) -> tuple[int, int] | None:
+        """Prune the oldest ``step`` events of ended timers (and what is as old: their
+        timers, incidents, jobs): the events and timers pruned, None if nothing was left."""
         with self._engine.connect() as connection:
-            cutoff = connection.execute(_STEP_CUTOFF, {"step": self._step_events}).scalar()
+            cutoff = connection.execute(_STEP_CUTOFF, {"before_last": step - 1}).scalar()
             if cutoff is None and not any(
                 connection.execute(query).first() is not None
                 for query in (_ANY_PRUNABLE, _ANY_ENDED_TIMER, _ANY_INCIDENT)
             ):
-                return False
-        # Fewer than a step left: all of it (up to now; nothing recorded is later).
-        events, timers = self._prune_before(time.time() + 1 if cutoff is None else float(cutoff))
-        logger.warning(
-            "the database is over --max-db-size (%d bytes): pruned the oldest %d events "
-            "and %d ended timers",
-            self.max_bytes,
-            events,
-            timers,
-        )
-        return True
+                return None
+        # No more than a step left: all of it (up to now; nothing recorded is later).
+        return self._prune_before(time.time() + 1 if cutoff is None else float(cutoff))
 
     def _set_full(self, reason: str | None) -> None:
         if (reason is None) != (self._share.history_full is None):

@@ -66,8 +66,8 @@ def engine(backend_url: str) -> Iterator[Engine]:
 
 
 def quota_of(engine: Engine, share: UserShare, max_bytes: int = 1) -> HistoryQuota:
-    # Steps of 10 events (5 timers): a real check prunes 1,000 at a time.
-    return HistoryQuota(engine, max_bytes, Recorder(engine).prune, share, step_events=10)
+    # The service's own steps (up to 1,000 events): more than this whole history.
+    return HistoryQuota(engine, max_bytes, Recorder(engine).prune, share)
 
 
 def timer_ids(engine: Engine) -> list[int]:
@@ -98,6 +98,18 @@ def test_over_the_limit_the_oldest_ended_history_goes_first(engine: Engine) -> N
         ).scalars()
         assert (orphans, list(acquired)) == (0, list(ACTIVE))
     assert share.history_full is None
+
+
+def test_a_little_over_the_limit_prunes_a_little(engine: Engine) -> None:
+    """A byte over: what brings it under 90% of the limit goes, oldest first, and most of
+    the history stays (a step of the oldest 1,000 events once took all 80 of them)."""
+    quota = quota_of(engine, UserShare(lambda: 0.0))
+    quota.max_bytes = quota.measure() - 1
+    quota.enforce()
+    assert quota.measure() <= quota.max_bytes * 0.9
+    ended_left = [timer_id for timer_id in timer_ids(engine) if timer_id <= ENDED]
+    assert len(ended_left) > ENDED / 2
+    assert ended_left == list(range(ENDED - len(ended_left) + 1, ENDED + 1))
 
 
 def test_when_only_active_timers_are_left_the_history_is_full(engine: Engine) -> None:
