@@ -96,7 +96,7 @@ class DatabaseStatus:
         self._probing_since: float | None = None
         self._on_return: list[Callable[[], None]] = []
         self._logged_read_at = -_QUIET_SECONDS
-        self._rounds = Periodic("timer-db-probe", interval, self.probe, self._probe_failed)
+        self._rounds = Periodic("timer-db-probe", interval, self.probe, on_error=self._probe_failed)
 
     def on_return(self, callback: Callable[[], None]) -> None:
         """Run ``callback`` (on the probe's thread) each time the database answers again."""

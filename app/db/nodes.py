@@ -123,7 +123,7 @@ class NodeBeat:
     def __init__(self, engine: Engine, name: str, interval: float) -> None:
         self._engine = engine
         self._name = name
-        self._rounds = Periodic("timer-node-beat", interval, self.beat, self._failed)
+        self._rounds = Periodic("timer-node-beat", interval, self.beat, on_error=self._failed)
         self.failures = 0
         # Failures since the last beat that went through: only the first is logged, so
         # an outage of the database is a line here, not one every beat.

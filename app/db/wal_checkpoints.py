@@ -48,7 +48,9 @@ class WalCheckpoints:
         self._wal = f"{database}-wal" if database and database != ":memory:" else None
         self._max_wal_bytes = max_wal_bytes
         self.truncations = 0
-        self._rounds = Periodic("timer-checkpoints", interval, self.checkpoint, self._failed)
+        self._rounds = Periodic(
+            "timer-checkpoints", interval, self.checkpoint, on_error=self._failed
+        )
         self.failures = 0
 
     def start(self) -> None:

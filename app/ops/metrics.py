@@ -56,36 +56,22 @@ class ServiceMetrics:
         ``refusals``: requests refused over a user's share, by reason, since start."""
         self.registry = CollectorRegistry()
         r = self.registry
-        self.acquisitions = Counter(
-            "timer_acquisitions",
-            "Timers armed, since this process started.",
-            ["source"],
-            registry=r,
+
+        def counter(name: str, documentation: str, *labels: str) -> Counter:
+            return Counter(name, documentation, labels, registry=r)
+
+        since = "since this process started."
+        self.acquisitions = counter("timer_acquisitions", f"Timers armed, {since}", "source")
+        self.releases = counter("timer_releases", f"Timers released in time, {since}", "source")
+        self.expirations = counter(
+            "timer_expirations", f"Timers whose deadline passed, {since}", "source"
         )
-        self.releases = Counter(
-            "timer_releases",
-            "Timers released in time, since this process started.",
-            ["source"],
-            registry=r,
-        )
-        self.expirations = Counter(
-            "timer_expirations",
-            "Timers whose deadline passed, since this process started.",
-            ["source"],
-            registry=r,
-        )
-        self.kills = Counter(
-            "timer_kills",
-            "Workers signalled at expiry, since this process started.",
-            ["signal"],
-            registry=r,
-        )
-        self.failures = Counter(
+        self.kills = counter("timer_kills", f"Workers signalled at expiry, {since}", "signal")
+        self.failures = counter(
             "timer_failures",
             "Requests refused (dangerous or unknown pid, bad values) and kills that failed, "
-            "since this process started.",
-            ["outcome"],
-            registry=r,
+            + since,
+            "outcome",
         )
         self.kill_latency = Histogram(
             "timer_kill_latency_seconds",
@@ -99,12 +85,11 @@ class ServiceMetrics:
             buckets=HOLD_BUCKETS,
             registry=r,
         )
-        self.incidents = Counter(
+        self.incidents = counter(
             "timer_incidents",
             "Job captures this node made: a job's timer expired, and the stacks of the "
             "job's processes here were captured before any signal to it (one per job "
             "and --incident-window; an incident spanning nodes counts on each).",
-            registry=r,
         )
         for outcome in ("refused", "kill_failed"):
             self.failures.labels(outcome)

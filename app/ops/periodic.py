@@ -15,11 +15,14 @@ logger = logging.getLogger(log_names.PERIODIC)
 
 
 class Periodic:
+    """One step, repeated on its own daemon thread until stopped."""
+
     def __init__(
         self,
         name: str,
         interval: float,
         step: Callable[[], None],
+        *,
         on_error: Callable[[Exception], None] | None = None,
     ) -> None:
         """``step`` every ``interval`` seconds (first after one interval); an exception
