@@ -4,7 +4,9 @@ building SQL of their own. (The recorder's batched writes are in ``event_rows``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from operator import attrgetter
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Integer, cast, func, insert, update
@@ -13,9 +15,11 @@ from sqlmodel.sql.expression import SelectOfScalar
 
 from app.db import job_models  # noqa: F401  (registers the jobs and incidents tables)
 from app.db.models import Event, Loss, Stack, Timer
+from timer_core.engine import Timer as LiveTimer
 from timer_core.engine import TimerState
 
 __all__ = [
+    "TimerFilter",
     "acknowledge_losses",
     "active_timers",
     "event_counts_per_minute",
@@ -31,7 +35,6 @@ __all__ = [
     "stack_facts",
     "timer",
     "timer_recorded",
-    "timers_query",
     "unacknowledged_losses",
 ]
 
@@ -160,27 +163,44 @@ def fleet_recently_ended(
     return session.exec(query.order_by(col(Timer.ended_at).desc()).limit(limit)).all()
 
 
-def timers_query(
-    state: TimerState | None,
-    pid: int | None,
-    scope: str | None,
-    *,
-    job: str | None = None,
-    rank: int | None = None,
-    node: str | None = None,
-    restart_count: int | None = None,
-) -> SelectOfScalar[Timer]:
-    """The timers matching the list's filters, for ``paginate``."""
-    return _where_equal(
-        select(Timer),
-        (Timer.job_id, job),
-        (Timer.rank, rank),
-        (Timer.restart_count, restart_count),
-        (Timer.node, node),
-        (Timer.state, state),
-        (Timer.pid, pid),
-        (Timer.scope_id, scope),
-    )
+@dataclass(frozen=True, slots=True)
+class TimerFilter:
+    """The filters of ``GET /timers``, built once per request and answered by the
+    database (``query``) or, while it is away, by this node's engine (``matches``)."""
+
+    state: TimerState | None = None
+    pid: int | None = None
+    scope: str | None = None
+    job: str | None = None
+    rank: int | None = None
+    node: str | None = None
+    restart_count: int | None = None
+
+    def query(self) -> SelectOfScalar[Timer]:
+        """The matching rows, for ``paginate``."""
+        return _where_equal(
+            select(Timer), *((column, getattr(self, name)) for name, column, _ in _TIMER_FIELDS)
+        )
+
+    def matches(self, timer: LiveTimer) -> bool:
+        """Whether a timer of the engine passes every filter given."""
+        return all(
+            getattr(self, name) is None or read(timer) == getattr(self, name)
+            for name, _, read in _TIMER_FIELDS
+        )
+
+
+# Each filter: its name, the column it narrows, and where the engine's timer keeps it.
+# A new filter is one field above and one row here.
+_TIMER_FIELDS: tuple[tuple[str, Any, Callable[[LiveTimer], object]], ...] = (
+    ("job", Timer.job_id, attrgetter("labels.job_id")),
+    ("rank", Timer.rank, attrgetter("labels.rank")),
+    ("restart_count", Timer.restart_count, attrgetter("labels.restart_count")),
+    ("node", Timer.node, attrgetter("node")),
+    ("state", Timer.state, attrgetter("state")),
+    ("pid", Timer.pid, attrgetter("pid")),
+    ("scope", Timer.scope_id, attrgetter("scope_id")),
+)
 
 
 def events_query(

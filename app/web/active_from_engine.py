@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from app.db.models import Page, TimerPublic
+from app.db.store import TimerFilter
 from timer_core.engine import Timer
 
 __all__ = ["LocalTimers", "active_page"]
@@ -29,32 +30,18 @@ class LocalTimers(Protocol):
 
 
 def active_page(
-    service: LocalTimers,
-    *,
-    pid: int | None,
-    scope: str | None,
-    job: str | None,
-    rank: int | None,
-    node: str | None,
-    restart_count: int | None,
-    limit: int,
-    cursor: str | None,
+    service: LocalTimers, filters: TimerFilter, limit: int, cursor: str | None
 ) -> Page[TimerPublic] | None:
     """The active timers matching the list's filters, from the engine; None when the
     engine cannot answer for them."""
     local = service.local_node
-    if local is None or node not in (None, local):
+    if local is None or filters.node not in (None, local):
         return None
     below = int(cursor) if cursor is not None else None
     views = [
         view
         for view in service.live_timers()
-        if (pid is None or view.pid == pid)
-        and (scope is None or view.scope_id == scope)
-        and (job is None or view.labels.job_id == job)
-        and (rank is None or view.labels.rank == rank)
-        and (restart_count is None or view.labels.restart_count == restart_count)
-        and (below is None or view.id < below)
+        if filters.matches(view) and (below is None or view.id < below)
     ]
     views.sort(key=lambda view: view.id, reverse=True)
     items = [TimerPublic.from_timer(view) for view in views[:limit]]

@@ -257,31 +257,24 @@ def list_timers(
 ) -> Response:
     """Newest first. Pass ``next`` back as ``cursor`` for the following page. While the
     database is away, ``state=active`` is answered from this node's engine."""
+    filters = store.TimerFilter(
+        state=state,
+        pid=pid,
+        scope=scope,
+        job=job,
+        rank=rank,
+        node=node,
+        restart_count=restart_count,
+    )
     problem = service.database.problem()
     if problem is None:
-        query = store.timers_query(
-            state, pid, scope, job=job, rank=rank, node=node, restart_count=restart_count
-        )
         try:
             with Session(service.engine) as session:
+                query = filters.query()
                 return _json(paginate(session, query, Timer.id, TimerPublic, limit, cursor))
         except DATABASE_ERRORS as error:
             problem = service.database.read_failed(error)
-    page = (
-        active_page(
-            service,
-            pid=pid,
-            scope=scope,
-            job=job,
-            rank=rank,
-            node=node,
-            restart_count=restart_count,
-            limit=limit,
-            cursor=cursor,
-        )
-        if state == TimerState.ACTIVE
-        else None
-    )
+    page = active_page(service, filters, limit, cursor) if state == TimerState.ACTIVE else None
     if page is None:
         raise database_unavailable(problem)
     return _json(page)
