@@ -4,6 +4,7 @@ worker gets while the database is away lists what the database would have listed
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import itertools
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ from sqlmodel import Session
 
 from app.db.models import Timer, TimerPublic, timer_values
 from app.db.store import TimerFilter
+from app.web.routers.timers import list_timers
 from tests.conftest import migrated_engine
 from tests.sample_events import timer
 from timer_core.engine import Labels, TimerState
@@ -72,9 +74,6 @@ def test_the_database_and_the_engine_pick_the_same_timers(tmp_path: Path) -> Non
 
 def test_every_filter_of_the_route_is_a_field_of_the_filter() -> None:
     # A query parameter of GET /timers that TimerFilter lacks would be taken and ignored.
-    import inspect
-
-    from app.web.routers.timers import list_timers
 
     route_filters = set(inspect.signature(list_timers).parameters) - {
         "service",
