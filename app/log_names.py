@@ -1,8 +1,8 @@
 """The service's logger names: an operator contract (docs/logging.md).
 
-Operators filter and route on these names, so they stay what they were before the
-service's modules moved into rooms (``app.recorder``, not ``app.db.recorder``); every
-module of ``app`` takes its logger's name from here, and ``tests/test_logger_names.py``
+Operators filter and route on these names, so a name stays what it is wherever its
+module lives (``app.recorder`` logs from ``app/db/recorder.py``); every module of
+``app`` takes its logger's name from here, and ``tests/test_logger_names.py``
 holds the code and the page to this table. The library's own names are in
 ``timer_core.log_names``: the library must not know the service that hosts it.
 """

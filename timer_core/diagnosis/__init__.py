@@ -11,7 +11,8 @@
 Diagnosis plugs into the engine (a capturer for the kill path, a listener for the dump
 directories); the engine does not depend on it.
 
-Loggers keep their names from before the move (``timer_core.dump_dirs``, ...).
+Loggers take their names from ``timer_core.log_names`` (``timer_core.dump_dirs``, ...):
+operators filter on them (docs/logging.md).
 """
 
 from .dump_dirs import DumpDirMaker

@@ -22,12 +22,13 @@ Its parts, one idea per module:
   ``descriptors`` (the descriptors kept for kills);
 - ``clock`` (time, injectable) and ``snapshot`` (reads that never hold the lock).
 
-The engine imports nothing else of ``timer_core``: the request sources
-(``timer_core.sources``), the stack capture (``timer_core.diagnosis``) and the
-torch-compatible surface all build on it, never the other way round.
+The engine imports nothing else of ``timer_core`` but its table of logger names
+(``timer_core.log_names``): the request sources (``timer_core.sources``), the stack
+capture (``timer_core.diagnosis``) and the torch-compatible surface all build on it,
+never the other way round.
 
-Loggers keep the names they had before the engine became a package
-(``timer_core.reaper``, ``timer_core.expiry``, ...): operators filter on them.
+Loggers take their names from ``timer_core.log_names`` (``timer_core.reaper``,
+``timer_core.expiry``, ...): operators filter on them (docs/logging.md).
 """
 
 from .admission import RefusedError

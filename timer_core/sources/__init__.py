@@ -12,7 +12,8 @@ flow: workers → sources → engine. A source depends on the engine's request A
 (``Reaper``) and the wire format; the engine knows no source, so a new one (the
 service's HTTP routes are another) needs no change to it.
 
-Loggers keep their names from before the move (``timer_core.fifo_source``, ...).
+Loggers take their names from ``timer_core.log_names`` (``timer_core.fifo_source``,
+...): operators filter on them (docs/logging.md).
 """
 
 from .fifo_dir import FifoDirectory, FifoDirError, resolve_uids
