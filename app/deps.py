@@ -66,7 +66,7 @@ def require_database(service: Service) -> None:
 
 
 async def hold_reader_slot(service: ServiceDep, request: Request) -> AsyncIterator[None]:
-    # A share of the pool (app.reader_slots), waited for on the event loop: readers
+    # A share of the pool (app.access.reader_slots), waited for on the event loop: readers
     # never take the connections the recorder and health need, and wait a bounded
     # time, then 503; one user's reads take at most its share of it.
     caller = await current_caller(request)

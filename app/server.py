@@ -1,14 +1,14 @@
 """Runs the app under uvicorn on the service's sockets: loopback TCP, and optionally a
 Unix socket (``--uds``), both served by one uvicorn server and one app.
 
-Every connection goes through ``app.http_protocol``, which learns who the caller is
+Every connection goes through ``app.access.http_protocol``, which learns who the caller is
 from the kernel. A proxy's X-Forwarded-* headers are honoured only from the addresses
 in ``--forwarded-allow-ips`` (none by default): they change the URLs the app builds,
 never who the caller is.
 
 Before anything opens a descriptor, the soft open file limit is raised to the hard one:
 each worker holds a pidfd, each connection a socket, and a kill needs a few more. The
-connection gate (``app.connection_gate``) keeps the kill path's share free.
+connection gate (``app.access.connection_gate``) keeps the kill path's share free.
 """
 
 from __future__ import annotations
@@ -151,7 +151,7 @@ def serve(settings: Settings) -> None:
             unsent=service.unsent,
         ),
         # One format for every line: uvicorn gets no logging config of its own, and
-        # its loggers hand their records to ours (app.logs).
+        # its loggers hand their records to ours (app.ops.logs).
         log_config=None,
         log_level=None,
         access_log=settings.access_log,

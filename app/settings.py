@@ -196,7 +196,7 @@ class Settings:
     # root and the service's uid are exempt.
     max_connections_per_user: int = 100
     # Seconds a response may sit in a connection's buffer with its client reading none
-    # of it; then the connection is dropped and its buffer freed (app.unsent_data).
+    # of it; then the connection is dropped and its buffer freed (app.access.unsent_data).
     send_timeout: float = 30.0
     # Bytes of responses all connections together may hold unread; over it, the ones
     # whose clients read nothing for longest are dropped first.

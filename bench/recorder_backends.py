@@ -1,6 +1,6 @@
 """Recorder throughput on SQLite and on PostgreSQL, side by side: events per second
 written end to end through ``app.db.recorder.Recorder`` (its writer thread, its batches,
-each database's batch SQL in ``app.event_rows``), from the first event handed to it to
+each database's batch SQL in ``app.db.event_rows``), from the first event handed to it to
 the commit of the last.
 
     python -m bench.recorder_backends                 # 60,000 events, 7 rounds each

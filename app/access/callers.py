@@ -6,10 +6,10 @@ stack read is checked against the caller's identity (contract 7):
 - over a Unix socket (``--uds``), the peer's credentials (``SO_PEERCRED``);
 - over loopback TCP, the owner of the peer's socket: the socket whose local address
   is the caller's end of this very connection, asked of the kernel by its addresses
-  (``app.sock_diag``), or found in its socket table (``/proc/net/tcp`` and ``tcp6``)
+  (``app.access.sock_diag``), or found in its socket table (``/proc/net/tcp`` and ``tcp6``)
   where that cannot be asked.
 
-Both are read when the connection is made (see ``app.peer_protocol``) and live exactly
+Both are read when the connection is made (see ``app.access.http_protocol``) and live exactly
 as long as that connection, so a port reused by another process later cannot inherit
 them. Nothing is cached across connections.
 """
@@ -47,7 +47,7 @@ __all__ = [
     "unix_peer_credentials",
 ]
 
-# Where app.peer_protocol leaves the connection's caller in each request's state.
+# Where app.access.http_protocol leaves the connection's caller in each request's state.
 PEER_STATE_KEY = "peer"
 
 _PROC_NET = Path("/proc/net")
@@ -78,7 +78,7 @@ def current_caller_from(scope: Mapping[str, Any], token: str | None, authorizati
     """The caller of one request: the connection's peer, plus the admin token."""
     peer = (scope.get("state") or {}).get(PEER_STATE_KEY)
     if not isinstance(peer, Caller):
-        # Not served through app.peer_protocol (another ASGI server): the same kernel
+        # Not served through app.access.http_protocol (another ASGI server): the same kernel
         # lookup, per request. scope["client"] is the socket's peer unless a proxy
         # middleware rewrote it, and a rewritten one names no socket, so finds nobody.
         client, server = scope.get("client"), scope.get("server")

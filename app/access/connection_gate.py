@@ -37,7 +37,7 @@ __all__ = ["SHED_REASONS", "Connection", "ConnectionGate"]
 
 # Why connections were closed early: to make room, turned away, too slow to send their
 # request (the request timeout; a slowloris), over their user's share, or holding
-# response data their client did not read (app.unsent_data: stalled for the send
+# response data their client did not read (app.access.unsent_data: stalled for the send
 # timeout, or over the total of unsent bytes).
 SHED_REASONS = ("evicted", "refused", "timed_out", "per_user", "stalled", "unsent_budget")
 # Closing these says nothing about the service's own pressure: health stays ok.

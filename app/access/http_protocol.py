@@ -1,7 +1,7 @@
 """uvicorn's HTTP protocol, plus who is at the other end of each connection, a bound
 on the size of a request's head, a bound on the time to send a request, the connection
-gate (``app.connection_gate``), and the bounds on response data left unread
-(``app.unsent_data``).
+gate (``app.access.connection_gate``), and the bounds on response data left unread
+(``app.access.unsent_data``).
 
 ASGI gives an app the peer's address, not the peer's credentials, and a Unix socket
 has no address at all. So the identity is read here, once, when the connection is made,
@@ -127,7 +127,7 @@ def protocol_class(
             super().connection_lost(exc)
 
         # The transport's buffer crossed its high-water mark (pause) and, later, its
-        # low-water mark (resume): uvicorn's flow control, and app.unsent_data's watch.
+        # low-water mark (resume): uvicorn's flow control, and app.access.unsent_data's watch.
         def pause_writing(self) -> None:
             super().pause_writing()
             if unsent is not None:

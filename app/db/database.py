@@ -20,7 +20,7 @@ _MIGRATION_LOCK = 0x7469_6D65_7273  # "timers"
 # libpq's connect_timeout (whole seconds): well within /healthz's 10 s.
 _CONNECT_TIMEOUT_SECONDS = 3
 # The pool's connections: SQLAlchemy's defaults (5 kept, 10 more on demand), made
-# explicit because HTTP reads may hold only a few of them at once (app.reader_slots):
+# explicit because HTTP reads may hold only a few of them at once (app.access.reader_slots):
 # the rest stay free for the recorder, the heartbeat, checkpoints and health probes.
 _POOL_SIZE = 5
 _POOL_OVERFLOW = 10
@@ -65,7 +65,7 @@ def _sqlite_pragmas(connection: Any, busy_timeout_ms: int) -> None:
     # NORMAL in WAL mode: a commit survives a crash of this process (SIGKILL);
     # only an OS crash or power loss can lose the last commits.
     cursor.execute("PRAGMA synchronous=NORMAL")
-    # Checkpoints run on a thread of their own (app.wal_checkpoints), not inside the
+    # Checkpoints run on a thread of their own (app.db.wal_checkpoints), not inside the
     # commit that happens to fill the WAL: that one commit stalled its whole batch.
     cursor.execute("PRAGMA wal_autocheckpoint=0")
     cursor.execute("PRAGMA foreign_keys=ON")

@@ -140,7 +140,7 @@ class Recorder:
         self._next_quota = time.monotonic()
         self.last_error: str | None = None
         # When the batch being written started (monotonic), or None: a batch that waits
-        # long is a database that hangs (app.database_status).
+        # long is a database that hangs (app.db.database_status).
         self.busy_since: float | None = None
         # Whether an event someone waits for (an HTTP request's) is buffered: then the
         # next batch goes at once, not after _GATHER_SECONDS.

@@ -106,7 +106,7 @@ async def _answer(
     service: ServiceDep, timer: TimerPublic, done: str, status_code: int = status.HTTP_200_OK
 ) -> Response:
     """``status_code`` once the request's events are committed; 202 (it is ``done``, not
-    recorded yet) as soon as the database cannot take them (app.write_answers)."""
+    recorded yet) as soon as the database cannot take them (app.web.write_answers)."""
     return answer(timer, status_code, not_recorded=await wait_recorded(service), done=done)
 
 

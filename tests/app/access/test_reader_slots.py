@@ -1,4 +1,4 @@
-"""The database readers' slots (app.reader_slots): a bounded wait then 503, and one
+"""The database readers' slots (app.access.reader_slots): a bounded wait then 503, and one
 user's share, so a user holding every read it can (big pages over many connections)
 leaves slots to every other user and to root (issue 20 review).
 

@@ -1,4 +1,4 @@
-"""``--max-db-size`` on a real database, SQLite and PostgreSQL (app.history_quota): over
+"""``--max-db-size`` on a real database, SQLite and PostgreSQL (app.db.history_quota): over
 the limit, the oldest ended history is pruned first and active timers never are; when
 only active timers are left and it is still over, the history is full and new arms of
 non-exempt users are refused (429 over HTTP) until it is under again."""

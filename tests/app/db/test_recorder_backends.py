@@ -1,5 +1,5 @@
 """The recorder writes the same rows on SQLite and on PostgreSQL, each through its own
-batch SQL (app.event_rows): timers with 64-bit fleet ids, heartbeats, every kind of
+batch SQL (app.db.event_rows): timers with 64-bit fleet ids, heartbeats, every kind of
 end, stacks, jobs, incidents and the event log; and prune and the store's reads answer
 the same on both."""
 
@@ -26,7 +26,7 @@ SLEEPING = (STACKS / "gloo-sleep.txt").read_text()
 WAITING = (STACKS / "gloo-allreduce.txt").read_text()
 NODE = "node-a"
 JOB = "run-7"
-# Fleet ids (app.timer_ids) are far above 2**31, where PostgreSQL's INTEGER ends.
+# Fleet ids (app.db.timer_ids) are far above 2**31, where PostgreSQL's INTEGER ends.
 BASE = 2**52
 
 
