@@ -31,7 +31,7 @@ from app.settings import Settings
 from timer_core import ProcessIdentity, ProcessSignaller, Reaper
 from timer_core.diagnosis import StackCapturer, default_stack_dir
 from timer_core.engine import Clock, Listener, LoopHealth
-from timer_core.engine import Timer as TimerView
+from timer_core.engine import Timer as TimerSnapshot
 from timer_core.engine.arm_request import ArmRequest, Origin
 from timer_core.engine.user_share import UserShare
 from timer_core.sources import FifoDirectory, FifoSource, UserFifos, resolve_uids
@@ -142,12 +142,12 @@ class WorkerNode:
     def refused(self, request: ArmRequest, origin: Origin, reason: str) -> None:
         self.reaper.emit_refused(request, origin, reason)
 
-    def live_timers(self) -> Sequence[TimerView]:
+    def live_timers(self) -> Sequence[TimerSnapshot]:
         return [timer.snapshot() for timer in self.reaper.live_timers()]
 
     def soonest(
         self, limit: int, *, pid: int | None, scope_contains: str | None
-    ) -> tuple[Sequence[TimerView], int]:
+    ) -> tuple[Sequence[TimerSnapshot], int]:
         return self.reaper.reader.soonest(limit, pid=pid, scope_contains=scope_contains)
 
     def active_count(self) -> int:
