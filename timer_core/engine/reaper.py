@@ -90,7 +90,6 @@ class Reaper:
         self.expired_by_worker = book.expired_by_worker
         self.soonest = book.soonest
         self.live_timers = book.live_timers
-        self.job_members = book.job_members
         self.active_count = book.active_count
         self.heap_size = book.heap_size
         self.signaller = signaller or ProcessSignaller()
