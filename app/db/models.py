@@ -238,8 +238,8 @@ class TimerCreate(_Strict):
     def labels(self) -> Labels | None:
         """The labels the request gives, or None if it gives none."""
         given = _label_values(self)
-        # Most writes give none: answered without building a dict or a Labels (0.24 us,
-        # where a dict of them and all() took 0.9 us of each POST /timers).
+        # Most writes give none, and this runs on every POST /timers: that answer
+        # builds no dict and no Labels.
         if given == _NO_LABEL_VALUES:
             return None
         return Labels(**dict(zip(_LABEL_NAMES, given, strict=True)))
