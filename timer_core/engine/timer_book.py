@@ -226,10 +226,11 @@ class TimerBook:
                 timer.signal = signal
                 timer.dump_signal = dump_signal
             self._push(deadline_monotonic, timer, timer.generation)
-            view = timer.snapshot()
             if acquired_at is None:
                 kind = EventKind.ACQUIRED if created else EventKind.EXTENDED
-                self.events.timer(kind, timer, Armed())
+                view = self.events.timer(kind, timer, Armed())
+            else:
+                view = timer.snapshot()
         if new_worker:
             self.workers.watch(identity)
         return view, created
