@@ -5,8 +5,9 @@
   dump files and their directories are written by workers and read by the service,
   which trusts no path on the way (``dump_files``, ``dump_dirs``); helper programs
   run bounded (``bounded_subprocess``).
-- After it: read the captured stacks (``frames``) and name the rank of a job that hung
-  (``incident``). That part is pure: it reads stack text, and runs no process.
+- After it: read the captured stacks (``frames``), or what ``/proc`` said where there
+  was none (``proc_state``), and name the rank of a job that hung (``incident``).
+  That part is pure: it reads stack text, and runs no process.
 
 Diagnosis plugs into the engine (a capturer for the kill path, a listener for the dump
 directories); the engine does not depend on it.
@@ -18,7 +19,15 @@ operators filter on them (docs/logging.md).
 from .dump_dirs import DumpDirMaker
 from .dump_files import DumpPathError, default_stack_dir
 from .frames import Frame, StackFrames, parse_stack
-from .incident import IncidentAnalysis, RankCapture, RankResult, analyse, rank_ranges
+from .incident import (
+    IncidentAnalysis,
+    RankCapture,
+    RankResult,
+    analyse,
+    evidence_method,
+    rank_ranges,
+)
+from .proc_state import ProcState, read_proc_report
 from .stack_capture import StackCapturer, dump_stack_on, faulthandler_path, hide_kernel_stack
 
 __all__ = [
@@ -26,6 +35,7 @@ __all__ = [
     "DumpPathError",
     "Frame",
     "IncidentAnalysis",
+    "ProcState",
     "RankCapture",
     "RankResult",
     "StackCapturer",
@@ -33,8 +43,10 @@ __all__ = [
     "analyse",
     "default_stack_dir",
     "dump_stack_on",
+    "evidence_method",
     "faulthandler_path",
     "hide_kernel_stack",
     "parse_stack",
     "rank_ranges",
+    "read_proc_report",
 ]

@@ -5,15 +5,22 @@ A Python frame is a function in a ``.py`` file; a native frame is anything else 
 py-spy ``--native`` shows (``c10d::Work::wait``, ``time_sleep``). Line numbers and
 addresses are kept for the summary but never used to compare stacks: two ranks stuck
 in the same place on different lines of a loop are in the same place.
+
+A place is named for the operator by the innermost frame of the user's own code: a
+rank waits in ``Condition.wait`` (threading.py) because ``wait_for_peers`` (worker.py)
+called it, and only the second says where to look. Where the standard library and
+site-packages are is the worker's business (its own prefix, venv, container), so a
+library frame is told by its path alone, never by the service's own ``sysconfig``.
 """
 
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
-__all__ = ["Frame", "StackFrames", "parse_stack"]
+__all__ = ["Frame", "StackFrames", "is_library_file", "parse_stack"]
 
 # py-spy: "    all_reduce (torch/distributed/distributed_c10d.py:3252)" or, native,
 # "    c10d::Work::wait (libtorch_cpu.so)" and "    0x7f30b7ca3f16 (libc.so.6)".
@@ -27,6 +34,28 @@ _FAULTHANDLER_FRAME = re.compile(
 )
 _FAULTHANDLER_THREAD = re.compile(r"^(?P<current>Current thread|Thread) 0x[0-9a-f]+ ")
 _ADDRESS = re.compile(r"^0x[0-9a-f]+$")
+# Where installed code lives on any prefix: CPython's stdlib (lib/python3.11/, also
+# free-threaded python3.13t/ and lib64/), site-packages and Debian's dist-packages
+# (both under or beside it), and torch wherever it was put (a source checkout too).
+_LIBRARY_PATH = re.compile(
+    r"(^|/)(lib(64)?/python\d+(\.\d+)?t?|site-packages|dist-packages|torch)/"
+)
+# py-spy (without --full-filenames) prints a file relative to its top package:
+# "threading.py", "concurrent/futures/_base.py", "torch/distributed/...". A relative
+# path whose first part is a standard module is the standard library's.
+_STDLIB_MODULES = frozenset(sys.stdlib_module_names)
+
+
+def is_library_file(path: str) -> bool:
+    """Whether a Python frame's file is the standard library's, an installed package's
+    or torch's, rather than the user's own: ``<frozen runpy>`` and ``<string>`` (code
+    without a file of its own) count as library too."""
+    if path.startswith("<") or _LIBRARY_PATH.search(path):
+        return True
+    if path.startswith("/"):
+        return False
+    top = path.split("/", 1)[0]
+    return top.removesuffix(".py") in _STDLIB_MODULES
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +87,14 @@ class StackFrames:
 
     def signature(self) -> tuple[tuple[str, str], ...]:
         return tuple(frame.key for frame in self.python)
+
+    def innermost_user_frame(self) -> Frame | None:
+        """The innermost Python frame in the user's own code; the innermost Python
+        frame when every one is a library's (a stack of torch or runpy alone); None
+        without Python frames."""
+        python = self.python
+        mine = next((frame for frame in python if not is_library_file(frame.file)), None)
+        return mine or (python[0] if python else None)
 
 
 def parse_stack(text: str) -> StackFrames:

@@ -6,6 +6,14 @@ timers expire are mostly victims; the culprit is the rank *not* waiting in a
 collective while the others are. Where all ranks look alike (or none waits in a
 collective), the odd one out is the smallest group of ranks stuck in the same place,
 with the earliest expiry breaking ties.
+
+A rank whose stack could not be taken is evidence, not a gap. Nothing shows it waiting,
+so it is never passed over for the ranks that are; and what ``/proc`` said of it
+(``proc_state``) names it: a rank stopped (``T``) or in the kernel (``D``) inside its
+step is what its peers wait for, even when none of them waits in a collective.
+
+Places are named by the innermost frame of the user's own code (``frames``), where an
+operator can act, not by the library call it is blocked in.
 """
 
 from __future__ import annotations
@@ -14,8 +22,16 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from .frames import Frame, StackFrames, parse_stack
+from .proc_state import ProcState, read_proc_report
 
-__all__ = ["IncidentAnalysis", "RankCapture", "RankResult", "analyse", "rank_ranges"]
+__all__ = [
+    "IncidentAnalysis",
+    "RankCapture",
+    "RankResult",
+    "analyse",
+    "evidence_method",
+    "rank_ranges",
+]
 
 # A frame in one of these means the rank waits for its peers: torch.distributed's
 # collectives and barriers (Python), and c10d's waits (native, with py-spy --native).
@@ -46,6 +62,7 @@ class RankResult:
     timer_id: int | None
     outcome: str
     group: int | None  # None: no Python frames to compare
+    proc: ProcState | None = None  # what /proc said, when there was no Python stack
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,18 +75,38 @@ class IncidentAnalysis:
     summary: str
 
 
+def evidence_method(stack_method: str | None) -> str | None:
+    """How a rank's evidence was taken, as contract 10 names it (``py-spy``, ``proc``,
+    ``worker-server``), from the capture's own method ("py-spy (python only)" is
+    py-spy). A method the contract does not name ("faulthandler": the worker's own
+    dump) stays as it is, rather than being passed off as another; None: no capture."""
+    if stack_method is not None and stack_method.startswith("py-spy"):
+        return "py-spy"
+    return stack_method
+
+
+# A rank with no Python frames, and what /proc said of it (None: nothing, or no report).
+_Stackless = tuple[RankCapture, ProcState | None]
+
+
 def analyse(captures: Sequence[RankCapture]) -> IncidentAnalysis:
     """Group ``captures`` by their Python frames and name the suspect ranks."""
     parsed = [(capture, parse_stack(capture.stack or "")) for capture in captures]
     signatures: dict[tuple[tuple[str, str], ...], list[tuple[RankCapture, StackFrames]]] = {}
+    stackless: list[_Stackless] = []
     for capture, frames in parsed:
         if frames.python:
             signatures.setdefault(frames.signature(), []).append((capture, frames))
+        else:
+            stackless.append((capture, read_proc_report(capture.stack or "")))
     # Largest group first, so group 1 is where most ranks are; ties by earliest expiry.
     ordered = sorted(signatures.values(), key=lambda members: (-len(members), _earliest(members)))
     group_of = {id(c): number for number, members in enumerate(ordered, 1) for c, _ in members}
+    proc_of = {id(c): state for c, state in stackless}
     results = tuple(
-        RankResult(c.rank, c.node, c.pid, c.timer_id, c.outcome, group_of.get(id(c)))
+        RankResult(
+            c.rank, c.node, c.pid, c.timer_id, c.outcome, group_of.get(id(c)), proc_of.get(id(c))
+        )
         for c, _ in sorted(parsed, key=lambda item: _rank_order(item[0]))
     )
     groups = tuple(
@@ -80,8 +117,10 @@ def analyse(captures: Sequence[RankCapture]) -> IncidentAnalysis:
         )
         for number, members in enumerate(ordered, 1)
     )
-    suspects = _suspects(ordered)
-    return IncidentAnalysis(results, groups, suspects, _summary(ordered, suspects, captures))
+    culprits = _culprits(ordered, stackless)
+    suspects = tuple(sorted((c.rank for c in culprits), key=_none_last))
+    summary = _summary(ordered, stackless, {id(c) for c in culprits}, len(captures))
+    return IncidentAnalysis(results, groups, suspects, summary)
 
 
 def waits_in_collective(frames: StackFrames) -> Frame | None:
@@ -95,64 +134,81 @@ def waits_in_collective(frames: StackFrames) -> Frame | None:
     return waiting
 
 
-def _suspects(
+def _culprits(
     ordered: list[list[tuple[RankCapture, StackFrames]]],
-) -> tuple[int | None, ...]:
+    stackless: list[_Stackless],
+) -> list[RankCapture]:
     members = [item for group in ordered for item in group]
-    if not members:
-        return ()
     waiting = [c for c, frames in members if waits_in_collective(frames) is not None]
-    if waiting and len(waiting) < len(members):
-        culprits = [c for c, frames in members if waits_in_collective(frames) is None]
-    else:
+    # Not seen waiting: a stack elsewhere, or no stack at all.
+    unseen = [c for c, frames in members if waits_in_collective(frames) is None]
+    unseen += [c for c, _ in stackless]
+    frozen = [c for c, state in stackless if state is not None and state.frozen]
+    if waiting and unseen:
+        culprits = unseen
+    elif frozen:
+        culprits = frozen
+    elif ordered:
         smallest = min(len(group) for group in ordered)
         candidates = [group for group in ordered if len(group) == smallest]
         chosen = min(candidates, key=_earliest)
         culprits = [c for c, _ in chosen]
-    return tuple(sorted((c.rank for c in culprits), key=_none_last))
+    else:
+        culprits = []
+    return culprits
 
 
 def _summary(
     ordered: list[list[tuple[RankCapture, StackFrames]]],
-    suspects: tuple[int | None, ...],
-    captures: Sequence[RankCapture],
+    stackless: list[_Stackless],
+    suspects: set[int],
+    count: int,
 ) -> str:
-    """One line: where the suspects are stuck, and where the others wait."""
-    if not ordered:
-        return f"no Python stack was captured for {_count(len(captures), 'process')}"
-    suspect_set = set(suspects)
+    """One line: where the suspects (``id()`` of their captures) are stuck, or what
+    /proc said of them, and where the others wait."""
+    if not ordered and not suspects:
+        return f"no Python stack was captured for {_count(count, 'process')}"
     parts: list[str] = []
     for group in ordered:
         ranks = [c.rank for c, _ in group]
-        frames = group[0][1]
-        if suspect_set & set(ranks):
-            parts.append(f"{_ranks_phrase(ranks)} stuck in {_place(frames)}")
+        if any(id(c) in suspects for c, _ in group):
+            parts.append(f"{_ranks_phrase(ranks)} stuck in {_place(group[0][1])}")
+    # Suspects without a stack, those /proc described alike together.
+    described: dict[str, list[int | None]] = {}
+    for capture, state in stackless:
+        if id(capture) in suspects:
+            how = f"{state.describe()}, no stack" if state is not None else "gave no stack"
+            described.setdefault(how, []).append(capture.rank)
+    parts += [f"{_ranks_phrase(ranks)} {how}" for how, ranks in described.items()]
     for group in ordered:
         ranks = [c.rank for c, _ in group]
-        if suspect_set & set(ranks):
-            continue
-        collective = waits_in_collective(group[0][1])
-        verb = "wait in" if collective is not None else "in"
-        where = collective.function if collective is not None else _place(group[0][1])
-        parts.append(f"{_ranks_phrase(ranks)} {verb} {where}")
-    missing = [c for c in captures if not parse_stack(c.stack or "").python]
+        if not any(id(c) in suspects for c, _ in group):
+            waits = "wait in" if len(group) > 1 else "waits in"
+            verb = waits if waits_in_collective(group[0][1]) is not None else "in"
+            parts.append(f"{_ranks_phrase(ranks)} {verb} {_place(group[0][1])}")
+    missing = [c.rank for c, _ in stackless if id(c) not in suspects]
     if missing:
-        parts.append(f"no Python stack for {_ranks_phrase([c.rank for c in missing])}")
+        parts.append(f"no Python stack for {_ranks_phrase(missing)}")
     return "; ".join(parts)
 
 
 def _place(frames: StackFrames) -> str:
-    """The innermost Python frame, named by the builtin it is in when that is known."""
-    python = frames.python
-    if not python:
+    """Where a stack is, at the innermost frame of the user's own code: named by the
+    collective it waits in, or the builtin that frame called (``time.sleep``), when
+    there is one; else by that frame's function."""
+    user = frames.innermost_user_frame()
+    if user is None:
         return "native code"
-    innermost = python[0]
-    for frame in frames.frames:
-        if frame is innermost:
-            break
-        if frame.native and frame.function in _BUILTIN_NAMES:
-            return f"{_BUILTIN_NAMES[frame.function]} ({innermost.where()})"
-    return f"{innermost.function} ({innermost.where()})"
+    collective = waits_in_collective(frames)
+    if collective is not None:
+        return f"{collective.function} ({user.where()})"
+    if user is frames.python[0]:
+        for frame in frames.frames:
+            if frame is user:
+                break
+            if frame.native and frame.function in _BUILTIN_NAMES:
+                return f"{_BUILTIN_NAMES[frame.function]} ({user.where()})"
+    return f"{user.function} ({user.where()})"
 
 
 def _frame_lines(frames: StackFrames) -> tuple[str, ...]:

@@ -201,7 +201,12 @@ class StackCapturer:
             return None, "the worker is gone", ""
         assert self.py_spy is not None
         command = as_worker(
-            [self.py_spy, "dump", "--pid", str(identity.pid), *extra], identity.pid, worker
+            # Full file names: a frame's directory says whether it is the user's own
+            # code or a library's (``frames.is_library_file``), which the short names
+            # ("threading.py", "train.py") do not.
+            [self.py_spy, "dump", "--full-filenames", "--pid", str(identity.pid), *extra],
+            identity.pid,
+            worker,
         )
         if command.argv is None:
             return None, command.note, ""
@@ -287,12 +292,27 @@ class StackCapturer:
         return None, "the worker wrote nothing within the budget"
 
 
+# More than any of the kernel's files read here holds (status is ~1.5 KiB).
+_PROC_FILE_BYTES = 64 * 1024
+
+
 def _read(path: str) -> str:
+    """A /proc file, bounded: no link followed at its end, at most _PROC_FILE_BYTES."""
     try:
-        with open(path, errors="replace") as handle:
-            return handle.read().strip()
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError as error:
         return f"(unreadable: {error.strerror})"
+    try:
+        chunks: list[bytes] = []
+        left = _PROC_FILE_BYTES
+        while left > 0 and (chunk := os.read(fd, left)):
+            chunks.append(chunk)
+            left -= len(chunk)
+    except OSError as error:
+        return f"(unreadable: {error.strerror})"
+    finally:
+        os.close(fd)
+    return b"".join(chunks).decode(errors="replace").strip()
 
 
 _KERNEL_STACK_HEADER = "(kernel stack; needs root):"
@@ -318,7 +338,10 @@ def _proc_report(pid: int, give_up_at: float | None = None) -> str:
     ``give_up_at`` (monotonic) has passed: a worker may have thousands. Should a read
     block (``stack`` waits for a lock an exec'ing process holds), only the capture's
     own thread waits."""
+    # The process's own wait channel on one line of its own, beside its state: what
+    # the incident's analysis reads (``proc_state``) when no stack could be taken.
     lines = [f"/proc/{pid}/status:", _read(f"/proc/{pid}/status"), ""]
+    lines += [f"/proc/{pid}/wchan: {_read(f'/proc/{pid}/wchan') or '0'}", ""]
     lines += [f"/proc/{pid}/stack {_KERNEL_STACK_HEADER}", _read(f"/proc/{pid}/stack"), ""]
     lines.append("threads (tid, name, state, kernel wait channel):")
     try:

@@ -123,7 +123,7 @@ def test_a_planted_path_is_opened_only_as_the_worker_in_its_namespace(
     # The native attempt succeeded, within its share: it read the real library (its
     # symbols name the frames), not the link's target, and no FIFO held it.
     assert captured.method == "py-spy", captured.notes
-    assert f"({LIBRARY})" in captured.text, captured.text
+    assert f"/{LIBRARY})" in captured.text, captured.text
     assert SECRET not in captured.text
     assert captured.notes == ()
     opens = opens_of(log, hostile.library, second_user.uid)
