@@ -84,12 +84,6 @@ class EventBus:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
-    def next_seq(self) -> int:
-        """A number alone; prefer ``publish``, which numbers and queues in one step."""
-        with self._lock:
-            self._last_seq = next(self._seq)
-            return self._last_seq
-
     def publish(self, build: Callable[[int], TimerEvent]) -> TimerEvent:
         """Number an event and queue it in one step, under one lock.
 
@@ -115,10 +109,6 @@ class EventBus:
     def remove_listener(self, listener: Listener) -> None:
         with self._lock:
             self._listeners = [x for x in self._listeners if x is not listener]
-
-    def emit(self, event: TimerEvent) -> None:
-        """Queue an event numbered elsewhere (its order is the caller's business)."""
-        self._queue.put(event)
 
     def drain(self) -> None:
         """Deliver everything queued now, on the caller's thread (tests, shutdown)."""
