@@ -162,6 +162,9 @@ class IncidentCapturePublic(BaseModel):
     local_rank: int | None
     stack_method: str | None
     stack_note: str | None
+    # Contract 10: how the rank's evidence was taken (py-spy, proc, worker-server), from
+    # stack_method; null when there was no capture.
+    method: str | None = None
 
 
 class IncidentGroup(BaseModel):

@@ -30,6 +30,7 @@ from app.db.job_models import (
 )
 from app.db.models import Timer
 from app.db.pagination import MAX_PAGE_BYTES, json_size_bound
+from timer_core.diagnosis import evidence_method
 from timer_core.engine import TimerState
 
 __all__ = [
@@ -357,4 +358,5 @@ def _capture_public(row: IncidentCapture) -> IncidentCapturePublic:
         local_rank=row.local_rank,
         stack_method=row.stack_method,
         stack_note=row.stack_note,
+        method=evidence_method(row.stack_method),
     )

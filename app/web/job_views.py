@@ -70,8 +70,9 @@ def incident_view(session: Session, caller: Caller, incident_id: int) -> dict[st
 
 
 def _groups(incident: IncidentPublic) -> list[dict[str, Any]]:
-    """Each group with its ranks' captures; ranks the analysis left out of every group
-    (none, unless the analysis and the captures disagree) come last, as one more."""
+    """Each group with its ranks' captures; ranks in no group (no Python stack: what
+    /proc said of them is in the summary) come last, as one more, itself a suspect's
+    group when one of them is."""
     suspects = set(incident.suspects)
     by_group: dict[int | None, list[dict[str, Any]]] = {}
     for capture in incident.ranks:
@@ -88,5 +89,6 @@ def _groups(incident: IncidentPublic) -> list[dict[str, Any]]:
     ]
     leftover = [entry for entries in by_group.values() for entry in entries]
     if leftover:
-        groups.append({"group": None, "frames": [], "suspect": False, "ranks": leftover})
+        suspect = any(entry["suspect"] for entry in leftover)
+        groups.append({"group": None, "frames": [], "suspect": suspect, "ranks": leftover})
     return groups

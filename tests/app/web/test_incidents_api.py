@@ -23,7 +23,8 @@ from tests.conftest import in_process
 from tests.second_user import SERVICE_AS_ROOT, SecondUser
 from tests.waiting import wait_until
 
-HUNG = JobSeed("run-9", first_id=1, uid=1000, missing=3)  # rank 2 asleep, rank 3 no stack
+# Rank 2 asleep, rank 3 no stack: both suspects, for nothing shows rank 3 waiting.
+HUNG = JobSeed("run-9", first_id=1, uid=1000, missing=3)
 OTHER = JobSeed("run-10", first_id=11, world_size=2, stuck=0, uid=1000, at=BASE + 100)
 SERVICE = Caller(os.geteuid(), "asgi", "TestClient")
 
@@ -56,14 +57,18 @@ def test_incidents_come_newest_first_with_ranks_groups_suspects_and_summary(
     assert [item["job_id"] for item in answer["items"]] == ["run-10", "run-9"]
     incident = answer["items"][1]
     assert incident == get(client, f"/incidents/{incident['id']}")
-    assert incident["suspects"] == [2]
-    assert incident["summary"].startswith("rank 2 stuck in step (train.py:6)"), incident
+    assert incident["suspects"] == [2, 3]
+    assert incident["summary"] == (
+        "rank 2 stuck in step (train.py:6); rank 3 gave no stack; "
+        "ranks 0-1 wait in all_reduce (train.py:7)"
+    ), incident
     assert (incident["opened_at"], incident["nodes"]) == (BASE + 10, ["node-a"])
     assert incident["trigger_timer_id"] == 3
     ranks = {rank["rank"]: rank for rank in incident["ranks"]}
     assert sorted(ranks) == [0, 1, 2, 3]
     assert ranks[2]["outcome"] == "killed" and ranks[0]["outcome"] == "captured"
     assert ranks[3]["stack_method"] is None and "gone" in ranks[3]["stack_note"]
+    assert (ranks[3]["method"], ranks[2]["method"]) == (None, "py-spy")
     stuck = next(group for group in incident["groups"] if 2 in group["ranks"])
     waiting = next(group for group in incident["groups"] if 0 in group["ranks"])
     assert stuck["ranks"] == [2] and waiting["ranks"] == [0, 1]
@@ -145,7 +150,7 @@ def test_another_user_sees_who_hung_but_not_where(
     for shown in (listed, incident):
         assert shown["summary"].startswith(why), shown["summary"]
         assert "train.py" not in shown["summary"] and "wait" not in shown["summary"]
-        assert shown["suspects"] == [2]
+        assert shown["suspects"] == [2, 3]
         assert [group["frames"] for group in shown["groups"]] == [[], []]
         # Rank 3 has no stack, so no group.
         assert sorted(rank for group in shown["groups"] for rank in group["ranks"]) == [0, 1, 2]
