@@ -1,0 +1,140 @@
+"""Hostile workers of a second user against the root service's worker-server client:
+one that points its socket at another user's real torch worker server, one that holds
+a connection to it, and fake servers that answer ping and then never answer, drip,
+send 10 MB or endless headers, or answer garbage. Each is refused with its reason,
+within the deadline, and no other process's stack is ever attributed to it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.second_user import SERVICE_AS_ROOT, SYSTEM_PYTHON, SecondUser, readable_copy, shared_dir
+from tests.timer_core.diagnosis.torch_worker_server import TorchWorker, needs_torch, torch_worker
+from timer_core.diagnosis.worker_server import find_worker_server
+from timer_core.diagnosis.worker_server_capture import WorkerServerCapture, capture_worker_server
+from timer_core.diagnosis.worker_server_http import Refusal, Why
+
+pytestmark = SERVICE_AS_ROOT
+FAKE = Path(__file__).with_name("fake_worker_server.py")
+DEADLINE = 0.5
+# What a refused capture may take past its deadline: a thread switch, a socket close.
+SLACK = 0.5
+
+
+@pytest.fixture(scope="module")
+def victim() -> Iterator[tuple[TorchWorker, Path]]:
+    """Root's real torch worker, whose socket every user may connect to."""
+    with shared_dir() as directory:
+        path = directory / "victim.sock"
+        with torch_worker(str(path)) as worker:
+            os.chmod(path, 0o777)
+            yield worker, path
+
+
+@pytest.fixture
+def hostile_dir(second_user: SecondUser) -> Iterator[Path]:
+    """A directory the second user owns, for its sockets."""
+    with shared_dir() as directory:
+        own = directory / "hostile"
+        own.mkdir()
+        os.chown(own, second_user.uid, second_user.gid)
+        yield own
+
+
+def start_fake(user: SecondUser, directory: Path, *mode: str) -> subprocess.Popen[bytes]:
+    argv = [SYSTEM_PYTHON, str(readable_copy(FAKE)), str(directory / "w.sock"), *mode]
+    fake = user.popen(argv, stdout=subprocess.PIPE)
+    assert fake.stdout is not None and fake.stdout.readline() == b"ready\n"
+    return fake
+
+
+def refusal_of(pid: int) -> tuple[Refusal, float]:
+    started = time.monotonic()
+    answer = capture_worker_server(pid, DEADLINE)
+    assert isinstance(answer, Refusal), answer
+    return answer, time.monotonic() - started
+
+
+@pytest.fixture
+def fakes() -> Iterator[list[subprocess.Popen[bytes]]]:
+    started: list[subprocess.Popen[bytes]] = []
+    yield started
+    for fake in started:
+        fake.kill()
+        fake.wait()
+        if fake.stdout is not None:
+            fake.stdout.close()
+
+
+@needs_torch
+def test_a_socket_path_swapped_for_another_users_server_is_refused(
+    victim: tuple[TorchWorker, Path],
+    second_user: SecondUser,
+    hostile_dir: Path,
+    fakes: list[subprocess.Popen[bytes]],
+) -> None:
+    """The hostile worker's own listening socket is shown at its path, which now leads
+    to the victim's live server: the peer credentials name the victim, not it."""
+    worker, path = victim
+    fakes.append(hostile := start_fake(second_user, hostile_dir, "swap-to", str(path)))
+    assert os.readlink(hostile_dir / "w.sock") == str(path)
+    answer, _ = refusal_of(hostile.pid)
+    assert answer.why is Why.NOT_ITS_OWN and f"pid {worker.pid}" in answer.detail, answer
+    assert isinstance(capture_worker_server(worker.pid, 2.0), WorkerServerCapture)
+
+
+@needs_torch
+def test_a_connection_to_another_users_server_is_not_a_server(
+    victim: tuple[TorchWorker, Path], second_user: SecondUser, fakes: list[subprocess.Popen[bytes]]
+) -> None:
+    _, path = victim
+    holder = (
+        f"import socket, time; s = socket.socket(socket.AF_UNIX); s.connect({str(path)!r}); "
+        "print('ready', flush=True); time.sleep(600)"
+    )
+    hostile = second_user.popen([SYSTEM_PYTHON, "-c", holder], stdout=subprocess.PIPE)
+    fakes.append(hostile)
+    assert hostile.stdout is not None and hostile.stdout.readline() == b"ready\n"
+    answer = find_worker_server(hostile.pid, time.monotonic() + DEADLINE)
+    assert isinstance(answer, Refusal) and answer.why is Why.NO_SERVER, answer
+
+
+@pytest.mark.parametrize(
+    ("mode", "why"),
+    [
+        ("silent", Why.TIMEOUT),
+        ("drip", Why.TIMEOUT),
+        ("huge", Why.TOO_LARGE),
+        ("endless-head", Why.TOO_LARGE),
+        ("not-http", Why.GARBAGE),
+        ("not-a-traceback", Why.GARBAGE),
+    ],
+)
+def test_a_misbehaving_server_is_refused_within_the_deadline(
+    mode: str,
+    why: Why,
+    second_user: SecondUser,
+    hostile_dir: Path,
+    fakes: list[subprocess.Popen[bytes]],
+) -> None:
+    fakes.append(hostile := start_fake(second_user, hostile_dir, mode))
+    answer, took = refusal_of(hostile.pid)
+    assert answer.why is why, answer
+    assert took < DEADLINE + SLACK
+
+
+def test_a_flight_recorder_that_is_not_json_is_refused_beside_the_stack(
+    second_user: SecondUser, hostile_dir: Path, fakes: list[subprocess.Popen[bytes]]
+) -> None:
+    fakes.append(hostile := start_fake(second_user, hostile_dir, "bad-json"))
+    capture = capture_worker_server(hostile.pid, DEADLINE)
+    assert isinstance(capture, WorkerServerCapture), capture
+    assert "line 3 in step" in capture.traceback
+    assert isinstance(capture.flight_recorder, Refusal)
+    assert capture.flight_recorder.why is Why.GARBAGE
