@@ -24,6 +24,7 @@ Every step has the caller's deadline and a byte cap (``worker_server_http``).
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import socket
 import struct
@@ -110,8 +111,12 @@ def _first_pong(
     if not endpoints:
         return None
     pool = ThreadPoolExecutor(len(endpoints), thread_name_prefix="worker-server-ping")
+    opened: list[socket.socket] = []
     try:
-        pending = {pool.submit(fetch, e, "ping", _PING_BYTES, deadline): e for e in endpoints}
+        pending = {
+            pool.submit(fetch, e, "ping", _PING_BYTES, deadline, opened=opened): e
+            for e in endpoints
+        }
         while pending:
             done, _ = wait(
                 pending, timeout=max(deadline - time.monotonic(), 0), return_when=FIRST_COMPLETED
@@ -127,7 +132,11 @@ def _first_pong(
                 refusals.append(why)
         return None
     finally:
-        # The others end at the deadline at the latest; nobody waits for them.
+        # The others are woken at once (a listener that never answers HTTP would keep
+        # its connection and its thread until the deadline); nobody waits for them.
+        for connection in list(opened):
+            with contextlib.suppress(OSError):  # already closed by its own thread
+                connection.shutdown(socket.SHUT_RDWR)
         pool.shutdown(wait=False)
 
 
@@ -148,12 +157,22 @@ def _tcp_candidates(pid: int, inodes: set[int], deadline: float) -> list[TcpList
     ]
 
 
-def fetch(endpoint: Endpoint, handler: str, max_bytes: int, deadline: float) -> bytes | Refusal:
+def fetch(
+    endpoint: Endpoint,
+    handler: str,
+    max_bytes: int,
+    deadline: float,
+    *,
+    opened: list[socket.socket] | None = None,
+) -> bytes | Refusal:
     """The body of ``handler``'s answer from ``endpoint``'s worker itself, at most
-    ``max_bytes``, before ``deadline`` (``time.monotonic()``), or why not."""
+    ``max_bytes``, before ``deadline`` (``time.monotonic()``), or why not. The
+    connection is added to ``opened``, for a caller that may cut it short."""
     connection = connect_checked(endpoint, deadline)
     if isinstance(connection, Refusal):
         return connection
+    if opened is not None:
+        opened.append(connection)
     with connection:
         is_tcp = isinstance(endpoint.listener, TcpListener)
         answer = exchange(connection, handler, max_bytes, deadline, keep_alive=is_tcp)

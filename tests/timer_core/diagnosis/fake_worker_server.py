@@ -13,6 +13,8 @@ is found, and then misbehaves as ``mode`` says:
   (another user's server) and answers nothing itself.
 
     python3 fake_worker_server.py SOCKET MODE [PATH]
+
+A SOCKET starting with ``@`` is an abstract name.
 """
 
 from __future__ import annotations
@@ -68,7 +70,7 @@ def serve(connection: socket.socket, mode: str) -> None:
 def main() -> None:
     path, mode = sys.argv[1], sys.argv[2]
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(path)
+    listener.bind("\0" + path[1:] if path.startswith("@") else path)
     listener.listen(16)
     if mode == "swap-to":
         os.unlink(path)

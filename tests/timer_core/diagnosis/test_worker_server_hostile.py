@@ -47,8 +47,11 @@ def hostile_dir(second_user: SecondUser) -> Iterator[Path]:
         yield own
 
 
-def start_fake(user: SecondUser, directory: Path, *mode: str) -> subprocess.Popen[bytes]:
-    argv = [SYSTEM_PYTHON, str(readable_copy(FAKE)), str(directory / "w.sock"), *mode]
+def start_fake(
+    user: SecondUser, directory: Path, *mode: str, name: str = ""
+) -> subprocess.Popen[bytes]:
+    """The fake server of ``user`` on ``name``, default ``w.sock`` in ``directory``."""
+    argv = [SYSTEM_PYTHON, str(readable_copy(FAKE)), name or str(directory / "w.sock"), *mode]
     fake = user.popen(argv, stdout=subprocess.PIPE)
     assert fake.stdout is not None and fake.stdout.readline() == b"ready\n"
     return fake
@@ -129,12 +132,19 @@ def test_a_misbehaving_server_is_refused_within_the_deadline(
     assert took < DEADLINE + SLACK
 
 
+@pytest.mark.parametrize("abstract", [False, True], ids=["path", "abstract"])
 def test_a_flight_recorder_that_is_not_json_is_refused_beside_the_stack(
-    second_user: SecondUser, hostile_dir: Path, fakes: list[subprocess.Popen[bytes]]
+    abstract: bool,
+    second_user: SecondUser,
+    hostile_dir: Path,
+    fakes: list[subprocess.Popen[bytes]],
 ) -> None:
-    fakes.append(hostile := start_fake(second_user, hostile_dir, "bad-json"))
+    name = f"@timer-test-{os.getpid()}-{time.monotonic_ns()}" if abstract else ""
+    fakes.append(hostile := start_fake(second_user, hostile_dir, "bad-json", name=name))
     capture = capture_worker_server(hostile.pid, DEADLINE)
     assert isinstance(capture, WorkerServerCapture), capture
+    if abstract:
+        assert capture.endpoint.address == b"\0" + name[1:].encode()
     assert "line 3 in step" in capture.traceback
     assert isinstance(capture.flight_recorder, Refusal)
     assert capture.flight_recorder.why is Why.GARBAGE
