@@ -24,7 +24,7 @@ import httpx
 import pytest
 
 from tests.app.service_process import ServiceProcess, scraped, wait_for_state
-from tests.second_user import SERVICE_AS_ROOT, SYSTEM_PYTHON, SecondUser
+from tests.second_user import SERVICE_AS_ROOT, SYSTEM_PYTHON, SecondUser, readable_copy
 from tests.waiting import wait_until
 from tests.workers import assert_sigkilled
 
@@ -48,7 +48,9 @@ def rss_mb(pid: int) -> float:
 
 
 def attack(user: SecondUser, service: ServiceProcess, *args: str) -> list[str]:
-    return user.argv([SYSTEM_PYTHON, str(ATTACK), "127.0.0.1", str(service.port), *args])
+    # A copy the second user can read: it may not reach the checkout (a 0700 clone).
+    script = str(readable_copy(ATTACK))
+    return user.argv([SYSTEM_PYTHON, script, "127.0.0.1", str(service.port), *args])
 
 
 @pytest.fixture
