@@ -162,5 +162,12 @@ def _detail(response: httpx.Response) -> Any:
 
 
 def _environment_labels() -> Labels:
-    """This process's torchrun labels, checked as the service checks a worker's."""
-    return labels_from_environ(b"\0".join(key + b"=" + value for key, value in os.environb.items()))
+    """This process's torchrun labels, checked as the service checks a worker's.
+
+    ``restart_count`` stays unsent: torchrun sets it for every worker, a service older
+    than the label refuses a body that names it (422), and every service that knows it
+    reads it from the worker's environment itself. Given in ``labels=``, it is sent."""
+    labels = labels_from_environ(
+        b"\0".join(key + b"=" + value for key, value in os.environb.items())
+    )
+    return dataclasses.replace(labels, restart_count=None)

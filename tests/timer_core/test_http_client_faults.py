@@ -7,6 +7,7 @@ restart test uses the real service."""
 
 from __future__ import annotations
 
+import json
 import logging
 import socket
 import subprocess
@@ -40,6 +41,7 @@ class ScriptedServer:
     def __init__(self, answers: list[bytes | float | None]) -> None:
         self.answers = answers
         self.requests = 0
+        self.bodies: list[bytes] = []
         self.sock = socket.create_server(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
         self.thread = threading.Thread(target=self._serve, daemon=True)
@@ -57,6 +59,7 @@ class ScriptedServer:
                 while len(body) < length:
                     body += connection.recv(65536)
                 self.requests += 1
+                self.bodies.append(body)
                 if isinstance(answer, float):
                     time.sleep(answer)
                 elif answer is not None:
@@ -166,3 +169,31 @@ def test_one_client_arms_across_a_service_restart(tmp_path: Path) -> None:
         worker.kill()
         worker.communicate()  # reaped, and its pipes closed
         service.stop()
+
+
+def test_torchruns_restart_count_is_left_to_the_service(
+    scripted: list[ScriptedServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # torchrun sets TORCHELASTIC_RESTART_COUNT for every worker; a service older than
+    # the label answers 422 to a body naming it, and a newer one reads it from the
+    # worker's environment. The other labels go as before.
+    for name, value in {
+        "TORCHELASTIC_RUN_ID": "job-7",
+        "RANK": "1",
+        "WORLD_SIZE": "2",
+        "TORCHELASTIC_RESTART_COUNT": "3",
+    }.items():
+        monkeypatch.setenv(name, value)
+    scripted.append(server := ScriptedServer([ANSWER_201, ANSWER_201]))
+    client = timer.HttpTimerClient(server.url)
+    given = timer.HttpTimerClient(server.url, labels=timer.engine.Labels(restart_count=4))
+    try:
+        client.acquire("s", time.time() + 60)
+        given.acquire("s", time.time() + 60)
+    finally:
+        client.close()
+        given.close()
+    from_environment, explicit = (json.loads(body) for body in server.bodies)
+    assert from_environment["job_id"] == "job-7" and from_environment["rank"] == 1
+    assert "restart_count" not in from_environment
+    assert explicit["restart_count"] == 4
