@@ -20,7 +20,8 @@ from tests.chromium import needs_chromium
 pytestmark = needs_chromium
 
 HOSTILE_ID = '<script>alert(1)</script><img src=x onerror="window.__pwned=1">'
-HUNG = JobSeed("run-9", first_id=1, missing=3)  # rank 2 asleep and killed, rank 3 no stack
+# Rank 2 asleep and killed, rank 3 no stack: both suspects (nothing shows rank 3 waiting).
+HUNG = JobSeed("run-9", first_id=1, missing=3)
 HOSTILE = JobSeed(HOSTILE_ID, first_id=11, world_size=2, stuck=1)
 
 
@@ -101,13 +102,19 @@ def test_an_incident_page_shows_the_summary_then_groups_with_the_suspect_marked(
     assert summary.inner_text() == incident["summary"]
     assert summary.inner_text().startswith("rank 2 stuck in step (train.py:6)")
     suspects = page.locator('[data-rank][data-suspect="true"]')
-    assert suspects.count() == 1 and suspects.get_attribute("data-rank") == "2"
+    assert suspects.count() == 2
+    assert [suspects.nth(n).get_attribute("data-rank") for n in range(2)] == ["2", "3"]
     assert page.locator("[data-rank]").count() == 4
     # The suspect's group shows its frames; the summary comes before every group.
     group = page.locator(".group", has=page.locator('[data-rank="2"]'))
     assert "step (train.py:6)" in group.locator(".frames").inner_text()
     assert summary.bounding_box()["y"] < group.bounding_box()["y"]  # type: ignore[index]
     assert "no stack" in page.locator('[data-rank="3"]').inner_text()
+    # How each rank's evidence was taken: py-spy for rank 2, nothing for rank 3.
+    evidence = page.locator('[data-rank="2"] .evidence')
+    assert evidence.inner_text() == "evidence: py-spy"
+    assert evidence.get_attribute("data-method") == "py-spy"
+    assert page.locator('[data-rank="3"] .evidence').count() == 0
     # Each captured rank links to its full stack.
     link = page.locator('[data-rank="2"] a.stack-link')
     stack = page.request.get(service.url + str(link.get_attribute("href")))
