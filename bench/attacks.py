@@ -418,11 +418,12 @@ def unread_flood(sizes: Sizes, tmp: Path) -> dict[str, Any]:
     timers with 4 KB scope ids, with a 4 KB receive buffer, and never read, held while
     root's probes fall due (issue 20: unbounded, 250 of them took 1.7 GB)."""
     from tests.e2e.test_unread_flood import ATTACK, rss_mb
-    from tests.second_user import SYSTEM_PYTHON, SecondUser
+    from tests.second_user import SYSTEM_PYTHON, SecondUser, readable_copy
 
     if os.geteuid() != 0:
         return {"skipped": "needs root, to act as a second user"}
     user = SecondUser.named("timer-test-other")
+    script = str(readable_copy(ATTACK))  # the second user may not reach the checkout
     share = ("--max-connections-per-user", str(2 * sizes.unread_connections))
     with service(tmp, *share) as running:
         assert running.process is not None
@@ -430,7 +431,7 @@ def unread_flood(sizes: Sizes, tmp: Path) -> dict[str, Any]:
 
         def attack(*args: str) -> list[str]:
             where = ("127.0.0.1", str(running.port))
-            return user.argv([SYSTEM_PYTHON, str(ATTACK), *where, *args])
+            return user.argv([SYSTEM_PYTHON, script, *where, *args])
 
         holder = user.sleeper()
         arm_timers = attack("arm", str(holder.pid), str(sizes.unread_timers))
