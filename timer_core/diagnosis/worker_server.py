@@ -34,6 +34,7 @@ from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
 from . import tcp_diag
+from .path_connect import LookupAbandoned, connect_within
 from .proc_sockets import (
     TcpListener,
     UnixListener,
@@ -186,15 +187,11 @@ def fetch(
 def connect_checked(endpoint: Endpoint, deadline: float) -> socket.socket | Refusal:
     """A connection to ``endpoint``; on a Unix socket, refused unless its peer is the
     worker itself."""
-    remaining = deadline - time.monotonic()
-    if remaining <= 0:
-        return Refusal(Why.TIMEOUT, "no time left to connect")
     address = endpoint.address
     family = socket.AF_UNIX if isinstance(address, bytes) else _family(address[0])
     connection = socket.socket(family, socket.SOCK_STREAM)
     try:
-        connection.settimeout(remaining)
-        connection.connect(address)
+        connect_within(connection, address, deadline)
         if family == socket.AF_UNIX:
             credentials = connection.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
             peer_pid, peer_uid, _ = _UCRED.unpack(credentials)
@@ -204,6 +201,8 @@ def connect_checked(endpoint: Endpoint, deadline: float) -> socket.socket | Refu
                     Why.NOT_ITS_OWN,
                     f"{address!r} is served by pid {peer_pid} (uid {peer_uid}), not {endpoint.pid}",
                 )
+    except LookupAbandoned as stuck:
+        return Refusal(Why.TIMEOUT, str(stuck))  # the connection is its thread's now
     except TimeoutError:
         connection.close()
         return Refusal(Why.TIMEOUT, f"connecting to {address!r}")
