@@ -68,8 +68,17 @@ uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), http=protocol_class(),
 """
 
 
-def run_wrk(url: str, seconds: float, pids: list[int]) -> dict[str, float]:
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of process ``pid``, all its threads, so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_wrk(url: str, seconds: float, pids: list[int], server_pid: int) -> dict[str, float]:
+    """wrk's figures, and the server's CPU time per request: on a machine shared with
+    other work, throughput moves with their load, CPU per request much less."""
     load = [f"-t{CONNECTIONS}", f"-c{CONNECTIONS}", f"-d{int(seconds)}s", "--latency"]
+    cpu_before = cpu_seconds(server_pid)
     done = subprocess.run(
         ["wrk", *load, "-s", str(SCRIPT), url],
         capture_output=True,
@@ -77,7 +86,9 @@ def run_wrk(url: str, seconds: float, pids: list[int]) -> dict[str, float]:
         env={**os.environ, "BENCH_PIDS": ",".join(map(str, pids))},
         check=True,
     )
-    return parse_wrk(done.stdout)
+    measured = parse_wrk(done.stdout)
+    used = cpu_seconds(server_pid) - cpu_before
+    return measured | {"cpu_us_per_request": 1e6 * used / max(1.0, measured["requests"])}
 
 
 def parse_wrk(output: str) -> dict[str, float]:
@@ -151,11 +162,16 @@ def main() -> None:
     answered_2xx = 0
     with tempfile.TemporaryDirectory() as tmp:
         service = ServiceProcess(Path(tmp)).start()
+        assert service.process is not None
         bare, bare_url = start_bare()
+        servers = (
+            ("service", service.url, service.process.pid),
+            ("bare FastAPI", bare_url, bare.pid),
+        )
         try:
             for round_number in range(rounds):
-                for name, url in (("service", service.url), ("bare FastAPI", bare_url)):
-                    measured = run_wrk(url, seconds, pids)
+                for name, url, server_pid in servers:
+                    measured = run_wrk(url, seconds, pids, server_pid)
                     results[name].append(measured)
                     print(f"round {round_number + 1}/{rounds} {name}: {measured}", flush=True)
                     if name == "service":
@@ -173,13 +189,19 @@ def main() -> None:
         return statistics.median(row[key] for row in results[name])
 
     rows = [
-        [name, median(name, "requests_per_second"), median(name, "p50_ms"), median(name, "p99_ms")]
+        [
+            name,
+            median(name, "requests_per_second"),
+            median(name, "p50_ms"),
+            median(name, "p99_ms"),
+            median(name, "cpu_us_per_request"),
+        ]
         for name in results
     ]
     ratio = median("service", "requests_per_second") / median("bare FastAPI", "requests_per_second")
     print_table(
         f"acquire+release pairs, {CONNECTIONS} connections (wrk), medians of {rounds}",
-        ["server", "requests/s", "p50 ms", "p99 ms"],
+        ["server", "requests/s", "p50 ms", "p99 ms", "CPU us/request"],
         rows,
     )
     print(f"ratio service / bare: {ratio:.2f}; events recorded: {events}")
@@ -191,6 +213,7 @@ def main() -> None:
             "rounds": results,
             "ratio": ratio,
             "service_p99_ms": median("service", "p99_ms"),
+            "service_cpu_us_per_request": median("service", "cpu_us_per_request"),
             "events_recorded": events,
             # Every acquisition and release answered 2xx has its event (an acquisition
             # still in flight when wrk stopped may add one more).

@@ -91,6 +91,8 @@ def test_http_wrk_smoke_records_every_answered_request() -> None:
     assert result["ratio"] > 0
     assert result["service_answered_2xx"] > 0
     assert result["events_recorded"] >= result["service_answered_2xx"]
+    # The service's CPU time was read, and a request costs it something.
+    assert result["service_cpu_us_per_request"] > 0
 
 
 @pytest.mark.slow
