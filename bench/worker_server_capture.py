@@ -114,7 +114,8 @@ def main() -> None:
             )
         with ExitStack() as tcp_stack:
             tcp = [
-                tcp_stack.enter_context(torch_worker("tcp", store=True)) for _ in range(max(sizes))
+                tcp_stack.enter_context(torch_worker(tcp=True, store=True))
+                for _ in range(max(sizes))
             ]
             over_tcp = measure(tcp, sizes, rounds)
     for n in sizes:

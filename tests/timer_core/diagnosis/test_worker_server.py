@@ -6,6 +6,7 @@ of a server another process answers (inherited through fork, as from a launcher)
 from __future__ import annotations
 
 import json
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,8 +15,14 @@ import pytest
 
 from tests.timer_core.diagnosis.torch_worker_server import TorchWorker, needs_torch, torch_worker
 from tests.workers import spawn_sleeper
-from timer_core.diagnosis.proc_sockets import TcpListener, UnixListener
-from timer_core.diagnosis.worker_server import find_worker_server
+from timer_core.diagnosis import tcp_diag
+from timer_core.diagnosis.proc_sockets import (
+    TcpListener,
+    UnixListener,
+    socket_inodes,
+    unix_listeners,
+)
+from timer_core.diagnosis.worker_server import Endpoint, fetch, find_worker_server
 from timer_core.diagnosis.worker_server_capture import WorkerServerCapture, capture_worker_server
 from timer_core.diagnosis.worker_server_http import Refusal, Why
 
@@ -33,7 +40,7 @@ def unix_worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TorchWorke
 def tcp_worker() -> Iterator[TorchWorker]:
     """On TCP, beside the two other sockets a rank 0 listens on: its TCPStore and
     gloo's listener, neither of which speaks HTTP."""
-    with torch_worker("tcp", store=True) as worker:
+    with torch_worker(tcp=True, store=True) as worker:
         yield worker
 
 
@@ -94,13 +101,21 @@ def test_a_process_that_is_gone_is_unreadable() -> None:
     assert isinstance(answer, Refusal) and answer.why is Why.UNREADABLE, answer
 
 
-@pytest.mark.parametrize("where", ["unix", "tcp"])
-def test_an_inherited_server_socket_is_not_the_childs(where: str, tmp_path: Path) -> None:
-    """The child holds the very listening socket among its descriptors, but its parent
-    answers on it: on Unix the peer credentials name the parent, on TCP the answered
+def test_inherited_server_sockets_are_not_the_childs(tmp_path: Path) -> None:
+    """The child holds the very listening sockets among its descriptors, but its parent
+    answers on them: on Unix the peer credentials name the parent, on TCP the answered
     connection is among the parent's descriptors, not the child's."""
-    with torch_worker(str(tmp_path / "w.sock") if where == "unix" else "tcp", fork=True) as w:
-        answer = capture_worker_server(w.child, BUDGET)
-        assert isinstance(answer, Refusal) and answer.why is Why.NOT_ITS_OWN, answer
-        # The parent, which does answer on it, waits for the child at the top level.
+    with torch_worker(str(tmp_path / "w.sock"), tcp=True, fork=True) as w:
+        deadline = time.monotonic() + BUDGET
+        inodes = socket_inodes(w.child, deadline)
+        (unix,) = unix_listeners(w.child, inodes)
+        tcp = [t for t in tcp_diag.listening(socket.AF_INET6, deadline) if t.inode in inodes]
+        assert len(tcp) == 1
+        for listener in (unix, tcp[0]):
+            answer = fetch(Endpoint(w.child, listener), "ping", 64, deadline)
+            assert isinstance(answer, Refusal) and answer.why is Why.NOT_ITS_OWN, answer
+            assert fetch(Endpoint(w.pid, listener), "ping", 64, deadline) == b"pong"
+        refused = capture_worker_server(w.child, BUDGET)
+        assert isinstance(refused, Refusal) and refused.why is Why.NOT_ITS_OWN, refused
+        # The parent, which does answer on them, waits for the child at the top level.
         assert_real_evidence(captured(w.pid), function="<module>")
