@@ -16,8 +16,10 @@ Loggers take their names from ``timer_core.log_names`` (``timer_core.dump_dirs``
 operators filter on them (docs/logging.md).
 """
 
+from .collectives import CollectiveAnalysis, CollectiveFinding, analyse_collectives
 from .dump_dirs import DumpDirMaker
 from .dump_files import DumpPathError, default_stack_dir
+from .flight_recorder import RankRecorder, load_flight_recorder, read_flight_recorder
 from .frames import Frame, StackFrames, parse_stack
 from .incident import (
     IncidentAnalysis,
@@ -31,22 +33,28 @@ from .proc_state import ProcState, read_proc_report
 from .stack_capture import StackCapturer, dump_stack_on, faulthandler_path, hide_kernel_stack
 
 __all__ = [
+    "CollectiveAnalysis",
+    "CollectiveFinding",
     "DumpDirMaker",
     "DumpPathError",
     "Frame",
     "IncidentAnalysis",
     "ProcState",
     "RankCapture",
+    "RankRecorder",
     "RankResult",
     "StackCapturer",
     "StackFrames",
     "analyse",
+    "analyse_collectives",
     "default_stack_dir",
     "dump_stack_on",
     "evidence_method",
     "faulthandler_path",
     "hide_kernel_stack",
+    "load_flight_recorder",
     "parse_stack",
     "rank_ranges",
+    "read_flight_recorder",
     "read_proc_report",
 ]
