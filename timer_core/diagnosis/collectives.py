@@ -37,6 +37,7 @@ class CollectiveFinding:
     missing: tuple[int, ...]  # the members that never entered ``seq``
     mismatch: tuple[str, tuple[tuple[str, tuple[int, ...]], ...]] | None  # field, values
     members_known: bool  # False: no dump said who the members are
+    all_entered: int  # the last sequence number every member entered (0: none)
 
     def as_json(self) -> dict[str, Any]:
         mismatch = None
@@ -55,6 +56,7 @@ class CollectiveFinding:
             "dtypes": list(self.dtypes),
             "missing": list(self.missing),
             "mismatch": mismatch,
+            "all_entered": self.all_entered,
         }
 
     def suspects(self) -> tuple[int, ...]:
@@ -76,6 +78,7 @@ class CollectiveAnalysis:
     findings: tuple[CollectiveFinding, ...]
     suspects: tuple[int, ...]
     summary: str  # "" when there is nothing to say
+    dropped: tuple[tuple[int, tuple[str, ...]], ...]  # (rank, what its dump lost)
 
     def findings_json(self) -> list[dict[str, Any]]:
         return [finding.as_json() for finding in self.findings]
@@ -101,7 +104,8 @@ def analyse_collectives(
             known = group_members = frozenset(by_rank)
         findings.extend(_group_findings(pg, group_members, bool(known), by_rank))
     suspects = sorted({rank for finding in findings for rank in finding.suspects()})
-    return CollectiveAnalysis(tuple(findings), tuple(suspects), summary_phrase(findings))
+    dropped = tuple((r.rank, r.dropped) for r in recorders if r.dropped)
+    return CollectiveAnalysis(tuple(findings), tuple(suspects), summary_phrase(findings), dropped)
 
 
 def _group_findings(
@@ -161,7 +165,17 @@ def _finding(
     op = sample.op if sample else ""
     sizes, dtypes = (sample.sizes, sample.dtypes) if sample else ((), ())
     return CollectiveFinding(
-        pg, desc, ranks, seq, op, sizes, dtypes, missing, mismatch, members_known
+        pg=pg,
+        desc=desc,
+        ranks=ranks,
+        seq=seq,
+        op=op,
+        sizes=sizes,
+        dtypes=dtypes,
+        missing=missing,
+        mismatch=mismatch,
+        members_known=members_known,
+        all_entered=min(entered.values()),
     )
 
 

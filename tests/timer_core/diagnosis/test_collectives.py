@@ -42,9 +42,11 @@ def test_a_rank_that_skipped_the_fourth_all_reduce_is_missing_from_it() -> None:
             "dtypes": ["float32"],
             "missing": [1],
             "mismatch": None,
+            "all_entered": 3,
         },
     ]
     assert result.suspects == (1,)
+    assert result.dropped == ()
     assert result.summary == (
         "rank 1 never joined all_reduce #4 (default group, [8] float32); ranks 0, 2 wait in it"
     )
@@ -82,11 +84,12 @@ def test_a_rank_in_a_subgroup_while_the_others_wait_in_the_default_group() -> No
     # gloo's dumps do not say who is in the subgroup (its pg_config entry is overwritten
     # with an empty rank list), so without more the subgroup's peers are unknown.
     result = analysis("subgroup")
-    assert [(f.pg, f.seq, f.ranks, f.missing) for f in result.findings] == [
-        ("0", 4, (0, 2, 3), (1,)),
-        ("1", 1, (1,), ()),
+    assert [(f.pg, f.seq, f.ranks, f.missing, f.all_entered) for f in result.findings] == [
+        ("0", 4, (0, 2, 3), (1,), 3),
+        ("1", 1, (1,), (), 1),
     ]
     assert result.suspects == (1,)
+    assert result.dropped == ()
     assert result.summary == (
         "rank 1 never joined all_reduce #4 (default group, [8] float32); ranks 0, 2-3 wait in it; "
         "rank 1 waits in all_reduce #1 (group 1, [8] float32), its peers unknown"
@@ -140,16 +143,17 @@ def test_a_rank_with_no_recorder_is_never_called_missing() -> None:
 
 def test_a_mismatch_with_no_minority_blames_no_one() -> None:
     finding = CollectiveFinding(
-        "0",
-        "default_pg",
-        (0, 1),
-        2,
-        "all_reduce",
-        ((8,),),
-        ("float32",),
-        (),
-        ("op", (("all_reduce", (0,)), ("broadcast", (1,)))),
-        True,
+        pg="0",
+        desc="default_pg",
+        ranks=(0, 1),
+        seq=2,
+        op="all_reduce",
+        sizes=((8,),),
+        dtypes=("float32",),
+        missing=(),
+        mismatch=("op", (("all_reduce", (0,)), ("broadcast", (1,)))),
+        members_known=True,
+        all_entered=2,
     )
     assert finding.suspects() == ()
     assert finding_phrase(finding) == (
@@ -159,16 +163,17 @@ def test_a_mismatch_with_no_minority_blames_no_one() -> None:
 
 def test_phrases_name_groups_by_their_description_and_several_tensors() -> None:
     finding = CollectiveFinding(
-        "3",
-        "tp",
-        (0, 1, 2),
-        7,
-        "all_gather",
-        ((2, 4), (2, 4)),
-        ("bfloat16", "bfloat16"),
-        (3,),
-        None,
-        True,
+        pg="3",
+        desc="tp",
+        ranks=(0, 1, 2),
+        seq=7,
+        op="all_gather",
+        sizes=((2, 4), (2, 4)),
+        dtypes=("bfloat16", "bfloat16"),
+        missing=(3,),
+        mismatch=None,
+        members_known=True,
+        all_entered=6,
     )
     assert finding_phrase(finding) == (
         "rank 3 never joined all_gather #7 (group tp, [2, 4], [2, 4] bfloat16, bfloat16); "

@@ -54,7 +54,9 @@ def entry(seq: int, **changes: Any) -> dict[str, Any]:
 def test_any_shape_is_read_without_raising(dump: object) -> None:
     recorder = read_flight_recorder(0, dump)
     json.dumps(recorder.collectives_json())
-    analyse_collectives([recorder, read_flight_recorder(1, real_dump(1))])
+    result = analyse_collectives([recorder, read_flight_recorder(1, real_dump(1))])
+    json.dumps(result.findings_json())
+    assert dict(result.dropped).get(0, ()) == recorder.dropped
 
 
 def test_what_is_not_an_object_or_a_list_is_named_in_dropped() -> None:
