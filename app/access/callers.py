@@ -6,7 +6,7 @@ stack read is checked against the caller's identity (contract 7):
 - over a Unix socket (``--uds``), the peer's credentials (``SO_PEERCRED``);
 - over loopback TCP, the owner of the peer's socket: the socket whose local address
   is the caller's end of this very connection, asked of the kernel by its addresses
-  (``app.access.sock_diag``), or found in its socket table (``/proc/net/tcp`` and ``tcp6``)
+  (``timer_core.diagnosis.tcp_diag``), or found in its socket table (``/proc/net/tcp`` and ``tcp6``)
   where that cannot be asked.
 
 Both are read when the connection is made (see ``app.access.http_protocol``) and live exactly
@@ -22,6 +22,7 @@ import os
 import socket
 import struct
 import sys
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -29,8 +30,8 @@ from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request, status
 
-from app.access.sock_diag import tcp_socket_uid
 from app.settings import Settings
+from timer_core.diagnosis import established_owner
 
 __all__ = [
     "PEER_STATE_KEY",
@@ -172,7 +173,8 @@ def tcp_peer_uid(peer: tuple[str, int], local: tuple[str, int]) -> int | None:
     local_key = (_normalise(local[0]), local[1])
     if peer_key[0].version == local_key[0].version:
         try:
-            return tcp_socket_uid(peer_key, local_key)
+            # The kernel answers at once; never hang a connection on it.
+            return established_owner(peer_key, local_key, time.monotonic() + 1.0)[0]
         except OSError:
             pass  # no sock_diag here, or no such socket: the tables say for sure
     for table in ("tcp", "tcp6"):

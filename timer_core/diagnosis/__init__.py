@@ -8,6 +8,11 @@
 - After it: read the captured stacks (``frames``), or what ``/proc`` said where there
   was none (``proc_state``), and name the rank of a job that hung (``incident``).
   That part is pure: it reads stack text, and runs no process.
+- Which collective hung: a worker running torch's own worker server is asked for its
+  stack and flight recorder (``worker_server``, ``worker_server_capture``: found from
+  the worker's own sockets, trusted only when they are its own), and the ranks' flight
+  recorders are read (``flight_recorder``) and compared per process group
+  (``collectives``, ``collective_phrases``), pure like the stacks.
 
 Diagnosis plugs into the engine (a capturer for the kill path, a listener for the dump
 directories); the engine does not depend on it.
@@ -31,6 +36,8 @@ from .incident import (
 )
 from .proc_state import ProcState, read_proc_report
 from .stack_capture import StackCapturer, dump_stack_on, faulthandler_path, hide_kernel_stack
+from .tcp_diag import established_owner
+from .worker_server_capture import WorkerServerCapture, capture_worker_server
 
 __all__ = [
     "CollectiveAnalysis",
@@ -45,10 +52,13 @@ __all__ = [
     "RankResult",
     "StackCapturer",
     "StackFrames",
+    "WorkerServerCapture",
     "analyse",
     "analyse_collectives",
+    "capture_worker_server",
     "default_stack_dir",
     "dump_stack_on",
+    "established_owner",
     "evidence_method",
     "faulthandler_path",
     "hide_kernel_stack",

@@ -19,7 +19,7 @@ import time
 
 from .proc_sockets import Address, TcpListener
 
-__all__ = ["established_inode", "listening"]
+__all__ = ["established_inode", "established_owner", "listening"]
 
 _NETLINK_SOCK_DIAG = 4
 _SOCK_DIAG_BY_FAMILY = 20
@@ -48,8 +48,26 @@ def listening(family: socket.AddressFamily, deadline: float) -> list[TcpListener
     request = _request(family, 1 << _TCP_LISTEN, _ANY, _ANY, dump=True)
     return [
         TcpListener(inode, address, port, uid)
-        for address, port, uid, inode in _ask(family, request, deadline, dump=True)
+        for address, port, uid, inode in _ask(
+            family, request, 1 << _TCP_LISTEN, deadline, dump=True
+        )
     ]
+
+
+def established_owner(
+    local: tuple[Address, int], remote: tuple[Address, int], deadline: float
+) -> tuple[int, int]:
+    """(uid, inode) of the established socket whose own end is ``local`` and whose peer
+    is ``remote``. ``FileNotFoundError`` when the kernel knows no such socket, which is
+    also how a kernel without ``tcp_diag`` answers: a caller that must tell the two
+    apart asks the tables."""
+    family = socket.AF_INET if local[0].version == 4 else socket.AF_INET6
+    request = _request(family, 1 << _TCP_ESTABLISHED, local, remote, dump=False)
+    rows = _ask(family, request, 1 << _TCP_ESTABLISHED, deadline, dump=False)
+    if not rows:
+        raise FileNotFoundError(errno.ENOENT, "no such socket known to sock_diag")
+    _, _, uid, inode = rows[0]
+    return uid, inode
 
 
 def established_inode(
@@ -57,13 +75,10 @@ def established_inode(
 ) -> int | None:
     """The inode of the established socket whose own end is ``local`` and whose peer
     is ``remote``, or None if there is none."""
-    family = socket.AF_INET if local[0].version == 4 else socket.AF_INET6
-    request = _request(family, 1 << _TCP_ESTABLISHED, local, remote, dump=False)
     try:
-        rows = _ask(family, request, deadline, dump=False)
+        return established_owner(local, remote, deadline)[1]
     except FileNotFoundError:
         return None
-    return rows[0][3] if rows else None
 
 
 def _request(
@@ -78,10 +93,11 @@ def _request(
 
 
 def _ask(
-    family: int, request: bytes, deadline: float, *, dump: bool
+    family: int, request: bytes, states: int, deadline: float, *, dump: bool
 ) -> list[tuple[Address, int, int, int]]:
-    """Rows (own address, own port, uid, inode) of the kernel's answer: one datagram
-    for a lookup, datagrams up to NLMSG_DONE for a dump."""
+    """Rows (own address, own port, uid, inode) of the kernel's answer in one of
+    ``states`` (a mask): one datagram for a lookup, datagrams up to NLMSG_DONE for a
+    dump."""
     rows: list[tuple[Address, int, int, int]] = []
     received = 0
     with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, _NETLINK_SOCK_DIAG) as diag:
@@ -92,13 +108,17 @@ def _ask(
             received += len(answer)
             if not answer or received > _ANSWER_LIMIT:
                 raise OSError(errno.EMSGSIZE, "sock_diag answer cut or too long")
-            if _parse(family, answer, rows) or not dump:
+            if _parse(family, answer, states, rows) or not dump:
                 return rows
             diag.settimeout(max(deadline - time.monotonic(), 0.001))
 
 
-def _parse(family: int, answer: bytes, rows: list[tuple[Address, int, int, int]]) -> bool:
-    """Append the rows of one datagram; True once the kernel said it is done."""
+def _parse(
+    family: int, answer: bytes, states: int, rows: list[tuple[Address, int, int, int]]
+) -> bool:
+    """Append the rows of one datagram in one of ``states``; True once the kernel said
+    it is done. A lookup by addresses answers whatever state the socket is in (a closed
+    connection's, in TIME_WAIT, among them), so the state is checked here."""
     offset = 0
     while offset + _HEADER.size <= len(answer):
         length, kind, _, _, _ = _HEADER.unpack_from(answer, offset)
@@ -111,9 +131,11 @@ def _parse(family: int, answer: bytes, rows: list[tuple[Address, int, int, int]]
             raise OSError(-error, f"sock_diag: {errno.errorcode.get(-error, error)}")
         if kind == _SOCK_DIAG_BY_FAMILY:
             body = offset + _HEADER.size
+            _, state, _, _ = _MESSAGE.unpack_from(answer, body)
             port, _, source, _ = _SOCKID.unpack_from(answer, body + _MESSAGE.size)
             tail = _MESSAGE_TAIL.unpack_from(answer, body + _MESSAGE.size + _SOCKID_SIZE)
             raw = source[:4] if family == socket.AF_INET else source
-            rows.append((ipaddress.ip_address(raw), port, tail[3], tail[4]))
+            if states & (1 << state):
+                rows.append((ipaddress.ip_address(raw), port, tail[3], tail[4]))
         offset += (length + 3) & ~3
     return False

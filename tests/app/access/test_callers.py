@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import socket
+import time
 from collections.abc import Iterator
 from ipaddress import IPv4Address, IPv6Address, ip_address
 from pathlib import Path
@@ -15,7 +16,7 @@ from app.access import callers
 from app.access.callers import Caller, authorize, current_caller_from, is_privileged, tcp_peer_uid
 from app.access.http_protocol import peer_of
 from app.access.request_limits import host_name
-from app.access.sock_diag import tcp_socket_uid
+from timer_core.diagnosis import established_owner
 
 IPAddress = IPv4Address | IPv6Address
 
@@ -65,17 +66,21 @@ def ends(sock: socket.socket) -> tuple[tuple[IPAddress, int], tuple[IPAddress, i
     return (ip_address(own[0]), own[1]), (ip_address(other[0]), other[1])
 
 
+def soon() -> float:
+    return time.monotonic() + 1.0
+
+
 def test_sock_diag_finds_the_one_socket_by_its_addresses(
     connected: tuple[socket.socket, socket.socket],
 ) -> None:
     _, client = connected
     try:
-        assert tcp_socket_uid(*ends(client)) == os.getuid()
+        assert established_owner(*ends(client), soon())[0] == os.getuid()
     except OSError as error:
         pytest.skip(f"no NETLINK_SOCK_DIAG for TCP here: {error}")
     (own, own_port), other = ends(client)
     with pytest.raises(OSError):  # no such socket: the caller falls back to the tables
-        tcp_socket_uid((own, own_port + 1 if own_port < 65535 else 1), other)
+        established_owner((own, own_port + 1 if own_port < 65535 else 1), other, soon())
 
 
 def test_the_tables_are_not_read_when_the_kernel_answers(
@@ -85,7 +90,7 @@ def test_the_tables_are_not_read_when_the_kernel_answers(
 ) -> None:
     server, client = connected
     try:
-        tcp_socket_uid(*ends(client))
+        established_owner(*ends(client), soon())
     except OSError as error:
         pytest.skip(f"no NETLINK_SOCK_DIAG for TCP here: {error}")
     monkeypatch.setattr(callers, "_PROC_NET", tmp_path)  # empty: nothing to find there
@@ -95,10 +100,10 @@ def test_the_tables_are_not_read_when_the_kernel_answers(
 def test_without_sock_diag_the_tables_still_name_the_owner(
     connected: tuple[socket.socket, socket.socket], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def unavailable(*_: object) -> int | None:
+    def unavailable(*_: object) -> tuple[int, int]:
         raise OSError(errno.EPROTONOSUPPORT, "no sock_diag")
 
-    monkeypatch.setattr(callers, "tcp_socket_uid", unavailable)
+    monkeypatch.setattr(callers, "established_owner", unavailable)
     server, _ = connected
     assert tcp_peer_uid(server.getpeername(), server.getsockname()) == os.getuid()
 
