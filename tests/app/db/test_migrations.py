@@ -69,16 +69,8 @@ def test_jobs_recorded_before_0009_get_their_owners_from_their_timers(backend_ur
     """A job id two users' timers carried was one row: it becomes one job per owner,
     each with its own activity and incidents; a job with no timer left keeps one row,
     owner unknown (-1)."""
-    engine = make_engine(backend_url)
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    engine = migrated_from("0008", BEFORE_0009, backend_url)
     try:
-        with engine.begin() as connection:
-            config.attributes["connection"] = connection
-            command.upgrade(config, "0008")
-            for statement in BEFORE_0009:
-                connection.exec_driver_sql(statement)
-        migrate(engine)
         with engine.connect() as connection:
             rows = connection.exec_driver_sql(
                 "SELECT job_id, uid, world_size, first_seen, last_seen, incidents FROM jobs"
@@ -98,17 +90,9 @@ def test_timers_recorded_before_0010_keep_their_rows_with_no_restart_count(
 ) -> None:
     """0010 adds torchrun's TORCHELASTIC_RESTART_COUNT as a column: a timer recorded
     before keeps its row and its other labels, with no restart count (null)."""
-    engine = make_engine(backend_url)
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    before = [f"{_TIMER} (1, 100, 's', 9, 'http', 'active', 10.0, 70.0, 'n', 'job', 0, NULL)"]
+    engine = migrated_from("0009", before, backend_url)
     try:
-        with engine.begin() as connection:
-            config.attributes["connection"] = connection
-            command.upgrade(config, "0009")
-            connection.exec_driver_sql(
-                f"{_TIMER} (1, 100, 's', 9, 'http', 'active', 10.0, 70.0, 'n', 'job', 0, NULL)"
-            )
-        migrate(engine)
         with engine.connect() as connection:
             rows = connection.exec_driver_sql(
                 "SELECT id, job_id, state, restart_count FROM timers"
@@ -119,6 +103,21 @@ def test_timers_recorded_before_0010_keep_their_rows_with_no_restart_count(
         engine.dispose()
     assert [tuple(row) for row in rows] == [(1, "job", "active", None)]
     assert stored == 3
+
+
+def migrated_from(revision: str, rows: list[str], url: str) -> Engine:
+    """An engine on ``url`` migrated up to ``revision``, given ``rows`` (SQL statements)
+    there, then migrated on to the latest revision as a service start does."""
+    engine = make_engine(url)
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, revision)
+        for statement in rows:
+            connection.exec_driver_sql(statement)
+    migrate(engine)
+    return engine
 
 
 _TIMER = (
