@@ -25,6 +25,7 @@ __all__ = [
     "Kill",
     "NoKill",
     "Refusal",
+    "captured_stack",
     "state_after",
 ]
 
@@ -144,6 +145,11 @@ class Incident:
 
 
 EventDetail: TypeAlias = Armed | Ended | Kill | NoKill | Escalated | Refusal | Incident
+
+
+def captured_stack(detail: EventDetail) -> CapturedStack | None:
+    """The worker's stack, captured before the signal: only an expiry's outcome has one."""
+    return detail.stack if isinstance(detail, Kill | NoKill) else None
 
 
 def state_after(kind: EventKind, detail: EventDetail) -> TimerState | None:

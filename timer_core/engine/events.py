@@ -16,7 +16,7 @@ from typing import Final
 
 from .. import log_names
 from .capturer import CapturedStack
-from .event_details import Ended, Escalated, EventDetail, Kill, NoKill, Refusal
+from .event_details import Ended, Escalated, EventDetail, Kill, NoKill, Refusal, captured_stack
 from .states import EventKind
 from .timers import RefusedRequest, Timer
 
@@ -47,7 +47,7 @@ class TimerEvent:
     @property
     def stack(self) -> CapturedStack | None:
         """The worker's stack, captured before the signal (expiry outcomes only)."""
-        return self.detail.stack if isinstance(self.detail, Kill | NoKill) else None
+        return captured_stack(self.detail)
 
     @property
     def sent_signal(self) -> bool:

@@ -24,7 +24,7 @@ from .. import log_names
 from .capturer import CapturedStack
 from .clock import Clock
 from .emitter import Emit
-from .event_details import Escalated, EventDetail, Kill, NoKill
+from .event_details import Escalated, EventDetail, Kill, NoKill, captured_stack
 from .kill_watch import KillWatch, describe_error
 from .process import ProcessIdentity, ProcessSignaller, SignalOutcome, signal_name
 from .states import EventKind
@@ -47,7 +47,7 @@ _VERBS = {
 def outcome_line(kind: EventKind, timer: LiveTimer, late: float, detail: EventDetail) -> str:
     """One log line for an expiry outcome. The scope and the reason are repr()'d: a
     scope is whatever the worker sent, and a newline in it must not forge a line."""
-    stack = detail.stack if isinstance(detail, Kill | NoKill) else None
+    stack = captured_stack(detail)
     stack_text = f"{stack.method} ({stack.seconds:.3f}s)" if stack is not None else "none"
     line = (
         f"timer {timer.id} {_VERBS.get(kind, kind)}: pid={timer.identity.pid} "
