@@ -5,12 +5,9 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
+from .collective_finding import CollectiveFinding
 from .incident import rank_ranges
-
-if TYPE_CHECKING:
-    from .collectives import CollectiveFinding
 
 __all__ = ["MAX_PHRASES", "finding_phrase", "group_name", "sizes_text", "summary_phrase"]
 
