@@ -21,7 +21,6 @@ import ipaddress
 import os
 import socket
 import struct
-import sys
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
@@ -31,7 +30,7 @@ from typing import Annotated, Any
 from fastapi import Depends, HTTPException, Request, status
 
 from app.settings import Settings
-from timer_core.diagnosis import established_owner
+from timer_core.diagnosis import established_owner, kernel_address
 
 __all__ = [
     "PEER_STATE_KEY",
@@ -202,15 +201,9 @@ def _rows(table: Path) -> Iterator[tuple[tuple[IPAddress, int], tuple[IPAddress,
 
 
 def _endpoint(text: str) -> tuple[IPAddress, int]:
-    """``0100007F:1F90`` (tcp) or 32 hex digits and a port (tcp6), as the kernel prints
-    them: each 32-bit word of the address in host (little-endian) byte order."""
-    hex_address, _, hex_port = text.partition(":")
-    raw = bytes.fromhex(hex_address)
-    words = raw
-    if sys.byteorder == "little":
-        words = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
-    address = ipaddress.ip_address(words)
-    return _normalise_address(address), int(hex_port, 16)
+    """An end of a row of the kernel's table, as the library reads it, normalised."""
+    address, port = kernel_address(text)
+    return _normalise_address(address), port
 
 
 def _normalise(host: str) -> IPAddress:

@@ -34,6 +34,7 @@ from .incident import (
     evidence_method,
     rank_ranges,
 )
+from .proc_sockets import kernel_address
 from .proc_state import ProcState, read_proc_report
 from .stack_capture import StackCapturer, dump_stack_on, faulthandler_path, hide_kernel_stack
 from .tcp_diag import established_owner
@@ -62,6 +63,7 @@ __all__ = [
     "evidence_method",
     "faulthandler_path",
     "hide_kernel_stack",
+    "kernel_address",
     "load_flight_recorder",
     "parse_stack",
     "rank_ranges",

@@ -22,6 +22,7 @@ __all__ = [
     "ProcTooLarge",
     "TcpListener",
     "UnixListener",
+    "kernel_address",
     "process_uids",
     "read_bounded",
     "same_network_namespace",
@@ -112,7 +113,7 @@ def unix_listeners(pid: int, inodes: set[int]) -> list[UnixListener]:
 def tcp_listeners(pid: int) -> list[TcpListener]:
     """The listening TCP sockets of ``pid``'s network namespace."""
     return [
-        TcpListener(int(fields[9]), *_address(fields[1]), int(fields[7]))
+        TcpListener(int(fields[9]), *kernel_address(fields[1]), int(fields[7]))
         for fields in _tcp_rows(pid)
         if fields[3] == _TCP_LISTEN
     ]
@@ -124,7 +125,7 @@ def tcp_inode(pid: int, local_port: int, remote_port: int) -> int | None:
     for fields in _tcp_rows(pid):
         if fields[3] != _TCP_ESTABLISHED:
             continue
-        local, remote = _address(fields[1]), _address(fields[2])
+        local, remote = kernel_address(fields[1]), kernel_address(fields[2])
         if local[1] == local_port and remote[1] == remote_port and remote[0].is_loopback:
             return int(fields[9])
     return None
@@ -156,7 +157,7 @@ def _tcp_rows(pid: int) -> list[list[str]]:
     return rows
 
 
-def _address(field: str) -> tuple[Address, int]:
+def kernel_address(field: str) -> tuple[Address, int]:
     """``0100007F:1F90`` (or 32 hex digits for IPv6) as (address, port). The kernel
     prints each 32-bit word of the address in host order."""
     hex_address, hex_port = field.split(":")
