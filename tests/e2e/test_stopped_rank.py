@@ -135,8 +135,13 @@ def test_a_rank_that_stopped_itself_is_the_only_suspect(
     assert found is not None
     print(f"summary: {found['summary']}")
 
-    assert found["suspects"] == [STOPPED_RANK], found
     ranks = {rank["rank"]: rank for rank in found["ranks"]}
+    # On a failure, how rank 2 was captured, the notes on the way, and the stack's head.
+    captured = ranks[STOPPED_RANK]
+    stack = httpx.get(
+        f"{service.url}/incidents/{found['id']}/captures/{captured['capture_id']}/stack"
+    ).text[:600]
+    assert found["suspects"] == [STOPPED_RANK], (found["summary"], captured, stack)
     assert {r: ranks[r]["pid"] for r in ranks} == {r: w.pid for r, w in enumerate(workers)}
     assert ranks[STOPPED_RANK]["method"] == "proc", ranks[STOPPED_RANK]
     assert ranks[STOPPED_RANK]["group"] is None

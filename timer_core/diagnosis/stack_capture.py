@@ -6,7 +6,9 @@ py-spy or those rights, a worker that opted in with ``dump_stack_on`` is asked t
 dump its own Python stack through ``faulthandler``. Last, what ``/proc`` shows:
 status, the kernel wait channel of each thread and the kernel stack where
 readable. Every path stays within one time budget, so a capture never delays a
-kill by more than that.
+kill by more than that, and the /proc report keeps a share of it. A stopped or traced
+worker goes straight to the report: py-spy cannot suspend it, and its own signal
+handler does not run.
 """
 
 from __future__ import annotations
@@ -151,9 +153,18 @@ class StackCapturer:
         from now). The /proc report is always there to fall back on."""
         began = time.monotonic()
         give_up_at = began + self.budget if give_up_at is None else give_up_at
+        # The /proc report is the evidence of last resort (a stopped rank is named by
+        # it): the attempts before it leave it a share of the budget, so a py-spy that
+        # runs to its timeout on a loaded host does not leave the rank with nothing.
+        attempts_until = give_up_at - min(_PROC_RESERVE, (give_up_at - began) / 4)
         notes: list[str] = []
+        stopped = _stopped_state(identity.pid)
         if self.py_spy is None:
             notes.append("py-spy: not installed or disabled")
+        elif stopped is not None:
+            # py-spy suspends the worker through ptrace, which a stopped or traced
+            # process refuses ("Failed to suspend process"): not worth its budget.
+            notes.append(f"py-spy: not run, the worker is {stopped}")
         else:
             # The native unwind reads every library the worker mapped, which the worker
             # chooses (a FIFO would block it): it gets half of what is left, so the
@@ -162,7 +173,7 @@ class StackCapturer:
                 ("py-spy", ["--native"], 0.5),
                 ("py-spy (python only)", [], 1.0),
             ):
-                until = time.monotonic() + share * (give_up_at - time.monotonic())
+                until = time.monotonic() + share * (attempts_until - time.monotonic())
                 text, why, how = self._py_spy(identity, extra, until)
                 if how:
                     notes.append(f"{method}: {how}")
@@ -171,8 +182,8 @@ class StackCapturer:
                 notes.append(f"{method}: {why}")
                 if why.startswith(NOT_RUN):
                     break  # the other attempt would not run either
-        if dump_signal is not None:
-            text, why = self._faulthandler(identity, dump_signal, give_up_at)
+        if dump_signal is not None and stopped is None:
+            text, why = self._faulthandler(identity, dump_signal, attempts_until)
             if text is not None:
                 return self._done("faulthandler", text, began, notes)
             notes.append(f"faulthandler: {why}")
@@ -290,6 +301,24 @@ class StackCapturer:
         finally:
             os.close(fd)
         return None, "the worker wrote nothing within the budget"
+
+
+# The share of a capture's budget kept for the /proc report (at most a quarter of it).
+_PROC_RESERVE = 0.25
+# "State:\tT (stopped)" in /proc/PID/status: a process that runs no code, its own
+# signal handlers included, until someone else acts (SIGCONT, or its tracer).
+_STOPPED_STATE = re.compile(rb"^State:\s+([Tt] \([a-z ]{1,20}\))\s*$", re.MULTILINE)
+
+
+def _stopped_state(pid: int) -> str | None:
+    """``"T (stopped)"`` or ``"t (tracing stop)"`` if ``pid`` is stopped now, else None
+    (running, sleeping, in the kernel, gone)."""
+    try:
+        with open(f"/proc/{pid}/status", "rb") as status:
+            found = _STOPPED_STATE.search(status.read(_PROC_FILE_BYTES))
+    except OSError:
+        return None
+    return found.group(1).decode() if found is not None else None
 
 
 # More than any of the kernel's files read here holds (status is ~1.5 KiB).

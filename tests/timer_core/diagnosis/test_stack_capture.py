@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.timer_core.world import kill_of
+from tests.waiting import wait_until
 from tests.workers import FUNCTION, needs_py_spy, spawn_stuck, stuck_worker, wait_dead
 from timer_core import EventKind, ProcessIdentity, Reaper, TimerEvent, identify
 from timer_core.diagnosis.stack_capture import StackCapturer
@@ -75,6 +76,57 @@ def test_a_capture_that_hangs_is_cut_off_at_the_budget(
     assert time.monotonic() - began < 0.5 + 1.0  # the budget, plus the /proc report
     assert captured.method == "proc"
     assert any("timed out" in note for note in captured.notes)
+
+
+def test_a_py_spy_that_hangs_leaves_the_proc_report_its_share_of_the_budget(
+    stuck: subprocess.Popen[bytes], tmp_path: Path
+) -> None:
+    """Both py-spy attempts together get at most the budget less the /proc report's
+    reserve (a quarter of it, at most 0.25 s): on a host so loaded that py-spy runs
+    to its timeout, the report is still taken within the budget."""
+    slow = tmp_path / "py-spy"
+    slow.write_text("#!/bin/sh\nsleep 30\n")
+    slow.chmod(0o755)
+    capturer = StackCapturer(budget=2.0)
+    capturer.py_spy = str(slow)
+    captured = capturer.capture(identity_of(stuck))
+    assert captured.method == "proc"
+    granted = [
+        float(note.rsplit("timed out after ", 1)[1].rstrip("s"))
+        for note in captured.notes
+        if "timed out after " in note
+    ]
+    assert len(granted) == 2, captured.notes
+    assert sum(granted) <= 2.0 - 0.25 + 0.01, captured.notes
+
+
+def test_a_stopped_worker_is_described_by_proc_without_trying_py_spy(
+    stuck: subprocess.Popen[bytes], tmp_path: Path
+) -> None:
+    """py-spy cannot suspend a stopped process, and its signal handlers do not run:
+    the capture goes straight to the /proc report, which says it is stopped, and
+    leaves it stopped (a capture never resumes nor signals a worker)."""
+    os.kill(stuck.pid, signal.SIGSTOP)
+    try:
+        assert wait_until(lambda: state_letter(stuck.pid) == "T", 5)
+        never_run = tmp_path / "py-spy"
+        never_run.write_text(f"#!/bin/sh\ntouch {tmp_path / 'ran'}\nsleep 30\n")
+        never_run.chmod(0o755)
+        capturer = StackCapturer(budget=5)
+        capturer.py_spy = str(never_run)
+        captured = capturer.capture(identity_of(stuck), dump_signal=signal.SIGUSR2)
+        assert captured.method == "proc"
+        assert captured.notes == ("py-spy: not run, the worker is T (stopped)",)
+        assert "State:\tT (stopped)" in captured.text
+        assert not (tmp_path / "ran").exists()
+        assert state_letter(stuck.pid) == "T"
+    finally:
+        os.kill(stuck.pid, signal.SIGCONT)
+
+
+def state_letter(pid: int) -> str:
+    with open(f"/proc/{pid}/stat") as stat:
+        return stat.read().rsplit(")", 1)[1].split()[0]
 
 
 def test_a_huge_stack_is_truncated(stuck: subprocess.Popen[bytes]) -> None:
