@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from .collective_finding import CollectiveFinding
-from .incident import rank_ranges
+from .rank_words import rank_ranges
 
 __all__ = ["MAX_PHRASES", "finding_phrase", "group_name", "sizes_text", "summary_phrase"]
 

@@ -14,15 +14,38 @@ step is what its peers wait for, even when none of them waits in a collective.
 
 Places are named by the innermost frame of the user's own code (``frames``), where an
 operator can act, not by the library call it is blocked in.
+
+When the ranks' flight recorders were captured too, the collective rule
+(``collectives``) is merged in, and ``suspect_rules`` says which rule named each suspect:
+
+- When the collective rule names ranks, they are the suspects (``collective``). It is
+  the more specific rule: a rank that skipped an ``all_reduce`` and entered the next
+  one looks, by its stack, like every rank waiting in ``all_reduce``; only the sequence
+  numbers tell who never joined which.
+- A rank the stack rule names from a frozen ``/proc`` state (``T``, ``t``, ``D``) stays
+  a suspect beside them (``stack``): a stopped rank answers no worker server, so it has
+  no recorder that could name it, and the collective rule cannot see it.
+- When the collective rule names nobody (no recorders, or they all agree), the stack
+  rule's suspects stand (``stack``).
+- A rank of unknown number (``rank`` None) is never in the collective rule: a recorder
+  is compared with its peers by its rank.
+
+The summary puts the collective rule's words first, then the stack rule's; where the
+collective rule named the suspects, the stacks add only where those suspects are.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+from .collective_finding import CollectiveFinding
+from .collectives import analyse_collectives
+from .flight_recorder import RankRecorder
 from .frames import Frame, StackFrames, parse_stack
 from .proc_state import ProcState, read_proc_report
+from .rank_words import count, rank_ranges, ranks_phrase
 
 __all__ = [
     "IncidentAnalysis",
@@ -52,6 +75,7 @@ class RankCapture:
     outcome: str  # the timer's end ("killed", "expired", …) or "captured" (not expired)
     expired_at: float | None
     stack: str | None
+    recorder: RankRecorder | None = None  # its flight recorder, when one was read
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +97,8 @@ class IncidentAnalysis:
     ]  # (group, ranks, frames)
     suspects: tuple[int | None, ...]
     summary: str
+    collective_findings: tuple[CollectiveFinding, ...] = ()
+    suspect_rules: tuple[tuple[int | None, str], ...] = ()  # (suspect, "collective"|"stack")
 
 
 def evidence_method(stack_method: str | None) -> str | None:
@@ -117,10 +143,49 @@ def analyse(captures: Sequence[RankCapture]) -> IncidentAnalysis:
         )
         for number, members in enumerate(ordered, 1)
     )
-    culprits = _culprits(ordered, stackless)
-    suspects = tuple(sorted((c.rank for c in culprits), key=_none_last))
-    summary = _summary(ordered, stackless, {id(c) for c in culprits}, len(captures))
-    return IncidentAnalysis(results, groups, suspects, summary)
+    collective = analyse_collectives(_recorders(captures))
+    named = _suspects(captures, _culprits(ordered, stackless), stackless, collective.suspects)
+    rules = tuple(sorted(((c.rank, rule) for c, rule in named), key=lambda r: _none_last(r[0])))
+    stack_summary = _summary(
+        ordered,
+        stackless,
+        {id(c) for c, _ in named},
+        len(captures),
+        others=not collective.suspects,
+    )
+    summary = "; ".join(part for part in (collective.summary, stack_summary) if part)
+    suspects = tuple(rank for rank, _ in rules)
+    return IncidentAnalysis(results, groups, suspects, summary, collective.findings, rules)
+
+
+def _recorders(captures: Sequence[RankCapture]) -> list[RankRecorder]:
+    """The flight recorders of the ranks whose number is known, each under that number
+    (the one its peers' recorders know it by)."""
+    return [
+        c.recorder if c.recorder.rank == c.rank else dataclasses.replace(c.recorder, rank=c.rank)
+        for c in captures
+        if c.recorder is not None and c.rank is not None
+    ]
+
+
+def _suspects(
+    captures: Sequence[RankCapture],
+    culprits: list[RankCapture],
+    stackless: list[_Stackless],
+    collective: Sequence[int],
+) -> list[tuple[RankCapture, str]]:
+    """The suspects' captures, each with the rule that named it (see the module's
+    docstring for why the collective rule comes first)."""
+    if not collective:
+        return [(c, "stack") for c in culprits]
+    named = set(collective)
+    # One capture per rank the collective rule names (a rank captured twice, by two
+    # nodes or across a restart, is one suspect).
+    chosen = {c.rank: c for c in reversed(captures) if c.rank in named}
+    frozen = {id(c) for c, state in stackless if state is not None and state.frozen}
+    return [(c, "collective") for c in chosen.values()] + [
+        (c, "stack") for c in culprits if id(c) in frozen and c.rank not in named
+    ]
 
 
 def waits_in_collective(frames: StackFrames) -> Frame | None:
@@ -162,33 +227,36 @@ def _summary(
     ordered: list[list[tuple[RankCapture, StackFrames]]],
     stackless: list[_Stackless],
     suspects: set[int],
-    count: int,
+    captured: int,
+    others: bool = True,
 ) -> str:
     """One line: where the suspects (``id()`` of their captures) are stuck, or what
-    /proc said of them, and where the others wait."""
+    /proc said of them, and (with ``others``) where the other ranks wait."""
     if not ordered and not suspects:
-        return f"no Python stack was captured for {_count(count, 'process')}"
+        return f"no Python stack was captured for {count(captured, 'process')}"
     parts: list[str] = []
     for group in ordered:
-        ranks = [c.rank for c, _ in group]
-        if any(id(c) in suspects for c, _ in group):
-            parts.append(f"{_ranks_phrase(ranks)} stuck in {_place(group[0][1])}")
+        ranks = [c.rank for c, _ in group if id(c) in suspects]
+        if ranks:
+            parts.append(f"{ranks_phrase(ranks)} stuck in {_place(group[0][1])}")
     # Suspects without a stack, those /proc described alike together.
     described: dict[str, list[int | None]] = {}
     for capture, state in stackless:
         if id(capture) in suspects:
             how = f"{state.describe()}, no stack" if state is not None else "gave no stack"
             described.setdefault(how, []).append(capture.rank)
-    parts += [f"{_ranks_phrase(ranks)} {how}" for how, ranks in described.items()]
+    parts += [f"{ranks_phrase(ranks)} {how}" for how, ranks in described.items()]
+    if not others:
+        return "; ".join(parts)
     for group in ordered:
-        ranks = [c.rank for c, _ in group]
-        if not any(id(c) in suspects for c, _ in group):
-            waits = "wait in" if len(group) > 1 else "waits in"
+        ranks = [c.rank for c, _ in group if id(c) not in suspects]
+        if ranks:
+            waits = "wait in" if len(ranks) > 1 else "waits in"
             verb = waits if waits_in_collective(group[0][1]) is not None else "in"
-            parts.append(f"{_ranks_phrase(ranks)} {verb} {_place(group[0][1])}")
+            parts.append(f"{ranks_phrase(ranks)} {verb} {_place(group[0][1])}")
     missing = [c.rank for c, _ in stackless if id(c) not in suspects]
     if missing:
-        parts.append(f"no Python stack for {_ranks_phrase(missing)}")
+        parts.append(f"no Python stack for {ranks_phrase(missing)}")
     return "; ".join(parts)
 
 
@@ -213,32 +281,6 @@ def _place(frames: StackFrames) -> str:
 
 def _frame_lines(frames: StackFrames) -> tuple[str, ...]:
     return tuple(f"{frame.function} ({frame.where()})" for frame in frames.python)
-
-
-def _ranks_phrase(ranks: Iterable[int | None]) -> str:
-    known = sorted(rank for rank in ranks if rank is not None)
-    unknown = sum(1 for rank in ranks if rank is None)
-    words = []
-    if known:
-        words.append(("rank " if len(known) == 1 else "ranks ") + rank_ranges(known))
-    if unknown:
-        words.append(_count(unknown, "unlabelled process"))
-    return " and ".join(words)
-
-
-def rank_ranges(ranks: Iterable[int]) -> str:
-    """``[0, 1, 2, 5, 7, 8]`` → ``"0-2, 5, 7-8"``."""
-    spans: list[list[int]] = []
-    for rank in sorted(set(ranks)):
-        if spans and rank == spans[-1][1] + 1:
-            spans[-1][1] = rank
-        else:
-            spans.append([rank, rank])
-    return ", ".join(f"{a}-{b}" if a != b else str(a) for a, b in spans)
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}{'es' if n != 1 and noun.endswith('s') else 's' if n != 1 else ''}"
 
 
 def _earliest(members: list[tuple[RankCapture, StackFrames]]) -> float:
