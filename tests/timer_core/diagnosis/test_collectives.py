@@ -43,6 +43,8 @@ def test_a_rank_that_skipped_the_fourth_all_reduce_is_missing_from_it() -> None:
             "missing": [1],
             "mismatch": None,
             "all_entered": 3,
+            "desc": "default_pg",
+            "members_known": True,
         },
     ]
     assert result.suspects == (1,)
@@ -179,3 +181,37 @@ def test_phrases_name_groups_by_their_description_and_several_tensors() -> None:
         "rank 3 never joined all_gather #7 (group tp, [2, 4], [2, 4] bfloat16, bfloat16); "
         "ranks 0-2 wait in it"
     )
+
+
+@pytest.mark.parametrize("scenario", ["skip", "subgroup", "op", "size", "dtype"])
+def test_a_stored_finding_reads_back_as_the_analysis_wrote_it(scenario: str) -> None:
+    # The incident row stores findings as JSON; the page words them from there.
+    for finding in analysis(scenario).findings:
+        stored = json.loads(json.dumps(finding.as_json()))
+        assert CollectiveFinding.from_json(stored) == finding
+
+
+@pytest.mark.parametrize(
+    "stored",
+    [
+        None,
+        [],
+        "all_reduce",
+        {"pg": "0"},
+        {"pg": 0, "ranks": [0], "seq": 1, "op": "x", "missing": []},
+        {"pg": "0", "ranks": ["0"], "seq": 1, "op": "x", "missing": []},
+        {"pg": "0", "ranks": [0], "seq": True, "op": "x", "missing": []},
+        {"pg": "0", "ranks": [0], "seq": 1, "op": "x", "missing": [], "mismatch": "op"},
+        {"pg": "0", "ranks": [0], "seq": 1, "op": "x", "missing": [], "mismatch": {"field": "op"}},
+        {"pg": "0", "ranks": [0], "seq": 1, "op": "x", "missing": [], "sizes": [[1.5]]},
+    ],
+)
+def test_anything_but_a_stored_finding_reads_as_none(stored: object) -> None:
+    assert CollectiveFinding.from_json(stored) is None
+
+
+def test_a_finding_stored_before_its_group_name_was_reads_as_a_known_group() -> None:
+    (finding,) = analysis("skip").findings
+    stored = {k: v for k, v in finding.as_json().items() if k not in ("desc", "members_known")}
+    read = CollectiveFinding.from_json(stored)
+    assert read is not None and finding_phrase(read) == finding_phrase(finding)
