@@ -102,12 +102,16 @@ def parse_stack(text: str) -> StackFrames:
     if _FAULTHANDLER_THREAD.search(text.lstrip()) or 'File "' in text:
         # faulthandler marks the thread that dumped, which for a signal-driven dump is
         # the main thread (Python runs signal handlers there).
+        # Torch's worker server answers ``dump_traceback`` from a thread of its own,
+        # which has no Python frame: then the main thread is the last one listed
+        # (CPython lists the newest thread first, and the main thread is the oldest).
         return StackFrames(
             _main_thread(
                 text,
                 _FAULTHANDLER_THREAD,
                 lambda thread: thread.group("current") == "Current thread",
                 _faulthandler_frame,
+                otherwise_last=True,
             )
         )
     return StackFrames(
@@ -122,10 +126,13 @@ def _main_thread(
     thread_header: re.Pattern[str],
     is_main: Callable[[re.Match[str]], bool],
     read_frame: Callable[[str], Frame | None],
+    *,
+    otherwise_last: bool = False,
 ) -> tuple[Frame, ...]:
-    """The frames of the main thread of a dump, else of its first thread. Each thread
-    starts with a line that ``thread_header`` matches; ``read_frame`` reads a frame
-    line under it (None: not a frame)."""
+    """The frames of the main thread of a dump, else of its first thread. With
+    ``otherwise_last``, a main thread with no frame is passed over too, for the last
+    thread. Each thread starts with a line that ``thread_header`` matches;
+    ``read_frame`` reads a frame line under it (None: not a frame)."""
     threads: list[tuple[bool, list[Frame]]] = []
     for line in text.splitlines():
         thread = thread_header.match(line)
@@ -134,9 +141,11 @@ def _main_thread(
         elif threads and (frame := read_frame(line)) is not None:
             threads[-1][1].append(frame)
     for main, frames in threads:
-        if main:
+        if main and (frames or not otherwise_last):
             return tuple(frames)
-    return tuple(threads[0][1]) if threads else ()
+    if not threads:
+        return ()
+    return tuple(threads[-1][1] if otherwise_last else threads[0][1])
 
 
 def _py_spy_frame(line: str) -> Frame | None:

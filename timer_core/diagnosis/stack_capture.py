@@ -1,6 +1,8 @@
 """Capture a stuck worker's stack before it is killed: the evidence of *where* it hung.
 
-First choice is ``py-spy dump`` (every thread's Python frames, native frames too
+First choice is the worker's own torch worker server, when it runs one
+(``server_stack``: its stack and flight recorder in milliseconds, within half of the
+time). Then ``py-spy dump`` (every thread's Python frames, native frames too
 where it can unwind them), which needs ptrace rights over the worker. Without
 py-spy or those rights, a worker that opted in with ``dump_stack_on`` is asked to
 dump its own Python stack through ``faulthandler``. Last, what ``/proc`` shows:
@@ -36,6 +38,7 @@ from .dump_files import (
     reader_dump_dirs,
     worker_dump_dir,
 )
+from .server_stack import WORKER_SERVER, ServerStack, stack_from_worker_server
 from .worker_privileges import NOT_RUN, as_worker, credentials_of
 
 __all__ = [
@@ -128,6 +131,7 @@ class StackCapturer:
         budget: float = 2.0,
         *,
         use_py_spy: bool = True,
+        use_worker_server: bool = True,
         max_bytes: int = MAX_STACK_BYTES,
         signaller: ProcessSignaller | None = None,
         stack_dir: str | Path | None = None,
@@ -135,6 +139,7 @@ class StackCapturer:
         self.budget = budget
         self.max_bytes = max_bytes
         self.py_spy = _find_py_spy() if use_py_spy else None
+        self.use_worker_server = use_worker_server
         self.signaller = signaller or ProcessSignaller()
         # The service's stack root: it makes <stack_dir>/<uid> for workers (add
         # ``dump_dirs`` as an event listener) and looks there first. The library's
@@ -159,6 +164,16 @@ class StackCapturer:
         attempts_until = give_up_at - min(_PROC_RESERVE, (give_up_at - began) / 4)
         notes: list[str] = []
         stopped = _stopped_state(identity.pid)
+        # A stopped worker's server thread does not answer either.
+        if self.use_worker_server and stopped is None:
+            # At most half of the attempts' time: a server that never answers leaves
+            # py-spy the rest.
+            asked = stack_from_worker_server(identity, began + (attempts_until - began) / 2)
+            if isinstance(asked, ServerStack):
+                notes += asked.notes
+                return self._done(WORKER_SERVER, asked.text, began, notes, asked.flight_recorder)
+            if asked is not None:
+                notes.append(asked)
         if self.py_spy is None:
             notes.append("py-spy: not installed or disabled")
         elif stopped is not None:
@@ -189,12 +204,21 @@ class StackCapturer:
             notes.append(f"faulthandler: {why}")
         return self._done("proc", _proc_report(identity.pid, give_up_at), began, notes)
 
-    def _done(self, method: str, text: str, began: float, notes: list[str]) -> CapturedStack:
+    def _done(
+        self,
+        method: str,
+        text: str,
+        began: float,
+        notes: list[str],
+        flight_recorder: bytes | None = None,
+    ) -> CapturedStack:
         encoded = text.encode(errors="replace")
         truncated = len(encoded) > self.max_bytes
         if truncated:
             text = encoded[: self.max_bytes].decode(errors="ignore") + "\n[truncated]\n"
-        return CapturedStack(method, text, time.monotonic() - began, truncated, tuple(notes))
+        return CapturedStack(
+            method, text, time.monotonic() - began, truncated, tuple(notes), flight_recorder
+        )
 
     def _py_spy(
         self, identity: ProcessIdentity, extra: list[str], give_up_at: float

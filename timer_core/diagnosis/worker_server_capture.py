@@ -45,14 +45,20 @@ def capture_worker_server(
     pid: int,
     budget: float,
     *,
+    find_within: float | None = None,
     traceback_limit: int = TRACEBACK_LIMIT,
     flight_recorder_limit: int = FLIGHT_RECORDER_LIMIT,
 ) -> WorkerServerCapture | Refusal:
     """``pid``'s stack and flight recorder from its own worker server, all within
-    ``budget`` seconds, or why its stack could not be had that way."""
+    ``budget`` seconds, or why its stack could not be had that way. With
+    ``find_within``, the server must be found (answer ``ping``) within that many
+    seconds: torch answers ``ping`` from its own thread, without the GIL, in about a
+    millisecond, while a rank's other listeners (gloo's, a TCPStore) never answer it,
+    so a rank with no server would otherwise cost the whole budget."""
     started = time.monotonic()
     deadline = started + budget
-    endpoint = find_worker_server(pid, deadline)
+    found_by = deadline if find_within is None else min(deadline, started + find_within)
+    endpoint = find_worker_server(pid, found_by)
     if isinstance(endpoint, Refusal):
         return endpoint
     traceback = _traceback(fetch(endpoint, "dump_traceback", traceback_limit, deadline))

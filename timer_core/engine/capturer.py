@@ -2,9 +2,10 @@
 must offer.
 
 The kill path waits for a stack only within a budget (``CaptureRunner``) and carries it
-in the expiry's events. How a stack is taken (py-spy, the worker's own faulthandler
-dump, what /proc shows) is ``timer_core.diagnosis``'s business: the engine depends on
-this protocol alone, and ``diagnosis.StackCapturer``, or a test's fake, plugs in.
+in the expiry's events. How a stack is taken (torch's worker server, py-spy, the
+worker's own faulthandler dump, what /proc shows) is ``timer_core.diagnosis``'s
+business: the engine depends on this protocol alone, and ``diagnosis.StackCapturer``,
+or a test's fake, plugs in.
 """
 
 from __future__ import annotations
@@ -20,12 +21,16 @@ __all__ = ["CapturedStack", "Capturer", "RankStack"]
 
 @dataclass(frozen=True, slots=True)
 class CapturedStack:
-    method: str  # "py-spy", "py-spy (python only)", "faulthandler" or "proc"
+    # "worker-server", "py-spy", "py-spy (python only)", "faulthandler" or "proc"
+    method: str
     text: str
     seconds: float
     truncated: bool = False
     # Why better methods were passed over, e.g. "py-spy: permission denied".
     notes: tuple[str, ...] = ()
+    # The worker's flight recorder as its worker server answered it (bounded bytes),
+    # carried to whoever records the incident; the engine does not read it.
+    flight_recorder: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
