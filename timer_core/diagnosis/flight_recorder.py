@@ -21,11 +21,13 @@ from typing import Any
 
 __all__ = [
     "MAX_DUMP_BYTES",
+    "STORED_ENTRIES",
     "CollectiveEntry",
     "GroupRecord",
     "RankRecorder",
     "load_flight_recorder",
     "read_flight_recorder",
+    "stored_recorder",
 ]
 
 MAX_DUMP_BYTES = 4 << 20
@@ -36,6 +38,8 @@ MAX_DIMS = 8
 MAX_TEXT = 64
 MAX_RANKS = 65536
 MAX_NOTES = 8
+# Entries per group an incident stores of each rank (``RankRecorder.stored_json``).
+STORED_ENTRIES = 64
 # c10's scalar type names, as torch users write them.
 _DTYPES = {
     "Float": "float32", "Double": "float64", "Half": "float16", "BFloat16": "bfloat16",
@@ -100,6 +104,63 @@ class RankRecorder:
     def collectives_json(self, keep: int = 8) -> list[dict[str, Any]]:
         """Contract 10's ``collectives`` of this rank: the last ``keep`` entries per group."""
         return [group.as_json(keep) for group in self.groups]
+
+    def stored_json(self, keep: int = STORED_ENTRIES) -> dict[str, Any]:
+        """What an incident keeps of this recorder (``stored_recorder`` reads it back):
+        every group with its last ``keep`` entries, the members, and what was dropped,
+        not the megabytes of the dump."""
+        return {
+            "groups": [group.as_json(keep) | {"desc": group.desc} for group in self.groups],
+            "members": {pg: sorted(ranks) for pg, ranks in self.members.items()},
+            "dropped": list(self.dropped),
+        }
+
+
+def stored_recorder(rank: int, stored: object) -> RankRecorder:
+    """Read back ``RankRecorder.stored_json``. The database is shared by every node of
+    a fleet, so the row is read like a dump: any shape, bounded, never raising."""
+    if not isinstance(stored, dict):
+        return RankRecorder(rank, (), {}, (f"stored recorder is a {type(stored).__name__}",))
+    notes: list[str] = []
+    groups: list[GroupRecord] = []
+    for raw in _list(stored.get("groups"), "groups", notes)[:MAX_GROUPS]:
+        if not isinstance(raw, dict) or not isinstance(raw.get("pg"), str):
+            notes.append("a stored group unreadable")
+            continue
+        kept = _list(raw.get("entries"), "entries", notes)[-MAX_ENTRIES:]
+        entries = [_stored_entry(entry) for entry in kept]
+        groups.append(
+            GroupRecord(
+                _text(raw["pg"]),
+                _text(str(raw.get("desc", ""))),
+                _int(raw.get("last_enqueued")),
+                _int(raw.get("last_completed")),
+                tuple(entry for entry in entries if entry is not None),
+            )
+        )
+    members: dict[str, frozenset[int]] = {}
+    for pg, ranks in list(_dict(stored.get("members"), "members", notes).items())[:MAX_GROUPS]:
+        if isinstance(ranks, list):
+            read = (_int(r) for r in ranks[:MAX_RANKS])
+            members[_text(str(pg))] = frozenset(r for r in read if r is not None and r >= 0)
+    kept_notes = _list(stored.get("dropped"), "dropped", notes)[: MAX_NOTES + 1]
+    dropped = [_text(str(note)) for note in kept_notes] + notes
+    return RankRecorder(rank, tuple(groups), members, tuple(dropped[: MAX_NOTES + 1]))
+
+
+def _stored_entry(raw: object) -> CollectiveEntry | None:
+    if not isinstance(raw, dict) or (seq := _int(raw.get("seq"))) is None:
+        return None
+    sizes, dtypes = raw.get("sizes"), raw.get("dtypes")
+    return CollectiveEntry(
+        seq=seq,
+        op=_text(str(raw.get("op", ""))),
+        sizes=tuple(_size(size) for size in sizes[:MAX_TENSORS]) if isinstance(sizes, list) else (),
+        dtypes=tuple(_text(str(d)) for d in dtypes[:MAX_TENSORS])
+        if isinstance(dtypes, list)
+        else (),
+        state=_text(str(raw.get("state", ""))),
+    )
 
 
 def load_flight_recorder(rank: int, raw: bytes) -> RankRecorder:
