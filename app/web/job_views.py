@@ -13,6 +13,7 @@ from app.access.callers import Caller
 from app.access.incident_privacy import visible
 from app.db import job_store
 from app.db.job_models import IncidentPublic, job_owner
+from app.web.collective_views import collective_view, suspect_rules
 
 __all__ = ["incident_view", "job_view", "overview"]
 
@@ -57,26 +58,36 @@ def job_view(
 
 def incident_view(session: Session, caller: Caller, incident_id: int) -> dict[str, Any] | None:
     """One incident's page: the summary, then each group with its ranks (suspects
-    marked, each with its capture, whose stack the page links to) and its frames."""
+    marked, each with its capture, whose stack the page links to) and its frames, and
+    the collectives (``collective_views``)."""
     row = job_store.incident(session, incident_id)
     if row is None:
         return None
     shown = visible(caller, row)
+    hidden = shown is not row.public
+    incident = shown.model_dump(mode="json")
+    rules = suspect_rules(incident)
     return {
-        "incident": shown.model_dump(mode="json"),
-        "frames_hidden": shown is not row.public,
-        "groups": _groups(shown),
+        "incident": incident,
+        "frames_hidden": hidden,
+        "groups": _groups(shown, rules),
+        "rules": [(rank, rules.get(rank)) for rank in shown.suspects],
+        "collectives": collective_view(incident, hidden),
     }
 
 
-def _groups(incident: IncidentPublic) -> list[dict[str, Any]]:
-    """Each group with its ranks' captures; ranks in no group (no Python stack: what
-    /proc said of them is in the summary) come last, as one more, itself a suspect's
-    group when one of them is."""
+def _groups(incident: IncidentPublic, rules: dict[int | None, str]) -> list[dict[str, Any]]:
+    """Each group with its ranks' captures (a suspect with the rule that named it);
+    ranks in no group (no Python stack: what /proc said of them is in the summary) come
+    last, as one more, itself a suspect's group when one of them is."""
     suspects = set(incident.suspects)
     by_group: dict[int | None, list[dict[str, Any]]] = {}
     for capture in incident.ranks:
-        entry = capture.model_dump(mode="json") | {"suspect": capture.rank in suspects}
+        suspect = capture.rank in suspects
+        entry = capture.model_dump(mode="json") | {
+            "suspect": suspect,
+            "rule": rules.get(capture.rank) if suspect else None,
+        }
         by_group.setdefault(capture.group, []).append(entry)
     groups = [
         {
