@@ -24,12 +24,14 @@ __all__ = [
     "LOCAL_TIMER",
     "LOGGERS",
     "REAPER",
+    "UNKILLABLE",
     "USER_FIFOS",
 ]
 
 REAPER = "timer_core.reaper"
 EXPIRY = "timer_core.expiry"
 KILL_WATCH = "timer_core.kill_watch"
+UNKILLABLE = "timer_core.unkillable"
 EXIT_WATCHER = "timer_core.exit_watcher"
 EVENTS = "timer_core.events"
 DESCRIPTORS = "timer_core.descriptors"
@@ -49,6 +51,8 @@ LOGGERS = {
     EXPIRY: "one line per expiry outcome: a kill, an observe-only expiry, a worker "
     "found gone (INFO); a failed kill or escalation (WARNING)",
     KILL_WATCH: "kills overdue, and when none is any more",
+    UNKILLABLE: "a worker still alive --unkillable-after seconds after its SIGKILL, with "
+    "its /proc state and wait channel, and its exit at last (WARNING)",
     EXIT_WATCHER: "workers watched through pidfds, and a pidfd that could not be opened",
     EVENTS: "an event listener (the recorder, the metrics) that failed on an event",
     DESCRIPTORS: "an open file limit that could not be raised",

@@ -25,6 +25,7 @@ __all__ = [
     "Kill",
     "NoKill",
     "Refusal",
+    "Unkillable",
     "captured_stack",
     "state_after",
 ]
@@ -144,7 +145,41 @@ class Incident:
         }
 
 
-EventDetail: TypeAlias = Armed | Ended | Kill | NoKill | Escalated | Refusal | Incident
+@dataclass(frozen=True, slots=True)
+class Unkillable:
+    """``unkillable``: the worker was still alive ``seconds`` after its SIGKILL, in the
+    state ``/proc`` showed then (``D``, "disk sleep") and waiting in the kernel function
+    ``wchan``; or, with ``exited``, it has exited at last, ``seconds`` after the SIGKILL.
+    One of each per worker."""
+
+    seconds: float
+    state: str | None = None
+    state_name: str | None = None
+    wchan: str | None = None
+    exited: bool = False
+    # Why ``state`` is unknown (its /proc files did not answer in time).
+    note: str | None = None
+
+    @property
+    def reason(self) -> str:
+        if self.exited:
+            return f"exited {self.seconds:.1f}s after its SIGKILL"
+        where = f" in {self.wchan}" if self.wchan else ""
+        state = f"{self.state} ({self.state_name})" if self.state_name else self.state or "?"
+        return f"still alive {self.seconds:.1f}s after its SIGKILL: {state}{where}"
+
+    def as_json(self) -> JsonObject:
+        # state, wchan and seconds always (contract 10), null when unknown.
+        said: JsonObject = {
+            "state": self.state,
+            "wchan": self.wchan,
+            "seconds": round(self.seconds, 3),
+        }
+        exited = True if self.exited else None
+        return said | _known(state_name=self.state_name, exited=exited, note=self.note)
+
+
+EventDetail: TypeAlias = Armed | Ended | Kill | NoKill | Escalated | Refusal | Incident | Unkillable
 
 
 def captured_stack(detail: EventDetail) -> CapturedStack | None:

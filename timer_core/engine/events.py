@@ -16,7 +16,16 @@ from typing import Final
 
 from .. import log_names
 from .capturer import CapturedStack
-from .event_details import Ended, Escalated, EventDetail, Kill, NoKill, Refusal, captured_stack
+from .event_details import (
+    Ended,
+    Escalated,
+    EventDetail,
+    Kill,
+    NoKill,
+    Refusal,
+    Unkillable,
+    captured_stack,
+)
 from .states import EventKind
 from .timers import RefusedRequest, Timer
 
@@ -63,7 +72,10 @@ class TimerEvent:
                 return why
             late_ms = 1000 * detail.late
             return f"signal {self.timer.signal} sent {late_ms:.1f} ms after the deadline"
-        if isinstance(detail, Ended | NoKill | Escalated | Refusal) and detail.reason is not None:
+        if (
+            isinstance(detail, Ended | NoKill | Escalated | Refusal | Unkillable)
+            and detail.reason is not None
+        ):
             return detail.reason
         return self.kind
 

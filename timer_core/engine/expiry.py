@@ -316,6 +316,8 @@ class ExpiryHandler:
             None,
             Escalated(why, tuple(killed)),
         )
+        if killed[:1] == [worker.pid]:
+            self.killer.sent_sigkill(timer)
 
 
 def _deadline(timer: LiveTimer) -> float:

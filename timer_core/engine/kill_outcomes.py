@@ -93,6 +93,8 @@ class WorkerKiller:
     schedule: Callable[[float, Escalation], None]
     escalate_after: float | None
     signal_children: bool
+    # Told of each worker sent SIGKILL (``UnkillableWatch.sigkilled``): it only queues.
+    sigkilled: Callable[[LiveTimer], None] | None = None
 
     def expire(
         self,
@@ -152,7 +154,9 @@ class WorkerKiller:
             stack_note=stack_note,
         )
         self.outcome(EventKind.KILLED, timer, latency, progress, kill)
-        if timer.signal != signal_module.SIGKILL and self.escalate_after is not None:
+        if timer.signal == signal_module.SIGKILL:
+            self.sent_sigkill(timer)
+        elif self.escalate_after is not None:
             due = self.clock.monotonic() + self.escalate_after
             self.schedule(due, Escalation(timer, (timer.identity, *children)))
 
@@ -192,12 +196,24 @@ class WorkerKiller:
                 self.outcome(_undelivered(outcome), timer, latency, progress, failed)
                 return
             progress.signalled_by = timer.id
+            if timer.signal == signal_module.SIGKILL:
+                self.sent_sigkill(timer)
         if progress.signalled_by == timer.id:
             # Signalled: a kill like any other, with a note.
             kill = Kill(latency, error=reason)
         else:
             kill = Kill(latency, signalled_by=progress.signalled_by)
         self.outcome(EventKind.KILLED, timer, latency, progress, kill)
+
+    def sent_sigkill(self, timer: LiveTimer) -> None:
+        """Tell the unkillable watch that ``timer``'s worker was sent SIGKILL. Never
+        raises: the kill is done, and what follows it is not worth losing it."""
+        if self.sigkilled is None:
+            return
+        try:
+            self.sigkilled(timer)
+        except Exception as error:
+            self.watch.error(error, "watching for an unkillable worker")
 
     def _late(self, timer: LiveTimer) -> float:
         """How far past its deadline ``timer`` is now, in seconds."""

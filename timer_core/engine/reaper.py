@@ -36,6 +36,7 @@ from .reaper_loop import LoopHealth, ReaperLoop
 from .states import EventKind
 from .timer_book import TimerBook
 from .timers import LiveTimer, Timer
+from .unkillable import UnkillableWatch
 
 __all__ = ["Reaper"]
 
@@ -61,11 +62,14 @@ class Reaper:
         node: str = "",
         labels_of: Callable[[int], Labels] = read_labels,
         incident_window: float | None = None,
+        unkillable_after: float | None = None,
     ) -> None:
         """``incident_window`` (seconds) turns incidents on: the first expiry of a
         job's timer captures the stacks of all the job's live ranks here before any
         signal to the job, and expiries within the window after it join that incident.
-        ``labels_of`` reads a worker's job and rank (its environment, by default)."""
+        ``labels_of`` reads a worker's job and rank (its environment, by default).
+        ``unkillable_after`` (seconds) turns on the watch for workers still alive that
+        long after their SIGKILL (``unkillable`` events)."""
         self.book = book = TimerBook(
             clock=clock or SystemClock(),
             bus=bus or EventBus(),
@@ -104,6 +108,12 @@ class Reaper:
             heap=book.heap_entries,
             live=book.live_by_id,
         )
+        # Workers still alive ``unkillable_after`` seconds after their SIGKILL.
+        self.unkillable = (
+            UnkillableWatch(self.clock, unkillable_after, book.events.timer)
+            if unkillable_after is not None
+            else None
+        )
         killer = WorkerKiller(
             self.clock,
             self.signaller,
@@ -112,6 +122,7 @@ class Reaper:
             schedule=book.schedule,
             escalate_after=escalate_after,
             signal_children=signal_children,
+            sigkilled=self.unkillable.sigkilled if self.unkillable is not None else None,
         )
         self.expiry = ExpiryHandler(
             killer,
@@ -252,6 +263,8 @@ class Reaper:
         self.kill_watch.origin = self.clock.monotonic()  # restored deadlines are due now
         self.bus.start()
         self.book.workers.start()
+        if self.unkillable is not None:
+            self.unkillable.start()
         self._loop.start()
 
     def restart_loop(self) -> bool:
@@ -263,6 +276,8 @@ class Reaper:
         self._loop.stop()
         # Expiries still capturing finish (within their budget) and emit before the drain.
         self.expiry.shutdown()
+        if self.unkillable is not None:
+            self.unkillable.stop()
         self.book.workers.stop()
         self.bus.drain()
         self.bus.stop()

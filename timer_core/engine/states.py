@@ -38,6 +38,8 @@ class EventKind(StrEnum):
     ESCALATED = "escalated"
     # A job's timer expired: its ranks' stacks were captured before any signal to it.
     INCIDENT = "incident"
+    # A worker still alive well after its SIGKILL (stuck in the kernel), and its exit.
+    UNKILLABLE = "unkillable"
 
 
 # The state a timer is in after an event of each kind. A kind missing here finds its
@@ -55,6 +57,8 @@ STATE_AFTER: Final[Mapping[EventKind, TimerState]] = MappingProxyType(
         EventKind.WORKER_GONE: TimerState.EXPIRED,
         # A SIGKILL for a worker that outlived its timer's signal: the timer ended killed.
         EventKind.ESCALATED: TimerState.KILLED,
+        # Only a worker that was sent SIGKILL can outlive it: its timer ended killed.
+        EventKind.UNKILLABLE: TimerState.KILLED,
     }
 )
 

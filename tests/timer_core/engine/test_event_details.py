@@ -16,6 +16,7 @@ from timer_core.engine.event_details import (
     Kill,
     NoKill,
     Refusal,
+    Unkillable,
     state_after,
 )
 from timer_core.engine.states import END_KINDS, STATE_AFTER
@@ -63,6 +64,29 @@ SUMMARY = {"method": "py-spy", "seconds": 0.1235, "bytes": 13, "notes": ["faulth
             {"reason": "pid 77 is not running", "requested_pid": "77"},
         ),
         (Incident(None, ()), {"job_id": None, "processes": 0, "stacks": 0}),
+        # state, wchan and seconds always (contract 10), null when unknown.
+        (
+            Unkillable(10.00049, "D", "disk sleep", "request_wait_answer"),
+            {
+                "state": "D",
+                "wchan": "request_wait_answer",
+                "seconds": 10.0,
+                "state_name": "disk sleep",
+            },
+        ),
+        (
+            Unkillable(10.0, note="/proc/7 did not answer within 1s"),
+            {
+                "state": None,
+                "wchan": None,
+                "seconds": 10.0,
+                "note": "/proc/7 did not answer within 1s",
+            },
+        ),
+        (
+            Unkillable(31.5, exited=True),
+            {"state": None, "wchan": None, "seconds": 31.5, "exited": True},
+        ),
     ],
 )
 def test_each_detail_is_stored_with_the_keys_the_log_has_always_had(
@@ -87,4 +111,7 @@ def test_the_state_each_kind_leaves_a_timer_in() -> None:
         TimerState.RELEASED
     )
     assert state_after(EventKind.REFUSED, Refusal("no", "1")) is None
+    # Only a worker sent SIGKILL outlives it: its timer was killed, and stays so.
+    assert state_after(EventKind.UNKILLABLE, Unkillable(10.0, "D")) == TimerState.KILLED
+    assert EventKind.UNKILLABLE not in END_KINDS
     assert STATE_AFTER.keys() >= END_KINDS and EventKind.ESCALATED not in END_KINDS
