@@ -67,8 +67,12 @@ class Frame:
 
     @property
     def key(self) -> tuple[str, str]:
-        """What identifies the place: function and file name, no line, no directory."""
-        return self.function, self.file.rsplit("/", 1)[-1]
+        """What identifies the place: function and file name, no line, no directory.
+        The function's own name, without its qualifying prefix: py-spy prints the
+        qualified name (``_exception_logger.<locals>.wrapper``) and faulthandler, as
+        torch's worker server answers, the bare one (``wrapper``), and ranks waiting in
+        one place must group alike whichever way their stacks were taken."""
+        return self.function.rsplit(".", 1)[-1], self.file.rsplit("/", 1)[-1]
 
     def where(self) -> str:
         name = self.file.rsplit("/", 1)[-1]

@@ -135,3 +135,14 @@ def test_a_stopped_workers_server_is_not_asked(fake: subprocess.Popen[bytes]) ->
     assert captured.method == "proc"
     # Asked, a stopped server would have left a note (its ping times out).
     assert captured.notes == ("py-spy: not installed or disabled",)
+
+
+def test_a_rank_reads_alike_over_its_server_and_through_py_spy() -> None:
+    """One rank waiting in all_reduce, its stack taken both ways (torch 2.13): py-spy
+    names ``_exception_logger.<locals>.wrapper``, faulthandler ``wrapper``. An incident
+    whose ranks were taken either way groups them together."""
+    server = parse_stack((STACKS / "worker-server-allreduce.txt").read_text())
+    py_spy = parse_stack((STACKS / "py-spy-allreduce-same-rank.txt").read_text())
+    assert [f.function for f in server.python] == ["all_reduce", "wrapper", "<module>"]
+    assert py_spy.python[1].function == "_exception_logger.<locals>.wrapper"
+    assert server.signature() == py_spy.signature()
