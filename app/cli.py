@@ -181,6 +181,11 @@ def _parser() -> argparse.ArgumentParser:
         help="serve the fleet's dashboard and reads over a shared database: no reaper, "
         "no FIFO; timer writes get 409",
     )
+    serve.add_argument(
+        "--public-url",
+        help="where people reach this service's pages, for the links in notifications "
+        "(default http://HOST:PORT)",
+    )
     serve.add_argument("--log-level", choices=LOG_LEVELS, help="default info")
     serve.add_argument(
         "--access-log",
@@ -228,6 +233,7 @@ def main(argv: list[str] | None = None) -> None:
         incident_window=args.incident_window,
         node_timeout=args.node_timeout,
         hub=args.hub,
+        public_url=args.public_url,
     )
     if settings.hub and (settings.fifo or settings.fifo_dir):
         raise SystemExit(

@@ -20,6 +20,7 @@ __all__ = [
     "LOSS_LEDGER",
     "METRICS",
     "NODES",
+    "NOTIFICATIONS",
     "PERIODIC",
     "PRIVATE_FILES",
     "RECORDER",
@@ -45,6 +46,7 @@ WAL_CHECKPOINTS = "app.wal_checkpoints"
 INCIDENT_ROWS = "app.incident_rows"
 UNENCODABLE = "app.unencodable"
 NODES = "app.nodes"
+NOTIFICATIONS = "app.notifications"
 METRICS = "app.metrics"
 PERIODIC = "app.periodic"
 
@@ -68,6 +70,8 @@ LOGGERS = {
     INCIDENT_ROWS: "an incident whose analysis failed",
     UNENCODABLE: "text that cannot be encoded as UTF-8, shown escaped",
     NODES: "this node's heartbeat failing, and beating again",
+    NOTIFICATIONS: "notifications that could not be written, deliveries that failed or "
+    "gave up (by channel id and name, never its URL), the sender's errors",
     METRICS: "the fleet's nodes that could not be counted for timer_nodes",
     PERIODIC: "a periodic task (beat, lock check, checkpoint) that failed a round",
 }

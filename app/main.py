@@ -32,6 +32,7 @@ from app.web.routers import (
     losses,
     metrics,
     nodes,
+    notifications,
     timers,
 )
 from timer_core import ProcessSignaller
@@ -110,6 +111,7 @@ def create_app(
     app.include_router(fifos.router)
     app.include_router(health.router)
     app.include_router(losses.router)
+    app.include_router(notifications.router)
     app.include_router(metrics.router)
     app.include_router(dashboard.router)
     app.include_router(job_pages.router)

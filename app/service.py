@@ -40,6 +40,8 @@ from app.db.nodes import node_statuses
 from app.db.private_files import secure_sqlite_files
 from app.db.recorder import Recorder
 from app.hub import Hub
+from app.notify.outbox import Outbox
+from app.notify.sender import Sender
 from app.ops.health import Health, RecorderHealth
 from app.ops.metrics import ServiceMetrics
 from app.settings import Settings
@@ -69,12 +71,22 @@ class Service:
         composition root passes the dashboard's live feed)."""
         self.settings = settings
         self.engine = make_engine(settings.db_url, settings.db_busy_timeout)
+        # Notifications (contract 11): written with the events that cause them, sent
+        # by a thread of their own.
+        self.sender = Sender(
+            self.engine,
+            settings.node,
+            settings.page_url,
+            retention_seconds=settings.retention_days * 86400,
+        )
+        self.outbox = Outbox(settings.node, settings.incident_window, wake=self.sender.wake)
         self.recorder = Recorder(
             self.engine,
             buffer_size=settings.recorder_buffer,
             retention_seconds=settings.retention_days * 86400,
             prune_interval=settings.prune_interval,
             incidents=IncidentRecorder(settings.node, settings.incident_window),
+            also=[self.outbox.record],
         )
         # The recorder's bound is kept where work comes in, so nothing known is dropped.
         self.backpressure = Backpressure(self.recorder, settings.recorder_buffer)
@@ -87,7 +99,10 @@ class Service:
         # HTTP reads' share of the database pool (app.access.reader_slots).
         self.readers = ReaderSlots()
         self.metrics = ServiceMetrics(
-            self.health, self.node_counts, refusals=lambda: self.keeper.user_share.refusals
+            self.health,
+            self.node_counts,
+            refusals=lambda: self.keeper.user_share.refusals,
+            notifications=lambda: (dict(self.sender.outcomes), self.sender.queue_age),
         )
         self._views = tuple(views)
         self.started_at = time.time()
@@ -161,6 +176,7 @@ class Service:
         for view in self._views:
             view.seed(self.engine)
         self.recorder.start()
+        self.sender.start()
         self.losses.start()
         self.database.start()
         self.keeper.start()
@@ -280,6 +296,7 @@ class Service:
         return counts
 
     def stop(self) -> None:
+        self.sender.stop()
         self.keeper.stop()
         self.database.stop()
         self.recorder.stop()

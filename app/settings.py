@@ -213,6 +213,17 @@ class Settings:
     node_timeout: float = 15.0
     # Serve the fleet's dashboard and reads only: no reaper, no FIFO; timer writes 409.
     hub: bool = False
+    # The address people reach this service's pages at, for the links notifications
+    # carry (contract 11); "": http://<host>:<port><root_path>.
+    public_url: str = ""
+
+    @property
+    def page_url(self) -> str:
+        """Where the links of notifications point: --public-url, else the bind address."""
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}{self.root_path}"
 
     @property
     def node(self) -> str:
@@ -280,6 +291,7 @@ class Settings:
             incident_window=_env_number("INCIDENT_WINDOW", defaults.incident_window, float),
             node_timeout=_env_number("NODE_TIMEOUT", defaults.node_timeout, float),
             hub=_env_bool("HUB", defaults.hub),
+            public_url=_env_str("PUBLIC_URL", defaults.public_url) or defaults.public_url,
         )
         known = {field.name for field in fields(cls)}
         unknown = set(overrides) - known

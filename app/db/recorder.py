@@ -26,8 +26,9 @@ import itertools
 import logging
 import threading
 import time
+from collections.abc import Callable, Sequence
 
-from sqlalchemy import Engine, TextClause, text
+from sqlalchemy import Connection, Engine, TextClause, text
 from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 
 from app import log_names
@@ -112,9 +113,13 @@ class Recorder:
         retention_seconds: float | None = None,
         prune_interval: float = 3600.0,
         incidents: IncidentRecorder | None = None,
+        also: Sequence[Callable[[Connection, list[TimerEvent]], None]] = (),
     ) -> None:
+        """``also``: more writers of each batch, in its transaction, after the incidents
+        (the notification outbox, ``app.notify.outbox``)."""
         self._engine = engine
         self._incidents = incidents
+        self._also = tuple(also)
         self._buffer: collections.deque[TimerEvent] = collections.deque()
         self._buffer_size = buffer_size
         self._lock = threading.Lock()
@@ -434,3 +439,5 @@ class Recorder:
             write_events(connection, batch, self._unrecorded)
             if self._incidents is not None:
                 self._incidents.record(connection, batch)
+            for write in self._also:
+                write(connection, batch)

@@ -51,9 +51,12 @@ class ServiceMetrics:
         node_counts: Callable[[], dict[str, int] | None] | None = None,
         *,
         refusals: Callable[[], Mapping[str, int]] | None = None,
+        notifications: Callable[[], tuple[Mapping[str, int], float]] | None = None,
     ) -> None:
         """``node_counts``: how many nodes of the fleet are up and down, per scrape;
-        ``refusals``: requests refused over a user's share, by reason, since start."""
+        ``refusals``: requests refused over a user's share, by reason, since start;
+        ``notifications``: the sender's outcomes since start, by state, and its queue's
+        age in seconds (contract 11)."""
         self.registry = CollectorRegistry()
         r = self.registry
 
@@ -98,6 +101,8 @@ class ServiceMetrics:
             r.register(_NodesCollector(node_counts))
         if refusals is not None:
             r.register(_RefusalsCollector(refusals))
+        if notifications is not None:
+            r.register(_NotificationsCollector(notifications))
 
     def __call__(self, event: TimerEvent) -> None:
         """Listener: count one event."""
@@ -139,6 +144,32 @@ class _RefusalsCollector(Collector):
         for reason in REFUSAL_REASONS:
             family.add_metric([reason], counts.get(reason, 0))
         yield family
+
+
+class _NotificationsCollector(Collector):
+    """``timer_notifications_total{state}`` (delivered, failed, gave_up, silenced: this
+    node's sends since start) and ``timer_notification_queue`` (seconds the oldest
+    notification not yet delivered has waited, fleet-wide; 0: none waits). No label
+    names a channel: its name is the admin's text, its URL a secret."""
+
+    def __init__(self, notifications: Callable[[], tuple[Mapping[str, int], float]]) -> None:
+        self._notifications = notifications
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        outcomes, queue_age = self._notifications()
+        family = CounterMetricFamily(
+            "timer_notifications",
+            "Notification deliveries this node finished, by outcome, since it started.",
+            labels=["state"],
+        )
+        for state, count in outcomes.items():
+            family.add_metric([state], count)
+        yield family
+        yield GaugeMetricFamily(
+            "timer_notification_queue",
+            "Seconds the oldest notification not yet sent has waited (0: none waits).",
+            value=queue_age,
+        )
 
 
 class _NodesCollector(Collector):

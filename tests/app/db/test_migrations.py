@@ -12,7 +12,8 @@ from sqlalchemy import Engine, inspect
 from sqlmodel import SQLModel
 
 import app.db.job_models
-import app.db.models  # noqa: F401
+import app.db.models
+import app.notify.tables  # noqa: F401
 from app.db.database import MIGRATIONS_DIR, make_engine, migrate
 from tests.conftest import migrated_engine
 

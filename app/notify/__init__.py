@@ -1,0 +1,1 @@
+"""Notifications (contract 11): channels, the durable outbox and its sender, silences."""

@@ -1,0 +1,22 @@
+"""One attempt to tell one channel: the signed webhook for ``http(s)://`` URLs."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from app.notify.channels import is_webhook
+from app.notify.webhook import Outcome, post_signed
+
+__all__ = ["Deliver", "deliver"]
+
+# (url, secret, delivery id, body) -> how it went
+Deliver = Callable[[str, str | None, str, dict[str, Any]], Outcome]
+
+
+def deliver(url: str, secret: str | None, delivery_id: str, body: dict[str, Any]) -> Outcome:
+    if is_webhook(url):
+        encoded = json.dumps(body, separators=(",", ":"), sort_keys=True).encode()
+        return post_signed(url, secret, delivery_id, encoded)
+    return Outcome(False, "no sender for this kind of URL", retry=False)

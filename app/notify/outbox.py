@@ -1,0 +1,187 @@
+"""The outbox's writing side: the recorder hands every batch here, inside the batch's
+own transaction, so a notification exists exactly when the event that caused it does
+(a crash loses both or neither; nothing is sent for an event that was never recorded).
+
+What is told (contract 11):
+
+- ``incident``: a job's ``incident`` event (its ranks captured before the first kill)
+  makes the notification ``incident:<id>``. Another node's capture of the same incident,
+  and every later expiry of the job joining it, is folded into that one row (``folded``
+  counts them), never told again: one notification per incident, not per rank.
+- ``kill``: a worker killed outside any incident. Kills of one job within the incident
+  window fold into the first one's notification (a job with capture off still tells
+  one thing per hang).
+- ``unkillable``: a worker the kernel would not let die (the engine's ``unkillable``
+  event, where the engine has it).
+
+The work here is a few indexed statements for the batches that hold such events and
+nothing for the others: the sending (network, retries) is the sender's, on its own
+thread, so a failing channel never slows the recorder.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import Connection, text
+from sqlalchemy.exc import DataError, IntegrityError
+
+from app import log_names
+from timer_core import TimerEvent
+from timer_core.engine import EventKind, Timer
+
+__all__ = ["NOTIFYING_KINDS", "Outbox", "timer_body"]
+
+logger = logging.getLogger(log_names.NOTIFICATIONS)
+
+# Helper B adds ``unkillable`` to the engine's kinds; told once it exists.
+_UNKILLABLE: str | None = getattr(EventKind, "UNKILLABLE", None)
+# The ends that join a job's incident (as app.db.incident_rows joins them).
+_JOINING = frozenset(
+    {EventKind.EXPIRED, EventKind.KILLED, EventKind.KILL_FAILED, EventKind.WORKER_GONE}
+)
+NOTIFYING_KINDS = frozenset({EventKind.INCIDENT, *_JOINING, *filter(None, [_UNKILLABLE])})
+
+_INSERT = text(
+    "INSERT INTO notifications (key, kind, at, node, job_id, uid, scope_id, timer_id,"
+    " incident_id, body, folded, fanned_out)"
+    " VALUES (:key, :kind, :at, :node, :job_id, :uid, :scope_id, :timer_id, :incident_id,"
+    " :body, 0, :fanned_out)"
+    " ON CONFLICT (key) DO UPDATE SET folded = notifications.folded + 1"
+)
+_FOLD = text("UPDATE notifications SET folded = folded + 1 WHERE id = :id")
+_INCIDENT_OF_JOB = text(
+    "SELECT id FROM incidents WHERE job_id = :job_id"
+    " AND coalesce(uid, -1) = coalesce(:uid, -1) AND opened_at >= :since"
+    " ORDER BY opened_at DESC LIMIT 1"
+)
+_NOTIFICATION_OF_INCIDENT = text("SELECT id FROM notifications WHERE key = :key")
+_KILL_OF_JOB = text(
+    "SELECT id FROM notifications WHERE kind = 'kill' AND job_id = :job_id"
+    " AND coalesce(uid, -1) = coalesce(:uid, -1) AND at >= :since"
+    " ORDER BY at DESC LIMIT 1"
+)
+
+
+def timer_body(timer: Timer) -> dict[str, Any]:
+    """The ``timer`` of a webhook's body: what identifies the worker, no stack."""
+    labels = timer.labels
+    return {
+        "id": timer.id,
+        "pid": timer.pid,
+        "scope_id": timer.scope_id,
+        "state": str(timer.state),
+        "signal": timer.signal,
+        "uid": timer.uid,
+        "node": timer.node,
+        "job_id": labels.job_id,
+        "rank": labels.rank,
+        "local_rank": labels.local_rank,
+        "world_size": labels.world_size,
+    }
+
+
+def _told(event: TimerEvent) -> dict[str, Any]:
+    """What of the event's detail a notification carries: how late, and why; never a
+    stack (a channel is not a place to copy what a worker was running)."""
+    detail = event.detail.as_json()
+    return {key: detail[key] for key in ("latency", "reason", "error") if key in detail}
+
+
+class Outbox:
+    def __init__(self, node: str, window: float, wake: Callable[[], None] = lambda: None) -> None:
+        """``window``: the incident window (--incident-window); ``wake``: tells the
+        sender there is news (it also looks on its own, at its pace)."""
+        self.node = node
+        self.window = window
+        self._wake = wake
+        self.written = 0
+
+    def record(self, connection: Connection, batch: list[TimerEvent]) -> None:
+        """Write the notifications ``batch`` causes, in the caller's transaction."""
+        relevant = [
+            event
+            for event in batch
+            if event.kind in NOTIFYING_KINDS and isinstance(event.timer, Timer)
+        ]
+        if not relevant:
+            return
+        # A savepoint: a value the outbox cannot hold costs its notification (logged),
+        # never the batch's events. The database's own failures still fail the batch,
+        # which the recorder retries whole.
+        savepoint = connection.begin_nested()
+        try:
+            for event in relevant:
+                self._one(connection, event)
+        except (IntegrityError, DataError, ValueError, TypeError) as error:
+            savepoint.rollback()
+            logger.error("notifications of a batch could not be written: %s", error)
+            return
+        savepoint.commit()
+        self._wake()
+
+    def _one(self, connection: Connection, event: TimerEvent) -> None:
+        timer = event.timer
+        assert isinstance(timer, Timer)
+        job_id = timer.labels.job_id
+        kind = str(event.kind)
+        if kind == _UNKILLABLE:
+            self._insert(connection, f"unkillable:{timer.id}", "unkillable", event, timer, None)
+            return
+        if job_id is not None:
+            since = event.at - self.window
+            incident = connection.execute(
+                _INCIDENT_OF_JOB, {"job_id": job_id, "uid": timer.uid, "since": since}
+            ).scalar()
+            if incident is not None:
+                key = f"incident:{incident}"
+                if event.kind == EventKind.INCIDENT:
+                    self._insert(connection, key, "incident", event, timer, int(incident))
+                    return
+                known = connection.execute(_NOTIFICATION_OF_INCIDENT, {"key": key}).scalar()
+                if known is not None:
+                    connection.execute(_FOLD, {"id": known})
+                    return
+                if event.kind == EventKind.KILLED:
+                    self._insert(connection, key, "incident", event, timer, int(incident))
+                return
+        if event.kind != EventKind.KILLED:
+            return
+        if job_id is not None:
+            earlier = connection.execute(
+                _KILL_OF_JOB, {"job_id": job_id, "uid": timer.uid, "since": event.at - self.window}
+            ).scalar()
+            if earlier is not None:
+                connection.execute(_FOLD, {"id": earlier})
+                return
+        self._insert(connection, f"kill:{timer.id}", "kill", event, timer, None)
+
+    def _insert(
+        self,
+        connection: Connection,
+        key: str,
+        kind: str,
+        event: TimerEvent,
+        timer: Timer,
+        incident_id: int | None,
+    ) -> None:
+        connection.execute(
+            _INSERT,
+            {
+                "key": key,
+                "kind": kind,
+                "at": event.at,
+                "node": timer.node or self.node,
+                "job_id": timer.labels.job_id,
+                "uid": timer.uid,
+                "scope_id": timer.scope_id,
+                "timer_id": timer.id,
+                "incident_id": incident_id,
+                "body": json.dumps({"timer": timer_body(timer), "detail": _told(event)}),
+                "fanned_out": False,
+            },
+        )
+        self.written += 1

@@ -1,0 +1,477 @@
+"""The outbox's sending side: a thread that fans each new notification out to the
+channels that want it (one delivery each), then sends the deliveries that are due.
+
+- **Once per fleet.** Nodes sharing a PostgreSQL database all run a sender. Each takes
+  rows with ``FOR UPDATE SKIP LOCKED`` (a row another node holds is skipped, not
+  waited for) and writes a lease on a delivery before sending it: the node that holds
+  an unexpired lease is the only one that sends. A node that dies mid-send leaves its
+  lease to run out, then another node sends the delivery, with the same delivery id
+  (receivers drop the repeat). SQLite serves one node (the service lock), so there
+  the lease only survives a restart.
+- **Retries.** A failure that may pass (a timeout, a refused connection, a 5xx, 429) is
+  tried again after ``backoff_base * 2**(attempts-1)`` seconds (capped, jittered); after
+  ``max_attempts`` tries or ``max_age`` seconds it is ``gave_up``. A refusal that will
+  not pass (a 4xx) is ``failed`` at once.
+- **Never in the way.** Sends run on a small pool of threads, each bounded by its
+  timeout; the loop claims only as many as the pool has room for, so one dead channel
+  holds at most its own sends, never a kill, the recorder or other channels for long.
+
+Single steps (``fan_out``, ``claim``, ``send_claimed``) are public so tests drive them
+with no thread and no sleeps.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import logging
+import random
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, Engine, text
+from sqlalchemy.exc import SQLAlchemyError
+
+from app import log_names
+from app.db.database_status import one_line
+from app.notify.channels import Match, Subject, matches, wants
+from app.notify.delivery import Deliver, deliver
+from app.notify.webhook import Outcome
+
+__all__ = ["Claimed", "Sender", "notification_body"]
+
+logger = logging.getLogger(log_names.NOTIFICATIONS)
+
+STATES = ("delivered", "failed", "gave_up", "silenced")
+
+_FAN_OUT_BATCH = 100
+_PRUNE_INTERVAL = 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """A delivery this node holds the lease of, with what sending it needs."""
+
+    id: int
+    delivery_id: str
+    attempts: int
+    created_at: float
+    channel_id: int | None  # None: the channel was deleted
+    channel_name: str
+    url: str
+    secret: str | None
+    notification: dict[str, Any]
+
+
+def _locking(connection: Connection) -> str:
+    # SQLite has one writer at a time and no row locks: the clause is PostgreSQL's.
+    return "" if connection.dialect.name == "sqlite" else " FOR UPDATE SKIP LOCKED"
+
+
+def notification_body(row: dict[str, Any], base_url: str) -> dict[str, Any]:
+    """The webhook's JSON (contract 11): ``{id, kind, at, node, job_id, summary, url,
+    timer?, incident?}``; ``row`` is the notification joined with its incident."""
+    stored = json.loads(row["body"])
+    timer = stored.get("timer") or {}
+    body: dict[str, Any] = {
+        "id": row["id"],
+        "kind": row["kind"],
+        "at": row["at"],
+        "node": row["node"],
+        "job_id": row["job_id"],
+        "summary": "",
+        "url": base_url,
+        "timer": timer or None,
+    }
+    if row["kind"] == "incident" and row.get("incident_id") is not None:
+        folded = int(row.get("folded") or 0)
+        body["url"] = f"{base_url}/ui/incidents/{row['incident_id']}"
+        body["incident"] = {
+            "id": row["incident_id"],
+            "opened_at": row.get("opened_at"),
+            "nodes": json.loads(row["nodes"]) if row.get("nodes") else [],
+            "suspects": json.loads(row["suspects"]) if row.get("suspects") else [],
+            "events_folded": folded,
+        }
+        summary = row.get("summary") or "its ranks are being analysed"
+        body["summary"] = f"job {row['job_id']} hung on {row['node']}: {summary}"
+        return body
+    if timer.get("id") is not None:
+        body["url"] = f"{base_url}/ui/timers/{timer['id']}"
+    rank = f" (rank {timer['rank']} of job {timer['job_id']})" if timer.get("job_id") else ""
+    what = {"kill": "killed", "unkillable": "could not kill"}.get(row["kind"], row["kind"])
+    body["summary"] = (
+        f"{what} pid {timer.get('pid')}{rank} on {row['node']}: scope "
+        f"{timer.get('scope_id')!r} passed its deadline"
+    )
+    return body
+
+
+class Sender:
+    def __init__(
+        self,
+        engine: Engine,
+        node: str,
+        base_url: str,
+        *,
+        lease: float = 60.0,
+        max_attempts: int = 10,
+        max_age: float = 24 * 3600.0,
+        backoff_base: float = 1.0,
+        backoff_cap: float = 600.0,
+        poll: float = 0.25,
+        workers: int = 4,
+        retention_seconds: float | None = None,
+        send: Deliver = deliver,
+    ) -> None:
+        self._engine = engine
+        self.node = node
+        self.base_url = base_url.rstrip("/")
+        self.lease = lease
+        self.max_attempts = max_attempts
+        self.max_age = max_age
+        self.backoff_base = backoff_base
+        self.backoff_cap = backoff_cap
+        self.poll = poll
+        self._send = send
+        self._workers = workers
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._in_flight: set[concurrent.futures.Future[None]] = set()
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._retention = retention_seconds
+        self._next_prune = time.monotonic() + _PRUNE_INTERVAL
+        self._next_measure = 0.0
+        self.outcomes = dict.fromkeys(STATES, 0)
+        # Seconds the oldest notification or delivery not yet done has waited (0: none).
+        self.queue_age = 0.0
+        self.last_error: str | None = None
+        # Extra checks before a send (silences): a reason to hold it back, or None.
+        self.holds: list[Callable[[Connection, Claimed], str | None]] = []
+
+    # ---- the thread -------------------------------------------------------------------
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def start(self) -> None:
+        self._stopping.clear()
+        self._pool = concurrent.futures.ThreadPoolExecutor(
+            self._workers, thread_name_prefix="timer-notify-send"
+        )
+        self._thread = threading.Thread(target=self._run, name="timer-notify", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop claiming; sends under way finish (each is bounded by its timeout) or are
+        left to their lease, and another start (or node) sends them."""
+        self._stopping.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            self._wake.wait(self.poll)
+            self._wake.clear()
+            if self._stopping.is_set():
+                return
+            try:
+                self._round()
+                if self.last_error is not None:
+                    logger.warning("notifications: the database answers again")
+                self.last_error = None
+            except SQLAlchemyError as error:
+                reason = one_line(error)
+                if reason != self.last_error:
+                    logger.error("notifications: the database failed (%s); retrying", reason)
+                self.last_error = reason
+                self._stopping.wait(1.0)
+            except Exception:
+                logger.exception("notification sender error; continuing")
+                self._stopping.wait(1.0)
+
+    def _round(self) -> None:
+        self.fan_out()
+        with self._lock:
+            self._in_flight = {future for future in self._in_flight if not future.done()}
+            room = self._workers * 2 - len(self._in_flight)
+        if room > 0 and self._pool is not None:
+            for claimed in self.claim(room):
+                future = self._pool.submit(self._send_one, claimed)
+                with self._lock:
+                    self._in_flight.add(future)
+        now = time.monotonic()
+        if now >= self._next_measure:
+            self._next_measure = now + 1.0
+            self.measure()
+        if self._retention is not None and now >= self._next_prune:
+            self._next_prune = now + _PRUNE_INTERVAL
+            self.prune(time.time() - self._retention)
+
+    # ---- single steps -----------------------------------------------------------------
+
+    def step(self) -> int:
+        """Fan out, then claim and send every due delivery on this thread: how many
+        were sent (tests, and the benchmark)."""
+        self.fan_out()
+        claimed = self.claim(1000)
+        self.send_claimed(claimed)
+        return len(claimed)
+
+    def fan_out(self) -> int:
+        """One delivery per new notification and channel that wants it; how many
+        notifications were fanned out."""
+        now = time.time()
+        with self._engine.begin() as connection:
+            rows = connection.execute(
+                text(
+                    "SELECT id, kind, job_id, node, uid, scope_id FROM notifications"
+                    f" WHERE fanned_out = :no ORDER BY id LIMIT {_FAN_OUT_BATCH}"
+                    + _locking(connection)
+                ),
+                {"no": False},
+            ).all()
+            if not rows:
+                return 0
+            channels = connection.execute(text("SELECT id, events, match FROM channels")).all()
+            wanted = [
+                (channel.id, json.loads(channel.events), Match.model_validate_json(channel.match))
+                for channel in channels
+            ]
+            new = []
+            for row in rows:
+                subject = Subject(job=row.job_id, node=row.node, uid=row.uid, scope=row.scope_id)
+                for channel_id, events, match in wanted:
+                    if wants(events, row.kind) and matches(match, subject):
+                        new.append(
+                            {
+                                "delivery_id": secrets.token_hex(16),
+                                "notification_id": row.id,
+                                "channel_id": channel_id,
+                                "created_at": now,
+                                "next_at": now,
+                            }
+                        )
+            if new:
+                connection.execute(
+                    text(
+                        "INSERT INTO deliveries (delivery_id, notification_id, channel_id,"
+                        " state, attempts, created_at, next_at) VALUES (:delivery_id,"
+                        " :notification_id, :channel_id, 'pending', 0, :created_at, :next_at)"
+                    ),
+                    new,
+                )
+            ids = [row.id for row in rows]
+            connection.execute(
+                text("UPDATE notifications SET fanned_out = :yes WHERE id IN :ids").bindparams(
+                    _expanding("ids")
+                ),
+                {"yes": True, "ids": ids},
+            )
+        return len(rows)
+
+    def claim(self, limit: int) -> list[Claimed]:
+        """Lease up to ``limit`` due deliveries to this node (none that another node
+        holds), with what sending each needs."""
+        now = time.time()
+        with self._engine.begin() as connection:
+            ids = list(
+                connection.execute(
+                    text(
+                        "SELECT id FROM deliveries WHERE state = 'pending' AND next_at <= :now"
+                        " AND (lease_until IS NULL OR lease_until < :now)"
+                        f" ORDER BY next_at LIMIT {int(limit)}" + _locking(connection)
+                    ),
+                    {"now": now},
+                ).scalars()
+            )
+            if not ids:
+                return []
+            connection.execute(
+                text(
+                    "UPDATE deliveries SET lease_until = :until, leased_by = :me WHERE id IN :ids"
+                ).bindparams(_expanding("ids")),
+                {"until": now + self.lease, "me": self.node, "ids": ids},
+            )
+            rows = connection.execute(
+                text(
+                    "SELECT d.id, d.delivery_id, d.attempts, d.created_at, c.id AS channel_id,"
+                    " c.name, c.url, c.secret, n.id AS notification_id, n.kind, n.at, n.node,"
+                    " n.job_id, n.uid, n.scope_id, n.timer_id, n.incident_id, n.body, n.folded,"
+                    " i.summary, i.suspects, i.nodes, i.opened_at"
+                    " FROM deliveries d JOIN notifications n ON n.id = d.notification_id"
+                    " LEFT JOIN channels c ON c.id = d.channel_id"
+                    " LEFT JOIN incidents i ON i.id = n.incident_id"
+                    " WHERE d.id IN :ids ORDER BY d.next_at"
+                ).bindparams(_expanding("ids")),
+                {"ids": ids},
+            ).mappings()
+            claimed = []
+            for row in rows:
+                notification = dict(row)
+                notification["id"] = row["notification_id"]
+                for name in ("suspects", "nodes"):
+                    value = notification.get(name)
+                    if value is not None and not isinstance(value, str):
+                        notification[name] = json.dumps(value)
+                claimed.append(
+                    Claimed(
+                        id=row["id"],
+                        delivery_id=row["delivery_id"],
+                        attempts=row["attempts"],
+                        created_at=row["created_at"],
+                        channel_id=row["channel_id"],
+                        channel_name=row["name"] or "",
+                        url=row["url"] or "",
+                        secret=row["secret"],
+                        notification=notification,
+                    )
+                )
+            return claimed
+
+    def send_claimed(self, claimed: list[Claimed]) -> None:
+        for one in claimed:
+            self._send_one(one)
+
+    def _send_one(self, claimed: Claimed) -> None:
+        try:
+            held = self._held(claimed)
+            if held is not None:
+                self._finish(claimed, "silenced", held, count_attempt=False)
+                return
+            if claimed.channel_id is None:
+                self._finish(claimed, "failed", "the channel was deleted", count_attempt=False)
+                return
+            body = notification_body(claimed.notification, self.base_url)
+            outcome = self._send(claimed.url, claimed.secret, claimed.delivery_id, body)
+        except SQLAlchemyError:
+            logger.exception("notification %s: could not be checked", claimed.delivery_id)
+            return  # its lease runs out; sent later
+        except Exception as error:  # a flaw in one channel's sending fails that one only
+            logger.exception(
+                "delivery %s to channel %d failed", claimed.delivery_id, claimed.channel_id or 0
+            )
+            outcome = Outcome(False, f"internal error: {type(error).__name__}")
+        self._record(claimed, outcome)
+
+    def _held(self, claimed: Claimed) -> str | None:
+        if not self.holds:
+            return None
+        with self._engine.connect() as connection:
+            for hold in self.holds:
+                reason = hold(connection, claimed)
+                if reason is not None:
+                    return reason
+        return None
+
+    def _record(self, claimed: Claimed, outcome: Outcome) -> None:
+        if outcome.delivered:
+            self._finish(claimed, "delivered", None)
+            return
+        attempts = claimed.attempts + 1
+        too_old = time.time() - claimed.created_at >= self.max_age
+        if not outcome.retry:
+            state = "failed"
+        elif attempts >= self.max_attempts or too_old:
+            state = "gave_up"
+        else:
+            delay = min(self.backoff_cap, self.backoff_base * 2 ** (attempts - 1))
+            delay *= random.uniform(0.8, 1.2)
+            self._update(claimed, "pending", outcome.error, attempts, time.time() + delay)
+            return
+        logger.warning(
+            "delivery %s to channel %d (%s) %s after %d attempts: %s",
+            claimed.delivery_id,
+            claimed.channel_id or 0,
+            claimed.channel_name,
+            state,
+            attempts,
+            outcome.error,
+        )
+        self._finish(claimed, state, outcome.error)
+
+    def _finish(
+        self, claimed: Claimed, state: str, error: str | None, *, count_attempt: bool = True
+    ) -> None:
+        attempts = claimed.attempts + (1 if count_attempt else 0)
+        if self._update(claimed, state, error, attempts, None):
+            with self._lock:
+                self.outcomes[state] += 1
+
+    def _update(
+        self, claimed: Claimed, state: str, error: str | None, attempts: int, next_at: float | None
+    ) -> bool:
+        """Write the outcome, if this node still holds the lease (else another node took
+        the delivery over, and its outcome stands)."""
+        now = time.time()
+        with self._engine.begin() as connection:
+            done = connection.execute(
+                text(
+                    "UPDATE deliveries SET state = :state, attempts = :attempts,"
+                    " last_error = :error, next_at = :next_at, finished_at = :finished,"
+                    " lease_until = NULL, leased_by = NULL"
+                    " WHERE id = :id AND leased_by = :me"
+                ),
+                {
+                    "state": state,
+                    "attempts": attempts,
+                    "error": error,
+                    "next_at": next_at if next_at is not None else now,
+                    "finished": None if state == "pending" else now,
+                    "id": claimed.id,
+                    "me": self.node,
+                },
+            ).rowcount
+        if not done:
+            logger.warning(
+                "delivery %s: its lease ran out during the send; another node has it",
+                claimed.delivery_id,
+            )
+        return bool(done)
+
+    def measure(self) -> None:
+        """``queue_age``: how long the oldest notification or delivery not done yet has
+        waited (``timer_notification_queue``)."""
+        with self._engine.connect() as connection:
+            oldest = connection.execute(
+                text(
+                    "SELECT min(t) FROM (SELECT min(created_at) AS t FROM deliveries"
+                    " WHERE state = 'pending' UNION ALL SELECT min(at) AS t FROM"
+                    " notifications WHERE fanned_out = :no) AS waiting"
+                ),
+                {"no": False},
+            ).scalar()
+        self.queue_age = 0.0 if oldest is None else max(0.0, time.time() - float(oldest))
+
+    def prune(self, cutoff: float) -> None:
+        """Forget deliveries done before ``cutoff`` and notifications left with none."""
+        with self._engine.begin() as connection:
+            connection.execute(
+                text("DELETE FROM deliveries WHERE state != 'pending' AND created_at < :cutoff"),
+                {"cutoff": cutoff},
+            )
+            connection.execute(
+                text(
+                    "DELETE FROM notifications WHERE fanned_out = :yes AND at < :cutoff AND"
+                    " NOT EXISTS (SELECT 1 FROM deliveries WHERE"
+                    " deliveries.notification_id = notifications.id)"
+                ),
+                {"yes": True, "cutoff": cutoff},
+            )
+
+
+def _expanding(name: str) -> Any:
+    from sqlalchemy import bindparam
+
+    return bindparam(name, expanding=True)

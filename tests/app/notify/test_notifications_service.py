@@ -1,0 +1,116 @@
+"""Notifications from the real ``timer-service`` process (contract 11): a real kill
+reaches a real receiver signed, only the admin (as the kernel tells who calls) may add
+a channel, and a notification survives the receiver being down and the service being
+SIGKILLed, arriving after the restart with the delivery id it had before."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.app.notify.receiver import Receiver, start_receiver, verified
+from tests.app.service_process import ServiceProcess, ask_as, scraped
+from tests.second_user import SERVICE_AS_ROOT, SecondUser
+from tests.waiting import wait_until
+from tests.workers import assert_sigkilled
+
+SECRET = "a-secret-of-32-characters-------"
+
+
+@pytest.fixture
+def service(tmp_path: Path) -> Iterator[ServiceProcess]:
+    running = ServiceProcess(tmp_path, "--public-url", "https://timers.example").start()
+    yield running
+    running.stop()
+
+
+def add_channel(service: ServiceProcess, url: str) -> dict[str, Any]:
+    answer = httpx.post(
+        service.url + "/channels",
+        json={"name": "ops", "url": url, "events": ["kill"], "secret": SECRET},
+    )
+    assert answer.status_code == 201, answer.text
+    return dict(answer.json())
+
+
+def arm(service: ServiceProcess, pid: int, expires_in: float) -> dict[str, Any]:
+    answer = httpx.post(
+        service.url + "/timers", json={"pid": pid, "scope_id": "step", "expires_in": expires_in}
+    )
+    assert answer.status_code == 201, answer.text
+    return dict(answer.json())
+
+
+def test_a_real_kill_reaches_the_receiver_signed_and_counted(
+    service: ServiceProcess, receiver: Receiver, sleeper: subprocess.Popen[bytes]
+) -> None:
+    add_channel(service, receiver.url)
+    timer = arm(service, sleeper.pid, 0.2)
+    assert_sigkilled(sleeper)
+    (got,) = receiver.wait_for(1)
+    assert verified(SECRET, got.headers["x-timer-service-signature"], got.body)
+    body = got.json
+    assert (body["kind"], body["timer"]["id"], body["timer"]["pid"]) == (
+        "kill",
+        timer["id"],
+        sleeper.pid,
+    )
+    assert body["url"] == f"https://timers.example/ui/timers/{timer['id']}"
+    assert wait_until(
+        lambda: scraped(service.url, "timer_notifications_total", state="delivered") == 1
+    )
+    assert scraped(service.url, "timer_notification_queue") == 0
+    (delivery,) = httpx.get(service.url + "/deliveries").json()["items"]
+    assert (delivery["state"], delivery["attempts"]) == ("delivered", 1)
+    assert delivery["delivery_id"] == got.delivery_id
+    assert SECRET not in service.log() and "/hook" not in service.log()
+
+
+def test_another_user_may_not_add_a_channel(service: ServiceProcess) -> None:
+    for mark in SERVICE_AS_ROOT:
+        if mark.args[0]:
+            pytest.skip(mark.kwargs["reason"])
+    other = SecondUser.named("ts-caller")
+    status, answer = ask_as(
+        other,
+        service.url.replace("http://", "tcp://"),
+        "POST",
+        "/channels",
+        {"name": "x", "url": "http://169.254.169.254/", "events": ["kill"]},
+    )
+    assert status == 403, answer
+    assert f"uid {other.uid}" in answer["detail"]
+    assert httpx.get(service.url + "/channels").json()["items"] == []
+
+
+def test_a_notification_outlives_a_dead_receiver_and_a_sigkilled_service(
+    service: ServiceProcess, sleeper: subprocess.Popen[bytes]
+) -> None:
+    down = start_receiver()
+    port = down.port
+    down.close()  # the receiver is down: connections are refused
+    add_channel(service, f"http://127.0.0.1:{port}/hook")
+    arm(service, sleeper.pid, 0.2)
+    assert_sigkilled(sleeper)
+
+    def tried() -> dict[str, Any] | None:
+        items = httpx.get(service.url + "/deliveries").json()["items"]
+        return items[0] if items and items[0]["attempts"] >= 1 else None
+
+    assert wait_until(lambda: tried() is not None)
+    before = tried()
+    assert before is not None and before["state"] == "pending", before
+    service.crash()
+    receiver = start_receiver(port)
+    try:
+        service.start()
+        (got,) = receiver.wait_for(1, timeout=20)
+        assert got.delivery_id == before["delivery_id"]
+        assert verified(SECRET, got.headers["x-timer-service-signature"], got.body)
+    finally:
+        receiver.close()

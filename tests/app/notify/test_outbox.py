@@ -1,0 +1,159 @@
+"""The outbox on both databases: a real recorder writes the notifications with the
+events that cause them, and a real sender delivers them to a real receiver on
+loopback, which checks their signatures (contract 11)."""
+
+from __future__ import annotations
+
+import json
+import socket
+
+from sqlalchemy import Engine
+
+from app.notify.sender import Sender
+from tests.app.notify.outbox_events import (
+    add_webhook,
+    body_of,
+    hung_job,
+    lone_kill,
+    recorder_for,
+    rows,
+)
+from tests.app.notify.receiver import Receiver, verified
+
+SECRET = "a-secret-of-32-characters-------"
+
+
+def sender_of(engine: Engine, max_attempts: int = 10) -> Sender:
+    return Sender(
+        engine, "node-a", "http://timers.example:8000", backoff_base=0.0, max_attempts=max_attempts
+    )
+
+
+def test_a_hung_job_is_one_notification_with_its_kills_folded_in(backend_engine: Engine) -> None:
+    recorder, _ = recorder_for(backend_engine)
+    hung_job(recorder)
+    written = rows(backend_engine, "SELECT * FROM notifications")
+    assert len(written) == 1, written
+    (notification,) = written
+    assert notification["kind"] == "incident"
+    assert notification["key"] == f"incident:{notification['incident_id']}"
+    # The four kills of the job joined its incident: folded, not told again.
+    assert notification["folded"] == 4
+    assert body_of(notification)["timer"]["job_id"] == "job-1"
+
+
+def test_the_incident_reaches_the_receiver_once_signed(
+    backend_engine: Engine, receiver: Receiver
+) -> None:
+    channel = add_webhook(backend_engine, receiver.url, SECRET)
+    recorder, _ = recorder_for(backend_engine)
+    hung_job(recorder)
+    sender = sender_of(backend_engine)
+    assert sender.step() == 1
+    assert sender.step() == 0  # nothing twice
+    (got,) = receiver.got
+    assert verified(SECRET, got.headers["x-timer-service-signature"], got.body)
+    assert not verified(
+        "another-secret-of-32-characters-", got.headers["x-timer-service-signature"], got.body
+    )
+    body = got.json
+    assert body["kind"] == "incident"
+    assert body["job_id"] == "job-1"
+    assert body["url"] == f"http://timers.example:8000/ui/incidents/{body['incident']['id']}"
+    assert "job job-1 hung on node-a" in body["summary"]
+    assert body["incident"]["events_folded"] == 4
+    assert set(body) >= {"id", "kind", "at", "node", "job_id", "summary", "url", "incident"}
+    (delivery,) = rows(backend_engine, "SELECT * FROM deliveries")
+    assert delivery["channel_id"] == channel
+    assert delivery["state"] == "delivered"
+    assert delivery["attempts"] == 1
+    assert delivery["delivery_id"] == got.delivery_id
+    assert sender.outcomes["delivered"] == 1
+
+
+def test_a_lone_kill_is_told_with_a_link_to_its_timer(
+    backend_engine: Engine, receiver: Receiver
+) -> None:
+    add_webhook(backend_engine, receiver.url, SECRET)
+    recorder, _ = recorder_for(backend_engine)
+    lone_kill(recorder, 1, 77, scope="eval")
+    sender_of(backend_engine).step()
+    (got,) = receiver.got
+    body = got.json
+    assert body["kind"] == "kill"
+    assert body["timer"]["id"] == 77
+    assert body["url"].endswith("/ui/timers/77")
+    assert "killed pid 100" in body["summary"] and "'eval'" in body["summary"]
+
+
+def test_a_retry_carries_the_same_delivery_id(backend_engine: Engine, receiver: Receiver) -> None:
+    add_webhook(backend_engine, receiver.url, SECRET)
+    recorder, _ = recorder_for(backend_engine)
+    lone_kill(recorder, 1, 5)
+    receiver.statuses = [503, 429]
+    sender = sender_of(backend_engine)
+    for _ in range(3):
+        sender.step()
+    assert [got.delivery_id for got in receiver.got] == [receiver.got[0].delivery_id] * 3
+    (delivery,) = rows(backend_engine, "SELECT * FROM deliveries")
+    assert (delivery["state"], delivery["attempts"]) == ("delivered", 3)
+
+
+def test_a_refusal_fails_at_once_and_a_dead_receiver_is_given_up(
+    backend_engine: Engine, receiver: Receiver
+) -> None:
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{unused.getsockname()[1]}/hook"  # nothing listens
+    refusing = add_webhook(backend_engine, receiver.url, SECRET)
+    gone = add_webhook(backend_engine, dead, SECRET)
+    recorder, _ = recorder_for(backend_engine)
+    lone_kill(recorder, 1, 5)
+    receiver.statuses = [404]
+    sender = sender_of(backend_engine, max_attempts=3)
+    for _ in range(4):
+        sender.step()
+    states = {
+        row["channel_id"]: (row["state"], row["attempts"], row["last_error"])
+        for row in rows(backend_engine, "SELECT * FROM deliveries")
+    }
+    assert states[refusing] == ("failed", 1, "HTTP 404")
+    state, attempts, error = states[gone]
+    assert (state, attempts) == ("gave_up", 3)
+    assert "ConnectError" in error and dead not in error
+    assert len(receiver.got) == 1  # the 404 was not tried again
+    assert sender.outcomes["failed"] == 1 and sender.outcomes["gave_up"] == 1
+
+
+def test_a_redirect_to_another_host_is_not_followed(
+    backend_engine: Engine, receiver: Receiver
+) -> None:
+    from tests.app.notify.receiver import start_receiver
+
+    other = start_receiver()
+    try:
+        receiver.statuses = [307]
+        receiver.headers_out = {"location": other.url.replace("127.0.0.1", "localhost")}
+        add_webhook(backend_engine, receiver.url, SECRET)
+        recorder, _ = recorder_for(backend_engine)
+        lone_kill(recorder, 1, 5)
+        sender_of(backend_engine).step()
+        assert other.got == []
+        (delivery,) = rows(backend_engine, "SELECT * FROM deliveries")
+        assert delivery["state"] == "failed"
+        assert "another host" in delivery["last_error"]
+    finally:
+        other.server.shutdown()
+        other.server.server_close()
+
+
+def test_only_the_channels_that_want_it_get_it(backend_engine: Engine, receiver: Receiver) -> None:
+    add_webhook(backend_engine, receiver.url + "/other-job", SECRET, match={"job": "job-2"})
+    add_webhook(backend_engine, receiver.url + "/unkillable", SECRET, events=["unkillable"])
+    mine = add_webhook(backend_engine, receiver.url + "/uid", SECRET, match={"uid": 1234})
+    recorder, _ = recorder_for(backend_engine)
+    hung_job(recorder)
+    sender_of(backend_engine).step()
+    assert [got.path for got in receiver.got] == ["/hook/uid"]
+    assert [row["channel_id"] for row in rows(backend_engine, "SELECT * FROM deliveries")] == [mine]
+    assert json.loads(receiver.got[0].body)["kind"] == "incident"
