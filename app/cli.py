@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 
 from app import log_names
@@ -25,6 +26,16 @@ def _byte_size(raw: str) -> int:
         return parse_byte_size(raw)
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _seconds(raw: str) -> float:
+    try:
+        seconds = float(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{raw!r} is not a number of seconds") from None
+    if not (math.isfinite(seconds) and seconds >= 0):
+        raise argparse.ArgumentTypeError(f"{raw!r} is not a number of seconds >= 0")
+    return seconds
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -138,6 +149,14 @@ def _parser() -> argparse.ArgumentParser:
         help="seconds after a non-SIGKILL signal before SIGKILL (default 10; 0 disables)",
     )
     serve.add_argument(
+        "--unkillable-after",
+        type=_seconds,
+        metavar="SECONDS",
+        help="seconds after its SIGKILL a worker still alive is reported unkillable (an "
+        "unkillable event, timer_unkillable_workers): stuck in the kernel, on NFS, FUSE or "
+        "a driver (default 10; 0 disables)",
+    )
+    serve.add_argument(
         "--signal-children",
         action="store_true",
         default=None,
@@ -223,6 +242,7 @@ def main(argv: list[str] | None = None) -> None:
         root_path=args.root_path,
         forwarded_allow_ips=args.forwarded_allow_ips,
         escalate_after=args.escalate_after,
+        unkillable_after=args.unkillable_after,
         signal_children=args.signal_children,
         capture_stacks=args.capture_stacks,
         stack_budget=args.stack_budget,

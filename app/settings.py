@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import socket
@@ -29,6 +30,14 @@ def _env_number(name: str, default: float, kind: type[int] | type[float]) -> Any
         raise SystemExit(
             f"{_PREFIX}{name}={raw!r} is not a valid {kind.__name__}; fix or unset it"
         ) from None
+
+
+def _env_seconds(name: str, default: float) -> float:
+    """A number of seconds ≥ 0 (0 turns off what it times)."""
+    seconds = float(_env_number(name, default, float))
+    if not (math.isfinite(seconds) and seconds >= 0):
+        raise SystemExit(f"{_PREFIX}{name}={seconds!r} is not a number of seconds >= 0")
+    return seconds
 
 
 def _env_octal(name: str, default: int) -> int:
@@ -144,6 +153,9 @@ class Settings:
     token: str | None = None
     # Seconds after a non-SIGKILL signal before the worker gets SIGKILL (0: never).
     escalate_after: float = 10.0
+    # Seconds after its SIGKILL a worker still alive is unkillable (0: not watched): it
+    # gets an ``unkillable`` event, and timer_unkillable_workers counts it until it exits.
+    unkillable_after: float = 10.0
     signal_children: bool = False
     # How long a write waits for its row to be committed before answering 202 (applied,
     # not recorded yet); it answers 202 at once when the database is known to be away.
@@ -249,6 +261,7 @@ class Settings:
             fifo_users=_env_str("FIFO_USERS", None),
             token=_env_str("TOKEN", None),
             escalate_after=_env_number("ESCALATE_AFTER", defaults.escalate_after, float),
+            unkillable_after=_env_seconds("UNKILLABLE_AFTER", defaults.unkillable_after),
             signal_children=_env_bool("SIGNAL_CHILDREN", defaults.signal_children),
             commit_timeout=_env_number("COMMIT_TIMEOUT", defaults.commit_timeout, float),
             recorder_buffer=_env_number("RECORDER_BUFFER", defaults.recorder_buffer, int),

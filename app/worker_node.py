@@ -111,6 +111,7 @@ class WorkerNode:
             identify_process=self._identities,
             node=settings.node,
             incident_window=settings.incident_window,
+            unkillable_after=settings.unkillable_after or None,
         )
         backpressure.follow(self.reaper.bus.last_seq)
         # Each user's share of the disk: a rate of arms and heartbeats (and the history

@@ -36,6 +36,7 @@ __all__ = [
     "timer",
     "timer_recorded",
     "unacknowledged_losses",
+    "unkillable_details",
 ]
 
 _losses = Loss.__table__  # type: ignore[attr-defined]
@@ -103,6 +104,27 @@ def newest_events(session: Session, timer_id: int, limit: int) -> Sequence[Event
     return session.exec(
         select(Event).where(Event.timer_id == timer_id).order_by(col(Event.id).desc()).limit(limit)
     ).all()
+
+
+# Timer ids per query of their unkillable events (SQLite's bound parameters are few).
+_IDS_PER_QUERY = 500
+
+
+def unkillable_details(session: Session, timer_ids: Sequence[int]) -> dict[int, list[Any]]:
+    """The details of these timers' ``unkillable`` events, oldest first, by timer (only
+    those that have any): through the index of the event log by kind."""
+    found: dict[int, list[Any]] = {}
+    for start in range(0, len(timer_ids), _IDS_PER_QUERY):
+        chunk = list(timer_ids[start : start + _IDS_PER_QUERY])
+        rows = session.exec(
+            select(Event.timer_id, Event.detail)
+            .where(Event.kind == "unkillable", col(Event.timer_id).in_(chunk))
+            .order_by(col(Event.id))
+        ).all()
+        for timer_id, detail in rows:
+            if timer_id is not None:
+                found.setdefault(timer_id, []).append(detail)
+    return found
 
 
 def stack_facts(session: Session, timer_id: int) -> tuple[str, float, bool, list[str]] | None:

@@ -10,7 +10,7 @@ import logging
 import signal as signal_module
 from collections.abc import Callable, Iterator, Mapping
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -20,7 +20,7 @@ from app.ops.health import Health
 from app.ops.kill_metrics import kill_path_families
 from timer_core import EventKind, Timer, TimerEvent, TimerState
 from timer_core.engine import END_KINDS
-from timer_core.engine.event_details import Kill
+from timer_core.engine.event_details import Kill, Unkillable
 from timer_core.engine.user_share import REFUSAL_REASONS
 
 __all__ = ["ServiceMetrics"]
@@ -94,6 +94,15 @@ class ServiceMetrics:
             "job's processes here were captured before any signal to it (one per job "
             "and --incident-window; an incident spanning nodes counts on each).",
         )
+        # Up at a worker's unkillable event, down at its exit (contract 10): this node's,
+        # since start (a restart forgets the ones still stuck; the event log keeps them).
+        self.unkillable = Gauge(
+            "timer_unkillable_workers",
+            "Workers still alive --unkillable-after seconds after their SIGKILL, now: stuck "
+            "in the kernel (D state: a driver, NFS, FUSE, a GPU call). GET "
+            "/events?kind=unkillable says where each waits.",
+            registry=r,
+        )
         for outcome in ("refused", "kill_failed"):
             self.failures.labels(outcome)
         r.register(_HealthCollector(health))
@@ -116,6 +125,10 @@ class ServiceMetrics:
             self.failures.labels("refused").inc()
         elif kind == EventKind.INCIDENT:
             self.incidents.inc()
+        elif isinstance(detail, Unkillable) and detail.exited:
+            self.unkillable.dec()
+        elif isinstance(detail, Unkillable):
+            self.unkillable.inc()
         if isinstance(timer, Timer) and kind in END_KINDS and timer.state in _PAST_DEADLINE:
             self.expirations.labels(timer.source).inc()
         if isinstance(detail, Kill) and detail.sent_signal:

@@ -20,6 +20,7 @@ __all__ = [
     "middle_ellipsis",
     "signal_name",
     "stack_note",
+    "unkillable_words",
 ]
 
 # Scopes longer than this are shortened in the middle (common.js: TS.SCOPE_CHARS).
@@ -78,6 +79,8 @@ def _ms(seconds: Any) -> str:
 def describe_event(kind: str, detail: dict[str, Any], signal: int) -> str:
     """An event's detail in words, e.g. ``signal SIGKILL sent 1.3 ms after the
     deadline, stack by py-spy in 43 ms``. Unknown keys read ``key: value``."""
+    if kind == EventKind.UNKILLABLE:
+        return unkillable_words(detail)
     detail = dict(detail)
     parts: list[str] = []
     reason = detail.pop("reason", None)
@@ -108,6 +111,26 @@ def describe_event(kind: str, detail: dict[str, Any], signal: int) -> str:
         detail["stack"] = stack
     parts.extend(f"{key}: {_words(value)}" for key, value in detail.items())
     return ", ".join(parts)
+
+
+def unkillable_words(detail: dict[str, Any]) -> str:
+    """An ``unkillable`` event in words: ``still alive 10.0 s after its SIGKILL: D (disk
+    sleep) in request_wait_answer``, or ``exited 31.5 s after its SIGKILL``. The state
+    and wait channel are the kernel's words; shown as text (Jinja and the scripts
+    escape them)."""
+    seconds = detail.get("seconds")
+    after = f"{float(seconds):.1f} s" if isinstance(seconds, int | float) else "some time"
+    if detail.get("exited"):
+        return f"exited {after} after its SIGKILL"
+    state = detail.get("state") or "?"
+    if detail.get("state_name"):
+        state += f" ({_words(detail['state_name'])})"
+    text = f"still alive {after} after its SIGKILL: {_words(state)}"
+    if detail.get("wchan"):
+        text += f" in {_words(detail['wchan'])}"
+    if detail.get("note"):
+        text += f" ({_words(detail['note'])})"
+    return text
 
 
 def _words(value: Any) -> str:

@@ -14,6 +14,7 @@ from app.access.incident_privacy import visible
 from app.db import job_store
 from app.db.job_models import IncidentPublic, job_owner
 from app.web.collective_views import collective_view, suspect_rules
+from app.web.unkillable_marks import unkillable_marks
 
 __all__ = ["incident_view", "job_view", "overview"]
 
@@ -52,6 +53,8 @@ def job_view(
     owner = job_owner(detail.uid)
     return {
         "job": detail.model_dump(mode="json"),
+        # The ranks whose worker outlived its SIGKILL (contract 10), by timer id.
+        "unkillable": unkillable_marks(session, [rank.timer_id for rank in detail.ranks]),
         "incidents": _incidents(session, caller, job_id, _JOB_INCIDENTS_SHOWN, owner),
     }
 

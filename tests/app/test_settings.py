@@ -27,6 +27,9 @@ def test_defaults_are_safe() -> None:
         ("PORT", "eighty", "not a valid int"),
         ("FIFO_MODE", "rw-------", "octal mode"),
         ("SIGNAL_CHILDREN", "maybe", "not a boolean"),
+        ("UNKILLABLE_AFTER", "soon", "not a valid float"),
+        ("UNKILLABLE_AFTER", "-1", "not a number of seconds >= 0"),
+        ("UNKILLABLE_AFTER", "nan", "not a number of seconds >= 0"),
     ],
 )
 def test_bad_environment_values_say_what_to_fix(

@@ -34,9 +34,10 @@ from .incident import (
     evidence_method,
     rank_ranges,
 )
+from .proc_report import hide_kernel_stack
 from .proc_sockets import kernel_address
 from .proc_state import ProcState, read_proc_report
-from .stack_capture import StackCapturer, dump_stack_on, faulthandler_path, hide_kernel_stack
+from .stack_capture import StackCapturer, dump_stack_on, faulthandler_path
 from .tcp_diag import established_owner
 from .worker_server_capture import WorkerServerCapture, capture_worker_server
 

@@ -5,9 +5,9 @@ First choice is the worker's own torch worker server, when it runs one
 time). Then ``py-spy dump`` (every thread's Python frames, native frames too
 where it can unwind them), which needs ptrace rights over the worker. Without
 py-spy or those rights, a worker that opted in with ``dump_stack_on`` is asked to
-dump its own Python stack through ``faulthandler``. Last, what ``/proc`` shows:
-status, the kernel wait channel of each thread and the kernel stack where
-readable. Every path stays within one time budget, so a capture never delays a
+dump its own Python stack through ``faulthandler``. Last, what ``/proc`` shows
+(``proc_report``): status, the kernel wait channel of each thread and the kernel stack
+where readable. Every path stays within one time budget, so a capture never delays a
 kill by more than that, and the /proc report keeps a share of it. A stopped or traced
 worker goes straight to the report: py-spy cannot suspend it, and its own signal
 handler does not run.
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import faulthandler
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -38,6 +37,7 @@ from .dump_files import (
     reader_dump_dirs,
     worker_dump_dir,
 )
+from .proc_report import proc_report, stopped_state
 from .server_stack import WORKER_SERVER, ServerStack, stack_from_worker_server
 from .worker_privileges import NOT_RUN, as_worker, credentials_of
 
@@ -47,7 +47,6 @@ __all__ = [
     "StackCapturer",
     "dump_stack_on",
     "faulthandler_path",
-    "hide_kernel_stack",
     "py_spy_error",
 ]
 
@@ -55,6 +54,8 @@ MAX_STACK_BYTES = 256 * 1024
 # How long past the budget the helper reading a worker's dump is waited for: it checks
 # the budget itself, so this only covers its last steps.
 _DUMP_GRACE = 0.1
+# The share of a capture's budget kept for the /proc report (at most a quarter of it).
+_PROC_RESERVE = 0.25
 
 
 def faulthandler_path(pid: int, uid: int | None = None) -> Path:
@@ -163,7 +164,7 @@ class StackCapturer:
         # runs to its timeout on a loaded host does not leave the rank with nothing.
         attempts_until = give_up_at - min(_PROC_RESERVE, (give_up_at - began) / 4)
         notes: list[str] = []
-        stopped = _stopped_state(identity.pid)
+        stopped = stopped_state(identity.pid)
         # A stopped worker's server thread does not answer either.
         if self.use_worker_server and stopped is None:
             # At most half of the attempts' time: a server that never answers leaves
@@ -202,7 +203,7 @@ class StackCapturer:
             if text is not None:
                 return self._done("faulthandler", text, began, notes)
             notes.append(f"faulthandler: {why}")
-        return self._done("proc", _proc_report(identity.pid, give_up_at), began, notes)
+        return self._done("proc", proc_report(identity.pid, give_up_at), began, notes)
 
     def _done(
         self,
@@ -325,93 +326,3 @@ class StackCapturer:
         finally:
             os.close(fd)
         return None, "the worker wrote nothing within the budget"
-
-
-# The share of a capture's budget kept for the /proc report (at most a quarter of it).
-_PROC_RESERVE = 0.25
-# "State:\tT (stopped)" in /proc/PID/status: a process that runs no code, its own
-# signal handlers included, until someone else acts (SIGCONT, or its tracer).
-_STOPPED_STATE = re.compile(rb"^State:\s+([Tt] \([a-z ]{1,20}\))\s*$", re.MULTILINE)
-
-
-def _stopped_state(pid: int) -> str | None:
-    """``"T (stopped)"`` or ``"t (tracing stop)"`` if ``pid`` is stopped now, else None
-    (running, sleeping, in the kernel, gone)."""
-    try:
-        with open(f"/proc/{pid}/status", "rb") as status:
-            found = _STOPPED_STATE.search(status.read(_PROC_FILE_BYTES))
-    except OSError:
-        return None
-    return found.group(1).decode() if found is not None else None
-
-
-# More than any of the kernel's files read here holds (status is ~1.5 KiB).
-_PROC_FILE_BYTES = 64 * 1024
-
-
-def _read(path: str) -> str:
-    """A /proc file, bounded: no link followed at its end, at most _PROC_FILE_BYTES."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError as error:
-        return f"(unreadable: {error.strerror})"
-    try:
-        chunks: list[bytes] = []
-        left = _PROC_FILE_BYTES
-        while left > 0 and (chunk := os.read(fd, left)):
-            chunks.append(chunk)
-            left -= len(chunk)
-    except OSError as error:
-        return f"(unreadable: {error.strerror})"
-    finally:
-        os.close(fd)
-    return b"".join(chunks).decode(errors="replace").strip()
-
-
-_KERNEL_STACK_HEADER = "(kernel stack; needs root):"
-# The kernel stack's section of a /proc report: its header line, up to the blank line
-# that ends it (or the end, if the report was truncated inside it).
-_KERNEL_STACK_SECTION = re.compile(
-    r"^(/proc/\d+/stack " + re.escape(_KERNEL_STACK_HEADER) + r"\n)(?:.+\n?)*", re.MULTILINE
-)
-
-
-def hide_kernel_stack(text: str, why: str) -> str:
-    """A /proc report (``method == "proc"``) with its kernel stack replaced by ``why``.
-    The kernel shows ``/proc/PID/stack`` to root alone (it holds kernel addresses and
-    says what other code runs); a root service must not pass it on to whoever owns
-    the worker."""
-    return _KERNEL_STACK_SECTION.sub(lambda m: f"{m[1]}({why})\n", text)
-
-
-def _proc_report(pid: int, give_up_at: float | None = None) -> str:
-    """What the kernel shows of a process: enough to tell a futex wait from an NFS hang.
-    Only files the kernel fills in itself (nothing read through the worker's memory,
-    such as cmdline or maps, nor its cwd or files), and no more threads are read once
-    ``give_up_at`` (monotonic) has passed: a worker may have thousands. Should a read
-    block (``stack`` waits for a lock an exec'ing process holds), only the capture's
-    own thread waits."""
-    # The process's own wait channel on one line of its own, beside its state: what
-    # the incident's analysis reads (``proc_state``) when no stack could be taken.
-    lines = [f"/proc/{pid}/status:", _read(f"/proc/{pid}/status"), ""]
-    lines += [f"/proc/{pid}/wchan: {_read(f'/proc/{pid}/wchan') or '0'}", ""]
-    lines += [f"/proc/{pid}/stack {_KERNEL_STACK_HEADER}", _read(f"/proc/{pid}/stack"), ""]
-    lines.append("threads (tid, name, state, kernel wait channel):")
-    try:
-        tids = sorted(os.listdir(f"/proc/{pid}/task"), key=int)
-    except OSError as error:
-        tids = []
-        lines.append(f"(unreadable: {error.strerror})")
-    for shown, tid in enumerate(tids):
-        if give_up_at is not None and time.monotonic() >= give_up_at:
-            lines.append(f"  ... {len(tids) - shown} more threads not read: out of budget")
-            break
-        base = f"/proc/{pid}/task/{tid}"
-        state = next(
-            (line for line in _read(f"{base}/status").splitlines() if line.startswith("State:")),
-            "State: ?",
-        )
-        lines.append(
-            f"  {tid} {_read(f'{base}/comm')} {state[6:].strip()} {_read(f'{base}/wchan')}"
-        )
-    return "\n".join(lines) + "\n"

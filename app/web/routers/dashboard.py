@@ -33,7 +33,8 @@ from app.web.fleet_view import node_rows
 from app.web.job_views import overview
 from app.web.live_feed import LiveFeed
 from app.web.page_templates import STATIC_DIR, render_page, templates
-from timer_core.engine import ReadsThrottled, TimerState
+from app.web.unkillable_marks import unkillable_mark
+from timer_core.engine import EventKind, ReadsThrottled, TimerState
 
 __all__ = [
     "STATIC_DIR",
@@ -215,6 +216,10 @@ def timer_details(session: Session, timer_id: int) -> dict[str, Any] | None:
             for event in reversed(newest[:_EVENTS_SHOWN])
         ],
         "older_events": len(newest) > _EVENTS_SHOWN,
+        # Its worker outlived its SIGKILL: still stuck in the kernel, or since exited.
+        "unkillable": unkillable_mark(
+            [event.detail for event in reversed(newest) if event.kind == EventKind.UNKILLABLE]
+        ),
         "stack_title": (
             "Stack captured at expiry (observe only, no signal sent)"
             if observe_only

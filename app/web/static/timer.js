@@ -21,6 +21,19 @@ function renderTimer(timer) {
   TS.setText("f-reason", timer.end_reason || "–");
 }
 
+// A worker that outlived its SIGKILL: "true" while the kernel holds it, "exited" after.
+function renderUnkillable(unkillable) {
+  const note = document.getElementById("unkillable");
+  if (!unkillable) {
+    delete section.dataset.unkillable;
+    note.hidden = true;
+    return;
+  }
+  section.dataset.unkillable = unkillable.mark;
+  note.textContent = "Unkillable: " + unkillable.text;
+  note.hidden = false;
+}
+
 // Each event's detail arrives already in words (`text`), written by the server.
 function renderEvents(events, older) {
   const items = events.map((event) => {
@@ -62,6 +75,7 @@ async function load() {
   TS.clockOffset = details.now - Date.now() / 1000;
   renderTimer(details.timer);
   renderEvents(details.events, details.older_events);
+  renderUnkillable(details.unkillable);
   TS.setText("stack-title", details.stack_title);
   if (details.stack_note) {
     TS.setText("stack-method", details.stack_note);

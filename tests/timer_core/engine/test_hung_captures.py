@@ -21,7 +21,7 @@ from tests.timer_core.world import BlockingCapturer, World, stack_note
 from tests.waiting import wait_until
 from tests.workers import assert_sigkilled, spawn_sleeper
 from timer_core import EventKind, ProcessIdentity, Reaper, TimerEvent
-from timer_core.diagnosis import stack_capture
+from timer_core.diagnosis import proc_report
 from timer_core.diagnosis.bounded_subprocess import run_bounded
 from timer_core.diagnosis.stack_capture import StackCapturer
 from timer_core.engine.arm_request import ArmRequest
@@ -103,14 +103,14 @@ def test_a_proc_read_that_never_returns_does_not_stop_the_kill(
 ) -> None:
     """As /proc/PID/stack of a process whose exec holds the lock it needs."""
     released = threading.Event()
-    real_read = stack_capture._read
+    real_read = proc_report._read
 
     def read(path: str) -> str:
         if path.endswith("/stack"):
             released.wait(60)
         return str(real_read(path))
 
-    monkeypatch.setattr("timer_core.diagnosis.stack_capture._read", read)
+    monkeypatch.setattr("timer_core.diagnosis.proc_report._read", read)
     engine = Reaper(capturer=StackCapturer(budget=0.3, use_py_spy=False))
     events: list[TimerEvent] = []
     engine.add_listener(events.append)
