@@ -51,6 +51,10 @@ logger = logging.getLogger(log_names.UNKILLABLE)
 _PROC_BYTES = 4096
 # Stuck workers watched through pidfds at once; any more are checked once a second.
 _MAX_PIDFDS = 64
+# Looks whose /proc reads never returned, left behind, at most: past it, a due worker
+# waits (``_RETRY_SECONDS`` at a time) rather than a thread more stuck with it.
+MAX_HUNG_LOOKS = 64
+_RETRY_SECONDS = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +129,7 @@ class UnkillableWatch:
         read_within: float = 1.0,
         identify_process: Callable[[int], ProcessIdentity | None] = identify,
         read_state: Callable[[int], KernelState] = read_kernel_state,
+        max_hung_looks: int = MAX_HUNG_LOOKS,
     ) -> None:
         """``after``: seconds after its SIGKILL a worker still alive is unkillable."""
         if not (math.isfinite(after) and after > 0):
@@ -135,6 +140,8 @@ class UnkillableWatch:
         self._emit = emit
         self._identify = identify_process
         self._read_state = read_state
+        self._max_hung_looks = max_hung_looks
+        self._hung: list[_Look] = []
         self._lock = threading.Lock()
         self._wakeup = threading.Condition(self._lock)
         self._due: list[tuple[float, int, _Sigkilled]] = []
@@ -171,18 +178,30 @@ class UnkillableWatch:
             while self._due and self._due[0][0] <= now:
                 due.append(heapq.heappop(self._due)[2])
         alive = [killed for killed in due if not _gone(killed.timer.identity.pid)]
-        looks = {
-            killed.timer.identity: _Look(killed.timer.identity, self._identify, self._read_state)
-            for killed in alive
-        }
+        self._hung = [look for look in self._hung if not look.done.is_set()]
+        looks: dict[ProcessIdentity, _Look] = {}
+        later: list[_Sigkilled] = []
+        for killed in alive:
+            if len(self._hung) + len(looks) >= self._max_hung_looks:
+                later.append(killed)  # too many reads hang: no thread more for now
+                continue
+            identity = killed.timer.identity
+            looks[identity] = _Look(identity, self._identify, self._read_state)
         # Real time: the bound is on the reads, whatever clock the engine runs on.
         give_up_at = time.monotonic() + self.read_within
         for look in looks.values():
             look.done.wait(max(0.0, give_up_at - time.monotonic()))
+        self._hung += [look for look in looks.values() if not look.done.is_set()]
         stuck: list[tuple[_Sigkilled, _Look]] = []
         with self._lock:
+            retry_at = self.clock.monotonic() + _RETRY_SECONDS
+            for killed in later:
+                heapq.heappush(self._due, (retry_at, next(self._order), killed))
+            waiting = {killed.timer.identity for killed in later}
             for killed in due:
                 identity = killed.timer.identity
+                if identity in waiting:
+                    continue
                 found = looks.get(identity)
                 if found is None or (found.done.is_set() and found.state is None):
                     self._watched.discard(identity)  # dead, or its pid is another's now

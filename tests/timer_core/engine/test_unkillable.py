@@ -17,7 +17,7 @@ import pytest
 
 from tests.timer_core.diagnosis.stuck_fuse import unanswered_fuse
 from tests.waiting import wait_until
-from tests.workers import wait_dead
+from tests.workers import spawn_sleeper, wait_dead
 from timer_core import EventKind, ManualClock, Reaper, Timer, TimerEvent, TimerState
 from timer_core.engine.arm_request import ArmRequest
 from timer_core.engine.event_details import Escalated, EventDetail, Unkillable
@@ -230,6 +230,44 @@ def test_a_proc_read_that_never_returns_is_given_up_and_said(
     assert stuck.note == f"/proc/{sleeper.pid} did not answer within 0.2s"
     # The kill path's call never waits on a look: it only queues.
     watch.sigkilled(_live_timer(identity))
+    watch.stop()
+
+
+def test_no_more_looks_hang_than_the_cap_the_next_worker_waits_its_turn(
+    manual_clock: ManualClock, sleepers: list[subprocess.Popen[bytes]]
+) -> None:
+    """A user's workers whose /proc reads all hang cannot make the watch pile up threads:
+    past ``max_hung_looks``, a due worker is looked at later, once a read returns."""
+    sleepers.extend(spawn_sleeper() for _ in range(2))
+    identities = [identify(process.pid) for process in sleepers]
+    said = _Said()
+    blocked = _Blocked()
+    watch = UnkillableWatch(
+        manual_clock, AFTER, said, read_within=0.2, read_state=blocked, max_hung_looks=1
+    )
+    for identity in identities:
+        assert identity is not None
+        watch.sigkilled(_live_timer(identity))
+    manual_clock.advance(AFTER)
+    watch.check_due()
+    [first] = said
+    assert isinstance(first, Unkillable) and first.note is not None  # its read hangs
+    manual_clock.advance(1.0)
+    watch.check_due()
+    assert len(said) == 1  # the second waits: the one hung read is the cap
+    blocked.release.set()
+    assert wait_until(
+        lambda: (
+            not any(
+                t.name == "timer-unkillable-read" and t.is_alive() for t in threading.enumerate()
+            )
+        )
+    )
+    manual_clock.advance(1.0)
+    watch.check_due()
+    second = said[1]
+    assert isinstance(second, Unkillable) and (second.state, second.note) == ("D", None)
+    assert watch.stuck() == 2
     watch.stop()
 
 
