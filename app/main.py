@@ -33,6 +33,7 @@ from app.web.routers import (
     metrics,
     nodes,
     notifications,
+    silences,
     timers,
 )
 from timer_core import ProcessSignaller
@@ -112,6 +113,7 @@ def create_app(
     app.include_router(health.router)
     app.include_router(losses.router)
     app.include_router(notifications.router)
+    app.include_router(silences.router)
     app.include_router(metrics.router)
     app.include_router(dashboard.router)
     app.include_router(job_pages.router)

@@ -29,7 +29,6 @@ import random
 import secrets
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +39,7 @@ from app import log_names
 from app.db.database_status import one_line
 from app.notify.channels import Match, Subject, matches, wants
 from app.notify.delivery import Deliver, deliver
+from app.notify.silences import silenced_by
 from app.notify.webhook import Outcome
 
 __all__ = ["Claimed", "Sender", "notification_body"]
@@ -152,8 +152,6 @@ class Sender:
         # Seconds the oldest notification or delivery not yet done has waited (0: none).
         self.queue_age = 0.0
         self.last_error: str | None = None
-        # Extra checks before a send (silences): a reason to hold it back, or None.
-        self.holds: list[Callable[[Connection, Claimed], str | None]] = []
 
     # ---- the thread -------------------------------------------------------------------
 
@@ -366,14 +364,9 @@ class Sender:
         self._record(claimed, outcome)
 
     def _held(self, claimed: Claimed) -> str | None:
-        if not self.holds:
-            return None
+        """The silence that holds ``claimed`` back, checked as it is about to go."""
         with self._engine.connect() as connection:
-            for hold in self.holds:
-                reason = hold(connection, claimed)
-                if reason is not None:
-                    return reason
-        return None
+            return silenced_by(connection, claimed.notification)
 
     def _record(self, claimed: Claimed, outcome: Outcome) -> None:
         if outcome.delivered:

@@ -27,6 +27,7 @@ from app.db.nodes import NodeStatus
 from app.db.pagination import TimerIdPath
 from app.db.unencodable import renderable_rows
 from app.deps import ServiceDep, SessionDep
+from app.notify.silences import SilencePublic, silences
 from app.web.dashboard_text import describe_event, duration, stack_note
 from app.web.dashboard_views import DashboardViews, ViewsDep
 from app.web.fleet_view import node_rows
@@ -54,6 +55,8 @@ _EVENTS_SHOWN = 1000
 # (the window the live feed keeps of this node's).
 _ENDS_SHOWN = 100
 _ENDS_READ = 200
+# Silences listed on the dashboard (newest first; GET /silences has them all).
+_SILENCES_SHOWN = 20
 
 
 # ---- filters ------------------------------------------------------------------------------
@@ -258,10 +261,12 @@ def dashboard(
 ) -> HTMLResponse:
     state = collect_state(service, views, filters)
     jobs_overview: dict[str, Any] = {"jobs": [], "more_jobs": False, "incidents": []}
+    silenced: list[SilencePublic] = []
     if state["history_unavailable"] is None:
         try:
             with Session(service.engine) as session:
                 jobs_overview = overview(session, caller)
+            silenced = silences(service.engine, _SILENCES_SHOWN)
         except DATABASE_ERRORS as error:
             state["history_unavailable"] = service.database.read_failed(error)
     return templates.TemplateResponse(
@@ -274,6 +279,8 @@ def dashboard(
             "now": state["now"],
             # The jobs and their recent incidents (job_views), shown as the caller may see them.
             "jobs_overview": jobs_overview,
+            # Notifications held back now or soon (contract 11).
+            "silences": silenced,
         },
     )
 

@@ -6,6 +6,7 @@ SIGKILLed, arriving after the restart with the delivery id it had before."""
 from __future__ import annotations
 
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -71,14 +72,17 @@ def test_a_real_kill_reaches_the_receiver_signed_and_counted(
     assert SECRET not in service.log() and "/hook" not in service.log()
 
 
-def test_another_user_may_not_add_a_channel(service: ServiceProcess) -> None:
+def test_another_user_may_not_add_a_channel_nor_silence_roots_work(
+    service: ServiceProcess, receiver: Receiver, sleeper: subprocess.Popen[bytes]
+) -> None:
     for mark in SERVICE_AS_ROOT:
         if mark.args[0]:
             pytest.skip(mark.kwargs["reason"])
     other = SecondUser.named("ts-caller")
+    target = service.url.replace("http://", "tcp://")
     status, answer = ask_as(
         other,
-        service.url.replace("http://", "tcp://"),
+        target,
         "POST",
         "/channels",
         {"name": "x", "url": "http://169.254.169.254/", "events": ["kill"]},
@@ -86,6 +90,18 @@ def test_another_user_may_not_add_a_channel(service: ServiceProcess) -> None:
     assert status == 403, answer
     assert f"uid {other.uid}" in answer["detail"]
     assert httpx.get(service.url + "/channels").json()["items"] == []
+    # The user's silence of every "step" scope is its own uid's: root's kill still goes.
+    window = {"match": {"scope_prefix": "step"}, "ends_at": time.time() + 600, "comment": "x"}
+    status, made = ask_as(other, target, "POST", "/silences", window)
+    assert status == 201, made
+    assert made["match"]["uid"] == other.uid
+    status, answer = ask_as(other, target, "POST", "/silences", {**window, "match": {"uid": 0}})
+    assert status == 403, answer
+    add_channel(service, receiver.url)
+    arm(service, sleeper.pid, 0.2)
+    assert_sigkilled(sleeper)
+    (got,) = receiver.wait_for(1)
+    assert got.json["kind"] == "kill"
 
 
 def test_a_notification_outlives_a_dead_receiver_and_a_sigkilled_service(
