@@ -88,7 +88,8 @@ def _told(event: TimerEvent) -> dict[str, Any]:
     """What of the event's detail a notification carries: how late, and why; never a
     stack (a channel is not a place to copy what a worker was running)."""
     detail = event.detail.as_json()
-    return {key: detail[key] for key in ("latency", "reason", "error") if key in detail}
+    told = ("latency", "reason", "error", "state", "wchan", "seconds", "exited")
+    return {key: detail[key] for key in told if key in detail}
 
 
 class Outbox:

@@ -103,9 +103,16 @@ def notification_body(row: dict[str, Any], base_url: str) -> dict[str, Any]:
     if timer.get("id") is not None:
         body["url"] = f"{base_url}/ui/timers/{timer['id']}"
     rank = f" (rank {timer['rank']} of job {timer['job_id']})" if timer.get("job_id") else ""
-    what = {"kill": "killed", "unkillable": "could not kill"}.get(row["kind"], row["kind"])
+    if row["kind"] == "unkillable":
+        detail = stored.get("detail") or {}
+        where = f" in {detail['wchan']}" if detail.get("wchan") else ""
+        body["summary"] = (
+            f"pid {timer.get('pid')}{rank} on {row['node']} survived its SIGKILL for "
+            f"{float(detail.get('seconds') or 0):.0f}s: state {detail.get('state') or '?'}{where}"
+        )
+        return body
     body["summary"] = (
-        f"{what} pid {timer.get('pid')}{rank} on {row['node']}: scope "
+        f"killed pid {timer.get('pid')}{rank} on {row['node']}: scope "
         f"{timer.get('scope_id')!r} passed its deadline"
     )
     return body

@@ -157,3 +157,35 @@ def test_only_the_channels_that_want_it_get_it(backend_engine: Engine, receiver:
     assert [got.path for got in receiver.got] == ["/hook/uid"]
     assert [row["channel_id"] for row in rows(backend_engine, "SELECT * FROM deliveries")] == [mine]
     assert json.loads(receiver.got[0].body)["kind"] == "incident"
+
+
+def test_an_unkillable_worker_is_told_once_with_where_it_waits(
+    backend_engine: Engine, receiver: Receiver
+) -> None:
+    import dataclasses
+
+    from app.notify.channels import ChannelCreate
+    from app.notify.notify_store import add_channel
+    from tests.sample_events import changed, event, timer_of
+    from timer_core import EventKind, TimerState
+    from timer_core.engine.event_details import Unkillable
+
+    given = ChannelCreate(name="stuck", url=receiver.url, events=["unkillable"])
+    add_channel(backend_engine, given, SECRET, "test")
+    recorder, _ = recorder_for(backend_engine)
+    armed = changed(event(1, EventKind.ACQUIRED, 31), uid=1234, scope_id="io")
+    recorder(armed)
+    dead = dataclasses.replace(timer_of(armed), state=TimerState.KILLED)
+    stuck = Unkillable(12.3, "D", "disk sleep", "fuse_wait")
+    recorder(dataclasses.replace(armed, seq=2, kind=EventKind.UNKILLABLE, timer=dead, detail=stuck))
+    gone = Unkillable(40.0, exited=True)
+    recorder(dataclasses.replace(armed, seq=3, kind=EventKind.UNKILLABLE, timer=dead, detail=gone))
+    recorder.flush()
+    (notification,) = rows(backend_engine, "SELECT * FROM notifications")
+    assert (notification["kind"], notification["folded"]) == ("unkillable", 1)
+    sender_of(backend_engine).step()
+    (got,) = receiver.got
+    assert got.json["kind"] == "unkillable"
+    assert got.json["summary"] == (
+        "pid 100 on node-a survived its SIGKILL for 12s: state D in fuse_wait"
+    )
