@@ -13,7 +13,8 @@ Its parts, one idea per module:
   ``timers`` (the records), ``reaper_loop`` (the thread);
 - the kill path: ``expiry`` (capture, then kill, never waiting unbounded),
   ``capturer`` and ``capture_runner`` (a stack within the budget), ``kill_outcomes``
-  (signal, and record what happened), ``kill_watch`` (kills overdue);
+  (signal, and record what happened), ``kill_watch`` (kills overdue), ``unkillable``
+  (workers still alive after their SIGKILL, looked at off the kill path);
 - what it tells: ``states`` (the states and kinds, and which state each kind leaves),
   ``event_details`` (what each kind says), ``events`` (the event and its bus),
   ``emitter`` (building them);
