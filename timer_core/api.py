@@ -158,9 +158,20 @@ class TimerServer(abc.ABC):
 _timer_client: TimerClient | None = None
 
 
-def configure(timer_client: TimerClient) -> None:
-    """Set the client that ``expires`` uses when none is passed."""
+def configure(timer_client: TimerClient, *, worker_server: bool = False) -> None:
+    """Set the client that ``expires`` uses when none is passed.
+
+    ``worker_server=True`` also starts torch's worker server for this process, once,
+    on a Unix socket only this user can reach (``own_worker_server``): the service
+    then takes the worker's Python stack and flight recorder over it in milliseconds,
+    before any signal. It needs torch, and raises ``WorkerServerUnavailable`` (saying
+    what to do) without it, before the client is set."""
     global _timer_client
+    if worker_server:
+        # Imported here: torch is optional, and loaded only by those who ask for it.
+        from .own_worker_server import start_worker_server
+
+        start_worker_server()
     _timer_client = timer_client
     logger.info("timer client configured: %s", type(timer_client).__name__)
 
