@@ -33,10 +33,12 @@ def dumps(scenario: str) -> dict[int, dict[str, Any]]:
     return {int(p.stem[4:]): json.loads(p.read_text()) for p in paths}
 
 
-def repaired(scenario: str, rank: int, dump: dict[str, Any], world: int) -> dict[str, Any]:
+def repaired(
+    rank: int, dump: dict[str, Any], world: int, subgroups: dict[str, list[int]]
+) -> dict[str, Any]:
     config = {key: value for key, value in dump["pg_config"].items() if key != ""}
     config["0"] = {"name": "0", "desc": "default_pg", "ranks": str(list(range(world)))}
-    for pg, ranks in SUBGROUPS.get(scenario, {}).items():
+    for pg, ranks in subgroups.items():
         if rank in ranks:
             config[pg] = {"name": pg, "desc": "undefined", "ranks": str(ranks)}
     return {**dump, "rank": rank, "host_name": f"rank{rank}", "pg_config": config}
@@ -44,9 +46,16 @@ def repaired(scenario: str, rank: int, dump: dict[str, Any], world: int) -> dict
 
 def torch_answer(scenario: str) -> set[tuple[str, int, tuple[int, ...], tuple[int, ...]]]:
     """(group, sequence number, missing ranks, odd ranks) of each collective torch fails."""
-    by_rank = dumps(scenario)
+    return torchs_findings(dumps(scenario), SUBGROUPS.get(scenario, {}))
+
+
+def torchs_findings(
+    by_rank: dict[int, dict[str, Any]], subgroups: dict[str, list[int]]
+) -> set[tuple[str, int, tuple[int, ...], tuple[int, ...]]]:
+    """torch's analyzer on the dumps of one job (``fr_trace_json`` of each rank), whose
+    subgroups have the members ``subgroups`` names (gloo does not record them)."""
     details = {
-        f"rank{rank}.json": repaired(scenario, rank, dump, len(by_rank))
+        f"rank{rank}.json": repaired(rank, dump, len(by_rank), subgroups)
         for rank, dump in by_rank.items()
     }
     args = config_manager.JobConfig().parse_args(args=[])
