@@ -201,6 +201,13 @@ def _parser() -> argparse.ArgumentParser:
         "no FIFO; timer writes get 409",
     )
     serve.add_argument(
+        "--auto-floor",
+        type=float,
+        metavar="SECONDS",
+        help="the least a suggested (GET /scopes) or learned (expires_in auto) timeout "
+        "is (default 10)",
+    )
+    serve.add_argument(
         "--public-url",
         help="where people reach this service's pages, for the links in notifications "
         "(default http://HOST:PORT)",
@@ -254,7 +261,10 @@ def main(argv: list[str] | None = None) -> None:
         node_timeout=args.node_timeout,
         hub=args.hub,
         public_url=args.public_url,
+        auto_floor=args.auto_floor,
     )
+    if not 0 <= settings.auto_floor < float("inf"):
+        raise SystemExit(f"--auto-floor {settings.auto_floor} is not a number of seconds >= 0")
     if settings.hub and (settings.fifo or settings.fifo_dir):
         raise SystemExit(
             "--hub runs no reaper and reads no FIFO: drop --fifo/--fifo-dir, and run a "

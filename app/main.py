@@ -33,6 +33,7 @@ from app.web.routers import (
     metrics,
     nodes,
     notifications,
+    scopes,
     silences,
     timers,
 )
@@ -108,6 +109,7 @@ def create_app(
     app.include_router(events.router)
     app.include_router(nodes.router)
     app.include_router(jobs.router)
+    app.include_router(scopes.router)
     app.include_router(incidents.router)
     app.include_router(fifos.router)
     app.include_router(health.router)

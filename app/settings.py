@@ -228,6 +228,9 @@ class Settings:
     # The address people reach this service's pages at, for the links notifications
     # carry (contract 11); "": http://<host>:<port><root_path>.
     public_url: str = ""
+    # Learned timeouts (contract 12): the least a suggested or learned timeout is, in
+    # seconds (scheduling noise, a GC pause).
+    auto_floor: float = 10.0
 
     @property
     def page_url(self) -> str:
@@ -305,6 +308,7 @@ class Settings:
             node_timeout=_env_number("NODE_TIMEOUT", defaults.node_timeout, float),
             hub=_env_bool("HUB", defaults.hub),
             public_url=_env_str("PUBLIC_URL", defaults.public_url) or defaults.public_url,
+            auto_floor=_env_number("AUTO_FLOOR", defaults.auto_floor, float),
         )
         known = {field.name for field in fields(cls)}
         unknown = set(overrides) - known

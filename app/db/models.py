@@ -84,6 +84,17 @@ class Timer(TimerBase, table=True):
         Index("ix_timers_ended_at", "ended_at"),
         Index("ix_timers_job_id_id", "job_id", "id"),
         Index("ix_timers_node_id", "node", "id"),
+        # A scope's newest holds (GET /scopes, learned timeouts) and its replay, read
+        # from the index alone (app.db.scope_stats).
+        Index(
+            "ix_timers_scope_holds",
+            "job_id",
+            "scope_id",
+            "state",
+            "ended_at",
+            "acquired_at",
+            "end_reason",
+        ),
     )
 
     # Assigned by the engine, never by the database (BIGINT on PostgreSQL: fleet ids).

@@ -159,3 +159,17 @@ def test_fleet_smoke_records_every_pair_on_postgres(postgres_database: PostgresD
     [read] = payload["reads"]
     assert read["rows"] == 10_000 and len(read["latency"]) == 4
     assert all(stats["n"] == 20 and stats["p50_ms"] > 0 for stats in read["latency"].values())
+
+
+def test_scope_stats_smoke_replays_every_end_of_the_big_scope() -> None:
+    payload = run_smoke("scope_stats")
+    assert payload["whatif"]["considered"] == payload["big_scope"]
+    assert payload["whatif"]["hangs"] > 0
+
+
+def test_timeout_rules_smoke_replays_every_rule_on_every_history() -> None:
+    rules = run_smoke("timeout_rules")["rules"]
+    assert set(rules) == {"mlp-checkpoint", "mlp-busy-node", "ddp-gloo-2"}
+    for by_rule in rules.values():
+        assert len(by_rule) == 4
+        assert all(result["timeout_steps"] > 1 for result in by_rule.values())

@@ -6,17 +6,20 @@ page saying so, with a 404."""
 from __future__ import annotations
 
 import time
+from typing import Annotated
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse
 
 from app.access.callers import CallerDep
 from app.db.job_store import SeveralOwners
+from app.db.models import MAX_DEADLINE_SECONDS, MAX_SCOPE_LENGTH
 from app.db.pagination import TimerIdPath
-from app.deps import SessionDep
+from app.deps import ServiceDep, SessionDep
 from app.web.job_views import incident_view, job_view
 from app.web.page_templates import render_page
 from app.web.routers.jobs import OwnerQuery
+from app.web.scope_views import scopes_view
 
 __all__ = ["router"]
 
@@ -32,8 +35,17 @@ def job_page(
     job_id: str,
     session: SessionDep,
     caller: CallerDep,
+    service: ServiceDep,
     uid: OwnerQuery = None,
+    whatif_scope: Annotated[str | None, Query(max_length=MAX_SCOPE_LENGTH)] = None,
+    whatif_timeout: Annotated[
+        float | None, Query(gt=0, le=MAX_DEADLINE_SECONDS, allow_inf_nan=False)
+    ] = None,
 ) -> HTMLResponse:
+    # The scopes' hold times, and the what-if its form asks for (GET /scopes/whatif).
+    scopes = scopes_view(
+        session.connection(), job_id, service.settings.auto_floor, whatif_scope, whatif_timeout
+    )
     try:
         view = job_view(session, caller, job_id, uid)
     except SeveralOwners as several:
@@ -43,7 +55,14 @@ def job_page(
         page.status_code = 409
         return page
     return render_page(
-        request, "job", view is not None, time.time(), job_id=job_id, view=view, owners=[]
+        request,
+        "job",
+        view is not None,
+        time.time(),
+        job_id=job_id,
+        view=view,
+        owners=[],
+        scopes=scopes,
     )
 
 

@@ -1,0 +1,35 @@
+"""The job page's scopes (contract 12): each scope's hold times and suggested timeout,
+and, for the scope the page was asked about, what a proposed timeout would have done
+to the recorded history."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Connection
+
+from app.db import scope_stats
+
+__all__ = ["SCOPES_SHOWN", "scopes_view"]
+
+# The job's scopes released most recently: a job times a handful of them.
+SCOPES_SHOWN = 50
+
+
+def scopes_view(
+    connection: Connection,
+    job_id: str,
+    floor: float,
+    whatif_scope: str | None,
+    whatif_timeout: float | None,
+) -> dict[str, Any]:
+    """``rows``: the job's scopes' statistics; ``whatif``: the replay of
+    ``whatif_timeout`` over ``whatif_scope``'s history, when both are given."""
+    scopes = scope_stats.scope_stats(
+        connection, job_id, None, scope_stats.DEFAULT_WINDOW, floor, SCOPES_SHOWN
+    )
+    whatif = None
+    if whatif_scope is not None and whatif_timeout is not None:
+        replay = scope_stats.what_if(connection, job_id, whatif_scope, whatif_timeout)
+        whatif = {"scope_id": whatif_scope, **replay.model_dump()}
+    return {"rows": [item.model_dump() for item in scopes], "whatif": whatif}

@@ -1,0 +1,106 @@
+"""Hold-time statistics and the what-if replay (contract 12), counted by SQLite and
+PostgreSQL over histories written by the real recorder, checked against the same
+holds counted in Python."""
+
+from __future__ import annotations
+
+from sqlalchemy import Engine
+
+from app.db import scope_stats
+from tests.app.hold_history import (
+    BASE,
+    Hold,
+    lognormal_holds,
+    nearest_rank,
+    record,
+    scope_history,
+)
+
+# Three hangs among 10,000 healthy steps of about a second: the issue's "done when".
+STEPS = lognormal_holds(10_000, 1.0, seed=24)
+HANGS = {2_000: 31.0, 6_000: 12.5, 9_000: 600.0}
+
+
+def _history() -> list[Hold]:
+    holds = [Hold(seconds) for seconds in STEPS]
+    for position, seconds in sorted(HANGS.items(), reverse=True):
+        holds.insert(position, Hold(seconds, hung=True))
+    return holds
+
+
+def test_whatif_counts_the_healthy_holds_it_kills_and_the_hangs_it_catches(
+    backend_engine: Engine,
+) -> None:
+    holds = _history()
+    # Another job's scope of the same name, and workers that died early: not counted.
+    others = [Hold(50.0), Hold(40.0, gone=True), Hold(2.5, gone=True)]
+    record(
+        backend_engine,
+        scope_history(holds, job="run-1", scope="step", first_id=1)
+        + scope_history(others, job="run-2", scope="step", first_id=20_000)
+        + scope_history(others[1:], job="run-1", scope="step", first_id=30_000, start=1e9),
+    )
+    with backend_engine.connect() as connection:
+        for timeout in (1.2, 2.0, 12.5, 40.0, 700.0):
+            answer = scope_stats.what_if(connection, "run-1", "step", timeout)
+            caught = [seconds for seconds in HANGS.values() if seconds >= timeout]
+            assert answer.timeout == timeout
+            assert answer.considered == 10_003
+            assert answer.would_have_killed == sum(s > timeout for s in STEPS)
+            assert answer.hung == len(caught)
+            assert answer.hangs == 3
+            assert abs(answer.earlier_by_seconds - sum(s - timeout for s in caught)) < 1e-6
+        # Some healthy steps are longer than 1.2 s, none is longer than 12.5 s.
+        assert scope_stats.what_if(connection, "run-1", "step", 1.2).would_have_killed > 0
+        assert scope_stats.what_if(connection, "run-1", "step", 12.5).would_have_killed == 0
+        # Every job's history of the scope: run-2's 50 s step too.
+        everyone = scope_stats.what_if(connection, None, "step", 45.0)
+        assert (everyone.considered, everyone.would_have_killed) == (10_004, 1)
+
+
+def test_statistics_cover_the_last_window_of_healthy_holds(backend_engine: Engine) -> None:
+    holds = [*_history(), Hold(3.0, gone=True)]
+    record(backend_engine, scope_history(holds, job="run-1", scope="step", first_id=1))
+    with backend_engine.connect() as connection:
+        for window in (1, 100, 1000, 10_000, 50_000):
+            stats = scope_stats.hold_stats(connection, "run-1", "step", window)
+            recent = STEPS[-window:]
+            assert stats == scope_stats.HoldStats(
+                len(recent),
+                nearest_rank(recent, 50),
+                nearest_rank(recent, 90),
+                nearest_rank(recent, 99),
+                max(recent),
+            )
+        assert scope_stats.hold_stats(connection, "run-2", "step", 100) is None
+        assert scope_stats.hold_stats(connection, None, "step", 100) is None
+
+
+def test_scopes_list_each_job_and_scope_with_the_suggestion(backend_engine: Engine) -> None:
+    fast = lognormal_holds(200, 0.5, seed=1)
+    slow = lognormal_holds(50, 20.0, seed=2)
+    record(
+        backend_engine,
+        scope_history([Hold(s) for s in fast], job="run-1", scope="fwd", first_id=1)
+        + scope_history([Hold(s) for s in slow], job="run-1", scope="ckpt", first_id=1000)
+        + scope_history([Hold(4.0)], job=None, scope="fwd", first_id=2000, start=BASE + 2048),
+    )
+    with backend_engine.connect() as connection:
+        items = scope_stats.scope_stats(connection, None, None, 100, 10.0, 100)
+        # The most recently released first.
+        assert [(i.job_id, i.scope_id) for i in items] == [
+            (None, "fwd"),
+            ("run-1", "ckpt"),
+            ("run-1", "fwd"),
+        ]
+        fwd = items[2]
+        recent = fast[-100:]
+        assert (fwd.count, fwd.window, fwd.max) == (100, 100, max(recent))
+        # Half-second steps: the floor.
+        assert fwd.suggested_timeout == 10.0
+        ckpt = items[1]
+        assert ckpt.suggested_timeout == max(3 * nearest_rank(slow, 99), 1.5 * max(slow))
+        assert ckpt.suggested_timeout > 10.0
+        only = scope_stats.scope_stats(connection, "run-1", "fwd", 1000, 1.0, 100)
+        assert [(i.scope_id, i.count) for i in only] == [("fwd", 200)]
+        assert scope_stats.scope_stats(connection, None, None, 100, 1.0, 1)[0].job_id is None
