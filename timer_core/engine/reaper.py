@@ -110,7 +110,12 @@ class Reaper:
         )
         # Workers still alive ``unkillable_after`` seconds after their SIGKILL.
         self.unkillable = (
-            UnkillableWatch(self.clock, unkillable_after, book.events.timer)
+            UnkillableWatch(
+                self.clock,
+                unkillable_after,
+                book.events.timer,
+                identify_process=identify_process,
+            )
             if unkillable_after is not None
             else None
         )
