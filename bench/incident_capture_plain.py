@@ -1,8 +1,10 @@
-"""Incident capture for N ranks at once: the real service, N real Python processes of
-one job, their stacks taken by py-spy before the first kill.
+"""Incident capture for N ranks at once: the real service, N real plain-Python
+processes of one job (no torch, no worker server), their stacks taken by py-spy before
+the first kill. ``bench.incident_capture`` compares torch ranks over their worker
+servers with py-spy, in the engine.
 
-    python -m bench.incident_capture            # N = 1, 4, 8; 7 rounds each
-    python -m bench.incident_capture --smoke    # N = 1, 2; 1 round (CI keeps it working)
+    python -m bench.incident_capture_plain            # N = 1, 4, 8; 7 rounds each
+    python -m bench.incident_capture_plain --smoke    # N = 1, 2; 1 round (CI keeps it working)
 
 Each round starts N workers (plain Python, each stuck in a function), arms one timer
 per worker over HTTP with the job's labels (rank 0 due after a short lead, the others
@@ -167,7 +169,10 @@ def main() -> None:
         ["N", "rounds", "capture ms", "x N=1", "kill ms", "x N=1", "min stacks"],
         rows,
     )
-    save("incident_capture_smoke" if args.smoke else "incident_capture", {"rows": results})
+    save(
+        "incident_capture_plain_smoke" if args.smoke else "incident_capture_plain",
+        {"rows": results},
+    )
 
 
 if __name__ == "__main__":

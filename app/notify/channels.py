@@ -15,6 +15,8 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
+from app.notify.library import not_understood
+
 __all__ = [
     "EVENTS",
     "ChannelCreate",
@@ -30,6 +32,8 @@ __all__ = [
 EVENTS = ("kill", "incident", "unkillable", "node_down", "loss", "overdue", "straggler")
 EventName = Literal["kill", "incident", "unkillable", "node_down", "loss", "overdue", "straggler"]
 _WEBHOOK_SCHEMES = ("http", "https")
+# Not notification services: a local file, or a way to reach local resources.
+_NEVER = frozenset({"file", "ftp", "ftps", "data", "javascript", "unix", "gopher"})
 Label = Annotated[str, StringConstraints(min_length=1, max_length=256)]
 
 
@@ -114,9 +118,15 @@ class ChannelCreate(BaseModel):
             if not parts.hostname:
                 raise ValueError("a webhook URL needs a host, e.g. https://hooks.example/x")
             return url
-        raise ValueError(
-            f"unsupported URL scheme {parts.scheme[:20]!r}: give an https:// (or http://) webhook"
-        )
+        if not parts.scheme or parts.scheme.lower() in _NEVER:
+            raise ValueError(
+                f"unsupported URL scheme {parts.scheme[:20]!r}: give an https:// (or http://) "
+                "webhook, or a notification library URL such as mailto:// or slack://"
+            )
+        problem = not_understood(url)
+        if problem is not None:
+            raise ValueError(problem)
+        return url
 
     @field_validator("events")
     @classmethod

@@ -1,4 +1,5 @@
-"""One attempt to tell one channel: the signed webhook for ``http(s)://`` URLs."""
+"""One attempt to tell one channel: the signed webhook for ``http(s)://`` URLs, the
+notification library (``app.notify.library``) for every other kind."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from app.notify.channels import is_webhook
+from app.notify.library import send_with_library
 from app.notify.webhook import Outcome, post_signed
 
 __all__ = ["Deliver", "deliver"]
@@ -19,4 +21,5 @@ def deliver(url: str, secret: str | None, delivery_id: str, body: dict[str, Any]
     if is_webhook(url):
         encoded = json.dumps(body, separators=(",", ":"), sort_keys=True).encode()
         return post_signed(url, secret, delivery_id, encoded)
-    return Outcome(False, "no sender for this kind of URL", retry=False)
+    title = f"timer-service: {body['kind']} on {body['node']}"
+    return send_with_library(url, title, f"{body['summary']}\n\n{body['url']}")

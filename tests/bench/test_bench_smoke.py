@@ -125,12 +125,28 @@ def test_attacks_smoke_kills_every_probe_under_every_attack() -> None:
 @pytest.mark.slow
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root: py-spy attaches with ptrace")
 @pytest.mark.skipif(StackCapturer().py_spy is None, reason="needs py-spy (pip install py-spy)")
-def test_incident_capture_smoke_captures_every_rank() -> None:
-    rows = run_smoke("incident_capture")["rows"]
+def test_incident_capture_plain_smoke_captures_every_rank() -> None:
+    rows = run_smoke("incident_capture_plain")["rows"]
     assert [row["ranks"] for row in rows] == [1, 2]
     for row in rows:
         assert row["stacks"] == [row["ranks"]] * row["rounds"], row
         assert row["capture_median_ms"] > 0 and row["kill_latency_median_ms"] > 0
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root: py-spy attaches with ptrace")
+@pytest.mark.skipif(StackCapturer().py_spy is None, reason="needs py-spy (pip install py-spy)")
+def test_incident_capture_smoke_takes_every_torch_rank_each_way() -> None:
+    """Every rank of every round is taken by the way it measures: over its worker
+    server, or by py-spy with the server left out."""
+    pytest.importorskip("torch.distributed")
+    rows = run_smoke("incident_capture")["rows"]
+    assert [row["ranks"] for row in rows] == [1, 2]
+    for row in rows:
+        for way in ("worker-server", "py-spy"):
+            result = row[way]
+            assert result["methods"] == [[way] * row["ranks"]] * row["rounds"], (way, row)
+            assert result["capture_median_ms"] > 0 and result["kill_median_ms"] > 0
 
 
 @pytest.mark.slow

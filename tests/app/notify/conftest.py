@@ -1,1 +1,2 @@
 from tests.app.notify.receiver import receiver  # noqa: F401 - a fixture for these tests
+from tests.app.notify.smtp_server import mailbox  # noqa: F401 - a fixture for these tests

@@ -1,0 +1,56 @@
+"""A real SMTP server on loopback (aiosmtpd) that keeps the mail it is sent, for the
+notification library's tests."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from typing import Any
+
+import pytest
+from aiosmtpd.controller import Controller
+
+from tests.app.service_process import free_port
+
+__all__ = ["Mailbox", "mailbox", "text_of"]
+
+
+@dataclass
+class Mailbox:
+    port: int
+    mail: list[EmailMessage] = field(default_factory=list)
+
+    def url(self, to: str = "ops@example.com") -> str:
+        """The channel URL (Apprise's syntax) that sends here, unencrypted."""
+        return f"mailto://127.0.0.1:{self.port}?from=timers@example.com&to={to}&mode=insecure"
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        parsed = email.message_from_bytes(envelope.content, policy=email.policy.default)
+        assert isinstance(parsed, EmailMessage)
+        self.mail.append(parsed)
+        return "250 OK"
+
+    def wait_for(self, count: int, timeout: float = 10.0) -> list[EmailMessage]:
+        deadline = time.monotonic() + timeout
+        while len(self.mail) < count and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return list(self.mail)
+
+
+def text_of(message: EmailMessage) -> str:
+    part = message.get_body(("plain",))
+    assert part is not None
+    return str(part.get_content())
+
+
+@pytest.fixture
+def mailbox() -> Iterator[Mailbox]:
+    box = Mailbox(free_port())
+    controller = Controller(box, hostname="127.0.0.1", port=box.port)
+    controller.start()
+    yield box
+    controller.stop()
