@@ -53,8 +53,9 @@ def capture_all(pids: list[int]) -> tuple[float, list[float]]:
 
 def py_spy_all(pids: list[int], argv: list[str] | None) -> float:
     """Wall ms of taking the stacks of ``pids`` at once: with ``argv`` (``py-spy dump``
-    plain), else the service's own py-spy capture (``--native`` first, as the user)."""
-    capturer = StackCapturer(BUDGET)
+    plain), else the service's own py-spy capture (``--native`` first, as the user;
+    its worker-server attempt left out, or it would measure the server again)."""
+    capturer = StackCapturer(BUDGET, use_worker_server=False)
 
     def one(pid: int) -> None:
         if argv is not None:
