@@ -7,6 +7,12 @@ incident with its frames emptied and its summary replaced by a sentence saying w
 Who hung and with whom stays: the ranks, their groups and the suspects say which
 process to look at, not what it was running. The API and the pages both answer
 through here, so they cannot disagree.
+
+The ranks' flight recorders (``collectives``) and the collective findings are hidden
+alike, though they name no file or function: a group's description is text the
+worker chose (``new_group(group_desc=...)``), and the ops, tensor sizes and dtypes of
+every step say what the program computes (the model's layers and widths). Which rule
+named each suspect (``suspect_rules``) stays, as the suspects do.
 """
 
 from __future__ import annotations
@@ -46,4 +52,7 @@ def visible(caller: Caller, row: IncidentRow) -> IncidentPublic:
     if reason is None:
         return row.public
     groups = [group.model_copy(update={"frames": []}) for group in row.public.groups]
-    return row.public.model_copy(update={"groups": groups, "summary": reason})
+    ranks = [rank.model_copy(update={"collectives": None}) for rank in row.public.ranks]
+    return row.public.model_copy(
+        update={"groups": groups, "summary": reason, "ranks": ranks, "collective_findings": []}
+    )

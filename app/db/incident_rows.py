@@ -29,7 +29,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from app import log_names
 from app.db.job_models import Incident, IncidentCapture, Job, job_owner
 from timer_core import TimerEvent
-from timer_core.diagnosis import RankCapture, analyse
+from timer_core.diagnosis import RankCapture, analyse, load_flight_recorder
+from timer_core.diagnosis.flight_recorder import stored_recorder
 from timer_core.engine import CapturedStack, EventKind, RankStack, Timer
 from timer_core.engine.event_details import Incident as IncidentDetail
 from timer_core.engine.event_details import Kill, NoKill
@@ -153,7 +154,7 @@ class IncidentRecorder:
             "outcome": "expired" if capture.expiring else "captured",
             "expired_at": timer.expiration_time if capture.expiring else None,
             "captured_at": at,
-            **_stack_values(capture.stack, capture.note),
+            **_stack_values(capture.stack, capture.note, timer.labels.rank),
         }
         key = (incident_id, timer.node or self.node, timer.pid)
         self._upsert(connection, key, self._capture_id(connection, *key), values)
@@ -179,7 +180,7 @@ class IncidentRecorder:
                 "rank": timer.labels.rank,
                 "local_rank": timer.labels.local_rank,
                 "captured_at": event.at,
-                **_stack_values(event.stack, note),
+                **_stack_values(event.stack, note, timer.labels.rank),
             }
         self._upsert(connection, key, known, values)
         return True
@@ -211,7 +212,7 @@ class IncidentRecorder:
             )
             return
         if values.get("stack_text") is None:
-            values = {k: v for k, v in values.items() if not k.startswith("stack_")}
+            values = {k: v for k, v in values.items() if k not in _EVIDENCE}
         connection.execute(update(_captures).where(_captures.c.id == known).values(**values))
 
     def _analyse(self, connection: Connection, incident_id: int) -> None:
@@ -228,6 +229,10 @@ class IncidentRecorder:
                     row.outcome,
                     row.expired_at,
                     row.stack_text,
+                    # Written by whichever node captured the rank: read defensively.
+                    None
+                    if row.collectives is None or row.rank is None
+                    else stored_recorder(row.rank, row.collectives),
                 )
                 for row in rows
             ]
@@ -250,23 +255,61 @@ class IncidentRecorder:
                     for group, ranks, frames in analysis.groups
                 ],
                 nodes=sorted({row.node for row in rows}),
+                collective_findings=[f.as_json() for f in analysis.collective_findings],
+                suspect_rules={_rank_key(rank): rule for rank, rule in analysis.suspect_rules},
             )
         )
 
 
-def _stack_values(stack: CapturedStack | None, note: str | None) -> dict[str, Any]:
-    """A capture row's stack columns: the stack, or why there is none."""
+# A capture row's columns of its evidence, written together: a later event with no
+# stack leaves them as they are.
+_EVIDENCE = frozenset({"stack_method", "stack_note", "stack_text", "collectives"})
+
+
+def _stack_values(
+    stack: CapturedStack | None, note: str | None, rank: int | None
+) -> dict[str, Any]:
+    """A capture row's evidence columns: the stack and the flight recorder, or why
+    there is none."""
     if stack is not None:
         return {
             "stack_method": stack.method,
             "stack_note": None,
             "stack_text": _printable(stack.text),
+            "collectives": _recorder(stack.flight_recorder, rank),
         }
     return {
         "stack_method": None,
         "stack_note": _printable(note) if note else None,
         "stack_text": None,
+        "collectives": None,
     }
+
+
+def _recorder(raw: bytes | None, rank: int | None) -> dict[str, Any] | None:
+    """The flight recorder the worker's server answered, as the incident keeps it:
+    normalized (its last entries per group), not the dump's megabytes. Only with the
+    rank known: the analysis compares ranks by number."""
+    if raw is None or rank is None:
+        return None
+    stored: dict[str, Any] = _printable_json(load_flight_recorder(rank, raw).stored_json())
+    return stored
+
+
+def _printable_json(value: Any) -> Any:
+    """``value`` with each string ``_printable``: a worker's names may hold a NUL,
+    which PostgreSQL's jsonb (should an operator cast to it) refuses."""
+    if isinstance(value, str):
+        return _printable(value)
+    if isinstance(value, list):
+        return [_printable_json(item) for item in value]
+    if isinstance(value, dict):
+        return {_printable(k): _printable_json(v) for k, v in value.items()}
+    return value
+
+
+def _rank_key(rank: int | None) -> str:
+    return "null" if rank is None else str(rank)
 
 
 def _printable(text: str) -> str:

@@ -13,6 +13,7 @@ from sqlalchemy import JSON, Column, ForeignKey, Index, Integer, Text, UniqueCon
 from sqlmodel import Field as SQLField
 from sqlmodel import SQLModel
 
+from app.db.collective_models import CollectiveFindingPublic, CollectiveGroupPublic
 from app.db.sql_types import BIG_ID
 
 __all__ = [
@@ -82,6 +83,15 @@ class Incident(SQLModel, table=True):
         default_factory=list, sa_column=Column(JSON, nullable=False)
     )
     nodes: list[str] = SQLField(default_factory=list, sa_column=Column(JSON, nullable=False))
+    # Contract 10 (migration 0013): ``[CollectiveFinding.as_json()]``, and the rule that
+    # named each suspect, ``{rank: "collective" | "stack"}`` (rank as text, "null" for
+    # a rank of unknown number).
+    collective_findings: list[dict[str, Any]] = SQLField(
+        default_factory=list, sa_column=Column(JSON, nullable=False, server_default="[]")
+    )
+    suspect_rules: dict[str, str] = SQLField(
+        default_factory=dict, sa_column=Column(JSON, nullable=False, server_default="{}")
+    )
 
 
 class IncidentCapture(SQLModel, table=True):
@@ -111,6 +121,11 @@ class IncidentCapture(SQLModel, table=True):
     stack_method: str | None = None
     stack_note: str | None = None
     stack_text: str | None = SQLField(default=None, sa_column=Column(Text, nullable=True))
+    # Its flight recorder, as ``RankRecorder.stored_json`` (migration 0013): None when
+    # the worker's server gave none, or its rank is unknown.
+    collectives: dict[str, Any] | None = SQLField(
+        default=None, sa_column=Column(JSON(none_as_null=True), nullable=True)
+    )
 
 
 class JobPublic(BaseModel):
@@ -165,6 +180,9 @@ class IncidentCapturePublic(BaseModel):
     # Contract 10: how the rank's evidence was taken (py-spy, proc, worker-server), from
     # stack_method; null when there was no capture.
     method: str | None = None
+    # Contract 10: its flight recorder per process group (the last entries of each),
+    # null when its worker's server gave none.
+    collectives: list[CollectiveGroupPublic] | None = None
 
 
 class IncidentGroup(BaseModel):
@@ -183,3 +201,7 @@ class IncidentPublic(BaseModel):
     groups: list[IncidentGroup]
     suspects: list[int | None]
     summary: str
+    # Contract 10: what the ranks' flight recorders show, and which rule named each
+    # suspect ({rank: "collective" | "stack"}; "null" for a rank of unknown number).
+    collective_findings: list[CollectiveFindingPublic] = []
+    suspect_rules: dict[str, str] = {}

@@ -16,6 +16,7 @@ from sqlalchemy import and_, case, func, or_
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
+from app.db.collective_models import collectives_public, findings_public
 from app.db.job_models import (
     UNKNOWN_OWNER,
     Incident,
@@ -340,6 +341,8 @@ def _with_captures(session: Session, incidents: Sequence[Incident]) -> list[Inci
             groups=[IncidentGroup.model_validate(group) for group in row.groups],
             suspects=row.suspects,
             summary=row.summary,
+            collective_findings=findings_public(row.collective_findings),
+            suspect_rules=_rules(row.suspect_rules),
         )
         answered.append(IncidentRow(public, frozenset(item.uid for item in captured)))
     return answered
@@ -359,4 +362,12 @@ def _capture_public(row: IncidentCapture) -> IncidentCapturePublic:
         stack_method=row.stack_method,
         stack_note=row.stack_note,
         method=evidence_method(row.stack_method),
+        collectives=collectives_public(row.rank, row.collectives),
     )
+
+
+def _rules(stored: object) -> dict[str, str]:
+    """An incident row's ``suspect_rules``; entries of another shape are left out."""
+    if not isinstance(stored, dict):
+        return {}
+    return {k: v for k, v in stored.items() if isinstance(k, str) and isinstance(v, str)}

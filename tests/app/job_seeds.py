@@ -16,11 +16,12 @@ from tests.sample_events import changed, event, timer
 from timer_core import EventKind, TimerEvent
 from timer_core.engine import CapturedStack, Labels, RankStack
 
-__all__ = ["BASE", "SLEEPING", "WAITING", "JobSeed", "seed"]
+__all__ = ["BASE", "RECORDERS", "SLEEPING", "WAITING", "JobSeed", "seed"]
 
 STACKS = Path(__file__).parent.parent / "timer_core" / "diagnosis" / "stacks"
 SLEEPING = (STACKS / "gloo-sleep.txt").read_text()
 WAITING = (STACKS / "gloo-allreduce.txt").read_text()
+RECORDERS = STACKS.parent / "collectives"
 # Not the host name, which a service started on the seeded database takes as its node:
 # it re-arms only its own node's timers, so these stay as seeded.
 NODE = "node-a"
@@ -44,6 +45,10 @@ class JobSeed:
     at: float = BASE
     first_pid: int = 500
     missing: int | None = None
+    # A directory of recorded flight-recorder dumps (tests/timer_core/diagnosis/
+    # collectives/<name>/rank{r}.json): each rank's stack then came from its worker
+    # server, with its dump.
+    recorders: str | None = None
 
     def pid(self, rank: int) -> int:
         return self.first_pid + rank
@@ -78,6 +83,10 @@ class JobSeed:
         if rank == self.missing:
             return RankStack(view, None, "the capture failed: gone", False)
         text = SLEEPING if rank == self.stuck else WAITING
+        if self.recorders is not None:
+            dump = (RECORDERS / self.recorders / f"rank{rank}.json").read_bytes()
+            stack = CapturedStack("worker-server", text, 0.002, flight_recorder=dump)
+            return RankStack(view, stack, "", rank == self.stuck)
         return RankStack(view, CapturedStack("py-spy", text, 0.2), "", rank == self.stuck)
 
     def events(self) -> list[TimerEvent]:
