@@ -15,6 +15,7 @@ from app.db.db_file_check import DatabaseFileError, check_database_file
 from app.ops.logs import configure_logging
 from app.server import serve
 from app.settings import LOG_LEVELS, Settings, parse_byte_size, read_token_file
+from timer_core.engine.admission import MAX_DEADLINE_SECONDS
 
 __all__ = ["main"]
 
@@ -208,6 +209,20 @@ def _parser() -> argparse.ArgumentParser:
         "is (default 10)",
     )
     serve.add_argument(
+        "--auto-initial-timeout",
+        type=float,
+        metavar="SECONDS",
+        help='an "auto" timer\'s timeout until its scope has --auto-min-samples releases '
+        "(default 600)",
+    )
+    serve.add_argument(
+        "--auto-min-samples",
+        type=int,
+        metavar="N",
+        help='releases of a job\'s scope before its "auto" timers use the learned timeout '
+        "(default 20)",
+    )
+    serve.add_argument(
         "--public-url",
         help="where people reach this service's pages, for the links in notifications "
         "(default http://HOST:PORT)",
@@ -262,9 +277,18 @@ def main(argv: list[str] | None = None) -> None:
         hub=args.hub,
         public_url=args.public_url,
         auto_floor=args.auto_floor,
+        auto_initial_timeout=args.auto_initial_timeout,
+        auto_min_samples=args.auto_min_samples,
     )
     if not 0 <= settings.auto_floor < float("inf"):
         raise SystemExit(f"--auto-floor {settings.auto_floor} is not a number of seconds >= 0")
+    if not 0 < settings.auto_initial_timeout <= MAX_DEADLINE_SECONDS:
+        raise SystemExit(
+            f"--auto-initial-timeout {settings.auto_initial_timeout} is not a number of "
+            f"seconds > 0 and <= {MAX_DEADLINE_SECONDS:g}"
+        )
+    if settings.auto_min_samples < 1:
+        raise SystemExit(f"--auto-min-samples {settings.auto_min_samples} is not a count >= 1")
     if settings.hub and (settings.fifo or settings.fifo_dir):
         raise SystemExit(
             "--hub runs no reaper and reads no FIFO: drop --fifo/--fifo-dir, and run a "

@@ -35,6 +35,7 @@ from app.db.database_status import (
 )
 from app.db.history_quota import HistoryQuota
 from app.db.incident_rows import IncidentRecorder
+from app.db.learned_timeouts import LearnedTimeouts
 from app.db.loss_ledger import LossLedger
 from app.db.nodes import node_statuses
 from app.db.private_files import secure_sqlite_files
@@ -98,6 +99,13 @@ class Service:
         self.unsent = UnsentData(settings.send_timeout, settings.max_unsent_bytes)
         # HTTP reads' share of the database pool (app.access.reader_slots).
         self.readers = ReaderSlots()
+        # The timeouts of "auto" requests, learned from the recorded holds (contract 12).
+        self.learned = LearnedTimeouts(
+            self.engine,
+            settings.auto_initial_timeout,
+            settings.auto_min_samples,
+            settings.auto_floor,
+        )
         self.metrics = ServiceMetrics(
             self.health,
             self.node_counts,

@@ -231,6 +231,9 @@ class Settings:
     # Learned timeouts (contract 12): the least a suggested or learned timeout is, in
     # seconds (scheduling noise, a GC pause).
     auto_floor: float = 10.0
+    # An "auto" timer's timeout until its job's scope has this many healthy holds.
+    auto_initial_timeout: float = 600.0
+    auto_min_samples: int = 20
 
     @property
     def page_url(self) -> str:
@@ -309,6 +312,10 @@ class Settings:
             hub=_env_bool("HUB", defaults.hub),
             public_url=_env_str("PUBLIC_URL", defaults.public_url) or defaults.public_url,
             auto_floor=_env_number("AUTO_FLOOR", defaults.auto_floor, float),
+            auto_initial_timeout=_env_number(
+                "AUTO_INITIAL_TIMEOUT", defaults.auto_initial_timeout, float
+            ),
+            auto_min_samples=_env_number("AUTO_MIN_SAMPLES", defaults.auto_min_samples, int),
         )
         known = {field.name for field in fields(cls)}
         unknown = set(overrides) - known

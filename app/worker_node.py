@@ -269,6 +269,7 @@ class WorkerNode:
                     row.signal,
                     row.dump_signal,
                     row.labels(),
+                    row.timeout_source,
                 )
                 self.reaper.restore(
                     row.id, identity, request, Origin(row.source), acquired_at=row.acquired_at

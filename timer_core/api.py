@@ -11,7 +11,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Literal
 
 from . import log_names
 
@@ -178,10 +178,15 @@ def configure(timer_client: TimerClient, *, worker_server: bool = False) -> None
 
 @contextmanager
 def expires(
-    after: float, scope: str | None = None, client: TimerClient | None = None
+    after: float | Literal["auto"], scope: str | None = None, client: TimerClient | None = None
 ) -> Iterator[None]:
     """Arm a timer that expires ``after`` seconds from now, released when the
-    block ends. The default scope is the caller's ``file#line``."""
+    block ends. The default scope is the caller's ``file#line``.
+
+    ``after="auto"`` lets the service choose: the timeout it learned from how long this
+    scope's blocks took in this job, the initial timeout until it has seen enough of
+    them (contract 12). Only a client that asks the service has it (HttpTimerClient);
+    torch's clients send a deadline."""
     if client is None:
         if _timer_client is None:
             raise RuntimeError("Configure timer client before using countdown timers.")
@@ -190,7 +195,17 @@ def expires(
         # Two frames up: this generator, then contextlib's __enter__, then the caller.
         caller = sys._getframe(2)
         scope = f"{caller.f_code.co_filename}#{caller.f_lineno}"
-    client.acquire(scope, time.time() + after)
+    if after == "auto":
+        acquire_auto = getattr(client, "acquire_auto", None)
+        if acquire_auto is None:
+            raise TypeError(
+                f'expires(after="auto") needs a client that asks the service for the '
+                f"timeout (HttpTimerClient); {type(client).__name__} sends a deadline of its "
+                "own: give after= in seconds"
+            )
+        acquire_auto(scope)
+    else:
+        client.acquire(scope, time.time() + after)
     try:
         yield
     finally:

@@ -101,12 +101,20 @@ class HttpTimerClient(TimerClient):
         self.not_recorded = 0
 
     def acquire(self, scope_id: str, expiration_time: float) -> None:
+        self._arm(scope_id, {"expiration_time": expiration_time})
+
+    def acquire_auto(self, scope_id: str) -> None:
+        """Arm with the timeout the service learned for this scope of this job (the
+        initial timeout until it has seen enough releases): ``expires(after="auto")``."""
+        self._arm(scope_id, {"expires_in": "auto"})
+
+    def _arm(self, scope_id: str, deadline: dict[str, Any]) -> None:
         self._post(
             "/timers",
             {
                 "pid": os.getpid(),
                 "scope_id": scope_id,
-                "expiration_time": expiration_time,
+                **deadline,
                 "signal": self.signal,
                 **({"dump_signal": self.dump_signal} if self.dump_signal else {}),
                 # Each label under its own name, as POST /timers takes it.

@@ -6,7 +6,7 @@ import dataclasses
 import math
 import operator
 from operator import attrgetter
-from typing import Annotated, Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, model_validator
 from sqlalchemy import JSON, Column, ForeignKey, Index, Text
@@ -22,6 +22,7 @@ from timer_core.engine.labels import MAX_JOB_ID_LENGTH, MAX_RANK, Labels
 from timer_core.engine.request_text import MAX_SCOPE_LENGTH, scope_id_problem
 
 __all__ = [
+    "AUTO",
     "MAX_DEADLINE_SECONDS",
     "MAX_SCOPE_LENGTH",
     "SNAPSHOT_FIELDS",
@@ -72,6 +73,13 @@ class TimerBase(SQLModel):
     world_size: int | None = None
     restart_count: int | None = SQLField(
         default=None, description="torchrun's TORCHELASTIC_RESTART_COUNT."
+    )
+    # How the deadline was chosen (contract 12): the request's own, or for an "auto"
+    # request the initial timeout or the one learned from the scope's holds.
+    timeout_source: str = SQLField(
+        default="explicit",
+        description="explicit, initial or learned (expires_in auto)",
+        sa_column_kwargs={"server_default": "explicit"},
     )
 
 
@@ -215,6 +223,9 @@ ScopeId = Annotated[
     str, Field(min_length=1, max_length=MAX_SCOPE_LENGTH), AfterValidator(_allowed_scope_id)
 ]
 Seconds = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+# A duration a timer may be armed for; or "auto": the service chooses (contract 12).
+Duration = Annotated[float, Field(strict=True, allow_inf_nan=False, gt=0, le=MAX_DEADLINE_SECONDS)]
+AUTO = "auto"
 
 
 class TimerCreate(_Strict):
@@ -222,7 +233,11 @@ class TimerCreate(_Strict):
 
     pid: StrictInt = Field(description="The worker's pid; it must be running on this host.")
     scope_id: ScopeId
-    expires_in: Seconds | None = Field(default=None, gt=0, le=MAX_DEADLINE_SECONDS)
+    expires_in: Duration | Literal["auto"] | None = Field(
+        default=None,
+        description='Seconds from now; or "auto": the timeout learned from the scope\'s '
+        "recent holds (GET /scopes), the initial timeout until it has enough of them",
+    )
     expiration_time: Seconds | None = Field(default=None, gt=0)
     signal: StrictInt = Field(default=9, description="Signal at expiry; 0 means observe only.")
     dump_signal: StrictInt | None = Field(
@@ -261,7 +276,7 @@ class TimerCreate(_Strict):
         if (self.expires_in is None) == (self.expiration_time is None):
             raise ValueError("give exactly one of expires_in (seconds) or expiration_time (unix)")
         for value in (self.expires_in, self.expiration_time):
-            if value is not None and not math.isfinite(value):
+            if isinstance(value, float | int) and not math.isfinite(value):
                 raise ValueError("the deadline must be a finite number")
         return self
 

@@ -37,6 +37,9 @@ class ArmRequest:
     # The job and rank the request names itself; each given one overrides the worker's
     # environment (``labels.read_labels``). None: it names none.
     labels: Labels | None = None
+    # How the deadline was chosen (contract 12): "explicit" (the request's own),
+    # "initial" or "learned" (an "auto" request the service gave a timeout).
+    timeout_source: str = "explicit"
 
     @property
     def is_release(self) -> bool:

@@ -217,6 +217,7 @@ class TimerBook:
                     dump_signal,
                     identity.labels if labels is None else identity.labels.merged(labels),
                     self.node,
+                    request.timeout_source,
                 )
                 new_worker = self._table.add(timer)
             else:

@@ -40,6 +40,8 @@ class Timer:
     # pid) and the signal on which it dumps its own stack, if it opted in.
     process_create_time: float | None = None
     dump_signal: int | None = None
+    # How its deadline was chosen: "explicit", "initial" or "learned" (contract 12).
+    timeout_source: str = "explicit"
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +77,8 @@ class LiveTimer:
     # own labels. Fixed when the timer is created: a heartbeat does not relabel it.
     labels: Labels = NO_LABELS
     node: str = ""
+    # How the first deadline was chosen (contract 12); a heartbeat keeps it.
+    timeout_source: str = "explicit"
     # Bumped by each heartbeat: heap entries pushed under an older one are stale.
     generation: int = field(default=0, init=False)
 
@@ -94,6 +98,7 @@ class LiveTimer:
             labels=self.labels,
             process_create_time=self.identity.create_time,
             dump_signal=self.dump_signal,
+            timeout_source=self.timeout_source,
         )
 
 

@@ -18,6 +18,7 @@ from app.db import store
 from app.db.database_status import DATABASE_ERRORS
 from app.db.enum_fields import TimerStateField
 from app.db.models import (
+    AUTO,
     ErrorMessage,
     Page,
     Timer,
@@ -42,6 +43,7 @@ from app.deps import (
     require_token,
 )
 from app.web.active_from_engine import active_page
+from app.web.auto_timeouts import auto_timeout
 from app.web.write_answers import answer, wait_recorded
 from timer_core import RefusedError
 from timer_core.engine import TimerState
@@ -155,8 +157,19 @@ def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
 )
 async def acquire(body: TimerCreate, access: JsonWrite) -> Response:
     service, caller = access.service, access.caller
+    expires_in, timeout_source = body.expires_in, "explicit"
+    if expires_in == AUTO:
+        # The service chooses (contract 12): the scope's learned timeout, or the initial.
+        choice = await auto_timeout(
+            service.learned,
+            service.database.problem() is not None,
+            access.timers,
+            body,
+            time.monotonic(),
+        )
+        expires_in, timeout_source = choice.seconds, choice.source
     now = time.time()
-    expiration_time = now + body.expires_in if body.expires_in is not None else body.expiration_time
+    expiration_time = now + expires_in if isinstance(expires_in, float) else body.expiration_time
     assert expiration_time is not None
     if body.expires_in is None and expiration_time < now - PAST_GRACE_SECONDS:
         raise unprocessable(
@@ -169,7 +182,13 @@ async def acquire(body: TimerCreate, access: JsonWrite) -> Response:
         raise forbidden(authorize(caller, None, f"arm a timer for pid {body.pid}") or "")
     _not_behind(service)
     request = ArmRequest(
-        body.pid, body.scope_id, expiration_time, body.signal, body.dump_signal, body.labels()
+        body.pid,
+        body.scope_id,
+        expiration_time,
+        body.signal,
+        body.dump_signal,
+        body.labels(),
+        timeout_source,
     )
     try:
         view, created = access.timers.acquire(request, _origin(caller))

@@ -19,6 +19,7 @@ function renderTimer(timer) {
   TS.setText("f-deadline", new Date(timer.expiration_time * 1000).toLocaleString());
   TS.setText("f-ended", timer.ended_at ? new Date(timer.ended_at * 1000).toLocaleString() : "–");
   TS.setText("f-reason", timer.end_reason || "–");
+  TS.setText("f-timeout-source", timer.timeout_source || "–");
 }
 
 // A worker that outlived its SIGKILL: "true" while the kernel holds it, "exited" after.

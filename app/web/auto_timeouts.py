@@ -1,0 +1,55 @@
+"""``"expires_in": "auto"`` (contract 12): the timeout a request that lets the service
+choose is armed with, from what the scope's healthy holds say (app.db.learned_timeouts).
+
+The scope's history is its job's: the job the request names, else the one the worker's
+environment names (TORCHELASTIC_RUN_ID, as the engine labels the timer), read once per
+worker while the engine holds a timer of it. Nothing here waits long: the database gets
+``ASK_SECONDS``, the worker's environment as long; past it, the timer is armed with the
+last timeout learned for the scope, or the initial one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from starlette.concurrency import run_in_threadpool
+
+from app.db.database_status import DATABASE_ERRORS
+from app.db.learned_timeouts import ASK_SECONDS, Choice, LearnedTimeouts
+from app.db.models import TimerCreate
+from timer_core import Reaper
+from timer_core.engine import read_labels
+
+__all__ = ["auto_timeout"]
+
+
+async def auto_timeout(
+    learned: LearnedTimeouts, database_away: bool, timers: Reaper, body: TimerCreate, now: float
+) -> Choice:
+    """The timeout for ``body``, an "auto" request; ``now`` is monotonic seconds."""
+    job = body.job_id if body.job_id is not None else await _job_of(timers, body.pid)
+    scope = body.scope_id
+    choice = learned.cached(job, scope, now)
+    if choice is not None:
+        return choice
+    if database_away:
+        return learned.fallback(job, scope)
+    try:
+        return await asyncio.wait_for(
+            run_in_threadpool(learned.look_up, job, scope, now), ASK_SECONDS
+        )
+    except (TimeoutError, *DATABASE_ERRORS):
+        return learned.fallback(job, scope)
+
+
+async def _job_of(timers: Reaper, pid: int) -> str | None:
+    """The job the worker's environment names, as the engine knows it or reads it."""
+    known = timers.book.known_identity(pid)
+    if known is not None:
+        return known.labels.job_id
+    try:
+        # /proc/PID/environ can wait on the worker's memory map: on a thread, bounded.
+        labels = await asyncio.wait_for(run_in_threadpool(read_labels, pid), ASK_SECONDS)
+    except TimeoutError:
+        return None
+    return labels.job_id
