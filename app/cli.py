@@ -12,6 +12,7 @@ from app.access.callers import is_loopback
 from app.access.path_safety import refuse_unsafe_paths
 from app.db.database_status import has_password, masked_url
 from app.db.db_file_check import DatabaseFileError, check_database_file
+from app.notify.channels import is_webhook
 from app.ops.logs import configure_logging
 from app.server import serve
 from app.settings import LOG_LEVELS, Settings, parse_byte_size, read_token_file
@@ -227,6 +228,11 @@ def _parser() -> argparse.ArgumentParser:
         help="where people reach this service's pages, for the links in notifications "
         "(default http://HOST:PORT)",
     )
+    serve.add_argument(
+        "--alertmanager-url",
+        help="also post kills, incidents and unkillable workers as alerts to this "
+        "Alertmanager (its v2 API), e.g. http://127.0.0.1:9093",
+    )
     serve.add_argument("--log-level", choices=LOG_LEVELS, help="default info")
     serve.add_argument(
         "--access-log",
@@ -276,6 +282,7 @@ def main(argv: list[str] | None = None) -> None:
         node_timeout=args.node_timeout,
         hub=args.hub,
         public_url=args.public_url,
+        alertmanager_url=args.alertmanager_url,
         auto_floor=args.auto_floor,
         auto_initial_timeout=args.auto_initial_timeout,
         auto_min_samples=args.auto_min_samples,
@@ -313,6 +320,11 @@ def main(argv: list[str] | None = None) -> None:
             "binding %s without a token: callers from other hosts cannot be identified, so "
             "their writes are refused; give operators a token with --token-file",
             settings.host,
+        )
+    if settings.alertmanager_url and not is_webhook(settings.alertmanager_url):
+        raise SystemExit(
+            f"--alertmanager-url must be an http:// or https:// URL, such as "
+            f"http://127.0.0.1:9093 (got {settings.alertmanager_url[:100]!r})"
         )
     # Here, not in the app's start: an error there comes out as uvicorn's traceback.
     refuse_unsafe_paths(settings)

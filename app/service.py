@@ -41,6 +41,7 @@ from app.db.nodes import node_statuses
 from app.db.private_files import secure_sqlite_files
 from app.db.recorder import Recorder
 from app.hub import Hub
+from app.notify.alertmanager import Alertmanager
 from app.notify.outbox import Outbox
 from app.notify.sender import Sender
 from app.ops.health import Health, RecorderHealth
@@ -81,6 +82,10 @@ class Service:
             retention_seconds=settings.retention_days * 86400,
         )
         self.outbox = Outbox(settings.node, settings.incident_window, wake=self.sender.wake)
+        if settings.alertmanager_url:
+            self.sender.alertmanager = Alertmanager(
+                settings.alertmanager_url, self.engine, settings.page_url, settings.incident_window
+            )
         self.recorder = Recorder(
             self.engine,
             buffer_size=settings.recorder_buffer,

@@ -228,6 +228,9 @@ class Settings:
     # The address people reach this service's pages at, for the links notifications
     # carry (contract 11); "": http://<host>:<port><root_path>.
     public_url: str = ""
+    # Alertmanager's address (http(s)://host:9093): kills, incidents and unkillable
+    # workers are posted there as alerts (contract 11); "": none.
+    alertmanager_url: str = ""
     # Learned timeouts (contract 12): the least a suggested or learned timeout is, in
     # seconds (scheduling noise, a GC pause).
     auto_floor: float = 10.0
@@ -311,6 +314,7 @@ class Settings:
             node_timeout=_env_number("NODE_TIMEOUT", defaults.node_timeout, float),
             hub=_env_bool("HUB", defaults.hub),
             public_url=_env_str("PUBLIC_URL", defaults.public_url) or defaults.public_url,
+            alertmanager_url=_env_str("ALERTMANAGER_URL", "") or "",
             auto_floor=_env_number("AUTO_FLOOR", defaults.auto_floor, float),
             auto_initial_timeout=_env_number(
                 "AUTO_INITIAL_TIMEOUT", defaults.auto_initial_timeout, float

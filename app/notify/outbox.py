@@ -52,6 +52,8 @@ _INSERT = text(
     " :body, 0, :fanned_out)"
     " ON CONFLICT (key) DO UPDATE SET folded = notifications.folded + 1"
 )
+_BODY_OF = text("SELECT id, body FROM notifications WHERE key = :key")
+_FOLD_WITH_BODY = text("UPDATE notifications SET folded = folded + 1, body = :body WHERE id = :id")
 _FOLD = text("UPDATE notifications SET folded = folded + 1 WHERE id = :id")
 _INCIDENT_OF_JOB = text(
     "SELECT id FROM incidents WHERE job_id = :job_id"
@@ -130,7 +132,7 @@ class Outbox:
         job_id = timer.labels.job_id
         kind = str(event.kind)
         if kind == _UNKILLABLE:
-            self._insert(connection, f"unkillable:{timer.id}", "unkillable", event, timer, None)
+            self._unkillable(connection, event, timer)
             return
         if job_id is not None:
             since = event.at - self.window
@@ -159,6 +161,25 @@ class Outbox:
                 connection.execute(_FOLD, {"id": earlier})
                 return
         self._insert(connection, f"kill:{timer.id}", "kill", event, timer, None)
+
+    def _unkillable(self, connection: Connection, event: TimerEvent, timer: Timer) -> None:
+        """A worker's first ``unkillable`` event is told; its second (the exit) is folded
+        in, keeping where it was stuck and adding when it went (the Alertmanager alert
+        resolves on it)."""
+        key = f"unkillable:{timer.id}"
+        known = connection.execute(_BODY_OF, {"key": key}).first()
+        if known is None:
+            self._insert(connection, key, "unkillable", event, timer, None)
+            return
+        body = json.loads(known.body)
+        told = _told(event)
+        if told.get("exited"):
+            body["detail"] = {
+                **body.get("detail", {}),
+                "exited": True,
+                "exited_after": told.get("seconds"),
+            }
+        connection.execute(_FOLD_WITH_BODY, {"id": known.id, "body": json.dumps(body)})
 
     def _insert(
         self,

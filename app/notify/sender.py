@@ -30,7 +30,7 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import SQLAlchemyError
@@ -42,7 +42,7 @@ from app.notify.delivery import Deliver, deliver
 from app.notify.silences import silenced_by
 from app.notify.webhook import Outcome
 
-__all__ = ["Claimed", "Sender", "notification_body"]
+__all__ = ["Claimed", "Pushing", "Sender", "notification_body"]
 
 logger = logging.getLogger(log_names.NOTIFICATIONS)
 
@@ -50,6 +50,14 @@ STATES = ("delivered", "failed", "gave_up", "silenced")
 
 _FAN_OUT_BATCH = 100
 _PRUNE_INTERVAL = 3600.0
+
+
+class Pushing(Protocol):
+    """Alerts kept up to date elsewhere (``app.notify.alertmanager``)."""
+
+    def due(self, news: bool) -> bool: ...
+
+    def push(self) -> bool: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +118,9 @@ def notification_body(row: dict[str, Any], base_url: str) -> dict[str, Any]:
             f"pid {timer.get('pid')}{rank} on {row['node']} survived its SIGKILL for "
             f"{float(detail.get('seconds') or 0):.0f}s: state {detail.get('state') or '?'}{where}"
         )
+        if detail.get("exited"):
+            after = float(detail.get("exited_after") or 0)
+            body["summary"] += f"; it exited {after:.0f}s after the SIGKILL"
         return body
     body["summary"] = (
         f"killed pid {timer.get('pid')}{rank} on {row['node']}: scope "
@@ -159,6 +170,8 @@ class Sender:
         # Seconds the oldest notification or delivery not yet done has waited (0: none).
         self.queue_age = 0.0
         self.last_error: str | None = None
+        # --alertmanager-url: pushed from this thread, at news and every half minute.
+        self.alertmanager: Pushing | None = None
 
     # ---- the thread -------------------------------------------------------------------
 
@@ -207,7 +220,9 @@ class Sender:
                 self._stopping.wait(1.0)
 
     def _round(self) -> None:
-        self.fan_out()
+        news = self.fan_out() > 0
+        if self.alertmanager is not None and self.alertmanager.due(news):
+            self.alertmanager.push()
         with self._lock:
             self._in_flight = {future for future in self._in_flight if not future.done()}
             room = self._workers * 2 - len(self._in_flight)

@@ -24,7 +24,7 @@ from urllib.parse import urljoin, urlsplit
 
 import httpx
 
-__all__ = ["Outcome", "post_signed", "signature"]
+__all__ = ["Outcome", "post_json", "post_signed", "signature"]
 
 _TIMEOUT = httpx.Timeout(10.0, connect=5.0)
 _READ_LIMIT = 64 * 1024
@@ -67,13 +67,15 @@ def _origin(url: str) -> tuple[str, str | None, int | None]:
 
 def post_signed(url: str, secret: str | None, delivery_id: str, body: bytes) -> Outcome:
     """POST ``body`` to ``url``, signed with ``secret`` (unsigned without one)."""
-    headers = {
-        "content-type": "application/json",
-        "user-agent": _USER_AGENT,
-        "x-timer-service-delivery": delivery_id,
-    }
+    headers = {"x-timer-service-delivery": delivery_id}
     if secret:
         headers["x-timer-service-signature"] = signature(secret, int(time.time()), body)
+    return post_json(url, body, headers)
+
+
+def post_json(url: str, body: bytes, headers: dict[str, str] | None = None) -> Outcome:
+    """POST the JSON ``body`` to ``url``, safely (see above), with ``headers`` too."""
+    headers = {"content-type": "application/json", "user-agent": _USER_AGENT, **(headers or {})}
     target = url
     try:
         with httpx.Client(timeout=_TIMEOUT, follow_redirects=False, trust_env=False) as client:

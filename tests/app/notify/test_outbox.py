@@ -187,5 +187,6 @@ def test_an_unkillable_worker_is_told_once_with_where_it_waits(
     (got,) = receiver.got
     assert got.json["kind"] == "unkillable"
     assert got.json["summary"] == (
-        "pid 100 on node-a survived its SIGKILL for 12s: state D in fuse_wait"
+        "pid 100 on node-a survived its SIGKILL for 12s: state D in fuse_wait; "
+        "it exited 40s after the SIGKILL"
     )
