@@ -12,14 +12,17 @@ connect with this process's stack and flight recorder.
 
 The path must be fresh: torch's server, asked to listen on a path where a socket
 already exists, never returns. The directory and socket are removed when the process
-exits normally. Torch is imported only when a server is started: it is an optional
-extra of this package.
+exits normally. A forked child that asks again gets a server of its own (the one it
+inherited answers for its parent, and the service would refuse it for the child).
+Torch is imported only when a server is started: it is an optional extra of this
+package.
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
+import ctypes
 import logging
 import os
 import secrets
@@ -82,6 +85,8 @@ def start_worker_server() -> Path:
             raise
         finally:
             os.close(directory_fd)
+        if _running is None:
+            os.register_at_fork(after_in_child=_keep_in_child)
         _running = _Running(os.getpid(), directory, server)
         atexit.register(_stop, _running)
         logger.info("torch's worker server listens on %s (mode 0600)", path)
@@ -114,6 +119,15 @@ def _private_directory() -> tuple[Path, int]:
             "set TMPDIR (or XDG_RUNTIME_DIR) to a directory only you can write"
         ) from error
     return directory, fd
+
+
+def _keep_in_child() -> None:
+    """In a forked child: its parent's server object is kept for good. The server's
+    thread was not forked, and torch's destructor, run when the child exits normally,
+    joins it and aborts the child ("terminate called after throwing an instance of
+    'std::system_error': No such process")."""
+    if _running is not None:
+        ctypes.pythonapi.Py_IncRef(ctypes.py_object(_running.server))
 
 
 def _stop(running: _Running) -> None:

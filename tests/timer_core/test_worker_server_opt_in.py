@@ -10,10 +10,12 @@ from __future__ import annotations
 import errno
 import json
 import os
+import signal
 import stat
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,6 +26,7 @@ import pytest
 
 from tests.second_user import SERVICE_AS_ROOT, SYSTEM_PYTHON, SecondUser
 from tests.timer_core.diagnosis.torch_worker_server import needs_torch
+from tests.waiting import wait_until
 from timer_core.diagnosis.proc_sockets import socket_inodes, unix_listeners
 from timer_core.diagnosis.worker_server_capture import WorkerServerCapture, capture_worker_server
 
@@ -43,6 +46,33 @@ print(json.dumps({"socket": str(start_worker_server())}), flush=True)
 def stuck_in_a_step():
     sys.stdin.readline()
 
+stuck_in_a_step()
+"""
+
+FORKING_WORKER = """
+import json, os, signal, sys, threading
+import timer_core as timer
+from timer_core.own_worker_server import start_worker_server
+client = timer.FileTimerClient(sys.argv[1])
+timer.configure(client, worker_server=True)
+
+def stuck_in_a_step():
+    sys.stdin.readline()
+
+def report_exit(child):
+    _, status = os.waitpid(child, 0)
+    print(json.dumps({"child_exit": os.waitstatus_to_exitcode(status)}), flush=True)
+
+parent_socket = str(start_worker_server())
+child = os.fork()
+if child == 0:
+    # A normal exit on SIGUSR1: the child's atexit handlers run, the parent's included.
+    signal.signal(signal.SIGUSR1, lambda *_: sys.exit(0))
+    timer.configure(client, worker_server=True)
+    mine = str(start_worker_server())
+    print(json.dumps({"pid": os.getpid(), "socket": mine, "parent": parent_socket}), flush=True)
+else:
+    threading.Thread(target=report_exit, args=(child,), daemon=True).start()
 stuck_in_a_step()
 """
 
@@ -83,9 +113,11 @@ except OSError as error:
 
 
 @contextmanager
-def worker(argv: list[str], env: dict[str, str] | None = None) -> Iterator[tuple[int, Any]]:
+def worker(
+    argv: list[str], env: dict[str, str] | None = None, *, lines: list[Any] | None = None
+) -> Iterator[tuple[int, Any]]:
     """A worker process (stdin open: it runs until it is closed), its pid and the JSON
-    line it printed when ready."""
+    line it printed when ready; the lines it prints after that are added to ``lines``."""
     process = subprocess.Popen(
         argv,
         stdin=subprocess.PIPE,
@@ -94,9 +126,14 @@ def worker(argv: list[str], env: dict[str, str] | None = None) -> Iterator[tuple
         env={**os.environ, **(env or {})},
     )
     assert process.stdin is not None and process.stdout is not None
+    reader: threading.Thread | None = None
     try:
         line = process.stdout.readline()
         assert line, f"worker {argv} exited before it was ready"
+        if lines is not None:
+            stdout = process.stdout
+            reader = threading.Thread(target=lambda: lines.extend(map(json.loads, stdout)))
+            reader.start()  # ends at the worker's exit (end of file)
         yield process.pid, json.loads(line)
     finally:
         process.stdin.close()
@@ -106,6 +143,8 @@ def worker(argv: list[str], env: dict[str, str] | None = None) -> Iterator[tuple
             if process.poll() is None:
                 process.kill()
                 process.wait()
+            if reader is not None:
+                reader.join(30)
             process.stdout.close()
 
 
@@ -138,6 +177,25 @@ def test_the_keyword_serves_the_worker_on_a_private_socket(tmp_path: Path) -> No
         assert capture.endpoint.address == os.fsencode(path)
     # A normal exit removes the socket and its directory.
     assert not directory.exists()
+
+
+@needs_torch
+def test_a_forked_child_gets_a_server_of_its_own(tmp_path: Path) -> None:
+    """The child holds its parent's listening socket too, but is served on its own, and
+    its exit leaves the parent's server in place."""
+    later: list[Any] = []
+    argv = python(FORKING_WORKER, str(tmp_path / "timers.fifo"))
+    with worker(argv, lines=later) as (parent, child):
+        assert child["socket"] != child["parent"]
+        capture = captured(child["pid"])
+        assert capture.endpoint.address == os.fsencode(child["socket"])
+        os.kill(child["pid"], signal.SIGUSR1)
+        # A clean exit: the server object it inherited is not destroyed in it (torch's
+        # destructor would join a thread the child does not have, and abort).
+        assert wait_until(lambda: later == [{"child_exit": 0}], 30), later
+        assert not Path(child["socket"]).parent.exists()
+        assert Path(child["parent"]).exists()
+        assert captured(parent).endpoint.address == os.fsencode(child["parent"])
 
 
 @pytest.mark.parametrize("how", ["configure", "runner"])
