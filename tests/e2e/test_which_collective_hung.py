@@ -16,7 +16,8 @@ the script left as it is. Nothing is agreed with the service.
   stack rule names rank 1, with no recorders and no collective findings.
 - **hostile**: workers of a second user whose descriptors lead to another user's live
   worker server (a socket path swapped for a link to it, a connection to it) get no stack
-  of that worker in the incident: theirs is py-spy's.
+  of that worker in the incident: theirs is py-spy's, and the swapped path's refusal
+  (another pid's server) is noted on its kill.
 
 Needs root (py-spy attaches with ptrace; the second user is made with useradd).
 """
@@ -364,7 +365,7 @@ def test_a_worker_whose_sockets_lead_to_another_users_server_gets_no_stack_of_it
 ) -> None:
     """Two ranks of the second user: rank 0 listens on a socket whose path now leads to
     root's live torch worker server, rank 1 holds a connection to that server."""
-    _, path = victim
+    worker, path = victim
     job_id = f"hostile-{uuid.uuid4().hex[:8]}"
     swapped = start_fake(second_user, hostile_dir, "swap-to", str(path))
     holder = second_user.popen([SYSTEM_PYTHON, "-c", HOLDER, str(path)], stdout=subprocess.PIPE)
@@ -401,5 +402,10 @@ def test_a_worker_whose_sockets_lead_to_another_users_server_gets_no_stack_of_it
         assert f"Process {rank['pid']}:" in stack.text
         assert "stuck_in_a_step" not in stack.text  # root's worker's own function
     assert incident["collective_findings"] == []
+    # The swapped path was tried and refused as root's server, not silently passed over.
+    killed = get(service, "/events", kind="killed", limit=1000)["items"]
+    (notes,) = [e["detail"]["stack"]["notes"] for e in killed if e["pid"] == swapped.pid]
+    refused = f"served by pid {worker.pid} (uid 0), not {swapped.pid}"
+    assert any(n.startswith("worker-server: not-its-own:") and refused in n for n in notes), notes
     frames = [line for group in incident["groups"] for line in group["frames"]]
     assert not any("stuck_in_a_step" in line for line in frames), frames
