@@ -32,6 +32,7 @@ from app.web.routers import (
     losses,
     metrics,
     nodes,
+    notification_pages,
     notifications,
     scopes,
     silences,
@@ -119,6 +120,7 @@ def create_app(
     app.include_router(metrics.router)
     app.include_router(dashboard.router)
     app.include_router(job_pages.router)
+    app.include_router(notification_pages.router)
     app.add_middleware(NulInUrl)
     app.add_middleware(BodyLimit)
     app.add_middleware(HostCheck, allowed=settings.answered_hosts())

@@ -73,6 +73,7 @@ class Claimed:
     url: str
     secret: str | None
     notification: dict[str, Any]
+    lease: str  # the claim's mark in ``leased_by``
 
 
 def _locking(connection: Connection) -> str:
@@ -303,27 +304,24 @@ class Sender:
 
     def claim(self, limit: int) -> list[Claimed]:
         """Lease up to ``limit`` due deliveries to this node (none that another node
-        holds), with what sending each needs."""
+        holds), with what sending each needs. One UPDATE takes them, so two claims never
+        take the same delivery: on PostgreSQL its subquery skips the rows another node
+        has locked; SQLite runs one writing statement at a time."""
         now = time.time()
+        # This claim's own mark: its outcomes are written only while the mark is there.
+        lease = f"{self.node} {secrets.token_hex(8)}"
         with self._engine.begin() as connection:
-            ids = list(
-                connection.execute(
-                    text(
-                        "SELECT id FROM deliveries WHERE state = 'pending' AND next_at <= :now"
-                        " AND (lease_until IS NULL OR lease_until < :now)"
-                        f" ORDER BY next_at LIMIT {int(limit)}" + _locking(connection)
-                    ),
-                    {"now": now},
-                ).scalars()
-            )
-            if not ids:
-                return []
-            connection.execute(
+            taken = connection.execute(
                 text(
-                    "UPDATE deliveries SET lease_until = :until, leased_by = :me WHERE id IN :ids"
-                ).bindparams(_expanding("ids")),
-                {"until": now + self.lease, "me": self.node, "ids": ids},
-            )
+                    "UPDATE deliveries SET lease_until = :until, leased_by = :lease"
+                    " WHERE id IN (SELECT id FROM deliveries WHERE state = 'pending'"
+                    " AND next_at <= :now AND (lease_until IS NULL OR lease_until < :now)"
+                    f" ORDER BY next_at LIMIT {int(limit)}{_locking(connection)})"
+                ),
+                {"until": now + self.lease, "lease": lease, "now": now},
+            ).rowcount
+            if not taken:
+                return []
             rows = connection.execute(
                 text(
                     "SELECT d.id, d.delivery_id, d.attempts, d.created_at, c.id AS channel_id,"
@@ -333,9 +331,9 @@ class Sender:
                     " FROM deliveries d JOIN notifications n ON n.id = d.notification_id"
                     " LEFT JOIN channels c ON c.id = d.channel_id"
                     " LEFT JOIN incidents i ON i.id = n.incident_id"
-                    " WHERE d.id IN :ids ORDER BY d.next_at"
-                ).bindparams(_expanding("ids")),
-                {"ids": ids},
+                    " WHERE d.leased_by = :lease ORDER BY d.next_at"
+                ),
+                {"lease": lease},
             ).mappings()
             claimed = []
             for row in rows:
@@ -356,6 +354,7 @@ class Sender:
                         url=row["url"] or "",
                         secret=row["secret"],
                         notification=notification,
+                        lease=lease,
                     )
                 )
             return claimed
@@ -436,7 +435,7 @@ class Sender:
                     "UPDATE deliveries SET state = :state, attempts = :attempts,"
                     " last_error = :error, next_at = :next_at, finished_at = :finished,"
                     " lease_until = NULL, leased_by = NULL"
-                    " WHERE id = :id AND leased_by = :me"
+                    " WHERE id = :id AND leased_by = :lease"
                 ),
                 {
                     "state": state,
@@ -445,7 +444,7 @@ class Sender:
                     "next_at": next_at if next_at is not None else now,
                     "finished": None if state == "pending" else now,
                     "id": claimed.id,
-                    "me": self.node,
+                    "lease": claimed.lease,
                 },
             ).rowcount
         if not done:
