@@ -224,6 +224,25 @@ def _parser() -> argparse.ArgumentParser:
         "(default 20)",
     )
     serve.add_argument(
+        "--straggler-ratio",
+        type=float,
+        metavar="RATIO",
+        help="a rank whose median hold of a scope is this many times the other ranks' is a "
+        "straggler (default 1.2)",
+    )
+    serve.add_argument(
+        "--straggler-window",
+        type=int,
+        metavar="N",
+        help="a rank's last N releases of a scope make its median hold (default 20)",
+    )
+    serve.add_argument(
+        "--straggler-max-series",
+        type=int,
+        metavar="N",
+        help="timer_rank_slowdown series at most (default 100)",
+    )
+    serve.add_argument(
         "--public-url",
         help="where people reach this service's pages, for the links in notifications "
         "(default http://HOST:PORT)",
@@ -286,6 +305,9 @@ def main(argv: list[str] | None = None) -> None:
         auto_floor=args.auto_floor,
         auto_initial_timeout=args.auto_initial_timeout,
         auto_min_samples=args.auto_min_samples,
+        straggler_ratio=args.straggler_ratio,
+        straggler_window=args.straggler_window,
+        straggler_max_series=args.straggler_max_series,
     )
     if not 0 <= settings.auto_floor < float("inf"):
         raise SystemExit(f"--auto-floor {settings.auto_floor} is not a number of seconds >= 0")
@@ -296,6 +318,10 @@ def main(argv: list[str] | None = None) -> None:
         )
     if settings.auto_min_samples < 1:
         raise SystemExit(f"--auto-min-samples {settings.auto_min_samples} is not a count >= 1")
+    if not 1 < settings.straggler_ratio < float("inf"):
+        raise SystemExit(f"--straggler-ratio {settings.straggler_ratio} is not a ratio > 1")
+    if settings.straggler_window < 1 or settings.straggler_max_series < 0:
+        raise SystemExit("--straggler-window must be >= 1 and --straggler-max-series >= 0")
     if settings.hub and (settings.fifo or settings.fifo_dir):
         raise SystemExit(
             "--hub runs no reaper and reads no FIFO: drop --fifo/--fifo-dir, and run a "

@@ -46,6 +46,7 @@ from app.notify.outbox import Outbox
 from app.notify.sender import Sender
 from app.ops.health import Health, RecorderHealth
 from app.ops.metrics import ServiceMetrics
+from app.ops.stragglers import SlowdownCollector, Stragglers
 from app.settings import Settings
 from app.timer_keeper import EventView, TimerKeeper
 from app.worker_node import WorkerNode
@@ -122,7 +123,13 @@ class Service:
         self.pid = os.getpid()
         # Whether the database answers, asked by writes, reads and /healthz (contract 14).
         self.database = DatabaseStatus(self.engine, busy_since=lambda: self.recorder.busy_since)
-        listeners: list[Listener] = [self.recorder, self.metrics, *self._views]
+        # Ranks slow but not stuck (contract 12): each release against the other ranks'.
+        self.stragglers = Stragglers(
+            settings.straggler_ratio, settings.straggler_window, settings.straggler_max_series
+        )
+        self.metrics.registry.register(SlowdownCollector(self.stragglers))
+        listeners: list[Listener] = [self.recorder, self.metrics, self.stragglers, *self._views]
+        engine_clock = clock or SystemClock()
         # The one place a hub and a worker's node part ways (contract 9).
         self.keeper: TimerKeeper = (
             Hub()
@@ -130,13 +137,15 @@ class Service:
             else WorkerNode(
                 settings,
                 self.engine,
-                clock=clock or SystemClock(),
+                clock=engine_clock,
                 signaller=signaller or ProcessSignaller(),
                 backpressure=self.backpressure,
                 database=self.database,
                 listeners=listeners,
             )
         )
+        if isinstance(self.keeper, WorkerNode):
+            self.stragglers.publish_to(self.keeper.reaper.bus.publish, engine_clock.time)
         # Each user's share of the disk: the history kept below --max-db-size.
         self.recorder.watch_size(
             HistoryQuota(

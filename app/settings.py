@@ -237,6 +237,12 @@ class Settings:
     # An "auto" timer's timeout until its job's scope has this many healthy holds.
     auto_initial_timeout: float = 600.0
     auto_min_samples: int = 20
+    # Stragglers (contract 12): a rank whose median hold over its last window releases
+    # of a scope is this many times the other ranks' gets a straggler event; at most
+    # this many timer_rank_slowdown series.
+    straggler_ratio: float = 1.2
+    straggler_window: int = 20
+    straggler_max_series: int = 100
 
     @property
     def page_url(self) -> str:
@@ -320,6 +326,11 @@ class Settings:
                 "AUTO_INITIAL_TIMEOUT", defaults.auto_initial_timeout, float
             ),
             auto_min_samples=_env_number("AUTO_MIN_SAMPLES", defaults.auto_min_samples, int),
+            straggler_ratio=_env_number("STRAGGLER_RATIO", defaults.straggler_ratio, float),
+            straggler_window=_env_number("STRAGGLER_WINDOW", defaults.straggler_window, int),
+            straggler_max_series=_env_number(
+                "STRAGGLER_MAX_SERIES", defaults.straggler_max_series, int
+            ),
         )
         known = {field.name for field in fields(cls)}
         unknown = set(overrides) - known

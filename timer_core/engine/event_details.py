@@ -25,6 +25,7 @@ __all__ = [
     "Kill",
     "NoKill",
     "Refusal",
+    "Straggler",
     "Unkillable",
     "captured_stack",
     "state_after",
@@ -179,7 +180,32 @@ class Unkillable:
         return said | _known(state_name=self.state_name, exited=exited, note=self.note)
 
 
-EventDetail: TypeAlias = Armed | Ended | Kill | NoKill | Escalated | Refusal | Incident | Unkillable
+@dataclass(frozen=True, slots=True)
+class Straggler:
+    """``straggler``: over its last ``window`` holds of the scope, ``rank``'s median
+    hold is ``slowdown`` times the other ranks' (at least ``ratio``)."""
+
+    rank: int
+    slowdown: float
+    window: int
+    ratio: float
+
+    @property
+    def reason(self) -> str:
+        return f"rank {self.rank} is {self.slowdown:.2f}x slower than the others here"
+
+    def as_json(self) -> JsonObject:
+        return {
+            "rank": self.rank,
+            "slowdown": self.slowdown,
+            "window": self.window,
+            "ratio": self.ratio,
+        }
+
+
+EventDetail: TypeAlias = (
+    Armed | Ended | Kill | NoKill | Escalated | Refusal | Incident | Unkillable | Straggler
+)
 
 
 def captured_stack(detail: EventDetail) -> CapturedStack | None:

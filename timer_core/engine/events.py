@@ -23,6 +23,7 @@ from .event_details import (
     Kill,
     NoKill,
     Refusal,
+    Straggler,
     Unkillable,
     captured_stack,
 )
@@ -73,7 +74,7 @@ class TimerEvent:
             late_ms = 1000 * detail.late
             return f"signal {self.timer.signal} sent {late_ms:.1f} ms after the deadline"
         if (
-            isinstance(detail, Ended | NoKill | Escalated | Refusal | Unkillable)
+            isinstance(detail, Ended | NoKill | Escalated | Refusal | Unkillable | Straggler)
             and detail.reason is not None
         ):
             return detail.reason

@@ -40,6 +40,9 @@ class EventKind(StrEnum):
     INCIDENT = "incident"
     # A worker still alive well after its SIGKILL (stuck in the kernel), and its exit.
     UNKILLABLE = "unkillable"
+    # A rank of a job slower than the others at a scope (contract 12), told on the
+    # release that showed it; that timer stays released.
+    STRAGGLER = "straggler"
 
 
 # The state a timer is in after an event of each kind. A kind missing here finds its

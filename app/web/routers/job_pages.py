@@ -54,6 +54,11 @@ def job_page(
         )
         page.status_code = 409
         return page
+    if view is not None:
+        # Each rank's slowdown (contract 12), as GET /jobs/{id} shows it.
+        slowdowns = service.stragglers.slowdowns(job_id)
+        for rank in view["job"]["ranks"]:
+            rank["slowdown"] = slowdowns.get(rank["rank"])
     return render_page(
         request,
         "job",
@@ -63,6 +68,7 @@ def job_page(
         view=view,
         owners=[],
         scopes=scopes,
+        straggler_ratio=service.stragglers.ratio,
     )
 
 

@@ -9,10 +9,10 @@ from fastapi import APIRouter, HTTPException, Path, Query
 
 from app.access.callers import CallerDep
 from app.db import job_store
-from app.db.job_models import JobDetail, JobPublic
+from app.db.job_models import JobDetail, JobPublic, JobRank
 from app.db.models import ErrorMessage, Page
 from app.db.pagination import KnownQueryOnly
-from app.deps import SessionDep
+from app.deps import ServiceDep, SessionDep
 from timer_core.engine.labels import MAX_JOB_ID_LENGTH
 
 __all__ = ["OwnerQuery", "router"]
@@ -26,6 +26,17 @@ _NOT_FOUND: dict[int | str, dict[str, Any]] = {
         "description": "Several users' jobs carry this id: say whose with ?uid=",
     },
 }
+
+
+class RankSlowdown(JobRank):
+    # Contract 12: the rank's median hold over the other ranks' at the scope where it
+    # is slowest (app.ops.stragglers), as this node has seen it; null when unknown.
+    slowdown: float | None = None
+
+
+class JobSlowdowns(JobDetail):
+    ranks: list[RankSlowdown]  # type: ignore[assignment]
+
 
 # A job's owner: a uid (32-bit), or -1 for workers whose uid is unknown.
 OwnerQuery = Annotated[int | None, Query(ge=-1, lt=2**32)]
@@ -54,9 +65,10 @@ def get_job(
     job_id: Annotated[str, Path(max_length=MAX_JOB_ID_LENGTH)],
     session: SessionDep,
     caller: CallerDep,
+    service: ServiceDep,
     _known: KnownQueryOnly,
     uid: OwnerQuery = None,
-) -> JobDetail:
+) -> JobSlowdowns:
     """The job, with ``ranks``: the latest timer of each rank. A job is its id and its
     owner (``uid``): without ``?uid=``, the caller's own job of that id if it has one,
     else the only one; 409 when several users' jobs carry the id."""
@@ -67,4 +79,11 @@ def get_job(
     if detail is None:
         whose = "" if uid is None else f" of uid {uid}"
         raise HTTPException(404, detail=f"no job {job_id!r}{whose}")
-    return detail
+    slowdowns = service.stragglers.slowdowns(detail.job_id)
+    ranks = [
+        RankSlowdown(**rank.model_dump(), slowdown=slowdowns.get(rank.rank))
+        if rank.rank is not None
+        else RankSlowdown(**rank.model_dump())
+        for rank in detail.ranks
+    ]
+    return JobSlowdowns(**detail.model_dump(exclude={"ranks"}), ranks=ranks)

@@ -108,6 +108,7 @@ def test_a_job_lists_the_latest_timer_of_each_rank(client: TestClient) -> None:
             "state": "released",
             "scope_id": "step-0",
             "last_seen": BASE + 201,
+            "slowdown": None,  # contract 12: no straggler window seen by this service
         },
         {
             "rank": 1,
@@ -118,6 +119,7 @@ def test_a_job_lists_the_latest_timer_of_each_rank(client: TestClient) -> None:
             "timer_id": 14,
             "state": "active",
             "scope_id": "step-1",
+            "slowdown": None,
             "last_seen": BASE + 201,
         },
     ]

@@ -1,0 +1,130 @@
+"""Stragglers in a real torchrun job (contract 12): 4 ranks (torch 2.13, gloo on the
+CPU), each timing its compute in a scope of its own with torch's own FileTimerClient,
+then all-reducing in a scope that includes the collective. With rank 3's compute 30 %
+slower, rank 3 alone is flagged: one ``straggler`` event, its ``slowdown`` in
+``GET /jobs/{id}``, its series of ``timer_rank_slowdown``, ``data-straggler`` on the job
+page; the scope that includes the all-reduce flags no one (every rank waits for the
+slowest there). With all ranks equal, no rank is flagged.
+
+The compute is a sleep: four busy ranks on a 2-core machine would slow each other."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.app.service_process import ServiceProcess, free_port
+from tests.waiting import wait_until
+
+TORCHRUN = shutil.which("torchrun", path=str(Path(sys.executable).parent))
+WORLD_SIZE = 4
+WINDOW = 8
+STEPS = 14
+COMPUTE = 0.1
+
+pytestmark = [
+    pytest.mark.torch,
+    pytest.mark.skipif(TORCHRUN is None, reason="torchrun is not installed (pip install torch)"),
+]
+
+WORKER = """
+import os
+import sys
+import time
+
+import torch
+import torch.distributed as dist
+from torch.distributed.elastic import timer
+
+SLOW_RANK, COMPUTE, STEPS = int(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3])
+
+dist.init_process_group("gloo")
+rank = dist.get_rank()
+timer.configure(timer.FileTimerClient(os.environ["TIMER_FIFO"]))
+dist.all_reduce(torch.ones(4))  # gloo's first collective connects: not timed
+for _ in range(STEPS):
+    with timer.expires(after=60, scope="step"):
+        with timer.expires(after=60, scope="compute"):
+            time.sleep(COMPUTE * (1.3 if rank == SLOW_RANK else 1.0))
+        dist.all_reduce(torch.ones(4))
+dist.destroy_process_group()
+"""
+
+
+@pytest.fixture
+def service(tmp_path: Path) -> Iterator[ServiceProcess]:
+    running = ServiceProcess(
+        tmp_path, "--fifo", str(tmp_path / "timers.fifo"), "--straggler-window", str(WINDOW)
+    ).start()
+    yield running
+    running.stop()
+
+
+def run_job(tmp_path: Path, job_id: str, slow_rank: int) -> None:
+    script = tmp_path / "train.py"
+    script.write_text(WORKER)
+    assert TORCHRUN is not None
+    command = [
+        TORCHRUN,
+        f"--nproc-per-node={WORLD_SIZE}",
+        "--rdzv-backend=c10d",
+        f"--rdzv-endpoint=127.0.0.1:{free_port()}",
+        f"--rdzv-id={job_id}",
+        str(script),
+        str(slow_rank),
+        str(COMPUTE),
+        str(STEPS),
+    ]
+    env = {**os.environ, "TIMER_FIFO": str(tmp_path / "timers.fifo"), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=240)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def get(service: ServiceProcess, path: str, **params: str | int) -> Any:
+    answer = httpx.get(service.url + path, params=params)
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
+def released(service: ServiceProcess, job_id: str) -> int:
+    return len(get(service, "/timers", job=job_id, state="released", limit=1000)["items"])
+
+
+def test_the_slow_rank_alone_is_flagged(tmp_path: Path, service: ServiceProcess) -> None:
+    run_job(tmp_path, "straggling", slow_rank=3)
+    assert wait_until(lambda: released(service, "straggling") == 2 * WORLD_SIZE * STEPS)
+    events = get(service, "/events", kind="straggler")["items"]
+    assert [(e["scope_id"], e["detail"]["rank"]) for e in events] == [("compute", 3)]
+    assert 1.2 <= events[0]["detail"]["slowdown"] < 1.6
+    timer = get(service, f"/timers/{events[0]['timer_id']}")
+    assert (timer["job_id"], timer["rank"]) == ("straggling", 3)
+    slowdowns = {r["rank"]: r["slowdown"] for r in get(service, "/jobs/straggling")["ranks"]}
+    assert set(slowdowns) == {0, 1, 2, 3}
+    assert 1.2 <= slowdowns[3] < 1.6
+    assert all(slowdowns[rank] < 1.1 for rank in (0, 1, 2)), slowdowns
+    metrics = httpx.get(service.url + "/metrics").text
+    slow = re.findall(
+        r'^timer_rank_slowdown\{job_id="straggling",rank="(\d)"\} (\S+)$', metrics, re.M
+    )
+    assert {rank for rank, value in slow if float(value) >= 1.2} == {"3"}
+    page = httpx.get(service.url + "/ui/jobs/straggling").text
+    assert re.findall(r'data-rank="(\d)"[^>]*data-straggler="true"', page) == ["3"]
+
+
+def test_equal_ranks_are_not_flagged(tmp_path: Path, service: ServiceProcess) -> None:
+    run_job(tmp_path, "even", slow_rank=-1)
+    assert wait_until(lambda: released(service, "even") == 2 * WORLD_SIZE * STEPS)
+    assert get(service, "/events", kind="straggler")["items"] == []
+    slowdowns = [r["slowdown"] for r in get(service, "/jobs/even")["ranks"]]
+    assert len(slowdowns) == WORLD_SIZE and all(s < 1.1 for s in slowdowns), slowdowns
+    assert "timer_rank_slowdown{" not in httpx.get(service.url + "/metrics").text
+    assert 'data-straggler="true"' not in httpx.get(service.url + "/ui/jobs/even").text
