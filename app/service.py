@@ -94,6 +94,7 @@ class Service:
             prune_interval=settings.prune_interval,
             incidents=IncidentRecorder(settings.node, settings.incident_window),
             also=[self.outbox.record],
+            committed=[self.outbox.committed],
         )
         # The recorder's bound is kept where work comes in, so nothing known is dropped.
         self.backpressure = Backpressure(self.recorder, settings.recorder_buffer)

@@ -114,12 +114,15 @@ class Recorder:
         prune_interval: float = 3600.0,
         incidents: IncidentRecorder | None = None,
         also: Sequence[Callable[[Connection, list[TimerEvent]], None]] = (),
+        committed: Sequence[Callable[[], None]] = (),
     ) -> None:
         """``also``: more writers of each batch, in its transaction, after the incidents
-        (the notification outbox, ``app.notify.outbox``)."""
+        (the notification outbox, ``app.notify.outbox``); ``committed``: told after each
+        batch's commit (the outbox wakes its sender, which then sees the new rows)."""
         self._engine = engine
         self._incidents = incidents
         self._also = tuple(also)
+        self._committed = tuple(committed)
         self._buffer: collections.deque[TimerEvent] = collections.deque()
         self._buffer_size = buffer_size
         self._lock = threading.Lock()
@@ -441,3 +444,5 @@ class Recorder:
                 self._incidents.record(connection, batch)
             for write in self._also:
                 write(connection, batch)
+        for tell in self._committed:
+            tell()

@@ -101,6 +101,7 @@ class Outbox:
         self.node = node
         self.window = window
         self._wake = wake
+        self._news = False
         self.written = 0
 
     def record(self, connection: Connection, batch: list[TimerEvent]) -> None:
@@ -124,7 +125,13 @@ class Outbox:
             logger.error("notifications of a batch could not be written: %s", error)
             return
         savepoint.commit()
-        self._wake()
+        self._news = True
+
+    def committed(self) -> None:
+        """The recorder's batch is committed: the sender can see what it wrote now."""
+        if self._news:
+            self._news = False
+            self._wake()
 
     def _one(self, connection: Connection, event: TimerEvent) -> None:
         timer = event.timer

@@ -230,6 +230,8 @@ class Sender:
         if room > 0 and self._pool is not None:
             for claimed in self.claim(room):
                 future = self._pool.submit(self._send_one, claimed)
+                # A send done makes room: the loop claims the next ones at once.
+                future.add_done_callback(lambda _: self._wake.set())
                 with self._lock:
                     self._in_flight.add(future)
         now = time.monotonic()

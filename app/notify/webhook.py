@@ -15,9 +15,11 @@ Safe by default, since a root service must not become a proxy for anyone:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import logging
+import ssl
 import time
 from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
@@ -54,6 +56,13 @@ class Outcome:
     retry: bool = True
 
 
+@functools.cache
+def _tls() -> ssl.SSLContext:
+    """One TLS context (the CA bundle httpx trusts) for every send: making one per
+    client loads the bundle each time, 15 ms, three quarters of a webhook's cost."""
+    return httpx.create_ssl_context()
+
+
 def signature(secret: str, timestamp: int, body: bytes) -> str:
     """The header's value: ``t=<timestamp>,v1=<hex hmac-sha256 of "t.body">``."""
     mac = hmac.new(secret.encode(), str(timestamp).encode() + b"." + body, hashlib.sha256)
@@ -78,7 +87,9 @@ def post_json(url: str, body: bytes, headers: dict[str, str] | None = None) -> O
     headers = {"content-type": "application/json", "user-agent": _USER_AGENT, **(headers or {})}
     target = url
     try:
-        with httpx.Client(timeout=_TIMEOUT, follow_redirects=False, trust_env=False) as client:
+        with httpx.Client(
+            timeout=_TIMEOUT, follow_redirects=False, trust_env=False, verify=_tls()
+        ) as client:
             for _ in range(_MAX_REDIRECTS + 1):
                 with client.stream("POST", target, content=body, headers=headers) as response:
                     _read_bounded(response)

@@ -55,13 +55,13 @@ def job_event(seq: int, kind: str, rank: int, job: str, at: float, **more: Any) 
     )
 
 
-def hung_job(recorder: Recorder, job: str = "job-1", first_seq: int = 1) -> None:
-    """A job of four ranks hangs: its ranks are acquired, the capture opens the
-    incident, then all four are killed (each kill its own batch)."""
+def hung_job(recorder: Recorder, job: str = "job-1", first_seq: int = 1, ranks: int = 4) -> None:
+    """A job of ``ranks`` ranks hangs: its ranks are acquired, the capture opens the
+    incident, then all are killed (each kill its own batch)."""
     now = time.time()
     seq = first_seq
     timers = []
-    for rank in range(4):
+    for rank in range(ranks):
         made = job_event(seq, EventKind.ACQUIRED, rank, job, now)
         timers.append(made)
         recorder(made)

@@ -9,6 +9,7 @@ import hashlib
 import hmac
 import json
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -31,6 +32,7 @@ class Received:
     path: str
     headers: dict[str, str]
     body: bytes
+    at: float = 0.0  # unix time of receipt
 
     @property
     def json(self) -> dict[str, Any]:
@@ -68,8 +70,6 @@ class Receiver:
             return self.statuses.pop(0) if self.statuses else 200
 
     def wait_for(self, count: int, timeout: float = 10.0) -> list[Received]:
-        import time
-
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             with self.lock:
@@ -87,7 +87,12 @@ def _handler(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
             body = self.rfile.read(length)
             with receiver.lock:
                 receiver.got.append(
-                    Received(self.path, {k.lower(): v for k, v in self.headers.items()}, body)
+                    Received(
+                        self.path,
+                        {k.lower(): v for k, v in self.headers.items()},
+                        body,
+                        time.time(),
+                    )
                 )
             self.send_response(receiver.answer())
             for name, value in receiver.headers_out.items():
