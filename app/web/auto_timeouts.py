@@ -3,17 +3,22 @@ choose is armed with, from what the scope's healthy holds say (app.db.learned_ti
 
 The scope's history is its job's: the job the request names, else the one the worker's
 environment names (TORCHELASTIC_RUN_ID, as the engine labels the timer), read once per
-worker while the engine holds a timer of it. Nothing here waits long: the database gets
-``ASK_SECONDS``, the worker's environment as long; past it, the timer is armed with the
-last timeout learned for the scope, or the initial one.
+worker while the engine holds a timer of it. The environment of a process is read only
+for a caller that may act on it (its owner, root, the service's uid, the admin token),
+as the engine reads it: anyone else's request is refused by the engine anyway. Nothing
+here waits long: the database gets ``ASK_SECONDS``, the worker's environment as long;
+past it, the timer is armed with the last timeout learned for the scope, or the
+initial one.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 
 from starlette.concurrency import run_in_threadpool
 
+from app.access.callers import Caller, is_privileged
 from app.db.database_status import DATABASE_ERRORS
 from app.db.learned_timeouts import ASK_SECONDS, Choice, LearnedTimeouts
 from app.db.models import TimerCreate
@@ -24,10 +29,16 @@ __all__ = ["auto_timeout"]
 
 
 async def auto_timeout(
-    learned: LearnedTimeouts, database_away: bool, timers: Reaper, body: TimerCreate, now: float
+    learned: LearnedTimeouts,
+    database_away: bool,
+    timers: Reaper,
+    body: TimerCreate,
+    now: float,
+    caller: Caller,
 ) -> Choice:
-    """The timeout for ``body``, an "auto" request; ``now`` is monotonic seconds."""
-    job = body.job_id if body.job_id is not None else await _job_of(timers, body.pid)
+    """The timeout for ``body``, an "auto" request of ``caller``; ``now`` is monotonic
+    seconds."""
+    job = body.job_id if body.job_id is not None else await _job_of(timers, body.pid, caller)
     scope = body.scope_id
     choice = learned.cached(job, scope, now)
     if choice is not None:
@@ -42,14 +53,25 @@ async def auto_timeout(
         return learned.fallback(job, scope)
 
 
-async def _job_of(timers: Reaper, pid: int) -> str | None:
+async def _job_of(timers: Reaper, pid: int, caller: Caller) -> str | None:
     """The job the worker's environment names, as the engine knows it or reads it."""
     known = timers.book.known_identity(pid)
     if known is not None:
         return known.labels.job_id
+    if not is_privileged(caller) and (caller.uid is None or _owner(pid) != caller.uid):
+        return None
     try:
         # /proc/PID/environ can wait on the worker's memory map: on a thread, bounded.
         labels = await asyncio.wait_for(run_in_threadpool(read_labels, pid), ASK_SECONDS)
     except TimeoutError:
         return None
     return labels.job_id
+
+
+def _owner(pid: int) -> int | None:
+    """Who owns process ``pid`` (its /proc directory: a stat, which never waits on the
+    process), or None if there is no such process."""
+    try:
+        return os.stat(f"/proc/{pid}").st_uid if pid > 0 else None
+    except (OSError, ValueError):
+        return None

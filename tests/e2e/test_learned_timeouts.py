@@ -18,7 +18,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.app.service_process import ServiceProcess
+from tests.app.service_process import ServiceProcess, ask_as
+from tests.second_user import SecondUser
 from tests.waiting import wait_until
 
 JOB = "learning-1"
@@ -106,3 +107,24 @@ def test_an_auto_timer_learns_the_step_time_and_kills_a_hang_at_it(
     # What GET /scopes suggests is what the last step was armed with (give or take the
     # moment the service read the clock: the deadline, not the duration, is stored).
     assert stats[0]["suggested_timeout"] == pytest.approx(learned[-1], abs=0.01)
+
+
+def test_another_user_may_not_arm_auto_for_roots_worker(
+    service: ServiceProcess, second_user: SecondUser
+) -> None:
+    # Root's worker of a job: another user's "auto" request is refused (403) like any
+    # arm of another user's process, and arms nothing; the worker lives on.
+    worker = subprocess.Popen(
+        ["sleep", "60"], env={"TORCHELASTIC_RUN_ID": JOB, "PATH": "/usr/bin:/bin"}
+    )
+    try:
+        target = service.url.replace("http://", "tcp://")
+        body = {"pid": worker.pid, "scope_id": "train-step", "expires_in": "auto"}
+        status, answer = ask_as(second_user, target, "POST", "/timers", body)
+        assert status == 403, answer
+        assert f"uid {second_user.uid}" in answer["detail"]
+        assert httpx.get(service.url + "/timers", params={"pid": worker.pid}).json()["items"] == []
+        assert worker.poll() is None
+    finally:
+        worker.kill()
+        worker.wait()

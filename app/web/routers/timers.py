@@ -166,6 +166,7 @@ async def acquire(body: TimerCreate, access: JsonWrite) -> Response:
             access.timers,
             body,
             time.monotonic(),
+            caller,
         )
         expires_in, timeout_source = choice.seconds, choice.source
     now = time.time()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import os
 import subprocess
 import time
 from collections.abc import Iterator
@@ -18,15 +19,17 @@ import pytest
 from fastapi.testclient import TestClient
 
 import timer_core as timer
+from app.access.callers import Caller
 from app.db.learned_timeouts import LearnedTimeouts
 from app.db.models import TimerCreate
 from app.main import create_app
 from app.settings import Settings
-from app.web.auto_timeouts import auto_timeout
+from app.web.auto_timeouts import _job_of, auto_timeout
 from tests.app.hold_history import Hold, record, scope_history
 from tests.conftest import in_process, migrated_engine, service_of, worker_node_of
 
 JOB = "run-auto"
+ROOT = Caller(0, "unix", "test")
 
 
 @pytest.fixture
@@ -106,6 +109,27 @@ def test_the_job_is_read_from_the_worker_when_the_request_names_none(
         worker.wait()
 
 
+def test_only_a_caller_who_may_act_on_the_worker_has_its_environment_read(
+    client: TestClient,
+) -> None:
+    # Root's process, asked about by root, then by another uid: that caller is refused
+    # by the engine anyway, and its request must not have the worker's environment read.
+    reaper = worker_node_of(client).reaper
+    worker = subprocess.Popen(
+        ["sleep", "60"], env={"TORCHELASTIC_RUN_ID": JOB, "PATH": "/usr/bin:/bin"}
+    )
+    try:
+        owner = Caller(os.stat(f"/proc/{worker.pid}").st_uid, "unix", "test")
+        stranger = Caller(owner.uid + 4242 if owner.uid is not None else 4242, "unix", "test")
+        assert asyncio.run(_job_of(reaper, worker.pid, owner)) == JOB
+        assert asyncio.run(_job_of(reaper, worker.pid, stranger)) is None
+        assert asyncio.run(_job_of(reaper, 2**40, owner)) is None
+        assert asyncio.run(_job_of(reaper, -1, owner)) is None
+    finally:
+        worker.kill()
+        worker.wait()
+
+
 @pytest.mark.parametrize(
     "extra",
     [
@@ -135,7 +159,7 @@ def test_without_the_database_auto_keeps_the_last_learned_timeout(
 
     def choose(scope: str, now: float) -> tuple[float, str]:
         body = timer_create(sleeper.pid, scope)
-        choice = asyncio.run(auto_timeout(learned, True, reaper, body, now))
+        choice = asyncio.run(auto_timeout(learned, True, reaper, body, now, ROOT))
         return choice.seconds, choice.source
 
     # Never learned here: the initial timeout, without asking the database.
