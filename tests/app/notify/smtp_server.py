@@ -3,6 +3,7 @@ notification library's tests."""
 
 from __future__ import annotations
 
+import contextlib
 import email
 import email.policy
 import time
@@ -16,7 +17,7 @@ from aiosmtpd.controller import Controller
 
 from tests.app.service_process import free_port
 
-__all__ = ["Mailbox", "mailbox", "text_of"]
+__all__ = ["Mailbox", "mailbox", "running_mailbox", "text_of"]
 
 
 @dataclass
@@ -47,10 +48,19 @@ def text_of(message: EmailMessage) -> str:
     return str(part.get_content())
 
 
-@pytest.fixture
-def mailbox() -> Iterator[Mailbox]:
+@contextlib.contextmanager
+def running_mailbox() -> Iterator[Mailbox]:
+    """An SMTP server on a free loopback port, for as long as the block runs."""
     box = Mailbox(free_port())
     controller = Controller(box, hostname="127.0.0.1", port=box.port)
     controller.start()
-    yield box
-    controller.stop()
+    try:
+        yield box
+    finally:
+        controller.stop()
+
+
+@pytest.fixture
+def mailbox() -> Iterator[Mailbox]:
+    with running_mailbox() as box:
+        yield box
