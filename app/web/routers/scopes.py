@@ -55,8 +55,10 @@ def what_if(
         float, Query(gt=0, le=MAX_DEADLINE_SECONDS, allow_inf_nan=False, description="seconds")
     ],
     job: JobQuery = None,
+    window: Annotated[int, Query(ge=1, le=scope_stats.MAX_WINDOW)] = scope_stats.MAX_WINDOW,
 ) -> scope_stats.WhatIf:
-    """Replay ``timeout`` over every recorded end of ``scope`` (in ``job``, or in every
-    job): how many healthy holds it would have killed, and how many hangs (timers that
-    expired or were killed) it would have caught, how much sooner in all."""
-    return scope_stats.what_if(session.connection(), job, scope, timeout)
+    """Replay ``timeout`` over the last ``window`` healthy holds of ``scope`` (in
+    ``job``, or in every job) and the hangs since: how many healthy holds it would have
+    killed, and how many hangs (timers that expired or were killed) it would have
+    caught, how much sooner in all."""
+    return scope_stats.what_if(session.connection(), job, scope, timeout, window)

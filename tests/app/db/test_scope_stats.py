@@ -104,3 +104,24 @@ def test_scopes_list_each_job_and_scope_with_the_suggestion(backend_engine: Engi
         only = scope_stats.scope_stats(connection, "run-1", "fwd", 1000, 1.0, 100)
         assert [(i.scope_id, i.count) for i in only] == [("fwd", 200)]
         assert scope_stats.scope_stats(connection, None, None, 100, 1.0, 1)[0].job_id is None
+
+
+def test_whatif_over_a_window_takes_the_hangs_of_the_same_span(backend_engine: Engine) -> None:
+    holds = _history()
+    events = scope_history(holds, job="run-1", scope="step", first_id=1)
+    record(backend_engine, events)
+    # When each hold ended: the second event of each timer.
+    ends = [(hold, made.at) for hold, made in zip(holds, events[1::2], strict=True)]
+    with backend_engine.connect() as connection:
+        for window in (500, 1000, 5000):
+            healthy = [(h, at) for h, at in ends if not h.hung][-window:]
+            since = healthy[0][1]
+            hangs = [h.seconds for h, at in ends if h.hung and at >= since]
+            answer = scope_stats.what_if(connection, "run-1", "step", 1.5, window)
+            assert answer.considered == window + len(hangs)
+            assert answer.would_have_killed == sum(h.seconds > 1.5 for h, _ in healthy)
+            assert (answer.hung, answer.hangs) == (len(hangs), len(hangs))
+        # The hang before the 9,001st of 10,000 steps: past the last 1,000 of them, within
+        # the last 1,100.
+        assert scope_stats.what_if(connection, "run-1", "step", 1.5, 1000).hangs == 0
+        assert scope_stats.what_if(connection, "run-1", "step", 1.5, 1100).hangs == 1

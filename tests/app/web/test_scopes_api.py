@@ -66,6 +66,12 @@ def test_whatif_replays_a_timeout(client: TestClient) -> None:
         "earlier_by_seconds": 56.5,
         "hangs": 1,
     }
+    # The last ten steps only, and the hang after them.
+    recent = client.get(
+        "/scopes/whatif", params={"job": "run/7 <b>", "scope": "step", "timeout": 3.5, "window": 10}
+    ).json()
+    assert (recent["considered"], recent["hangs"]) == (11, 1)
+    assert recent["would_have_killed"] == sum(s > 3.5 for s in STEPS[-10:])
 
 
 @pytest.mark.parametrize(
@@ -81,6 +87,8 @@ def test_whatif_replays_a_timeout(client: TestClient) -> None:
         {"scope": "step", "timeout": "five"},
         {"scope": "", "timeout": "5"},
         {"scope": "step", "timeout": "5", "timout": "6"},
+        {"scope": "step", "timeout": "5", "window": "0"},
+        {"scope": "step", "timeout": "5", "window": "100001"},
     ],
 )
 def test_whatif_refuses_bad_input(client: TestClient, params: dict[str, str]) -> None:
