@@ -113,7 +113,8 @@ class Alertmanager:
                         "SELECT n.id, n.kind, n.at, n.node, n.job_id, n.incident_id, n.body,"
                         " n.folded, i.summary, i.suspects, i.nodes, i.opened_at"
                         " FROM notifications n LEFT JOIN incidents i ON i.id = n.incident_id"
-                        " WHERE n.at >= :since OR (n.kind = 'unkillable' AND n.at >= :stuck)"
+                        " WHERE n.kind IN ('kill', 'incident', 'unkillable')"
+                        " AND (n.at >= :since OR (n.kind = 'unkillable' AND n.at >= :stuck))"
                         f" ORDER BY n.at DESC LIMIT {_MAX_ALERTS}"
                     ),
                     {"since": since, "stuck": now - _UNKILLABLE_KEPT - _RESOLVED_KEPT},

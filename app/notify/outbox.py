@@ -12,7 +12,8 @@ What is told (contract 11):
   window fold into the first one's notification (a job with capture off still tells
   one thing per hang).
 - ``unkillable``: a worker the kernel would not let die (the engine's ``unkillable``
-  event, where the engine has it).
+  event); its exit is folded in.
+- ``straggler``: a rank slower than the others at a scope (one event per episode).
 
 The work here is a few indexed statements for the batches that hold such events and
 nothing for the others: the sending (network, retries) is the sender's, on its own
@@ -37,13 +38,13 @@ __all__ = ["NOTIFYING_KINDS", "Outbox", "timer_body"]
 
 logger = logging.getLogger(log_names.NOTIFICATIONS)
 
-# Helper B adds ``unkillable`` to the engine's kinds; told once it exists.
-_UNKILLABLE: str | None = getattr(EventKind, "UNKILLABLE", None)
+_UNKILLABLE = EventKind.UNKILLABLE
+_STRAGGLER = EventKind.STRAGGLER
 # The ends that join a job's incident (as app.db.incident_rows joins them).
 _JOINING = frozenset(
     {EventKind.EXPIRED, EventKind.KILLED, EventKind.KILL_FAILED, EventKind.WORKER_GONE}
 )
-NOTIFYING_KINDS = frozenset({EventKind.INCIDENT, *_JOINING, *filter(None, [_UNKILLABLE])})
+NOTIFYING_KINDS = frozenset({EventKind.INCIDENT, *_JOINING, _UNKILLABLE, _STRAGGLER})
 
 _INSERT = text(
     "INSERT INTO notifications (key, kind, at, node, job_id, uid, scope_id, timer_id,"
@@ -90,7 +91,18 @@ def _told(event: TimerEvent) -> dict[str, Any]:
     """What of the event's detail a notification carries: how late, and why; never a
     stack (a channel is not a place to copy what a worker was running)."""
     detail = event.detail.as_json()
-    told = ("latency", "reason", "error", "state", "wchan", "seconds", "exited")
+    told = (
+        "latency",
+        "reason",
+        "error",
+        "state",
+        "wchan",
+        "seconds",
+        "exited",
+        "slowdown",
+        "window",
+        "ratio",
+    )
     return {key: detail[key] for key in told if key in detail}
 
 
@@ -140,6 +152,12 @@ class Outbox:
         kind = str(event.kind)
         if kind == _UNKILLABLE:
             self._unkillable(connection, event, timer)
+            return
+        if kind == _STRAGGLER:
+            # One event per episode, at the release (of this timer) that tipped it.
+            self._insert(
+                connection, f"straggler:{timer.id}", "straggler", event, timer, None
+            )
             return
         if job_id is not None:
             since = event.at - self.window

@@ -31,6 +31,7 @@ import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Protocol
+from urllib.parse import quote
 
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import SQLAlchemyError
@@ -122,6 +123,16 @@ def notification_body(row: dict[str, Any], base_url: str) -> dict[str, Any]:
         if detail.get("exited"):
             after = float(detail.get("exited_after") or 0)
             body["summary"] += f"; it exited {after:.0f}s after the SIGKILL"
+        return body
+    if row["kind"] == "straggler":
+        detail = stored.get("detail") or {}
+        if timer.get("job_id") is not None:
+            body["url"] = f"{base_url}/ui/jobs/{quote(str(timer['job_id']), safe='')}"
+        body["summary"] = (
+            f"rank {timer.get('rank')} of job {timer.get('job_id')} on {row['node']} is "
+            f"{float(detail.get('slowdown') or 0):.2f}x slower than the other ranks at scope "
+            f"{timer.get('scope_id')!r} (its last {detail.get('window')} holds)"
+        )
         return body
     body["summary"] = (
         f"killed pid {timer.get('pid')}{rank} on {row['node']}: scope "

@@ -190,3 +190,40 @@ def test_an_unkillable_worker_is_told_once_with_where_it_waits(
         "pid 100 on node-a survived its SIGKILL for 12s: state D in fuse_wait; "
         "it exited 40s after the SIGKILL"
     )
+
+
+def test_a_straggler_is_told_with_a_link_to_its_job(
+    backend_engine: Engine, receiver: Receiver
+) -> None:
+    import dataclasses
+
+    from app.notify.channels import ChannelCreate
+    from app.notify.notify_store import add_channel
+    from tests.sample_events import changed, event, timer_of
+    from timer_core import EventKind, TimerState
+    from timer_core.engine.event_details import Straggler
+
+    given = ChannelCreate(name="slow", url=receiver.url, events=["straggler"])
+    add_channel(backend_engine, given, SECRET, "test")
+    add_webhook(backend_engine, receiver.url + "/kills", SECRET)  # kills and incidents only
+    recorder, _ = recorder_for(backend_engine)
+    armed = changed(
+        event(1, EventKind.ACQUIRED, 8), uid=1234, job_id="llama/7b", rank=3, scope_id="compute"
+    )
+    recorder(armed)
+    released = dataclasses.replace(timer_of(armed), state=TimerState.RELEASED)
+    recorder(dataclasses.replace(armed, seq=2, kind=EventKind.RELEASED, timer=released))
+    slow = Straggler(3, 1.31, 20, 1.2)
+    recorder(
+        dataclasses.replace(armed, seq=3, kind=EventKind.STRAGGLER, timer=released, detail=slow)
+    )
+    recorder.flush()
+    sender_of(backend_engine).step()
+    (got,) = receiver.got
+    assert got.path == "/hook"
+    assert got.json["kind"] == "straggler"
+    assert got.json["summary"] == (
+        "rank 3 of job llama/7b on node-a is 1.31x slower than the other ranks at scope "
+        "'compute' (its last 20 holds)"
+    )
+    assert got.json["url"] == "http://timers.example:8000/ui/jobs/llama%2F7b"
