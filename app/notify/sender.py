@@ -482,7 +482,8 @@ class Sender:
         self.queue_age = 0.0 if oldest is None else max(0.0, time.time() - float(oldest))
 
     def prune(self, cutoff: float) -> None:
-        """Forget deliveries done before ``cutoff`` and notifications left with none."""
+        """Forget deliveries done before ``cutoff``, notifications left with none, and
+        silences over before it (the history's retention, --retention-days)."""
         with self._engine.begin() as connection:
             connection.execute(
                 text("DELETE FROM deliveries WHERE state != 'pending' AND created_at < :cutoff"),
@@ -495,6 +496,9 @@ class Sender:
                     " deliveries.notification_id = notifications.id)"
                 ),
                 {"yes": True, "cutoff": cutoff},
+            )
+            connection.execute(
+                text("DELETE FROM silences WHERE ends_at < :cutoff"), {"cutoff": cutoff}
             )
 
 

@@ -104,3 +104,46 @@ def test_a_node_that_dies_mid_send_leaves_it_to_the_other(
     assert not first._update(taken, "gave_up", "late", 1, None)
     (delivery,) = rows(engine, "SELECT * FROM deliveries")
     assert delivery["state"] == "delivered"
+
+
+def test_twenty_rounds_of_a_node_dying_mid_send(
+    engines: dict[str, Engine], receiver: Receiver
+) -> None:
+    """Each round a notification is written; one node (chosen at random) takes it and
+    dies, before or after its request went out; the other takes over at the lease's
+    end. Every delivery ends delivered once in the outbox, and the receiver sees only
+    its one delivery id (twice when the dead node had sent it: dropped by that id)."""
+    import random
+
+    from app.notify.delivery import deliver
+    from app.notify.sender import notification_body
+
+    engine = engines["node-a"]
+    add_webhook(engine, receiver.url, SECRET)
+    recorder, _ = recorder_for(engine)
+    chance = random.Random(23)
+    lease = 0.2
+    sent_before_dying = 0
+    taken_ids = []
+    for number in range(20):
+        lone_kill(recorder, 2 * number + 1, number + 1)
+        dying, living = chance.sample(NODES, 2)
+        dead = Sender(engines[dying], dying, "http://x", lease=lease)
+        heir = Sender(engines[living], living, "http://x", lease=lease)
+        dead.fan_out()
+        (taken,) = dead.claim(10)
+        taken_ids.append(taken.delivery_id)
+        if chance.random() < 0.5:
+            body = notification_body(taken.notification, "http://x")
+            assert deliver(taken.url, taken.secret, taken.delivery_id, body).delivered
+            sent_before_dying += 1
+        assert heir.claim(10) == []  # the lease holds
+        time.sleep(lease + 0.05)
+        assert heir.step() == 1
+    counts = collections.Counter(got.delivery_id for got in receiver.got)
+    assert set(counts) == set(taken_ids)
+    assert sum(counts.values()) == 20 + sent_before_dying
+    outcomes = rows(engine, "SELECT delivery_id, state, attempts FROM deliveries")
+    assert len(outcomes) == 20
+    assert {(row["state"], row["attempts"]) for row in outcomes} == {("delivered", 1)}
+    assert 0 < sent_before_dying < 20  # both ways of dying were met

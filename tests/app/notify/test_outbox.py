@@ -227,3 +227,35 @@ def test_a_straggler_is_told_with_a_link_to_its_job(
         "'compute' (its last 20 holds)"
     )
     assert got.json["url"] == "http://timers.example:8000/ui/jobs/llama%2F7b"
+
+
+def test_retention_forgets_what_is_done_and_keeps_what_is_not(
+    backend_engine: Engine, receiver: Receiver
+) -> None:
+    import time
+
+    from app.notify.channels import Match
+    from app.notify.silences import SilenceCreate, add_silence
+
+    add_webhook(backend_engine, receiver.url, SECRET)
+    recorder, _ = recorder_for(backend_engine)
+    lone_kill(recorder, 1, 5)
+    lone_kill(recorder, 3, 6)
+    receiver.statuses = [200, 503]  # one is delivered, the other still to retry
+    sender = sender_of(backend_engine)
+    sender.step()
+    (waiting,) = rows(
+        backend_engine, "SELECT notification_id FROM deliveries WHERE state = 'pending'"
+    )
+    now = time.time()
+    add_silence(
+        backend_engine,
+        SilenceCreate(match=Match(job="j"), ends_at=now + 60, comment="short"),
+        "test",
+    )
+    sender.prune(now + 3600)  # everything is older than the cutoff
+    (pending,) = rows(backend_engine, "SELECT state FROM deliveries")
+    assert pending["state"] == "pending"
+    (kept,) = rows(backend_engine, "SELECT id FROM notifications")
+    assert kept["id"] == waiting["notification_id"]
+    assert rows(backend_engine, "SELECT id FROM silences") == []
