@@ -31,10 +31,13 @@ from timer_core import TimerEvent
 from timer_core.engine import EventKind, Timer
 from timer_core.engine.event_details import Ended, Straggler
 
-__all__ = ["SlowdownCollector", "Stragglers"]
+__all__ = ["RANKS_FOLLOWED", "SlowdownCollector", "Stragglers"]
 
-# Job scopes followed at once (the least recently released are forgotten).
+# Job scopes followed at once (the least recently released are forgotten), and ranks
+# per scope: a worker names its own rank (up to 2**24), and each one followed is a
+# window of holds in memory.
 _SCOPES_FOLLOWED = 1000
+RANKS_FOLLOWED = 16_384
 
 Publish = Callable[[Callable[[int], TimerEvent]], object]
 
@@ -102,7 +105,11 @@ class Stragglers:
                     self._scopes.popitem(last=False)
             else:
                 self._scopes.move_to_end((job, scope_id))
-            holds = scope.holds.setdefault(rank, deque(maxlen=self.window))
+            holds = scope.holds.get(rank)
+            if holds is None:
+                if len(scope.holds) >= RANKS_FOLLOWED:
+                    return None
+                holds = scope.holds[rank] = deque(maxlen=self.window)
             holds.append(hold)
             if len(holds) < self.window:
                 return None

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from app.ops.stragglers import SlowdownCollector, Stragglers, _median_without
+from app.ops.stragglers import RANKS_FOLLOWED, SlowdownCollector, Stragglers, _median_without
 from tests.sample_events import changed, event, timer_of
 from timer_core import EventKind, TimerEvent
 from timer_core.engine.event_details import Ended, Straggler
@@ -152,3 +152,16 @@ def test_median_without_one_value_is_the_median_of_the_rest() -> None:
         rest = list(values)
         rest.remove(left_out)
         assert _median_without(values, left_out) == statistics.median(rest)
+
+
+def test_a_scope_follows_a_bounded_number_of_ranks() -> None:
+    # A worker names its own rank: ranks past the bound are not followed (no memory).
+    stragglers, bus = detector()
+    for rank in range(RANKS_FOLLOWED + 50):
+        stragglers(release(rank, 1.0))
+    for _ in range(WINDOW):
+        stragglers(release(RANKS_FOLLOWED + 1, 5.0))
+        stragglers(release(0, 1.0))
+        stragglers(release(1, 1.0))
+    assert bus.events == []
+    assert RANKS_FOLLOWED + 1 not in stragglers.slowdowns("run-1")
