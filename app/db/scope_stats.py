@@ -3,8 +3,9 @@ healthy holds of a job's scope, the timeout they suggest, and the replay of a pr
 timeout over the recorded history ("what if").
 
 Everything is counted by the database, in SQL both SQLite and PostgreSQL run: a
-window of at most ``MAX_WINDOW`` holds is ranked there, and the replay is one
-aggregate, so no history is loaded into Python. On a PostgreSQL database shared by a
+window of at most ``MAX_WINDOW`` holds is ranked there, the replay is two aggregates
+(the window's healthy holds, the hangs of the same span), and a job's scopes are found
+by a skip scan of the index, so no history is loaded into Python. On a PostgreSQL database shared by a
 fleet (contract 9) the rows are every node's, so the statistics are fleet-wide.
 
 A *healthy hold* is a timer released by its worker (state and end reason
@@ -113,8 +114,9 @@ class ScopeList(BaseModel):
 
 
 class WhatIf(BaseModel):
-    """``GET /scopes/whatif``'s answer: ``timeout`` replayed over every timer of the
-    job's scope that ended (``considered``). ``would_have_killed``: healthy holds longer
+    """``GET /scopes/whatif``'s answer: ``timeout`` replayed over the last ``window``
+    healthy holds of the job's scope and the hangs since the oldest of them
+    (``considered`` in all). ``would_have_killed``: healthy holds longer
     than it. ``hung``: timers that expired or were killed (hangs) and were still held
     at ``timeout``, which it would have caught, ``earlier_by_seconds`` sooner in all
     (the sum over them of how long they were held past it). ``hangs``: every hang
