@@ -8,8 +8,10 @@ only when the server is the worker's own (peer credentials name that pid,
 the answer is in: a worker that exited meanwhile leaves its pid to another process,
 whose answer is not this worker's evidence.
 
-A worker with no server costs no note (nothing better was passed over); any other
-refusal is a note, and the capture goes on with py-spy.
+A worker that listens on no socket costs no note (nothing better was passed over); any
+other refusal is a note, and the capture goes on with py-spy. A torch rank with no
+server still listens for gloo, which never answers ``ping``: it costs ``PING_SECONDS``
+and a timeout note, which is why that window is short.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ _MIN_SECONDS = 0.02
 # How long the server has to answer ``ping`` (torch answers it in about a millisecond,
 # without the GIL): a rank's other listeners never answer it, and a rank with no
 # server must not cost py-spy its time.
-PING_SECONDS = 0.25
+PING_SECONDS = 0.1
 
 
 @dataclass(frozen=True, slots=True)
