@@ -37,6 +37,16 @@ _ADMIN_ONLY: dict[int | str, dict[str, Any]] = {
         "description": "Only root, the service's user or the admin token may",
     },
 }
+_JSON_BODY: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorMessage, "description": "The body is not valid JSON"},
+    415: {
+        "model": ErrorMessage,
+        "description": "The body is not sent as JSON (content-type: application/json)",
+    },
+}
+_AWAY: dict[int | str, dict[str, Any]] = {
+    503: {"model": ErrorMessage, "description": "The database is away: retry once it is back"},
+}
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorMessage, "description": "No such channel"}
 }
@@ -62,7 +72,9 @@ def _require_admin(caller: Caller, action: str) -> None:
         )
 
 
-@router.post("/channels", status_code=status.HTTP_201_CREATED, responses=_ADMIN_ONLY)
+@router.post(
+    "/channels", status_code=status.HTTP_201_CREATED, responses=_ADMIN_ONLY | _JSON_BODY | _AWAY
+)
 def create_channel(
     given: ChannelCreate, service: ServiceDep, caller: CallerDep, _: Write, _json: JsonBody
 ) -> ChannelCreated:
@@ -77,14 +89,14 @@ def create_channel(
     return ChannelCreated(**ChannelPublic.of(row).model_dump(), secret=made)
 
 
-@router.get("/channels")
+@router.get("/channels", responses=_AWAY)
 def list_channels(service: ServiceDep) -> Page[ChannelPublic]:
     """Every channel, its URL shown as scheme and host only."""
     require_database(service)
     return Page[ChannelPublic](items=notify_store.channels(service.engine), next=None)
 
 
-@router.delete("/channels/{channel_id}", responses=_ADMIN_ONLY | _NOT_FOUND)
+@router.delete("/channels/{channel_id}", responses=_ADMIN_ONLY | _NOT_FOUND | _AWAY)
 def delete_channel(
     channel_id: ChannelId, service: ServiceDep, caller: CallerDep, _: Write
 ) -> ChannelPublic:
@@ -96,7 +108,7 @@ def delete_channel(
     return deleted
 
 
-@router.post("/channels/{channel_id}/test", responses=_ADMIN_ONLY | _NOT_FOUND)
+@router.post("/channels/{channel_id}/test", responses=_ADMIN_ONLY | _NOT_FOUND | _AWAY)
 def test_channel(
     channel_id: ChannelId, service: ServiceDep, caller: CallerDep, _: Write
 ) -> TestOutcome:
@@ -121,7 +133,7 @@ def test_channel(
     return TestOutcome(delivered=outcome.delivered, error=outcome.error, delivery_id=delivery_id)
 
 
-@router.get("/deliveries")
+@router.get("/deliveries", responses=_AWAY)
 def list_deliveries(
     service: ServiceDep,
     channel: Annotated[int | None, Query(ge=1, le=2**63 - 1)] = None,

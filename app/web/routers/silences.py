@@ -23,6 +23,14 @@ SilenceId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 _ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorMessage, "description": "Missing or wrong bearer token"},
     403: {"model": ErrorMessage, "description": "Not your uid's work to silence"},
+    503: {"model": ErrorMessage, "description": "The database is away: retry once it is back"},
+}
+_JSON_BODY: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorMessage, "description": "The body is not valid JSON"},
+    415: {
+        "model": ErrorMessage,
+        "description": "The body is not sent as JSON (content-type: application/json)",
+    },
 }
 
 
@@ -44,7 +52,7 @@ def _own_match(given: SilenceCreate, caller: Caller) -> SilenceCreate:
     return given.model_copy(update={"match": given.match.model_copy(update={"uid": caller.uid})})
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, responses=_ERRORS)
+@router.post("", status_code=status.HTTP_201_CREATED, responses=_ERRORS | _JSON_BODY)
 def create_silence(
     given: SilenceCreate, service: ServiceDep, caller: CallerDep, _: Write, _json: JsonBody
 ) -> SilencePublic:
@@ -54,7 +62,7 @@ def create_silence(
     return silences.add_silence(service.engine, _own_match(given, caller), caller.describe())
 
 
-@router.get("")
+@router.get("", responses={503: _ERRORS[503]})
 def list_silences(
     service: ServiceDep,
     ended: bool = False,
