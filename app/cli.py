@@ -320,8 +320,12 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"--auto-min-samples {settings.auto_min_samples} is not a count >= 1")
     if not 1 < settings.straggler_ratio < float("inf"):
         raise SystemExit(f"--straggler-ratio {settings.straggler_ratio} is not a ratio > 1")
-    if settings.straggler_window < 1 or settings.straggler_max_series < 0:
-        raise SystemExit("--straggler-window must be >= 1 and --straggler-max-series >= 0")
+    if settings.straggler_window < 1:
+        raise SystemExit(f"--straggler-window {settings.straggler_window} is not a count >= 1")
+    if settings.straggler_max_series < 0:
+        raise SystemExit(
+            f"--straggler-max-series {settings.straggler_max_series} is not a count >= 0"
+        )
     if settings.hub and (settings.fifo or settings.fifo_dir):
         raise SystemExit(
             "--hub runs no reaper and reads no FIFO: drop --fifo/--fifo-dir, and run a "
