@@ -38,6 +38,10 @@ async def auto_timeout(
 ) -> Choice:
     """The timeout for ``body``, an "auto" request of ``caller``; ``now`` is monotonic
     seconds."""
+    if not _may_act(caller, body.pid):
+        # The engine refuses it (no such process, or another user's): a flood of these
+        # costs no database question and no read of anyone's environment.
+        return learned.initial
     job = body.job_id if body.job_id is not None else await _job_of(timers, body.pid, caller)
     scope = body.scope_id
     choice = learned.cached(job, scope, now)
@@ -58,7 +62,7 @@ async def _job_of(timers: Reaper, pid: int, caller: Caller) -> str | None:
     known = timers.book.known_identity(pid)
     if known is not None:
         return known.labels.job_id
-    if not is_privileged(caller) and (caller.uid is None or _owner(pid) != caller.uid):
+    if not _may_act(caller, pid):
         return None
     try:
         # /proc/PID/environ can wait on the worker's memory map: on a thread, bounded.
@@ -66,6 +70,15 @@ async def _job_of(timers: Reaper, pid: int, caller: Caller) -> str | None:
     except TimeoutError:
         return None
     return labels.job_id
+
+
+def _may_act(caller: Caller, pid: int) -> bool:
+    """Whether ``caller`` may arm a timer for ``pid``, as far as a stat can tell: the
+    engine decides (by the real uid; a setuid worker's /proc directory is its effective
+    uid's, so its owner's "auto" request gets the initial timeout)."""
+    if is_privileged(caller):
+        return True
+    return caller.uid is not None and _owner(pid) == caller.uid
 
 
 def _owner(pid: int) -> int | None:

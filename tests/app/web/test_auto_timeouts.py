@@ -125,6 +125,15 @@ def test_only_a_caller_who_may_act_on_the_worker_has_its_environment_read(
         assert asyncio.run(_job_of(reaper, worker.pid, stranger)) is None
         assert asyncio.run(_job_of(reaper, 2**40, owner)) is None
         assert asyncio.run(_job_of(reaper, -1, owner)) is None
+        # Another user's request (which the engine refuses) asks no database either:
+        # the learned scope's timeout is the owner's answer, the initial one the other's.
+        learned: LearnedTimeouts = service_of(client).learned
+        for caller, expected in ((owner, 6.0), (stranger, 300.0)):
+            body = TimerCreate(pid=worker.pid, scope_id="learned", expires_in="auto")
+            choice = asyncio.run(
+                auto_timeout(learned, False, reaper, body, time.monotonic(), caller)
+            )
+            assert choice.seconds == expected
     finally:
         worker.kill()
         worker.wait()
