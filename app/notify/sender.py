@@ -12,6 +12,10 @@ channels that want it (one delivery each), then sends the deliveries that are du
   tried again after ``backoff_base * 2**(attempts-1)`` seconds (capped, jittered); after
   ``max_attempts`` tries or ``max_age`` seconds it is ``gave_up``. A refusal that will
   not pass (a 4xx) is ``failed`` at once.
+- **Woken, and polling slowly.** This node's recorder wakes the sender after each
+  commit that wrote a notification, so its own news goes at once; a poll each second
+  (``poll``) finds the rest: retries come due, another node's notifications, a dead
+  node's lease run out. An idle service asks its database two small questions a second.
 - **Never in the way.** Sends run on a small pool of threads, each bounded by its
   timeout; the loop claims only as many as the pool has room for, so one dead channel
   holds at most its own sends, never a kill, the recorder or other channels for long.
@@ -51,6 +55,8 @@ STATES = ("delivered", "failed", "gave_up", "silenced")
 
 _FAN_OUT_BATCH = 100
 _PRUNE_INTERVAL = 3600.0
+# timer_notification_queue's age is measured this often (its alert waits minutes).
+_MEASURE_INTERVAL = 5.0
 
 
 class Pushing(Protocol):
@@ -153,7 +159,7 @@ class Sender:
         max_age: float = 24 * 3600.0,
         backoff_base: float = 1.0,
         backoff_cap: float = 600.0,
-        poll: float = 0.25,
+        poll: float = 1.0,
         workers: int = 4,
         retention_seconds: float | None = None,
         send: Deliver = deliver,
@@ -169,6 +175,8 @@ class Sender:
         self.poll = poll
         self._send = send
         self._workers = workers
+        # Sends claimed at once: the pool's threads, and as many waiting their turn.
+        self._capacity = 2 * workers
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._in_flight: set[concurrent.futures.Future[None]] = set()
         self._lock = threading.Lock()
@@ -178,6 +186,9 @@ class Sender:
         self._retention = retention_seconds
         self._next_prune = time.monotonic() + _PRUNE_INTERVAL
         self._next_measure = 0.0
+        self._changed = False
+        # Whether the last claim was cut short by the room left (so more may be due).
+        self._backlog = False
         self.outcomes = dict.fromkeys(STATES, 0)
         # Seconds the oldest notification or delivery not yet done has waited (0: none).
         self.queue_age = 0.0
@@ -195,6 +206,7 @@ class Sender:
         self._pool = concurrent.futures.ThreadPoolExecutor(
             self._workers, thread_name_prefix="timer-notify-send"
         )
+        self._wake.set()  # a first round at once: what a restart left is sent now
         self._thread = threading.Thread(target=self._run, name="timer-notify", daemon=True)
         self._thread.start()
 
@@ -212,7 +224,20 @@ class Sender:
 
     def _run(self) -> None:
         while not self._stopping.is_set():
-            self._wake.wait(self.poll)
+            with self._lock:
+                busy = [future for future in self._in_flight if not future.done()]
+            if len(busy) >= self._capacity:
+                # Full: the next round when a send ends (or at the poll).
+                concurrent.futures.wait(
+                    busy, self.poll, return_when=concurrent.futures.FIRST_COMPLETED
+                )
+            elif self._backlog:
+                pass  # room, and the last claim took all it could: more may be due now
+            else:
+                # Room: the next round at news (a commit that wrote a notification, a
+                # stop) or at the poll. Cleared before the round reads, so a wake
+                # during it is not lost.
+                self._wake.wait(self.poll)
             self._wake.clear()
             if self._stopping.is_set():
                 return
@@ -235,18 +260,25 @@ class Sender:
         if self.alertmanager is not None and self.alertmanager.due(news):
             self.alertmanager.push()
         with self._lock:
+            before = len(self._in_flight)
             self._in_flight = {future for future in self._in_flight if not future.done()}
-            room = self._workers * 2 - len(self._in_flight)
+            room = self._capacity - len(self._in_flight)
+            # Something was written or sent: the queue's age is measured again once
+            # the sends under way are done (not on every one of a burst's rounds).
+            self._changed |= news or len(self._in_flight) < before
+        self._backlog = False
         if room > 0 and self._pool is not None:
-            for claimed in self.claim(room):
+            taken = self.claim(room)
+            self._backlog = len(taken) == room
+            for claimed in taken:
                 future = self._pool.submit(self._send_one, claimed)
-                # A send done makes room: the loop claims the next ones at once.
-                future.add_done_callback(lambda _: self._wake.set())
                 with self._lock:
                     self._in_flight.add(future)
         now = time.monotonic()
-        if now >= self._next_measure:
-            self._next_measure = now + 1.0
+        settled = self._changed and not self._in_flight
+        if settled or now >= self._next_measure:
+            self._next_measure = now + _MEASURE_INTERVAL
+            self._changed = False
             self.measure()
         if self._retention is not None and now >= self._next_prune:
             self._next_prune = now + _PRUNE_INTERVAL
