@@ -155,9 +155,7 @@ class Outbox:
             return
         if kind == _STRAGGLER:
             # One event per episode, at the release (of this timer) that tipped it.
-            self._insert(
-                connection, f"straggler:{timer.id}", "straggler", event, timer, None
-            )
+            self._insert(connection, f"straggler:{timer.id}", "straggler", event, timer, None)
             return
         if job_id is not None:
             since = event.at - self.window
