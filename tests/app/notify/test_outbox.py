@@ -259,3 +259,24 @@ def test_retention_forgets_what_is_done_and_keeps_what_is_not(
     (kept,) = rows(backend_engine, "SELECT id FROM notifications")
     assert kept["id"] == waiting["notification_id"]
     assert rows(backend_engine, "SELECT id FROM silences") == []
+
+
+def test_kills_of_a_job_with_no_incident_are_told_once(backend_engine: Engine) -> None:
+    """Stack capture off: a job's kills open no incident; the first is told, the others
+    within the incident window are folded into it."""
+    import time
+
+    from tests.app.notify.outbox_events import job_event, killed
+    from timer_core import EventKind
+
+    recorder, _ = recorder_for(backend_engine)
+    now = time.time()
+    armed = [job_event(rank + 1, EventKind.ACQUIRED, rank, "no-capture", now) for rank in range(3)]
+    for made in armed:
+        recorder(made)
+    for number, made in enumerate(armed):
+        recorder(killed(made, 10 + number, now + 1 + number))
+        recorder.flush()
+    (notification,) = rows(backend_engine, "SELECT * FROM notifications")
+    assert (notification["kind"], notification["folded"]) == ("kill", 2)
+    assert notification["job_id"] == "no-capture"
