@@ -1,7 +1,7 @@
 """The service's rooms import only downwards, and only the composition root and the
 request dependency know the running ``Service``.
 
-A room is a subpackage of ``app`` (``access``, ``db``, ``ops``, ``web``) or one module
+A room is a subpackage of ``app`` (``access``, ``db``, ``notify``, ``ops``, ``web``) or one module
 at its top (``main``, ``service``, ``deps``, ``settings``, ...). The rooms and their
 imports are read from the source, so a module added later is checked without editing
 this test.
@@ -117,3 +117,13 @@ def test_the_rules_see_the_imports_they_check() -> None:
     arrows = _room_arrows()
     assert "db" in arrows.get("web", {}), arrows
     assert any("app.service" in name for name in _imports("app.deps", APP / "deps.py"))
+
+
+def test_notifications_sit_between_the_database_and_the_pages() -> None:
+    # The recorder (db) writes the outbox through a hook it is handed, never by
+    # importing it; notify reads the database and is read by the pages, never the
+    # other way round, and knows nothing of HTTP routes.
+    arrows = _room_arrows()
+    assert "notify" not in arrows.get("db", {}), arrows["db"]
+    assert "web" not in arrows.get("notify", {}), arrows.get("notify")
+    assert "db" in arrows.get("notify", {}) and "notify" in arrows.get("web", {})
