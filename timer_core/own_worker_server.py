@@ -12,8 +12,11 @@ connect with this process's stack and flight recorder.
 
 The path must be fresh: torch's server, asked to listen on a path where a socket
 already exists, never returns. The directory and socket are removed when the process
-exits normally. A forked child that asks again gets a server of its own (the one it
-inherited answers for its parent, and the service would refuse it for the child).
+exits normally; a killed worker (the service's whole point) cannot, so each start also
+removes this user's directories left by processes that are gone (the directory's name
+carries its process's pid and start time). A forked child that asks again gets a
+server of its own (the one it inherited answers for its parent, and the service would
+refuse it for the child).
 Torch is imported only when a server is started: it is an optional extra of this
 package.
 """
@@ -26,13 +29,17 @@ import ctypes
 import logging
 import os
 import secrets
+import socket
+import stat
 import tempfile
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from . import log_names
+from .diagnosis.worker_server_http import exchange
 from .safe_dirs import open_directory
 
 __all__ = ["SOCKET_NAME", "WorkerServerUnavailable", "start_worker_server"]
@@ -40,6 +47,11 @@ __all__ = ["SOCKET_NAME", "WorkerServerUnavailable", "start_worker_server"]
 logger = logging.getLogger(log_names.API)
 
 SOCKET_NAME = "worker.sock"
+_PREFIX = "timer-ws-"  # short: a socket path holds 107 bytes
+# Directories looked at per start, at most: a start must not cost a crowded /tmp's scan.
+_MAX_SWEPT = 256
+# How long a start waits for torch's server to listen (it takes milliseconds).
+_LISTEN_WAIT = 10.0
 # sun_path holds 108 bytes, the last a NUL.
 _MAX_SOCKET_PATH = 107
 
@@ -80,6 +92,7 @@ def start_worker_server() -> Path:
             # Made with the umask's mode; nobody else can reach it yet (the directory
             # is 0700), and nobody else can swap it within our directory.
             os.chmod(SOCKET_NAME, 0o600, dir_fd=directory_fd)
+            _wait_listening(path)
         except BaseException:
             _remove(directory)
             raise
@@ -91,6 +104,29 @@ def start_worker_server() -> Path:
         atexit.register(_stop, _running)
         logger.info("torch's worker server listens on %s (mode 0600)", path)
         return path
+
+
+def _wait_listening(path: Path) -> None:
+    """Return once the server answers ``ping`` (bounded). Torch's server serves on a
+    thread of its own; shut down before that thread serves (a worker that exits at
+    once), it never stops, and the process hangs at exit for good. A connection alone
+    is not enough: the socket listens before the thread serves."""
+    give_up_at = time.monotonic() + _LISTEN_WAIT
+    while time.monotonic() < give_up_at:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            try:
+                probe.connect(str(path))
+            except OSError:
+                pass
+            else:
+                deadline = min(give_up_at, time.monotonic() + 1.0)
+                if exchange(probe, "ping", 64, deadline, keep_alive=False) == b"pong":
+                    return
+        time.sleep(0.005)
+    raise WorkerServerUnavailable(
+        f"torch's worker server did not answer on {path} within {_LISTEN_WAIT:.0f} s; "
+        "leave worker_server off (the service then takes the worker's stack with py-spy)"
+    )
 
 
 def _server_class() -> Any:
@@ -108,8 +144,9 @@ def _server_class() -> Any:
 
 def _private_directory() -> tuple[Path, int]:
     """A fresh directory of this user's, mode 0700, and its descriptor."""
-    base = os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
-    directory = Path(base) / f"timer-worker-server-{secrets.token_hex(8)}"
+    base = Path(os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir())
+    _remove_left_behind(base)
+    directory = base / f"{_PREFIX}{_process_tag(os.getpid())}-{secrets.token_hex(4)}"
     what = "the worker server's directory"
     try:
         fd = open_directory(directory, what, make=(0o700, 0o700), follow_last=False)
@@ -119,6 +156,37 @@ def _private_directory() -> tuple[Path, int]:
             "set TMPDIR (or XDG_RUNTIME_DIR) to a directory only you can write"
         ) from error
     return directory, fd
+
+
+def _process_tag(pid: int) -> str | None:
+    """``PID.STARTTIME`` (clock ticks since boot, from /proc/PID/stat): it names one
+    process for good, where a pid alone is reused. None if the process is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as proc_stat:
+            fields = proc_stat.read().rsplit(b")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return f"{pid}.{int(fields[19])}"  # field 22 of stat(5), the 20th after the name
+
+
+def _remove_left_behind(base: Path) -> None:
+    """Remove this user's worker-server directories in ``base`` whose process is gone
+    (killed: it could not remove its own). Only directories of this uid, by their exact
+    name pattern, are touched, and nothing in them is followed; others' are left alone."""
+    try:
+        names = [name for name in os.listdir(base) if name.startswith(_PREFIX)]
+    except OSError:
+        return
+    for name in names[:_MAX_SWEPT]:
+        tag = name[len(_PREFIX) :].rpartition("-")[0]
+        pid_text, _, _ = tag.partition(".")
+        if not pid_text.isdigit() or _process_tag(int(pid_text)) == tag:
+            continue  # not ours to judge, or its process still runs
+        directory = base / name
+        with contextlib.suppress(OSError):
+            found = os.lstat(directory)
+            if stat.S_ISDIR(found.st_mode) and found.st_uid == os.geteuid():
+                _remove(directory)
 
 
 def _keep_in_child() -> None:

@@ -10,10 +10,12 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
 import signal
 import stat
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 import time
@@ -29,6 +31,7 @@ from tests.timer_core.diagnosis.torch_worker_server import needs_torch
 from tests.waiting import wait_until
 from timer_core.diagnosis.proc_sockets import socket_inodes, unix_listeners
 from timer_core.diagnosis.worker_server_capture import WorkerServerCapture, capture_worker_server
+from timer_core.own_worker_server import _process_tag
 
 REPO = Path(__file__).resolve().parents[2]
 # Generous: the answer takes milliseconds, but the machine is shared (not a timing test).
@@ -177,6 +180,62 @@ def test_the_keyword_serves_the_worker_on_a_private_socket(tmp_path: Path) -> No
         assert capture.endpoint.address == os.fsencode(path)
     # A normal exit removes the socket and its directory.
     assert not directory.exists()
+
+
+@pytest.fixture
+def short_tmp() -> Iterator[Path]:
+    """A temporary directory with a short path: a Unix socket's path holds 107 bytes,
+    and pytest's own directories are named after the test."""
+    directory = Path(tempfile.mkdtemp(prefix="ws-", dir="/tmp"))
+    yield directory
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+@needs_torch
+def test_a_worker_that_exits_at_once_exits(short_tmp: Path) -> None:
+    """Torch's server, shut down before its thread serves, never stops: a start returns
+    only once it answers, so a worker that exits right after does exit (it hung in 5 of
+    8 runs before), and takes its directory with it."""
+    start_then_exit = python(
+        """
+        from timer_core.own_worker_server import start_worker_server
+        start_worker_server()
+        """
+    )
+    env = {**os.environ, "TMPDIR": str(short_tmp), "XDG_RUNTIME_DIR": ""}
+    for _ in range(3):
+        finished = subprocess.run(start_then_exit, env=env, cwd=REPO, timeout=60)
+        assert finished.returncode == 0
+    assert not list(short_tmp.glob("timer-ws-*"))
+
+
+@needs_torch
+def test_a_start_removes_the_directories_of_killed_workers_only(short_tmp: Path) -> None:
+    """A SIGKILLed worker cannot remove its socket's directory; the next start of this
+    user's removes it, and leaves a live process's, a reused pid's owner's look-alike
+    of another name, and anything not a directory alone."""
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    own_tag = _process_tag(os.getpid())
+    assert own_tag is not None
+    reused = f"{os.getpid()}.1"  # this pid, another start time: that process is gone
+    names = {
+        "dead": f"timer-ws-{gone.pid}.42-0123456789abcdef",
+        "reused": f"timer-ws-{reused}-0123456789abcdef",
+        "live": f"timer-ws-{own_tag}-0123456789abcdef",
+        "unrelated": "timer-ws-notes",
+    }
+    for name in names.values():
+        (short_tmp / name).mkdir(mode=0o700)
+    (short_tmp / names["dead"] / "worker.sock").touch()
+    (short_tmp / "timer-ws-1.1-x").write_text("a file, not a directory")
+    env = {"TMPDIR": str(short_tmp), "XDG_RUNTIME_DIR": ""}
+    with worker(python(KEYWORD_WORKER, str(short_tmp / "timers.fifo")), env) as (_, ready):
+        assert Path(ready["socket"]).parent.parent == short_tmp
+        assert Path(ready["socket"]).parent.name.startswith("timer-ws-")
+    left = {path.name for path in short_tmp.iterdir()}
+    assert names["dead"] not in left and names["reused"] not in left
+    assert {names["live"], names["unrelated"], "timer-ws-1.1-x"} <= left
 
 
 @needs_torch
