@@ -5,8 +5,9 @@ timeout over the recorded history ("what if").
 Everything is counted by the database, in SQL both SQLite and PostgreSQL run: a
 window of at most ``MAX_WINDOW`` holds is ranked there, the replay is two aggregates
 (the window's healthy holds, the hangs of the same span), and a job's scopes are found
-by a skip scan of the index, so no history is loaded into Python. On a PostgreSQL database shared by a
-fleet (contract 9) the rows are every node's, so the statistics are fleet-wide.
+by a skip scan of the index, so no history is loaded into Python. On a PostgreSQL
+database shared by a fleet (contract 9) the rows are every node's, so the statistics
+are fleet-wide.
 
 A *healthy hold* is a timer released by its worker (state and end reason
 ``released``): acquisition to release, in seconds. A worker that exited before its
