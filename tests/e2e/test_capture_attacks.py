@@ -14,6 +14,7 @@ whose worker it is). Outcomes are asserted; the lateness is bench/attacks.py's.
 
 from __future__ import annotations
 
+import re
 import subprocess
 import time
 from collections.abc import Iterator
@@ -36,7 +37,8 @@ from tests.workers import FUNCTION, assert_sigkilled, needs_py_spy, stuck_worker
 
 pytestmark = [*SERVICE_AS_ROOT, needs_py_spy]
 
-HOSTILE = 12  # more than the 8 capture slots
+SLOTS = 8  # the service's capture slots (CaptureRunner), half of them per user
+HOSTILE = 12  # more than the capture slots
 BUDGET = 2.0  # the service's default stack budget
 
 
@@ -67,6 +69,14 @@ def arm_all(url: str, pids: list[int], deadline: float) -> None:
             assert http.post("/timers", json=body).status_code == 201
 
 
+def _longest_py_spy(note: str) -> float:
+    """The longest time a py-spy attempt of a capture ran, from its notes (0: none)."""
+    return max(
+        (float(t) for t in re.findall(r"py-spy[^']*: timed out after ([0-9.]+)s", note)),
+        default=0.0,
+    )
+
+
 def test_hung_captures_of_one_user_leave_roots_kill_its_stack(
     namespaced_user: SecondUser, shared_tmp: Path, tmp_path: Path, victim: subprocess.Popen[bytes]
 ) -> None:
@@ -95,11 +105,14 @@ def test_hung_captures_of_one_user_leave_roots_kill_its_stack(
         for pid in pids:
             detail = wait_killed(service.url, pid)["detail"]
             notes.append(str(detail.get("stack") or detail.get("stack_note")))
-        # Four of them (half the slots) ran and timed out; the rest found no slot. On a
-        # real clock a worker armed late under load may still take a slot another freed,
-        # so this asks for at least half refused; the exact share is asserted on the
-        # ManualClock (tests/timer_core/engine/test_capture_shares.py).
-        assert sum("no capture slot" in note for note in notes) >= HOSTILE // 2, notes
+        # Four of them (half the slots: the user's share) ran py-spy until it timed out;
+        # the rest waited for a slot until py-spy's time was all but gone, and got the
+        # /proc report alone. On a real clock a worker armed late under load may take a
+        # slot some time before the end, so a run counts as py-spy's only past a
+        # quarter of a second; the exact share is asserted on the ManualClock
+        # (tests/timer_core/engine/test_capture_shares.py).
+        ran_py_spy = [note for note in notes if _longest_py_spy(note) >= 0.25]
+        assert 1 <= len(ran_py_spy) <= SLOTS // 2, notes
     finally:
         for worker in hostile:
             worker.stop()
