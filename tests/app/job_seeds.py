@@ -8,6 +8,9 @@ from __future__ import annotations
 import dataclasses
 import time
 from pathlib import Path
+from typing import Any
+
+import httpx
 
 from app.db.incident_rows import IncidentRecorder
 from app.db.recorder import Recorder
@@ -16,7 +19,7 @@ from tests.sample_events import changed, event, timer
 from timer_core import EventKind, TimerEvent
 from timer_core.engine import CapturedStack, Labels, RankStack
 
-__all__ = ["BASE", "RECORDERS", "SLEEPING", "WAITING", "JobSeed", "seed"]
+__all__ = ["BASE", "RECORDERS", "SLEEPING", "WAITING", "JobSeed", "incident_of", "seed"]
 
 STACKS = Path(__file__).parent.parent / "timer_core" / "diagnosis" / "stacks"
 SLEEPING = (STACKS / "gloo-sleep.txt").read_text()
@@ -113,3 +116,10 @@ def seed(database: Path, *jobs: JobSeed | TimerEvent) -> None:
         recorder(changed(item, seq=seq))
     recorder.flush()
     engine.dispose()
+
+
+def incident_of(service_url: str, job_id: str) -> dict[str, Any]:
+    """The one incident a service on the seeded database lists for ``job_id``."""
+    items = httpx.get(service_url + "/incidents", params={"job": job_id}).json()["items"]
+    assert len(items) == 1
+    return dict(items[0])

@@ -17,7 +17,7 @@ from app.main import create_app
 from app.settings import Settings
 from app.web.dashboard_text import middle_ellipsis
 from tests.app.service_process import ServiceProcess, free_port
-from tests.chromium import needs_chromium
+from tests.chromium import needs_chromium, watched_page
 from tests.waiting import wait_until
 from tests.workers import spawn_sleeper, wait_dead
 
@@ -28,16 +28,11 @@ pytestmark = needs_chromium
 
 @pytest.fixture
 def page(browser: Browser, service: ServiceProcess) -> Iterator[Page]:
-    context = browser.new_context(viewport={"width": 1400, "height": 900})
-    opened = context.new_page()
-    errors: list[str] = []
-    opened.on("pageerror", lambda error: errors.append(str(error)))
-    opened.goto(service.url + "/")
-    opened.evaluate("window.__openedOnce = true")  # gone if the page ever reloads
-    yield opened
-    assert opened.evaluate("window.__openedOnce") is True, "the page reloaded"
-    assert errors == [], errors
-    context.close()
+    with watched_page(browser) as opened:
+        opened.goto(service.url + "/")
+        opened.evaluate("window.__openedOnce = true")  # gone if the page ever reloads
+        yield opened
+        assert opened.evaluate("window.__openedOnce") is True, "the page reloaded"
 
 
 def appeared(page: Page, selector: str) -> Locator:

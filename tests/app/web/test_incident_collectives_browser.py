@@ -10,15 +10,13 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import httpx
 import pytest
-from playwright.sync_api import Browser, Dialog, Page
+from playwright.sync_api import Browser, Page
 
-from tests.app.job_seeds import JobSeed, seed
+from tests.app.job_seeds import JobSeed, incident_of, seed
 from tests.app.service_process import ServiceProcess
-from tests.chromium import needs_chromium
+from tests.chromium import needs_chromium, watched_page
 
 pytestmark = needs_chromium
 
@@ -55,34 +53,14 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess
 
 @pytest.fixture
 def page(browser: Browser) -> Iterator[Page]:
-    context = browser.new_context(viewport={"width": 1400, "height": 900})
-    opened = context.new_page()
-    errors: list[str] = []
-    dialogs: list[str] = []
-    opened.on("pageerror", lambda error: errors.append(str(error)))
-
-    def refuse(dialog: Dialog) -> None:
-        # alert() from an op name that ran as script: recorded, and the test fails.
-        dialogs.append(dialog.message)
-        dialog.dismiss()
-
-    opened.on("dialog", refuse)
-    yield opened
-    assert errors == [] and dialogs == [], (errors, dialogs)
-    assert opened.evaluate("window.__pwned") is None
-    context.close()
-
-
-def incident_of(service: ServiceProcess, job_id: str) -> dict[str, Any]:
-    items = httpx.get(service.url + "/incidents", params={"job": job_id}).json()["items"]
-    assert len(items) == 1
-    return dict(items[0])
+    with watched_page(browser) as opened:
+        yield opened
 
 
 def test_the_rank_that_skipped_a_collective_is_marked_missing_from_it(
     page: Page, service: ServiceProcess
 ) -> None:
-    incident = incident_of(service, "run-skip")
+    incident = incident_of(service.url, "run-skip")
     page.goto(f"{service.url}/ui/incidents/{incident['id']}")
     missing = page.locator('[data-missing="true"]')
     assert missing.count() == 1
@@ -123,7 +101,7 @@ def test_the_rank_that_skipped_a_collective_is_marked_missing_from_it(
 def test_an_op_name_and_group_a_worker_wrote_are_shown_as_text(
     page: Page, service: ServiceProcess
 ) -> None:
-    incident = incident_of(service, "run-hostile")
+    incident = incident_of(service.url, "run-hostile")
     page.goto(f"{service.url}/ui/incidents/{incident['id']}")
     assert page.locator('[data-missing="true"]').get_attribute("data-rank") == "1"
     ops = page.locator("table.collectives .op").all_inner_texts()

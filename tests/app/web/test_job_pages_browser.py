@@ -7,15 +7,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import httpx
 import pytest
-from playwright.sync_api import Browser, Dialog, Page
+from playwright.sync_api import Browser, Page
 
-from tests.app.job_seeds import SLEEPING, JobSeed, seed
+from tests.app.job_seeds import SLEEPING, JobSeed, incident_of, seed
 from tests.app.service_process import ServiceProcess
-from tests.chromium import needs_chromium
+from tests.chromium import needs_chromium, watched_page
 
 pytestmark = needs_chromium
 
@@ -36,28 +34,8 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess
 
 @pytest.fixture
 def page(browser: Browser) -> Iterator[Page]:
-    context = browser.new_context(viewport={"width": 1400, "height": 900})
-    opened = context.new_page()
-    errors: list[str] = []
-    dialogs: list[str] = []
-    opened.on("pageerror", lambda error: errors.append(str(error)))
-
-    def refuse(dialog: Dialog) -> None:
-        # alert() from a job id that ran as script: recorded, and the test fails.
-        dialogs.append(dialog.message)
-        dialog.dismiss()
-
-    opened.on("dialog", refuse)
-    yield opened
-    assert errors == [] and dialogs == [], (errors, dialogs)
-    assert opened.evaluate("window.__pwned") is None
-    context.close()
-
-
-def incident_of(service: ServiceProcess, job_id: str) -> dict[str, Any]:
-    items = httpx.get(service.url + "/incidents", params={"job": job_id}).json()["items"]
-    assert len(items) == 1
-    return dict(items[0])
+    with watched_page(browser) as opened:
+        yield opened
 
 
 def test_a_jobs_page_shows_a_grid_of_its_ranks_coloured_by_state(
@@ -85,7 +63,7 @@ def test_a_jobs_page_shows_a_grid_of_its_ranks_coloured_by_state(
 
 
 def test_a_jobs_page_lists_its_incidents(page: Page, service: ServiceProcess) -> None:
-    incident = incident_of(service, "run-9")
+    incident = incident_of(service.url, "run-9")
     page.goto(f"{service.url}/ui/jobs/run-9")
     row = page.locator(f'#job-incidents [data-incident-id="{incident["id"]}"]')
     assert row.locator(".summary").inner_text() == incident["summary"]
@@ -96,7 +74,7 @@ def test_a_jobs_page_lists_its_incidents(page: Page, service: ServiceProcess) ->
 def test_an_incident_page_shows_the_summary_then_groups_with_the_suspect_marked(
     page: Page, service: ServiceProcess
 ) -> None:
-    incident = incident_of(service, "run-9")
+    incident = incident_of(service.url, "run-9")
     page.goto(f"{service.url}/ui/incidents/{incident['id']}")
     summary = page.locator("#summary")
     assert summary.inner_text() == incident["summary"]
@@ -128,7 +106,7 @@ def test_the_dashboard_lists_jobs_and_recent_incidents(page: Page, service: Serv
     run = page.locator('#jobs-table tr[data-job-id="run-9"]')
     cells = [run.locator("td").nth(n).inner_text() for n in range(6)]
     assert cells == ["run-9", "4", "4", "3", "node-a", "1"]
-    incident = incident_of(service, "run-9")
+    incident = incident_of(service.url, "run-9")
     recent = page.locator(f'#incidents-table tr[data-incident-id="{incident["id"]}"]')
     assert recent.locator(".summary").inner_text() == incident["summary"]
     run.locator("a.job-id").click()
@@ -166,7 +144,7 @@ def test_an_unknown_job_or_incident_gets_a_404_page(
 def test_screenshots(page: Page, service: ServiceProcess) -> None:
     artifacts = Path(__file__).parents[3] / "artifacts"
     artifacts.mkdir(exist_ok=True)
-    incident = incident_of(service, "run-9")
+    incident = incident_of(service.url, "run-9")
     for name, path in [("job", "/ui/jobs/run-9"), ("incident", f"/ui/incidents/{incident['id']}")]:
         page.goto(service.url + path)
         page.screenshot(path=str(artifacts / f"{name}.png"), full_page=True)

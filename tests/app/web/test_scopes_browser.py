@@ -13,7 +13,7 @@ from playwright.sync_api import Browser, Page
 
 from tests.app.hold_history import Hold, record, scope_history
 from tests.app.service_process import ServiceProcess
-from tests.chromium import needs_chromium
+from tests.chromium import needs_chromium, watched_page
 from tests.conftest import migrated_engine
 
 pytestmark = needs_chromium
@@ -42,14 +42,8 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess
 
 @pytest.fixture
 def page(browser: Browser) -> Iterator[Page]:
-    context = browser.new_context(viewport={"width": 1400, "height": 900})
-    opened = context.new_page()
-    errors: list[str] = []
-    opened.on("pageerror", lambda error: errors.append(str(error)))
-    yield opened
-    assert errors == []
-    assert opened.evaluate("window.__pwned") is None
-    context.close()
+    with watched_page(browser) as opened:
+        yield opened
 
 
 def test_the_what_if_form_replays_a_timeout_over_the_scope(
