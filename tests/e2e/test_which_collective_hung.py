@@ -35,6 +35,7 @@ import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -101,8 +102,8 @@ def train_step(number: int, rank: int, pair: dist.ProcessGroup) -> None:
         dist.all_reduce(torch.ones(8))
     elif SCENARIO == "subgroup" and rank == 1:
         dist.all_reduce(torch.ones(8), group=pair)  # the others are in the default group's
-    elif SCENARIO == "skip" and rank == 1:
-        save_checkpoint()  # control flow diverged: rank 1 skips this step's all_reduce
+    elif SCENARIO == "skip" and os.environ["LOCAL_RANK"] == os.environ["SKIP_LOCAL_RANK"]:
+        save_checkpoint()  # control flow diverged: this rank skips this step's all_reduce
     else:
         dist.all_reduce(torch.ones(8))
 
@@ -149,6 +150,19 @@ def sockets() -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
+@dataclass(frozen=True)
+class NodeOfJob:
+    """One node's torchrun in a job of several nodes: every node's torchrun names the
+    job's id and rendezvous, and its own rank among the nodes."""
+
+    job_id: str
+    endpoint: str  # the c10d rendezvous, host:port
+    node_rank: int
+    nodes: int = 2
+    ranks: int = 2  # on this node
+    skip_local_rank: int | None = None  # on this node, in the "skip" scenario
+
+
 @contextmanager
 def torchrun(
     service: ServiceProcess,
@@ -156,19 +170,31 @@ def torchrun(
     scenario: str,
     sockets: Path,
     server: Literal["worker_main", "runner"] | None,
+    node: NodeOfJob | None = None,
 ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """The 4-rank job (its id, its torchrun), killed whole on the way out. Its ranks
+    """The 4-rank job (its id, its torchrun), killed whole on the way out; or, given
+    ``node``, that node's part of the job, its ranks on ``service``'s FIFO. Its ranks
     run a worker server, with its socket in ``sockets``, started by torch's
     ``worker_main()`` or by ``-m timer_core.with_worker_server``, or none."""
-    job_id = f"{scenario}-{uuid.uuid4().hex[:8]}"
+    skip_local_rank: int | None
+    if node is None:
+        job_id, skip_local_rank = f"{scenario}-{uuid.uuid4().hex[:8]}", SKIPPER
+        where = [f"--nproc-per-node={WORLD_SIZE}", f"--rdzv-endpoint=127.0.0.1:{free_port()}"]
+    else:
+        job_id, skip_local_rank = node.job_id, node.skip_local_rank
+        where = [
+            f"--nnodes={node.nodes}",
+            f"--node-rank={node.node_rank}",
+            f"--nproc-per-node={node.ranks}",
+            f"--rdzv-endpoint={node.endpoint}",
+        ]
     script = workdir / "train.py"
     script.write_text(WORKER)
     assert TORCHRUN is not None
     command = [
         TORCHRUN,
-        f"--nproc-per-node={WORLD_SIZE}",
+        *where,
         "--rdzv-backend=c10d",
-        f"--rdzv-endpoint=127.0.0.1:{free_port()}",
         f"--rdzv-id={job_id}",
         *(["-m", "timer_core.with_worker_server"] if server == "runner" else []),
         str(script),
@@ -182,6 +208,7 @@ def torchrun(
     env = {key: value for key, value in env.items() if key != "XDG_RUNTIME_DIR"}
     env["TMPDIR"] = str(sockets)
     env.pop("TORCH_WORKER_SERVER_SOCKET", None)
+    env["SKIP_LOCAL_RANK"] = "" if skip_local_rank is None else str(skip_local_rank)
     if server == "worker_main":
         env["RANK_SOCKETS"] = str(sockets)
     with open(workdir / "torchrun.log", "wb") as log:
