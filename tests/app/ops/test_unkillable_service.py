@@ -20,10 +20,9 @@ import pytest
 from playwright.sync_api import Browser
 
 from tests.app.service_process import ServiceProcess, refused_start, scraped, wait_for_state
-from tests.timer_core.diagnosis.stuck_fuse import unanswered_fuse
+from tests.timer_core.diagnosis.stuck_fuse import worker_held_in_fuse
 from tests.waiting import wait_until
 from tests.workers import wait_dead
-from timer_core.engine.unkillable import read_kernel_state
 
 AFTER = 0.5
 JOB = "unkillable-job"
@@ -57,51 +56,42 @@ def marks(html: str, element: str) -> list[str]:
 def test_a_worker_sigkill_cannot_kill_is_reported_shown_and_counted(
     service: ServiceProcess, tmp_path: Path, browser: Browser
 ) -> None:
-    mount = tmp_path / "mnt"
-    mount.mkdir()
-    with unanswered_fuse(mount):
-        worker = subprocess.Popen(
-            [sys.executable, "-c", f"import os; os.stat({str(mount / 'x')!r})"]
+    with worker_held_in_fuse(tmp_path) as worker:
+        armed = httpx.post(
+            service.url + "/timers",
+            json={
+                "pid": worker.pid,
+                "scope_id": "step",
+                "expires_in": 0.2,
+                "job_id": JOB,
+                "rank": 0,
+                "world_size": 1,
+            },
         )
-        try:
-            assert wait_until(lambda: read_kernel_state(worker.pid).wchan == "request_wait_answer")
-            armed = httpx.post(
-                service.url + "/timers",
-                json={
-                    "pid": worker.pid,
-                    "scope_id": "step",
-                    "expires_in": 0.2,
-                    "job_id": JOB,
-                    "rank": 0,
-                    "world_size": 1,
-                },
-            )
-            assert armed.status_code == 201, armed.text
-            timer_id = armed.json()["id"]
-            wait_for_state(service.url, worker.pid, "killed")
-            assert wait_until(lambda: unkillable_events(service.url), 30), service.log()
-            [stuck] = unkillable_events(service.url)
-            assert stuck["timer_id"] == timer_id
-            detail = stuck["detail"]
-            assert (detail["state"], detail["wchan"]) == ("D", "request_wait_answer")
-            assert detail["seconds"] >= AFTER and "exited" not in detail
-            assert worker.poll() is None  # alive, past its SIGKILL
-            assert scraped(service.url, "timer_unkillable_workers") == 1
-            timer_page = httpx.get(f"{service.url}/ui/timers/{timer_id}").text
-            assert marks(timer_page, 'id="timer"') == ["true"]
-            assert "still alive" in timer_page and "request_wait_answer" in timer_page
-            job_page = httpx.get(f"{service.url}/ui/jobs/{JOB}").text
-            assert marks(job_page, f'data-timer-id="{timer_id}"') == ["true"]
-            # The page stays open: its script must follow the worker's exit.
-            context = browser.new_context()
-            page = context.new_page()
-            errors: list[str] = []
-            page.on("pageerror", lambda error: errors.append(str(error)))
-            page.goto(f"{service.url}/ui/timers/{timer_id}")
-            page.wait_for_selector('#timer[data-unkillable="true"]')
-            assert "request_wait_answer" in page.inner_text("#unkillable")
-        finally:
-            worker.kill()
+        assert armed.status_code == 201, armed.text
+        timer_id = armed.json()["id"]
+        wait_for_state(service.url, worker.pid, "killed")
+        assert wait_until(lambda: unkillable_events(service.url), 30), service.log()
+        [stuck] = unkillable_events(service.url)
+        assert stuck["timer_id"] == timer_id
+        detail = stuck["detail"]
+        assert (detail["state"], detail["wchan"]) == ("D", "request_wait_answer")
+        assert detail["seconds"] >= AFTER and "exited" not in detail
+        assert worker.poll() is None  # alive, past its SIGKILL
+        assert scraped(service.url, "timer_unkillable_workers") == 1
+        timer_page = httpx.get(f"{service.url}/ui/timers/{timer_id}").text
+        assert marks(timer_page, 'id="timer"') == ["true"]
+        assert "still alive" in timer_page and "request_wait_answer" in timer_page
+        job_page = httpx.get(f"{service.url}/ui/jobs/{JOB}").text
+        assert marks(job_page, f'data-timer-id="{timer_id}"') == ["true"]
+        # The page stays open: its script must follow the worker's exit.
+        context = browser.new_context()
+        page = context.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.goto(f"{service.url}/ui/timers/{timer_id}")
+        page.wait_for_selector('#timer[data-unkillable="true"]')
+        assert "request_wait_answer" in page.inner_text("#unkillable")
     # The filesystem is gone: the worker dies of its SIGKILL at last.
     assert wait_dead(worker) == -signal.SIGKILL
     assert wait_until(lambda: len(unkillable_events(service.url)) == 2, 30), service.log()

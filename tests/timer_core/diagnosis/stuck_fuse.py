@@ -14,6 +14,8 @@ Two kinds of never (Linux's fs/fuse/dev.c, ``request_wait_answer``):
   signal; after a SIGKILL the kernel waits for the answer uninterruptibly, so the
   process stays alive in ``D`` (wchan ``request_wait_answer``) until the connection is
   aborted: a worker SIGKILL cannot kill, as on a hung NFS server or GPU driver.
+
+``worker_held_in_fuse`` is such a worker, asleep in its lookup.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ import ctypes.util
 import os
 import select
 import struct
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -30,7 +34,10 @@ from pathlib import Path
 
 import pytest
 
-__all__ = ["never_answering_fuse", "unanswered_fuse"]
+from tests.waiting import wait_until
+from timer_core.engine.unkillable import read_kernel_state
+
+__all__ = ["never_answering_fuse", "unanswered_fuse", "worker_held_in_fuse"]
 
 _MS_NOSUID = 2
 _MS_NODEV = 4
@@ -95,6 +102,28 @@ def unanswered_fuse(directory: Path) -> Iterator[None]:
             # hold the connection open, and its sleepers asleep, past the close.
             stop.set()
             daemon.join(5.0)
+
+
+@contextmanager
+def worker_held_in_fuse(workdir: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """A worker asleep in a lookup below an ``unanswered_fuse`` mounted on
+    ``workdir``/mnt (interruptibly, until a signal). It is sent SIGKILL as the block
+    ends, before the filesystem is torn down: it dies once the mount is gone, of the
+    first fatal signal it was sent (the caller waits for that)."""
+    mount = workdir / "mnt"
+    mount.mkdir()
+    with unanswered_fuse(mount):
+        worker = subprocess.Popen(
+            [sys.executable, "-c", f"import os; os.stat({str(mount / 'x')!r})"]
+        )
+        try:
+            asleep = wait_until(
+                lambda: read_kernel_state(worker.pid).wchan == "request_wait_answer"
+            )
+            assert asleep, read_kernel_state(worker.pid)
+            yield worker
+        finally:
+            worker.kill()
 
 
 def _read_and_never_answer(fuse: int, stop: threading.Event) -> None:

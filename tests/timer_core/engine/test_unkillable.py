@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -15,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.timer_core.diagnosis.stuck_fuse import unanswered_fuse
+from tests.timer_core.diagnosis.stuck_fuse import worker_held_in_fuse
 from tests.waiting import wait_until
 from tests.workers import spawn_sleeper, wait_dead
 from timer_core import EventKind, ManualClock, Reaper, Timer, TimerEvent, TimerState
@@ -29,23 +28,11 @@ AFTER = 0.5
 
 
 @pytest.fixture
-def held(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
+def held(tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
     """A worker asleep in a lookup on a FUSE mount that never answers (interruptibly,
-    until a signal), and the mount, torn down when the test ends."""
-    mount = tmp_path / "mnt"
-    mount.mkdir()
-    with unanswered_fuse(mount):
-        worker = subprocess.Popen(
-            [sys.executable, "-c", f"import os; os.stat({str(mount / 'x')!r})"]
-        )
-        try:
-            asleep = wait_until(
-                lambda: read_kernel_state(worker.pid).wchan == "request_wait_answer"
-            )
-            assert asleep, read_kernel_state(worker.pid)
-            yield worker, mount
-        finally:
-            worker.kill()
+    until a signal); the mount is torn down when the test ends."""
+    with worker_held_in_fuse(tmp_path) as worker:
+        yield worker
     # The filesystem is gone: the worker's wait ends, and the fatal signal it had (the
     # SIGTERM it was sent first, or the SIGKILL) takes it.
     assert wait_dead(worker) in (-signal.SIGKILL, -signal.SIGTERM)
@@ -67,45 +54,36 @@ def test_a_worker_held_in_d_after_its_sigkill_is_reported_once_then_its_exit(
     assert reaper.unkillable is not None
     events: list[TimerEvent] = []
     reaper.add_listener(events.append)
-    mount = tmp_path / "mnt"
-    mount.mkdir()
-    with unanswered_fuse(mount):
-        worker = subprocess.Popen(
-            [sys.executable, "-c", f"import os; os.stat({str(mount / 'x')!r})"]
-        )
-        try:
-            assert wait_until(lambda: read_kernel_state(worker.pid).wchan == "request_wait_answer")
-            reaper.acquire(ArmRequest(worker.pid, "step", manual_clock.time() + 1))
-            manual_clock.advance(1.5)
-            reaper.step()  # SIGKILL, sent before step returns (no capturer)
-            # Delivered, and not taken: the kernel waits for the filesystem's answer.
-            assert wait_until(lambda: read_kernel_state(worker.pid).letter == "D")
-            assert worker.poll() is None
-            reaper.unkillable.check_due()
-            reaper.bus.drain()
-            assert unkillable_events(events) == []  # not yet: ``AFTER`` has not passed
+    with worker_held_in_fuse(tmp_path) as worker:
+        reaper.acquire(ArmRequest(worker.pid, "step", manual_clock.time() + 1))
+        manual_clock.advance(1.5)
+        reaper.step()  # SIGKILL, sent before step returns (no capturer)
+        # Delivered, and not taken: the kernel waits for the filesystem's answer.
+        assert wait_until(lambda: read_kernel_state(worker.pid).letter == "D")
+        assert worker.poll() is None
+        reaper.unkillable.check_due()
+        reaper.bus.drain()
+        assert unkillable_events(events) == []  # not yet: ``AFTER`` has not passed
 
-            manual_clock.advance(AFTER)
-            reaper.unkillable.check_due()
-            reaper.unkillable.check_due()  # once per worker, however often it is looked at
-            reaper.bus.drain()
-            [stuck] = unkillable_events(events)
-            assert (stuck.state, stuck.state_name) == ("D", "disk sleep")
-            assert stuck.wchan == "request_wait_answer"
-            assert stuck.seconds == pytest.approx(AFTER)
-            assert stuck.as_json() == {
-                "state": "D",
-                "wchan": "request_wait_answer",
-                "seconds": AFTER,
-                "state_name": "disk sleep",
-            }
-            assert reaper.unkillable.stuck() == 1
-            event = next(e for e in events if e.kind == EventKind.UNKILLABLE)
-            assert isinstance(event.timer, Timer) and event.timer.pid == worker.pid
-            assert event.timer.state == TimerState.KILLED
-            manual_clock.advance(2.0)
-        finally:
-            worker.kill()
+        manual_clock.advance(AFTER)
+        reaper.unkillable.check_due()
+        reaper.unkillable.check_due()  # once per worker, however often it is looked at
+        reaper.bus.drain()
+        [stuck] = unkillable_events(events)
+        assert (stuck.state, stuck.state_name) == ("D", "disk sleep")
+        assert stuck.wchan == "request_wait_answer"
+        assert stuck.seconds == pytest.approx(AFTER)
+        assert stuck.as_json() == {
+            "state": "D",
+            "wchan": "request_wait_answer",
+            "seconds": AFTER,
+            "state_name": "disk sleep",
+        }
+        assert reaper.unkillable.stuck() == 1
+        event = next(e for e in events if e.kind == EventKind.UNKILLABLE)
+        assert isinstance(event.timer, Timer) and event.timer.pid == worker.pid
+        assert event.timer.state == TimerState.KILLED
+        manual_clock.advance(2.0)
     # The filesystem is torn down: the worker dies of its SIGKILL at last.
     assert wait_dead(worker) == -signal.SIGKILL
 
@@ -147,11 +125,11 @@ def test_a_worker_that_dies_of_its_sigkill_is_not_reported(
 
 
 def test_an_escalated_sigkill_is_watched_too_on_the_reapers_own_threads(
-    held: tuple[subprocess.Popen[bytes], Path],
+    held: subprocess.Popen[bytes],
 ) -> None:
     """SIGTERM first: its default action is fatal, so the worker leaves its interruptible
     wait for the uninterruptible one, and outlives the SIGKILL that follows."""
-    worker, _ = held
+    worker = held
     reaper = Reaper(escalate_after=0.2, unkillable_after=AFTER)
     arrived = threading.Condition()
     events: list[TimerEvent] = []
