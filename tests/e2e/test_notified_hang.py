@@ -10,11 +10,6 @@ Needs root (py-spy attaches with ptrace) and the venv's torchrun.
 
 from __future__ import annotations
 
-import os
-import shutil
-import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -25,21 +20,20 @@ import pytest
 
 from tests.app.notify.receiver import Receiver, start_receiver, verified
 from tests.app.notify.smtp_server import Mailbox, running_mailbox, text_of
-from tests.app.service_process import ServiceProcess, free_port
-from timer_core.diagnosis.stack_capture import StackCapturer
+from tests.app.service_process import ServiceProcess
+from tests.e2e.torchrun_job import (
+    captures_stacks,
+    ended,
+    job_command,
+    job_env,
+    needs_torchrun,
+    start_job,
+)
 
-TORCHRUN = shutil.which("torchrun", path=str(Path(sys.executable).parent))
 SECRET = "a-secret-of-32-characters-------"
 STEP_SECONDS = 4.0
 
-pytestmark = [
-    pytest.mark.torch,
-    pytest.mark.skipif(os.geteuid() != 0, reason="needs root: py-spy attaches with ptrace"),
-    pytest.mark.skipif(
-        StackCapturer().py_spy is None, reason="py-spy is not installed (pip install py-spy)"
-    ),
-    pytest.mark.skipif(TORCHRUN is None, reason="torchrun is not installed (pip install torch)"),
-]
+pytestmark = [pytest.mark.torch, *captures_stacks, needs_torchrun]
 
 WORKER = """
 import os
@@ -114,34 +108,9 @@ def test_a_hung_torchrun_job_is_told_once_by_webhook_and_email(
     add_channel(service, "hook", receiver.url, SECRET)
     add_channel(service, "mail", mailbox.url(), None)
     job_id = f"notified-{uuid.uuid4().hex[:8]}"
-    script = tmp_path / "train.py"
-    script.write_text(WORKER)
-    assert TORCHRUN is not None
-    log = open(tmp_path / "torchrun.log", "wb")  # noqa: SIM115 - closed once handed over
-    try:
-        job = subprocess.Popen(
-            [
-                TORCHRUN,
-                "--nproc-per-node=2",
-                "--rdzv-backend=c10d",
-                f"--rdzv-endpoint=127.0.0.1:{free_port()}",
-                f"--rdzv-id={job_id}",
-                str(script),
-                str(STEP_SECONDS),
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "TIMER_FIFO": str(tmp_path / "timers.fifo"), "OMP_NUM_THREADS": "1"},
-            start_new_session=True,
-        )
-    finally:
-        log.close()
-    try:
-        job.wait(90)  # torchrun ends once the service has killed its ranks
-    except subprocess.TimeoutExpired:
-        os.killpg(job.pid, signal.SIGKILL)
-        job.wait()
-        pytest.fail(f"torchrun never ended:\n{(tmp_path / 'torchrun.log').read_text()}")
+    command = job_command(tmp_path, WORKER, job_id, 2, str(STEP_SECONDS))
+    job = start_job(command, job_env(tmp_path / "timers.fifo"), tmp_path / "torchrun.log")
+    ended(job, tmp_path / "torchrun.log", 90)  # once the service has killed its ranks
     (got,) = receiver.wait_for(1)
     (mail,) = mailbox.wait_for(1)
     time.sleep(1.0)  # anything sent twice would have come by now

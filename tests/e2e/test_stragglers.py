@@ -10,31 +10,24 @@ The compute is a sleep: four busy ranks on a 2-core machine would slow each othe
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
-from tests.app.service_process import ServiceProcess, free_port
+from tests.app.service_process import ServiceProcess
+from tests.e2e.torchrun_job import get, job_command, job_env, needs_torchrun
 from tests.waiting import wait_until
 
-TORCHRUN = shutil.which("torchrun", path=str(Path(sys.executable).parent))
 WORLD_SIZE = 4
 WINDOW = 8
 STEPS = 14
 COMPUTE = 0.1
 
-pytestmark = [
-    pytest.mark.torch,
-    pytest.mark.skipif(TORCHRUN is None, reason="torchrun is not installed (pip install torch)"),
-]
+pytestmark = [pytest.mark.torch, needs_torchrun]
 
 WORKER = """
 import os
@@ -70,29 +63,11 @@ def service(tmp_path: Path) -> Iterator[ServiceProcess]:
 
 
 def run_job(tmp_path: Path, job_id: str, slow_rank: int) -> None:
-    script = tmp_path / "train.py"
-    script.write_text(WORKER)
-    assert TORCHRUN is not None
-    command = [
-        TORCHRUN,
-        f"--nproc-per-node={WORLD_SIZE}",
-        "--rdzv-backend=c10d",
-        f"--rdzv-endpoint=127.0.0.1:{free_port()}",
-        f"--rdzv-id={job_id}",
-        str(script),
-        str(slow_rank),
-        str(COMPUTE),
-        str(STEPS),
-    ]
-    env = {**os.environ, "TIMER_FIFO": str(tmp_path / "timers.fifo"), "OMP_NUM_THREADS": "1"}
+    args = (str(slow_rank), str(COMPUTE), str(STEPS))
+    command = job_command(tmp_path, WORKER, job_id, WORLD_SIZE, *args)
+    env = job_env(tmp_path / "timers.fifo")
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=240)
     assert done.returncode == 0, done.stdout + done.stderr
-
-
-def get(service: ServiceProcess, path: str, **params: str | int) -> Any:
-    answer = httpx.get(service.url + path, params=params)
-    assert answer.status_code == 200, answer.text
-    return answer.json()
 
 
 def released(service: ServiceProcess, job_id: str) -> int:

@@ -12,11 +12,7 @@ Needs root (py-spy attaches with ptrace) and the venv's torchrun.
 
 from __future__ import annotations
 
-import os
-import shutil
-import signal
 import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,25 +21,25 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.app.service_process import ServiceProcess, free_port
+from tests.app.service_process import ServiceProcess
+from tests.e2e.torchrun_job import (
+    captures_stacks,
+    ended,
+    get,
+    job_command,
+    job_env,
+    needs_torchrun,
+    start_job,
+)
 from tests.waiting import wait_until
-from timer_core.diagnosis.stack_capture import StackCapturer
 
-TORCHRUN = shutil.which("torchrun", path=str(Path(sys.executable).parent))
 STUCK_RANK = 2
 WORLD_SIZE = 4
 # A step's timer: far longer than a tiny all_reduce takes on a busy 2-core machine,
 # short enough to keep the test quick.
 STEP_SECONDS = 4.0
 
-pytestmark = [
-    pytest.mark.torch,
-    pytest.mark.skipif(os.geteuid() != 0, reason="needs root: py-spy attaches with ptrace"),
-    pytest.mark.skipif(
-        StackCapturer().py_spy is None, reason="py-spy is not installed (pip install py-spy)"
-    ),
-    pytest.mark.skipif(TORCHRUN is None, reason="torchrun is not installed (pip install torch)"),
-]
+pytestmark = [pytest.mark.torch, *captures_stacks, needs_torchrun]
 
 # The worker torchrun runs: torch's own timer client, nothing of ours.
 WORKER = """
@@ -92,47 +88,15 @@ def service(tmp_path: Path) -> Iterator[ServiceProcess]:
 
 
 def torchrun(tmp_path: Path, job_id: str) -> subprocess.Popen[bytes]:
-    script = tmp_path / "train.py"
-    script.write_text(WORKER)
-    assert TORCHRUN is not None
-    command = [
-        TORCHRUN,
-        f"--nproc-per-node={WORLD_SIZE}",
-        "--rdzv-backend=c10d",
-        f"--rdzv-endpoint=127.0.0.1:{free_port()}",
-        f"--rdzv-id={job_id}",
-        str(script),
-        str(STUCK_RANK),
-        str(STEP_SECONDS),
-    ]
-    env = {**os.environ, "TIMER_FIFO": str(tmp_path / "timers.fifo"), "OMP_NUM_THREADS": "1"}
-    log = open(tmp_path / "torchrun.log", "wb")  # noqa: SIM115 - closed once handed over
-    try:
-        return subprocess.Popen(
-            command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
-        )
-    finally:
-        log.close()
-
-
-def get(service: ServiceProcess, path: str, **params: str | int) -> Any:
-    answer = httpx.get(service.url + path, params=params)
-    assert answer.status_code == 200, answer.text
-    return answer.json()
+    command = job_command(tmp_path, WORKER, job_id, WORLD_SIZE, str(STUCK_RANK), str(STEP_SECONDS))
+    env = job_env(tmp_path / "timers.fifo")
+    return start_job(command, env, tmp_path / "torchrun.log")
 
 
 def test_the_incident_names_the_rank_that_hung(tmp_path: Path, service: ServiceProcess) -> None:
     job_id = f"which-rank-{uuid.uuid4().hex[:8]}"
-    job = torchrun(tmp_path, job_id)
-    try:
-        # torchrun ends once the service has killed its ranks.
-        job.wait(90)
-    except subprocess.TimeoutExpired:
-        os.killpg(job.pid, signal.SIGKILL)
-        job.wait()
-        pytest.fail(f"torchrun never ended:\n{(tmp_path / 'torchrun.log').read_text()}")
-    output = (tmp_path / "torchrun.log").read_text(errors="replace")
-    assert job.returncode != 0, output
+    # torchrun ends once the service has killed its ranks.
+    output = ended(torchrun(tmp_path, job_id), tmp_path / "torchrun.log", 90)
 
     # Every rank's step timers, labelled from the workers' environment.
     timers = get(service, "/timers", job=job_id, limit=1000)["items"]
