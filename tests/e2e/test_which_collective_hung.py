@@ -24,13 +24,9 @@ Needs root (py-spy attaches with ptrace; the second user is made with useradd).
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import shutil
-import signal
 import subprocess
-import sys
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -43,6 +39,16 @@ import httpx
 import pytest
 
 from tests.app.service_process import ServiceProcess, free_port
+from tests.e2e import torchrun_job
+from tests.e2e.torchrun_job import TORCHRUN as TORCHRUN  # the across-nodes test's import
+from tests.e2e.torchrun_job import (
+    captures_stacks,
+    get,
+    job_env,
+    kill_job,
+    needs_torchrun,
+    start_job,
+)
 from tests.second_user import SERVICE_AS_ROOT, SYSTEM_PYTHON, SecondUser
 from tests.timer_core.diagnosis.test_collectives_oracle import torchs_findings
 from tests.timer_core.diagnosis.test_worker_server_hostile import (
@@ -52,10 +58,8 @@ from tests.timer_core.diagnosis.test_worker_server_hostile import (
 )
 from tests.timer_core.diagnosis.torch_worker_server import TorchWorker, needs_torch
 from tests.waiting import wait_until
-from timer_core.diagnosis.stack_capture import StackCapturer
 from timer_core.diagnosis.worker_server_capture import WorkerServerCapture, capture_worker_server
 
-TORCHRUN = shutil.which("torchrun", path=str(Path(sys.executable).parent))
 WORLD_SIZE = 4
 SKIPPER = 1
 # A step's timer: far longer than a tiny all_reduce takes on a busy 2-core machine,
@@ -68,10 +72,8 @@ pytestmark = [
     pytest.mark.torch,
     needs_torch,
     *SERVICE_AS_ROOT,
-    pytest.mark.skipif(
-        StackCapturer().py_spy is None, reason="py-spy is not installed (pip install py-spy)"
-    ),
-    pytest.mark.skipif(TORCHRUN is None, reason="torchrun is not installed (pip install torch)"),
+    *captures_stacks,
+    needs_torchrun,
 ]
 
 # The worker torchrun runs: torch's own timer client and worker server, nothing of ours.
@@ -201,8 +203,7 @@ def torchrun(
         scenario,
         str(STEP_SECONDS),
     ]
-    fifo = service.workdir / "timers.fifo"
-    env = {**os.environ, "TIMER_FIFO": str(fifo), "OMP_NUM_THREADS": "1"}
+    env = job_env(service.workdir / "timers.fifo")
     # The runner's directories go where the test removes them: a killed rank leaves
     # its own behind.
     env = {key: value for key, value in env.items() if key != "XDG_RUNTIME_DIR"}
@@ -211,39 +212,16 @@ def torchrun(
     env["SKIP_LOCAL_RANK"] = "" if skip_local_rank is None else str(skip_local_rank)
     if server == "worker_main":
         env["RANK_SOCKETS"] = str(sockets)
-    with open(workdir / "torchrun.log", "wb") as log:
-        job = subprocess.Popen(
-            command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
-        )
+    job = start_job(command, env, workdir / "torchrun.log")
     try:
         yield job_id, job
     finally:
-        if job.poll() is None:
-            # torchrun starts each rank in a session of its own: its ranks are killed
-            # by pid (its children, not reaped while it lives), then its own group.
-            ranks = subprocess.run(["pgrep", "-P", str(job.pid)], capture_output=True)
-            for pid in ranks.stdout.split():
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(int(pid), signal.SIGKILL)
-            os.killpg(job.pid, signal.SIGKILL)
-        job.wait()
+        kill_job(job)
 
 
 def ended(job: subprocess.Popen[bytes], workdir: Path) -> str:
     """torchrun's output, once the service's kills have ended it."""
-    try:
-        job.wait(60)
-    except subprocess.TimeoutExpired:
-        pytest.fail(f"torchrun never ended:\n{(workdir / 'torchrun.log').read_text()}")
-    output = (workdir / "torchrun.log").read_text(errors="replace")
-    assert job.returncode != 0, output
-    return output
-
-
-def get(service: ServiceProcess, path: str, **params: str | int) -> Any:
-    answer = httpx.get(service.url + path, params=params)
-    assert answer.status_code == 200, answer.text
-    return answer.json()
+    return torchrun_job.ended(job, workdir / "torchrun.log", 60)
 
 
 def incident_of(service: ServiceProcess, job_id: str, ranks: int) -> dict[str, Any]:
