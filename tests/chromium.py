@@ -1,5 +1,6 @@
 """Real headless Chromium (Debian's) for the pages: the browser fixture, the mark for
-tests that need it, and a watched page that fails its test on any script error."""
+tests that need it, and a watched page (the ``page`` fixture) that fails its test on
+any script error."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from contextlib import contextmanager
 import pytest
 from playwright.sync_api import Browser, Dialog, Page, sync_playwright
 
-__all__ = ["CHROMIUM", "CHROMIUM_ARGS", "browser", "needs_chromium", "watched_page"]
+__all__ = ["CHROMIUM", "CHROMIUM_ARGS", "browser", "needs_chromium", "page", "watched_page"]
 
 CHROMIUM = "/usr/bin/chromium"
 # Chromium's own background traffic is refused on a machine with no internet; these
@@ -56,3 +57,10 @@ def watched_page(browser: Browser) -> Iterator[Page]:
         assert opened.evaluate("window.__pwned") is None
     finally:
         context.close()
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    """A ``watched_page`` for the test (a module may define its own ``page``)."""
+    with watched_page(browser) as opened:
+        yield opened

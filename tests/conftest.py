@@ -20,7 +20,7 @@ from app.service import Service
 from app.settings import Settings
 from app.worker_node import WorkerNode
 from tests.app.service_process import ServiceProcess
-from tests.chromium import browser  # noqa: F401 - a fixture for all tests
+from tests.chromium import browser, page  # noqa: F401 - fixtures for all tests
 from tests.mount_namespace_worker import namespaced_user  # noqa: F401 - a fixture for all tests
 from tests.postgres import postgres_database, postgres_url  # noqa: F401 - fixtures for all tests
 from tests.second_user import second_user, shared_tmp  # noqa: F401 - fixtures for all tests

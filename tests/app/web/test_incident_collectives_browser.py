@@ -12,11 +12,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page
+from playwright.sync_api import Page
 
 from tests.app.job_seeds import JobSeed, incident_of, seed
 from tests.app.service_process import ServiceProcess
-from tests.chromium import needs_chromium, watched_page
+from tests.chromium import needs_chromium
 
 pytestmark = needs_chromium
 
@@ -49,12 +49,6 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess
     running = ServiceProcess(workdir).start()
     yield running
     running.stop()
-
-
-@pytest.fixture
-def page(browser: Browser) -> Iterator[Page]:
-    with watched_page(browser) as opened:
-        yield opened
 
 
 def test_the_rank_that_skipped_a_collective_is_marked_missing_from_it(

@@ -9,11 +9,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page
+from playwright.sync_api import Page
 
 from tests.app.job_seeds import SLEEPING, JobSeed, incident_of, seed
 from tests.app.service_process import ServiceProcess
-from tests.chromium import needs_chromium, watched_page
+from tests.chromium import needs_chromium
 
 pytestmark = needs_chromium
 
@@ -30,12 +30,6 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess
     running = ServiceProcess(workdir).start()
     yield running
     running.stop()
-
-
-@pytest.fixture
-def page(browser: Browser) -> Iterator[Page]:
-    with watched_page(browser) as opened:
-        yield opened
 
 
 def test_a_jobs_page_shows_a_grid_of_its_ranks_coloured_by_state(

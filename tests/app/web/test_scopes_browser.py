@@ -9,11 +9,11 @@ from collections.abc import Iterator
 from urllib.parse import quote
 
 import pytest
-from playwright.sync_api import Browser, Page
+from playwright.sync_api import Page
 
 from tests.app.hold_history import Hold, record, scope_history
 from tests.app.service_process import ServiceProcess
-from tests.chromium import needs_chromium, watched_page
+from tests.chromium import needs_chromium
 from tests.conftest import migrated_engine
 
 pytestmark = needs_chromium
@@ -38,12 +38,6 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess
     running = ServiceProcess(workdir, "--auto-floor", "2").start()
     yield running
     running.stop()
-
-
-@pytest.fixture
-def page(browser: Browser) -> Iterator[Page]:
-    with watched_page(browser) as opened:
-        yield opened
 
 
 def test_the_what_if_form_replays_a_timeout_over_the_scope(
