@@ -24,5 +24,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("timers") as batch:
-        batch.drop_column("timeout_source")
+    # In place, not in batch mode: on SQLite a batch copies ``timers`` to a new table
+    # and drops the old one, which fails on the events' foreign key, or without events
+    # deletes every stack (ON DELETE CASCADE). SQLite drops a column in place since 3.35.
+    op.drop_column("timers", "timeout_source")
