@@ -1,7 +1,6 @@
 """What the kernel shows of a process, for a stack capture that could take no stack:
 status, wait channels, the kernel stack (root only), read bounded and without following
-a link; and whether a process is stopped, so that nothing that needs it to run (py-spy,
-its own signal handler, its worker server) is tried.
+a link (``engine.kernel_state``).
 """
 
 from __future__ import annotations
@@ -10,45 +9,20 @@ import os
 import re
 import time
 
-__all__ = ["hide_kernel_stack", "proc_report", "stopped_state"]
+from ..engine.kernel_state import read_proc_head
 
-# "State:\tT (stopped)" in /proc/PID/status: a process that runs no code, its own
-# signal handlers included, until someone else acts (SIGCONT, or its tracer).
-_STOPPED_STATE = re.compile(rb"^State:\s+([Tt] \([a-z ]{1,20}\))\s*$", re.MULTILINE)
-
-
-def stopped_state(pid: int) -> str | None:
-    """``"T (stopped)"`` or ``"t (tracing stop)"`` if ``pid`` is stopped now, else None
-    (running, sleeping, in the kernel, gone)."""
-    try:
-        with open(f"/proc/{pid}/status", "rb") as status:
-            found = _STOPPED_STATE.search(status.read(_PROC_FILE_BYTES))
-    except OSError:
-        return None
-    return found.group(1).decode() if found is not None else None
-
+__all__ = ["hide_kernel_stack", "proc_report"]
 
 # More than any of the kernel's files read here holds (status is ~1.5 KiB).
 _PROC_FILE_BYTES = 64 * 1024
 
 
 def _read(path: str) -> str:
-    """A /proc file, bounded: no link followed at its end, at most _PROC_FILE_BYTES."""
+    """A /proc file, bounded (``read_proc_head``), or why it could not be read."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        return read_proc_head(path, _PROC_FILE_BYTES).decode(errors="replace").strip()
     except OSError as error:
         return f"(unreadable: {error.strerror})"
-    try:
-        chunks: list[bytes] = []
-        left = _PROC_FILE_BYTES
-        while left > 0 and (chunk := os.read(fd, left)):
-            chunks.append(chunk)
-            left -= len(chunk)
-    except OSError as error:
-        return f"(unreadable: {error.strerror})"
-    finally:
-        os.close(fd)
-    return b"".join(chunks).decode(errors="replace").strip()
 
 
 _KERNEL_STACK_HEADER = "(kernel stack; needs root):"

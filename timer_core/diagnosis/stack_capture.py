@@ -27,6 +27,7 @@ from pathlib import Path
 import psutil
 
 from ..engine.capturer import CapturedStack
+from ..engine.kernel_state import read_kernel_state
 from ..engine.process import ProcessIdentity, ProcessSignaller, identify
 from .bounded_subprocess import run_bounded
 from .dump_dirs import DumpDirMaker
@@ -37,7 +38,7 @@ from .dump_files import (
     reader_dump_dirs,
     worker_dump_dir,
 )
-from .proc_report import proc_report, stopped_state
+from .proc_report import proc_report
 from .server_stack import WORKER_SERVER, ServerStack, stack_from_worker_server
 from .worker_privileges import NOT_RUN, as_worker, credentials_of
 
@@ -164,7 +165,8 @@ class StackCapturer:
         # runs to its timeout on a loaded host does not leave the rank with nothing.
         attempts_until = give_up_at - min(_PROC_RESERVE, (give_up_at - began) / 4)
         notes: list[str] = []
-        stopped = stopped_state(identity.pid)
+        state = read_kernel_state(identity.pid)
+        stopped = state.describe() if state.stopped else None
         # A stopped worker's server thread does not answer either.
         if self.use_worker_server and stopped is None:
             # At most half of the attempts' time: a server that never answers leaves

@@ -39,62 +39,21 @@ from .clock import Clock
 from .emitter import Emit
 from .event_details import Unkillable
 from .exit_watcher import ExitWatcher
+from .kernel_state import KernelState, read_kernel_state
 from .process import ProcessIdentity, identify
 from .states import EventKind
 from .timers import LiveTimer
 
-__all__ = ["KernelState", "UnkillableWatch", "read_kernel_state"]
+__all__ = ["UnkillableWatch"]
 
 logger = logging.getLogger(log_names.UNKILLABLE)
 
-# More than the head of /proc/PID/status (its State line is the third) or a wchan.
-_PROC_BYTES = 4096
 # Stuck workers watched through pidfds at once; any more are checked once a second.
 _MAX_PIDFDS = 64
 # Looks whose /proc reads never returned, left behind, at most: past it, a due worker
 # waits (``_RETRY_SECONDS`` at a time) rather than a thread more stuck with it.
 MAX_HUNG_LOOKS = 64
 _RETRY_SECONDS = 1.0
-
-
-@dataclass(frozen=True, slots=True)
-class KernelState:
-    """What ``/proc`` shows of a process: its state (``D``, "disk sleep") and the kernel
-    function it waits in (None when running, or unknown)."""
-
-    letter: str | None
-    name: str | None
-    wchan: str | None
-
-
-def _read(path: str) -> str | None:
-    """The head of a /proc file, or None if it cannot be read (gone, refused)."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError:
-        return None
-    try:
-        return os.read(fd, _PROC_BYTES).decode(errors="replace")
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
-
-
-def read_kernel_state(pid: int) -> KernelState:
-    """``/proc/PID/status``'s State line and ``/proc/PID/wchan``: written by the kernel,
-    nothing the worker chose (its name, which it does choose, is not read)."""
-    letter = name = None
-    for line in (_read(f"/proc/{pid}/status") or "").splitlines():
-        if line.startswith("State:"):
-            # "State:\tD (disk sleep)"
-            words = line[len("State:") :].strip()
-            letter, _, rest = words.partition(" ")
-            name = rest.strip("()") or None
-            break
-    wchan = (_read(f"/proc/{pid}/wchan") or "").strip()
-    # The kernel writes "0" (or nothing) for a process that is running, not waiting.
-    return KernelState(letter or None, name, wchan if wchan not in ("", "0") else None)
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,7 +35,7 @@ from pathlib import Path
 import pytest
 
 from tests.waiting import wait_until
-from timer_core.engine.unkillable import read_kernel_state
+from timer_core.engine.kernel_state import read_kernel_state
 
 __all__ = ["never_answering_fuse", "unanswered_fuse", "worker_held_in_fuse"]
 

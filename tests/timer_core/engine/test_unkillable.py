@@ -20,9 +20,10 @@ from tests.workers import spawn_sleeper, wait_dead
 from timer_core import EventKind, ManualClock, Reaper, Timer, TimerEvent, TimerState
 from timer_core.engine.arm_request import ArmRequest
 from timer_core.engine.event_details import Escalated, EventDetail, Unkillable
+from timer_core.engine.kernel_state import KernelState, read_kernel_state
 from timer_core.engine.process import ProcessIdentity, identify
 from timer_core.engine.timers import LiveTimer
-from timer_core.engine.unkillable import KernelState, UnkillableWatch, read_kernel_state
+from timer_core.engine.unkillable import UnkillableWatch
 
 AFTER = 0.5
 
