@@ -38,6 +38,7 @@ from typing import Any, Literal
 import httpx
 import pytest
 
+from tests.app.job_over_http import whole_incident
 from tests.app.service_process import ServiceProcess, free_port
 from tests.e2e import torchrun_job
 from tests.e2e.torchrun_job import TORCHRUN as TORCHRUN  # the across-nodes test's import
@@ -225,21 +226,9 @@ def ended(job: subprocess.Popen[bytes], workdir: Path) -> str:
 
 
 def incident_of(service: ServiceProcess, job_id: str, ranks: int) -> dict[str, Any]:
-    """The job's one incident, once it holds ``ranks`` ranks and each one's kill."""
-
-    def whole() -> dict[str, Any] | None:
-        listed = get(service, "/incidents", job=job_id)["items"]
-        if len(listed) != 1 or len(listed[0]["ranks"]) != ranks:
-            return None
-        if any(rank["outcome"] == "captured" for rank in listed[0]["ranks"]):
-            return None  # a kill has not joined yet
-        found: dict[str, Any] = get(service, f"/incidents/{listed[0]['id']}")
-        return found
-
-    assert wait_until(lambda: whole() is not None, 30), service.log()[-3000:]
-    incident = whole()
-    assert incident is not None
-    return incident
+    """The job's one incident, once it holds ``ranks`` ranks (0 to ``ranks`` - 1) and
+    each one's kill."""
+    return whole_incident(service, job_id, ranks, killed=range(ranks))
 
 
 def hung_recorders(

@@ -16,11 +16,11 @@ import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
+from tests.app.job_over_http import whole_incident
 from tests.app.service_process import ServiceProcess
 from tests.e2e.torchrun_job import (
     captures_stacks,
@@ -31,7 +31,6 @@ from tests.e2e.torchrun_job import (
     needs_torchrun,
     start_job,
 )
-from tests.waiting import wait_until
 
 STUCK_RANK = 2
 WORLD_SIZE = 4
@@ -111,13 +110,7 @@ def test_the_incident_names_the_rank_that_hung(tmp_path: Path, service: ServiceP
     assert sorted(pid_of) == [0, 1, 2, 3] and len(set(pid_of.values())) == WORLD_SIZE
 
     # One incident, holding all 4 ranks, once the recorder has written it whole.
-    def incidents() -> list[dict[str, Any]]:
-        found: list[dict[str, Any]] = get(service, "/incidents", job=job_id)["items"]
-        return found
-
-    assert wait_until(lambda: len((incidents() or [{}])[0].get("ranks", [])) == 4, 30)
-    [listed] = incidents()
-    incident = get(service, f"/incidents/{listed['id']}")
+    incident = whole_incident(service, job_id, 4)
     assert job_id in [j["job_id"] for j in get(service, "/jobs")["items"]]
     assert get(service, f"/jobs/{job_id}")["incidents"] == 1
     ranks = sorted(incident["ranks"], key=lambda r: r["rank"])

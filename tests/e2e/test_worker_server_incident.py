@@ -11,14 +11,12 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import httpx
 import pytest
 
+from tests.app.job_over_http import arm_rank, whole_incident
 from tests.app.service_process import ServiceProcess
 from tests.timer_core.diagnosis.torch_worker_server import needs_torch
-from tests.waiting import wait_until
 
 JOB = "fr-job-7"
 WORLD_SIZE = 2
@@ -83,39 +81,14 @@ def ranks(tmp_path: Path) -> Iterator[dict[int, subprocess.Popen[bytes]]]:
                 process.stdout.close()
 
 
-def arm(service: ServiceProcess, pid: int, rank: int, expires_in: float) -> None:
-    body = {
-        "pid": pid,
-        "scope_id": "step",
-        "expires_in": expires_in,
-        "job_id": JOB,
-        "rank": rank,
-        "world_size": WORLD_SIZE,
-    }
-    answer = httpx.post(service.url + "/timers", json=body)
-    assert answer.status_code == 201, answer.text
-
-
-def whole_incident(service: ServiceProcess) -> dict[str, Any] | None:
-    listed = httpx.get(service.url + "/incidents", params={"job": JOB}).json()["items"]
-    if len(listed) != 1 or len(listed[0]["ranks"]) != WORLD_SIZE:
-        return None
-    if any(rank["outcome"] == "captured" for rank in listed[0]["ranks"] if rank["rank"] == SKIPPER):
-        return None  # its kill has not joined yet
-    incident: dict[str, Any] = httpx.get(f"{service.url}/incidents/{listed[0]['id']}").json()
-    return incident
-
-
 @needs_torch
 def test_the_ranks_worker_servers_give_the_incident_its_collectives(
     service: ServiceProcess, ranks: dict[int, subprocess.Popen[bytes]]
 ) -> None:
-    arm(service, ranks[0].pid, 0, 600.0)
-    arm(service, ranks[SKIPPER].pid, SKIPPER, 1.0)
+    arm_rank(service, ranks[0].pid, JOB, 0, WORLD_SIZE, 600.0)
+    arm_rank(service, ranks[SKIPPER].pid, JOB, SKIPPER, WORLD_SIZE, 1.0)
 
-    assert wait_until(lambda: whole_incident(service) is not None, timeout=30), service.log()
-    incident = whole_incident(service)
-    assert incident is not None
+    incident = whole_incident(service, JOB, WORLD_SIZE, killed=[SKIPPER])
     by_rank = {rank["rank"]: rank for rank in incident["ranks"]}
     assert {r: c["pid"] for r, c in by_rank.items()} == {r: p.pid for r, p in ranks.items()}
     for rank in by_rank.values():

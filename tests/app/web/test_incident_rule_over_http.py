@@ -21,8 +21,8 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.app.job_over_http import arm_rank, whole_incident
 from tests.app.service_process import ServiceProcess
-from tests.waiting import wait_until
 from timer_core.diagnosis.stack_capture import StackCapturer
 
 JOB = "http-job-41"
@@ -84,30 +84,6 @@ def start(script: Path, *args: str) -> subprocess.Popen[bytes]:
     return process
 
 
-def arm(service: ServiceProcess, pid: int, rank: int, expires_in: float) -> dict[str, Any]:
-    body = {
-        "pid": pid,
-        "scope_id": "step",
-        "expires_in": expires_in,
-        "job_id": JOB,
-        "rank": rank,
-        "world_size": WORLD_SIZE,
-    }
-    answer = httpx.post(service.url + "/timers", json=body)
-    assert answer.status_code == 201, answer.text
-    timer: dict[str, Any] = answer.json()
-    return timer
-
-
-def whole_incident(service: ServiceProcess) -> dict[str, Any] | None:
-    """The job's incident (``GET /incidents/{id}``), once it holds every rank."""
-    listed = httpx.get(service.url + "/incidents", params={"job": JOB}).json()["items"]
-    if len(listed) != 1 or len(listed[0]["ranks"]) != WORLD_SIZE:
-        return None
-    incident: dict[str, Any] = httpx.get(f"{service.url}/incidents/{listed[0]['id']}").json()
-    return incident
-
-
 @needs_root
 @needs_py_spy
 @pytest.mark.parametrize("peers_in", ["distributed_c10d", "shared_queue"])
@@ -129,11 +105,9 @@ def test_the_minority_rank_is_the_only_suspect(
         sleepers.append(workers[rank])
     # The minority's step expires first; its peers' timers are still armed.
     for rank, worker in workers.items():
-        arm(service, worker.pid, rank, 1.0 if rank == MINORITY else 600.0)
+        arm_rank(service, worker.pid, JOB, rank, WORLD_SIZE, 1.0 if rank == MINORITY else 600.0)
 
-    assert wait_until(lambda: whole_incident(service) is not None, timeout=30), service.log()
-    incident = whole_incident(service)
-    assert incident is not None
+    incident = whole_incident(service, JOB, WORLD_SIZE)
     captures = sorted(incident["ranks"], key=lambda c: c["rank"])
     assert [c["rank"] for c in captures] == list(range(WORLD_SIZE))
     assert {c["rank"]: c["pid"] for c in captures} == {r: w.pid for r, w in workers.items()}
