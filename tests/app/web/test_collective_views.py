@@ -5,24 +5,16 @@ the page rendered from it, a worker's hostile op name shown as text."""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from app.web.collective_views import SEQS_SHOWN, collective_view, suspect_rules
 from app.web.page_templates import templates
+from tests.timer_core.diagnosis.recorded import recorders
 from timer_core.diagnosis import RankCapture, analyse
-from timer_core.diagnosis.flight_recorder import RankRecorder, read_flight_recorder
 
-DUMPS = Path(__file__).parents[2] / "timer_core" / "diagnosis" / "collectives"
 HOSTILE_OP = '<script>alert(1)</script><img src=x onerror="window.__pwned=1">'
-
-
-def recorders(scenario: str) -> list[RankRecorder]:
-    paths = sorted((DUMPS / scenario).glob("rank*.json"))
-    return [read_flight_recorder(int(p.stem[4:]), json.loads(p.read_text())) for p in paths]
 
 
 def incident(scenario: str, keep: int = 8) -> dict[str, Any]:

@@ -5,25 +5,16 @@ torchrun jobs (torch 2.13, CPU, gloo), made by ``bench/record_flight_recorder.py
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
+from tests.timer_core.diagnosis.recorded import recorders
 from timer_core.diagnosis.collectives import (
     CollectiveAnalysis,
     CollectiveFinding,
     analyse_collectives,
     finding_phrase,
 )
-from timer_core.diagnosis.flight_recorder import RankRecorder, read_flight_recorder
-
-DUMPS = Path(__file__).with_name("collectives")
-
-
-def recorders(scenario: str) -> list[RankRecorder]:
-    paths = sorted((DUMPS / scenario).glob("rank*.json"))
-    assert paths, scenario
-    return [read_flight_recorder(int(p.stem[4:]), json.loads(p.read_text())) for p in paths]
 
 
 def analysis(scenario: str) -> CollectiveAnalysis:

@@ -6,32 +6,13 @@ faulthandler dump, py-spy dumps of a worker waiting in ``threading.Condition.wai
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
-from timer_core.diagnosis import RankCapture, analyse, parse_stack, rank_ranges
+from tests.timer_core.diagnosis.recorded import capture, stack
+from timer_core.diagnosis import analyse, parse_stack, rank_ranges
 from timer_core.diagnosis.frames import is_library_file
 from timer_core.diagnosis.incident import evidence_method, waits_in_collective
 from timer_core.diagnosis.proc_state import ProcState, read_proc_report
-
-STACKS = Path(__file__).with_name("stacks")
-
-
-def stack(name: str) -> str:
-    return (STACKS / name).read_text()
-
-
-def capture(rank: int | None, name: str | None, expired_at: float = 100.0) -> RankCapture:
-    return RankCapture(
-        rank=rank,
-        pid=1000 + (rank or 0),
-        node="node-a",
-        timer_id=rank,
-        outcome="killed",
-        expired_at=expired_at,
-        stack=stack(name) if name else None,
-    )
 
 
 @pytest.mark.parametrize("native", [True, False])

@@ -5,43 +5,19 @@ rule (``incident.analyse``), on the recorded dumps of real hung torchrun jobs
 from __future__ import annotations
 
 import dataclasses
-import json
-from pathlib import Path
 
 import pytest
 
-from timer_core.diagnosis import RankCapture, analyse
-from timer_core.diagnosis.flight_recorder import RankRecorder, read_flight_recorder
-
-HERE = Path(__file__).parent
-
-
-def recorder(scenario: str, rank: int) -> RankRecorder:
-    path = HERE / "collectives" / scenario / f"rank{rank}.json"
-    return read_flight_recorder(rank, json.loads(path.read_text()))
-
-
-def capture(
-    rank: int | None, stack: str | None, recorder: RankRecorder | None = None
-) -> RankCapture:
-    return RankCapture(
-        rank=rank,
-        pid=1000 + (rank or 0),
-        node="node-a",
-        timer_id=rank,
-        outcome="killed",
-        expired_at=100.0,
-        stack=(HERE / "stacks" / stack).read_text() if stack else None,
-        recorder=recorder,
-    )
+from tests.timer_core.diagnosis.recorded import capture, recorder
+from timer_core.diagnosis import analyse
 
 
 def test_the_rank_that_skipped_a_collective_is_the_suspect_by_the_collective_rule() -> None:
     result = analyse(
         [
-            capture(0, "gloo-allreduce.txt", recorder("skip", 0)),
-            capture(1, "gloo-sleep.txt", recorder("skip", 1)),
-            capture(2, "gloo-allreduce.txt", recorder("skip", 2)),
+            capture(0, "gloo-allreduce.txt", recorder=recorder("skip", 0)),
+            capture(1, "gloo-sleep.txt", recorder=recorder("skip", 1)),
+            capture(2, "gloo-allreduce.txt", recorder=recorder("skip", 2)),
         ]
     )
     assert result.suspects == (1,)
@@ -62,7 +38,9 @@ def test_where_every_stack_waits_alike_the_recorders_tell_who_skipped() -> None:
     # stack rule alone names all three.
     stacks = [capture(r, "gloo-allreduce.txt") for r in range(3)]
     assert analyse(stacks).suspects == (0, 1, 2)
-    result = analyse([capture(r, "gloo-allreduce.txt", recorder("skip", r)) for r in range(3)])
+    result = analyse(
+        [capture(r, "gloo-allreduce.txt", recorder=recorder("skip", r)) for r in range(3)]
+    )
     assert result.suspect_rules == ((1, "collective"),)
     assert result.summary.endswith(
         "; ranks 0, 2 wait in it; rank 1 stuck in all_reduce (train.py:7)"
@@ -70,7 +48,9 @@ def test_where_every_stack_waits_alike_the_recorders_tell_who_skipped() -> None:
 
 
 def test_a_rank_in_a_subgroup_while_the_others_wait_in_the_default_group() -> None:
-    result = analyse([capture(r, "gloo-allreduce.txt", recorder("subgroup", r)) for r in range(4)])
+    result = analyse(
+        [capture(r, "gloo-allreduce.txt", recorder=recorder("subgroup", r)) for r in range(4)]
+    )
     assert result.suspect_rules == ((1, "collective"),)
     assert [(f.pg, f.seq, f.missing) for f in result.collective_findings] == [
         ("0", 4, (1,)),
@@ -93,7 +73,9 @@ def test_a_rank_in_a_subgroup_while_the_others_wait_in_the_default_group() -> No
 def test_a_mismatch_names_the_odd_rank_though_all_stacks_look_alike(
     scenario: str, field: str, words: str
 ) -> None:
-    result = analyse([capture(r, "gloo-allreduce.txt", recorder(scenario, r)) for r in range(3)])
+    result = analyse(
+        [capture(r, "gloo-allreduce.txt", recorder=recorder(scenario, r)) for r in range(3)]
+    )
     assert result.suspect_rules == ((2, "collective"),)
     (finding,) = result.collective_findings
     assert finding.mismatch is not None and finding.mismatch[0] == field
@@ -107,9 +89,9 @@ def test_a_stopped_rank_stays_a_suspect_beside_the_collective_rules() -> None:
     # and only /proc names it.
     result = analyse(
         [
-            capture(0, "gloo-allreduce.txt", recorder("skip", 0)),
-            capture(1, "gloo-sleep.txt", recorder("skip", 1)),
-            capture(2, "gloo-allreduce.txt", recorder("skip", 2)),
+            capture(0, "gloo-allreduce.txt", recorder=recorder("skip", 0)),
+            capture(1, "gloo-sleep.txt", recorder=recorder("skip", 1)),
+            capture(2, "gloo-allreduce.txt", recorder=recorder("skip", 2)),
             capture(3, "proc-stopped.txt"),
         ]
     )
@@ -125,10 +107,10 @@ def test_a_rank_with_no_stack_that_is_not_frozen_is_not_kept_beside_the_collecti
     # The stack rule alone names rank 3 (nothing shows it waiting); /proc says it
     # sleeps, and its recorder says it entered every collective its peers did.
     captures = [
-        capture(0, "gloo-allreduce.txt", recorder("subgroup", 0)),
-        capture(1, "gloo-allreduce.txt", recorder("subgroup", 1)),
-        capture(2, "gloo-allreduce.txt", recorder("subgroup", 2)),
-        capture(3, "proc-only.txt", recorder("subgroup", 3)),
+        capture(0, "gloo-allreduce.txt", recorder=recorder("subgroup", 0)),
+        capture(1, "gloo-allreduce.txt", recorder=recorder("subgroup", 1)),
+        capture(2, "gloo-allreduce.txt", recorder=recorder("subgroup", 2)),
+        capture(3, "proc-only.txt", recorder=recorder("subgroup", 3)),
     ]
     assert 3 in analyse([dataclasses.replace(c, recorder=None) for c in captures]).suspects
     assert analyse(captures).suspect_rules == ((1, "collective"),)
@@ -138,9 +120,9 @@ def test_when_the_recorders_agree_the_stack_rules_suspects_stand() -> None:
     # Ranks 0 and 2 both entered #4; rank 1 has no recorder, and nothing says it is
     # missing: the stack rule names it.
     captures = [
-        capture(0, "gloo-allreduce.txt", recorder("skip", 0)),
+        capture(0, "gloo-allreduce.txt", recorder=recorder("skip", 0)),
         capture(1, "gloo-sleep.txt"),
-        capture(2, "gloo-allreduce.txt", recorder("skip", 2)),
+        capture(2, "gloo-allreduce.txt", recorder=recorder("skip", 2)),
     ]
     result = analyse(captures)
     assert result.collective_findings == ()
@@ -159,9 +141,9 @@ def test_a_recorder_of_a_rank_of_unknown_number_is_not_read() -> None:
     # peers, so it never makes the collective rule name anyone.
     result = analyse(
         [
-            capture(0, "gloo-allreduce.txt", recorder("skip", 0)),
-            capture(None, "gloo-sleep.txt", recorder("skip", 1)),
-            capture(2, "gloo-allreduce.txt", recorder("skip", 2)),
+            capture(0, "gloo-allreduce.txt", recorder=recorder("skip", 0)),
+            capture(None, "gloo-sleep.txt", recorder=recorder("skip", 1)),
+            capture(2, "gloo-allreduce.txt", recorder=recorder("skip", 2)),
         ]
     )
     assert result.collective_findings == ()
@@ -174,17 +156,12 @@ def test_a_recorder_is_compared_under_its_captures_rank() -> None:
     # number is taken as that rank's.
     result = analyse(
         [
-            capture(0, "gloo-allreduce.txt", recorder("skip", 0)),
-            capture(1, "gloo-sleep.txt", read_rank_as("skip", 1, 7)),
-            capture(2, "gloo-allreduce.txt", recorder("skip", 2)),
+            capture(0, "gloo-allreduce.txt", recorder=recorder("skip", 0)),
+            capture(1, "gloo-sleep.txt", recorder=recorder("skip", 1, as_rank=7)),
+            capture(2, "gloo-allreduce.txt", recorder=recorder("skip", 2)),
         ]
     )
     assert result.suspect_rules == ((1, "collective"),)
-
-
-def read_rank_as(scenario: str, rank: int, number: int) -> RankRecorder:
-    path = HERE / "collectives" / scenario / f"rank{rank}.json"
-    return read_flight_recorder(number, json.loads(path.read_text()))
 
 
 def test_with_no_recorders_the_analysis_has_no_findings_and_only_stack_rules() -> None:
