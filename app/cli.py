@@ -252,6 +252,14 @@ def _parser() -> argparse.ArgumentParser:
         help="also post kills, incidents and unkillable workers as alerts to this "
         "Alertmanager (its v2 API), e.g. http://127.0.0.1:9093",
     )
+    serve.add_argument(
+        "--notify-lease",
+        type=float,
+        metavar="SECONDS",
+        help="how long a node holds a notification it is sending: if it dies, another node "
+        "(or its restart) sends it after this (default 60; keep it above 15, a send's "
+        "longest time)",
+    )
     serve.add_argument("--log-level", choices=LOG_LEVELS, help="default info")
     serve.add_argument(
         "--access-log",
@@ -302,6 +310,7 @@ def main(argv: list[str] | None = None) -> None:
         hub=args.hub,
         public_url=args.public_url,
         alertmanager_url=args.alertmanager_url,
+        notify_lease=args.notify_lease,
         auto_floor=args.auto_floor,
         auto_initial_timeout=args.auto_initial_timeout,
         auto_min_samples=args.auto_min_samples,
@@ -322,6 +331,8 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"--straggler-ratio {settings.straggler_ratio} is not a ratio > 1")
     if settings.straggler_window < 1:
         raise SystemExit(f"--straggler-window {settings.straggler_window} is not a count >= 1")
+    if not 0 < settings.notify_lease < float("inf"):
+        raise SystemExit(f"--notify-lease {settings.notify_lease} is not a number of seconds > 0")
     if settings.straggler_max_series < 0:
         raise SystemExit(
             f"--straggler-max-series {settings.straggler_max_series} is not a count >= 0"

@@ -80,6 +80,7 @@ class Service:
             self.engine,
             settings.node,
             settings.page_url,
+            lease=settings.notify_lease,
             retention_seconds=settings.retention_days * 86400,
         )
         self.outbox = Outbox(settings.node, settings.incident_window, wake=self.sender.wake)
@@ -199,6 +200,10 @@ class Service:
         for view in self._views:
             view.seed(self.engine)
         self.recorder.start()
+        if self.keeper.local_node is not None:
+            # This process holds the node's lock: its predecessor is dead, and what it
+            # was sending goes now (a hub holds no node's lock, and leaves them).
+            self.sender.release_own_leases()
         self.sender.start()
         self.losses.start()
         self.database.start()

@@ -231,6 +231,10 @@ class Settings:
     # Alertmanager's address (http(s)://host:9093): kills, incidents and unkillable
     # workers are posted there as alerts (contract 11); "": none.
     alertmanager_url: str = ""
+    # Seconds a node holds a notification it is sending (contract 11): if it dies, another
+    # node of the fleet (or its own restart) sends it once the lease has run out. Keep it
+    # above a send's longest time (15 s), or a slow send may be repeated by another node.
+    notify_lease: float = 60.0
     # Learned timeouts (contract 12): the least a suggested or learned timeout is, in
     # seconds (scheduling noise, a GC pause).
     auto_floor: float = 10.0
@@ -321,6 +325,7 @@ class Settings:
             hub=_env_bool("HUB", defaults.hub),
             public_url=_env_str("PUBLIC_URL", defaults.public_url) or defaults.public_url,
             alertmanager_url=_env_str("ALERTMANAGER_URL", "") or "",
+            notify_lease=_env_number("NOTIFY_LEASE", defaults.notify_lease, float),
             auto_floor=_env_number("AUTO_FLOOR", defaults.auto_floor, float),
             auto_initial_timeout=_env_number(
                 "AUTO_INITIAL_TIMEOUT", defaults.auto_initial_timeout, float

@@ -7,7 +7,9 @@ channels that want it (one delivery each), then sends the deliveries that are du
   an unexpired lease is the only one that sends. A node that dies mid-send leaves its
   lease to run out, then another node sends the delivery, with the same delivery id
   (receivers drop the repeat). SQLite serves one node (the service lock), so there
-  the lease only survives a restart.
+  the lease would only survive a restart: a node's new process (which holds the
+  node's service lock, so its predecessor is dead) frees its predecessor's leases at
+  start (``release_own_leases``).
 - **Retries.** A failure that may pass (a timeout, a refused connection, a 5xx, 429) is
   tried again after ``backoff_base * 2**(attempts-1)`` seconds (capped, jittered); after
   ``max_attempts`` tries or ``max_age`` seconds it is ``gave_up``. A refusal that will
@@ -16,9 +18,12 @@ channels that want it (one delivery each), then sends the deliveries that are du
   commit that wrote a notification, so its own news goes at once; a poll each second
   (``poll``) finds the rest: retries come due, another node's notifications, a dead
   node's lease run out. An idle service asks its database two small questions a second.
-- **Never in the way.** Sends run on a small pool of threads, each bounded by its
-  timeout; the loop claims only as many as the pool has room for, so one dead channel
-  holds at most its own sends, never a kill, the recorder or other channels for long.
+- **Never in the way.** Sends run on a small pool of daemon threads, each send bounded
+  as a whole by ``send_limit`` (below the lease, so no other node takes a delivery
+  over while it is still being sent); the loop claims only as many as the pool has
+  room for, so one dead channel holds at most its own sends, never a kill, the
+  recorder or other channels for long. The Alertmanager push has a thread of its own,
+  so a slow Alertmanager holds back no channel, and no thread holds the exit.
 
 Single steps (``fan_out``, ``claim``, ``send_claimed``) are public so tests drive them
 with no thread and no sleeps.
@@ -37,15 +42,16 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import quote
 
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import Connection, Engine, bindparam, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from app import log_names
 from app.db.database_status import one_line
 from app.notify.channels import Match, Subject, matches, wants
 from app.notify.delivery import Deliver, deliver
+from app.notify.send_pool import SendPool
 from app.notify.silences import silenced_by
-from app.notify.webhook import Outcome
+from app.notify.webhook import SEND_LIMIT, Outcome
 
 __all__ = ["Claimed", "Pushing", "Sender", "notification_body"]
 
@@ -174,10 +180,12 @@ class Sender:
         self.backoff_cap = backoff_cap
         self.poll = poll
         self._send = send
+        # A whole send ends well inside its lease (with room to write its outcome).
+        self.send_limit = min(SEND_LIMIT, 0.8 * lease)
         self._workers = workers
         # Sends claimed at once: the pool's threads, and as many waiting their turn.
         self._capacity = 2 * workers
-        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._pool: SendPool | None = None
         self._in_flight: set[concurrent.futures.Future[None]] = set()
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -192,9 +200,10 @@ class Sender:
         self.outcomes = dict.fromkeys(STATES, 0)
         # Seconds the oldest notification or delivery not yet done has waited (0: none).
         self.queue_age = 0.0
-        self.last_error: str | None = None
-        # --alertmanager-url: pushed from this thread, at news and every half minute.
+        # --alertmanager-url: pushed at news and every half minute, on its own thread.
         self.alertmanager: Pushing | None = None
+        self._alerts_due = threading.Event()
+        self._alerts_thread: threading.Thread | None = None
 
     # ---- the thread -------------------------------------------------------------------
 
@@ -203,12 +212,15 @@ class Sender:
 
     def start(self) -> None:
         self._stopping.clear()
-        self._pool = concurrent.futures.ThreadPoolExecutor(
-            self._workers, thread_name_prefix="timer-notify-send"
-        )
+        self._pool = SendPool(self._workers, "timer-notify-send")
         self._wake.set()  # a first round at once: what a restart left is sent now
         self._thread = threading.Thread(target=self._run, name="timer-notify", daemon=True)
         self._thread.start()
+        if self.alertmanager is not None:
+            self._alerts_thread = threading.Thread(
+                target=self._push_alerts, name="timer-alertmanager", daemon=True
+            )
+            self._alerts_thread.start()
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop claiming; sends under way finish (each is bounded by its timeout) or are
@@ -219,8 +231,10 @@ class Sender:
             self._thread.join(timeout)
             self._thread = None
         if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool.shutdown()
             self._pool = None
+        self._alerts_due.set()
+        self._alerts_thread = None  # a push under way ends by its own limit; not waited for
 
     def _run(self) -> None:
         while not self._stopping.is_set():
@@ -243,13 +257,11 @@ class Sender:
                 return
             try:
                 self._round()
-                self.last_error = None
             except SQLAlchemyError as error:
                 # The service says once per outage that the database is away (contract
                 # 14); a sender cut off from it alone shows in timer_notification_queue
                 # (alert TimerNotificationsStuck). Retried at this pace, quietly.
-                self.last_error = one_line(error)
-                logger.debug("notifications: the database failed (%s); retrying", self.last_error)
+                logger.debug("notifications: the database failed (%s); retrying", one_line(error))
                 self._stopping.wait(1.0)
             except Exception:
                 logger.exception("notification sender error; continuing")
@@ -258,7 +270,7 @@ class Sender:
     def _round(self) -> None:
         news = self.fan_out() > 0
         if self.alertmanager is not None and self.alertmanager.due(news):
-            self.alertmanager.push()
+            self._alerts_due.set()  # pushed on its own thread, never in this loop's way
         with self._lock:
             before = len(self._in_flight)
             self._in_flight = {future for future in self._in_flight if not future.done()}
@@ -283,6 +295,20 @@ class Sender:
         if self._retention is not None and now >= self._next_prune:
             self._next_prune = now + _PRUNE_INTERVAL
             self.prune(time.time() - self._retention)
+
+    def _push_alerts(self) -> None:
+        """The Alertmanager push, each time the loop finds it due (news wakes it again
+        during a push, so none is lost); each push ends within the send limit."""
+        while True:
+            self._alerts_due.wait()
+            self._alerts_due.clear()
+            if self._stopping.is_set() or self.alertmanager is None:
+                return
+            try:
+                self.alertmanager.push()
+            except Exception:
+                logger.exception("Alertmanager push error; continuing")
+                self._stopping.wait(1.0)
 
     # ---- single steps -----------------------------------------------------------------
 
@@ -340,7 +366,7 @@ class Sender:
             ids = [row.id for row in rows]
             connection.execute(
                 text("UPDATE notifications SET fanned_out = :yes WHERE id IN :ids").bindparams(
-                    _expanding("ids")
+                    bindparam("ids", expanding=True)
                 ),
                 {"yes": True, "ids": ids},
             )
@@ -403,6 +429,28 @@ class Sender:
                 )
             return claimed
 
+    def release_own_leases(self) -> int:
+        """Free the leases this node's previous process held, so what it was sending
+        when it died goes now, not when the lease runs out; how many. Only for a process
+        that holds its node's service lock: then no other live process has its name.
+        Those sends may have reached their receiver: they go again with the same
+        delivery id, which receivers drop."""
+        prefix = f"{self.node} "
+        with self._engine.begin() as connection:
+            freed = connection.execute(
+                text(
+                    "UPDATE deliveries SET lease_until = NULL, leased_by = NULL"
+                    " WHERE state = 'pending' AND substr(leased_by, 1, :length) = :prefix"
+                    " AND length(leased_by) = :length + 16"
+                ),
+                {"prefix": prefix, "length": len(prefix)},
+            ).rowcount
+        if freed:
+            logger.warning(
+                "%d notifications this node was sending when it stopped are sent again", freed
+            )
+        return int(freed)
+
     def send_claimed(self, claimed: list[Claimed]) -> None:
         for one in claimed:
             self._send_one(one)
@@ -417,7 +465,9 @@ class Sender:
                 self._finish(claimed, "failed", "the channel was deleted", count_attempt=False)
                 return
             body = notification_body(claimed.notification, self.base_url)
-            outcome = self._send(claimed.url, claimed.secret, claimed.delivery_id, body)
+            outcome = self._send(
+                claimed.url, claimed.secret, claimed.delivery_id, body, self.send_limit
+            )
         except SQLAlchemyError:
             logger.exception("notification %s: could not be checked", claimed.delivery_id)
             return  # its lease runs out; sent later
@@ -531,9 +581,3 @@ class Sender:
             connection.execute(
                 text("DELETE FROM silences WHERE ends_at < :cutoff"), {"cutoff": cutoff}
             )
-
-
-def _expanding(name: str) -> Any:
-    from sqlalchemy import bindparam
-
-    return bindparam(name, expanding=True)

@@ -1,7 +1,8 @@
 """A real webhook receiver on loopback for the notification tests: an HTTP server on a
 thread of its own that checks each request's signature as a user's receiver would
 (README, "Verify a webhook"), and keeps what it got. A test says what it answers
-(``statuses``: a status per request, then 200)."""
+(``statuses``: a status per request, then 200), and may hold every answer back
+(``hold``) to catch a sender mid-send."""
 
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ class Received:
     headers: dict[str, str]
     body: bytes
     at: float = 0.0  # unix time of receipt
+    port: int = 0  # the sender's side of the connection (which process sent it)
 
     @property
     def json(self) -> dict[str, Any]:
@@ -51,6 +53,18 @@ class Receiver:
     statuses: list[int] = field(default_factory=list)
     headers_out: dict[str, str] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # Answers wait while this is clear: the request has arrived, its sender waits on.
+    released: threading.Event = field(default_factory=threading.Event)
+
+    def __post_init__(self) -> None:
+        self.released.set()
+
+    def hold(self) -> None:
+        """Hold every answer back until ``release``."""
+        self.released.clear()
+
+    def release(self) -> None:
+        self.released.set()
 
     @property
     def url(self) -> str:
@@ -62,6 +76,7 @@ class Receiver:
         return int(self.server.server_address[1])
 
     def close(self) -> None:
+        self.released.set()
         self.server.shutdown()
         self.server.server_close()
 
@@ -85,6 +100,8 @@ def _handler(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
         def do_POST(self) -> None:
             length = int(self.headers.get("content-length", "0"))
             body = self.rfile.read(length)
+            if len(body) != length:
+                return  # its sender died mid-request: nothing was delivered
             with receiver.lock:
                 receiver.got.append(
                     Received(
@@ -92,14 +109,19 @@ def _handler(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
                         {k.lower(): v for k, v in self.headers.items()},
                         body,
                         time.time(),
+                        int(self.client_address[1]),
                     )
                 )
-            self.send_response(receiver.answer())
-            for name, value in receiver.headers_out.items():
-                self.send_header(name, value)
-            self.send_header("content-length", "2")
-            self.end_headers()
-            self.wfile.write(b"ok")
+            receiver.released.wait(60)
+            try:
+                self.send_response(receiver.answer())
+                for name, value in receiver.headers_out.items():
+                    self.send_header(name, value)
+                self.send_header("content-length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
+            except OSError:
+                pass  # its sender died while the answer was held back
 
         def log_message(self, format: str, *args: Any) -> None:
             pass

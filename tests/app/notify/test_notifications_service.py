@@ -128,5 +128,45 @@ def test_a_notification_outlives_a_dead_receiver_and_a_sigkilled_service(
         (got,) = receiver.wait_for(1, timeout=20)
         assert got.delivery_id == before["delivery_id"]
         assert verified(SECRET, got.headers["x-timer-service-signature"], got.body)
+        assert wait_until(lambda: (tried() or {}).get("state") == "delivered")
+        after = tried()
+        assert after is not None and after["delivery_id"] == before["delivery_id"]
+        assert after["attempts"] == before["attempts"] + 1
+        assert len(receiver.got) == 1
     finally:
         receiver.close()
+
+
+def test_a_send_cut_by_a_sigkill_goes_again_at_the_restart_with_its_id(
+    tmp_path: Path, receiver: Receiver, sleeper: subprocess.Popen[bytes]
+) -> None:
+    """The service dies while its request waits for the receiver's answer: its new
+    process (holding the node's lock, so the old one is dead) sends it again at start
+    with the same delivery id, not after the lease (600 s here) runs out."""
+    service = ServiceProcess(tmp_path, "--notify-lease", "600").start()
+    try:
+        receiver.hold()
+        add_channel(service, receiver.url)
+        timer = arm(service, sleeper.pid, 0.2)
+        assert_sigkilled(sleeper)
+        (cut,) = receiver.wait_for(1)
+        service.crash()
+        receiver.release()
+        service.start()
+        first, again = receiver.wait_for(2, timeout=20)
+        assert first is cut
+        assert again.delivery_id == cut.delivery_id
+        assert again.json["timer"]["id"] == timer["id"]
+        assert verified(SECRET, again.headers["x-timer-service-signature"], again.body)
+        assert wait_until(
+            lambda: (
+                [
+                    (item["delivery_id"], item["state"])
+                    for item in httpx.get(service.url + "/deliveries").json()["items"]
+                ]
+                == [(cut.delivery_id, "delivered")]
+            )
+        )
+        assert "sent again" in service.log()
+    finally:
+        service.stop()
