@@ -94,7 +94,6 @@ class Alertmanager:
         self._base_url = base_url.rstrip("/")
         self._window = window
         self._next = 0.0
-        self.pushed = 0
         self.last_error: str | None = None
 
     def due(self, news: bool) -> bool:
@@ -133,7 +132,6 @@ class Alertmanager:
             if self.last_error is not None:
                 logger.warning("Alertmanager takes alerts again")
             self.last_error = None
-            self.pushed += len(rows)
             return True
         if outcome.error != self.last_error:
             logger.error("Alertmanager did not take the alerts (%s); retrying", outcome.error)

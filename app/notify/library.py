@@ -12,11 +12,21 @@ Kept safe:
 
 - Apprise's own generic webhooks (``json://``, ``xml://``, ``form://``) are refused:
   a webhook goes through ours, signed, with no redirect to another host.
+- No redirect is followed: Apprise (like requests under it) follows them by default,
+  to any host, so a receiver could turn the root service's POST, with its tokens, to
+  an address only this host reaches. ``_ASSET`` turns them off for every plugin, a
+  URL's ``redirect=`` option (which would turn them back on) is refused, and each
+  channel Apprise builds is checked to have them off before it sends.
 - Apprise's log lines never reach the service's log (they can carry a URL's tokens);
   an attempt's warnings become the delivery's error with every piece of the URL
   (host, path, user, query values) blotted out.
-- Each attempt is bounded by Apprise's connect and read timeouts; the sender's
-  thread pool bounds how many run at once.
+- Each attempt is bounded by Apprise's connect and read timeouts, and as a whole by
+  ``service_timeout`` (the webhook's ``SEND_LIMIT``): past it Apprise stops waiting and
+  the attempt is a timeout, though its thread may still be reading. The sender's thread
+  pool bounds how many run at once.
+- Not bounded: the size of a service's answer. Apprise (through requests) reads each
+  answer whole; a hostile service can make one attempt hold that much memory, for as
+  long as the time limit lets it stream.
 """
 
 from __future__ import annotations
@@ -27,12 +37,14 @@ from urllib.parse import parse_qsl, urlsplit
 
 import apprise
 
-from app.notify.webhook import Outcome
+from app.notify.webhook import SEND_LIMIT, Outcome
 
 __all__ = ["GENERIC_SCHEMES", "not_understood", "send_with_library"]
 
 GENERIC_SCHEMES = frozenset({"json", "jsons", "xml", "xmls", "form", "forms"})
 _ERROR_CHARS = 300
+# Every channel's settings: no redirects, and a whole attempt within the send limit.
+_ASSET = apprise.AppriseAsset(http_redirects=False, service_timeout=SEND_LIMIT)
 
 # Apprise logs under "apprise": its lines stay out of the service's log (see above).
 logging.getLogger("apprise").propagate = False
@@ -46,12 +58,34 @@ def not_understood(url: str) -> str | None:
             f"{scheme}:// is the library's unsigned webhook: give an https:// (or http://) "
             "URL instead, which the service signs and sends itself"
         )
-    if not apprise.Apprise().add(url):
+    if _asks_for_redirects(url):
+        return (
+            "the URL's redirect= option is refused: the service never follows a redirect "
+            "(to another host it would carry the channel's tokens there); remove it"
+        )
+    if _loaded(url) is None:
         return (
             f"the notification library (Apprise) does not understand this {scheme[:20]}:// "
             "URL: see https://github.com/caronc/apprise/wiki for each service's syntax"
         )
     return None
+
+
+def _asks_for_redirects(url: str) -> bool:
+    return any(name.lower() == "redirect" for name, _ in parse_qsl(urlsplit(url).query))
+
+
+def _loaded(url: str) -> apprise.Apprise | None:
+    """Apprise holding ``url``'s channel with redirects off, or None if it cannot."""
+    if _asks_for_redirects(url):
+        return None
+    sender = apprise.Apprise(asset=_ASSET)
+    if not sender.add(url):
+        return None
+    # However the URL spelled it, no channel may follow a redirect.
+    if any(getattr(server, "redirects", True) for server in sender):
+        return None
+    return sender
 
 
 def _secret_pieces(url: str) -> list[str]:
@@ -70,12 +104,18 @@ def _blotted(text: str, url: str) -> str:
     return text
 
 
-def send_with_library(url: str, title: str, body: str) -> Outcome:
-    """One notification through Apprise; its outcome, with no URL piece in the error."""
-    sender = apprise.Apprise()
-    if not sender.add(url):
-        return Outcome(False, "the notification library no longer understands the URL", False)
-    result = sender.notify(title=title, body=body)
+def send_with_library(url: str, title: str, body: str, limit: float = SEND_LIMIT) -> Outcome:
+    """One notification through Apprise, waited for at most ``limit`` seconds; its
+    outcome, with no URL piece in the error."""
+    sender = _loaded(url)
+    if sender is None:
+        return Outcome(
+            False,
+            "the notification library no longer takes the URL (it does not understand it, "
+            "or it asks for redirects): give the channel a new one",
+            False,
+        )
+    result = sender.notify(title=title, body=body, timeout=max(0.1, min(limit, SEND_LIMIT)))
     if bool(result):
         return Outcome(True)
     said = [entry.message for entry in result.logs() if entry.level in ("WARNING", "ERROR")]
