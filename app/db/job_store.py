@@ -45,6 +45,7 @@ __all__ = [
     "incident",
     "incidents_page",
     "job_detail",
+    "job_owner_for",
     "jobs_page",
 ]
 
@@ -112,7 +113,7 @@ class SeveralOwners(LookupError):
         )
 
 
-def _job_owner_for(
+def job_owner_for(
     session: Session, job_id: str, uid: int | None, caller_uid: int | None
 ) -> int | None:
     """Whose job ``job_id`` names for this caller: ``uid`` if given; else the caller's
@@ -131,9 +132,9 @@ def _job_owner_for(
 def find_job(
     session: Session, job_id: str, uid: int | None, caller_uid: int | None
 ) -> JobDetail | None:
-    """The job ``job_id`` names for this caller (``_job_owner_for``), with its ranks;
+    """The job ``job_id`` names for this caller (``job_owner_for``), with its ranks;
     None if there is none. Raises SeveralOwners."""
-    owner = _job_owner_for(session, job_id, uid, caller_uid)
+    owner = job_owner_for(session, job_id, uid, caller_uid)
     return None if owner is None else job_detail(session, job_id, owner)
 
 

@@ -1,5 +1,8 @@
 """The timeout an ``"expires_in": "auto"`` request is armed with (contract 12).
 
+A job is its id and its owner: the holds learned from are those of the worker's own
+uid (another user's workers may label their timers with any job id).
+
 Until a job's scope has ``--auto-min-samples`` healthy holds recorded, the timer uses
 ``--auto-initial-timeout`` (source ``initial``); from then on the scope's
 ``suggested_timeout`` (app.db.scope_stats: max(--auto-floor, 3 x p99, 1.5 x max) over
@@ -34,6 +37,7 @@ ASK_SECONDS = 1.0
 _REMEMBERED = 10_000
 
 Source = Literal["initial", "learned"]
+_Key = tuple[int, str | None, str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +49,8 @@ class Choice:
 
 
 class LearnedTimeouts:
-    """The timeouts learned per (job, scope), from the recorded holds."""
+    """The timeouts learned per (owner, job, scope), from the recorded holds; the owner
+    is a uid, or UNKNOWN_OWNER."""
 
     def __init__(self, engine: Engine, initial: float, min_samples: int, floor: float) -> None:
         self._engine = engine
@@ -53,34 +58,37 @@ class LearnedTimeouts:
         self.min_samples = min_samples
         self.floor = floor
         self._lock = threading.Lock()
-        # (job, scope) -> (the learned choice, when it was learned, monotonic seconds)
-        self._learned: OrderedDict[tuple[str | None, str], tuple[Choice, float]] = OrderedDict()
+        # (owner, job, scope) -> (the learned choice, when it was learned, monotonic s)
+        self._learned: OrderedDict[_Key, tuple[Choice, float]] = OrderedDict()
 
-    def cached(self, job: str | None, scope: str, now: float) -> Choice | None:
+    def cached(self, owner: int, job: str | None, scope: str, now: float) -> Choice | None:
         """The timeout learned for the scope less than ``LEARNED_FOR_SECONDS`` ago."""
         with self._lock:
-            found = self._learned.get((job, scope))
+            found = self._learned.get((owner, job, scope))
         if found is None or now - found[1] >= LEARNED_FOR_SECONDS:
             return None
         return found[0]
 
-    def fallback(self, job: str | None, scope: str) -> Choice:
+    def fallback(self, owner: int, job: str | None, scope: str) -> Choice:
         """Without the database: the last timeout learned for the scope, or the initial."""
         with self._lock:
-            found = self._learned.get((job, scope))
+            found = self._learned.get((owner, job, scope))
         return found[0] if found is not None else self.initial
 
-    def look_up(self, job: str | None, scope: str, now: float) -> Choice:
+    def look_up(self, owner: int, job: str | None, scope: str, now: float) -> Choice:
         """Ask the database (blocking: call it on a thread) and remember a learned one."""
         with self._engine.connect() as connection:
-            stats = scope_stats.hold_stats(connection, job, scope, scope_stats.DEFAULT_WINDOW)
+            stats = scope_stats.hold_stats(
+                connection, job, owner, scope, scope_stats.DEFAULT_WINDOW
+            )
         if stats is None or stats.count < self.min_samples:
             return self.initial
         seconds = scope_stats.suggested_timeout(stats.p99, stats.max, self.floor)
         choice = Choice(seconds, "learned")
+        key = (owner, job, scope)
         with self._lock:
-            self._learned[(job, scope)] = (choice, now)
-            self._learned.move_to_end((job, scope))
+            self._learned[key] = (choice, now)
+            self._learned.move_to_end(key)
             while len(self._learned) > _REMEMBERED:
                 self._learned.popitem(last=False)
         return choice

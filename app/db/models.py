@@ -92,11 +92,12 @@ class Timer(TimerBase, table=True):
         Index("ix_timers_ended_at", "ended_at"),
         Index("ix_timers_job_id_id", "job_id", "id"),
         Index("ix_timers_node_id", "node", "id"),
-        # A scope's newest holds (GET /scopes, learned timeouts) and its replay, read
-        # from the index alone (app.db.scope_stats).
+        # A scope's newest holds of one owner's job (GET /scopes, learned timeouts) and
+        # its replay, read from the index alone (app.db.scope_stats).
         Index(
             "ix_timers_scope_holds",
             "job_id",
+            "uid",
             "scope_id",
             "state",
             "ended_at",

@@ -13,6 +13,14 @@ A scope that ends in a collective makes every rank wait for the slowest, so all 
 holds are alike: time the compute in a scope of its own (README, "Stragglers").
 
 What a node sees is its own ranks: a job spread over nodes is compared per node.
+
+A job is its id and its owner (contract 8): another user's workers labelled with the
+same job id are another job, compared apart and shown apart (``slowdowns(job, owner)``;
+the owner is the workers' uid, or UNKNOWN_OWNER). Memory is bounded per owner and in
+all (a followed rank is about 850 bytes with a window of 20): a worker names its own
+job, scope and rank, so one user may follow at most ``SCOPES_PER_OWNER`` scopes and
+``RANKS_PER_OWNER`` ranks, and a new scope past its share or the total replaces the
+least recently released scope of the owner with the most, never another's below it.
 """
 
 from __future__ import annotations
@@ -31,13 +39,29 @@ from timer_core import TimerEvent
 from timer_core.engine import EventKind, Timer
 from timer_core.engine.event_details import Ended, Straggler
 
-__all__ = ["RANKS_FOLLOWED", "SlowdownCollector", "Stragglers"]
+__all__ = [
+    "RANKS_FOLLOWED",
+    "RANKS_PER_OWNER",
+    "SCOPES_FOLLOWED",
+    "SCOPES_PER_OWNER",
+    "SlowdownCollector",
+    "Stragglers",
+]
 
-# Job scopes followed at once (the least recently released are forgotten), and ranks
-# per scope: a worker names its own rank (up to 2**24), and each one followed is a
-# window of holds in memory.
-_SCOPES_FOLLOWED = 1000
+# Job scopes followed at once, in all and per owner (past them, the least recently
+# released scope of the owner with the most is forgotten).
+SCOPES_FOLLOWED = 1000
+SCOPES_PER_OWNER = 250
+# Ranks followed per scope, per owner and in all: a worker names its own rank (up to
+# 2**24), and each one followed is a window of holds in memory (~850 bytes): ranks past
+# these are not followed. 65,536 ranks: about 56 MB; one owner's share about 14 MB.
 RANKS_FOLLOWED = 16_384
+RANKS_PER_OWNER = 16_384
+_RANKS_IN_ALL = 65_536
+# The owner of timers whose uid is unknown (app.db.job_models.UNKNOWN_OWNER).
+_UNKNOWN_OWNER = -1
+
+_Key = tuple[int, str, str]  # (owner, job, scope)
 
 Publish = Callable[[Callable[[int], TimerEvent]], object]
 
@@ -46,6 +70,7 @@ Publish = Callable[[Callable[[int], TimerEvent]], object]
 class _Scope:
     """One job's scope: each rank's last holds, its pace, and the paces sorted."""
 
+    owner: int
     holds: dict[int, deque[float]] = field(default_factory=dict)
     paces: dict[int, float] = field(default_factory=dict)
     sorted_paces: list[float] = field(default_factory=list)
@@ -72,7 +97,10 @@ class Stragglers:
         self.window = window
         self.max_series = max_series
         self._lock = threading.Lock()
-        self._scopes: OrderedDict[tuple[str, str], _Scope] = OrderedDict()
+        self._scopes: OrderedDict[_Key, _Scope] = OrderedDict()
+        self._scopes_of: dict[int, int] = {}  # owner -> scopes followed
+        self._ranks_of: dict[int, int] = {}  # owner -> ranks followed
+        self._ranks = 0
         self._publish: Publish | None = None
         self._now: Callable[[], float] | None = None
 
@@ -91,25 +119,31 @@ class Stragglers:
         job, rank = timer.labels.job_id, timer.labels.rank
         if job is None or rank is None:
             return
-        slowdown = self._add(job, timer.scope_id, rank, event.at - timer.acquired_at)
+        owner = _UNKNOWN_OWNER if timer.uid is None else timer.uid
+        slowdown = self._add((owner, job, timer.scope_id), rank, event.at - timer.acquired_at)
         if slowdown is not None:
             self._announce(timer, rank, slowdown)
 
-    def _add(self, job: str, scope_id: str, rank: int, hold: float) -> float | None:
+    def _add(self, key: _Key, rank: int, hold: float) -> float | None:
         """Take one hold; the rank's slowdown if it has just become a straggler."""
+        owner = key[0]
         with self._lock:
-            scope = self._scopes.get((job, scope_id))
+            scope = self._scopes.get(key)
             if scope is None:
-                scope = self._scopes[(job, scope_id)] = _Scope()
-                while len(self._scopes) > _SCOPES_FOLLOWED:
-                    self._scopes.popitem(last=False)
+                scope = self._follow(key)
             else:
-                self._scopes.move_to_end((job, scope_id))
+                self._scopes.move_to_end(key)
             holds = scope.holds.get(rank)
             if holds is None:
-                if len(scope.holds) >= RANKS_FOLLOWED:
+                if (
+                    len(scope.holds) >= RANKS_FOLLOWED
+                    or self._ranks_of.get(owner, 0) >= RANKS_PER_OWNER
+                    or self._ranks >= _RANKS_IN_ALL
+                ):
                     return None
                 holds = scope.holds[rank] = deque(maxlen=self.window)
+                self._ranks_of[owner] = self._ranks_of.get(owner, 0) + 1
+                self._ranks += 1
             holds.append(hold)
             if len(holds) < self.window:
                 return None
@@ -128,6 +162,29 @@ class Stragglers:
             scope.flagged.add(rank)
             return slowdown
 
+    def _follow(self, key: _Key) -> _Scope:
+        """A new scope of ``key``'s owner, followed in place of the least recently
+        released one of its owner, when it has its share, or of the owner with the most
+        scopes, when all are taken."""
+        owner = key[0]
+        if self._scopes_of.get(owner, 0) >= SCOPES_PER_OWNER:
+            self._forget_oldest_of(owner)
+        elif len(self._scopes) >= SCOPES_FOLLOWED:
+            self._forget_oldest_of(max(self._scopes_of, key=self._scopes_of.__getitem__))
+        scope = self._scopes[key] = _Scope(owner)
+        self._scopes_of[owner] = self._scopes_of.get(owner, 0) + 1
+        return scope
+
+    def _forget_oldest_of(self, owner: int) -> None:
+        oldest = next(key for key, scope in self._scopes.items() if scope.owner == owner)
+        forgotten = self._scopes.pop(oldest)
+        self._scopes_of[owner] -= 1
+        self._ranks_of[owner] -= len(forgotten.holds)
+        self._ranks -= len(forgotten.holds)
+        for counts in (self._scopes_of, self._ranks_of):
+            if counts.get(owner) == 0:
+                del counts[owner]
+
     @staticmethod
     def _slowdown(scope: _Scope, rank: int) -> float | None:
         if len(scope.sorted_paces) < 2:
@@ -143,13 +200,13 @@ class Stragglers:
         at = now()
         publish(lambda seq: TimerEvent(seq, EventKind.STRAGGLER, at, timer, detail))
 
-    def slowdowns(self, job: str) -> dict[int, float]:
-        """Each rank's slowdown in ``job`` (its largest over the job's scopes), for the
-        ranks with a pace."""
+    def slowdowns(self, job: str, owner: int) -> dict[int, float]:
+        """Each rank's slowdown in ``job`` of ``owner`` (its largest over the job's
+        scopes), for the ranks with a pace."""
         found: dict[int, float] = {}
         with self._lock:
-            for (job_id, _), scope in self._scopes.items():
-                if job_id != job:
+            for (uid, job_id, _), scope in self._scopes.items():
+                if (uid, job_id) != (owner, job):
                     continue
                 for rank in scope.paces:
                     slowdown = self._slowdown(scope, rank)
@@ -157,15 +214,31 @@ class Stragglers:
                         found[rank] = max(found.get(rank, 0.0), slowdown)
         return found
 
-    def straggling_jobs(self) -> list[str]:
-        """The jobs with a rank flagged now."""
+    def flagged(self, job: str, owner: int) -> set[int]:
+        """The ranks of ``job`` of ``owner`` flagged now (in any of its scopes)."""
         with self._lock:
-            return sorted({job for (job, _), scope in self._scopes.items() if scope.flagged})
+            return {
+                rank
+                for (uid, job_id, _), scope in self._scopes.items()
+                if (uid, job_id) == (owner, job)
+                for rank in scope.flagged
+            }
+
+    def straggling_jobs(self) -> list[tuple[str, int]]:
+        """The jobs (id, owner) with a rank flagged now."""
+        with self._lock:
+            return sorted(
+                {(job, uid) for (uid, job, _), scope in self._scopes.items() if scope.flagged}
+            )
 
 
 class SlowdownCollector(Collector):
-    """``timer_rank_slowdown{job_id, rank}``: every rank's slowdown, for the jobs that
-    have a straggler now only, and at most ``max_series`` series (the slowest first)."""
+    """``timer_rank_slowdown{job_id, rank, uid}``: every rank's slowdown, for the jobs
+    that have a straggler now only, and at most ``max_series`` series (the slowest
+    first); ``timer_rank_straggler`` of the same series: 1 for a rank flagged now (its
+    slowdown reached --straggler-ratio, whatever it is set to), 0 for the others, so an
+    alert need not know the ratio. ``uid`` (beyond contract 12): the job's owner, -1 if
+    unknown; another user's job of the same id is another series."""
 
     def __init__(self, stragglers: Stragglers) -> None:
         self._stragglers = stragglers
@@ -174,14 +247,23 @@ class SlowdownCollector(Collector):
         family = GaugeMetricFamily(
             "timer_rank_slowdown",
             "A rank's median hold over the other ranks' (jobs with a straggler only).",
-            labels=["job_id", "rank"],
+            labels=["job_id", "rank", "uid"],
         )
-        series = [
-            (slowdown, job, rank)
-            for job in self._stragglers.straggling_jobs()
-            for rank, slowdown in self._stragglers.slowdowns(job).items()
-        ]
+        flag = GaugeMetricFamily(
+            "timer_rank_straggler",
+            "1 for a rank flagged as a straggler now (slower by --straggler-ratio), 0 for"
+            " the other ranks of its job.",
+            labels=["job_id", "rank", "uid"],
+        )
+        series = []
+        for job, owner in self._stragglers.straggling_jobs():
+            flagged = self._stragglers.flagged(job, owner)
+            for rank, slowdown in self._stragglers.slowdowns(job, owner).items():
+                series.append((slowdown, job, owner, rank, rank in flagged))
         series.sort(key=lambda item: -item[0])
-        for slowdown, job, rank in series[: self._stragglers.max_series]:
-            family.add_metric([job, str(rank)], slowdown)
+        for slowdown, job, owner, rank, is_flagged in series[: self._stragglers.max_series]:
+            labels = [job, str(rank), str(owner)]
+            family.add_metric(labels, slowdown)
+            flag.add_metric(labels, 1.0 if is_flagged else 0.0)
         yield family
+        yield flag

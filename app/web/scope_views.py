@@ -19,17 +19,19 @@ SCOPES_SHOWN = 50
 def scopes_view(
     connection: Connection,
     job_id: str,
+    owner: int,
     floor: float,
     whatif_scope: str | None,
     whatif_timeout: float | None,
 ) -> dict[str, Any]:
-    """``rows``: the job's scopes' statistics; ``whatif``: the replay of
-    ``whatif_timeout`` over ``whatif_scope``'s history, when both are given."""
+    """``rows``: the statistics of the scopes of the job ``job_id`` of ``owner`` (a
+    uid, or UNKNOWN_OWNER); ``whatif``: the replay of ``whatif_timeout`` over
+    ``whatif_scope``'s history, when both are given."""
     scopes = scope_stats.scope_stats(
-        connection, job_id, None, scope_stats.DEFAULT_WINDOW, floor, SCOPES_SHOWN
+        connection, job_id, owner, None, scope_stats.DEFAULT_WINDOW, floor, SCOPES_SHOWN
     )
     whatif = None
     if whatif_scope is not None and whatif_timeout is not None:
-        replay = scope_stats.what_if(connection, job_id, whatif_scope, whatif_timeout)
+        replay = scope_stats.what_if(connection, job_id, owner, whatif_scope, whatif_timeout)
         whatif = {"scope_id": whatif_scope, **replay.model_dump()}
-    return {"rows": [item.model_dump() for item in scopes], "whatif": whatif}
+    return {"rows": [item.model_dump() for item in scopes.items], "whatif": whatif}

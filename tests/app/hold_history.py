@@ -50,16 +50,23 @@ def nearest_rank(values: list[float], percent: int) -> float:
 
 
 def scope_history(
-    holds: list[Hold], *, job: str | None, scope: str, first_id: int, start: float = BASE
+    holds: list[Hold],
+    *,
+    job: str | None,
+    scope: str,
+    first_id: int,
+    start: float = BASE,
+    uid: int = 1000,
 ) -> list[TimerEvent]:
-    """Each hold in turn, one after the other (timer ids from ``first_id``). Give holds
-    and ``start`` in whole 1/1024 s, so the recorded times give them back exactly."""
+    """Each hold in turn, one after the other (timer ids from ``first_id``), of workers
+    of ``uid``. Give holds and ``start`` in whole 1/1024 s, so the recorded times give
+    them back exactly."""
     events: list[TimerEvent] = []
     at = start
     for number, hold in enumerate(holds):
         timer_id = first_id + number
         labels = {"job_id": job, "rank": 0, "world_size": 1} if job is not None else {}
-        common = {"scope_id": scope, "acquired_at": at, "uid": 1000, **labels}
+        common = {"scope_id": scope, "acquired_at": at, "uid": uid, **labels}
         events.append(changed(event(0, EventKind.ACQUIRED, timer_id), at=at, **common))
         end = at + hold.seconds
         kind = (

@@ -12,6 +12,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse
 
 from app.access.callers import CallerDep
+from app.db.job_models import job_owner
 from app.db.job_store import SeveralOwners
 from app.db.models import MAX_DEADLINE_SECONDS, MAX_SCOPE_LENGTH
 from app.db.pagination import TimerIdPath
@@ -42,10 +43,6 @@ def job_page(
         float | None, Query(gt=0, le=MAX_DEADLINE_SECONDS, allow_inf_nan=False)
     ] = None,
 ) -> HTMLResponse:
-    # The scopes' hold times, and the what-if its form asks for (GET /scopes/whatif).
-    scopes = scopes_view(
-        session.connection(), job_id, service.settings.auto_floor, whatif_scope, whatif_timeout
-    )
     try:
         view = job_view(session, caller, job_id, uid)
     except SeveralOwners as several:
@@ -54,11 +51,23 @@ def job_page(
         )
         page.status_code = 409
         return page
+    scopes = None
     if view is not None:
-        # Each rank's slowdown (contract 12), as GET /jobs/{id} shows it.
-        slowdowns = service.stragglers.slowdowns(job_id)
+        owner = job_owner(view["job"]["uid"])
+        # Each rank's slowdown (contract 12), as GET /jobs/{id} shows it: this owner's.
+        slowdowns = service.stragglers.slowdowns(job_id, owner)
         for rank in view["job"]["ranks"]:
             rank["slowdown"] = slowdowns.get(rank["rank"])
+        # The scopes' hold times of this owner's job, and the what-if its form asks for
+        # (GET /scopes/whatif).
+        scopes = scopes_view(
+            session.connection(),
+            job_id,
+            owner,
+            service.settings.auto_floor,
+            whatif_scope,
+            whatif_timeout,
+        )
     return render_page(
         request,
         "job",

@@ -9,7 +9,7 @@ from fastapi import APIRouter, HTTPException, Path, Query
 
 from app.access.callers import CallerDep
 from app.db import job_store
-from app.db.job_models import JobDetail, JobPublic, JobRank
+from app.db.job_models import JobDetail, JobPublic, JobRank, job_owner
 from app.db.models import ErrorMessage, Page
 from app.db.pagination import KnownQueryOnly
 from app.deps import ServiceDep, SessionDep
@@ -79,7 +79,7 @@ def get_job(
     if detail is None:
         whose = "" if uid is None else f" of uid {uid}"
         raise HTTPException(404, detail=f"no job {job_id!r}{whose}")
-    slowdowns = service.stragglers.slowdowns(detail.job_id)
+    slowdowns = service.stragglers.slowdowns(detail.job_id, job_owner(detail.uid))
     ranks = [
         RankSlowdown(**rank.model_dump(), slowdown=slowdowns.get(rank.rank))
         if rank.rank is not None

@@ -11,12 +11,24 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from app.ops.stragglers import RANKS_FOLLOWED, SlowdownCollector, Stragglers, _median_without
+from app.ops.stragglers import (
+    RANKS_FOLLOWED,
+    RANKS_PER_OWNER,
+    SCOPES_FOLLOWED,
+    SCOPES_PER_OWNER,
+    SlowdownCollector,
+    Stragglers,
+    _median_without,
+)
 from tests.sample_events import changed, event, timer_of
 from timer_core import EventKind, TimerEvent
 from timer_core.engine.event_details import Ended, Straggler
 
 WINDOW = 5
+# The owner of the sample events' workers (their uid is unknown), and two users.
+NO_UID = -1
+ALICE = 1001
+MALLORY = 1002
 
 
 class Bus:
@@ -67,8 +79,8 @@ def test_the_slow_rank_is_flagged_once_while_it_stays_slow() -> None:
     assert (scope, rank) == ("compute", 2) and slowdown == pytest.approx(1.3, abs=0.01)
     steps(stragglers, {0: 1.0, 1: 1.01, 2: 1.3, 3: 0.99})
     assert len(bus.events) == 1
-    assert stragglers.slowdowns("run-1")[2] == pytest.approx(1.3)
-    assert stragglers.straggling_jobs() == ["run-1"]
+    assert stragglers.slowdowns("run-1", NO_UID)[2] == pytest.approx(1.3)
+    assert stragglers.straggling_jobs() == [("run-1", NO_UID)]
     # Back in step: no longer flagged; slow again: told again.
     steps(stragglers, {0: 1.0, 1: 1.0, 2: 1.0, 3: 1.0})
     assert stragglers.straggling_jobs() == []
@@ -106,7 +118,7 @@ def test_only_healthy_labelled_releases_count() -> None:
         stragglers(release(1, 1.0))
         stragglers(changed(event(0, EventKind.KILLED, 7), rank=2, job_id="run-1"))
     assert bus.events == []
-    assert stragglers.slowdowns("run-1") == {0: pytest.approx(1.0), 1: pytest.approx(1.0)}
+    assert stragglers.slowdowns("run-1", NO_UID) == {0: pytest.approx(1.0), 1: pytest.approx(1.0)}
 
 
 def test_each_job_and_scope_is_compared_apart() -> None:
@@ -131,17 +143,23 @@ def test_the_gauge_shows_only_jobs_with_a_straggler_and_at_most_max_series() -> 
     registry = CollectorRegistry()
     registry.register(SlowdownCollector(stragglers))
     text = generate_latest(registry).decode()
-    series = {
-        (job, int(rank)): float(value)
-        for job, rank, value in re.findall(
-            r'^timer_rank_slowdown\{job_id="([^"]*)",rank="(\d+)"\} (\S+)$', text, re.M
-        )
-    }
+
+    def of(name: str) -> dict[tuple[str, int], float]:
+        pattern = rf'^{name}\{{job_id="([^"]*)",rank="(\d+)",uid="-1"\}} (\S+)$'
+        return {
+            (job, int(rank)): float(value) for job, rank, value in re.findall(pattern, text, re.M)
+        }
+
+    series = of("timer_rank_slowdown")
     # The slowest first: both stragglers are among the three; the calm job has none.
     assert len(series) == 3
     assert series[("slow-a", 3)] == pytest.approx(1.4)
     assert series[("slow-b", 0)] == pytest.approx(1.4)
     assert not any(job == "calm" for job, _ in series)
+    # The flag of the same series: 1 for the stragglers only, whatever the ratio.
+    flags = of("timer_rank_straggler")
+    assert set(flags) == set(series)
+    assert {key for key, value in flags.items() if value == 1.0} == {("slow-a", 3), ("slow-b", 0)}
 
 
 def test_median_without_one_value_is_the_median_of_the_rest() -> None:
@@ -164,4 +182,44 @@ def test_a_scope_follows_a_bounded_number_of_ranks() -> None:
         stragglers(release(0, 1.0))
         stragglers(release(1, 1.0))
     assert bus.events == []
-    assert RANKS_FOLLOWED + 1 not in stragglers.slowdowns("run-1")
+    assert RANKS_FOLLOWED + 1 not in stragglers.slowdowns("run-1", NO_UID)
+
+
+def test_another_users_ranks_of_the_same_job_id_are_another_job() -> None:
+    # Alice's two ranks at one pace; Mallory's worker claims her job id, rank 2, slower:
+    # it is compared with no one of Alice's, and Alice's job shows her ranks only.
+    stragglers, bus = detector()
+    for _ in range(WINDOW):
+        stragglers(release(0, 1.0, uid=ALICE))
+        stragglers(release(1, 1.0, uid=ALICE))
+        stragglers(release(2, 1.5, uid=MALLORY))
+    assert bus.events == []
+    assert set(stragglers.slowdowns("run-1", ALICE)) == {0, 1}
+    assert stragglers.slowdowns("run-1", MALLORY) == {}
+    assert stragglers.straggling_jobs() == []
+
+
+def test_one_user_cannot_push_out_anothers_scopes_or_take_every_rank() -> None:
+    stragglers, bus = detector()
+    alice = {0: 1.0, 1: 1.0, 2: 1.0, 3: 1.5}
+
+    def alice_steps(count: int) -> None:
+        for _ in range(count):
+            for rank, pace in alice.items():
+                stragglers(release(rank, pace, uid=ALICE))
+
+    alice_steps(WINDOW - 1)
+    # Mallory: a scope per release, more than every scope followed, then ranks over
+    # three scopes, more than a user's share.
+    for number in range(SCOPES_FOLLOWED + 10):
+        stragglers(release(0, 1.0, scope=f"s-{number}", uid=MALLORY))
+    for rank in range(RANKS_PER_OWNER // 2 + 10):
+        for scope in ("wide-1", "wide-2", "wide-3"):
+            stragglers(release(rank, 1.0, scope=scope, uid=MALLORY))
+    # Alice's scope was still followed, her windows with it: one more step fills them.
+    alice_steps(1)
+    told = [(made.timer.uid, made.detail.rank) for made in bus.events]  # type: ignore[union-attr]
+    assert told == [(ALICE, 3)]
+    # Mallory follows at most her share of scopes and of ranks.
+    assert stragglers._scopes_of[MALLORY] <= SCOPES_PER_OWNER
+    assert stragglers._ranks_of[MALLORY] <= RANKS_PER_OWNER

@@ -30,14 +30,18 @@ from tests.conftest import in_process, migrated_engine, service_of, worker_node_
 
 JOB = "run-auto"
 ROOT = Caller(0, "unix", "test")
+STRANGER = os.geteuid() + 4242
 
 
 @pytest.fixture
 def client(tmp_path: Path) -> Iterator[TestClient]:
-    # Six recorded steps of 2 s of one job's scope: above the minimum of 5.
+    # Six recorded steps of 2 s of one job's scope, by this user's workers: above the
+    # minimum of 5. Another user's workers claiming the same job id: as many of a scope.
     database = tmp_path / "timers.db"
     engine = migrated_engine(database)
-    record(engine, scope_history([Hold(2.0)] * 6, job=JOB, scope="learned", first_id=1))
+    mine = scope_history([Hold(2.0)] * 6, job=JOB, scope="learned", first_id=1, uid=os.geteuid())
+    theirs = scope_history([Hold(0.5)] * 6, job=JOB, scope="theirs", first_id=100, uid=STRANGER)
+    record(engine, mine + theirs)
     engine.dispose()
     settings = Settings(
         db_url=f"sqlite:///{database}",
@@ -66,6 +70,10 @@ def test_auto_uses_the_initial_timeout_then_the_learned_one(
 ) -> None:
     fresh = arm(client, sleeper.pid, "fresh")
     assert fresh["timeout_source"] == "initial"
+    # Another user's holds of this job's id and a scope: not this worker's to learn from.
+    theirs = arm(client, sleeper.pid, "theirs")
+    assert theirs["timeout_source"] == "initial"
+    assert timeout_of(theirs) == pytest.approx(300.0, abs=0.5)
     assert timeout_of(fresh) == pytest.approx(300.0, abs=0.5)
     learned = arm(client, sleeper.pid, "learned")
     assert learned["timeout_source"] == "learned"

@@ -37,6 +37,7 @@ def test_scopes_answer_the_statistics_and_the_suggestion(client: TestClient) -> 
         "items": [
             {
                 "job_id": "run/7 <b>",
+                "uid": 1000,
                 "scope_id": "step",
                 "count": 30,
                 "p50": nearest_rank(STEPS, 50),
@@ -46,11 +47,16 @@ def test_scopes_answer_the_statistics_and_the_suggestion(client: TestClient) -> 
                 "suggested_timeout": max(2.0, 3 * p99, 1.5 * 4.0),
                 "window": 1000,
             }
-        ]
+        ],
+        "next": None,
     }
     narrow = client.get("/scopes", params={"scope": "step", "window": 10}).json()["items"]
     assert [(i["count"], i["max"]) for i in narrow] == [(10, max(STEPS[-10:]))]
-    assert client.get("/scopes", params={"job": "other"}).json() == {"items": []}
+    assert client.get("/scopes", params={"job": "other"}).json() == {"items": [], "next": None}
+    # One owner's: the workers' uid (-1: unknown).
+    for uid, count in ((1000, 1), (1001, 0), (-1, 0)):
+        mine = client.get("/scopes", params={"job": "run/7 <b>", "uid": uid}).json()["items"]
+        assert len(mine) == count, (uid, mine)
 
 
 def test_whatif_replays_a_timeout(client: TestClient) -> None:
@@ -72,6 +78,18 @@ def test_whatif_replays_a_timeout(client: TestClient) -> None:
     ).json()
     assert (recent["considered"], recent["hangs"]) == (11, 1)
     assert recent["would_have_killed"] == sum(s > 3.5 for s in STEPS[-10:])
+    # The owner's job of that id: another uid's has nothing recorded.
+    other = client.get(
+        "/scopes/whatif", params={"job": "run/7 <b>", "scope": "step", "timeout": 3.5, "uid": 7}
+    ).json()
+    assert other["considered"] == 0
+
+
+def test_whatif_without_a_job_says_to_pass_one(client: TestClient) -> None:
+    response = client.get("/scopes/whatif", params={"scope": "step", "timeout": 3.5})
+    assert response.status_code == 422, response.text
+    [problem] = response.json()["detail"]
+    assert problem["loc"] == ["query", "job"] and "pass job=" in problem["msg"]
 
 
 @pytest.mark.parametrize(
@@ -99,7 +117,18 @@ def test_whatif_refuses_bad_input(client: TestClient, params: dict[str, str]) ->
 
 @pytest.mark.parametrize(
     "params",
-    [{"window": "0"}, {"window": "100001"}, {"limit": "0"}, {"job": "x" * 257}, {"jobs": "a"}],
+    [
+        {"window": "0"},
+        {"window": "100001"},
+        {"limit": "0"},
+        {"job": "x" * 257},
+        {"jobs": "a"},
+        {"uid": "-2"},
+        {"uid": str(2**32)},
+        {"cursor": "bm90IG91cnM="},
+        {"cursor": "!"},
+        {"job": "run", "cursor": "WzEuMCwgImEiLCAxXQ=="},
+    ],
 )
 def test_scopes_refuse_bad_input(client: TestClient, params: dict[str, str]) -> None:
     response = client.get("/scopes", params=params)
