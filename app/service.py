@@ -42,6 +42,7 @@ from app.db.private_files import secure_sqlite_files
 from app.db.recorder import Recorder
 from app.hub import Hub
 from app.notify.alertmanager import Alertmanager
+from app.notify.conditions import Conditions, record_losses
 from app.notify.outbox import Outbox
 from app.notify.sender import Sender
 from app.ops.health import Health, RecorderHealth
@@ -161,6 +162,11 @@ class Service:
         self.losses = LossLedger(
             self.engine,
             lambda: {"dropped": self.recorder.dropped, "rejected": self.recorder.rejected},
+            also=lambda connection, rows: record_losses(connection, settings.node, rows),
+        )
+        # Nodes down and overdue kills are told too (contract 11), from the sender's thread.
+        self.sender.conditions = Conditions(
+            self.engine, settings.node, settings.node_timeout, self.kill_report
         )
 
     def claim(self) -> None:

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session
 
@@ -47,12 +47,15 @@ class LossLedger:
         counters: Callable[[], dict[str, int]],
         *,
         interval: float = 0.5,
+        also: Callable[[Connection, list[dict[str, Any]]], None] | None = None,
     ) -> None:
         """``counters()`` gives the loss counters since this process started, by kind
-        (``dropped``, ``rejected``); they only ever grow."""
+        (``dropped``, ``rejected``); they only ever grow. ``also`` is handed the
+        transaction and the rows it writes (the service's outbox tells the loss)."""
         self._engine = engine
         self._counters = counters
         self._interval = interval
+        self._also = also
         self._lock = threading.Lock()
         self._seen: dict[str, int] = {}
         self._pending: list[dict[str, Any]] = []
@@ -111,6 +114,8 @@ class LossLedger:
         try:
             with self._engine.begin() as connection:
                 store.insert_losses(connection, rows)
+                if self._also is not None:
+                    self._also(connection, rows)
         except SQLAlchemyError as error:
             logger.debug("loss markers not written yet (%s); will retry", error)
             return False

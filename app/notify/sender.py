@@ -65,6 +65,12 @@ _PRUNE_INTERVAL = 3600.0
 _MEASURE_INTERVAL = 5.0
 
 
+class Checking(Protocol):
+    """Conditions that write their own notifications (``app.notify.conditions``)."""
+
+    def check(self) -> bool: ...
+
+
 class Pushing(Protocol):
     """Alerts kept up to date elsewhere (``app.notify.alertmanager``)."""
 
@@ -92,6 +98,36 @@ class Claimed:
 def _locking(connection: Connection) -> str:
     # SQLite has one writer at a time and no row locks: the clause is PostgreSQL's.
     return "" if connection.dialect.name == "sqlite" else " FOR UPDATE SKIP LOCKED"
+
+
+# The service's own conditions (app.notify.conditions), and where each is read.
+_CONDITIONS = {"node_down": "/ui", "loss": "/losses", "overdue": "/healthz"}
+
+
+def _counted(count: Any, what: str) -> str:
+    return f"{count} {what}{'' if count == 1 else 's'}"
+
+
+def _condition_summary(kind: str, node: str, detail: dict[str, Any]) -> str:
+    if kind == "node_down":
+        silent = float(detail.get("timeout") or 0)
+        last = time.gmtime(float(detail.get("last_seen") or 0))
+        return (
+            f"node {node} is down: no heartbeat for over {silent:g}s (the last at "
+            f"{time.strftime('%Y-%m-%d %H:%M:%S', last)} UTC); the timers of its workers "
+            "are not watched until its service is back"
+        )
+    if kind == "loss":
+        return (
+            f"node {node} lost {_counted(detail.get('lost'), 'event')} "
+            f"({detail.get('detail')}); GET /losses says which, POST /losses/acknowledge "
+            "once read"
+        )
+    return (
+        f"node {node}: {_counted(detail.get('count'), 'due kill')} not sent within "
+        f"{float(detail.get('allowance') or 0):g}s of their deadline (the oldest "
+        f"{float(detail.get('oldest_seconds') or 0):.1f}s past it); see /healthz"
+    )
 
 
 def notification_body(row: dict[str, Any], base_url: str) -> dict[str, Any]:
@@ -135,6 +171,11 @@ def notification_body(row: dict[str, Any], base_url: str) -> dict[str, Any]:
         if detail.get("exited"):
             after = float(detail.get("exited_after") or 0)
             body["summary"] += f"; it exited {after:.0f}s after the SIGKILL"
+        return body
+    if row["kind"] in _CONDITIONS:
+        detail = stored.get("detail") or {}
+        body["url"] = f"{base_url}{_CONDITIONS[row['kind']]}"
+        body["summary"] = _condition_summary(row["kind"], row["node"], detail)
         return body
     if row["kind"] == "straggler":
         detail = stored.get("detail") or {}
@@ -202,6 +243,8 @@ class Sender:
         self.queue_age = 0.0
         # --alertmanager-url: pushed at news and every half minute, on its own thread.
         self.alertmanager: Pushing | None = None
+        # Nodes down, overdue kills: looked at from this thread, never the kill path's.
+        self.conditions: Checking | None = None
         self._alerts_due = threading.Event()
         self._alerts_thread: threading.Thread | None = None
 
@@ -268,6 +311,8 @@ class Sender:
                 self._stopping.wait(1.0)
 
     def _round(self) -> None:
+        if self.conditions is not None:
+            self.conditions.check()  # written before the fan-out, so sent this round
         news = self.fan_out() > 0
         if self.alertmanager is not None and self.alertmanager.due(news):
             self._alerts_due.set()  # pushed on its own thread, never in this loop's way
