@@ -6,6 +6,15 @@ caller's uid, and a match naming another uid is refused), so no user can mute wh
 another user's jobs tell; the admin may silence anything. The sender checks the
 silences when it is about to send (``silenced_by``), so a window opened after a
 notification was written still holds it, and one that ended lets the next ones go.
+
+Bounded: a uid has at most ``MAX_SILENCES_PER_UID`` silences not ended, and all of
+them together at most ``MAX_SILENCES`` (``TooManySilences``), so each send reads a
+bounded few: the ones with no uid (the admin's) and its own uid's.
+
+A comment is text its author chose: it is shown only to who may read the uid's work
+(the uid itself, root, the service's user, the admin token), as an incident's frames
+are (contract 7); others see that it is hidden and why (``seen_by``). A silence with
+no uid is the admin's (a user's always names its own), and its comment is for all.
 """
 
 from __future__ import annotations
@@ -18,15 +27,20 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 from sqlalchemy import Connection, Engine, text
 
+from app.access.callers import Caller, authorize
 from app.notify.channels import Match, Subject, matches
 from app.notify.tables import Silence
 
 __all__ = [
+    "MAX_SILENCES",
+    "MAX_SILENCES_PER_UID",
     "MAX_SILENCE_SECONDS",
     "SilenceCreate",
     "SilencePublic",
+    "TooManySilences",
     "add_silence",
     "delete_silence",
+    "seen_by",
     "silence_row",
     "silenced_by",
     "silences",
@@ -34,7 +48,14 @@ __all__ = [
 
 # A silence longer than this is a channel to delete, not a window.
 MAX_SILENCE_SECONDS = 90 * 86400
+# Silences not ended yet: of one uid, and in all.
+MAX_SILENCES_PER_UID = 100
+MAX_SILENCES = 1000
 _UNIX = Annotated[float, Field(ge=0, le=2**40, allow_inf_nan=False)]
+
+
+class TooManySilences(Exception):
+    """The caps above are reached; the message says which, and what to do."""
 
 
 class SilenceCreate(BaseModel):
@@ -85,6 +106,7 @@ class SilencePublic(BaseModel):
 
 
 def add_silence(engine: Engine, given: SilenceCreate, by: str) -> SilencePublic:
+    """Store ``given``; ``TooManySilences`` if its uid, or everyone, has too many."""
     now = time.time()
     values = {
         "match": given.match.model_dump_json(exclude_none=True),
@@ -96,12 +118,48 @@ def add_silence(engine: Engine, given: SilenceCreate, by: str) -> SilencePublic:
         "created_at": now,
     }
     with engine.begin() as connection:
+        _check_room(connection, given.match.uid, now)
         inserted = connection.execute(
             Silence.__table__.insert().values(**values)  # type: ignore[attr-defined]
         ).inserted_primary_key
     assert inserted is not None
     row = SimpleNamespace(id=int(inserted[0]), **values)
     return SilencePublic.of(row, now)
+
+
+def _check_room(connection: Connection, uid: int | None, now: float) -> None:
+    standing = connection.execute(
+        text(
+            "SELECT count(*) AS total, coalesce(sum(CASE WHEN uid = :uid THEN 1 ELSE 0 END), 0)"
+            " AS own FROM silences WHERE ends_at > :now"
+        ),
+        {"uid": uid, "now": now},
+    ).one()
+    if uid is not None and standing.own >= MAX_SILENCES_PER_UID:
+        raise TooManySilences(
+            f"uid {uid} has {standing.own} silences not ended, the most one uid may have "
+            f"({MAX_SILENCES_PER_UID}): delete some (DELETE /silences/{{id}}) or widen one's "
+            "match instead"
+        )
+    if standing.total >= MAX_SILENCES:
+        raise TooManySilences(
+            f"{standing.total} silences are not ended, the most the service keeps "
+            f"({MAX_SILENCES}): delete some (DELETE /silences/{{id}}) or wait for them to end"
+        )
+
+
+def seen_by(caller: Caller, silence: SilencePublic) -> SilencePublic:
+    """``silence`` as ``caller`` may see it: its comment hidden unless its uid's work is
+    the caller's to read (see above)."""
+    uid = silence.match.uid
+    if uid is None or authorize(caller, uid, "read this silence's comment") is None:
+        return silence
+    return silence.model_copy(
+        update={
+            "comment": f"comment hidden: it is uid {uid}'s; only that user, root, the "
+            "service's user or the admin token may read it"
+        }
+    )
 
 
 def silences(engine: Engine, limit: int, include_ended: bool = False) -> list[SilencePublic]:
@@ -139,11 +197,16 @@ def delete_silence(engine: Engine, silence_id: int) -> SilencePublic | None:
 
 def silenced_by(connection: Connection, notification: dict[str, Any]) -> str | None:
     """Why ``notification`` (the sender's claimed row) is held back: the first silence
-    in force that matches it, or None."""
+    in force that matches it, or None. Only the silences that can match it are read:
+    those with no uid, and its own uid's (a bounded few, see above)."""
     now = time.time()
     rows = connection.execute(
-        text("SELECT id, match, comment FROM silences WHERE starts_at <= :now AND ends_at > :now"),
-        {"now": now},
+        text(
+            "SELECT id, match, comment FROM silences WHERE starts_at <= :now AND ends_at > :now"
+            " AND (uid IS NULL OR uid = :uid) ORDER BY id"
+            f" LIMIT {MAX_SILENCES + MAX_SILENCES_PER_UID}"
+        ),
+        {"now": now, "uid": notification.get("uid")},
     ).all()
     subject = Subject(
         job=notification.get("job_id"),

@@ -27,7 +27,7 @@ from app.db.nodes import NodeStatus
 from app.db.pagination import TimerIdPath
 from app.db.unencodable import renderable_rows
 from app.deps import ServiceDep, SessionDep
-from app.notify.silences import SilencePublic, silences
+from app.notify.silences import SilencePublic, seen_by, silences
 from app.web.dashboard_text import describe_event, duration, stack_note
 from app.web.dashboard_views import DashboardViews, ViewsDep
 from app.web.fleet_view import node_rows
@@ -266,7 +266,7 @@ def dashboard(
         try:
             with Session(service.engine) as session:
                 jobs_overview = overview(session, caller)
-            silenced = silences(service.engine, _SILENCES_SHOWN)
+            silenced = [seen_by(caller, item) for item in silences(service.engine, _SILENCES_SHOWN)]
         except DATABASE_ERRORS as error:
             state["history_unavailable"] = service.database.read_failed(error)
     return templates.TemplateResponse(

@@ -11,6 +11,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse
 
+from app.access.callers import CallerDep
 from app.deps import ServiceDep, require_database
 from app.notify import notify_store, silences
 from app.web.page_templates import render_page
@@ -26,11 +27,13 @@ _DELIVERIES_SHOWN = 200
 def notifications_page(
     request: Request,
     service: ServiceDep,
+    caller: CallerDep,
     channel: Annotated[int | None, Query(ge=1, le=2**63 - 1)] = None,
     state: Literal["pending", "delivered", "failed", "gave_up", "silenced"] | None = None,
 ) -> HTMLResponse:
     require_database(service)
     engine = service.engine
+    shown = silences.silences(engine, 100)
     channels = notify_store.channels(engine)
     return render_page(
         request,
@@ -40,7 +43,7 @@ def notifications_page(
         channels=channels,
         names={item.id: item.name for item in channels},
         deliveries=notify_store.deliveries(engine, channel, state, _DELIVERIES_SHOWN),
-        silences=silences.silences(engine, 100),
+        silences=[silences.seen_by(caller, item) for item in shown],
         chosen={"channel": channel, "state": state},
         alertmanager=bool(service.settings.alertmanager_url),
     )

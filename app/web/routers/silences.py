@@ -12,7 +12,7 @@ from app.access.callers import Caller, CallerDep, forbidden, is_privileged
 from app.db.models import ErrorMessage, Page
 from app.deps import JsonBody, ServiceDep, require_database, require_token
 from app.notify import silences
-from app.notify.silences import SilenceCreate, SilencePublic
+from app.notify.silences import SilenceCreate, SilencePublic, TooManySilences, seen_by
 
 __all__ = ["router"]
 
@@ -23,6 +23,7 @@ SilenceId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 _ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorMessage, "description": "Missing or wrong bearer token"},
     403: {"model": ErrorMessage, "description": "Not your uid's work to silence"},
+    429: {"model": ErrorMessage, "description": "Too many silences not ended (per uid, or all)"},
     503: {"model": ErrorMessage, "description": "The database is away: retry once it is back"},
 }
 _JSON_BODY: dict[int | str, dict[str, Any]] = {
@@ -59,18 +60,24 @@ def create_silence(
     """Hold back, from ``starts_at`` (default now) to ``ends_at`` (unix seconds), the
     notifications that match: by ``job``, ``node``, ``uid`` or ``scope_prefix``."""
     require_database(service)
-    return silences.add_silence(service.engine, _own_match(given, caller), caller.describe())
+    try:
+        return silences.add_silence(service.engine, _own_match(given, caller), caller.describe())
+    except TooManySilences as error:
+        raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS, detail=str(error)) from None
 
 
 @router.get("", responses={503: _ERRORS[503]})
 def list_silences(
     service: ServiceDep,
+    caller: CallerDep,
     ended: bool = False,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> Page[SilencePublic]:
-    """The silences in force or to come, newest first (``ended=true``: those over too)."""
+    """The silences in force or to come, newest first (``ended=true``: those over too).
+    A user's comment is shown only to who may read that uid's work."""
     require_database(service)
-    return Page[SilencePublic](items=silences.silences(service.engine, limit, ended), next=None)
+    items = silences.silences(service.engine, limit, ended)
+    return Page[SilencePublic](items=[seen_by(caller, item) for item in items], next=None)
 
 
 @router.delete(

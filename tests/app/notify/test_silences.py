@@ -3,18 +3,20 @@ as ``silenced`` and not sent; a user's silence mutes only its own uid's work."""
 
 from __future__ import annotations
 
+import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 
 from app.access.callers import Caller, current_caller
+from app.db.database import make_engine
 from app.main import create_app
 from app.notify.channels import Match
 from app.notify.sender import Sender
-from app.notify.silences import SilenceCreate, add_silence
+from app.notify.silences import MAX_SILENCES, MAX_SILENCES_PER_UID, SilenceCreate, add_silence
 from app.settings import Settings
 from tests.app.notify.outbox_events import add_webhook, hung_job, lone_kill, recorder_for, rows
 from tests.app.notify.receiver import Receiver
@@ -151,3 +153,60 @@ def test_the_dashboard_shows_the_silences_as_text(client: TestClient) -> None:
     assert "<script>alert(1)" not in page
     client.delete(f"/silences/{made['id']}")
     assert "No silence: every notification goes out." in client.get("/").text
+
+
+def test_a_uid_has_so_many_silences_and_all_of_them_so_many(
+    user_client: TestClient, settings: Settings
+) -> None:
+    for _ in range(MAX_SILENCES_PER_UID):
+        assert user_client.post("/silences", json=window(job="train")).status_code == 201
+    refused = user_client.post("/silences", json=window(job="train"))
+    assert refused.status_code == 429, refused.text
+    assert f"uid {USER} has {MAX_SILENCES_PER_UID} silences not ended" in refused.text
+    assert "delete some" in refused.text
+    # Others' silences fill the service's total: then no one adds one.
+    now = time.time()
+    others = [
+        {"match": json.dumps({"uid": uid}), "uid": uid, "now": now, "ends": now + 3600}
+        for uid in range(1000, 1000 + MAX_SILENCES - MAX_SILENCES_PER_UID)
+    ]
+    engine = make_engine(settings.db_url)
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO silences (match, starts_at, ends_at, comment, created_by, uid,"
+                " created_at) VALUES (:match, :now, :ends, 'x', 'test', :uid, :now)"
+            ),
+            others,
+        )
+    user_client.app.dependency_overrides[current_caller] = lambda: Caller(99, "tcp", "test")  # type: ignore[attr-defined]
+    full = user_client.post("/silences", json=window(job="train"))
+    assert full.status_code == 429, full.text
+    assert f"{MAX_SILENCES} silences are not ended" in full.text
+    engine.dispose()
+
+
+def test_a_users_comment_is_shown_only_to_who_may_read_its_work(
+    client: TestClient,
+) -> None:
+    app = client.app
+
+    def as_user(uid: int) -> Callable[[], Caller]:
+        return lambda: Caller(uid, "tcp", "test")
+
+    app.dependency_overrides[current_caller] = as_user(USER)  # type: ignore[attr-defined]
+    said = "call +1-555-0100 for the NFS"
+    made = client.post("/silences", json={**window(job="train"), "comment": said}).json()
+    assert client.get("/silences").json()["items"][0]["comment"] == said  # its owner
+    app.dependency_overrides[current_caller] = as_user(USER + 1)  # type: ignore[attr-defined]
+    (seen,) = client.get("/silences").json()["items"]
+    assert seen["id"] == made["id"]
+    assert seen["comment"].startswith(f"comment hidden: it is uid {USER}'s")
+    for page in ("/", "/ui/notifications"):
+        text_of_page = client.get(page).text
+        assert f'data-silence-id="{made["id"]}"' in text_of_page
+        assert said not in text_of_page
+        assert "comment hidden" in text_of_page
+    app.dependency_overrides[current_caller] = as_user(0)  # type: ignore[attr-defined]
+    assert client.get("/silences").json()["items"][0]["comment"] == said  # root
+    assert said in client.get("/ui/notifications").text
