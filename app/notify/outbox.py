@@ -10,10 +10,17 @@ What is told (contract 11):
   counts them), never told again: one notification per incident, not per rank.
 - ``kill``: a worker killed outside any incident. Kills of one job within the incident
   window fold into the first one's notification (a job with capture off still tells
-  one thing per hang).
+  one thing per hang). One uid's kills are told one by one at most
+  ``KILLS_TOLD_PER_UID`` a minute; past that, the minute's kills of that uid fold into
+  one notification (``kills-of-uid:<uid>:<minute>``) that says so and counts them, so
+  a user whose jobs die in a loop (each kill carrying a scope name it chose) cannot
+  flood the channels.
 - ``unkillable``: a worker the kernel would not let die (the engine's ``unkillable``
   event); its exit is folded in.
 - ``straggler``: a rank slower than the others at a scope (one event per episode).
+
+A node down, lost events and overdue kills are no timer's events: ``app.notify.conditions``
+writes them into the same table.
 
 The work here is a few indexed statements for the batches that hold such events and
 nothing for the others: the sending (network, retries) is the sender's, on its own
@@ -34,7 +41,7 @@ from app import log_names
 from timer_core import TimerEvent
 from timer_core.engine import EventKind, Timer
 
-__all__ = ["NOTIFYING_KINDS", "Outbox", "timer_body"]
+__all__ = ["KILLS_TOLD_PER_UID", "NOTIFYING_KINDS", "Outbox", "timer_body"]
 
 logger = logging.getLogger(log_names.NOTIFICATIONS)
 
@@ -62,6 +69,13 @@ _INCIDENT_OF_JOB = text(
     " ORDER BY opened_at DESC LIMIT 1"
 )
 _NOTIFICATION_OF_INCIDENT = text("SELECT id FROM notifications WHERE key = :key")
+KILLS_TOLD_PER_UID = 10  # a minute; the rest are folded into one notification
+_KILL_RATE_WINDOW = 60.0
+_KILLS_OF_UID = text(
+    "SELECT count(*) FROM (SELECT 1 FROM notifications WHERE kind = 'kill'"
+    " AND coalesce(uid, -1) = coalesce(:uid, -1) AND at >= :since"
+    f" LIMIT {KILLS_TOLD_PER_UID}) AS told"
+)
 _KILL_OF_JOB = text(
     "SELECT id FROM notifications WHERE kind = 'kill' AND job_id = :job_id"
     " AND coalesce(uid, -1) = coalesce(:uid, -1) AND at >= :since"
@@ -183,6 +197,16 @@ class Outbox:
             if earlier is not None:
                 connection.execute(_FOLD, {"id": earlier})
                 return
+        told = connection.execute(
+            _KILLS_OF_UID, {"uid": timer.uid, "since": event.at - _KILL_RATE_WINDOW}
+        ).scalar()
+        if int(told or 0) >= KILLS_TOLD_PER_UID:
+            # The first past the rate makes the minute's notification; the others fold in.
+            minute = int(event.at // _KILL_RATE_WINDOW)
+            key = f"kills-of-uid:{timer.uid if timer.uid is not None else 'unknown'}:{minute}"
+            over = {"uid": timer.uid, "limit": KILLS_TOLD_PER_UID}
+            self._insert(connection, key, "kill", event, timer, None, over_rate=over)
+            return
         self._insert(connection, f"kill:{timer.id}", "kill", event, timer, None)
 
     def _unkillable(self, connection: Connection, event: TimerEvent, timer: Timer) -> None:
@@ -212,7 +236,11 @@ class Outbox:
         event: TimerEvent,
         timer: Timer,
         incident_id: int | None,
+        over_rate: dict[str, Any] | None = None,
     ) -> None:
+        body: dict[str, Any] = {"timer": timer_body(timer), "detail": _told(event)}
+        if over_rate is not None:
+            body["over_rate"] = over_rate
         connection.execute(
             _INSERT,
             {
@@ -225,7 +253,7 @@ class Outbox:
                 "scope_id": timer.scope_id,
                 "timer_id": timer.id,
                 "incident_id": incident_id,
-                "body": json.dumps({"timer": timer_body(timer), "detail": _told(event)}),
+                "body": json.dumps(body),
                 "fanned_out": False,
             },
         )

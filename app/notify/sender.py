@@ -191,6 +191,14 @@ def notification_body(row: dict[str, Any], base_url: str) -> dict[str, Any]:
         f"killed pid {timer.get('pid')}{rank} on {row['node']}: scope "
         f"{timer.get('scope_id')!r} passed its deadline"
     )
+    over = stored.get("over_rate")
+    if over:
+        # The outbox's fold of one uid's kills past its rate (app.notify.outbox).
+        body["summary"] = (
+            f"uid {over.get('uid')} had more than {over.get('limit')} kills in a minute on "
+            f"{row['node']}: the rest of that minute's are told here as one, "
+            f"{1 + int(row.get('folded') or 0)} so far; the first: {body['summary']}"
+        )
     return body
 
 
@@ -312,7 +320,12 @@ class Sender:
 
     def _round(self) -> None:
         if self.conditions is not None:
-            self.conditions.check()  # written before the fan-out, so sent this round
+            try:
+                self.conditions.check()  # written before the fan-out, so sent this round
+            except SQLAlchemyError:
+                raise  # the database: this round is retried as a whole
+            except Exception:  # a flaw in one check never stops the sending
+                logger.exception("notifications: checking nodes and kills failed")
         news = self.fan_out() > 0
         if self.alertmanager is not None and self.alertmanager.due(news):
             self._alerts_due.set()  # pushed on its own thread, never in this loop's way

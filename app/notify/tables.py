@@ -2,7 +2,9 @@
 silences.
 
 - A **notification** is one thing to tell (an incident, a kill, an unkillable worker),
-  written by the recorder in the transaction of the event that caused it. ``key`` makes
+  written by the recorder in the transaction of the event that caused it; the
+  service's own conditions (a node down, a loss, overdue kills) are written by
+  ``app.notify.conditions``. ``key`` makes
   it one per incident (``incident:<id>``) or per timer: a later event of the same
   incident is folded into it (``folded`` counts them), not told again.
 - A **delivery** is one notification to one channel, made by the sender when it fans
@@ -45,7 +47,7 @@ class Notification(SQLModel, table=True):
 
     id: int | None = SQLField(default=None, primary_key=True)
     key: str = SQLField(unique=True)
-    kind: str  # incident | kill | unkillable
+    kind: str  # incident | kill | unkillable | straggler | node_down | loss | overdue
     at: float
     node: str
     job_id: str | None = None
