@@ -9,6 +9,7 @@ import socket
 
 from sqlalchemy import Engine
 
+from app.notify.outbox import KILLS_TOLD_PER_UID
 from app.notify.sender import Sender
 from tests.app.notify.outbox_events import (
     add_webhook,
@@ -280,3 +281,48 @@ def test_kills_of_a_job_with_no_incident_are_told_once(backend_engine: Engine) -
     (notification,) = rows(backend_engine, "SELECT * FROM notifications")
     assert (notification["kind"], notification["folded"]) == ("kill", 2)
     assert notification["job_id"] == "no-capture"
+
+
+def test_one_uids_kills_past_its_rate_are_told_as_one(
+    backend_engine: Engine, receiver: Receiver
+) -> None:
+    """A user whose unlabelled workers die in a loop, each kill naming a scope it chose:
+    10 kills a minute are told one by one, the rest of the minute's as one notification
+    that counts them; another uid's kill is still told."""
+    import time
+
+    from tests.app.notify.outbox_events import killed
+    from tests.sample_events import changed, event
+    from timer_core import EventKind
+
+    add_webhook(backend_engine, receiver.url, SECRET)
+    recorder, _ = recorder_for(backend_engine)
+    middle = (time.time() // 60) * 60 - 30  # mid-minute: all 26 kills in one minute
+    kills = KILLS_TOLD_PER_UID + 15
+    for number in range(kills + 1):
+        uid = 1234 if number < kills else 4321
+        armed = changed(
+            event(2 * number + 1, EventKind.ACQUIRED, 100 + number),
+            at=middle + number * 0.1,
+            scope_id=f"<pwned {number}> call +1-555-0100",
+            uid=uid,
+        )
+        recorder(armed)
+        recorder(killed(armed, 2 * number + 2, middle + number * 0.1 + 0.05))
+    recorder.flush()
+    told = rows(backend_engine, "SELECT key, uid, folded FROM notifications ORDER BY id")
+    assert [row["key"] for row in told][:KILLS_TOLD_PER_UID] == [
+        f"kill:{100 + number}" for number in range(KILLS_TOLD_PER_UID)
+    ]
+    minute = int((middle + KILLS_TOLD_PER_UID * 0.1) // 60)
+    assert [(row["key"], row["folded"]) for row in told[KILLS_TOLD_PER_UID:]] == [
+        (f"kills-of-uid:1234:{minute}", 14),
+        (f"kill:{100 + kills}", 0),
+    ]
+    sender_of(backend_engine).step()
+    summaries = [got.json["summary"] for got in receiver.wait_for(KILLS_TOLD_PER_UID + 2)]
+    assert len(summaries) == KILLS_TOLD_PER_UID + 2
+    assert sum("<pwned" in summary for summary in summaries) == KILLS_TOLD_PER_UID + 2
+    (folded,) = [summary for summary in summaries if summary.startswith("uid 1234 had")]
+    assert "more than 10 kills in a minute on node-a" in folded
+    assert "15 so far" in folded
