@@ -117,6 +117,16 @@ class ChannelCreate(BaseModel):
         if parts.scheme.lower() in _WEBHOOK_SCHEMES:
             if not parts.hostname:
                 raise ValueError("a webhook URL needs a host, e.g. https://hooks.example/x")
+            try:
+                port = parts.port
+            except ValueError:
+                port = 0
+            if port == 0:
+                # Named without the URL: its user:password@ may be the secret.
+                raise ValueError(
+                    "the URL's port is not a number from 1 to 65535: write it as "
+                    "https://host:8443/path, or leave it out for the scheme's own"
+                )
             return url
         if not parts.scheme or parts.scheme.lower() in _NEVER:
             raise ValueError(

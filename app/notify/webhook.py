@@ -193,6 +193,9 @@ def post_json(
             return Outcome(False, f"more than {_MAX_REDIRECTS} redirects", retry=False)
     except httpx.TimeoutException:
         return Outcome(False, "timed out")
+    except httpx.InvalidURL:
+        # One stored before POST /channels checked ports: it will never do.
+        return Outcome(False, "the URL is not valid (its port?): give the channel a new one", False)
     except httpx.HTTPError as error:
         if deadline.passed:
             return Outcome(False, f"timed out: the whole send passed {limit:g} s")

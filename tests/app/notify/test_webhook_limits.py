@@ -89,3 +89,12 @@ def test_a_trickling_receiver_is_cut_off_at_the_send_limit(head: bytes, drip: by
     assert not outcome.delivered
     assert outcome.error is not None and "timed out" in outcome.error, outcome
     assert outcome.retry
+
+
+def test_a_url_with_a_bad_port_fails_once_not_retried() -> None:
+    """One stored before POST /channels checked ports: refused as it is, never retried
+    (it raised InvalidURL, with a traceback, on every attempt)."""
+    outcome = post_signed("https://user:pw@127.0.0.1:8x/", "s" * 32, "d", b"{}")
+    assert (outcome.delivered, outcome.retry) == (False, False)
+    assert outcome.error is not None and "not valid" in outcome.error
+    assert "pw" not in outcome.error and "8x" not in outcome.error
