@@ -41,6 +41,7 @@ import pytest
 from sqlalchemy import text
 
 from app.db.database import make_engine
+from app.notify.outbox import KILLS_TOLD_PER_UID
 from tests.app.notify.receiver import Received, Receiver, verified
 from tests.app.service_process import ServiceProcess
 from tests.waiting import wait_until
@@ -48,8 +49,10 @@ from tests.workers import assert_sigkilled
 
 SECRET = "a-secret-of-32-characters-------"
 ROUNDS = 6
+assert ROUNDS < KILLS_TOLD_PER_UID  # each uid's kills, one per round, are each told
 BURST = 10  # kills told per round: more than a node's four sends at once
 LEASE = "2"
+FIRST_UID = 61000  # the workers' uids: no user's, so each has none but this test's
 
 
 @pytest.fixture
@@ -82,8 +85,15 @@ def _ports_to(process: subprocess.Popen[bytes], port: int) -> set[int]:
 
 
 def _burst(node: ServiceProcess) -> None:
-    """``BURST`` real workers, each killed by its own timer on ``node``."""
-    workers = [subprocess.Popen(["sleep", "600"]) for _ in range(BURST)]
+    """``BURST`` real workers, each killed by its own timer on ``node``. Each of a
+    burst runs as a uid of its own: one uid's kills are told one by one only up to a
+    rate (``KILLS_TOLD_PER_UID`` a minute), and this test counts notifications."""
+    workers = [
+        subprocess.Popen(
+            ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "sleep", "600"]
+        )
+        for uid in range(FIRST_UID, FIRST_UID + BURST)
+    ]
     try:
         for number, worker in enumerate(workers):
             armed = httpx.post(
