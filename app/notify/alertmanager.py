@@ -27,7 +27,7 @@ from typing import Any
 from sqlalchemy import Engine, text
 
 from app import log_names
-from app.notify.sender import notification_body
+from app.notify.notification_body import notification_body
 from app.notify.webhook import post_json
 
 __all__ = ["Alertmanager", "alerts_of"]

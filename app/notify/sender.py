@@ -32,34 +32,31 @@ with no thread and no sleeps.
 from __future__ import annotations
 
 import concurrent.futures
-import json
 import logging
 import random
-import secrets
 import threading
 import time
-from dataclasses import dataclass
-from typing import Any, Protocol
-from urllib.parse import quote
+from typing import Protocol
 
-from sqlalchemy import Connection, Engine, bindparam, text
+from sqlalchemy import Engine, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from app import log_names
 from app.db.database_status import one_line
-from app.notify.channels import Match, Subject, matches, wants
+from app.notify import claims
+from app.notify.claims import Claimed
 from app.notify.delivery import Deliver, deliver
+from app.notify.notification_body import notification_body
 from app.notify.send_pool import SendPool
 from app.notify.silences import silenced_by
 from app.notify.webhook import SEND_LIMIT, Outcome
 
-__all__ = ["Claimed", "Pushing", "Sender", "notification_body"]
+__all__ = ["Pushing", "Sender"]
 
 logger = logging.getLogger(log_names.NOTIFICATIONS)
 
 STATES = ("delivered", "failed", "gave_up", "silenced")
 
-_FAN_OUT_BATCH = 100
 _PRUNE_INTERVAL = 3600.0
 # timer_notification_queue's age is measured this often (its alert waits minutes).
 _MEASURE_INTERVAL = 5.0
@@ -77,129 +74,6 @@ class Pushing(Protocol):
     def due(self, news: bool) -> bool: ...
 
     def push(self) -> bool: ...
-
-
-@dataclass(frozen=True, slots=True)
-class Claimed:
-    """A delivery this node holds the lease of, with what sending it needs."""
-
-    id: int
-    delivery_id: str
-    attempts: int
-    created_at: float
-    channel_id: int | None  # None: the channel was deleted
-    channel_name: str
-    url: str
-    secret: str | None
-    notification: dict[str, Any]
-    lease: str  # the claim's mark in ``leased_by``
-
-
-def _locking(connection: Connection) -> str:
-    # SQLite has one writer at a time and no row locks: the clause is PostgreSQL's.
-    return "" if connection.dialect.name == "sqlite" else " FOR UPDATE SKIP LOCKED"
-
-
-# The service's own conditions (app.notify.conditions), and where each is read.
-_CONDITIONS = {"node_down": "/ui", "loss": "/losses", "overdue": "/healthz"}
-
-
-def _counted(count: Any, what: str) -> str:
-    return f"{count} {what}{'' if count == 1 else 's'}"
-
-
-def _condition_summary(kind: str, node: str, detail: dict[str, Any]) -> str:
-    if kind == "node_down":
-        silent = float(detail.get("timeout") or 0)
-        last = time.gmtime(float(detail.get("last_seen") or 0))
-        return (
-            f"node {node} is down: no heartbeat for over {silent:g}s (the last at "
-            f"{time.strftime('%Y-%m-%d %H:%M:%S', last)} UTC); the timers of its workers "
-            "are not watched until its service is back"
-        )
-    if kind == "loss":
-        return (
-            f"node {node} lost {_counted(detail.get('lost'), 'event')} "
-            f"({detail.get('detail')}); GET /losses says which, POST /losses/acknowledge "
-            "once read"
-        )
-    return (
-        f"node {node}: {_counted(detail.get('count'), 'due kill')} not sent within "
-        f"{float(detail.get('allowance') or 0):g}s of their deadline (the oldest "
-        f"{float(detail.get('oldest_seconds') or 0):.1f}s past it); see /healthz"
-    )
-
-
-def notification_body(row: dict[str, Any], base_url: str) -> dict[str, Any]:
-    """The webhook's JSON (contract 11): ``{id, kind, at, node, job_id, summary, url,
-    timer?, incident?}``; ``row`` is the notification joined with its incident."""
-    stored = json.loads(row["body"])
-    timer = stored.get("timer") or {}
-    body: dict[str, Any] = {
-        "id": row["id"],
-        "kind": row["kind"],
-        "at": row["at"],
-        "node": row["node"],
-        "job_id": row["job_id"],
-        "summary": "",
-        "url": base_url,
-        "timer": timer or None,
-    }
-    if row["kind"] == "incident" and row.get("incident_id") is not None:
-        folded = int(row.get("folded") or 0)
-        body["url"] = f"{base_url}/ui/incidents/{row['incident_id']}"
-        body["incident"] = {
-            "id": row["incident_id"],
-            "opened_at": row.get("opened_at"),
-            "nodes": json.loads(row["nodes"]) if row.get("nodes") else [],
-            "suspects": json.loads(row["suspects"]) if row.get("suspects") else [],
-            "events_folded": folded,
-        }
-        summary = row.get("summary") or "its ranks are being analysed"
-        body["summary"] = f"job {row['job_id']} hung on {row['node']}: {summary}"
-        return body
-    if timer.get("id") is not None:
-        body["url"] = f"{base_url}/ui/timers/{timer['id']}"
-    rank = f" (rank {timer['rank']} of job {timer['job_id']})" if timer.get("job_id") else ""
-    if row["kind"] == "unkillable":
-        detail = stored.get("detail") or {}
-        where = f" in {detail['wchan']}" if detail.get("wchan") else ""
-        body["summary"] = (
-            f"pid {timer.get('pid')}{rank} on {row['node']} survived its SIGKILL for "
-            f"{float(detail.get('seconds') or 0):.0f}s: state {detail.get('state') or '?'}{where}"
-        )
-        if detail.get("exited"):
-            after = float(detail.get("exited_after") or 0)
-            body["summary"] += f"; it exited {after:.0f}s after the SIGKILL"
-        return body
-    if row["kind"] in _CONDITIONS:
-        detail = stored.get("detail") or {}
-        body["url"] = f"{base_url}{_CONDITIONS[row['kind']]}"
-        body["summary"] = _condition_summary(row["kind"], row["node"], detail)
-        return body
-    if row["kind"] == "straggler":
-        detail = stored.get("detail") or {}
-        if timer.get("job_id") is not None:
-            body["url"] = f"{base_url}/ui/jobs/{quote(str(timer['job_id']), safe='')}"
-        body["summary"] = (
-            f"rank {timer.get('rank')} of job {timer.get('job_id')} on {row['node']} is "
-            f"{float(detail.get('slowdown') or 0):.2f}x slower than the other ranks at scope "
-            f"{timer.get('scope_id')!r} (its last {detail.get('window')} holds)"
-        )
-        return body
-    body["summary"] = (
-        f"killed pid {timer.get('pid')}{rank} on {row['node']}: scope "
-        f"{timer.get('scope_id')!r} passed its deadline"
-    )
-    over = stored.get("over_rate")
-    if over:
-        # The outbox's fold of one uid's kills past its rate (app.notify.outbox).
-        body["summary"] = (
-            f"uid {over.get('uid')} had more than {over.get('limit')} kills in a minute on "
-            f"{row['node']}: the rest of that minute's are told here as one, "
-            f"{1 + int(row.get('folded') or 0)} so far; the first: {body['summary']}"
-        )
-    return body
 
 
 class Sender:
@@ -381,111 +255,11 @@ class Sender:
     def fan_out(self) -> int:
         """One delivery per new notification and channel that wants it; how many
         notifications were fanned out."""
-        now = time.time()
-        with self._engine.begin() as connection:
-            rows = connection.execute(
-                text(
-                    "SELECT id, kind, job_id, node, uid, scope_id FROM notifications"
-                    f" WHERE fanned_out = :no ORDER BY id LIMIT {_FAN_OUT_BATCH}"
-                    + _locking(connection)
-                ),
-                {"no": False},
-            ).all()
-            if not rows:
-                return 0
-            channels = connection.execute(text("SELECT id, events, match FROM channels")).all()
-            wanted = [
-                (channel.id, json.loads(channel.events), Match.model_validate_json(channel.match))
-                for channel in channels
-            ]
-            new = []
-            for row in rows:
-                subject = Subject(job=row.job_id, node=row.node, uid=row.uid, scope=row.scope_id)
-                for channel_id, events, match in wanted:
-                    if wants(events, row.kind) and matches(match, subject):
-                        new.append(
-                            {
-                                "delivery_id": secrets.token_hex(16),
-                                "notification_id": row.id,
-                                "channel_id": channel_id,
-                                "created_at": now,
-                                "next_at": now,
-                            }
-                        )
-            if new:
-                connection.execute(
-                    text(
-                        "INSERT INTO deliveries (delivery_id, notification_id, channel_id,"
-                        " state, attempts, created_at, next_at) VALUES (:delivery_id,"
-                        " :notification_id, :channel_id, 'pending', 0, :created_at, :next_at)"
-                    ),
-                    new,
-                )
-            ids = [row.id for row in rows]
-            connection.execute(
-                text("UPDATE notifications SET fanned_out = :yes WHERE id IN :ids").bindparams(
-                    bindparam("ids", expanding=True)
-                ),
-                {"yes": True, "ids": ids},
-            )
-        return len(rows)
+        return claims.fan_out(self._engine)
 
     def claim(self, limit: int) -> list[Claimed]:
-        """Lease up to ``limit`` due deliveries to this node (none that another node
-        holds), with what sending each needs. One UPDATE takes them, so two claims never
-        take the same delivery: on PostgreSQL its subquery skips the rows another node
-        has locked; SQLite runs one writing statement at a time."""
-        now = time.time()
-        # This claim's own mark: its outcomes are written only while the mark is there.
-        lease = f"{self.node} {secrets.token_hex(8)}"
-        with self._engine.begin() as connection:
-            taken = connection.execute(
-                text(
-                    "UPDATE deliveries SET lease_until = :until, leased_by = :lease"
-                    " WHERE id IN (SELECT id FROM deliveries WHERE state = 'pending'"
-                    " AND next_at <= :now AND (lease_until IS NULL OR lease_until < :now)"
-                    f" ORDER BY next_at LIMIT {int(limit)}{_locking(connection)})"
-                ),
-                {"until": now + self.lease, "lease": lease, "now": now},
-            ).rowcount
-            if not taken:
-                return []
-            rows = connection.execute(
-                text(
-                    "SELECT d.id, d.delivery_id, d.attempts, d.created_at, c.id AS channel_id,"
-                    " c.name, c.url, c.secret, n.id AS notification_id, n.kind, n.at, n.node,"
-                    " n.job_id, n.uid, n.scope_id, n.timer_id, n.incident_id, n.body, n.folded,"
-                    " i.summary, i.suspects, i.nodes, i.opened_at"
-                    " FROM deliveries d JOIN notifications n ON n.id = d.notification_id"
-                    " LEFT JOIN channels c ON c.id = d.channel_id"
-                    " LEFT JOIN incidents i ON i.id = n.incident_id"
-                    " WHERE d.leased_by = :lease ORDER BY d.next_at"
-                ),
-                {"lease": lease},
-            ).mappings()
-            claimed = []
-            for row in rows:
-                notification = dict(row)
-                notification["id"] = row["notification_id"]
-                for name in ("suspects", "nodes"):
-                    value = notification.get(name)
-                    if value is not None and not isinstance(value, str):
-                        notification[name] = json.dumps(value)
-                claimed.append(
-                    Claimed(
-                        id=row["id"],
-                        delivery_id=row["delivery_id"],
-                        attempts=row["attempts"],
-                        created_at=row["created_at"],
-                        channel_id=row["channel_id"],
-                        channel_name=row["name"] or "",
-                        url=row["url"] or "",
-                        secret=row["secret"],
-                        notification=notification,
-                        lease=lease,
-                    )
-                )
-            return claimed
+        """Lease up to ``limit`` due deliveries to this node (``claims.claim``)."""
+        return claims.claim(self._engine, self.node, self.lease, limit)
 
     def release_own_leases(self) -> int:
         """Free the leases this node's previous process held, so what it was sending
@@ -493,21 +267,12 @@ class Sender:
         that holds its node's service lock: then no other live process has its name.
         Those sends may have reached their receiver: they go again with the same
         delivery id, which receivers drop."""
-        prefix = f"{self.node} "
-        with self._engine.begin() as connection:
-            freed = connection.execute(
-                text(
-                    "UPDATE deliveries SET lease_until = NULL, leased_by = NULL"
-                    " WHERE state = 'pending' AND substr(leased_by, 1, :length) = :prefix"
-                    " AND length(leased_by) = :length + 16"
-                ),
-                {"prefix": prefix, "length": len(prefix)},
-            ).rowcount
+        freed = claims.release_leases(self._engine, self.node)
         if freed:
             logger.warning(
                 "%d notifications this node was sending when it stopped are sent again", freed
             )
-        return int(freed)
+        return freed
 
     def send_claimed(self, claimed: list[Claimed]) -> None:
         for one in claimed:

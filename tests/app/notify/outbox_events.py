@@ -102,10 +102,12 @@ def killed(armed: TimerEvent, seq: int, at: float) -> TimerEvent:
     )
 
 
-def lone_kill(recorder: Recorder, seq: int, timer_id: int, scope: str = "step") -> None:
-    """A worker with no job is armed and killed."""
+def lone_kill(
+    recorder: Recorder, seq: int, timer_id: int, scope: str = "step", uid: int = 1234
+) -> None:
+    """A worker of ``uid`` with no job is armed and killed."""
     now = time.time()
-    armed = changed(event(seq, EventKind.ACQUIRED, timer_id), at=now, scope_id=scope, uid=1234)
+    armed = changed(event(seq, EventKind.ACQUIRED, timer_id), at=now, scope_id=scope, uid=uid)
     recorder(armed)
     recorder(killed(armed, seq + 1, now + 0.5))
     recorder.flush()

@@ -38,7 +38,8 @@ def test_two_nodes_send_each_delivery_once(engines: dict[str, Engine], receiver:
     add_webhook(engine, receiver.url, SECRET)
     recorder, _ = recorder_for(engine)
     for number in range(KILLS):
-        lone_kill(recorder, 2 * number + 1, number + 1)
+        # A uid each: one uid's kills past 10 a minute would be folded into one.
+        lone_kill(recorder, 2 * number + 1, number + 1, uid=2000 + number)
     senders = [Sender(engines[node], node, "http://x", backoff_base=0.0) for node in NODES]
     barrier = threading.Barrier(len(senders))
     sent: dict[str, int] = {}
@@ -87,7 +88,7 @@ def test_a_node_that_dies_mid_send_leaves_it_to_the_other(
     if died == "after sending":
         # The request went out, then the node died before it could write the outcome.
         from app.notify.delivery import deliver
-        from app.notify.sender import notification_body
+        from app.notify.notification_body import notification_body
 
         deliver(
             taken.url, taken.secret, taken.delivery_id, notification_body(taken.notification, "x")
@@ -116,7 +117,7 @@ def test_twenty_rounds_of_a_node_dying_mid_send(
     import random
 
     from app.notify.delivery import deliver
-    from app.notify.sender import notification_body
+    from app.notify.notification_body import notification_body
 
     engine = engines["node-a"]
     add_webhook(engine, receiver.url, SECRET)
@@ -126,7 +127,8 @@ def test_twenty_rounds_of_a_node_dying_mid_send(
     sent_before_dying = 0
     taken_ids = []
     for number in range(20):
-        lone_kill(recorder, 2 * number + 1, number + 1)
+        # A uid each: one uid's kills past 10 a minute would be folded into one.
+        lone_kill(recorder, 2 * number + 1, number + 1, uid=2000 + number)
         dying, living = chance.sample(NODES, 2)
         dead = Sender(engines[dying], dying, "http://x", lease=lease)
         heir = Sender(engines[living], living, "http://x", lease=lease)
