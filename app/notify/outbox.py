@@ -14,7 +14,7 @@ What is told (contract 11):
   ``KILLS_TOLD_PER_UID`` a minute; past that, the minute's kills of that uid fold into
   one notification (``kills-of-uid:<uid>:<minute>``) that says so and counts them, so
   a user whose jobs die in a loop (each kill carrying a scope name it chose) cannot
-  flood the channels.
+  flood the channels. Root's kills are not limited (the admin's own work).
 - ``unkillable``: a worker the kernel would not let die (the engine's ``unkillable``
   event); its exit is folded in.
 - ``straggler``: a rank slower than the others at a scope (one event per episode).
@@ -197,10 +197,7 @@ class Outbox:
             if earlier is not None:
                 connection.execute(_FOLD, {"id": earlier})
                 return
-        told = connection.execute(
-            _KILLS_OF_UID, {"uid": timer.uid, "since": event.at - _KILL_RATE_WINDOW}
-        ).scalar()
-        if int(told or 0) >= KILLS_TOLD_PER_UID:
+        if self._past_rate(connection, event, timer):
             # The first past the rate makes the minute's notification; the others fold in.
             minute = int(event.at // _KILL_RATE_WINDOW)
             key = f"kills-of-uid:{timer.uid if timer.uid is not None else 'unknown'}:{minute}"
@@ -208,6 +205,17 @@ class Outbox:
             self._insert(connection, key, "kill", event, timer, None, over_rate=over)
             return
         self._insert(connection, f"kill:{timer.id}", "kill", event, timer, None)
+
+    def _past_rate(self, connection: Connection, event: TimerEvent, timer: Timer) -> bool:
+        """Whether ``timer``'s uid has had its ``KILLS_TOLD_PER_UID`` kills told in the
+        last minute. Root's are always told: its jobs are the admin's own, no user's
+        text, and a root job's kills are told one per job already."""
+        if timer.uid == 0:
+            return False
+        told = connection.execute(
+            _KILLS_OF_UID, {"uid": timer.uid, "since": event.at - _KILL_RATE_WINDOW}
+        ).scalar()
+        return int(told or 0) >= KILLS_TOLD_PER_UID
 
     def _unkillable(self, connection: Connection, event: TimerEvent, timer: Timer) -> None:
         """A worker's first ``unkillable`` event is told; its second (the exit) is folded

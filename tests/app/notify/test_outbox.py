@@ -326,3 +326,13 @@ def test_one_uids_kills_past_its_rate_are_told_as_one(
     (folded,) = [summary for summary in summaries if summary.startswith("uid 1234 had")]
     assert "more than 10 kills in a minute on node-a" in folded
     assert "15 so far" in folded
+
+
+def test_roots_kills_are_not_folded_by_rate(backend_engine: Engine) -> None:
+    recorder, _ = recorder_for(backend_engine)
+    for number in range(KILLS_TOLD_PER_UID + 2):
+        lone_kill(recorder, 2 * number + 1, number + 1, uid=0)
+    told = rows(backend_engine, "SELECT key, folded FROM notifications ORDER BY id")
+    assert [(row["key"], row["folded"]) for row in told] == [
+        (f"kill:{number + 1}", 0) for number in range(KILLS_TOLD_PER_UID + 2)
+    ]
