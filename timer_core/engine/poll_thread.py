@@ -19,6 +19,7 @@ class PollThread:
     def __init__(self, name: str) -> None:
         self.name = name
         self.stopping = False
+        self.closed = False
         self._thread: threading.Thread | None = None
         self._epoll = select.epoll()
         self._wake_read, self._wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -60,7 +61,10 @@ class PollThread:
         self._thread.start()
 
     def stop(self) -> None:
-        """Set ``stopping``, wake the thread and wait for it (5 s at most)."""
+        """Set ``stopping``, wake the thread and wait for it (5 s at most). Once closed,
+        nothing: a service's shutdown may stop its engine twice."""
+        if self.closed:
+            return
         self.stopping = True
         self.wake()
         if self._thread is not None:
@@ -68,7 +72,10 @@ class PollThread:
             self._thread = None
 
     def close(self) -> None:
-        """Release the epoll set and the pipe; after ``stop``."""
+        """Release the epoll set and the pipe; after ``stop``. Closing twice is nothing."""
+        if self.closed:
+            return
+        self.closed = True
         self._epoll.close()
         os.close(self._wake_read)
         os.close(self._wake_write)

@@ -81,3 +81,22 @@ def test_workers_beyond_the_pidfd_budget_are_swept_and_their_exits_still_seen() 
             if worker.poll() is None:
                 worker.kill()
                 worker.wait()
+
+
+def test_an_engine_stopped_twice_stops_quietly_and_keeps_no_descriptor() -> None:
+    """A service's shutdown may stop its engine twice (a lifespan entered again, a
+    supervisor and a signal): the second stop must neither raise on the closed pipe nor
+    close a descriptor number that now belongs to someone else."""
+    before = open_descriptors()
+    watcher = ExitWatcher(lambda identity: None)
+    watcher.start()
+    watcher.stop()
+    reused_read, reused_write = os.pipe()  # may take the numbers the watcher closed
+    try:
+        watcher.stop()
+        os.write(reused_write, b"x")  # still open: the second stop closed nothing
+        assert os.read(reused_read, 1) == b"x"
+    finally:
+        os.close(reused_read)
+        os.close(reused_write)
+    assert open_descriptors() == before
