@@ -202,7 +202,8 @@ def silenced_by(connection: Connection, notification: dict[str, Any]) -> str | N
     now = time.time()
     rows = connection.execute(
         text(
-            "SELECT id, match, comment FROM silences WHERE starts_at <= :now AND ends_at > :now"
+            "SELECT id, match, comment, uid FROM silences"
+            " WHERE starts_at <= :now AND ends_at > :now"
             " AND (uid IS NULL OR uid = :uid) ORDER BY id"
             f" LIMIT {MAX_SILENCES + MAX_SILENCES_PER_UID}"
         ),
@@ -216,5 +217,9 @@ def silenced_by(connection: Connection, notification: dict[str, Any]) -> str | N
     )
     for row in rows:
         if matches(Match.model_validate(json.loads(row.match)), subject):
+            # The reason is the delivery's last_error, which GET /deliveries shows to
+            # all: a user's comment stays out of it (see above).
+            if row.uid is not None:
+                return f"silence {row.id} (uid {row.uid}'s)"
             return f"silence {row.id}: {row.comment[:200]}"
     return None

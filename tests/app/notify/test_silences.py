@@ -210,3 +210,34 @@ def test_a_users_comment_is_shown_only_to_who_may_read_its_work(
     app.dependency_overrides[current_caller] = as_user(0)  # type: ignore[attr-defined]
     assert client.get("/silences").json()["items"][0]["comment"] == said  # root
     assert said in client.get("/ui/notifications").text
+
+
+def test_a_users_comment_stays_out_of_the_deliveries(
+    backend_engine: Engine, receiver: Receiver
+) -> None:
+    """The silenced delivery's reason is shown by GET /deliveries to anyone: it names
+    the silence, not what its user wrote; an admin's comment is kept."""
+    add_webhook(backend_engine, receiver.url, SECRET)
+    now = time.time()
+    said = "call +1-555-0100 for the NFS"
+    for uid in (1234, None):
+        add_silence(
+            backend_engine,
+            SilenceCreate(
+                match=Match(uid=uid, scope_prefix="own" if uid else "admin"),
+                ends_at=now + 3600,
+                comment=said,
+            ),
+            "test",
+        )
+    recorder, _ = recorder_for(backend_engine)
+    lone_kill(recorder, 1, 9, scope="own-step")  # uid 1234: its own silence holds it
+    lone_kill(recorder, 3, 10, scope="admin-step")  # the admin's silence holds it
+    Sender(backend_engine, "node-a", "http://x").step()
+    errors = [
+        row["last_error"]
+        for row in rows(backend_engine, "SELECT last_error FROM deliveries ORDER BY id")
+    ]
+    assert errors[0] is not None and said not in errors[0] and "uid 1234" in errors[0]
+    assert errors[1] is not None and said in errors[1]
+    assert receiver.got == []
