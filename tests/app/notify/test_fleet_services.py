@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.app.notify.fleet_nodes import fleet_nodes
 from tests.app.notify.receiver import Receiver, verified
 from tests.app.service_process import ServiceProcess
 from tests.waiting import wait_until
@@ -23,18 +24,8 @@ KILLS_PER_NODE = 4
 
 @pytest.fixture
 def nodes(tmp_path: Path, postgres_url: str) -> Iterator[dict[str, ServiceProcess]]:
-    made: dict[str, ServiceProcess] = {}
-    try:
-        for name in ("node-a", "node-b"):
-            workdir = tmp_path / name
-            workdir.mkdir()
-            running = ServiceProcess(workdir, "--node-name", name)
-            running.db_url = postgres_url
-            made[name] = running.start()
-        yield made
-    finally:
-        for running in made.values():
-            running.stop()
+    with fleet_nodes(tmp_path, postgres_url) as started:
+        yield started
 
 
 def test_each_kill_of_a_fleet_is_told_once(

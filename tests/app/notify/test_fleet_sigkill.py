@@ -42,6 +42,7 @@ from sqlalchemy import text
 
 from app.db.database import make_engine
 from app.notify.outbox import KILLS_TOLD_PER_UID
+from tests.app.notify.fleet_nodes import fleet_nodes
 from tests.app.notify.receiver import Received, Receiver, verified
 from tests.app.service_process import ServiceProcess
 from tests.waiting import wait_until
@@ -57,22 +58,10 @@ FIRST_UID = 61000  # the workers' uids: no user's, so each has none but this tes
 
 @pytest.fixture
 def nodes(tmp_path: Path, postgres_url: str) -> Iterator[dict[str, ServiceProcess]]:
-    made: dict[str, ServiceProcess] = {}
-    for name in ("node-a", "node-b"):
-        workdir = tmp_path / name
-        workdir.mkdir()
-        made[name] = ServiceProcess(
-            workdir, "--node-name", name, "--notify-lease", LEASE, "--no-capture-stacks"
-        )
-        made[name].db_url = postgres_url
-    try:
-        with concurrent.futures.ThreadPoolExecutor(2) as pool:  # started side by side
-            for started in [pool.submit(node.start) for node in made.values()]:
-                started.result()
-        yield made
-    finally:
-        for running in made.values():
-            running.stop()
+    with fleet_nodes(
+        tmp_path, postgres_url, "--notify-lease", LEASE, "--no-capture-stacks"
+    ) as started:
+        yield started
 
 
 def _ports_to(process: subprocess.Popen[bytes], port: int) -> set[int]:

@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.app.notify.fleet_nodes import fleet_nodes
 from tests.app.notify.receiver import Receiver, verified
 from tests.app.service_process import ServiceProcess
 
@@ -19,19 +20,9 @@ SECRET = "a-secret-of-32-characters-------"
 
 @pytest.fixture
 def nodes(tmp_path: Path, postgres_url: str) -> Iterator[dict[str, ServiceProcess]]:
-    made: dict[str, ServiceProcess] = {}
-    try:
-        for name in ("node-a", "node-b"):
-            workdir = tmp_path / name
-            workdir.mkdir()
-            # Down after 1.5 s without a heartbeat (they beat every 0.5 s).
-            running = ServiceProcess(workdir, "--node-name", name, "--node-timeout", "1.5")
-            running.db_url = postgres_url
-            made[name] = running.start()
-        yield made
-    finally:
-        for running in made.values():
-            running.stop()
+    # Down after 1.5 s without a heartbeat (they beat every 0.5 s).
+    with fleet_nodes(tmp_path, postgres_url, "--node-timeout", "1.5") as started:
+        yield started
 
 
 def test_a_killed_node_is_told_down_once(
