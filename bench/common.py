@@ -9,13 +9,20 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psutil
 
+if TYPE_CHECKING:  # the benches of an app's reads have it; the others need not load it
+    pass
+
 from timer_core.engine.arm_request import ArmRequest
 from timer_core.wire import encode
+
+if TYPE_CHECKING:  # only the benches of an app's reads pass one; the others need not load it
+    from fastapi.testclient import TestClient
 
 RESULTS = Path(__file__).parent / "results"
 REPO = Path(__file__).parent.parent
@@ -126,6 +133,20 @@ def summary_ms(values: list[float]) -> dict[str, float]:
         "p99_ms": 1000 * percentile(values, 99),
         "max_ms": 1000 * max(values) if values else float("nan"),
     }
+
+
+def median_get_ms(
+    client: TestClient, path: str, params: Mapping[str, str | int], reads: int = 20
+) -> float:
+    """The median of ``reads`` GETs of ``path`` through an app's ``client``, in ms;
+    each must answer 200."""
+    timings = []
+    for _ in range(reads):
+        began = time.perf_counter()
+        response = client.get(path, params=params)
+        timings.append(time.perf_counter() - began)
+        assert response.status_code == 200, response.text
+    return 1000 * statistics.median(timings)
 
 
 def cpu_seconds(process: psutil.Process) -> float:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import random
-import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -23,7 +22,7 @@ from app.db.database import make_engine, migrate
 from app.db.recorder import Recorder
 from app.main import create_app
 from app.settings import Settings
-from bench.common import print_table, save, save_chart
+from bench.common import median_get_ms, print_table, save, save_chart
 from timer_core import EventKind, Timer, TimerEvent, TimerState
 from timer_core.engine.event_details import Armed, Ended, EventDetail, Kill, NoKill
 
@@ -34,7 +33,6 @@ _ENDS: list[tuple[EventKind, TimerState, EventDetail]] = [
     (EventKind.KILLED, TimerState.KILLED, Kill(0.0013)),
     (EventKind.EXPIRED, TimerState.EXPIRED, NoKill("observe only", 0.0)),
 ]
-_READS = 20
 
 
 def fill(db_url: str, events: int) -> float:
@@ -78,16 +76,6 @@ def fill(db_url: str, events: int) -> float:
     return time.monotonic() - began
 
 
-def median_ms(client: TestClient, path: str, params: dict[str, object]) -> float:
-    timings = []
-    for _ in range(_READS):
-        began = time.perf_counter()
-        response = client.get(path, params=params)
-        timings.append(time.perf_counter() - began)
-        assert response.status_code == 200, response.text
-    return 1000 * statistics.median(timings)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--smoke", action="store_true")
@@ -101,7 +89,7 @@ def main() -> None:
         size = sum(p.stat().st_size for p in Path(tmp).glob("growth.db*"))
         with TestClient(create_app(Settings(db_url=db_url)), base_url="http://localhost") as client:
             middle = events // 4
-            reads = {
+            reads: dict[str, tuple[str, dict[str, str | int]]] = {
                 "GET /events?timer_id=N": ("/events", {"timer_id": middle}),
                 "GET /events?kind=killed&limit=100": ("/events", {"kind": "killed", "limit": 100}),
                 "GET /events?kind=expired&cursor=(middle)": (
@@ -113,7 +101,7 @@ def main() -> None:
                 "GET /timers?state=killed": ("/timers", {"state": "killed"}),
             }
             timings = {
-                name: median_ms(client, path, params) for name, (path, params) in reads.items()
+                name: median_get_ms(client, path, params) for name, (path, params) in reads.items()
             }
     bytes_per_million = size / events * 1_000_000
     print_table(

@@ -18,7 +18,6 @@ import argparse
 import math
 import random
 import sqlite3
-import statistics
 import tempfile
 import time
 from collections.abc import Iterator
@@ -29,9 +28,8 @@ from fastapi.testclient import TestClient
 from app.db.database import make_engine, migrate
 from app.main import create_app
 from app.settings import Settings
-from bench.common import print_table, save
+from bench.common import median_get_ms, print_table, save
 
-_READS = 20
 _COLUMNS = (
     "id, pid, scope_id, signal, source, state, acquired_at, expiration_time, ended_at,"
     " end_reason, node, job_id, rank, world_size, uid"
@@ -103,16 +101,6 @@ def fill(path: Path, timers: int, rows: Iterator[tuple[object, ...]] | None = No
     return time.monotonic() - began
 
 
-def median_ms(client: TestClient, path: str, params: dict[str, str | int]) -> float:
-    timings = []
-    for _ in range(_READS):
-        began = time.perf_counter()
-        response = client.get(path, params=params)
-        timings.append(time.perf_counter() - began)
-        assert response.status_code == 200, response.text
-    return 1000 * statistics.median(timings)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--smoke", action="store_true")
@@ -141,7 +129,8 @@ def main() -> None:
                 ),
             }
             timings = {
-                name: median_ms(client, route, params) for name, (route, params) in reads.items()
+                name: median_get_ms(client, route, params)
+                for name, (route, params) in reads.items()
             }
             replay = client.get(
                 "/scopes/whatif", params=reads[f"GET /scopes/whatif, {big:,} timers"][1]
@@ -151,7 +140,7 @@ def main() -> None:
         settings = Settings(db_url=f"sqlite:///{path}")
         with TestClient(create_app(settings), base_url="http://localhost") as client:
             name = f"GET /scopes over {jobs:,} one-timer jobs (a page: 100 jobs)"
-            timings[name] = median_ms(client, "/scopes", {})
+            timings[name] = median_get_ms(client, "/scopes", {})
     print_table(
         f"Scope statistics at {timers:,} timers (SQLite, filled in {seconds:.1f} s)",
         ["read", "median ms"],
