@@ -15,9 +15,6 @@ from typing import TYPE_CHECKING, Any
 
 import psutil
 
-if TYPE_CHECKING:  # the benches of an app's reads have it; the others need not load it
-    pass
-
 from timer_core.engine.arm_request import ArmRequest
 from timer_core.wire import encode
 
