@@ -160,7 +160,10 @@ def _private_directory() -> tuple[Path, int]:
 
 def _process_tag(pid: int) -> str | None:
     """``PID.STARTTIME`` (clock ticks since boot, from /proc/PID/stat): it names one
-    process for good, where a pid alone is reused. None if the process is gone."""
+    process for good, where a pid alone is reused. None if the process is gone. Not
+    psutil's create_time (``engine.process.identify``): that adds the boot time, which
+    the kernel recomputes from the clock and may read a second apart, so two reads could
+    disagree and a live worker's directory be taken for a dead one's."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as proc_stat:
             fields = proc_stat.read().rsplit(b")", 1)[1].split()
