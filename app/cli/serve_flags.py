@@ -1,26 +1,16 @@
-"""The ``timer-service`` command."""
+"""The flags of ``timer-service serve`` (and ``doctor``, which checks a host for a
+service started with the same ones), and the settings they make."""
 
 from __future__ import annotations
 
 import argparse
-import logging
 import math
 import os
 
-from app import log_names
-from app.access.callers import is_loopback
-from app.access.path_safety import refuse_unsafe_paths
-from app.db.database_status import has_password, masked_url
-from app.db.db_file_check import DatabaseFileError, check_database_file
-from app.notify.channels import is_webhook
-from app.ops.logs import configure_logging
-from app.server import serve
 from app.settings import LOG_LEVELS, Settings, parse_byte_size, read_token_file
 from timer_core.engine.admission import MAX_DEADLINE_SECONDS
 
-__all__ = ["main"]
-
-logger = logging.getLogger(log_names.CLI)
+__all__ = ["add_serve_flags", "settings_from_args"]
 
 
 def _byte_size(raw: str) -> int:
@@ -40,16 +30,9 @@ def _seconds(raw: str) -> float:
     return seconds
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="timer-service", description="A watchdog for stuck worker processes."
-    )
-    commands = parser.add_subparsers(dest="command", required=True)
-    serve = commands.add_parser(
-        "serve",
-        help="run the service (REST API, dashboard, metrics)",
-        description="Every flag can also be set as TIMER_SERVICE_<FLAG> in the environment.",
-    )
+def add_serve_flags(serve: argparse.ArgumentParser) -> None:
+    """The flags of ``serve``, which ``doctor`` takes too: it checks the host for a
+    service configured just so."""
     serve.add_argument("--host", help="address to bind (default 127.0.0.1: this host only)")
     serve.add_argument("--port", type=int, help="port (default 8000)")
     serve.add_argument(
@@ -267,11 +250,11 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="log one line per HTTP request (off by default)",
     )
-    return parser
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = _parser().parse_args(argv)
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    """The service's settings from ``serve``'s flags over ``TIMER_SERVICE_*``, refused
+    with one line (``SystemExit``) when a value cannot work."""
     token_file = args.token_file or os.environ.get("TIMER_SERVICE_TOKEN_FILE")
     settings = Settings.from_env(
         host=args.host,
@@ -342,46 +325,4 @@ def main(argv: list[str] | None = None) -> None:
             "--hub runs no reaper and reads no FIFO: drop --fifo/--fifo-dir, and run a "
             "service without --hub on each worker node for them"
         )
-    # One format for every line, uvicorn's included: it gets no config of its own
-    # (log_config=None) and its loggers hand their records to ours.
-    configure_logging(settings.log_level, access_log=settings.access_log)
-    if args.token:
-        logger.warning(
-            "--token is visible to every user of this host (ps, /proc/PID/cmdline); "
-            "use --token-file PATH or TIMER_SERVICE_TOKEN instead"
-        )
-    if args.db_url and has_password(args.db_url):
-        logger.warning(
-            "--db-url's password is visible to every user of this host (ps, "
-            "/proc/PID/cmdline); pass the URL as TIMER_SERVICE_DB_URL from a file only the "
-            "service reads (systemd's EnvironmentFile), or keep the password in ~/.pgpass"
-        )
-    if not is_loopback(settings.host) and settings.host != "localhost" and not settings.token:
-        logger.warning(
-            "binding %s without a token: callers from other hosts cannot be identified, so "
-            "their writes are refused; give operators a token with --token-file",
-            settings.host,
-        )
-    if settings.alertmanager_url and not is_webhook(settings.alertmanager_url):
-        raise SystemExit(
-            f"--alertmanager-url must be an http:// or https:// URL, such as "
-            f"http://127.0.0.1:9093 (got {settings.alertmanager_url[:100]!r})"
-        )
-    # Here, not in the app's start: an error there comes out as uvicorn's traceback.
-    refuse_unsafe_paths(settings)
-    try:
-        check_database_file(settings.db_url)
-    except DatabaseFileError as error:
-        raise SystemExit(str(error)) from None
-    logger.info(
-        "timer-service on http://%s:%d%s (db %s)",
-        settings.host,
-        settings.port,
-        f" and unix:{settings.uds}" if settings.uds else "",
-        masked_url(settings.db_url),
-    )
-    serve(settings)
-
-
-if __name__ == "__main__":
-    main()
+    return settings

@@ -1,0 +1,1 @@
+"""Tests of the timer-service command line: the terminal client and doctor."""
