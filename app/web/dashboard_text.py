@@ -1,6 +1,6 @@
 """The words and numbers the dashboard pages show, rendered the same way by the
 server (Jinja filters) and, where the page updates live, by the scripts (common.js
-mirrors ``middle_ellipsis`` and ``duration``)."""
+mirrors ``middle_ellipsis``, ``duration`` and ``utc_text``)."""
 
 from __future__ import annotations
 
@@ -12,21 +12,22 @@ from typing import Any
 from timer_core import EventKind
 
 __all__ = [
+    "NOTHING",
     "SCOPE_CHARS",
-    "clock",
-    "date_time",
     "describe_event",
     "duration",
     "middle_ellipsis",
     "signal_name",
     "stack_note",
     "unkillable_words",
+    "utc_iso",
+    "utc_text",
 ]
 
 # Scopes longer than this are shortened in the middle (common.js: TS.SCOPE_CHARS).
 SCOPE_CHARS = 48
 # What an empty cell shows, as in common.js.
-_NOTHING = "\N{EN DASH}"
+NOTHING = "\N{EN DASH}"
 
 
 def middle_ellipsis(text: str, limit: int = SCOPE_CHARS) -> str:
@@ -58,18 +59,18 @@ def signal_name(signal: int) -> str:
         return f"signal {signal}"
 
 
-def clock(unix: float | None) -> str:
-    """The server does not know the reader's time zone: it says UTC, and the page's
-    script shows local time once it runs."""
-    if not unix:
-        return _NOTHING
-    return datetime.fromtimestamp(unix, UTC).strftime("%H:%M:%S UTC")
+def utc_text(unix: float) -> str:
+    """The one way every page writes a time: ``2025-05-01 04:21:29 UTC``, 24 hours, in
+    UTC. The server does not know the reader's time zone, and a fleet's nodes may each
+    be in another; one zone everywhere lets a time on the page be compared with a log
+    line or another page as it stands. Mirrors ``TS.formatTime`` in common.js (which
+    also truncates to the second)."""
+    return datetime.fromtimestamp(int(unix), UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def date_time(unix: float | None) -> str:
-    if not unix:
-        return _NOTHING
-    return datetime.fromtimestamp(unix, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+def utc_iso(unix: float) -> str:
+    """The same instant as ISO 8601 for ``<time datetime>``: ``2025-05-01T04:21:29Z``."""
+    return datetime.fromtimestamp(int(unix), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _ms(seconds: Any) -> str:

@@ -47,8 +47,29 @@ const TS = {
     return h + "h " + String(Math.floor((s % 3600) / 60)).padStart(2, "0") + "m";
   },
 
-  clock(unix) {
-    return unix ? new Date(unix * 1000).toLocaleTimeString() : "–";
+  // The one way every page writes a time: "2025-05-01 04:21:29 UTC", 24 hours, in UTC,
+  // never the browser's locale or zone ("4:21:29 AM" beside a server-rendered UTC time
+  // reads as two different instants). Mirrors utc_text in dashboard_text.py.
+  formatTime(unix) {
+    if (!unix) return "–";
+    return new Date(Math.floor(unix) * 1000).toISOString().slice(0, 19).replace("T", " ") + " UTC";
+  },
+
+  // A time as the server's `when` filter writes it: <time datetime="…Z">formatTime</time>,
+  // or a dash for none.
+  timeElement(unix) {
+    if (!unix) return document.createTextNode("–");
+    const iso = new Date(Math.floor(unix) * 1000).toISOString().slice(0, 19) + "Z";
+    return TS.el("time", { datetime: iso }, TS.formatTime(unix));
+  },
+
+  // Put a time into `node` (a cell), touching the page only when it changes.
+  setTime(node, unix) {
+    if (!node) return;
+    const time = node.querySelector("time");
+    const text = TS.formatTime(unix);
+    if (time ? time.textContent === text : !unix && node.textContent === text) return;
+    node.replaceChildren(TS.timeElement(unix));
   },
 
   signalName(signal) {
@@ -65,7 +86,7 @@ const TS = {
     const pill = document.getElementById("health");
     pill.dataset.status = health.status;
     pill.textContent = health.status === "ok" ? "healthy" : health.status + ": " + health.problems.join("; ");
-    TS.setText("updated", new Date().toLocaleTimeString());
+    TS.setTime(document.getElementById("updated"), TS.serverNow());
   },
 
   showOffline(error) {

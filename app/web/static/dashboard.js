@@ -111,7 +111,7 @@ function buildEnded(timer) {
 }
 
 function updateEnded(row, timer) {
-  row.cells[0].textContent = TS.clock(timer.ended_at);
+  TS.setTime(row.cells[0], timer.ended_at);
   const badge = row.cells[1].querySelector(".badge");
   badge.textContent = timer.state;
   badge.dataset.state = timer.state;
@@ -139,7 +139,7 @@ function renderNodes(nodes) {
     const badge = row.cells[1].querySelector(".badge");
     badge.textContent = node.status;
     badge.dataset.status = node.status;
-    row.cells[2].textContent = TS.clock(node.last_seen);
+    TS.setTime(row.cells[2], node.last_seen);
     row.cells[3].textContent = node.version;
     row.cells[4].textContent = String(node.active_timers);
     tbody.appendChild(row);
@@ -189,15 +189,16 @@ function drawChart(points) {
     make("text", { x: pad.left - 8, y: y(tick) + 5, "text-anchor": "end", class: "axis-label" }, String(tick));
   }
   make("line", { x1: pad.left, y1: base, x2: width - pad.right, y2: base, class: "axis" });
-  // The x axis: a tick and a clock time at each quarter hour, and "now" at the right.
+  // The x axis: a tick and a UTC clock time (HH:MM, the chart's title says UTC) at each
+  // quarter hour, and "now" at the right. A full time would not fit between two ticks.
   const slot = plotWidth / points.length;
-  const hhmm = { hour: "2-digit", minute: "2-digit" };
+  const hhmm = (unix) => TS.formatTime(unix).slice(11, 16);
   points.forEach((point, i) => {
     if ((point.minute / 60) % 15 !== 0) return;
     const x = pad.left + i * slot;
     make("line", { x1: x, y1: base, x2: x, y2: base + 5, class: "axis" });
     if (i < points.length - 6) {
-      const when = new Date(point.minute * 1000).toLocaleTimeString([], hhmm);
+      const when = hhmm(point.minute);
       make("text", { x, y: height - 8, "text-anchor": "middle", class: "axis-label" }, when);
     }
   });
@@ -213,7 +214,7 @@ function drawChart(points) {
         width: barWidth.toFixed(1), height: (base - barTop).toFixed(1), class: "series " + series,
       });
       const tip = document.createElementNS(svgNS, "title");
-      tip.textContent = `${new Date(point.minute * 1000).toLocaleTimeString([], hhmm)}: ${point[series]} ${series}`;
+      tip.textContent = `${TS.formatTime(point.minute)}: ${point[series]} ${series}`;
       bar.append(tip);
     });
   });

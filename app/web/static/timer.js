@@ -15,9 +15,9 @@ function renderTimer(timer) {
   TS.setText("f-scope", timer.scope_id);
   TS.setText("f-signal", TS.signalName(timer.signal));
   TS.setText("f-source", timer.source);
-  TS.setText("f-acquired", new Date(timer.acquired_at * 1000).toLocaleString());
-  TS.setText("f-deadline", new Date(timer.expiration_time * 1000).toLocaleString());
-  TS.setText("f-ended", timer.ended_at ? new Date(timer.ended_at * 1000).toLocaleString() : "–");
+  TS.setTime(document.getElementById("f-acquired"), timer.acquired_at);
+  TS.setTime(document.getElementById("f-deadline"), timer.expiration_time);
+  TS.setTime(document.getElementById("f-ended"), timer.ended_at);
   TS.setText("f-reason", timer.end_reason || "–");
   TS.setText("f-timeout-source", timer.timeout_source || "–");
 }
@@ -40,7 +40,7 @@ function renderEvents(events, older) {
   const items = events.map((event) => {
     const item = TS.el("li", { "data-kind": event.kind });
     item.append(
-      TS.el("time", {}, new Date(event.at * 1000).toLocaleTimeString()),
+      TS.timeElement(event.at),
       TS.el("span", { class: "badge", "data-state": event.kind }, event.kind),
     );
     if (event.text) item.append(TS.el("span", { class: "detail" }, event.text));
@@ -82,7 +82,7 @@ async function load() {
     TS.setText("stack-method", details.stack_note);
     if (!stackShown) await loadStack();
   }
-  TS.setText("updated", new Date().toLocaleTimeString());
+  TS.setTime(document.getElementById("updated"), TS.serverNow());
   const pill = document.getElementById("health");
   pill.dataset.status = "ok";
   pill.textContent = "connected";
