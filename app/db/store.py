@@ -226,12 +226,14 @@ _TIMER_FIELDS: tuple[tuple[str, Any, Callable[[LiveTimer], object]], ...] = (
 
 
 def events_query(
-    timer_id: int | None, kind: str | None, node: str | None = None
+    timer_id: int | None, kind: str | None, node: str | None = None, after: int | None = None
 ) -> SelectOfScalar[Event]:
-    """The events matching the log's filters, for ``paginate``."""
-    return _where_equal(
+    """The events matching the log's filters, for ``paginate``; with ``after``, only
+    those recorded after the event of that id (a client following the log)."""
+    query = _where_equal(
         select(Event), (Event.node, node), (Event.timer_id, timer_id), (Event.kind, kind)
     )
+    return query if after is None else query.where(col(Event.id) > after)
 
 
 RowT = TypeVar("RowT")

@@ -1,20 +1,34 @@
-"""``/events``: the event log, newest first."""
+"""``/events``: the event log, newest first; or, with ``after``, the events recorded
+after one the client has seen, oldest first (how ``timer-service events --follow``
+tails it)."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, HTTPException, Query
+from sqlmodel import Session, col
+from sqlmodel.sql.expression import SelectOfScalar
 
 from app.db import store
 from app.db.enum_fields import EventKindField
 from app.db.models import Event, EventPublic, Page
-from app.db.pagination import CURSOR_PATTERN, KnownQueryOnly, OptionalIntQuery, paginate
+from app.db.pagination import (
+    CURSOR_PATTERN,
+    MAX_PAGE_BYTES,
+    KnownQueryOnly,
+    OptionalIntQuery,
+    json_size_bound,
+    paginate,
+)
 from app.deps import SessionDep
 
 __all__ = ["router"]
 
 router = APIRouter(prefix="/events", tags=["events"])
+
+_INT64_MAX = 2**63 - 1
+_CHUNK_ROWS = 100
 
 
 @router.get("")
@@ -27,7 +41,54 @@ def list_events(
     node: Annotated[str | None, Query(max_length=1024)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: Annotated[str | None, Query(pattern=CURSOR_PATTERN)] = None,
+    after: Annotated[
+        int | None,
+        Query(
+            ge=0,
+            le=_INT64_MAX,
+            description="Only the events after the one of this id, oldest first; "
+            "``next`` is then the ``after`` of the following page (null: none newer yet)",
+        ),
+    ] = None,
 ) -> Page[EventPublic]:
-    """Newest first. Pass ``next`` back as ``cursor`` for the following page."""
-    query = store.events_query(timer_id, kind, node)
+    """Newest first. Pass ``next`` back as ``cursor`` for the following page. With
+    ``after``, oldest first from just after that event: pass ``next`` back as
+    ``after``."""
+    if after is not None and cursor is not None:
+        # Two directions at once: say so, rather than answer one of them.
+        raise HTTPException(
+            422,
+            detail=[
+                {
+                    "loc": ["query", "cursor"],
+                    "msg": "give cursor (older pages, newest first) or after (newer "
+                    "events, oldest first), not both",
+                    "type": "value_error",
+                }
+            ],
+        )
+    query = store.events_query(timer_id, kind, node, after)
+    if after is not None:
+        return _oldest_first(session, query, limit)
     return paginate(session, query, Event.id, EventPublic, limit, cursor)
+
+
+def _oldest_first(session: Session, query: SelectOfScalar[Any], limit: int) -> Page[EventPublic]:
+    """Up to ``limit`` events, oldest first, fewer past about ``MAX_PAGE_BYTES`` (as
+    ``paginate`` does); ``next`` is the last one's id when more follow it."""
+    query = query.order_by(col(Event.id)).limit(limit + 1)
+    items: list[EventPublic] = []
+    size = 0
+    more = False
+    # Rows in chunks, as paginate reads them: a page cut short fetched no more.
+    result = session.exec(query.execution_options(yield_per=_CHUNK_ROWS))
+    try:
+        for row in result:
+            if len(items) == limit or size >= MAX_PAGE_BYTES:
+                more = True
+                break
+            items.append(EventPublic.model_validate(row, from_attributes=True))
+            size += json_size_bound(row)
+    finally:
+        result.close()
+    return Page[EventPublic](items=items, next=str(items[-1].id) if more else None)
