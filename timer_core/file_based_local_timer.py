@@ -3,11 +3,13 @@
 
 Unlike torch's server, this one never signals its own process, opens the
 FIFO without blocking, creates it with mode 0600, and skips malformed lines
-without losing the good ones read with them.
+without losing the good ones read with them. Its client may fail open
+(``fail_open=True``): see ``timer_core.fail_open``.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import select
@@ -27,15 +29,21 @@ from .engine.events import TimerEvent
 from .engine.process import ProcessIdentity, SignalOutcome, identify
 from .engine.reaper import Reaper
 from .engine.states import EventKind
+from .fail_open import FailOpen, ServerUnreachable
 from .sources.fifo_source import FIFO, FifoSource
 
-__all__ = ["FileTimerClient", "FileTimerRequest", "FileTimerServer"]
+__all__ = ["FileTimerClient", "FileTimerRequest", "FileTimerServer", "TimerFifoUnreachable"]
 
 logger = logging.getLogger(log_names.FILE_TIMER)
 
 _OPEN_RETRIES = 10
 _OPEN_RETRY_SLEEP = 0.1
 _FULL_PIPE_WAIT_SECONDS = 2.0
+# Why an open or a write of the FIFO fails when no server is reading it: none is there
+# (ENOENT: not made yet, or removed with its server), none has it open (ENXIO), the one
+# that had it let go mid-write (EPIPE). Anything else (EACCES: another user's FIFO,
+# ENOTDIR, ELOOP) is the path's fault, and fails closed whatever fail_open says.
+_NO_READER = frozenset({errno.ENOENT, errno.ENXIO, errno.EPIPE})
 # A floor for the watchdog pass's period, so that max_interval=0 does not spin a core.
 _MIN_WATCHDOG_INTERVAL = 0.005
 
@@ -82,11 +90,16 @@ class FileTimerRequest(TimerRequest):
         )
 
 
-def _write_whole_line(fd: int, line: bytes) -> None:
+class TimerFifoUnreachable(BrokenPipeError, ServerUnreachable):
+    """No server reads the FIFO (it is missing, nobody has it open, or it stayed full):
+    what ``fail_open=True`` goes on after. A ``BrokenPipeError``, as torch raises."""
+
+
+def _write_whole_line(fd: int, line: bytes, wait_seconds: float) -> None:
     """Write one line (≤ PIPE_BUF, so all or nothing). If the pipe is full because
     the server is behind, wait for room a little instead of failing at once, as
     torch's client does (it raises BlockingIOError into the training loop)."""
-    give_up_at = time.monotonic() + _FULL_PIPE_WAIT_SECONDS
+    give_up_at = time.monotonic() + wait_seconds
     while True:
         try:
             os.write(fd, line)
@@ -94,8 +107,8 @@ def _write_whole_line(fd: int, line: bytes) -> None:
         except BlockingIOError:
             left = give_up_at - time.monotonic()
             if left <= 0:
-                raise BrokenPipeError(
-                    f"the timer FIFO stayed full for {_FULL_PIPE_WAIT_SECONDS}s: its server "
+                raise TimerFifoUnreachable(
+                    f"the timer FIFO stayed full for {wait_seconds}s: its server "
                     "is not keeping up (is it stopped, or overloaded?)"
                 ) from None
             select.select([], [fd], [], left)
@@ -106,6 +119,17 @@ class FileTimerClient(TimerClient):
 
     ``dump_stack_on=signal.SIGUSR2`` registers a faulthandler dump on that signal,
     so the server gets this worker's Python stack even without ptrace rights.
+
+    ``fail_open`` decides what a request does when no server reads the FIFO (it is
+    missing, nobody has it open, or it stays full for 2 s). False (the default,
+    torch's behaviour): it raises ``TimerFifoUnreachable``, a ``BrokenPipeError``, and
+    the step dies with it; a worker never runs unwatched. True: it logs a WARNING when
+    the outage begins and one when it ends, counts (``failed_requests``, ``outages``),
+    and the block runs with no timer until a server reads the FIFO again; during the
+    outage each request is tried once, without the waits (up to 1 s to open, 2 s for
+    room) that are worth it only for a server that is there. A hang during the outage
+    is not killed. A FIFO this user may not open, or a scope id too long for one line,
+    raises in both modes.
     """
 
     def __init__(
@@ -114,20 +138,43 @@ class FileTimerClient(TimerClient):
         signal: int = signal_module.SIGKILL,
         *,
         dump_stack_on: int | None = None,
+        fail_open: bool = False,
     ) -> None:
         self._file_path = file_path
         self.signal = signal
         self.dump_signal = dump_stack_on
         if dump_stack_on is not None:
             dump_stack_on_signal(dump_stack_on)
+        self._fail_open = FailOpen(
+            enabled=fail_open,
+            server=f"the timer FIFO {file_path}",
+            logger=logger,
+            send_release=self._release,
+        )
+
+    @property
+    def fail_open(self) -> bool:
+        return self._fail_open.enabled
+
+    @property
+    def failed_requests(self) -> int:
+        """Requests no server read, that failed open (0 when fail closed)."""
+        return self._fail_open.failed_requests
+
+    @property
+    def outages(self) -> int:
+        """How many times the FIFO lost its reader while this client went on."""
+        return self._fail_open.outages
 
     def _open(self) -> int:
         # Non-blocking: if no server has the FIFO open, fail (ENXIO) instead of hanging.
-        for attempt in range(_OPEN_RETRIES):
+        # A server starting may open it a moment later: retried, unless in an outage.
+        attempts = 1 if self._fail_open.down else _OPEN_RETRIES
+        for attempt in range(attempts):
             try:
                 return os.open(self._file_path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-            except OSError:
-                if attempt == _OPEN_RETRIES - 1:
+            except OSError as error:
+                if attempt == attempts - 1 or error.errno not in _NO_READER:
                     raise
                 time.sleep(_OPEN_RETRY_SLEEP)
         raise AssertionError("unreachable")
@@ -143,12 +190,27 @@ class FileTimerClient(TimerClient):
         try:
             fd = self._open()
         except OSError as error:
-            raise BrokenPipeError(
+            if error.errno not in _NO_READER:
+                raise BrokenPipeError(
+                    f"Could not send the FileTimerRequest: {self._file_path} cannot be "
+                    f"opened ({error.strerror}); check the path, and that it is this "
+                    "user's FIFO (timer-service --fifo-dir makes one per user)."
+                ) from error
+            raise TimerFifoUnreachable(
                 f"Could not send the FileTimerRequest: no FileTimerServer is reading "
                 f"{self._file_path}. Start the server (or timer-service --fifo) first."
             ) from error
+        wait = 0.0 if self._fail_open.down else _FULL_PIPE_WAIT_SECONDS
         try:
-            _write_whole_line(fd, line)
+            _write_whole_line(fd, line, wait)
+        except BrokenPipeError as error:
+            if isinstance(error, TimerFifoUnreachable):
+                raise
+            # The reader closed the FIFO between the open and the write (EPIPE).
+            raise TimerFifoUnreachable(
+                f"Could not send the FileTimerRequest: the FileTimerServer reading "
+                f"{self._file_path} let it go."
+            ) from error
         finally:
             os.close(fd)
 
@@ -156,9 +218,12 @@ class FileTimerClient(TimerClient):
         request = FileTimerRequest(
             os.getpid(), scope_id, expiration_time, self.signal, dump_signal=self.dump_signal
         )
-        self._send_request(request)
+        self._fail_open.acquire(scope_id, lambda: self._send_request(request))
 
     def release(self, scope_id: str) -> None:
+        self._fail_open.release(scope_id)
+
+    def _release(self, scope_id: str) -> None:
         self._send_request(FileTimerRequest(os.getpid(), scope_id, -1, 0))
 
 

@@ -13,6 +13,9 @@ Three rules keep its calls from failing for nothing (contract 14):
   closed it before answering (a restart, a race at the expiry), the request is sent
   again once on a new connection: an arm repeated is a heartbeat, a release repeated
   finds nothing (404, which is fine).
+
+And one choice, the caller's: ``fail_open=True`` goes on when the service cannot be
+reached (``timer_core.fail_open`` says what it does and what it costs).
 """
 
 from __future__ import annotations
@@ -30,8 +33,9 @@ from . import log_names
 from .api import TimerClient
 from .diagnosis.stack_capture import dump_stack_on as dump_stack_on_signal
 from .engine.labels import Labels, labels_from_environ
+from .fail_open import FailOpen, ServerUnreachable
 
-__all__ = ["HttpTimerClient", "TimerServiceError"]
+__all__ = ["HttpTimerClient", "TimerServiceError", "TimerServiceUnreachable"]
 
 logger = logging.getLogger(log_names.HTTP_CLIENT)
 
@@ -41,6 +45,14 @@ _TIMEOUT_SECONDS = 15.0
 _KEEPALIVE_SECONDS = 2.0
 # The connection was closed or broken before an answer came: safe to send once more.
 _CLOSED_BEFORE_ANSWER = (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
+# The service was not there, went away, or did not answer in time. Not among them:
+# a URL or request this client got wrong (UnsupportedProtocol, LocalProtocolError).
+_UNREACHABLE = (
+    httpx.TimeoutException,
+    httpx.NetworkError,
+    httpx.RemoteProtocolError,
+    httpx.ProxyError,
+)
 
 
 def _http_url_and_socket(base_url: str) -> tuple[str, str | None]:
@@ -58,6 +70,12 @@ class TimerServiceError(ConnectionError):
     """The service could not be reached or refused the request (the message says why)."""
 
 
+class TimerServiceUnreachable(TimerServiceError, ServerUnreachable):
+    """The service could not be reached, did not answer in time, or answered 5xx: what
+    ``fail_open=True`` goes on after. A 4xx (the request's fault) is a
+    ``TimerServiceError`` only, raised in both modes."""
+
+
 class HttpTimerClient(TimerClient):
     """Arms and releases this process's timers through ``POST /timers``.
 
@@ -71,6 +89,17 @@ class HttpTimerClient(TimerClient):
     Which rank of which job this worker is goes with every acquisition: ``labels``, or
     by default what torchrun put in the environment (TORCHELASTIC_RUN_ID, RANK,
     LOCAL_RANK, WORLD_SIZE), read when the client is made.
+
+    ``fail_open`` decides what a request that cannot reach the service does (refused or
+    lost connections, timeouts, 5xx answers). False (the default, torch's behaviour):
+    it raises ``TimerServiceUnreachable`` and the step dies with it; a worker never runs
+    unwatched. True: it logs a WARNING when the outage begins and one when it ends,
+    counts (``failed_requests``, ``outages``), and the block runs with no timer until
+    the service answers again; the next request that reaches it arms as usual, and
+    releases that could not be sent are sent then. A hang during the outage is not
+    killed. A 4xx (bad input, 401, 403, 409, 429) raises ``TimerServiceError`` in both
+    modes. A service that takes connections but does not answer costs each request
+    ``timeout`` seconds, fail open too: keep it above the service's --commit-timeout.
     """
 
     def __init__(
@@ -82,6 +111,7 @@ class HttpTimerClient(TimerClient):
         timeout: float = _TIMEOUT_SECONDS,
         dump_stack_on: int | None = None,
         labels: Labels | None = None,
+        fail_open: bool = False,
     ) -> None:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.base_url = base_url.rstrip("/")
@@ -99,14 +129,36 @@ class HttpTimerClient(TimerClient):
         )
         # Writes applied by the service but not recorded yet (202): its database was away.
         self.not_recorded = 0
+        self._fail_open = FailOpen(
+            enabled=fail_open,
+            server=f"timer service at {self.base_url}",
+            logger=logger,
+            send_release=self._release,
+        )
+
+    @property
+    def fail_open(self) -> bool:
+        return self._fail_open.enabled
+
+    @property
+    def failed_requests(self) -> int:
+        """Requests that did not reach the service and failed open (0 when fail closed)."""
+        return self._fail_open.failed_requests
+
+    @property
+    def outages(self) -> int:
+        """How many times the service became unreachable while this client went on."""
+        return self._fail_open.outages
 
     def acquire(self, scope_id: str, expiration_time: float) -> None:
-        self._arm(scope_id, {"expiration_time": expiration_time})
+        self._fail_open.acquire(
+            scope_id, lambda: self._arm(scope_id, {"expiration_time": expiration_time})
+        )
 
     def acquire_auto(self, scope_id: str) -> None:
         """Arm with the timeout the service learned for this scope of this job (the
         initial timeout until it has seen enough releases): ``expires(after="auto")``."""
-        self._arm(scope_id, {"expires_in": "auto"})
+        self._fail_open.acquire(scope_id, lambda: self._arm(scope_id, {"expires_in": "auto"}))
 
     def _arm(self, scope_id: str, deadline: dict[str, Any]) -> None:
         self._post(
@@ -127,6 +179,9 @@ class HttpTimerClient(TimerClient):
         )
 
     def release(self, scope_id: str) -> None:
+        self._fail_open.release(scope_id)
+
+    def _release(self, scope_id: str) -> None:
         # 404 means the timer already ended (it expired, or was released): nothing to undo.
         self._post("/timers/release", {"pid": os.getpid(), "scope_id": scope_id}, ok_404=True)
 
@@ -142,10 +197,19 @@ class HttpTimerClient(TimerClient):
                 # it let the connection go as this request went out): once more, on a
                 # new connection. Both writes are safe to repeat.
                 response = self._http.post(path, json=body)
-        except httpx.HTTPError as error:
-            raise TimerServiceError(
+        except _UNREACHABLE as error:
+            if _denied(error):
+                raise TimerServiceError(
+                    f"timer service at {self.base_url} may not be opened by this user "
+                    f"({error}); use a socket or URL this user may reach"
+                ) from error
+            raise TimerServiceUnreachable(
                 f"timer service at {self.base_url} is unreachable ({error}); "
                 "is `timer-service serve` running?"
+            ) from error
+        except httpx.HTTPError as error:
+            raise TimerServiceError(
+                f"timer service at {self.base_url} could not be asked ({error}); check the URL"
             ) from error
         if response.status_code == 202:
             self.not_recorded += 1
@@ -157,9 +221,27 @@ class HttpTimerClient(TimerClient):
             return
         if response.is_success or (ok_404 and response.status_code == 404):
             return
+        if response.is_server_error:
+            raise TimerServiceUnreachable(
+                f"timer service at {self.base_url} failed {path} with "
+                f"{response.status_code}: {_detail(response)}"
+            )
         raise TimerServiceError(
             f"timer service refused {path} with {response.status_code}: {_detail(response)}"
         )
+
+
+def _denied(error: BaseException) -> bool:
+    """Whether the connection failed for want of permission (a Unix socket this user
+    may not open): the caller's to fix, not an outage."""
+    cause: BaseException | None = error
+    seen: set[int] = set()  # a chain set by hand may loop
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, PermissionError):
+            return True
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return False
 
 
 def _detail(response: httpx.Response) -> Any:
