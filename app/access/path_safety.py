@@ -18,11 +18,12 @@ from app.db.private_files import sqlite_path
 from app.settings import Settings
 from timer_core.safe_dirs import UnsafeDirectoryError, check_directory
 
-__all__ = ["refuse_unsafe_paths"]
+__all__ = ["checked_places", "refuse_unsafe_paths"]
 
 
-def _places(settings: Settings) -> list[tuple[str, str, dict[str, bool]]]:
-    """(what, directory, its rules for ``check_directory``) for each place named."""
+def checked_places(settings: Settings) -> list[tuple[str, str, dict[str, bool]]]:
+    """(what, directory, its rules for ``check_directory``) for each place named: what
+    ``refuse_unsafe_paths`` refuses at start, and ``timer-service doctor`` reports."""
     # A hub (app.hub) keeps no timers: it opens none of a worker's node's places.
     places = [] if settings.hub else _worker_node_places(settings)
     if settings.uds:
@@ -56,7 +57,7 @@ def _parent(path: str) -> str:
 
 def refuse_unsafe_paths(settings: Settings) -> None:
     """Exit with one line naming the directory, why, and what to do, if one is unsafe."""
-    for what, directory, rules in _places(settings):
+    for what, directory, rules in checked_places(settings):
         try:
             check_directory(directory, what, **rules)
         except UnsafeDirectoryError as error:
