@@ -23,13 +23,33 @@ from app.access.callers import Caller, authorize
 from app.db.job_models import IncidentPublic
 from app.db.job_store import IncidentRow
 
-__all__ = ["frames_hidden_because", "visible"]
+__all__ = ["frames_hidden_because", "hidden_on_page", "may_read_stack", "visible"]
+
+_ACTION = "read its stack"
+
+
+def may_read_stack(caller: Caller, owner: int | None) -> bool:
+    """Whether ``caller`` may read a stack of ``owner`` (a uid): what
+    ``GET /incidents/{id}/captures/{capture_id}/stack`` answers with 200 rather than 403,
+    so a page links only the stacks its reader can open."""
+    return authorize(caller, owner, _ACTION) is None
+
+
+def _refused(caller: Caller, owners: Iterable[int | None]) -> set[int | None]:
+    return {uid for uid in owners if not may_read_stack(caller, uid)}
+
+
+def _named(refused: set[int | None]) -> list[str]:
+    named = sorted(f"uid {uid}" for uid in refused if uid is not None)
+    if None in refused:
+        named.append("an unknown user")
+    return named
 
 
 def frames_hidden_because(caller: Caller, owners: Iterable[int | None]) -> str | None:
     """The summary shown instead when ``caller`` may not read every stack of ``owners``
     (their uids), or None when it may."""
-    refused = {uid for uid in owners if authorize(caller, uid, "read its stack") is not None}
+    refused = _refused(caller, owners)
     if not refused:
         return None
     if caller.uid is None:
@@ -37,12 +57,29 @@ def frames_hidden_because(caller: Caller, owners: Iterable[int | None]) -> str |
             "frames hidden: the service cannot tell who you are; connect over loopback TCP "
             "or the Unix socket (--uds), or send the admin token"
         )
-    named = sorted(f"uid {uid}" for uid in refused if uid is not None)
-    if None in refused:
-        named.append("an unknown user")
     return (
-        f"frames hidden: ranks belong to {', '.join(named)}; only a stack's owner, root, "
-        "the service's user or the admin token may read it"
+        f"frames hidden: ranks belong to {', '.join(_named(refused))}; only a stack's owner, "
+        "root, the service's user or the admin token may read it"
+    )
+
+
+def hidden_on_page(caller: Caller, owners: Iterable[int | None]) -> str | None:
+    """What an incident's page says in place of its summary when ``caller`` may not
+    read every stack of ``owners``, or None when it may. Plain words for a reader, who
+    sees the reason once here and nowhere a pointer to what is hidden too."""
+    refused = _refused(caller, owners)
+    if not refused:
+        return None
+    if caller.uid is None:
+        return (
+            "Stacks are visible to the job's owner and admins, and the service cannot tell "
+            "who you are, so this incident's summary, frames and collectives are hidden: "
+            "connect over loopback TCP or the Unix socket (--uds), or send the admin token."
+        )
+    return (
+        f"Stacks are visible to the job's owner ({', '.join(_named(refused))}) and admins "
+        "(root, the service's user, the admin token): this incident's summary, frames "
+        "and collectives, read off those stacks, are hidden from you."
     )
 
 

@@ -5,6 +5,7 @@ the same caller (frames hidden from another user)."""
 from __future__ import annotations
 
 import re
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -58,11 +59,58 @@ def test_unknown_jobs_and_incidents_get_a_404_page(client: TestClient, path: str
     assert "not found" in response.text
 
 
-def test_another_user_sees_the_incident_page_without_frames(client: TestClient) -> None:
+def as_caller(client: TestClient, uid: int | None) -> None:
     app: Any = client.app
-    app.dependency_overrides[current_caller] = lambda: Caller(4242, "tcp", "127.0.0.1:1")
+    app.dependency_overrides[current_caller] = lambda: Caller(uid, "tcp", "127.0.0.1:1")
+
+
+def stack_links(html: str) -> list[str]:
+    return re.findall(r'<a class="stack-link" href="([^"]*)"', html)
+
+
+def test_another_user_sees_the_incident_page_without_frames(client: TestClient) -> None:
+    as_caller(client, 4242)
     html = client.get(f"/ui/incidents/{incident_id(client)}").text
-    assert "frames hidden: ranks belong to uid 1000" in html
     assert "train.py" not in html and 'class="stack frames"' not in html
     assert html.count('data-suspect="true"') == 1
     assert "train.py" not in client.get("/").text
+    # Said plainly, once, pointing at nothing that is hidden too.
+    assert "Stacks are visible to the job&#39;s owner (uid 1000) and admins" in html
+    assert "summary above" not in html
+    # No link to a stack this reader would get a 403 for: a note in its place.
+    assert stack_links(html) == []
+    assert html.count('class="muted stack-private"') == 4
+
+
+def test_a_caller_the_service_cannot_identify_is_told_how_to_be(client: TestClient) -> None:
+    as_caller(client, None)
+    html = client.get(f"/ui/incidents/{incident_id(client)}").text
+    assert "the service cannot tell who you are" in html and "--uds" in html
+    assert stack_links(html) == [] and "train.py" not in html
+
+
+def test_the_jobs_owner_gets_every_stack_linked_and_each_answers(client: TestClient) -> None:
+    as_caller(client, 1000)
+    html = client.get(f"/ui/incidents/{incident_id(client)}").text
+    assert "summary above" not in html and "stack-private" not in html
+    found = stack_links(html)
+    assert len(found) == 4
+    for link in found:
+        assert client.get(link.removeprefix("/ts")).status_code == 200, link
+
+
+def test_a_stack_is_linked_to_a_reader_who_may_read_that_one_only(
+    client: TestClient, tmp_path: Path
+) -> None:
+    """One capture of another uid (4242) in uid 1000's incident: 4242 still gets the
+    frames hidden (it may not read the others), and a link to its own stack only."""
+    with sqlite3.connect(tmp_path / "timers.db") as database:
+        database.execute("UPDATE incident_captures SET uid = 4242 WHERE rank = 0")
+    as_caller(client, 4242)
+    html = client.get(f"/ui/incidents/{incident_id(client)}").text
+    assert "train.py" not in html and "Stacks are visible to the job" in html
+    [link] = stack_links(html)
+    assert client.get(link.removeprefix("/ts")).status_code == 200
+    assert html.count('class="muted stack-private"') == 3
+    rank_0 = html[html.index('data-rank="0"') :]
+    assert rank_0.index(link) < rank_0.index("</li>")
