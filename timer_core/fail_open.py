@@ -133,7 +133,7 @@ class FailOpen:
             # prints WARNING and above to stderr, and the two belong together.
             self._logger.warning(
                 "%s is reachable again after %.1f s: %d requests failed open in this outage "
-                "(%d in %d outages so far); timers are armed again%s",
+                "(%d in all, over %d outages); timers are armed again%s",
                 self._server,
                 time.monotonic() - down_since,
                 failed,
