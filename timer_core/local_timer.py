@@ -35,7 +35,14 @@ _QUEUE = Origin("queue")
 
 
 class LocalTimerClient(TimerClient):
-    """Sends this process's requests to a ``LocalTimerServer`` through ``mp_queue``."""
+    """Sends this process's requests to a ``LocalTimerServer`` through ``mp_queue``.
+
+    It takes no ``fail_open``, unlike the HTTP and FIFO clients: a put on a
+    ``multiprocessing.Queue`` never fails because its server is away; the queue's feeder
+    thread buffers what no one reads. So a worker whose server stopped already goes on,
+    unwatched and unwarned, as with torch; once more than a pipe's worth (64 KiB) is
+    unread, its exit waits for the feeder thread forever, as with torch.
+    """
 
     def __init__(self, mp_queue: Any) -> None:
         self._mp_queue = mp_queue
