@@ -30,6 +30,10 @@ logger = logging.getLogger(log_names.METRICS)
 KILL_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 HOLD_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 600, 1800, 3600)
 
+# The sources the service arms timers from (the mp queue is the library's, not the
+# service's): their counters start at 0.
+SERVICE_SOURCES = ("http", "fifo")
+
 # The states a timer ends in once its deadline passed, whatever happened next.
 _PAST_DEADLINE = frozenset({TimerState.EXPIRED, TimerState.KILLED})
 
@@ -105,6 +109,13 @@ class ServiceMetrics:
         )
         for outcome in ("refused", "kill_failed"):
             self.failures.labels(outcome)
+        # Series that exist from the start, at 0: a series first scraped at 1 is no
+        # increase to Prometheus, so increase() and rate() (TimerKillsHappening, the
+        # Grafana panels) would miss the first kill after every start.
+        for source in SERVICE_SOURCES:
+            for per_source in (self.acquisitions, self.releases, self.expirations):
+                per_source.labels(source)
+        self.kills.labels(_signal_name(signal_module.SIGKILL))
         r.register(_HealthCollector(health))
         if node_counts is not None:
             r.register(_NodesCollector(node_counts))
