@@ -176,7 +176,8 @@ def scene(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scene]:
         answer = httpx.post(service.url + "/channels", json=channel)
         assert answer.status_code == 201, answer.text
         rank0, rank1, hung = workers
-        # Rank 1's hold holds rank 0's whole hold and more: slower past any ratio.
+        # Rank 1's hold spans rank 0's whole hold and 0.3 s more: past the ratio of 1.2
+        # unless rank 0's took over 1.5 s.
         arm_rank(service, rank1.pid, STRAGGLING_JOB, 1, 2, 60)
         arm_rank(service, rank0.pid, STRAGGLING_JOB, 0, 2, 60)
         release(service, rank0.pid)
