@@ -26,8 +26,13 @@ from .engine import (
     TimerState,
     identify,
 )
-from .file_based_local_timer import FileTimerClient, FileTimerRequest, FileTimerServer
-from .http_client import HttpTimerClient, TimerServiceError
+from .file_based_local_timer import (
+    FileTimerClient,
+    FileTimerRequest,
+    FileTimerServer,
+    TimerFifoUnreachable,
+)
+from .http_client import HttpTimerClient, TimerServiceError, TimerServiceUnreachable
 from .local_timer import LocalTimerClient, LocalTimerServer, MultiprocessingRequestQueue
 
 __all__ = [
@@ -51,9 +56,11 @@ __all__ = [
     "Timer",
     "TimerClient",
     "TimerEvent",
+    "TimerFifoUnreachable",
     "TimerRequest",
     "TimerServer",
     "TimerServiceError",
+    "TimerServiceUnreachable",
     "TimerState",
     "configure",
     "expires",

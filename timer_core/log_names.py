@@ -62,7 +62,13 @@ LOGGERS = {
     USER_FIFOS: "the per-user FIFOs: ones skipped, made again, read errors",
     API: "torch's TimerServer interface: workers reaped, reaping that failed",
     LOCAL_TIMER: "LocalTimerServer starting, stopping, its request queue failing",
-    FILE_TIMER: "FileTimerServer starting and stopping",
+    FILE_TIMER: (
+        "FileTimerServer starting and stopping; a fail-open FileTimerClient's outage and "
+        "its end (one line each)"
+    ),
     DEBUG_INFO: "torch's debug-info hook: timers that expired for a run",
-    HTTP_CLIENT: "HttpTimerClient: a write the service applied but could not record yet",
+    HTTP_CLIENT: (
+        "HttpTimerClient: a write the service applied but could not record yet; a "
+        "fail-open client's outage and its end (one line each)"
+    ),
 }
