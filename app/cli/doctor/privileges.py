@@ -118,7 +118,16 @@ def check_capabilities(settings: Settings) -> list[Result]:
         )
         fix = "keep CAP_DAC_READ_SEARCH in the service's capability bounding set"
         return [Result(name, Status.WARN, found, fix)]
-    return [Result(name, Status.OK, "root with CAP_KILL, CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH")]
+    held = [
+        cap
+        for cap, bit in (
+            ("CAP_KILL", CAP_KILL),
+            ("CAP_SYS_PTRACE", CAP_SYS_PTRACE),
+            ("CAP_DAC_READ_SEARCH", CAP_DAC_READ_SEARCH),
+        )
+        if _has(mask, bit)
+    ]
+    return [Result(name, Status.OK, f"root with {', '.join(held)}")]
 
 
 CHECKS = [

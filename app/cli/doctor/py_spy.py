@@ -103,7 +103,9 @@ def check_py_spy(settings: Settings) -> list[Result]:
         with probe_process(sleeping_python(sys.executable), start_within=_START_SECONDS) as pid:
             read, why, seconds = _dump(py_spy, pid, None)
     except ProbeStartError as error:
-        return [Result(name, Status.FAIL, f"could not start a test worker: {error}", "")]
+        found = f"could not start a test worker ({sys.executable}): {error}"
+        fix = f"run {sys.executable} -c 'print(1)' by hand to see why"
+        return [Result(name, Status.FAIL, found, fix)]
     if not read:
         found = f"{py_spy} could not read a test worker of uid {os.geteuid()}: {why}"
         return [Result(name, Status.FAIL, found, _fix_for(why, py_spy))]
