@@ -25,6 +25,11 @@ from .results import Check, Result, Status
 
 __all__ = ["CHECKS"]
 
+# The places the service makes when missing (by descriptor, each level checked); a
+# FIFO's or a socket's directory it only uses.
+_MADE_AT_START = frozenset(
+    {"--stack-dir", "--fifo-dir", "the database's directory", "the default stack dir"}
+)
 _SAFE_PLACE = (
     "use a directory that only root or the service's uid can write, such as one under "
     "/run or /var/lib (chown root, chmod 755, or 700 for the database's), with no "
@@ -42,6 +47,13 @@ def _directory_result(what: str, directory: str, rules: dict[str, bool], bad: St
         why = error.strerror or str(error)
         return Result(name, bad, f"cannot check {directory}: {why}", _SAFE_PLACE)
     if not os.path.exists(directory):
+        if what not in _MADE_AT_START:
+            found = f"{directory} does not exist, and the service does not make it"
+            fix = (
+                f"make it before the service starts: mkdir -m 0755 {directory} (systemd: "
+                "RuntimeDirectory=, as in deploy/systemd/timer-service.service)"
+            )
+            return Result(name, Status.FAIL, found, fix)
         return Result(name, Status.OK, f"{directory} is missing: the service makes it at start")
     return Result(name, Status.OK, f"{directory}: only root or uid {os.geteuid()} can change it")
 

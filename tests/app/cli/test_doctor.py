@@ -92,7 +92,9 @@ def hosts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Doctor
         shared.chmod(0o777)  # others can swap the FIFO for a link
         # Set in the environment, as serve reads it too.
         env = {"TIMER_SERVICE_FIFO": str(shared / "timer.fifo")}
-        runs["world-writable"] = DoctorRun("--no-capture-stacks", "--db-url", db, env=env)
+        # And a socket in a directory nobody made: serve does not make it either.
+        nowhere = ("--uds", str(base / "nowhere" / "timer.sock"))
+        runs["bad places"] = DoctorRun("--no-capture-stacks", "--db-url", db, *nowhere, env=env)
 
         low = ("--no-capture-stacks", "--db-url", db)
         runs["low nofile"] = DoctorRun(*low, preexec_fn=_low_nofile)
@@ -158,12 +160,19 @@ def test_the_table_has_one_aligned_line_per_check_and_a_summary(
 
 
 def test_a_world_writable_fifo_directory_fails(hosts: dict[str, DoctorRun]) -> None:
-    doctored = hosts["world-writable"].finish()
+    doctored = hosts["bad places"].finish()
     assert doctored.returncode == 1, doctored.stdout + doctored.stderr
-    assert doctored.failed() == ["path: --fifo's directory"]
+    assert set(doctored.failed()) == {"path: --uds's directory", "path: --fifo's directory"}
     result = doctored.result("path: --fifo's directory")
     assert "writable by group or others (mode 0777)" in result["found"]
     assert "only root or the service's uid can write" in result["fix"]
+
+
+def test_a_directory_the_service_does_not_make_fails(hosts: dict[str, DoctorRun]) -> None:
+    result = hosts["bad places"].finish().result("path: --uds's directory")
+    assert result["status"] == "fail"
+    assert "nowhere does not exist, and the service does not make it" in result["found"]
+    assert result["fix"].startswith("make it before the service starts: mkdir -m 0755 ")
 
 
 def test_a_low_open_file_limit_fails(hosts: dict[str, DoctorRun]) -> None:
