@@ -21,7 +21,10 @@ restart, an upgrade, a crash of the service). The client:
   re-arms its timers after a restart would kill a worker that left its block long
   ago. It cannot help a service that restarts and reaps that timer before this
   worker's next request reaches it: that worker is killed, as a fail-closed one
-  would have died at its failed release.
+  would have died at its failed release. It keeps at most ``MAX_KEPT_RELEASES``
+  scopes, the first ones (a worker whose scope ids change each step would otherwise
+  grow them for the whole outage, then send them all at once in a step); those
+  dropped beyond are counted in the line that ends the outage.
 
 Only a server that cannot be reached fails open (``ServerUnreachable``: refused or
 lost connections, timeouts, 5xx answers, a FIFO with no reader or one that stays
@@ -37,7 +40,13 @@ import threading
 import time
 from collections.abc import Callable
 
-__all__ = ["FailOpen", "ServerUnreachable"]
+__all__ = ["MAX_KEPT_RELEASES", "FailOpen", "ServerUnreachable"]
+
+# Releases kept in an outage, first come: those of the timers armed before it began come
+# first, and beyond a few hundred distinct scopes the rest are scope ids made per step,
+# whose arms failed open too (a release of no timer is nothing). Also bounds how many
+# requests the first answered one sends after an outage.
+MAX_KEPT_RELEASES = 256
 
 
 class ServerUnreachable(ConnectionError):
@@ -73,6 +82,7 @@ class FailOpen:
         self._down_since: float | None = None
         self._failed_in_outage = 0
         self._unsent_releases: set[str] = set()
+        self._dropped_releases = 0
 
     @property
     def down(self) -> bool:
@@ -90,7 +100,10 @@ class FailOpen:
     def release(self, scope_id: str) -> None:
         if not self._send(lambda: self._send_release(scope_id)):
             with self._lock:
-                self._unsent_releases.add(scope_id)
+                if len(self._unsent_releases) < MAX_KEPT_RELEASES:
+                    self._unsent_releases.add(scope_id)
+                elif scope_id not in self._unsent_releases:
+                    self._dropped_releases += 1
 
     def _send(self, send: Callable[[], None]) -> bool:
         """Send one request; False when it failed open. Fail closed, or a refusal that
@@ -128,6 +141,7 @@ class FailOpen:
             self._down_since, self._failed_in_outage = None, 0
             unsent = sorted(self._unsent_releases)
             self._unsent_releases.clear()
+            dropped, self._dropped_releases = self._dropped_releases, 0
         if down_since is not None:
             # WARNING like the outage's line: with logging left unconfigured, Python
             # prints WARNING and above to stderr, and the two belong together.
@@ -139,7 +153,12 @@ class FailOpen:
                 failed,
                 self.failed_requests,
                 self.outages,
-                f"; sending {len(unsent)} releases that could not be sent" if unsent else "",
+                (f"; sending {len(unsent)} releases that could not be sent" if unsent else "")
+                + (
+                    f" ({dropped} more, beyond the first {MAX_KEPT_RELEASES} scopes, dropped)"
+                    if dropped
+                    else ""
+                ),
             )
         for scope_id in unsent:
             self.release(scope_id)

@@ -14,6 +14,7 @@ import logging
 import os
 import select
 import signal as signal_module
+import stat
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -128,7 +129,8 @@ class FileTimerClient(TimerClient):
     and the block runs with no timer until a server reads the FIFO again; during the
     outage each request is tried once, without the waits (up to 1 s to open, 2 s for
     room) that are worth it only for a server that is there. A hang during the outage
-    is not killed. A FIFO this user may not open, or a scope id too long for one line,
+    is not killed. A FIFO this user may not open, a path that is no FIFO (a regular
+    file would take the lines and arm nothing), or a scope id too long for one line,
     raises in both modes.
     """
 
@@ -172,7 +174,13 @@ class FileTimerClient(TimerClient):
         attempts = 1 if self._fail_open.down else _OPEN_RETRIES
         for attempt in range(attempts):
             try:
-                return os.open(self._file_path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+                fd = os.open(self._file_path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+                # A regular file opens too, and takes the writes (torch's client writes
+                # into it): no timer would ever be armed, and nothing would say so.
+                if not stat.S_ISFIFO(os.fstat(fd).st_mode):
+                    os.close(fd)
+                    raise OSError(errno.EINVAL, "it is no FIFO")
+                return fd
             except OSError as error:
                 if attempt == attempts - 1 or error.errno not in _NO_READER:
                     raise

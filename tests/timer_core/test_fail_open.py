@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +23,7 @@ import timer_core as timer
 from tests.app.service_process import ServiceProcess, free_port, wait_for_state
 from tests.timer_core.test_http_client_faults import ScriptedServer
 from timer_core.engine import Labels
-from timer_core.fail_open import ServerUnreachable
+from timer_core.fail_open import MAX_KEPT_RELEASES, ServerUnreachable
 from timer_core.http_client import TimerServiceUnreachable
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -290,3 +291,95 @@ def test_a_path_that_is_no_fifo_raises_even_fail_open(tmp_path: Path) -> None:
 def test_the_default_is_torchs_fail_closed() -> None:
     assert not timer.HttpTimerClient(nothing_listening()).fail_open
     assert not timer.FileTimerClient("/nonexistent/timers.fifo").fail_open
+
+
+def test_a_regular_file_at_the_fifo_path_raises_in_both_modes(tmp_path: Path) -> None:
+    # It opens, and would take the lines (torch's client writes into it): the whole job
+    # would run unwatched, fail closed as well as open, and nothing would say so.
+    path = tmp_path / "timers.fifo"
+    path.write_text("")
+    for fail_open in (False, True):
+        client = timer.FileTimerClient(str(path), fail_open=fail_open)
+        with pytest.raises(BrokenPipeError, match=r"is no FIFO.*check the path") as raised:
+            client.acquire("s", time.time() + 60)
+        assert not isinstance(raised.value, ServerUnreachable)
+        assert client.failed_requests == 0
+    assert path.read_text() == ""
+
+
+@pytest.mark.parametrize("status", [b"401 Unauthorized", b"403 Forbidden"])
+def test_a_401_or_403_raises_even_fail_open(status: bytes) -> None:
+    # A token or a uid the service turns away: no timer will ever be armed, which
+    # failing open would hide for the whole run. A scripted server answers: the real
+    # service answers a root caller (the test's) neither.
+    refused = b"HTTP/1.1 " + status + b'\r\ncontent-length: 15\r\n\r\n{"detail": "no"}'
+    server = ScriptedServer([refused])
+    client = timer.HttpTimerClient(server.url, fail_open=True)
+    try:
+        with pytest.raises(
+            timer.TimerServiceError, match=f"refused /timers with {status[:3].decode()}"
+        ) as raised:
+            client.acquire("s", time.time() + 60)
+        assert not isinstance(raised.value, TimerServiceUnreachable)
+        assert (client.failed_requests, client.outages) == (0, 0)
+    finally:
+        client.close()
+        server.sock.close()
+
+
+def test_many_threads_failing_open_count_every_request_and_one_outage(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    client = timer.HttpTimerClient(nothing_listening(), fail_open=True)
+
+    def steps() -> None:
+        for _ in range(20):
+            with timer.expires(after=60, scope=f"thread-{threading.get_ident()}", client=client):
+                pass
+
+    try:
+        with caplog.at_level("WARNING", logger="timer_core.http_client"):
+            threads = [threading.Thread(target=steps) for _ in range(8)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+        assert (client.failed_requests, client.outages) == (8 * 20 * 2, 1)
+        assert len([r for r in caplog.records if UNREACHABLE in r.getMessage()]) == 1
+    finally:
+        client.close()
+
+
+def test_a_long_outage_keeps_a_bounded_number_of_releases(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A worker whose scope ids change each step, in a long outage: the releases it keeps
+    # stay bounded (memory, and what the first answered request sends at once), and
+    # the first kept, a timer armed before the outage, is among those sent.
+    fifo = tmp_path / "timers.fifo"
+    os.mkfifo(fifo, 0o600)  # nobody reads it
+    client = timer.FileTimerClient(str(fifo), signal=0, fail_open=True)
+    extra = 40
+    with caplog.at_level("WARNING", logger="timer_core.file_based_local_timer"):
+        client.release("held")  # armed before the outage, say
+        for step in range(MAX_KEPT_RELEASES + extra):
+            with timer.expires(after=60, scope=f"step-{step}", client=client):
+                pass
+        reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # a server is back
+        try:
+            client.acquire("next", time.time() + 60)
+            data = b""
+            while chunk := os.read(reader, 1 << 16):
+                data += chunk
+        finally:
+            os.close(reader)
+    lines = [json.loads(line) for line in data.decode().splitlines()]
+    assert (lines[0]["scope_id"], lines[0]["expiration_time"] > 0) == ("next", True)
+    released = [line["scope_id"] for line in lines[1:]]
+    assert all(line["expiration_time"] < 0 for line in lines[1:])
+    assert len(released) == len(set(released)) == MAX_KEPT_RELEASES
+    assert "held" in released
+    [back] = [r.getMessage() for r in caplog.records if BACK in r.getMessage()]
+    # 'held' and the first 255 steps kept; the other steps' releases dropped, and said.
+    assert f"sending {MAX_KEPT_RELEASES} releases" in back
+    assert f"({extra + 1} more, beyond the first {MAX_KEPT_RELEASES} scopes, dropped)" in back
