@@ -52,12 +52,17 @@ def cli(
 
 
 def cli_many(
-    runs: Mapping[str, Sequence[str]], env: Mapping[str, str] | None = None
+    runs: Mapping[str, Sequence[str]],
+    env: Mapping[str, str] | None = None,
+    envs: Mapping[str, Mapping[str, str]] | None = None,
 ) -> dict[str, subprocess.CompletedProcess[str]]:
     """Each of ``runs`` (a name and its arguments), side by side: the client's start
-    (importing the app) is most of each run's time."""
+    (importing the app) is most of each run's time. ``envs`` adds to ``env`` by name."""
     with ThreadPoolExecutor(max_workers=3) as pool:
-        futures = {name: pool.submit(cli, *argv, env=env) for name, argv in runs.items()}
+        futures = {
+            name: pool.submit(cli, *argv, env={**(env or {}), **(envs or {}).get(name, {})})
+            for name, argv in runs.items()
+        }
         return {name: future.result() for name, future in futures.items()}
 
 
