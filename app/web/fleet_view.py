@@ -7,6 +7,9 @@ reads those from there, each time the page polls. A node alone on its database (
 SQLite default) never asks: the one question it adds is the nodes' statuses, asked at
 most every ``_NODES_FRESH`` seconds whoever polls, so its page stays as fast and as
 live as before. A hub has no engine of its own: every timer it shows is read.
+
+A filter on a job reads the database for every node, this one's too: the engine's
+reader scans by pid and scope only, and a job's timers are a handful of its rows.
 """
 
 from __future__ import annotations
@@ -17,13 +20,14 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from sqlalchemy import Engine
-from sqlmodel import Session
+from sqlalchemy import Engine, func
+from sqlmodel import Session, col, select
 
 from app.db import store
-from app.db.models import Node, TimerPublic
+from app.db.models import Node, Timer, TimerPublic
 from app.db.nodes import NodeStatus, node_statuses
-from app.web.live_feed import LiveFeed
+from app.web.live_feed import LiveFeed, recent_kills
+from timer_core.engine import TimerState
 
 __all__ = ["Fleet", "FleetTimers", "node_rows"]
 
@@ -38,11 +42,12 @@ _COUNTS_FRESH = 5.0
 @dataclass(frozen=True, slots=True)
 class FleetTimers:
     """Other nodes' timers, as the dashboard's rows: active ones soonest first (and how
-    many match in all), and the newest ends."""
+    many match in all), the newest ends and the newest kills."""
 
     active: list[dict[str, Any]]
     active_total: int
     ends: list[dict[str, Any]]
+    kills: list[dict[str, Any]]
 
 
 class Fleet:
@@ -104,17 +109,54 @@ class Fleet:
         return not self._alone
 
     def timers(
-        self, node: str | None, pid: int | None, scope: str | None, active_limit: int, ends: int
+        self,
+        node: str | None,
+        pid: int | None,
+        scope: str | None,
+        active_limit: int,
+        ends: int,
+        kills: int,
     ) -> FleetTimers:
         """The timers of the other nodes (every node on a hub), filtered."""
         with Session(self._engine) as session:
             active, total = store.fleet_active(session, self.local, node, pid, scope, active_limit)
             ended = store.fleet_recently_ended(session, self.local, node, ends)
+            killed = recent_kills(session, kills, not_of=self.local)
         return FleetTimers(
             [TimerPublic.from_row(row).model_dump(mode="json") for row in active],
             total,
-            [TimerPublic.from_row(row).model_dump(mode="json", exclude={"uid"}) for row in ended],
+            [_ended(row) for row in ended],
+            [_ended(row) for row in killed],
         )
+
+    def job_active(
+        self, job: str, node: str | None, pid: int | None, scope: str | None, limit: int
+    ) -> tuple[list[dict[str, Any]], int]:
+        """The active timers of one job on every node (``node``'s only, when given),
+        soonest deadline first, at most ``limit``, and how many match in all."""
+        query = select(Timer).where(Timer.state == TimerState.ACTIVE, Timer.job_id == job)
+        if node is not None:
+            query = query.where(Timer.node == node)
+        if pid is not None:
+            query = query.where(Timer.pid == pid)
+        with Session(self._engine) as session:
+            if scope is not None:
+                # A substring, case and all, as the engine's reader matches (LIKE would
+                # ignore case on SQLite).
+                sqlite = session.get_bind().dialect.name == "sqlite"
+                position = func.instr if sqlite else func.strpos
+                query = query.where(position(col(Timer.scope_id), scope) > 0)
+            ordered = query.order_by(col(Timer.expiration_time), col(Timer.id))
+            rows = session.exec(ordered.limit(limit)).all()
+            total = len(rows)
+            if total == limit:
+                total = session.exec(select(func.count()).select_from(query.subquery())).one()
+        return [TimerPublic.from_row(row).model_dump(mode="json") for row in rows], int(total)
+
+
+def _ended(row: Timer) -> dict[str, Any]:
+    # As the live feed's rows: the dashboard's ended timers have always left the uid out.
+    return TimerPublic.from_row(row).model_dump(mode="json", exclude={"uid"})
 
 
 def node_rows(statuses: Sequence[NodeStatus]) -> list[dict[str, Any]]:

@@ -34,6 +34,7 @@ from app.web.fleet_view import node_rows
 from app.web.job_views import overview
 from app.web.live_feed import LiveFeed
 from app.web.page_templates import STATIC_DIR, render_page, templates
+from app.web.timer_incidents import incidents_of_timer
 from app.web.unkillable_marks import unkillable_mark
 from timer_core.engine import EventKind, ReadsThrottled, TimerState
 
@@ -52,9 +53,11 @@ _ACTIVE_SHOWN = 500
 # A timer heartbeating for days has many events; its page shows the newest this many.
 _EVENTS_SHOWN = 1000
 # The newest ends shown, and how many of other nodes' newest ends are read to find them
-# (the window the live feed keeps of this node's).
+# (the window the live feed keeps of this node's). Kills have a list of their own, so
+# releases (several a second) never push them out of view.
 _ENDS_SHOWN = 100
 _ENDS_READ = 200
+_KILLS_SHOWN = 50
 # Silences listed on the dashboard (newest first; GET /silences has them all).
 _SILENCES_SHOWN = 20
 
@@ -68,6 +71,7 @@ class Filters:
     scope: str | None = None  # a substring of the scope
     state: str | None = None
     node: str | None = None  # a node's name, exactly
+    job: str | None = None  # a job's id, exactly
 
 
 # Any state, or empty: the filter form sends every field (see below).
@@ -81,6 +85,7 @@ def _filters(
     ] = None,
     state: Annotated[str | None, Query(pattern=_STATE_PATTERN)] = None,
     node: Annotated[str | None, Query(max_length=256, description="A node's name")] = None,
+    job: Annotated[str | None, Query(max_length=256, description="A job's id")] = None,
 ) -> Filters:
     # An empty value means no filter: the filter form, submitted with scripts off,
     # sends every field, empty or not.
@@ -89,6 +94,7 @@ def _filters(
         scope=scope or None,
         state=state or None,
         node=node or None,
+        job=job or None,
     )
 
 
@@ -126,7 +132,18 @@ def collect_state(service: ServiceDep, views: DashboardViews, filters: Filters) 
     want_active = filters.state in (None, TimerState.ACTIVE)
     active: list[dict[str, Any]] = []
     active_total = 0
-    if want_local and want_active:
+    if filters.job is not None and want_active:
+        # Read for every node at once (fleet_view); the engine's reader has no job filter.
+        if away is None:
+            try:
+                active, active_total = fleet.job_active(
+                    filters.job, filters.node, filters.pid, filters.scope, _ACTIVE_SHOWN
+                )
+            except DATABASE_ERRORS as error:
+                away = service.database.read_failed(error)
+        if away is not None and want_local:
+            active, active_total = _job_from_engine(service, filters)
+    elif want_local and want_active:
         # Anyone may poll this: the reader scans a snapshot outside the reaper's lock,
         # shares scans between readers and keeps them within a CPU budget.
         try:
@@ -147,20 +164,27 @@ def collect_state(service: ServiceDep, views: DashboardViews, filters: Filters) 
             and (filters.scope is None or filters.scope in timer["scope_id"])
             and (filters.state is None or timer["state"] == filters.state)
             and (filters.node is None or timer["node"] == filters.node)
+            and (filters.job is None or timer["job_id"] == filters.job)
         )
 
     ends = [row for row in feed["recent_ends"] if wanted(row)]
+    kills = [row for row in feed["recent_kills"] if wanted(row)]
     active_count = health.active_timers
+    others = others and away is None
     if others:
         # The live feed was seeded with every node's ends, but only this engine's
         # events follow: it answers for this node, the database for the others.
         ends = [row for row in ends if want_local and row["node"] in (local, "")]
+        kills = [row for row in kills if want_local and row["node"] in (local, "")]
         if filters.node != local or local is None:
-            read = fleet.timers(filters.node, filters.pid, filters.scope, _ACTIVE_SHOWN, _ENDS_READ)
-            if want_active:
+            read = fleet.timers(
+                filters.node, filters.pid, filters.scope, _ACTIVE_SHOWN, _ENDS_READ, _KILLS_SHOWN
+            )
+            if want_active and filters.job is None:
                 active = sorted(active + read.active, key=_soonest)[:_ACTIVE_SHOWN]
                 active_total += read.active_total
             ends = sorted(ends + [row for row in read.ends if wanted(row)], key=_newest)
+            kills = sorted(kills + [row for row in read.kills if wanted(row)], key=_newest)
         active_count = sum(status.active_timers for status in statuses)
 
     return {
@@ -181,11 +205,25 @@ def collect_state(service: ServiceDep, views: DashboardViews, filters: Filters) 
         # Each row alone: one the page cannot encode is shown escaped, not a 500 for all.
         "active": renderable_rows(active, "timer"),
         "active_hidden": max(0, active_total - len(active)),
+        # Every end, kills too (the API's view); the page lists the kills apart.
         "recent_ends": renderable_rows(ends[:_ENDS_SHOWN], "timer"),
+        "recent_kills": renderable_rows(kills[:_KILLS_SHOWN], "timer"),
         "chart": feed["chart"],
         "nodes": node_rows(statuses),
         "history_unavailable": away,
     }
+
+
+def _job_from_engine(service: ServiceDep, filters: Filters) -> tuple[list[dict[str, Any]], int]:
+    """One job's active timers on this node while the database is away: from the
+    engine, as ``GET /timers?state=active`` answers then (active_from_engine)."""
+    match = store.TimerFilter(job=filters.job, pid=filters.pid)
+    found = [
+        TimerPublic.from_timer(timer).model_dump(mode="json")
+        for timer in service.live_timers()
+        if match.matches(timer) and (filters.scope is None or filters.scope in timer.scope_id)
+    ]
+    return sorted(found, key=_soonest)[:_ACTIVE_SHOWN], len(found)
 
 
 def _soonest(timer: dict[str, Any]) -> tuple[float, int]:
@@ -229,6 +267,8 @@ def timer_details(session: Session, timer_id: int) -> dict[str, Any] | None:
             else "Stack captured before the kill"
         ),
         "stack_note": (None if stack is None else stack_note(*stack, observe_only=observe_only)),
+        # The incidents of its job that hold its rank: a link each (contract 8).
+        "incidents": incidents_of_timer(session, timer_id, timer.job_id),
     }
 
 

@@ -2,7 +2,7 @@
 "use strict";
 
 const POLL_MS = 500;
-const FILTERS = ["pid", "scope", "state", "node"];
+const FILTERS = ["pid", "scope", "job", "state", "node"];
 const filters = new URLSearchParams(location.search);
 let killsAtOpen = null;
 let lastState = null;
@@ -40,6 +40,25 @@ function nodeCell(name) {
   return TS.el("td", { class: "node", title: name }, TS.middle(name, 24));
 }
 
+// A timer's job, a link to its page, as the server's job_cell macro draws it.
+function jobCell(timer) {
+  const cell = TS.el("td", { class: "job" });
+  if (timer.job_id === null || timer.job_id === undefined) {
+    cell.textContent = "–";
+    return cell;
+  }
+  const href = TS.url("/ui/jobs/" + encodeURIComponent(timer.job_id));
+  cell.append(TS.el("a", { href, class: "job-id", title: timer.job_id }, TS.middle(timer.job_id, 24)));
+  return cell;
+}
+
+// "3/8": rank 3 of a world of 8 (the server's rank_cell).
+function rankText(timer) {
+  if (timer.rank === null || timer.rank === undefined) return "–";
+  const world = timer.world_size;
+  return world === null || world === undefined ? String(timer.rank) : `${timer.rank}/${world}`;
+}
+
 function scopeLink(timer) {
   // The full scope is in the title (on hover); the text keeps its start and its tail.
   const href = TS.url("/ui/timers/" + timer.id);
@@ -75,14 +94,15 @@ function buildActive(timer) {
   left.lastChild.append(TS.el("div", { class: "fill" }));
   const scope = TS.el("td");
   scope.append(scopeLink(timer));
-  row.append(left, nodeCell(timer.node), TS.el("td", {}, timer.pid), scope, TS.el("td", { class: "signal" }),
-    TS.el("td", { class: "held" }), TS.el("td", {}, timer.source));
+  row.append(left, jobCell(timer), TS.el("td", { class: "rank" }, rankText(timer)), nodeCell(timer.node),
+    TS.el("td", {}, timer.pid), scope, TS.el("td", { class: "signal" }), TS.el("td", { class: "held" }),
+    TS.el("td", {}, timer.source));
   return row;
 }
 
 function updateActive(row, timer) {
   row.timer = timer;
-  row.cells[4].textContent = TS.signalName(timer.signal);
+  row.querySelector(".signal").textContent = TS.signalName(timer.signal);
   tickRow(row);
 }
 
@@ -97,26 +117,42 @@ function tickRow(row) {
   fill.style.width = (used * 100).toFixed(1) + "%";
   row.classList.toggle("near", left > 0 && (left < 5 || used > 0.8));
   row.classList.toggle("due", left <= 0);
-  row.cells[5].textContent = TS.duration(now - timer.acquired_at);
+  row.querySelector(".held").textContent = TS.duration(now - timer.acquired_at);
 }
 
 function buildEnded(timer) {
   const row = TS.el("tr");
   const scope = TS.el("td");
   scope.append(scopeLink(timer));
-  row.append(TS.el("td"), TS.el("td"), TS.el("td", { class: "reason" }), nodeCell(timer.node),
-    TS.el("td", {}, timer.pid), scope, TS.el("td"));
+  row.append(TS.el("td", { class: "when" }), TS.el("td"), TS.el("td", { class: "reason" }), jobCell(timer),
+    TS.el("td", { class: "rank" }, rankText(timer)), nodeCell(timer.node), TS.el("td", {}, timer.pid), scope,
+    TS.el("td", { class: "held" }));
   row.cells[1].append(TS.el("span", { class: "badge" }));
   return row;
 }
 
 function updateEnded(row, timer) {
-  TS.setTime(row.cells[0], timer.ended_at);
+  TS.setTime(row.querySelector(".when"), timer.ended_at);
   const badge = row.cells[1].querySelector(".badge");
   badge.textContent = timer.state;
   badge.dataset.state = timer.state;
-  row.cells[2].textContent = timer.end_reason || "";
-  row.cells[6].textContent = TS.duration((timer.ended_at || 0) - timer.acquired_at);
+  row.querySelector(".reason").textContent = timer.end_reason || "";
+  row.querySelector(".held").textContent = TS.duration((timer.ended_at || 0) - timer.acquired_at);
+}
+
+// A kill: when, whose (job, rank, node, pid), the timer's page, and how it went.
+function buildKill(timer) {
+  const row = TS.el("tr");
+  const scope = TS.el("td");
+  scope.append(scopeLink(timer));
+  row.append(TS.el("td", { class: "when" }), jobCell(timer), TS.el("td", { class: "rank" }, rankText(timer)),
+    nodeCell(timer.node), TS.el("td", { class: "pid" }, timer.pid), scope, TS.el("td", { class: "reason" }));
+  return row;
+}
+
+function updateKill(row, timer) {
+  TS.setTime(row.querySelector(".when"), timer.ended_at);
+  row.querySelector(".reason").textContent = timer.end_reason || "";
 }
 
 // The nodes sharing the database: one row a node, kept by name; and the node filter's choices.
@@ -242,8 +278,12 @@ function render(state) {
   syncRows(document.querySelector("#active-table tbody"), state.active, buildActive, updateActive);
   document.getElementById("active-empty").hidden = state.active.length > 0;
   TS.setText("active-note", state.active_hidden ? `(${state.active_hidden} more not shown)` : "");
-  syncRows(document.querySelector("#ends-table tbody"), state.recent_ends, buildEnded, updateEnded);
-  document.getElementById("ends-empty").hidden = state.recent_ends.length > 0;
+  syncRows(document.querySelector("#kills-table tbody"), state.recent_kills, buildKill, updateKill);
+  document.getElementById("kills-empty").hidden = state.recent_kills.length > 0;
+  // Kills are listed apart: each timer is one element on the page.
+  const ends = state.recent_ends.filter((timer) => timer.state !== "killed");
+  syncRows(document.querySelector("#ends-table tbody"), ends, buildEnded, updateEnded);
+  document.getElementById("ends-empty").hidden = ends.length > 0;
   renderNodes(state.nodes);
   drawChart(state.chart);
 }

@@ -6,11 +6,56 @@ const section = document.getElementById("timer");
 const timerId = section.dataset.timerId;
 let stackShown = false;
 
+// "3 of 8 (local rank 1)", as the page's rank_words macro writes it.
+function rankWords(timer) {
+  if (timer.rank === null || timer.rank === undefined) return "–";
+  let words = String(timer.rank);
+  if (timer.world_size !== null && timer.world_size !== undefined) words += " of " + timer.world_size;
+  if (timer.local_rank !== null && timer.local_rank !== undefined) words += ` (local rank ${timer.local_rank})`;
+  return words;
+}
+
+// Its job, a link to the job's page; the job id is a string a worker chose: text only.
+function renderJob(jobId) {
+  const cell = document.getElementById("f-job");
+  const link = cell.querySelector("a");
+  if (jobId === null || jobId === undefined) {
+    if (link || cell.textContent !== "–") cell.replaceChildren("–");
+    return;
+  }
+  if (link && link.textContent === jobId) return;
+  const href = TS.url("/ui/jobs/" + encodeURIComponent(jobId));
+  cell.replaceChildren(TS.el("a", { class: "job-id", href }, jobId));
+}
+
+// The incidents holding its rank (one, but for a race): a link each, redrawn only on change.
+function renderIncidents(incidents) {
+  const cell = document.getElementById("f-incident");
+  const key = incidents.map((incident) => incident.id).join(",");
+  if (cell.dataset.incidents === key) return;
+  cell.dataset.incidents = key;
+  if (!incidents.length) {
+    cell.replaceChildren("–");
+    return;
+  }
+  const parts = [];
+  incidents.forEach((incident, i) => {
+    if (i) parts.push(", ");
+    const link = TS.el("a", { class: "incident-link", href: TS.url("/ui/incidents/" + incident.id) });
+    link.append("incident opened ", TS.timeElement(incident.opened_at));
+    parts.push(link);
+  });
+  cell.replaceChildren(...parts);
+}
+
 function renderTimer(timer) {
   section.dataset.state = timer.state;
   const badge = document.getElementById("timer-state");
   badge.textContent = timer.state;
   badge.dataset.state = timer.state;
+  renderJob(timer.job_id);
+  TS.setText("f-rank", rankWords(timer));
+  TS.setText("f-node", timer.node);
   TS.setText("f-pid", timer.pid);
   TS.setText("f-scope", timer.scope_id);
   TS.setText("f-signal", TS.signalName(timer.signal));
@@ -77,6 +122,7 @@ async function load() {
   renderTimer(details.timer);
   renderEvents(details.events, details.older_events);
   renderUnkillable(details.unkillable);
+  renderIncidents(details.incidents || []);
   TS.setText("stack-title", details.stack_title);
   if (details.stack_note) {
     TS.setText("stack-method", details.stack_note);
