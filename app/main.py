@@ -59,7 +59,10 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        service.start()
+        # `timer-service serve` starts the service before the HTTP server, where a
+        # failure can be told in one line (app.server); a test's app starts here.
+        if not service.started:
+            service.start()
         try:
             yield
         finally:

@@ -9,17 +9,25 @@ never who the caller is.
 Before anything opens a descriptor, the soft open file limit is raised to the hard one:
 each worker holds a pidfd, each connection a socket, and a kill needs a few more. The
 connection gate (``app.access.connection_gate``) keeps the kill path's share free.
+
+The service starts before the HTTP server runs, not in the app's lifespan: what refuses
+a start (the port taken, the database, a path) is raised here as itself, for the CLI to
+tell in one line, rather than logged by uvicorn as a traceback. SIGINT and SIGTERM stop
+it, while it starts too, and it ends with "shutdown complete".
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import gc
 import logging
 import os
+import signal
 import socket
 import stat
 from collections.abc import Iterator
+from types import FrameType
 from typing import Protocol
 
 import uvicorn
@@ -28,12 +36,13 @@ from app import log_names
 from app.access.connection_gate import ConnectionGate
 from app.access.http_protocol import MAX_HEAD_BYTES, protocol_class
 from app.access.unsent_data import UnsentData
+from app.db.database_status import masked_url
 from app.main import create_app
 from app.settings import Settings
 from timer_core.engine.descriptors import kill_path_reserve, raise_descriptor_limit
 from timer_core.safe_dirs import UnsafeDirectoryError, open_directory
 
-__all__ = ["bind_unix_socket", "serve"]
+__all__ = ["PortError", "bind_tcp_socket", "bind_unix_socket", "serve"]
 
 logger = logging.getLogger(log_names.SERVER)
 
@@ -50,9 +59,59 @@ class Served(Protocol):
 
     def claim(self) -> None: ...
 
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
 
 # Idle keep-alive connections are closed after this long (uvicorn's default is 5 s).
 _KEEP_ALIVE_SECONDS = 5
+
+
+class PortError(RuntimeError):
+    """The service cannot listen on its host and port: the message names them and says
+    what to do."""
+
+
+def _port_problem(host: str, port: int, error: OSError) -> str:
+    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    if isinstance(error, socket.gaierror):
+        return (
+            f"--host {host!r} is neither an address nor a name this host resolves "
+            f"({error.strerror}); pass an address of this host, such as 127.0.0.1"
+        )
+    if error.errno == errno.EADDRINUSE:
+        return (
+            f"{where} is already in use: another timer-service or another program listens "
+            f"there (ss -ltnp 'sport = :{port}' shows which); stop it, or pass another --port"
+        )
+    if error.errno == errno.EADDRNOTAVAIL:
+        return (
+            f"cannot listen on {where}: {host} is not an address of this host; pass --host "
+            "with one of its addresses (ip -brief address shows them), or 127.0.0.1"
+        )
+    if error.errno == errno.EACCES and 0 < port < 1024:
+        return (
+            f"cannot listen on {where}: a port below 1024 needs root or CAP_NET_BIND_SERVICE; "
+            "pass --port 1024 or above"
+        )
+    return f"cannot listen on {where}: {error.strerror or error}; check --host and --port"
+
+
+def bind_tcp_socket(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host``:``port`` for uvicorn to listen on (as uvicorn's own
+    ``Config.bind_socket``, whose failure is a bare "[Errno 98] Address already in use"
+    naming neither); ``PortError`` says which and what to do."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError as error:
+        sock.close()
+        raise PortError(_port_problem(host, port, error)) from None
+    sock.set_inheritable(True)
+    return sock
 
 
 def bind_unix_socket(path: str) -> socket.socket:
@@ -95,10 +154,14 @@ def bind_unix_socket(path: str) -> socket.socket:
 
 
 @contextlib.contextmanager
-def _sockets(config: uvicorn.Config, settings: Settings) -> Iterator[list[socket.socket]]:
-    sockets = [config.bind_socket()]
-    if settings.uds:
-        sockets.append(bind_unix_socket(settings.uds))
+def _sockets(settings: Settings) -> Iterator[list[socket.socket]]:
+    sockets = [bind_tcp_socket(settings.host, settings.port)]
+    try:
+        if settings.uds:
+            sockets.append(bind_unix_socket(settings.uds))
+    except BaseException:
+        sockets[0].close()
+        raise
     try:
         yield sockets
     finally:
@@ -119,9 +182,55 @@ def _raise_descriptor_limit() -> None:
     )
 
 
+class _StopSignals:
+    """SIGINT and SIGTERM, the operator's ways to stop the service.
+
+    While the service starts (migrating, waiting for its database) they interrupt the
+    start, as Ctrl-C does a script (KeyboardInterrupt). While uvicorn runs, its own
+    handlers take them and shut it down gracefully; then it raises the signal again "to
+    trigger the expected behaviour", here only noted: by default it was a traceback
+    (SIGINT) or a death by signal (SIGTERM) that cut off the last log lines."""
+
+    HANDLED = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.interrupting = True
+        self.received: int | None = None
+
+    def __call__(self, signum: int, frame: FrameType | None) -> None:
+        self.received = signum
+        if self.interrupting:
+            raise KeyboardInterrupt
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[None]:
+        # A signal the parent set ignored (nohup, a shell's background job) stays so.
+        previous = {
+            signum: signal.signal(signum, self)
+            for signum in self.HANDLED
+            if signal.getsignal(signum) is not signal.SIG_IGN
+        }
+        try:
+            yield
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+    def said(self) -> str:
+        return f" ({signal.Signals(self.received).name})" if self.received else ""
+
+
 class _Server(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config, signals: _StopSignals) -> None:
+        super().__init__(config)
+        self._signals = signals
+
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
+        # A signal that came after the service started but before uvicorn took the
+        # signals (noted by _StopSignals) still stops it.
+        if self._signals.received is not None:
+            self.should_exit = True
         # The app is started: modules, routes, the database engine and every re-armed
         # timer are made, and most live as long as the process. Frozen, they are left
         # out of the collector's full passes, which under load otherwise came every
@@ -132,15 +241,20 @@ class _Server(uvicorn.Server):
 
 
 def serve(settings: Settings) -> None:
+    """Run the service until SIGINT or SIGTERM, then stop it: "shutdown complete". What
+    refuses the start (``PortError``, the database's, the paths' errors, each one line
+    that says what to do) is raised after whatever had started has stopped."""
+    signals = _StopSignals()
+    # KeyboardInterrupt: stopped while it started; what had started has stopped.
+    with signals.installed(), contextlib.suppress(KeyboardInterrupt):
+        _serve(settings, signals)
+    logger.info("shutdown complete%s", signals.said())
+
+
+def _serve(settings: Settings, signals: _StopSignals) -> None:
     _raise_descriptor_limit()
     app = create_app(settings)
     service: Served = app.state.service
-    try:
-        # Here, not in the app's start: a refusal there (a live service holds the
-        # database, a linked database file) comes out as uvicorn's traceback.
-        service.claim()
-    except RuntimeError as error:  # ServiceLockError, and private_files' refusals
-        raise SystemExit(f"timer-service: {error}") from None
     config = uvicorn.Config(
         app,
         host=settings.host,
@@ -161,5 +275,22 @@ def serve(settings: Settings) -> None:
         h11_max_incomplete_event_size=MAX_HEAD_BYTES,
         timeout_keep_alive=_KEEP_ALIVE_SECONDS,
     )
-    with _sockets(config, settings) as sockets:
-        _Server(config).run(sockets=sockets)
+    try:
+        # Claimed first: a live service holding the database is the likelier reason
+        # its port is taken, and the claim's refusal names that service.
+        service.claim()
+        with _sockets(settings) as sockets:
+            logger.info(
+                "timer-service on http://%s:%d%s (db %s)",
+                settings.host,
+                sockets[0].getsockname()[1],
+                f" and unix:{settings.uds}" if settings.uds else "",
+                masked_url(settings.db_url),
+            )
+            service.start()
+            signals.interrupting = False
+            if signals.received is None:
+                _Server(config, signals).run(sockets=sockets)
+    finally:
+        signals.interrupting = False  # the stop itself is not cut short
+        service.stop()

@@ -74,6 +74,10 @@ class Service:
         signaller that records instead of sending). ``views``: fed every event (the
         composition root passes the dashboard's live feed)."""
         self.settings = settings
+        # Whether start() has finished (and stop() not yet run); _running: whether
+        # parts have started, which a failed start stops again.
+        self.started = False
+        self._running = False
         self.engine = make_engine(settings.db_url, settings.db_busy_timeout)
         # Notifications (contract 11): written with the events that cause them, sent
         # by a thread of their own.
@@ -180,12 +184,20 @@ class Service:
         self.keeper.claim()
 
     def start(self) -> None:
+        """Claim the database, migrate it, and start every part. A failure stops what
+        had started (and releases the claim) before it is raised. Called by the CLI
+        before the HTTP server runs, so a failure is one line; the app's lifespan calls
+        it when no one has (tests)."""
         self.claim()
         try:
             self._start_claimed()
         except BaseException:
-            self.keeper.release_claim()
+            try:
+                self.stop()
+            except Exception as error:  # the start's own failure is the one to tell
+                logger.warning("stopping after a failed start: %s", one_line(error))
             raise
+        self.started = True
 
     @property
     def db_shown(self) -> str:
@@ -194,7 +206,7 @@ class Service:
 
     def _start_claimed(self) -> None:
         try:
-            migrate(self.engine)
+            migration = migrate(self.engine)
         except OperationalError as error:
             raise DatabaseUnreachable(unreachable_message(self.settings.db_url, error)) from None
         except DatabaseError as error:  # not a database, or a damaged one
@@ -202,6 +214,9 @@ class Service:
                 f"the database {self.db_shown} cannot be read: {one_line(error)}. "
                 "Move it away (a new one is made) or point --db-url elsewhere."
             ) from None
+        logger.info("%s", migration.line())
+        # From here on parts start, and stop() has something to stop.
+        self._running = True
         self.losses.load()
         for view in self._views:
             view.seed(self.engine)
@@ -330,11 +345,16 @@ class Service:
         return counts
 
     def stop(self) -> None:
-        self.sender.stop()
-        self.keeper.stop()
-        self.database.stop()
-        self.recorder.stop()
-        self.recorder.flush()
-        self.losses.stop()
+        """Stop what started, write what is buffered, release the claim. Again, or
+        after a start that failed early (before the parts started): only the release."""
+        if self._running:
+            self._running = False
+            self.started = False
+            self.sender.stop()
+            self.keeper.stop()
+            self.database.stop()
+            self.recorder.stop()
+            self.recorder.flush()
+            self.losses.stop()
         self.keeper.release_claim()
         self.engine.dispose()

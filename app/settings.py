@@ -114,25 +114,33 @@ def read_token_file(path: str) -> str:
         with open(fd, encoding="utf-8") as file:
             status = os.fstat(fd)
             if not stat.S_ISREG(status.st_mode):
-                raise SystemExit(f"the token file {path} is not a regular file; give a file")
+                raise SystemExit(
+                    f"timer-service: the token file {path} is not a regular file; give a file"
+                )
             token = file.readline().strip()
     except OSError as error:
-        raise SystemExit(f"cannot read the token file {path}: {error.strerror}") from None
+        raise SystemExit(
+            f"timer-service: cannot read the token file {path}: {error.strerror}; check "
+            "--token-file (or TIMER_SERVICE_TOKEN_FILE) names a file of this user, mode 600"
+        ) from None
     except UnicodeDecodeError:
-        raise SystemExit(f"the token file {path} is not UTF-8 text") from None
+        raise SystemExit(f"timer-service: the token file {path} is not UTF-8 text") from None
     mode = status.st_mode
     if status.st_uid not in (0, os.geteuid()):
         raise SystemExit(
-            f"the token file {path} belongs to uid {status.st_uid}, who could choose or read "
-            f"the admin token; as root run: chown {os.geteuid()} {path} && chmod 600 {path}"
+            f"timer-service: the token file {path} belongs to uid {status.st_uid}, who could "
+            f"choose or read the admin token; as root run: chown {os.geteuid()} {path} && "
+            f"chmod 600 {path}"
         )
     if mode & 0o077:
         raise SystemExit(
-            f"the token file {path} can be read by other users (mode {mode & 0o777:o}); "
-            f"run: chmod 600 {path}"
+            f"timer-service: the token file {path} can be read by other users (mode "
+            f"{mode & 0o777:o}); run: chmod 600 {path}"
         )
     if not token:
-        raise SystemExit(f"the token file {path} is empty; put the token on its first line")
+        raise SystemExit(
+            f"timer-service: the token file {path} is empty; put the token on its first line"
+        )
     return token
 
 

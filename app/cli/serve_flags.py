@@ -301,6 +301,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         straggler_window=args.straggler_window,
         straggler_max_series=args.straggler_max_series,
     )
+    if not 0 <= settings.port <= 65535:
+        raise SystemExit(f"--port {settings.port} is not a port: give 1-65535 (0: any free one)")
     if not 0 <= settings.auto_floor < float("inf"):
         raise SystemExit(f"--auto-floor {settings.auto_floor} is not a number of seconds >= 0")
     if not 0 < settings.auto_initial_timeout <= MAX_DEADLINE_SECONDS:

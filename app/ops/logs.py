@@ -9,7 +9,11 @@ The reaper logs each kill on the thread that sent it. Writing to stderr there
 would let a slow reader of stderr (a full pipe, a stalled journal) delay the
 next kill, so every thread only queues its record, and one listener thread
 writes them. ``logging.shutdown()`` (at exit, and before the stall exit) drains
-the queue first.
+the queue first; ``flush_logs()`` drains it on the way (before a refusal is printed
+to stderr, so it comes last).
+
+Alembic's own INFO lines (one per migration, with the revision's whole docstring) are
+not shown: the service logs one line saying where the database came from and is.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from typing import Any, TextIO
 
 from app.settings import LOG_LEVELS
 
-__all__ = ["FORMAT", "LineFormatter", "configure_logging"]
+__all__ = ["FORMAT", "LineFormatter", "configure_logging", "flush_logs"]
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -76,6 +80,13 @@ class _QueueToStream(QueueHandler):
         self.listener.start()
         self._listening = True
 
+    def flush(self) -> None:
+        """Write out what is queued now: the listener stops (draining the queue) and
+        starts again."""
+        if self._listening:
+            self.listener.stop()
+            self.listener.start()
+
     def close(self) -> None:
         if self._listening:
             self._listening = False
@@ -102,3 +113,14 @@ def configure_logging(level: str, *, access_log: bool, stream: TextIO | None = N
         named.setLevel(logging.NOTSET)
     if access_log:
         logging.getLogger("uvicorn.access").setLevel(logging.INFO)
+    # app.service says in one line what the migrations did; alembic's lines stay for
+    # --log-level debug (its warnings and errors always show).
+    logging.getLogger("alembic").setLevel(
+        logging.NOTSET if level.lower() == "debug" else logging.WARNING
+    )
+
+
+def flush_logs() -> None:
+    """Write every record queued so far (they are written by a thread of their own)."""
+    for handler in logging.getLogger().handlers:
+        handler.flush()

@@ -1,0 +1,139 @@
+"""The real ``timer-service`` from start to stop, as an operator reads it: one line for
+the migrations, "shutdown complete" and exit status 0 on Ctrl-C (SIGINT) and SIGTERM,
+also while it still waits for its database, and ``--version``."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.script import ScriptDirectory
+
+import app
+from app.db.database import MIGRATIONS_DIR, make_engine
+from tests.app.service_process import ServiceProcess, free_port
+
+# An older schema that a service of this version migrates from.
+OLD_REVISION = "0012"
+
+
+def _alembic_config() -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    return config
+
+
+HEAD = ScriptDirectory.from_config(_alembic_config()).get_current_head()
+
+
+def migrate_to(database: Path, revision: str) -> None:
+    """The SQLite file ``database`` at ``revision``, as an older version left it."""
+    engine = make_engine(f"sqlite:///{database}")
+    try:
+        with engine.begin() as connection:
+            config = _alembic_config()
+            config.attributes["connection"] = connection
+            command.upgrade(config, revision)
+    finally:
+        engine.dispose()
+    database.chmod(0o600)  # the service keeps it private (app.db.private_files)
+
+
+def stopped_by(service: ServiceProcess, signum: signal.Signals) -> list[str]:
+    """Send ``signum`` to the running service; its log's lines once it has exited 0."""
+    assert service.process is not None
+    service.process.send_signal(signum)
+    assert service.process.wait(60) == 0, service.log()
+    return service.log().splitlines()
+
+
+def migration_lines(lines: list[str]) -> list[str]:
+    return [line for line in lines if " app.service: database " in line]
+
+
+def assert_clean_stop(lines: list[str], signum: signal.Signals) -> None:
+    text = "\n".join(lines)
+    assert "Traceback" not in text and " ERROR " not in text, text
+    assert lines[-1].endswith(f" INFO app.server: shutdown complete ({signum.name})"), text
+
+
+def test_ctrl_c_after_migrating_from_an_older_schema(tmp_path: Path) -> None:
+    migrate_to(tmp_path / "service.db", OLD_REVISION)
+    service = ServiceProcess(tmp_path).start()
+    try:
+        lines = stopped_by(service, signal.SIGINT)
+    finally:
+        service.stop()
+    assert_clean_stop(lines, signal.SIGINT)
+    [migrated] = migration_lines(lines)
+    assert migrated.endswith(f"database migrated from {OLD_REVISION} to {HEAD}")
+    assert not any("alembic" in line for line in lines)  # its eight lines, with literal \n
+
+
+def test_sigterm_then_a_restart_finds_the_database_up_to_date(tmp_path: Path) -> None:
+    service = ServiceProcess(tmp_path).start()
+    try:
+        first = stopped_by(service, signal.SIGTERM)
+        assert_clean_stop(first, signal.SIGTERM)
+        [created] = migration_lines(first)
+        assert created.endswith(f"database created at {HEAD}")
+        (tmp_path / "service.log").unlink()
+        service.start()
+        again = stopped_by(service, signal.SIGTERM)
+    finally:
+        service.stop()
+    assert_clean_stop(again, signal.SIGTERM)
+    [current] = migration_lines(again)
+    assert current.endswith(f"database at {HEAD}, up to date")
+    # The first let its database go: the restart took over from no one.
+    assert not any("taking over" in line for line in again)
+
+
+def test_sigterm_while_it_waits_for_its_database(tmp_path: Path) -> None:
+    """Stopped before it has started (here: waiting --db-wait for a PostgreSQL that
+    refuses connections), it ends the same way."""
+    url = f"postgresql+psycopg://ops@127.0.0.1:{free_port()}/timers"
+    waiting = threading.Event()
+    lines: list[str] = []
+    with subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "serve", "--port", "0", "--db-wait", "300"],
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "TIMER_SERVICE_DB_URL": url},
+    ) as process:
+
+        def read() -> None:
+            assert process.stderr is not None
+            for line in process.stderr:
+                lines.append(line.rstrip("\n"))
+                if "waiting up to 300 s for the database" in line:
+                    waiting.set()
+
+        reader = threading.Thread(target=read)
+        reader.start()
+        try:
+            assert waiting.wait(120), lines
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(60) == 0, lines
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+            reader.join()
+    assert_clean_stop(lines, signal.SIGTERM)
+
+
+def test_version() -> None:
+    shown = subprocess.run(
+        [sys.executable, "-m", "app.cli", "--version"], capture_output=True, text=True, timeout=120
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout == f"timer-service {app.__version__}\n"
+    assert app.__version__ == importlib.metadata.version("timer-service")
