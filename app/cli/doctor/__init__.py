@@ -11,6 +11,7 @@ time limit (``results.run_checks``): a hung py-spy or database is a fail, not a 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from app.cli.serve_flags import add_serve_flags, settings_from_args
@@ -51,8 +52,14 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 def run_doctor(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     results = run_checks(CHECKS, settings)
-    if args.json:
-        print_json(results, sys.stdout)
-    else:
-        print_table(results, sys.stdout)
+    try:
+        if args.json:
+            print_json(results, sys.stdout)
+        else:
+            print_table(results, sys.stdout)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader stopped early (| head, grep -q): the exit code still says it all.
+        # Python's own flush at exit would fail again on the pipe: point it elsewhere.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 1 if any(result.status == Status.FAIL for result in results) else 0

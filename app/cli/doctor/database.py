@@ -150,7 +150,8 @@ def _disk(path: Path, settings: Settings) -> Result:
     try:
         info = os.statvfs(where)
     except OSError as error:
-        return Result(name, Status.WARN, f"cannot stat {where}: {one_line(error)}", "")
+        found = f"cannot stat {where}: {one_line(error)}"
+        return Result(name, Status.WARN, found, f"run df {where} by hand to see why")
     free = info.f_bavail * info.f_frsize
     used = 0
     for suffix in _SIDE_FILES:

@@ -42,7 +42,9 @@ def _directory_result(what: str, directory: str, rules: dict[str, bool], bad: St
     try:
         check_directory(directory, what, **rules)
     except UnsafeDirectoryError as error:
-        return Result(name, bad, str(error), _SAFE_PLACE)
+        # safe_dirs' message is the one serve exits with: what is wrong; what to do.
+        found, advice, rest = str(error).partition("; use ")
+        return Result(name, bad, found, f"use {rest}" if advice else _SAFE_PLACE)
     except OSError as error:
         why = error.strerror or str(error)
         return Result(name, bad, f"cannot check {directory}: {why}", _SAFE_PLACE)

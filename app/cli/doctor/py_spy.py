@@ -122,7 +122,7 @@ def check_py_spy_other_user(settings: Settings) -> list[Result]:
         return [Result(name, Status.OK, found)]
     py_spy = StackCapturer(use_worker_server=False).py_spy
     if py_spy is None:
-        return [Result(name, Status.FAIL, "py-spy is not found (see the py-spy line)", "")]
+        return [Result(name, Status.FAIL, "py-spy is not found", _NOT_FOUND_FIX)]
     try:
         user = pwd.getpwnam(_OTHER_USER)
     except KeyError:
@@ -139,7 +139,11 @@ def check_py_spy_other_user(settings: Settings) -> list[Result]:
             read, why, seconds = _dump(py_spy, pid, user.pw_uid)
     except ProbeStartError as error:
         found = f"could not start a test worker as {_OTHER_USER}: {error}"
-        return [Result(name, Status.WARN, found, "")]
+        fix = (
+            f"run setpriv --reuid={user.pw_uid} --regid={user.pw_gid} --clear-groups "
+            f"{_SYSTEM_PYTHON} -c 'print(1)' by hand to see why"
+        )
+        return [Result(name, Status.WARN, found, fix)]
     if not read:
         found = (
             f"py-spy, run as the service runs it for another user's worker, could not read "

@@ -59,7 +59,8 @@ def check_worker_server(settings: Settings) -> list[Result]:
         with probe_process(argv, start_within=_START_SECONDS, env=_test_worker_env()) as pid:
             identity = identify(pid)
             if identity is None:
-                return [Result(NAME, Status.FAIL, "the test worker vanished", "")]
+                found = "the test worker exited before it could be asked"
+                return [Result(NAME, Status.FAIL, found, "run doctor again")]
             started = time.monotonic()
             answer = stack_from_worker_server(identity, started + _ASK_SECONDS)
             seconds = time.monotonic() - started

@@ -81,6 +81,10 @@ class DoctorRun:
         return self._done
 
     def kill(self) -> None:
+        """Ended, and its pipes closed (a run no selected test waited for, too)."""
         if self.process.poll() is None:
             self.process.kill()
         self.process.wait()
+        for stream in (self.process.stdout, self.process.stderr):
+            if stream is not None:
+                stream.close()

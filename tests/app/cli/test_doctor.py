@@ -165,7 +165,7 @@ def test_a_world_writable_fifo_directory_fails(hosts: dict[str, DoctorRun]) -> N
     assert set(doctored.failed()) == {"path: --uds's directory", "path: --fifo's directory"}
     result = doctored.result("path: --fifo's directory")
     assert "writable by group or others (mode 0777)" in result["found"]
-    assert "only root or the service's uid can write" in result["fix"]
+    assert result["fix"].startswith(f"use a directory that only root or uid {os.geteuid()} can")
 
 
 def test_a_directory_the_service_does_not_make_fails(hosts: dict[str, DoctorRun]) -> None:
