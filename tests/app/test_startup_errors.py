@@ -21,12 +21,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.app.ops.test_service_logs import LINE
 from tests.app.service_process import ServiceProcess, free_port
 from tests.conftest import migrated_engine
 from tests.second_user import SecondUser, shared_dir
 
 PASSWORD = "hunter2-not-shown"
+# A log record's line (app.ops.logs.FORMAT).
+LINE = re.compile(
+    r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (DEBUG|INFO|WARNING|ERROR|CRITICAL) [\w.]+: \S"
+)
 
 
 @dataclass
