@@ -108,12 +108,16 @@ def _rank_columns(suspects: set[int | None]) -> tuple[Column, ...]:
             justify="right",
         ),
         Column("SUSPECT", lambda row: "yes" if row.get("rank") in suspects else ""),
-        Column("NODE", lambda row: str(row.get("node") or "-")),
-        Column("PID", lambda row: ident(row.get("pid")), whole=True, justify="right"),
-        Column("TIMER", lambda row: ident(row.get("timer_id")), whole=True),
+        Column("NODE", lambda row: str(row.get("node") or "-"), text=True),
+        Column("PID", lambda row: ident(row.get("pid")), justify="right"),
+        Column("TIMER", lambda row: ident(row.get("timer_id"))),
         Column("OUTCOME", _outcome),
         Column("GROUP", lambda row: ident(row.get("group")), justify="right"),
-        Column("STACK BY", lambda row: str(row.get("method") or row.get("stack_note") or "-")),
+        Column(
+            "STACK BY",
+            lambda row: str(row.get("method") or row.get("stack_note") or "-"),
+            text=True,
+        ),
     )
 
 
@@ -133,10 +137,10 @@ def _mismatch(finding: Mapping[str, Any]) -> str:
 
 
 _FINDING_COLUMNS = (
-    Column("GROUP", lambda row: f"{row['pg']} {row.get('desc') or ''}".strip()),
+    Column("GROUP", lambda row: f"{row['pg']} {row.get('desc') or ''}".strip(), text=True),
     Column("OP", lambda row: str(row.get("op") or "-")),
     Column("SEQ", lambda row: ident(row.get("seq")), justify="right"),
     Column("RANKS", lambda row: ranks_text(row.get("ranks") or [])),
     Column("MISSING", lambda row: Text(ranks_text(row.get("missing") or []), style="red")),
-    Column("MISMATCH", _mismatch),
+    Column("MISMATCH", _mismatch, text=True),
 )

@@ -77,53 +77,52 @@ _NODE = Filter("node", "only those of this node (a service's --node-name)")
 _JOB = Filter("job", "only those of this job (torchrun's TORCHELASTIC_RUN_ID)")
 
 TIMER_COLUMNS = (
-    Column("ID", _cell("id"), whole=True),
+    Column("ID", _cell("id")),
     Column("STATE", lambda row: state_text(row["state"])),
-    Column("PID", _cell("pid"), whole=True, justify="right"),
-    Column("UID", _cell("uid"), justify="right"),
-    Column("SCOPE", _text("scope_id")),
-    Column("JOB", _text("job_id")),
+    Column("PID", _cell("pid"), justify="right"),
+    Column("SCOPE", _text("scope_id"), text=True),
+    Column("JOB", _text("job_id"), text=True),
     Column("RANK", _cell("rank"), justify="right"),
-    Column("NODE", _text("node")),
-    Column("ACQUIRED (UTC)", _time("acquired_at"), whole=True),
-    Column("DEADLINE (UTC)", _time("expiration_time"), whole=True),
-    Column("ENDED (UTC)", _time("ended_at"), whole=True),
+    Column("NODE", _text("node"), text=True),
+    # The deadline of an active timer, else when it ended: one column of 19 is what an
+    # 80-column terminal has room for (both are in ``timer ID``).
+    Column("UNTIL (UTC)", lambda row: when(row.get("ended_at") or row.get("expiration_time"))),
 )
 EVENT_COLUMNS = (
-    Column("ID", _cell("id"), whole=True),
-    Column("AT (UTC)", _time("at"), whole=True),
+    Column("ID", _cell("id")),
+    Column("AT (UTC)", _time("at")),
     Column("KIND", lambda row: kind_text(row["kind"])),
-    Column("TIMER", _cell("timer_id"), whole=True),
-    Column("PID", _cell("pid"), whole=True, justify="right"),
-    Column("SCOPE", _text("scope_id")),
-    Column("NODE", _text("node")),
-    Column("DETAIL", lambda row: detail_text(row.get("detail") or {})),
+    Column("TIMER", _cell("timer_id")),
+    Column("PID", _cell("pid"), justify="right"),
+    Column("SCOPE", _text("scope_id"), text=True),
+    Column("NODE", _text("node"), text=True),
+    Column("DETAIL", lambda row: detail_text(row.get("detail") or {}), text=True),
 )
 JOB_COLUMNS = (
-    Column("JOB", _text("job_id")),
+    Column("JOB", _text("job_id"), text=True),
     Column("UID", _cell("uid"), justify="right"),
     Column("WORLD", _cell("world_size"), justify="right"),
     Column("RANKS SEEN", _cell("ranks_seen"), justify="right"),
     Column("ACTIVE", _cell("active_timers"), justify="right"),
     Column("INCIDENTS", _cell("incidents"), justify="right"),
-    Column("NODES", lambda row: ", ".join(row.get("nodes") or []) or "-"),
-    Column("LAST SEEN (UTC)", _time("last_seen"), whole=True),
+    Column("NODES", lambda row: ", ".join(row.get("nodes") or []) or "-", text=True),
+    Column("LAST SEEN (UTC)", _time("last_seen")),
 )
 INCIDENT_COLUMNS = (
-    Column("ID", _cell("id"), whole=True),
-    Column("JOB", _text("job_id")),
-    Column("OPENED (UTC)", _time("opened_at"), whole=True),
+    Column("ID", _cell("id")),
+    Column("JOB", _text("job_id"), text=True),
+    Column("OPENED (UTC)", _time("opened_at")),
     Column("RANKS", lambda row: ranks_text(rank["rank"] for rank in row.get("ranks") or [])),
     Column("SUSPECTS", lambda row: ranks_text(row.get("suspects") or [])),
-    Column("NODES", lambda row: ", ".join(row.get("nodes") or []) or "-"),
-    Column("SUMMARY", _text("summary")),
+    Column("NODES", lambda row: ", ".join(row.get("nodes") or []) or "-", text=True),
+    Column("SUMMARY", _text("summary"), text=True),
 )
 NODE_COLUMNS = (
-    Column("NAME", _text("name")),
+    Column("NAME", _text("name"), text=True),
     Column("STATUS", lambda row: state_text(row["status"])),
     Column("ACTIVE", _cell("active_timers"), justify="right"),
     Column("VERSION", _text("version")),
-    Column("LAST SEEN (UTC)", _time("last_seen"), whole=True),
+    Column("LAST SEEN (UTC)", _time("last_seen")),
 )
 
 LISTINGS = (

@@ -80,13 +80,13 @@ def _slowdown(row: Mapping[str, Any]) -> str:
 RANK_COLUMNS = (
     Column("RANK", lambda row: ident(row.get("rank")), justify="right"),
     Column("LOCAL", lambda row: ident(row.get("local_rank")), justify="right"),
-    Column("NODE", lambda row: str(row.get("node") or "-")),
-    Column("PID", lambda row: ident(row.get("pid")), whole=True, justify="right"),
-    Column("TIMER", lambda row: ident(row.get("timer_id")), whole=True),
+    Column("NODE", lambda row: str(row.get("node") or "-"), text=True),
+    Column("PID", lambda row: ident(row.get("pid")), justify="right"),
+    Column("TIMER", lambda row: ident(row.get("timer_id"))),
     Column("STATE", lambda row: state_text(str(row.get("state")))),
-    Column("SCOPE", lambda row: str(row.get("scope_id") or "-")),
+    Column("SCOPE", lambda row: str(row.get("scope_id") or "-"), text=True),
     Column("SLOWDOWN", _slowdown, justify="right"),
-    Column("LAST SEEN (UTC)", lambda row: when(row.get("last_seen")), whole=True),
+    Column("LAST SEEN (UTC)", lambda row: when(row.get("last_seen"))),
 )
 
 

@@ -35,6 +35,7 @@ __all__ = [
 # rather than rich's 80 columns, which would fold every row.
 _UNBOUNDED_WIDTH = 1000
 _PADDING = re.compile(r" +\n")
+_MIN_TEXT_WIDTH = 5
 
 _STATE_STYLES = {
     "active": "green",
@@ -86,8 +87,9 @@ def print_json(body: Any) -> None:
 class Column:
     header: str
     cell: Callable[[Mapping[str, Any]], str | Text]
-    # An id is shown whole, whatever the width: it is what the next command takes.
-    whole: bool = False
+    # Free text (a scope, a job id, a summary) folds onto more lines in a narrow
+    # terminal; every other cell keeps whole: an id is what the next command takes.
+    text: bool = False
     justify: str = "left"
 
 
@@ -97,8 +99,8 @@ def table(columns: Sequence[Column], rows: Iterable[Mapping[str, Any]]) -> Table
     for column in columns:
         shown.add_column(
             column.header,
-            no_wrap=column.whole,
-            min_width=len(column.header) if not column.whole else None,
+            no_wrap=not column.text,
+            min_width=_MIN_TEXT_WIDTH if column.text else None,
             overflow="fold",
             justify=column.justify,  # type: ignore[arg-type]
         )

@@ -215,7 +215,7 @@ def test_the_timers_table_shows_every_timer_whole(
 ) -> None:
     timers = rest(job.service, "/timers", job=JOB)["items"]
     header, *lines = rows(ok(runs, "timers"))
-    assert header[:5] == ["ID", "STATE", "PID", "UID", "SCOPE"]
+    assert header == ["ID", "STATE", "PID", "SCOPE", "JOB", "RANK", "NODE", "UNTIL", "(UTC)"]
     assert [line[:3] for line in lines] == [
         [str(t["id"]), t["state"], str(t["pid"])] for t in timers
     ]
@@ -325,7 +325,8 @@ def test_on_a_terminal_the_table_fits_its_width_in_colour_unless_no_color(job: J
     plain = _without_escapes(shown)
     assert max(len(line) for line in plain.splitlines()) <= 90
     for timer in rest(job.service, "/timers", job=JOB)["items"]:
-        assert str(timer["id"]) in plain  # whole, however narrow
+        # Whole, however narrow: the id, and the state beside it.
+        assert f"{timer['id']}  {timer['state']} " in plain
     status, shown = cli_in_terminal(
         "timers", "--job", JOB, "--url", job.url, columns=90, env={"NO_COLOR": "1"}
     )
