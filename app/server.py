@@ -243,7 +243,8 @@ class _Server(uvicorn.Server):
 def serve(settings: Settings) -> None:
     """Run the service until SIGINT or SIGTERM, then stop it: "shutdown complete". What
     refuses the start (``PortError``, the database's, the paths' errors, each one line
-    that says what to do) is raised after whatever had started has stopped."""
+    that says what to do) is raised after whatever had started has stopped. From the
+    main thread only (it takes the signals)."""
     signals = _StopSignals()
     # KeyboardInterrupt: stopped while it started; what had started has stopped.
     with signals.installed(), contextlib.suppress(KeyboardInterrupt):
