@@ -53,8 +53,10 @@ PERIODIC = "app.periodic"
 # Each name and what an operator finds under it; docs/logging.md shows the same.
 LOGGERS = {
     CLI: "start-up warnings: a token or a database password visible on the command line",
-    SERVER: "the open file limit and the descriptors kept for kills",
-    SERVICE: "the service started (timers re-armed) or the hub started; the reaper "
+    SERVER: "where the service listens, the open file limit and the descriptors kept for "
+    "kills, and 'shutdown complete' after SIGINT or SIGTERM",
+    SERVICE: "the database created, migrated or up to date (one line); the service started "
+    "(timers re-armed) or the hub started; the reaper "
     "thread restarted, or stalled and the service exiting for its supervisor; on a hub, "
     "refused reads of another user's stack",
     SERVICE_LOCK: "the node lock lost with its database session, and taken again",
