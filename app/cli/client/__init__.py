@@ -56,8 +56,20 @@ def register(commands: Commands) -> None:
     parser.add_argument("job_id", metavar="JOB_ID")
     parser.add_argument("--uid", type=int, help="whose job, when several users' jobs carry this id")
     parser.add_argument("--json", action="store_true", help="print the service's JSON as is")
-    parser = _add(commands, "stack", "print the stack captured before a timer's kill", show_stack)
+    parser = _add(
+        commands,
+        "stack",
+        "print the stack captured before a timer's kill, or in an incident",
+        show_stack,
+    )
     parser.add_argument("timer_id", type=_id, metavar="TIMER_ID")
+    parser.add_argument(
+        "--incident",
+        type=_id,
+        metavar="ID",
+        help="the stack this incident captured of the rank with TIMER_ID (every rank's, "
+        "not only the killed one's)",
+    )
 
 
 def _add(commands: Commands, name: str, what: str, run: Command) -> argparse.ArgumentParser:

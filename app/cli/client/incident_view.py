@@ -49,6 +49,9 @@ def print_incident(out: Console, incident: Mapping[str, Any]) -> None:
     out.print()
     out.print(Text("Ranks", style="bold underline"))
     out.print(table(_rank_columns(suspects), incident.get("ranks") or []))
+    out.print(
+        Text(f"a rank's stack: timer-service stack TIMER --incident {incident['id']}", style="dim")
+    )
     out.print()
     groups = incident.get("groups") or []
     if groups:

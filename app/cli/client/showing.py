@@ -14,6 +14,7 @@ from rich.table import Table
 from rich.text import Text
 
 from app.cli.client.connection import Connection
+from app.cli.client.exits import ClientError, ExitCode
 from app.cli.client.tables import (
     Column,
     console,
@@ -121,7 +122,10 @@ def show_job(args: argparse.Namespace, connection: Connection, client: httpx.Cli
 
 
 def show_stack(args: argparse.Namespace, connection: Connection, client: httpx.Client) -> int:
-    response = connection.get_response(client, f"/timers/{args.timer_id}/stack")
+    path = f"/timers/{args.timer_id}/stack"
+    if args.incident is not None:
+        path = _capture_path(connection, client, args.incident, args.timer_id)
+    response = connection.get_response(client, path)
     # As is, so it can be saved or diffed; how it was taken goes to stderr.
     sys.stdout.write(response.text if response.text.endswith("\n") else response.text + "\n")
     method = response.headers.get("x-stack-method")
@@ -131,3 +135,19 @@ def show_stack(args: argparse.Namespace, connection: Connection, client: httpx.C
         truncated = ", truncated" if response.headers.get("x-stack-truncated") == "true" else ""
         print(f"(captured by {method}{took}{truncated})", file=sys.stderr)
     return 0
+
+
+def _capture_path(
+    connection: Connection, client: httpx.Client, incident_id: int, timer_id: int
+) -> str:
+    """Where the incident keeps the stack it captured of the rank with this timer
+    (every rank's, the ones not killed too)."""
+    incident = connection.get(client, f"/incidents/{incident_id}")
+    for rank in incident.get("ranks") or []:
+        if rank.get("timer_id") == timer_id:
+            return f"/incidents/{incident_id}/captures/{rank['capture_id']}/stack"
+    raise ClientError(
+        ExitCode.NOT_FOUND,
+        f"incident {incident_id} captured no rank with timer {timer_id}: its ranks' timers "
+        f"are in `timer-service incident {incident_id}`",
+    )

@@ -132,11 +132,13 @@ def runs(job: Job) -> dict[str, subprocess.CompletedProcess[str]]:
     every |= {f"{name} --json": [*argv, *url, "--json"] for name, argv in commands.items()}
     every |= {
         "stack": ["stack", killed, *url],
+        "peer stack": ["stack", str(job.peer["id"]), "--incident", incident, *url],
         "page": ["timers", "--job", JOB, "--limit", "1", *url],
         "no timer": ["timer", "999999999999999", *url],
         "no incident": ["incident", "999999999999999", *url],
         "no stack": ["stack", str(job.peer["id"]), *url],
         "no job": ["job", "no-such-job", *url],
+        "no capture": ["stack", killed, "--incident", "999999999999999", *url],
         "bad rank": ["timers", "--rank", "-1", *url],
         "bad state": ["timers", "--state", "asleep", *url],
     }
@@ -286,6 +288,19 @@ def test_the_stack_is_printed_as_the_service_keeps_it(
     assert f"captured by {answer.headers['x-stack-method']}" in runs["stack"].stderr
 
 
+def test_a_ranks_stack_as_the_incident_captured_it(
+    job: Job, runs: dict[str, subprocess.CompletedProcess[str]]
+) -> None:
+    [rank] = [r for r in job.incident["ranks"] if r["timer_id"] == job.peer["id"]]
+    path = f"/incidents/{job.incident['id']}/captures/{rank['capture_id']}/stack"
+    answer = httpx.get(job.url + path)
+    assert answer.status_code == 200
+    assert "all_reduce" in answer.text  # a peer, alive, waiting in the collective
+    assert ok(runs, "peer stack").rstrip("\n") == answer.text.rstrip("\n")
+    hint = f"a rank's stack: timer-service stack TIMER --incident {job.incident['id']}"
+    assert hint in ok(runs, "incident")
+
+
 def test_the_timer_shows_its_fields_and_where_its_stack_is(
     job: Job, runs: dict[str, subprocess.CompletedProcess[str]]
 ) -> None:
@@ -305,6 +320,7 @@ def test_the_timer_shows_its_fields_and_where_its_stack_is(
         ("no incident", 1, "no incident 999999999999999"),
         ("no stack", 1, "no stack was captured for timer"),
         ("no job", 1, "no job 'no-such-job'"),
+        ("no capture", 1, "incident 999999999999999"),
         ("bad rank", 2, "422 Unprocessable Entity: rank: Input should be greater than"),
         ("bad state", 2, "invalid choice: 'asleep'"),
     ],
