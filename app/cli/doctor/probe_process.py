@@ -86,8 +86,13 @@ def _wait_ready(process: subprocess.Popen[bytes], within: float) -> None:
             said += chunk
     if READY.encode() in said:
         return
+    # It closed its output without saying ready: ended first, so that reading what it
+    # said on stderr cannot wait on a process that lives on.
     with contextlib.suppress(subprocess.TimeoutExpired):
         process.wait(1.0)
+    if process.returncode is None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)
     # Its last line says why (a missing module, torch's own error).
     error = process.stderr.read(65536).decode(errors="replace").strip().splitlines()
     raise ProbeStartError(
