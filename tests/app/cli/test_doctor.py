@@ -9,11 +9,14 @@ takes as long as the slowest run (torch's worker server check imports torch)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import pty
 import re
 import resource
 import shutil
 import sqlite3
+import subprocess
 import sys
 import threading
 from collections.abc import Iterator
@@ -24,7 +27,7 @@ import pytest
 from app.cli.doctor.results import Check, Result, Status, run_checks
 from app.db.database import make_engine, migrate
 from app.settings import Settings
-from tests.app.cli.doctor_command import DoctorRun
+from tests.app.cli.doctor_command import ROOT, DoctorRun, doctor_command
 
 # Every family of checks says something on every host (others are added by the flags).
 FAMILIES = {
@@ -157,6 +160,25 @@ def test_the_table_has_one_aligned_line_per_check_and_a_summary(
     assert summary.startswith(f"{ok} ok, {warned} warn, 0 fail: "), summary
     for line in lines:
         assert line.startswith("ok") or "  fix: " in line, line  # a warning says what to do
+
+
+def test_on_a_terminal_the_status_is_coloured(tmp_path: Path) -> None:
+    main, terminal = pty.openpty()
+    # A terminal that has colours (TERM=dumb, or NO_COLOR, would rightly have none).
+    env = {k: v for k, v in os.environ.items() if k != "NO_COLOR"} | {"TERM": "xterm"}
+    flags = ["--no-capture-stacks", "--db-url", f"sqlite:///{tmp_path / 'x.db'}"]
+    with subprocess.Popen(
+        doctor_command(*flags), cwd=ROOT, stdout=terminal, stderr=subprocess.DEVNULL, env=env
+    ) as doctor:
+        os.close(terminal)
+        shown = b""
+        with contextlib.suppress(OSError):  # EIO once the command has exited
+            while chunk := os.read(main, 65536):
+                shown += chunk
+        os.close(main)
+        assert doctor.wait(120) == 0
+    # rich's green for ok, and only around the status word.
+    assert b"\x1b[32mok  \x1b[0m  ptrace scope" in shown, shown[:500]
 
 
 def test_a_world_writable_fifo_directory_fails(hosts: dict[str, DoctorRun]) -> None:
