@@ -52,10 +52,6 @@ templates.env.filters.update(
     duration=duration,
     signal_name=signal_name,
     when=when,
-    # Old names of ``when``, kept only so the pages not yet moved to it (job, incident,
-    # notifications) show the same format meanwhile; drop them once none says them.
-    clock=when,
-    date_time=when,
 )
 templates.env.globals.update(SCOPE_CHARS=SCOPE_CHARS)
 

@@ -4,9 +4,11 @@ against the real service, a real kill's delivery as it went."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -79,6 +81,28 @@ def test_the_page_lists_channels_deliveries_and_silences_as_text(
     assert 'data-state="delivered"' not in only_failed
     assert only_failed.count('data-state="failed" data-attempts="1"') == 1
     assert client.get("/ui/notifications", params={"state": "lost"}).status_code == 422
+
+
+def test_every_time_on_the_page_is_utc_in_one_format(client: TestClient) -> None:
+    """A channel's creation, a pending delivery's next try and a silence's start and end,
+    each as every page writes a time (issue 25 item 4): ``<time datetime="…Z">YYYY-MM-DD
+    HH:MM:SS UTC</time>``, the same instant in both, never a 12-hour clock."""
+    client.post("/channels", json={"name": "ops", "url": "http://127.0.0.1:9/", "events": ["kill"]})
+    ends_at = time.time() + 600
+    made = client.post(
+        "/silences", json={"match": {"job": "j"}, "ends_at": ends_at, "comment": "upgrade"}
+    )
+    assert made.status_code == 201
+    page = client.get("/ui/notifications").text
+    times = re.findall(r'<time datetime="([^"]+)">([^<]+)</time>', page)
+    assert len(times) >= 3  # the channel's creation, the silence's start and end
+    for iso, text in times:
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", iso)
+        assert text == iso.replace("T", " ").replace("Z", " UTC")
+    shown = {text for _, text in times}
+    end = datetime.fromtimestamp(int(ends_at), UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    assert end in shown
+    assert not re.search(r"\d:\d\d:\d\d [AP]M", page)
 
 
 @pytest.fixture
