@@ -14,7 +14,7 @@ import logging
 from app import log_names
 from app.access.callers import is_loopback
 from app.access.path_safety import refuse_unsafe_paths
-from app.cli.serve_flags import add_serve_flags, settings_from_args
+from app.cli.serve_flags import settings_from_args
 from app.db.database import usable_url
 from app.db.database_status import has_password
 from app.db.db_file_check import check_database_file
@@ -23,22 +23,9 @@ from app.ops.logs import configure_logging, flush_logs
 from app.server import serve
 from timer_core.sources.fifo_dir import FifoDirError, resolve_uids
 
-__all__ = ["register"]
+__all__ = ["run_serve"]
 
 logger = logging.getLogger(log_names.CLI)
-
-
-def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = commands.add_parser(
-        "serve",
-        help="run the service (REST API, dashboard, metrics)",
-        description="Every flag can also be set as TIMER_SERVICE_<FLAG> in the environment.",
-        # Not the whole synopsis of every flag: a mistyped flag's error is then two
-        # lines, not thirty with the error at the end.
-        usage="timer-service serve [FLAGS]  (timer-service serve --help lists them)",
-    )
-    add_serve_flags(parser)
-    parser.set_defaults(run=run_serve)
 
 
 def run_serve(args: argparse.Namespace) -> int:

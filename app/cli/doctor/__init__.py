@@ -11,26 +11,10 @@ time limit (``results.run_checks``): a hung py-spy or database is a fail, not a 
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 
-from app.cli.serve_flags import add_serve_flags, settings_from_args
+from app.cli.serve_flags import add_serve_flags
 
-from . import clock, database, descriptors, paths, privileges, py_spy, worker_server
-from .report import print_json, print_table
-from .results import Check, Status, run_checks
-
-__all__ = ["CHECKS", "register", "run_doctor"]
-
-CHECKS: list[Check] = [
-    *privileges.CHECKS,
-    *py_spy.CHECKS,
-    *worker_server.CHECKS,
-    *descriptors.CHECKS,
-    *paths.CHECKS,
-    *database.CHECKS,
-    *clock.CHECKS,
-]
+__all__ = ["register"]
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -46,20 +30,12 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     parser.add_argument(
         "--json", action="store_true", help="print the results as a JSON list, for tooling"
     )
-    parser.set_defaults(run=run_doctor)
+    parser.set_defaults(run=_run_doctor)
 
 
-def run_doctor(args: argparse.Namespace) -> int:
-    settings = settings_from_args(args)
-    results = run_checks(CHECKS, settings)
-    try:
-        if args.json:
-            print_json(results, sys.stdout)
-        else:
-            print_table(results, sys.stdout)
-        sys.stdout.flush()
-    except BrokenPipeError:
-        # The reader stopped early (| head, grep -q): the exit code still says it all.
-        # Python's own flush at exit would fail again on the pipe: point it elsewhere.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-    return 1 if any(result.status == Status.FAIL for result in results) else 0
+def _run_doctor(args: argparse.Namespace) -> int:
+    # Imported here, not above: the checks bring the database stack and the service,
+    # which the client's subcommands (timer-service timers, ...) should not pay for.
+    from app.cli.doctor.run import run_doctor
+
+    return run_doctor(args)
