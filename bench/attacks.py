@@ -45,14 +45,21 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from bench.common import fifo_line, print_table, save, save_chart, summary_ms, write_fifo
+from bench.common import (
+    fifo_line,
+    print_table,
+    save,
+    save_chart,
+    side_by_side,
+    summary_ms,
+    write_fifo,
+)
 from tests.app.service_process import ServiceProcess
 
 LEAD_SECONDS = 0.7  # from arming to the first deadline
@@ -506,13 +513,12 @@ ROWS: dict[str, Callable[[Sizes, Path], dict[str, Any]]] = {
 def run_rows(sizes: Sizes) -> list[dict[str, Any]]:
     """Every row, ``sizes.lanes`` at a time, each in a fresh directory; in ROWS' order."""
 
-    def run(name: str, row: Callable[[Sizes, Path], dict[str, Any]]) -> dict[str, Any]:
+    def run(name: str) -> dict[str, Any]:
         print(f"  {name} ...", flush=True)
         with tempfile.TemporaryDirectory() as tmp:
-            return {"attack": name, **row(sizes, Path(tmp))}
+            return {"attack": name, **ROWS[name](sizes, Path(tmp))}
 
-    with ThreadPoolExecutor(max_workers=sizes.lanes) as pool:
-        return list(pool.map(run, ROWS, ROWS.values()))
+    return side_by_side(run, ROWS, sizes.lanes)
 
 
 def main() -> None:

@@ -10,9 +10,10 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import psutil
 
@@ -21,6 +22,9 @@ from timer_core.wire import encode
 
 if TYPE_CHECKING:  # only the benches of an app's reads pass one; the others need not load it
     from fastapi.testclient import TestClient
+
+Item = TypeVar("Item")
+Result = TypeVar("Result")
 
 RESULTS = Path(__file__).parent / "results"
 REPO = Path(__file__).parent.parent
@@ -114,6 +118,17 @@ def write_fifo(fifo: str, data: bytes) -> None:
             start += os.write(fd, view[start:end])
     finally:
         os.close(fd)
+
+
+def side_by_side(
+    measure: Callable[[Item], Result], items: Iterable[Item], lanes: int
+) -> list[Result]:
+    """``measure`` of each item, ``lanes`` at a time, in the items' order. A smoke run
+    takes 2 lanes: its rows are mostly a process starting or a deadline waited for, and
+    its timings are not what it checks. A full run takes 1, so that no row's timings
+    include another's."""
+    with ThreadPoolExecutor(max_workers=lanes) as pool:
+        return list(pool.map(measure, items))
 
 
 def percentile(values: list[float], q: float) -> float:

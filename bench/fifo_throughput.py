@@ -7,7 +7,8 @@ own FileTimerClient, ours against torch 2.13's, same run, with lost requests cou
 The clients are torch's (or ours, if torch is missing). Each server counts what it
 registered; a client that finds the pipe full (torch's client then raises) counts it
 and retries. The rate is requests over the time from the clients' start to the last
-request counted (or to 10 s of silence, if some never arrive).
+request counted (or to 10 s of silence, if some never arrive). The smoke run measures
+both servers at once (``side_by_side``): it checks that nothing is lost, not the rates.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from bench.common import (
     python,
     save,
     save_chart,
+    side_by_side,
     wait_for_reader,
 )
 
@@ -137,9 +139,13 @@ def main() -> None:
     impls = implementations()
     client_module = "torch" if "torch" in impls else "timer_core"
     rows, results = [], []
-    for impl in impls:
+
+    def row(impl: str) -> dict[str, float]:
         print(f"  {impl} server, {clients} {client_module} clients x {pairs} pairs ...")
-        stats = measure(impl, client_module, clients, pairs)
+        return measure(impl, client_module, clients, pairs)
+
+    measured = side_by_side(row, impls, lanes=2 if args.smoke else 1)
+    for impl, stats in zip(impls, measured, strict=True):
         results.append({"impl": impl, "clients": clients, **stats})
         rows.append(
             [
