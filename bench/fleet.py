@@ -190,12 +190,11 @@ def write_round(
         services: list[ServiceProcess] = []
         workers: list[subprocess.Popen[str]] = []
         stack.callback(stop_all, services, workers)
-        for node in range(nodes):
-            workdir = Path(tmp) / f"node-{node}"
+        workdirs = [Path(tmp) / f"node-{node}" for node in range(nodes)]
+        # The clients first: they import torch while the services start (a client opens
+        # its FIFO only at its first request, after the starting gun).
+        for node, workdir in enumerate(workdirs):
             workdir.mkdir()
-            fifo = str(workdir / "timers.fifo")
-            services.append(start_node(workdir, url, f"node-{node}", "--fifo", fifo))
-            wait_for_reader(fifo)
             for local in range(clients):
                 labels = {
                     "TORCHELASTIC_RUN_ID": "bench-fleet",
@@ -203,7 +202,12 @@ def write_round(
                     "LOCAL_RANK": str(local),
                     "WORLD_SIZE": str(nodes * clients),
                 }
+                fifo = str(workdir / "timers.fifo")
                 workers.append(python(CLIENT, fifo, str(seconds), env=labels))
+        for node, workdir in enumerate(workdirs):
+            fifo = str(workdir / "timers.fifo")
+            services.append(start_node(workdir, url, f"node-{node}", "--fifo", fifo))
+            wait_for_reader(fifo)
         for worker in workers:
             assert worker.stdout is not None and worker.stdout.readline().strip() == "ready"
         postgres = postgres_processes()
