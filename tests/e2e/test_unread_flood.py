@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import select
 import socket
 import subprocess
 import time
@@ -74,6 +75,15 @@ def flood(
     return process
 
 
+def has_answered(process: subprocess.Popen[bytes]) -> bool:
+    """Whether the flood has told its answers: each of its connections has its status
+    line (its page built in the service: the most the flood can make it hold), or waited
+    for one in vain."""
+    assert process.stdout is not None
+    readable, _, _ = select.select([process.stdout], [], [], 0)
+    return bool(readable)
+
+
 def answers(process: subprocess.Popen[bytes]) -> dict[str, int]:
     """The statuses a flood's connections were answered with ("none": no answer)."""
     assert process.stdout is not None
@@ -112,7 +122,8 @@ def test_unread_pages_leave_memory_bounded_and_health_answering(
         peak = baseline
         health_codes = []
         root_reads = []
-        # From the first connection to past the victim's deadline, while they are held.
+        # From the first connection, while they are held, until every page is built and
+        # the victim's deadline has passed with its death (at most 12 s).
         deadline = time.monotonic() + 12
         while time.monotonic() < deadline:
             peak = max(peak, rss_mb(service.process.pid))
@@ -123,6 +134,8 @@ def test_unread_pages_leave_memory_bounded_and_health_answering(
             # reads give their slots back once built, share or not).
             read = httpx.get(service.url + "/timers?limit=1", timeout=30)
             root_reads.append(read.status_code)
+            if has_answered(attack_process) and victim.poll() is not None:
+                break
             time.sleep(0.5)
         peak = max(peak, rss_mb(service.process.pid))
         assert set(health_codes) == {200}
