@@ -7,9 +7,12 @@ that names the URL or socket tried and what to do."""
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
+import sys
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -76,6 +79,13 @@ class Connection:
 
     def client(self) -> httpx.Client:
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        if self.token and not self.uds and _in_clear_to_another_host(self.url):
+            print(
+                f"timer-service: warning: the admin token goes unencrypted to {self.url}; "
+                "anyone on the network between can read it: use an https:// URL (a TLS "
+                "proxy in front of the service) or, on the service's host, --uds",
+                file=sys.stderr,
+            )
         transport = httpx.HTTPTransport(uds=self.uds) if self.uds else None
         try:
             return httpx.Client(
@@ -137,6 +147,18 @@ class Connection:
             f"--url {self.url!r} is not a URL the client can use ({error}): give one like "
             f"{DEFAULT_URL}"
         )
+
+
+def _in_clear_to_another_host(url: str) -> bool:
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.scheme != "http" or host == "localhost":
+        return False
+    try:
+        # Not app.access.callers' is_loopback: that module brings FastAPI with it.
+        return not ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return True  # a name: it may resolve anywhere
 
 
 def _given(params: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -163,6 +163,9 @@ def test_the_token_from_the_environment_or_a_file_lets_it_read(
         done = runs[name]
         assert done.returncode == 0, (name, done.stderr)
         assert done.stdout.rstrip("\n") == remote.stack.rstrip("\n")
+        # Plain http to an address beyond loopback: the user is told the token is exposed.
+        assert f"the admin token goes unencrypted to {remote.service.url}" in done.stderr
+    assert "unencrypted" not in runs["socket"].stderr
 
 
 def test_a_token_file_others_can_read_is_refused_before_any_request(
