@@ -4,9 +4,7 @@ them, and no terminal (a pipe) unless a test asks for one."""
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
-import io
 import os
 import pty
 import struct
@@ -17,9 +15,7 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from app.cli import main
-
-__all__ = ["cli", "cli_env", "cli_in_process", "cli_in_terminal", "cli_many", "cli_popen"]
+__all__ = ["cli", "cli_env", "cli_in_terminal", "cli_many", "cli_popen"]
 
 # The checkout this file is in: the client runs from it wherever the tests run.
 ROOT = Path(__file__).resolve().parents[3]
@@ -56,29 +52,14 @@ def cli_many(
     env: Mapping[str, str] | None = None,
     envs: Mapping[str, Mapping[str, str]] | None = None,
 ) -> dict[str, subprocess.CompletedProcess[str]]:
-    """Each of ``runs`` (a name and its arguments), side by side: the client's start
-    (importing the app) is most of each run's time. ``envs`` adds to ``env`` by name."""
+    """Each of ``runs`` (a name and its arguments), a few side by side. ``envs`` adds to
+    ``env`` by name."""
     with ThreadPoolExecutor(max_workers=3) as pool:
         futures = {
             name: pool.submit(cli, *argv, env={**(env or {}), **(envs or {}).get(name, {})})
             for name, argv in runs.items()
         }
         return {name: future.result() for name, future in futures.items()}
-
-
-def cli_in_process(*argv: str) -> subprocess.CompletedProcess[str]:
-    """The client's ``main`` in this process, for the runs that need not pay its start
-    again (on a loaded machine, seconds each): the same parsing, requests to the real
-    service, output and exit status; stdout is no terminal, as in a pipe."""
-    out, err = io.StringIO(), io.StringIO()
-    code: int | str | None = 0
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            main(list(argv))
-        except SystemExit as done:
-            code = done.code
-    assert isinstance(code, int), code
-    return subprocess.CompletedProcess(list(argv), code, out.getvalue(), err.getvalue())
 
 
 def cli_popen(*argv: str, env: Mapping[str, str] | None = None) -> subprocess.Popen[str]:

@@ -4,9 +4,8 @@ the lists with their filters, one timer, one job, the incident of a real job who
 stuck rank was killed (its summary, groups and frames), that rank's stack; 404s,
 refused filters and a following page.
 
-One service and one job for the module. Some commands run as real processes, side
-by side (``cli_many``), the rest through the client's ``main`` in the test's process:
-most of a process's run is the client's start."""
+One service and one job for the module; the commands run as real processes, a few
+side by side (``cli_many``)."""
 
 from __future__ import annotations
 
@@ -21,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.app.cli.client_cli import cli_in_process, cli_in_terminal, cli_many
+from tests.app.cli.client_cli import cli_in_terminal, cli_many
 from tests.app.job_over_http import arm_rank, whole_incident
 from tests.app.service_process import ServiceProcess
 from timer_core.diagnosis.stack_capture import StackCapturer
@@ -142,11 +141,7 @@ def runs(job: Job) -> dict[str, subprocess.CompletedProcess[str]]:
         "bad rank": ["timers", "--rank", "-1", *url],
         "bad state": ["timers", "--state", "asleep", *url],
     }
-    # These as real processes, side by side; the others in this one (the client's
-    # start is seconds on a loaded machine, and the same code runs either way).
-    separate = ("timers", "incident", "incident --json", "stack", "no timer", "bad state")
-    done = cli_many({name: every[name] for name in separate})
-    return done | {name: cli_in_process(*argv) for name, argv in every.items() if name not in done}
+    return cli_many(every)
 
 
 def ok(runs: dict[str, subprocess.CompletedProcess[str]], name: str) -> str:

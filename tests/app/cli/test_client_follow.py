@@ -23,8 +23,7 @@ from tests.app.cli.client_cli import cli_popen
 from tests.app.service_process import ServiceProcess
 from tests.workers import spawn_sleeper
 
-# The client's start (imports) takes seconds on a loaded machine; then it polls twice
-# a second.
+# It polls twice a second; this is room for a loaded machine, not an expected time.
 LINE_TIMEOUT = 60.0
 
 
