@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from fastapi import Request
 from fastapi.responses import HTMLResponse
@@ -22,7 +23,7 @@ from app.web.dashboard_text import (
     utc_text,
 )
 
-__all__ = ["PACKAGE_DIR", "STATIC_DIR", "render_page", "templates", "when"]
+__all__ = ["PACKAGE_DIR", "STATIC_DIR", "path_segment", "render_page", "templates", "when"]
 
 # Package data: found beside the code wherever the package is installed.
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -44,6 +45,14 @@ def when(unix: float | None) -> Markup:
     return Markup(f'<time datetime="{utc_iso(unix)}">{utc_text(unix)}</time>')
 
 
+def path_segment(text: str) -> str:
+    """``text`` as one segment of a URL's path, every ``/`` escaped too (as
+    ``encodeURIComponent`` in the scripts). Jinja's ``urlencode`` keeps ``/``, so a job
+    id a worker chose, ``x/../victim``, made a link the browser resolves to another
+    job's page (``/ui/jobs/victim``)."""
+    return quote(text, safe="")
+
+
 # Autoescaping is on for .html (Jinja2Templates' default): job ids, scopes and node
 # names are strings workers chose, and are shown as text.
 templates = Jinja2Templates(directory=PACKAGE_DIR / "templates", context_processors=[_root])
@@ -52,6 +61,7 @@ templates.env.filters.update(
     duration=duration,
     signal_name=signal_name,
     when=when,
+    path_segment=path_segment,
 )
 templates.env.globals.update(SCOPE_CHARS=SCOPE_CHARS)
 
