@@ -134,7 +134,13 @@ class Fleet:
     ) -> tuple[list[dict[str, Any]], int]:
         """The active timers of one job on every node (``node``'s only, when given),
         soonest deadline first, at most ``limit``, and how many match in all."""
-        query = select(Timer).where(Timer.state == TimerState.ACTIVE, Timer.job_id == job)
+        # Read by the state index, the job compared row by row: a job's timers are all it
+        # ever armed (a rank releases several a second, millions a week), its active
+        # ones a handful. With ``job_id = ?`` SQLite picks the job's index and reads every
+        # timer the job ever had on each poll (300,000: 60 ms); coalesce keeps it off.
+        query = select(Timer).where(
+            Timer.state == TimerState.ACTIVE, func.coalesce(col(Timer.job_id), "") == job
+        )
         if node is not None:
             query = query.where(Timer.node == node)
         if pid is not None:
