@@ -23,6 +23,10 @@ by round on the same ranks 1..N-1. Reported, as medians:
   before the round, as a floor.
 
 Needs torch, py-spy and root (py-spy attaches with ptrace).
+
+The smoke run starts all its ranks at once before its first round (each imports torch:
+most of its time); the full run starts each round's rank 0 in its round, so that no
+import runs beside a capture it times.
 """
 
 from __future__ import annotations
@@ -31,8 +35,9 @@ import argparse
 import statistics
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -78,9 +83,15 @@ def engine(use_worker_server: bool) -> Iterator[tuple[Reaper, list[TimerEvent]]]
         reaper.stop()
 
 
-def one_round(way: str, peers: list[TorchWorker], sockets: Sockets, job_id: str) -> dict[str, Any]:
+# A fresh rank 0 for a round: started then, or taken from ranks started beforehand.
+Trigger = Callable[[], AbstractContextManager[TorchWorker]]
+
+
+def one_round(
+    way: str, peers: list[TorchWorker], trigger_of: Trigger, job_id: str
+) -> dict[str, Any]:
     """One incident of rank 0 (fresh) and ``peers``, captured ``way``."""
-    with torch_worker(sockets.next()) as trigger, engine(WAYS[way]) as (reaper, events):
+    with trigger_of() as trigger, engine(WAYS[way]) as (reaper, events):
         ranks = [trigger, *peers]
         client_ms, _ = capture_all([w.pid for w in ranks])
         deadline = time.time() + LEAD_SECONDS
@@ -112,14 +123,14 @@ def one_round(way: str, peers: list[TorchWorker], sockets: Sockets, job_id: str)
         }
 
 
-def measure(size: int, rounds: int, pool: list[TorchWorker], sockets: Sockets) -> dict[str, Any]:
+def measure(size: int, rounds: int, pool: list[TorchWorker], trigger_of: Trigger) -> dict[str, Any]:
     runs: dict[str, list[dict[str, Any]]] = {way: [] for way in WAYS}
     for round_ in range(rounds):
         # Alternated, and the first way swapped each round: neither always runs first.
         order = list(WAYS) if round_ % 2 == 0 else list(reversed(WAYS))
         for way in order:
             job_id = f"bench-{size}-{way}-{round_}"
-            runs[way].append(one_round(way, pool[: size - 1], sockets, job_id))
+            runs[way].append(one_round(way, pool[: size - 1], trigger_of, job_id))
     result: dict[str, Any] = {"ranks": size, "rounds": rounds}
     for way, taken in runs.items():
         result[way] = {
@@ -135,6 +146,27 @@ def measure(size: int, rounds: int, pool: list[TorchWorker], sockets: Sockets) -
     return result
 
 
+def started_together(stack: ExitStack, sockets: Sockets, count: int) -> list[TorchWorker]:
+    """``count`` torch workers started at once, each stopped when ``stack`` closes."""
+
+    def start(path: str) -> tuple[AbstractContextManager[TorchWorker], TorchWorker]:
+        manager = torch_worker(path)
+        return manager, manager.__enter__()
+
+    paths = [sockets.next() for _ in range(count)]
+    with ThreadPoolExecutor(max_workers=count) as starting:
+        futures = [starting.submit(start, path) for path in paths]
+    workers = []
+    for future in futures:
+        if future.exception() is None:
+            manager, worker = future.result()
+            stack.push(manager)
+            workers.append(worker)
+    for future in futures:
+        future.result()  # a start that failed, once every started worker will be stopped
+    return workers
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--smoke", action="store_true", help="N = 1, 2; one round")
@@ -147,10 +179,24 @@ def main() -> None:
     results: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
         sockets = Sockets(Path(tmp))
-        pool = [stack.enter_context(torch_worker(sockets.next())) for _ in range(max(sizes) - 1)]
+        peers = max(sizes) - 1
+        if args.smoke:
+            triggers = len(sizes) * rounds * len(WAYS)
+            started = started_together(stack, sockets, peers + triggers)
+            pool, spare = started[:peers], started[peers:]
+
+            def trigger_of() -> AbstractContextManager[TorchWorker]:
+                return nullcontext(spare.pop())  # killed in its round, reaped at the end
+
+        else:
+            pool = [stack.enter_context(torch_worker(sockets.next())) for _ in range(peers)]
+
+            def trigger_of() -> AbstractContextManager[TorchWorker]:
+                return torch_worker(sockets.next())
+
         for size in sizes:
             print(f"  N={size} ...", flush=True)
-            results.append(measure(size, rounds, pool, sockets))
+            results.append(measure(size, rounds, pool, trigger_of))
     rows = []
     for result in results:
         server, spy = result["worker-server"], result["py-spy"]
