@@ -1,31 +1,45 @@
 """The database: does it open, where are its migrations, is there disk for it, and (on
 PostgreSQL) does this host's clock agree with the server's?
 
-Nothing is created: a missing SQLite file is left missing (the service makes it), and
-its directory is proven writable by making and removing one empty file of doctor's
-own. An existing database is opened as the service opens it (``make_engine``) and only
-read. A password in the URL is never printed (``masked_url``).
+Nothing is written, made or converted: doctor runs as root beside other users, and
+a database path may lead where they point it. So:
+
+- a missing SQLite file is left missing (the service makes it); its directory's being
+  writable is asked of the kernel (``access``, and a read-only mount), not tried;
+- an existing file is opened only if it is a regular file (not a link) in a directory
+  only root or the service's uid can change (``safe_dirs``, as ``serve`` insists),
+  and then read-only: with no ``-wal`` beside it as ``immutable`` (SQLite makes no
+  ``-wal``/``-shm``), else ``mode=ro``. ``make_engine``'s ``journal_mode=WAL`` would
+  have rewritten a database that is not in WAL mode, or an empty file, and the close
+  of the last connection checkpoints;
+- a server's database (PostgreSQL) is opened as the service opens it and only read.
+
+A password in the URL is never printed (``masked_url``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
-import secrets
+import sqlite3
+import stat
 import time
+import urllib.parse
 from pathlib import Path
 
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util.exc import CommandError
-from sqlalchemy import Connection, inspect
+from sqlalchemy import Connection, Engine, create_engine, inspect
 
 from app.db.database import MIGRATIONS_DIR, make_engine
 from app.db.database_status import masked_url, one_line, unreachable_message
 from app.db.db_file_check import DatabaseFileError, check_database_file
 from app.db.private_files import sqlite_path
 from app.settings import Settings
+from timer_core.safe_dirs import check_directory
 
 from .results import Check, Result, Status
 
@@ -59,17 +73,30 @@ def _nearest_existing(path: Path) -> Path:
     return path
 
 
-def _writable(directory: Path) -> str | None:
-    """Why no file can be made in ``directory`` (by making and removing one), or None."""
-    name = directory / f".timer-service-doctor-{secrets.token_hex(6)}"
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+def _unwritable(directory: Path) -> str | None:
+    """Why the service could make no file in ``directory``, or None; asked, not tried."""
     try:
-        os.close(os.open(name, flags, 0o600))
+        if os.statvfs(directory).f_flag & os.ST_RDONLY:
+            return os.strerror(errno.EROFS)
     except OSError as error:
         return error.strerror or str(error)
-    with contextlib.suppress(OSError):
-        os.unlink(name)
+    if not os.access(directory, os.W_OK | os.X_OK, effective_ids=True):
+        return os.strerror(errno.EACCES)
     return None
+
+
+def _read_only_engine(path: Path) -> Engine:
+    """An engine that reads ``path`` and can make, convert or write nothing."""
+    quoted = urllib.parse.quote(str(path))
+    # No -wal: nothing is in one, and immutable makes none (nor -shm, nor locks).
+    mode = "mode=ro" if path.with_name(path.name + "-wal").exists() else "immutable=1"
+
+    def connect() -> sqlite3.Connection:
+        return sqlite3.connect(
+            f"file:{quoted}?{mode}", uri=True, timeout=_BUSY_SECONDS, check_same_thread=False
+        )
+
+    return create_engine("sqlite://", creator=connect)
 
 
 def _migrations(connection: Connection) -> Result:
@@ -122,10 +149,14 @@ def _skew(connection: Connection) -> Result:
     return Result("clock vs database", Status.WARN, found, fix)
 
 
-def _open(settings: Settings) -> list[Result]:
-    """Open it as the service does, and read its migrations (and the server's clock)."""
+def _open(settings: Settings, sqlite_file: Path | None = None) -> list[Result]:
+    """Open it (an SQLite file read-only, a server as the service does), and read its
+    migrations (and the server's clock)."""
     shown = masked_url(settings.db_url)
-    engine = make_engine(settings.db_url, busy_timeout=_BUSY_SECONDS)
+    if sqlite_file is not None:
+        engine = _read_only_engine(sqlite_file)
+    else:
+        engine = make_engine(settings.db_url, busy_timeout=_BUSY_SECONDS)
     try:
         with engine.connect() as connection:
             connection.exec_driver_sql("SELECT 1")
@@ -191,19 +222,45 @@ def check_database(settings: Settings) -> list[Result]:
             return [Result("database", Status.WARN, found, fix)]
         return _open(settings)
     directory = _nearest_existing(path.parent)
-    why = _writable(directory) if directory.is_dir() else "not a directory"
+    why = _unwritable(directory) if directory.is_dir() else "not a directory"
     if why is not None:
         found = f"cannot write in {directory}, where the database {path} goes: {why}"
         return [Result("database", Status.FAIL, found, _ELSEWHERE), _disk(path, settings)]
-    if not path.exists():
+    try:
+        kind = os.lstat(path).st_mode
+    except FileNotFoundError:
         found = f"{path} does not exist yet: made at start, in a writable directory"
         return [Result("database", Status.OK, found), _disk(path, settings)]
+    except OSError as error:
+        found = f"cannot look at {path}: {error.strerror or error}"
+        return [Result("database", Status.FAIL, found, _ELSEWHERE)]
+    refused = _not_to_open(path, kind)
+    if refused is not None:
+        return [Result("database", Status.FAIL, *refused)]
     try:
         check_database_file(settings.db_url)
     except DatabaseFileError as error:
         found = str(error).removeprefix("timer-service: ")
         return [Result("database", Status.FAIL, found, "move it away or point --db-url elsewhere")]
-    return [*_open(settings), _disk(path, settings)]
+    return [*_open(settings, path), _disk(path, settings)]
+
+
+def _not_to_open(path: Path, kind: int) -> tuple[str, str] | None:
+    """(why ``path`` must not be opened, what to do), or None: the service refuses to
+    start on it too."""
+    if stat.S_ISLNK(kind):
+        found = f"not opened: {path} is a symbolic link, which the service refuses at start"
+        return found, "give the file's real path in --db-url"
+    if not stat.S_ISREG(kind):
+        found = f"not opened: {path} is not a regular file, which the service refuses at start"
+        return found, "move it away or point --db-url elsewhere"
+    try:
+        check_directory(path.parent, "the database's directory")
+    except OSError as error:
+        # Another user could swap the file for a link between any look and the open.
+        found, _, advice = str(error).partition("; use ")
+        return f"not opened: {found}", f"use {advice}" if advice else _ELSEWHERE
+    return None
 
 
 CHECKS = [

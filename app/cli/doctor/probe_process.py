@@ -4,6 +4,11 @@ its whole group when the check is done, whatever happened.
 
 A test worker the check could not end (its thread timed out) is killed when doctor
 exits: doctor leaves no process behind.
+
+Every test worker runs in ``/``, never in doctor's working directory: ``python -c``
+puts its working directory first on ``sys.path``, and root runs doctor from wherever
+the operator stands (``/tmp``, a user's home): a ``timer_core/`` or ``torch.py``
+another user left there would have run as root in the worker server's test worker.
 """
 
 from __future__ import annotations
@@ -117,8 +122,9 @@ def probe_process(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env=env,
-        # Another user may not reach doctor's working directory.
-        cwd=None if user is None else "/",
+        # Not doctor's working directory: python -c imports from it first (see above),
+        # and another user may not reach it.
+        cwd="/",
         # Its own group: killpg ends it and anything it started, and doctor's own
         # group (a terminal's Ctrl-C) is not its.
         start_new_session=True,
