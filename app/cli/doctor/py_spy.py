@@ -5,14 +5,21 @@ PATH), and tried on a real test worker: ``py-spy dump`` of a sleeping Python pro
 must name the function it sleeps in. As root, a second test worker runs as the user
 ``nobody``, and py-spy is run on it exactly as the service runs it on another user's
 worker (``worker_privileges.as_worker``: as that user, with only CAP_SYS_PTRACE): that
-is where a capability taken away, Yama, or a py-spy under a private directory (a venv
-in /root) shows.
+is where a capability taken away or Yama shows. (A py-spy under a private directory,
+a venv in /root, still runs: setpriv keeps root's capabilities until its exec.)
+
+Before either runs it, the py-spy found is judged as the service's own files are
+(``safe_dirs``): the file, and every directory above it, must belong to root or the
+service's uid and be writable by nobody else. A py-spy that another user could
+replace (a PATH entry they own, a venv in their home) is a fail, and is not run: the
+service would run it as root on root's workers, and with CAP_SYS_PTRACE on others'.
 """
 
 from __future__ import annotations
 
 import os
 import pwd
+import stat
 import subprocess
 import sys
 import time
@@ -22,6 +29,7 @@ from timer_core.diagnosis import StackCapturer
 from timer_core.diagnosis.bounded_subprocess import run_bounded
 from timer_core.diagnosis.stack_capture import py_spy_error
 from timer_core.diagnosis.worker_privileges import as_worker, credentials_of
+from timer_core.safe_dirs import check_directory
 
 from .probe_process import PROBE_FUNCTION, ProbeStartError, probe_process, sleeping_python
 from .results import Check, Result, Status
@@ -41,8 +49,49 @@ _NOT_FOUND_FIX = (
 )
 
 
+_REPLACEABLE_FIX = (
+    "install py-spy where only root can change it (pip install py-spy in a venv under "
+    "/opt owned by root, or /usr/local/bin), and keep directories others can write out "
+    "of the service's PATH"
+)
+
+
 def _captures(settings: Settings) -> bool:
     return settings.capture_stacks and not settings.hub
+
+
+def _replaceable(py_spy: str) -> str | None:
+    """Why another user could replace ``py_spy`` (or what its link leads to), or None."""
+    me = os.geteuid()
+    for path in dict.fromkeys((os.path.abspath(py_spy), os.path.realpath(py_spy))):
+        try:
+            # Every level from / by descriptor, links only of root's or ours followed.
+            check_directory(os.path.dirname(path), "py-spy's directory")
+            info = os.lstat(path)
+        except OSError as error:  # UnsafeDirectoryError says which level and why
+            return str(error).partition("; use ")[0]
+        if info.st_uid not in (0, me):
+            return f"{path} belongs to uid {info.st_uid}"
+        mode = stat.S_IMODE(info.st_mode)
+        if not stat.S_ISLNK(info.st_mode) and mode & 0o022:
+            return f"{path} is writable by group or others (mode {mode:04o})"
+    return None
+
+
+def _trusted_py_spy(name: str) -> tuple[str | None, Result | None]:
+    """The py-spy the service would run, or the fail that says why it must not run."""
+    py_spy = StackCapturer(use_worker_server=False).py_spy
+    if py_spy is None:
+        found = f"py-spy is neither beside {sys.executable} nor on PATH: no stack comes from it"
+        return None, Result(name, Status.FAIL, found, _NOT_FOUND_FIX)
+    why = _replaceable(py_spy)
+    if why is not None:
+        found = (
+            f"{py_spy}, which the service would run as root, could be replaced by another "
+            f"user: {why}; not run"
+        )
+        return None, Result(name, Status.FAIL, found, _REPLACEABLE_FIX)
+    return py_spy, None
 
 
 def _dump(py_spy: str, pid: int, worker_uid: int | None) -> tuple[bool, str, float]:
@@ -95,10 +144,10 @@ def check_py_spy(settings: Settings) -> list[Result]:
     name = "py-spy"
     if not _captures(settings):
         return [Result(name, Status.OK, "not needed: stack capture is off")]
-    py_spy = StackCapturer(use_worker_server=False).py_spy
+    py_spy, refused = _trusted_py_spy(name)
     if py_spy is None:
-        found = f"py-spy is neither beside {sys.executable} nor on PATH: no stack comes from it"
-        return [Result(name, Status.FAIL, found, _NOT_FOUND_FIX)]
+        assert refused is not None
+        return [refused]
     try:
         with probe_process(sleeping_python(sys.executable), start_within=_START_SECONDS) as pid:
             read, why, seconds = _dump(py_spy, pid, None)
@@ -120,9 +169,10 @@ def check_py_spy_other_user(settings: Settings) -> list[Result]:
     if os.geteuid() != 0:
         found = f"not root: the service reads only uid {os.geteuid()}'s workers"
         return [Result(name, Status.OK, found)]
-    py_spy = StackCapturer(use_worker_server=False).py_spy
+    py_spy, refused = _trusted_py_spy(name)
     if py_spy is None:
-        return [Result(name, Status.FAIL, "py-spy is not found", _NOT_FOUND_FIX)]
+        assert refused is not None
+        return [refused]
     try:
         user = pwd.getpwnam(_OTHER_USER)
     except KeyError:

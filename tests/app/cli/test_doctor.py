@@ -121,6 +121,16 @@ def hosts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Doctor
                 if not os.path.exists(f"{d}/py-spy")
             )
             runs["no py-spy"] = DoctorRun("--db-url", db, python=str(python), env={"PATH": path})
+            # A py-spy on PATH in a directory anyone can write: what it would do as root.
+            planted = base / "planted"
+            planted.mkdir()
+            planted.chmod(0o777)
+            marker = base / "planted py-spy ran"
+            (planted / "py-spy").write_text(f"#!/bin/sh\ntouch '{marker}'\n")
+            (planted / "py-spy").chmod(0o755)
+            runs["planted py-spy"] = DoctorRun(
+                "--db-url", db, python=str(python), env={"PATH": f"{planted}{os.pathsep}{path}"}
+            )
         yield runs
     finally:
         for run in runs.values():
@@ -241,6 +251,23 @@ def test_no_py_spy_fails(hosts: dict[str, DoctorRun]) -> None:
     result = doctored.result("py-spy")
     assert "venv/bin/python nor on PATH" in result["found"]
     assert "pip install py-spy" in result["fix"]
+
+
+@pytest.mark.skipif(not IN_A_VENV, reason="needs the tests to run in a venv")
+def test_a_py_spy_others_can_replace_fails_and_is_not_run(hosts: dict[str, DoctorRun]) -> None:
+    doctored = hosts["planted py-spy"].finish()
+    assert doctored.returncode == 1, doctored.stdout + doctored.stderr
+    expected = {"py-spy"} | ({"py-spy, other users"} if os.geteuid() == 0 else set())
+    assert expected <= set(doctored.failed())
+    for name in expected:
+        result = doctored.result(name)
+        assert "could be replaced by another user" in result["found"], result
+        assert "writable by group or others (mode 0777)" in result["found"], result
+        assert "not run" in result["found"] and "only root can change" in result["fix"]
+    found = doctored.result("py-spy")["found"]
+    py_spy = Path(found.partition(", which the service would run as root")[0])
+    assert py_spy.parent.name == "planted" and py_spy.name == "py-spy", found
+    assert not (py_spy.parent.parent / "planted py-spy ran").exists()
 
 
 def test_a_check_that_hangs_is_a_fail_not_a_hang() -> None:
