@@ -18,6 +18,7 @@ from app.cli.client.exits import EXIT_CODES_HELP, ClientError, ExitCode
 from app.cli.client.follow import follow_events
 from app.cli.client.incident_view import show_incident
 from app.cli.client.listing import LISTINGS, Listing, add_listing_flags, list_page
+from app.cli.client.safe_text import printable
 from app.cli.client.showing import show_job, show_stack, show_timer
 
 __all__ = ["register"]
@@ -110,7 +111,9 @@ def _run(command: Command, args: argparse.Namespace) -> int:
         with connection.client() as client:
             return command(args, connection, client)
     except ClientError as error:
-        print(f"timer-service {args.command}: {error.message}", file=sys.stderr)
+        # The service's detail, or another server's text: one line, nothing that acts
+        # on the terminal.
+        print(f"timer-service {args.command}: {printable(error.message)}", file=sys.stderr)
         return error.code
     except KeyboardInterrupt:
         return 130  # the shell's code for Ctrl-C; --follow ends on it with 0 instead

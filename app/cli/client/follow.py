@@ -12,7 +12,6 @@ only the ids printed in that window (at most ``MAX_PENDING``)."""
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -20,10 +19,10 @@ from typing import Any
 
 import httpx
 from rich.console import Console
-from rich.text import Text
 
 from app.cli.client.connection import Connection
 from app.cli.client.exits import ClientError, ExitCode
+from app.cli.client.safe_text import plain, printable, safe_json
 from app.cli.client.tables import console, detail_text, kind_text, when
 
 __all__ = ["MAX_PENDING", "SETTLE_SECONDS", "EventTail", "follow_events"]
@@ -115,7 +114,8 @@ def follow_events(
                 if error.code not in (ExitCode.UNREACHABLE, ExitCode.SERVICE_ERROR):
                     raise
                 if not down:
-                    print(f"{error.message}; retrying every {RETRY_SECONDS:g} s", file=sys.stderr)
+                    said = printable(error.message)
+                    print(f"{said}; retrying every {RETRY_SECONDS:g} s", file=sys.stderr)
                 down = True
                 time.sleep(RETRY_SECONDS)
                 continue
@@ -168,18 +168,19 @@ def _poll(
 
 def _json_line(event: Mapping[str, Any]) -> None:
     # One REST event a line (JSON Lines), as the service answered it.
-    sys.stdout.write(json.dumps(event, ensure_ascii=False, separators=(",", ":")) + "\n")
+    sys.stdout.write(safe_json(event) + "\n")
     sys.stdout.flush()
 
 
 def _event_line(out: Console, event: Mapping[str, Any]) -> None:
-    line = Text(f"{when(event['at'])}  ")
+    line = plain(f"{when(event['at'])}  ")
     line.append_text(kind_text(f"{event['kind']:<11}"))
     timer = event.get("timer_id")
-    line.append(f"  timer {timer if timer is not None else '-'}  pid {event['pid']}")
-    line.append(f"  scope {event['scope_id']}  node {event.get('node') or '-'}")
+    rest = f"  timer {timer if timer is not None else '-'}  pid {event['pid']}"
+    rest += f"  scope {event['scope_id']}  node {event.get('node') or '-'}"
     detail = detail_text(event.get("detail") or {})
     if detail:
-        line.append(f"  {detail}")
+        rest += f"  {detail}"
+    line.append_text(plain(rest))
     out.print(line, soft_wrap=True)
     sys.stdout.flush()

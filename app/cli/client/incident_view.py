@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.text import Text
 
 from app.cli.client.connection import Connection
+from app.cli.client.safe_text import plain
 from app.cli.client.showing import fields_table
 from app.cli.client.tables import Column, console, ident, print_json, ranks_text, table, when
 
@@ -42,7 +43,7 @@ def print_incident(out: Console, incident: Mapping[str, Any]) -> None:
                 ("nodes", ", ".join(incident.get("nodes") or []) or "-"),
                 ("opened by", _trigger(incident)),
                 ("suspects", _suspects(incident.get("suspects") or [], rules)),
-                ("summary", Text(incident.get("summary") or "-", style="bold")),
+                ("summary", plain(incident.get("summary") or "-", style="bold")),
             ]
         )
     )
@@ -50,7 +51,7 @@ def print_incident(out: Console, incident: Mapping[str, Any]) -> None:
     out.print(Text("Ranks", style="bold underline"))
     out.print(table(_rank_columns(suspects), incident.get("ranks") or []))
     out.print(
-        Text(f"a rank's stack: timer-service stack TIMER --incident {incident['id']}", style="dim")
+        plain(f"a rank's stack: timer-service stack TIMER --incident {incident['id']}", style="dim")
     )
     out.print()
     groups = incident.get("groups") or []
@@ -60,10 +61,10 @@ def print_incident(out: Console, incident: Mapping[str, Any]) -> None:
             ranks = group.get("ranks") or []
             marked = " (suspect)" if suspects & set(ranks) else ""
             heading = f"group {group['group']}: ranks {ranks_text(ranks)}{marked}"
-            out.print(Text(heading, style="red" if marked else "bold"))
+            out.print(plain(heading, style="red" if marked else "bold"))
             frames = group.get("frames") or []
             for frame in frames:
-                out.print(Text("    " + frame))
+                out.print(plain("    " + frame))
             if not frames:
                 out.print(Text("    (frames hidden or none captured)", style="dim"))
         out.print()
@@ -89,14 +90,14 @@ def _trigger(incident: Mapping[str, Any]) -> str:
 
 def _suspects(suspects: list[int | None], rules: Mapping[str, str]) -> Text:
     if not suspects:
-        return Text("none")
+        return plain("none")
     # The rules are keyed by the rank as JSON keys it: "null" for one of unknown number.
     parts = [
         f"rank {ident(rank) if rank is not None else '?'} "
         f"(by the {rules.get('null' if rank is None else str(rank), '?')} rule)"
         for rank in suspects
     ]
-    return Text(", ".join(parts), style="red")
+    return plain(", ".join(parts), style="red")
 
 
 def _rank_columns(suspects: set[int | None]) -> tuple[Column, ...]:
@@ -104,9 +105,9 @@ def _rank_columns(suspects: set[int | None]) -> tuple[Column, ...]:
         Column(
             "RANK",
             lambda row: (
-                Text(ident(row.get("rank")), style="bold red")
+                plain(ident(row.get("rank")), style="bold red")
                 if row.get("rank") in suspects
-                else Text(ident(row.get("rank")))
+                else plain(ident(row.get("rank")))
             ),
             justify="right",
         ),
@@ -126,7 +127,7 @@ def _rank_columns(suspects: set[int | None]) -> tuple[Column, ...]:
 
 def _outcome(row: Mapping[str, Any]) -> Text:
     outcome = str(row.get("outcome") or "-")
-    return Text(outcome, style=_OUTCOME_STYLES.get(outcome, ""))
+    return plain(outcome, style=_OUTCOME_STYLES.get(outcome, ""))
 
 
 def _mismatch(finding: Mapping[str, Any]) -> str:
@@ -144,6 +145,6 @@ _FINDING_COLUMNS = (
     Column("OP", lambda row: str(row.get("op") or "-")),
     Column("SEQ", lambda row: ident(row.get("seq")), justify="right"),
     Column("RANKS", lambda row: ranks_text(row.get("ranks") or [])),
-    Column("MISSING", lambda row: Text(ranks_text(row.get("missing") or []), style="red")),
+    Column("MISSING", lambda row: plain(ranks_text(row.get("missing") or []), style="red")),
     Column("MISMATCH", _mismatch, text=True),
 )

@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 
 from app.cli.client.connection import Connection
+from app.cli.client.safe_text import printable
 from app.cli.client.tables import (
     Column,
     console,
@@ -213,4 +214,4 @@ def print_page(name: str, columns: tuple[Column, ...], page: Mapping[str, Any]) 
     else:
         print(f"no {name} found", file=sys.stderr)
     if page.get("next"):
-        print(f"more: add --cursor {page['next']}", file=sys.stderr)
+        print(printable(f"more: add --cursor {page['next']}"), file=sys.stderr)

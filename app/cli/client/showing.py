@@ -1,5 +1,6 @@
 """The show-one commands: ``timer ID``, ``job JOB_ID`` (its ranks) and ``stack
-TIMER_ID`` (the text the service captured before the kill, printed as is)."""
+TIMER_ID`` (the text the service captured before the kill, printed as is but for
+characters a terminal would act on, escaped: see ``safe_text``)."""
 
 from __future__ import annotations
 
@@ -15,8 +16,10 @@ from rich.text import Text
 
 from app.cli.client.connection import Connection
 from app.cli.client.exits import ClientError, ExitCode
+from app.cli.client.safe_text import printable
 from app.cli.client.tables import (
     Column,
+    as_text,
     console,
     ident,
     print_json,
@@ -34,7 +37,7 @@ def fields_table(rows: list[tuple[str, str | Text]]) -> Table:
     shown.add_column(style="bold", no_wrap=True)
     shown.add_column(overflow="fold")
     for name, value in rows:
-        shown.add_row(name, value)
+        shown.add_row(name, as_text(value))
     return shown
 
 
@@ -115,7 +118,7 @@ def show_job(args: argparse.Namespace, connection: Connection, client: httpx.Cli
         print(f"{job['ranks_omitted']} more ranks not listed", file=sys.stderr)
     if job.get("incidents"):
         print(
-            f"its incidents: timer-service incidents --job {quote(job['job_id'])}",
+            printable(f"its incidents: timer-service incidents --job {quote(job['job_id'])}"),
             file=sys.stderr,
         )
     return 0
@@ -126,14 +129,16 @@ def show_stack(args: argparse.Namespace, connection: Connection, client: httpx.C
     if args.incident is not None:
         path = _capture_path(connection, client, args.incident, args.timer_id)
     response = connection.get_response(client, path)
-    # As is, so it can be saved or diffed; how it was taken goes to stderr.
-    sys.stdout.write(response.text if response.text.endswith("\n") else response.text + "\n")
+    # As is, so it can be saved or diffed, but for what a terminal would act on: a
+    # worker names its own files and threads. How it was taken goes to stderr.
+    text = printable(response.text, keep="\n\t")
+    sys.stdout.write(text if text.endswith("\n") else text + "\n")
     method = response.headers.get("x-stack-method")
     if method:
         seconds = response.headers.get("x-stack-seconds")
         took = f" in {seconds} s" if seconds else ""
         truncated = ", truncated" if response.headers.get("x-stack-truncated") == "true" else ""
-        print(f"(captured by {method}{took}{truncated})", file=sys.stderr)
+        print(printable(f"(captured by {method}{took}{truncated})"), file=sys.stderr)
     return 0
 
 

@@ -1,6 +1,7 @@
 """What the client prints: rich tables sized to the terminal, colour only on a terminal
 (rich's Console decides, and honours ``NO_COLOR``), times in one format (UTC), ids
-whole; and ``--json``, the service's body as it answered it."""
+whole; and ``--json``, the service's body as it answered it. Every string from the
+service reaches the terminal through ``safe_text`` (another user chose it)."""
 
 from __future__ import annotations
 
@@ -18,8 +19,11 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from app.cli.client.safe_text import plain, safe_json
+
 __all__ = [
     "Column",
+    "as_text",
     "console",
     "detail_text",
     "ident",
@@ -60,10 +64,18 @@ _KIND_STYLES = {
 
 def console() -> Console:
     """A console on stdout: the terminal's width and colours, or none of either."""
+    # Nor markup or emoji codes: a string another user chose is never read as either.
     if sys.stdout.isatty():
-        return Console(highlight=False)
+        return Console(highlight=False, markup=False, emoji=False)
     width = None if os.environ.get("COLUMNS") else _UNBOUNDED_WIDTH
-    return Console(file=_TrimmedLines(), highlight=False, width=width, soft_wrap=True)
+    return Console(
+        file=_TrimmedLines(),
+        highlight=False,
+        markup=False,
+        emoji=False,
+        width=width,
+        soft_wrap=True,
+    )
 
 
 class _TrimmedLines(io.StringIO):
@@ -80,7 +92,7 @@ class _TrimmedLines(io.StringIO):
 
 def print_json(body: Any) -> None:
     """The service's JSON, indented: equal, as JSON, to what it answered."""
-    sys.stdout.write(json.dumps(body, indent=2, ensure_ascii=False) + "\n")
+    sys.stdout.write(safe_json(body, indent=2) + "\n")
 
 
 @dataclass(frozen=True)
@@ -105,8 +117,14 @@ def table(columns: Sequence[Column], rows: Iterable[Mapping[str, Any]]) -> Table
             justify=column.justify,  # type: ignore[arg-type]
         )
     for row in rows:
-        shown.add_row(*(column.cell(row) for column in columns))
+        shown.add_row(*(as_text(column.cell(row)) for column in columns))
     return shown
+
+
+def as_text(cell: str | Text) -> Text:
+    """A cell for rich: a string as ``plain`` text (never markup); a ``Text`` is built
+    here by ``plain`` already."""
+    return cell if isinstance(cell, Text) else plain(cell)
 
 
 def when(seconds: float | None) -> str:
@@ -122,11 +140,11 @@ def ident(value: object) -> str:
 
 
 def state_text(state: str) -> Text:
-    return Text(state, style=_STATE_STYLES.get(state, ""))
+    return plain(state, style=_STATE_STYLES.get(state, ""))
 
 
 def kind_text(kind: str) -> Text:
-    return Text(kind, style=_KIND_STYLES.get(kind, ""))
+    return plain(kind, style=_KIND_STYLES.get(kind, ""))
 
 
 def detail_text(detail: Mapping[str, Any]) -> str:
