@@ -24,6 +24,7 @@ __all__ = [
     "LOCAL_TIMER",
     "LOGGERS",
     "REAPER",
+    "STACK_CAPTURE",
     "UNKILLABLE",
     "USER_FIFOS",
 ]
@@ -36,6 +37,7 @@ EXIT_WATCHER = "timer_core.exit_watcher"
 EVENTS = "timer_core.events"
 DESCRIPTORS = "timer_core.descriptors"
 DUMP_DIRS = "timer_core.dump_dirs"
+STACK_CAPTURE = "timer_core.stack_capture"
 FIFO_SOURCE = "timer_core.fifo_source"
 FIFO_DIR = "timer_core.fifo_dir"
 USER_FIFOS = "timer_core.user_fifos"
@@ -57,6 +59,7 @@ LOGGERS = {
     EVENTS: "an event listener (the recorder, the metrics) that failed on an event",
     DESCRIPTORS: "an open file limit that could not be raised",
     DUMP_DIRS: "stack dump directories made, and ones refused as unsafe",
+    STACK_CAPTURE: "a py-spy another user could replace, not run (WARNING, once)",
     FIFO_SOURCE: "the --fifo: deleted or replaced and made again, read errors",
     FIFO_DIR: "the --fifo-dir: its mode tightened, per-user FIFOs replaced",
     USER_FIFOS: "the per-user FIFOs: ones skipped, made again, read errors",

@@ -27,7 +27,13 @@ from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["DIR_FLAGS", "UnsafeDirectoryError", "check_directory", "open_directory"]
+__all__ = [
+    "DIR_FLAGS",
+    "UnsafeDirectoryError",
+    "check_directory",
+    "open_directory",
+    "replaceable_by_others",
+]
 
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
 # The levels above the place are only walked through (openat, fstat): O_PATH needs no
@@ -200,3 +206,23 @@ def check_directory(
     fd = _Walk(path, what, _LastRules(follow_last, loose_last, sticky_last)).run(None)
     if fd is not None:
         os.close(fd)
+
+
+def replaceable_by_others(program: str) -> str | None:
+    """Why another user could replace ``program``, a file the service runs (py-spy, as
+    root), or what its link leads to; None when only root or the service's uid could.
+    A binary in a directory others can write runs their code with the service's rights."""
+    me = os.geteuid()
+    for path in dict.fromkeys((os.path.abspath(program), os.path.realpath(program))):
+        try:
+            # Every level from / by descriptor, links only of root's or ours followed.
+            check_directory(os.path.dirname(path), "the program's directory")
+            info = os.lstat(path)
+        except OSError as error:  # UnsafeDirectoryError says which level and why
+            return str(error).partition("; use ")[0]
+        if info.st_uid not in (0, me):
+            return f"{path} belongs to uid {info.st_uid}"
+        mode = stat.S_IMODE(info.st_mode)
+        if not stat.S_ISLNK(info.st_mode) and mode & 0o022:
+            return f"{path} is writable by group or others (mode {mode:04o})"
+    return None

@@ -16,6 +16,7 @@ handler does not run.
 from __future__ import annotations
 
 import faulthandler
+import logging
 import os
 import shutil
 import subprocess
@@ -26,9 +27,11 @@ from pathlib import Path
 
 import psutil
 
+from .. import log_names
 from ..engine.capturer import CapturedStack
 from ..engine.kernel_state import read_kernel_state
 from ..engine.process import ProcessIdentity, ProcessSignaller, identify
+from ..safe_dirs import replaceable_by_others
 from .bounded_subprocess import run_bounded
 from .dump_dirs import DumpDirMaker
 from .dump_files import (
@@ -48,8 +51,11 @@ __all__ = [
     "StackCapturer",
     "dump_stack_on",
     "faulthandler_path",
+    "py_spy_candidate",
     "py_spy_error",
 ]
+
+logger = logging.getLogger(log_names.STACK_CAPTURE)
 
 MAX_STACK_BYTES = 256 * 1024
 # How long past the budget the helper reading a worker's dump is waited for: it checks
@@ -90,11 +96,31 @@ def dump_stack_on(signum: int) -> Path:
     return directory / f"{pid}.stack"
 
 
-def _find_py_spy() -> str | None:
+def py_spy_candidate() -> str | None:
+    """Where the service looks for py-spy: beside the Python it runs (pyenv's shim on
+    PATH would cost a shell start per capture), then on PATH. Not yet trusted."""
     beside_python = Path(sys.executable).with_name("py-spy")
     if beside_python.exists():
-        return str(beside_python)  # pyenv's shim would cost a shell start per capture
+        return str(beside_python)
     return shutil.which("py-spy")
+
+
+def _find_py_spy() -> str | None:
+    found = py_spy_candidate()
+    if found is None:
+        return None
+    # The service runs it as root, or with CAP_SYS_PTRACE as the worker's user, which
+    # can trace root's processes too: one another user could replace is never run.
+    why = replaceable_by_others(found)
+    if why is not None:
+        logger.warning(
+            "not running %s for stack captures: another user could replace it (%s); "
+            "install py-spy where only root can change it (timer-service doctor checks)",
+            found,
+            why,
+        )
+        return None
+    return found
 
 
 def py_spy_error(output: str, returncode: int) -> str:

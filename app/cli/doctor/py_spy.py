@@ -1,6 +1,6 @@
 """Is py-spy there, the very one the service would run, and can it read a worker?
 
-Found as the service finds it (``StackCapturer``: beside the interpreter, then on
+Found as the service finds it (``py_spy_candidate``: beside the interpreter, then on
 PATH), and tried on a real test worker: ``py-spy dump`` of a sleeping Python process
 must name the function it sleeps in. As root, a second test worker runs as the user
 ``nobody``, and py-spy is run on it exactly as the service runs it on another user's
@@ -19,17 +19,15 @@ from __future__ import annotations
 
 import os
 import pwd
-import stat
 import subprocess
 import sys
 import time
 
 from app.settings import Settings
-from timer_core.diagnosis import StackCapturer
 from timer_core.diagnosis.bounded_subprocess import run_bounded
-from timer_core.diagnosis.stack_capture import py_spy_error
+from timer_core.diagnosis.stack_capture import py_spy_candidate, py_spy_error
 from timer_core.diagnosis.worker_privileges import as_worker, credentials_of
-from timer_core.safe_dirs import check_directory
+from timer_core.safe_dirs import replaceable_by_others
 
 from .probe_process import PROBE_FUNCTION, ProbeStartError, probe_process, sleeping_python
 from .results import Check, Result, Status
@@ -60,31 +58,15 @@ def _captures(settings: Settings) -> bool:
     return settings.capture_stacks and not settings.hub
 
 
-def _replaceable(py_spy: str) -> str | None:
-    """Why another user could replace ``py_spy`` (or what its link leads to), or None."""
-    me = os.geteuid()
-    for path in dict.fromkeys((os.path.abspath(py_spy), os.path.realpath(py_spy))):
-        try:
-            # Every level from / by descriptor, links only of root's or ours followed.
-            check_directory(os.path.dirname(path), "py-spy's directory")
-            info = os.lstat(path)
-        except OSError as error:  # UnsafeDirectoryError says which level and why
-            return str(error).partition("; use ")[0]
-        if info.st_uid not in (0, me):
-            return f"{path} belongs to uid {info.st_uid}"
-        mode = stat.S_IMODE(info.st_mode)
-        if not stat.S_ISLNK(info.st_mode) and mode & 0o022:
-            return f"{path} is writable by group or others (mode {mode:04o})"
-    return None
-
-
 def _trusted_py_spy(name: str) -> tuple[str | None, Result | None]:
     """The py-spy the service would run, or the fail that says why it must not run."""
-    py_spy = StackCapturer(use_worker_server=False).py_spy
+    # Where the service looks, before its own refusal of a replaceable one: this check
+    # says which it found and why it would not run it.
+    py_spy = py_spy_candidate()
     if py_spy is None:
         found = f"py-spy is neither beside {sys.executable} nor on PATH: no stack comes from it"
         return None, Result(name, Status.FAIL, found, _NOT_FOUND_FIX)
-    why = _replaceable(py_spy)
+    why = replaceable_by_others(py_spy)
     if why is not None:
         found = (
             f"{py_spy}, which the service would run as root, could be replaced by another "
