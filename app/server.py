@@ -42,7 +42,7 @@ from app.settings import Settings
 from timer_core.engine.descriptors import kill_path_reserve, raise_descriptor_limit
 from timer_core.safe_dirs import UnsafeDirectoryError, open_directory
 
-__all__ = ["PortError", "bind_tcp_socket", "bind_unix_socket", "serve"]
+__all__ = ["PortError", "bind_tcp_socket", "bind_unix_socket", "listen_tcp_socket", "serve"]
 
 logger = logging.getLogger(log_names.SERVER)
 
@@ -112,6 +112,22 @@ def bind_tcp_socket(host: str, port: int) -> socket.socket:
         raise PortError(_port_problem(host, port, error)) from None
     sock.set_inheritable(True)
     return sock
+
+
+def listen_tcp_socket(sock: socket.socket, host: str, backlog: int) -> None:
+    """Start listening on ``sock`` (from ``bind_tcp_socket``): ``PortError`` if another
+    socket took the port meanwhile. With SO_REUSEADDR, two sockets that do not listen yet
+    may bind one port (two services starting at once); only the first to listen keeps it.
+    Left to uvicorn, uvloop's ``create_server(sock=...)`` does not report the failed
+    listen: the service ran on, started, with no TCP port at all."""
+    try:
+        sock.listen(backlog)
+    except OSError as error:
+        raise PortError(_port_problem(host, sock.getsockname()[1], error)) from None
+
+
+def _url(host: str, port: int) -> str:
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 def bind_unix_socket(path: str) -> socket.socket:
@@ -185,8 +201,9 @@ def _raise_descriptor_limit() -> None:
 class _StopSignals:
     """SIGINT and SIGTERM, the operator's ways to stop the service.
 
-    While the service starts (migrating, waiting for its database) they interrupt the
-    start, as Ctrl-C does a script (KeyboardInterrupt). While uvicorn runs, its own
+    While the service starts (migrating, waiting for its database) the first one
+    interrupts the start, as Ctrl-C does a script (KeyboardInterrupt); later ones are
+    noted, and the stop runs to its end. While uvicorn runs, its own
     handlers take them and shut it down gracefully; then it raises the signal again "to
     trigger the expected behaviour", here only noted: by default it was a traceback
     (SIGINT) or a death by signal (SIGTERM) that cut off the last log lines."""
@@ -200,6 +217,9 @@ class _StopSignals:
     def __call__(self, signum: int, frame: FrameType | None) -> None:
         self.received = signum
         if self.interrupting:
+            # Once: a second Ctrl-C must not cut short the stop the first one began
+            # (the recorder's last events unwritten, threads left running).
+            self.interrupting = False
             raise KeyboardInterrupt
 
     @contextlib.contextmanager
@@ -282,14 +302,16 @@ def _serve(settings: Settings, signals: _StopSignals) -> None:
         service.claim()
         with _sockets(settings) as sockets:
             logger.info(
-                "timer-service on http://%s:%d%s (db %s)",
-                settings.host,
-                sockets[0].getsockname()[1],
+                "timer-service on %s%s (db %s)",
+                _url(settings.host, sockets[0].getsockname()[1]),
                 f" and unix:{settings.uds}" if settings.uds else "",
                 masked_url(settings.db_url),
             )
             service.start()
             signals.interrupting = False
+            # Here, not at the bind: until the service has started, a connection is
+            # refused (as before uvicorn served), not left waiting in the backlog.
+            listen_tcp_socket(sockets[0], settings.host, config.backlog)
             if signals.received is None:
                 _Server(config, signals).run(sockets=sockets)
     finally:

@@ -4,21 +4,30 @@ also while it still waits for its database, and ``--version``."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import os
+import re
 import signal
+import socket
+import sqlite3
 import subprocess
 import sys
 import threading
 from pathlib import Path
 
+import httpx
+import pytest
 from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 
 import app
 from app.db.database import MIGRATIONS_DIR, make_engine
+from app.server import _StopSignals
 from tests.app.service_process import ServiceProcess, free_port
+from tests.waiting import wait_until
+from tests.workers import spawn_sleeper
 
 # An older schema that a service of this version migrates from.
 OLD_REVISION = "0012"
@@ -96,6 +105,37 @@ def test_sigterm_then_a_restart_finds_the_database_up_to_date(tmp_path: Path) ->
     assert not any("taking over" in line for line in again)
 
 
+def test_sigterm_writes_the_events_the_database_refused_until_then(tmp_path: Path) -> None:
+    """An arm answered 202 (the database locked by another program: not recorded yet)
+    is written by the stop SIGTERM begins, before the process exits."""
+    service = ServiceProcess(tmp_path).start()
+    worker = spawn_sleeper()
+    holder = sqlite3.connect(tmp_path / "service.db", isolation_level=None)
+    try:
+        holder.execute("BEGIN IMMEDIATE")  # every write of the service waits for it
+        answer = httpx.post(
+            service.url + "/timers",
+            json={"pid": worker.pid, "scope_id": "held", "expires_in": 300},
+            timeout=60,
+        )
+        assert answer.status_code == 202 and answer.json()["recorded"] is False, answer.text
+        assert service.process is not None
+        service.process.send_signal(signal.SIGTERM)
+        # The stop has begun while nothing could be written yet.
+        assert wait_until(lambda: "Waiting for application shutdown" in service.log(), 60)
+        holder.execute("ROLLBACK")
+        assert service.process.wait(60) == 0, service.log()
+    finally:
+        holder.close()
+        worker.kill()
+        worker.wait()
+        service.stop()
+    assert_clean_stop(service.log().splitlines(), signal.SIGTERM)
+    with contextlib.closing(sqlite3.connect(tmp_path / "service.db")) as database:
+        written = database.execute("SELECT kind FROM events").fetchall()
+    assert written == [("acquired",)]
+
+
 def test_sigterm_while_it_waits_for_its_database(tmp_path: Path) -> None:
     """Stopped before it has started (here: waiting --db-wait for a PostgreSQL that
     refuses connections), it ends the same way."""
@@ -127,6 +167,56 @@ def test_sigterm_while_it_waits_for_its_database(tmp_path: Path) -> None:
                 process.kill()
                 process.wait()
             reader.join()
+    assert_clean_stop(lines, signal.SIGTERM)
+
+
+def test_only_the_first_signal_cuts_the_start_short() -> None:
+    """Ctrl-C while it starts interrupts the start; another, during the stop that
+    follows, is only noted: that stop runs to its end (the recorder's last events
+    written, the threads stopped), not cut short halfway."""
+    signals = _StopSignals()
+    with signals.installed():
+        with pytest.raises(KeyboardInterrupt):
+            signal.raise_signal(signal.SIGINT)
+        signal.raise_signal(signal.SIGTERM)  # noted, not raised
+    assert signals.said() == " (SIGTERM)"
+
+
+def test_ipv6_loopback_on_a_port_the_kernel_picks(tmp_path: Path) -> None:
+    """--host ::1 --port 0: the log names the URL it serves, with the port picked and
+    the address in brackets, and that URL answers."""
+    with socket.socket(socket.AF_INET6) as probe:
+        try:
+            probe.bind(("::1", 0))
+        except OSError:
+            pytest.skip("this host has no IPv6 loopback")
+    lines: list[str] = []
+    with subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "serve", "--host", "::1", "--port", "0"],
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "TIMER_SERVICE_DB_URL": f"sqlite:///{tmp_path / 'service.db'}"},
+    ) as process:
+        try:
+            assert process.stderr is not None
+            for line in process.stderr:
+                lines.append(line.rstrip("\n"))
+                if "Application startup complete" in line:
+                    break
+            [url] = [
+                found.group(1)
+                for found in map(re.compile(r"timer-service on (http://\S+) ").search, lines)
+                if found
+            ]
+            assert re.fullmatch(r"http://\[::1\]:[1-9]\d*", url), url
+            assert httpx.get(url + "/healthz", timeout=30).status_code == 200
+            process.send_signal(signal.SIGTERM)
+            lines.extend(line.rstrip("\n") for line in process.stderr)
+            assert process.wait(60) == 0, lines
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
     assert_clean_stop(lines, signal.SIGTERM)
 
 

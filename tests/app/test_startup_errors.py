@@ -254,3 +254,43 @@ def test_a_database_directory_another_user_cannot_write(
     )
     assert "pass another --db-url" in line
     assert os.listdir(root_owned) == []
+
+
+def test_a_port_another_program_took_while_it_started_is_named(tmp_path: Path) -> None:
+    """Two programs may both bind one port while neither listens yet (SO_REUSEADDR): a
+    service that finds its port taken once it has started says so and stops, rather
+    than run on with no TCP port (uvloop does not report the failed listen). Its start
+    is held at its first write by a transaction of the test's, while the test takes
+    the port."""
+    database = tmp_path / "service.db"
+    migrated_engine(database).dispose()
+    port = free_port()
+    holder = sqlite3.connect(database, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # the service's first write waits for it
+    start = Start(
+        ("--port", str(port), "--db-url", f"sqlite:///{database}"),
+        env={"TIMER_SERVICE_DB_BUSY_TIMEOUT": "120"},
+    )
+    start.launch(tmp_path)
+    assert start.process is not None and start.process.stderr is not None
+    with socket.socket() as other:
+        try:
+            bound = f"timer-service on http://127.0.0.1:{port} "
+            seen = []
+            for line in start.process.stderr:
+                seen.append(line)
+                if bound in line:
+                    break
+            assert bound in "".join(seen), "".join(seen)
+            # Bound, not listening: the start goes on (as another's could, at once).
+            other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            other.bind(("127.0.0.1", port))
+            other.listen()
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+            start.finish()
+        start.stderr = "".join(seen) + start.stderr
+    line = refusal(start)
+    assert f"127.0.0.1:{port} is already in use" in line
+    assert "timer-service started:" in start.stderr  # refused after its start, not before
