@@ -38,6 +38,7 @@ from app.access.http_protocol import MAX_HEAD_BYTES, protocol_class
 from app.access.unsent_data import UnsentData
 from app.db.database_status import masked_url
 from app.main import create_app
+from app.service import Waits
 from app.settings import Settings
 from timer_core.engine.descriptors import kill_path_reserve, raise_descriptor_limit
 from timer_core.safe_dirs import UnsafeDirectoryError, open_directory
@@ -57,9 +58,9 @@ class Served(Protocol):
     @property
     def unsent(self) -> UnsentData: ...
 
-    def claim(self) -> None: ...
+    def claim(self, interruptible: Waits = ...) -> None: ...
 
-    def start(self) -> None: ...
+    def start(self, interruptible: Waits = ...) -> None: ...
 
     def stop(self) -> None: ...
 
@@ -155,16 +156,25 @@ def bind_unix_socket(path: str) -> socket.socket:
             os.unlink(name, dir_fd=directory)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         through_directory = f"/proc/self/fd/{directory}/{name}"
-        old_umask = os.umask(0o111)  # rw for everyone from the start: no window of 0755
+        bound = False
         try:
-            # sun_path holds 107 bytes: a longer name is bound by its path (the
-            # directory was checked above, so only root or we could swap it).
-            sock.bind(through_directory if len(through_directory) < 108 else path)
-        finally:
-            os.umask(old_umask)
+            old_umask = os.umask(0o111)  # rw for everyone from the start: no window of 0755
+            try:
+                # sun_path holds 107 bytes: a longer name is bound by its path (the
+                # directory was checked above, so only root or we could swap it).
+                sock.bind(through_directory if len(through_directory) < 108 else path)
+                bound = True
+            finally:
+                os.umask(old_umask)
+            sock.listen(2048)
+        except BaseException:
+            sock.close()
+            if bound:  # no socket file of ours left behind
+                with contextlib.suppress(OSError):
+                    os.unlink(name, dir_fd=directory)
+            raise
     finally:
         os.close(directory)
-    sock.listen(2048)
     sock.set_inheritable(True)
     return sock
 
@@ -201,18 +211,23 @@ def _raise_descriptor_limit() -> None:
 class _StopSignals:
     """SIGINT and SIGTERM, the operator's ways to stop the service.
 
-    While the service starts (migrating, waiting for its database) the first one
-    interrupts the start, as Ctrl-C does a script (KeyboardInterrupt); later ones are
-    noted, and the stop runs to its end. While uvicorn runs, its own
-    handlers take them and shut it down gracefully; then it raises the signal again "to
-    trigger the expected behaviour", here only noted: by default it was a traceback
-    (SIGINT) or a death by signal (SIGTERM) that cut off the last log lines."""
+    While the start waits (``interruptible``: for its database with --db-wait, while it
+    migrates) the first one interrupts it, as Ctrl-C does a script (KeyboardInterrupt).
+    Anywhere else it is only noted, and the start stops once it reaches a safe point:
+    raised there, it could land between a lock's ``__enter__`` and its ``with`` body,
+    halfway through re-arming, or after the Unix socket was bound (its file left
+    behind). While uvicorn runs, its handlers take them (``_Server.capture_signals``)
+    and shut it down gracefully. Once installed they stay: ``serve`` is the process's
+    last act, and a signal during the last log lines or the interpreter's exit is
+    noted, not a traceback (SIGINT) or a death by signal (SIGTERM)."""
 
     HANDLED = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self) -> None:
-        self.interrupting = True
+        self.interrupting = False
         self.received: int | None = None
+        # Those the parent set ignored (nohup, a script's `cmd &`): they stay so.
+        self.ignored: frozenset[int] = frozenset()
 
     def __call__(self, signum: int, frame: FrameType | None) -> None:
         self.received = signum
@@ -222,19 +237,31 @@ class _StopSignals:
             self.interrupting = False
             raise KeyboardInterrupt
 
+    def install(self) -> None:
+        """Take SIGINT and SIGTERM for the rest of the process's life, but for those
+        ignored."""
+        self.ignored = frozenset(
+            signum for signum in self.HANDLED if signal.getsignal(signum) is signal.SIG_IGN
+        )
+        for signum in self.HANDLED:
+            if signum not in self.ignored:
+                signal.signal(signum, self)
+
     @contextlib.contextmanager
-    def installed(self) -> Iterator[None]:
-        # A signal the parent set ignored (nohup, a shell's background job) stays so.
-        previous = {
-            signum: signal.signal(signum, self)
-            for signum in self.HANDLED
-            if signal.getsignal(signum) is not signal.SIG_IGN
-        }
+    def interruptible(self) -> Iterator[None]:
+        """A wait the first signal cuts short; one noted before it began ends it at once."""
+        if self.received is not None:
+            raise KeyboardInterrupt
+        self.interrupting = True
         try:
             yield
         finally:
-            for signum, handler in previous.items():
-                signal.signal(signum, handler)
+            self.interrupting = False
+
+    def stop_if_received(self) -> None:
+        """At a safe point of the start: stop it if a signal was noted meanwhile."""
+        if self.received is not None:
+            raise KeyboardInterrupt
 
     def said(self) -> str:
         return f" ({signal.Signals(self.received).name})" if self.received else ""
@@ -244,6 +271,23 @@ class _Server(uvicorn.Server):
     def __init__(self, config: uvicorn.Config, signals: _StopSignals) -> None:
         super().__init__(config)
         self._signals = signals
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        """uvicorn's, but a signal the parent set ignored stays ignored (uvicorn's own
+        takes SIGINT and SIGTERM whatever they were), and what it took is noted rather
+        than raised again once it gave them back."""
+        taken = [signum for signum in _StopSignals.HANDLED if signum not in self._signals.ignored]
+        previous = {signum: signal.signal(signum, self._take) for signum in taken}
+        try:
+            yield
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+    def _take(self, signum: int, frame: FrameType | None) -> None:
+        self._signals.received = signum
+        self.handle_exit(signum, frame)
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
@@ -264,10 +308,11 @@ def serve(settings: Settings) -> None:
     """Run the service until SIGINT or SIGTERM, then stop it: "shutdown complete". What
     refuses the start (``PortError``, the database's, the paths' errors, each one line
     that says what to do) is raised after whatever had started has stopped. From the
-    main thread only (it takes the signals)."""
+    main thread only, as the process's last act: it takes the signals for good."""
     signals = _StopSignals()
+    signals.install()
     # KeyboardInterrupt: stopped while it started; what had started has stopped.
-    with signals.installed(), contextlib.suppress(KeyboardInterrupt):
+    with contextlib.suppress(KeyboardInterrupt):
         _serve(settings, signals)
     logger.info("shutdown complete%s", signals.said())
 
@@ -299,7 +344,8 @@ def _serve(settings: Settings, signals: _StopSignals) -> None:
     try:
         # Claimed first: a live service holding the database is the likelier reason
         # its port is taken, and the claim's refusal names that service.
-        service.claim()
+        service.claim(signals.interruptible)
+        signals.stop_if_received()
         with _sockets(settings) as sockets:
             logger.info(
                 "timer-service on %s%s (db %s)",
@@ -307,13 +353,11 @@ def _serve(settings: Settings, signals: _StopSignals) -> None:
                 f" and unix:{settings.uds}" if settings.uds else "",
                 masked_url(settings.db_url),
             )
-            service.start()
-            signals.interrupting = False
+            service.start(signals.interruptible)
+            signals.stop_if_received()
             # Here, not at the bind: until the service has started, a connection is
             # refused (as before uvicorn served), not left waiting in the backlog.
             listen_tcp_socket(sockets[0], settings.host, config.backlog)
-            if signals.received is None:
-                _Server(config, signals).run(sockets=sockets)
+            _Server(config, signals).run(sockets=sockets)
     finally:
-        signals.interrupting = False  # the stop itself is not cut short
         service.stop()

@@ -10,10 +10,12 @@ never through the engine's attributes.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from typing import Any
 
 from sqlalchemy.exc import DatabaseError, OperationalError
@@ -56,7 +58,10 @@ from timer_core.engine import Clock, Listener, SystemClock, Timer
 from timer_core.engine.arm_request import ArmRequest, Origin
 from timer_core.sources import UserFifos
 
-__all__ = ["Service"]
+__all__ = ["Service", "Waits"]
+
+# What the start wraps around its waits: a context a signal may interrupt (app.server).
+Waits = Callable[[], AbstractContextManager[None]]
 
 logger = logging.getLogger(log_names.SERVICE)
 
@@ -78,6 +83,8 @@ class Service:
         # parts have started, which a failed start stops again.
         self.started = False
         self._running = False
+        # Whether claim() has run for the next start() (which then claims no more).
+        self._claimed = False
         self.engine = make_engine(settings.db_url, settings.db_busy_timeout)
         # Notifications (contract 11): written with the events that cause them, sent
         # by a thread of their own.
@@ -173,30 +180,42 @@ class Service:
             self.engine, settings.node, settings.node_timeout, self.kill_report
         )
 
-    def claim(self) -> None:
+    def claim(self, interruptible: Waits = contextlib.nullcontext) -> None:
         """Make the database's files private and take this node's lock
         (``ServiceLockError`` names the live service that holds it). Before anything is
-        migrated or re-armed; the CLI calls it first, so a refusal is one clear line."""
+        migrated or re-armed; the CLI calls it first, so a refusal is one clear line,
+        and ``start`` then claims no more (once: with --db-wait, a database lost in
+        between would be waited for again). ``interruptible``: around the wait for
+        the database, the one place a signal may cut the claim short
+        (``app.server``)."""
         # Before SQLite makes any file: the database holds every stack and event.
         secure_sqlite_files(self.settings.db_url)
         # One line if it cannot be reached (--db-wait: after trying that long).
-        reach_database(self.engine, self.settings.db_url, self.settings.db_wait)
+        with interruptible():
+            reach_database(self.engine, self.settings.db_url, self.settings.db_wait)
         self.keeper.claim()
+        self._claimed = True
 
-    def start(self) -> None:
-        """Claim the database, migrate it, and start every part. A failure stops what
-        had started (and releases the claim) before it is raised. Called by the CLI
-        before the HTTP server runs, so a failure is one line; the app's lifespan calls
-        it when no one has (tests)."""
-        self.claim()
+    def start(self, interruptible: Waits = contextlib.nullcontext) -> None:
+        """Claim the database (unless ``claim`` has), migrate it, and start every part.
+        A failure stops what had started (and releases the claim) before it is raised.
+        Called by the CLI before the HTTP server runs, so a failure is one line; the
+        app's lifespan calls it when no one has (tests). ``interruptible``: around the
+        waits (for the database, the migration), the only places a signal may cut the
+        start short: elsewhere it could land halfway through re-arming."""
         try:
-            self._start_claimed()
+            if not self._claimed:
+                self.claim(interruptible)
+            self._start_claimed(interruptible)
         except BaseException:
             try:
                 self.stop()
             except Exception as error:  # the start's own failure is the one to tell
                 logger.warning("stopping after a failed start: %s", one_line(error))
             raise
+        finally:
+            # Held until stop() releases it; a later start claims again.
+            self._claimed = False
         self.started = True
 
     @property
@@ -204,9 +223,10 @@ class Service:
         """The database URL as logs and pages show it: its password masked."""
         return masked_url(self.settings.db_url)
 
-    def _start_claimed(self) -> None:
+    def _start_claimed(self, interruptible: Waits) -> None:
         try:
-            migration = migrate(self.engine)
+            with interruptible():
+                migration = migrate(self.engine)
         except OperationalError as error:
             raise DatabaseUnreachable(unreachable_message(self.settings.db_url, error)) from None
         except DatabaseError as error:  # not a database, or a damaged one

@@ -170,16 +170,94 @@ def test_sigterm_while_it_waits_for_its_database(tmp_path: Path) -> None:
     assert_clean_stop(lines, signal.SIGTERM)
 
 
-def test_only_the_first_signal_cuts_the_start_short() -> None:
-    """Ctrl-C while it starts interrupts the start; another, during the stop that
-    follows, is only noted: that stop runs to its end (the recorder's last events
-    written, the threads stopped), not cut short halfway."""
-    signals = _StopSignals()
-    with signals.installed():
-        with pytest.raises(KeyboardInterrupt):
+def test_a_signal_interrupts_only_a_wait_and_only_once() -> None:
+    """Ctrl-C interrupts the start only while it waits (for its database, migrating);
+    elsewhere it is noted, and the next wait, or the next safe point, ends the start.
+    Another, during the stop that follows, is only noted: that stop runs to its end."""
+    before = {signum: signal.getsignal(signum) for signum in _StopSignals.HANDLED}
+    try:
+        noted = _StopSignals()
+        noted.install()
+        signal.raise_signal(signal.SIGTERM)  # outside a wait: noted, not raised
+        assert noted.said() == " (SIGTERM)"
+        with pytest.raises(KeyboardInterrupt), noted.interruptible():
+            pytest.fail("a wait after the signal must not begin")
+        waiting = _StopSignals()
+        waiting.install()
+        with pytest.raises(KeyboardInterrupt), waiting.interruptible():
             signal.raise_signal(signal.SIGINT)
-        signal.raise_signal(signal.SIGTERM)  # noted, not raised
-    assert signals.said() == " (SIGTERM)"
+        signal.raise_signal(signal.SIGTERM)  # during the stop: noted, not raised
+        assert waiting.said() == " (SIGTERM)"
+    finally:
+        for signum, handler in before.items():
+            signal.signal(signum, handler)
+
+
+def test_a_signal_while_it_re_arms_stops_it_once_started(tmp_path: Path) -> None:
+    """SIGINT after the waits (here: the start held at its first write by the test's
+    transaction) does not cut the start short halfway: the start ends, then the stop
+    runs, uvicorn never serves, and the --uds socket file is gone."""
+    database, uds = tmp_path / "service.db", tmp_path / "ts.sock"
+    migrate_to(database, "head")
+    holder = sqlite3.connect(database, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # the service's first write waits for it
+    command = [sys.executable, "-m", "app.cli", "serve", "--port", "0", "--uds", str(uds)]
+    env = {
+        **os.environ,
+        "TIMER_SERVICE_DB_URL": f"sqlite:///{database}",
+        "TIMER_SERVICE_DB_BUSY_TIMEOUT": "120",
+    }
+    lines: list[str] = []
+    with subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env) as process:
+        try:
+            assert process.stderr is not None
+            for line in process.stderr:
+                lines.append(line.rstrip("\n"))
+                if f"database at {HEAD}, up to date" in line:
+                    break  # past the waits
+            process.send_signal(signal.SIGINT)
+            holder.execute("ROLLBACK")
+            lines.extend(line.rstrip("\n") for line in process.stderr)
+            assert process.wait(60) == 0, lines
+        finally:
+            holder.close()
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    assert_clean_stop(lines, signal.SIGINT)
+    text = "\n".join(lines)
+    assert "timer-service started:" in text  # the start ran to its end
+    assert "Application startup complete" not in text  # and it stopped before serving
+    assert not uds.exists()
+
+
+def signal_dispositions(pid: int) -> tuple[set[int], set[int]]:
+    """The signals ``pid`` ignores and those it catches (/proc/PID/status)."""
+    masks = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        name, _, value = line.partition(":")
+        if name in ("SigIgn", "SigCgt"):
+            mask = int(value, 16)
+            masks[name] = {signum for signum in range(1, 65) if mask >> (signum - 1) & 1}
+    return masks["SigIgn"], masks["SigCgt"]
+
+
+def test_a_sigint_the_parent_ignored_stays_ignored_while_it_serves(tmp_path: Path) -> None:
+    """Started with SIGINT ignored (a script's `cmd &`, nohup-like wrappers), it stays
+    ignored while uvicorn serves too: only SIGTERM stops it."""
+    ignoring = ("sh", "-c", 'trap "" INT; exec "$0" "$@"')
+    service = ServiceProcess(tmp_path, prefix=ignoring).start()
+    try:
+        assert service.process is not None
+        ignored, caught = signal_dispositions(service.process.pid)  # serving: uvicorn's turn
+        assert signal.SIGINT in ignored and signal.SIGINT not in caught
+        assert signal.SIGTERM in caught
+        service.process.send_signal(signal.SIGINT)  # discarded by the kernel
+        lines = stopped_by(service, signal.SIGTERM)
+    finally:
+        service.stop()
+    assert_clean_stop(lines, signal.SIGTERM)
+    assert not any("SIGINT" in line for line in lines)
 
 
 def test_ipv6_loopback_on_a_port_the_kernel_picks(tmp_path: Path) -> None:

@@ -206,8 +206,11 @@ def test_a_fifo_in_a_missing_directory_names_the_directory(
     starts: dict[str, Start], workdir: Path
 ) -> None:
     line = refusal(starts["fifo directory missing"])
-    assert f"No such file or directory: {workdir / 'missing'}" in line
-    assert "--fifo" in line
+    fifo, missing = workdir / "missing" / "timers.fifo", workdir / "missing"
+    assert line == (
+        f"timer-service: --fifo {fifo}: its directory {missing} does not exist; "
+        f"create it (mkdir -p {missing}) or choose another --fifo path"
+    )
 
 
 @pytest.mark.parametrize("name", ["mysql url", "not a url"])

@@ -54,9 +54,15 @@ def create_fifo(path: str, mode: int = 0o600) -> None:
     descriptor: its directory is reached through ``timer_core.safe_dirs`` (refused if
     another user could change it: a sticky one such as /tmp is fine, since others cannot
     move our entries there), and the mode is set with ``fchmod`` on the new FIFO."""
-    directory = open_directory(
-        os.path.dirname(os.path.abspath(path)), "the FIFO's directory", sticky_last=True
-    )
+    where = os.path.dirname(os.path.abspath(path))
+    try:
+        directory = open_directory(where, "the FIFO's directory", sticky_last=True)
+    except FileNotFoundError:
+        # Named, with what to do: the bare errno names only the directory, not why.
+        raise FileNotFoundError(
+            f"--fifo {path}: its directory {where} does not exist; create it "
+            f"(mkdir -p {where}) or choose another --fifo path"
+        ) from None
     name = os.path.basename(path)
     try:
         try:
