@@ -377,4 +377,5 @@ class Service:
             self.recorder.flush()
             self.losses.stop()
         self.keeper.release_claim()
+        self._claimed = False  # a later start claims again
         self.engine.dispose()
