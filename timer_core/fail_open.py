@@ -40,7 +40,7 @@ import threading
 import time
 from collections.abc import Callable
 
-__all__ = ["MAX_KEPT_RELEASES", "FailOpen", "ServerUnreachable"]
+__all__ = ["MAX_KEPT_RELEASES", "FailOpen", "FailOpenCounts", "ServerUnreachable"]
 
 # Releases kept in an outage, first come: those of the timers armed before it began come
 # first, and beyond a few hundred distinct scopes the rest are scope ids made per step,
@@ -162,3 +162,24 @@ class FailOpen:
             )
         for scope_id in unsent:
             self.release(scope_id)
+
+
+class FailOpenCounts:
+    """What a client built with a ``FailOpen`` tells its caller about it: the mode it
+    was built with and the counts. Mixed into each client, which sets ``_fail_open``."""
+
+    _fail_open: FailOpen
+
+    @property
+    def fail_open(self) -> bool:
+        return self._fail_open.enabled
+
+    @property
+    def failed_requests(self) -> int:
+        """Requests that did not reach the server and failed open (0 when fail closed)."""
+        return self._fail_open.failed_requests
+
+    @property
+    def outages(self) -> int:
+        """How many times the server became unreachable while this client went on."""
+        return self._fail_open.outages

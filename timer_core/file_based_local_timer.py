@@ -30,7 +30,7 @@ from .engine.events import TimerEvent
 from .engine.process import ProcessIdentity, SignalOutcome, identify
 from .engine.reaper import Reaper
 from .engine.states import EventKind
-from .fail_open import FailOpen, ServerUnreachable
+from .fail_open import FailOpen, FailOpenCounts, ServerUnreachable
 from .sources.fifo_source import FIFO, FifoSource
 
 __all__ = ["FileTimerClient", "FileTimerRequest", "FileTimerServer", "TimerFifoUnreachable"]
@@ -115,7 +115,7 @@ def _write_whole_line(fd: int, line: bytes, wait_seconds: float) -> None:
             select.select([], [fd], [], left)
 
 
-class FileTimerClient(TimerClient):
+class FileTimerClient(FailOpenCounts, TimerClient):
     """Writes this process's requests to the FIFO at ``file_path``.
 
     ``dump_stack_on=signal.SIGUSR2`` registers a faulthandler dump on that signal,
@@ -153,20 +153,6 @@ class FileTimerClient(TimerClient):
             logger=logger,
             send_release=self._release,
         )
-
-    @property
-    def fail_open(self) -> bool:
-        return self._fail_open.enabled
-
-    @property
-    def failed_requests(self) -> int:
-        """Requests no server read, that failed open (0 when fail closed)."""
-        return self._fail_open.failed_requests
-
-    @property
-    def outages(self) -> int:
-        """How many times the FIFO lost its reader while this client went on."""
-        return self._fail_open.outages
 
     def _open(self) -> int:
         # Non-blocking: if no server has the FIFO open, fail (ENXIO) instead of hanging.

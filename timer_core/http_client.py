@@ -33,7 +33,7 @@ from . import log_names
 from .api import TimerClient
 from .diagnosis.stack_capture import dump_stack_on as dump_stack_on_signal
 from .engine.labels import Labels, labels_from_environ
-from .fail_open import FailOpen, ServerUnreachable
+from .fail_open import FailOpen, FailOpenCounts, ServerUnreachable
 
 __all__ = ["HttpTimerClient", "TimerServiceError", "TimerServiceUnreachable"]
 
@@ -76,7 +76,7 @@ class TimerServiceUnreachable(TimerServiceError, ServerUnreachable):
     ``TimerServiceError`` only, raised in both modes."""
 
 
-class HttpTimerClient(TimerClient):
+class HttpTimerClient(FailOpenCounts, TimerClient):
     """Arms and releases this process's timers through ``POST /timers``.
 
     ``timer.configure(HttpTimerClient("http://127.0.0.1:8000"))`` then
@@ -135,20 +135,6 @@ class HttpTimerClient(TimerClient):
             logger=logger,
             send_release=self._release,
         )
-
-    @property
-    def fail_open(self) -> bool:
-        return self._fail_open.enabled
-
-    @property
-    def failed_requests(self) -> int:
-        """Requests that did not reach the service and failed open (0 when fail closed)."""
-        return self._fail_open.failed_requests
-
-    @property
-    def outages(self) -> int:
-        """How many times the service became unreachable while this client went on."""
-        return self._fail_open.outages
 
     def acquire(self, scope_id: str, expiration_time: float) -> None:
         self._fail_open.acquire(
