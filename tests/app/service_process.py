@@ -15,6 +15,7 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.second_user import SYSTEM_PYTHON, SecondUser, readable_copy
+from tests.server_process import ServerProcess
 from tests.waiting import wait_until
 
 # Run by the second user (Debian's python3, standard library only): see its docstring.
@@ -27,7 +28,7 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-class ServiceProcess:
+class ServiceProcess(ServerProcess):
     def __init__(
         self,
         workdir: Path,
@@ -38,12 +39,12 @@ class ServiceProcess:
         self.workdir = workdir
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        super().__init__("timer-service", workdir / "service.log", self.url + "/healthz")
         self.db_url = f"sqlite:///{workdir / 'service.db'}"
         self.extra = extra
         self.env = env or {}
         # Runs the service under this command, e.g. ("prlimit", "--nofile=256").
         self.prefix = prefix
-        self.process: subprocess.Popen[bytes] | None = None
 
     def command(self, *more: str) -> list[str]:
         """The command line this service runs with (plus ``more`` flags)."""
@@ -62,42 +63,13 @@ class ServiceProcess:
         ]
 
     def start(self) -> ServiceProcess:
-        log = open(self.workdir / "service.log", "ab")  # noqa: SIM115 - closed with the process
-        self.process = subprocess.Popen(
-            self.command(), stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **self.env}
-        )
-        log.close()
-        if not wait_until(self.healthy, timeout=30):
-            # Stopped here, or it outlives the test and a later one fails on its warning.
-            self.stop()
-            raise RuntimeError(f"timer-service did not become healthy: {self.log()}")
+        self.launch(self.command(), env={**os.environ, **self.env})
         return self
-
-    def healthy(self) -> bool:
-        assert self.process is not None
-        if self.process.poll() is not None:
-            raise RuntimeError(f"timer-service exited: {self.log()}")
-        try:
-            return httpx.get(self.url + "/healthz", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    def log(self) -> str:
-        return (self.workdir / "service.log").read_text(errors="replace")
 
     def crash(self) -> None:
         assert self.process is not None
         self.process.send_signal(signal.SIGKILL)
         self.process.wait()
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
 
 
 def refused_start(workdir: Path, *flags: str) -> subprocess.CompletedProcess[str]:

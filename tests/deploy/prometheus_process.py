@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +13,7 @@ import httpx
 import pytest
 
 from tests.app.service_process import free_port
-from tests.waiting import wait_until
+from tests.server_process import ServerProcess
 
 __all__ = ["JOB", "PROMETHEUS", "PrometheusProcess", "needs_prometheus"]
 
@@ -28,7 +27,7 @@ needs_prometheus = pytest.mark.skipif(
 )
 
 
-class PrometheusProcess:
+class PrometheusProcess(ServerProcess):
     """``prometheus`` scraping ``targets`` (``host:port``) once a second as job ``JOB``."""
 
     def __init__(self, workdir: Path, targets: list[str]) -> None:
@@ -36,7 +35,7 @@ class PrometheusProcess:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.targets = targets
-        self.process: subprocess.Popen[bytes] | None = None
+        super().__init__("prometheus", workdir / "prometheus.log", self.url + "/-/ready")
 
     def start(self) -> PrometheusProcess:
         config = self.workdir / "prometheus.yml"
@@ -51,35 +50,16 @@ class PrometheusProcess:
                 }
             )
         )
-        log = open(self.workdir / "prometheus.log", "ab")  # noqa: SIM115 - closed with the process
-        self.process = subprocess.Popen(
+        self.launch(
             [
                 PROMETHEUS,
                 f"--config.file={config}",
                 f"--storage.tsdb.path={self.workdir / 'data'}",
                 f"--web.listen-address=127.0.0.1:{self.port}",
             ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
             cwd=self.workdir,
         )
-        log.close()
-        if not wait_until(self.ready, timeout=30):
-            self.stop()
-            raise RuntimeError(f"prometheus did not become ready: {self.log()[-3000:]}")
         return self
-
-    def ready(self) -> bool:
-        assert self.process is not None
-        if self.process.poll() is not None:
-            raise RuntimeError(f"prometheus exited: {self.log()[-3000:]}")
-        try:
-            return httpx.get(self.url + "/-/ready", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    def log(self) -> str:
-        return (self.workdir / "prometheus.log").read_text(errors="replace")
 
     def query(self, expr: str) -> list[dict[str, Any]]:
         """The result of an instant query now (``/api/v1/query``), which must succeed: a
@@ -101,12 +81,3 @@ class PrometheusProcess:
         assert answer.status_code == 200, answer.text
         values: list[str] = answer.json()["data"]
         return values
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
