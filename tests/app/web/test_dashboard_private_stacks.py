@@ -4,21 +4,18 @@ the service sees that user's socket, as it would see that user's own browser."""
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.app.service_process import ServiceProcess, free_port
+from tests.app.second_user_url import url_as_other_user
+from tests.app.service_process import ServiceProcess
 from tests.chromium import needs_chromium
-from tests.second_user import SERVICE_AS_ROOT, SYSTEM_PYTHON, as_user, ensure_user, readable_copy
+from tests.second_user import SERVICE_AS_ROOT
 from tests.waiting import wait_until
 from tests.workers import spawn_sleeper
-
-FORWARDER = Path(__file__).parents[1] / "second_user_forwarder.py"
 
 pytestmark = [needs_chromium, *SERVICE_AS_ROOT]
 
@@ -26,18 +23,8 @@ pytestmark = [needs_chromium, *SERVICE_AS_ROOT]
 @pytest.fixture
 def as_other_user(service: ServiceProcess) -> Iterator[str]:
     """The service's URL as reached from the second user's socket."""
-    port = free_port()
-    script = str(readable_copy(FORWARDER))  # the second user may not reach the checkout
-    forwarder = subprocess.Popen(
-        as_user(*ensure_user("ts-viewer"), [SYSTEM_PYTHON, script, str(port), str(service.port)]),
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert forwarder.stdout is not None and forwarder.stdout.readline().strip() == "ready"
-    yield f"http://127.0.0.1:{port}"
-    forwarder.kill()
-    forwarder.wait()
-    forwarder.stdout.close()
+    with url_as_other_user(service.port) as url:
+        yield url
 
 
 @pytest.fixture

@@ -8,21 +8,19 @@ here) links every stack, and each answers."""
 from __future__ import annotations
 
 import re
-import subprocess
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from playwright.sync_api import Page
 
 from tests.app.job_seeds import JobSeed, incident_of, seed
-from tests.app.service_process import ServiceProcess, free_port
+from tests.app.second_user_url import url_as_other_user
+from tests.app.service_process import ServiceProcess
 from tests.chromium import needs_chromium
-from tests.second_user import SERVICE_AS_ROOT, SYSTEM_PYTHON, as_user, ensure_user, readable_copy
+from tests.second_user import SERVICE_AS_ROOT
 
 pytestmark = [needs_chromium, *SERVICE_AS_ROOT]
 
-FORWARDER = Path(__file__).parents[1] / "second_user_forwarder.py"
 # Rank 2 asleep and killed; rank 3 gave no stack.
 HUNG = JobSeed("run-9", first_id=1, missing=3)
 # Rank 1 skipped an all_reduce: its collectives are hidden from another user too.
@@ -42,18 +40,8 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess
 @pytest.fixture(scope="module")
 def other_user(service: ServiceProcess) -> Iterator[str]:
     """The service's URL as reached from the second user's socket."""
-    port = free_port()
-    script = str(readable_copy(FORWARDER))  # the second user may not reach the checkout
-    forwarder = subprocess.Popen(
-        as_user(*ensure_user("ts-viewer"), [SYSTEM_PYTHON, script, str(port), str(service.port)]),
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert forwarder.stdout is not None and forwarder.stdout.readline().strip() == "ready"
-    yield f"http://127.0.0.1:{port}"
-    forwarder.kill()
-    forwarder.wait()
-    forwarder.stdout.close()
+    with url_as_other_user(service.port) as url:
+        yield url
 
 
 def stack_hrefs(page: Page) -> list[str]:
