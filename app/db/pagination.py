@@ -21,6 +21,7 @@ __all__ = [
     "TimerIdPath",
     "json_size_bound",
     "paginate",
+    "read_page",
     "refuse_unknown_query",
 ]
 
@@ -79,9 +80,19 @@ def paginate(
 ) -> Page[ModelT]:
     """Up to ``limit`` items, fewer when they would pass about ``MAX_PAGE_BYTES``: then
     ``next`` goes on from the last one, as for a full page."""
-    query = query.order_by(col(id_column).desc()).limit(limit + 1)
+    query = query.order_by(col(id_column).desc())
     if cursor is not None:
         query = query.where(col(id_column) < int(cursor))
+    return read_page(session, query, public, limit)
+
+
+def read_page(
+    session: Session, ordered_query: SelectOfScalar[Any], public: type[ModelT], limit: int
+) -> Page[ModelT]:
+    """The first up to ``limit`` rows of ``ordered_query``, fewer when they would pass
+    about ``MAX_PAGE_BYTES``; ``next`` is the last one's id when more follow it (what
+    the following page goes on from, in the query's order)."""
+    query = ordered_query.limit(limit + 1)
     items: list[ModelT] = []
     size = 0
     last_id: Any = None

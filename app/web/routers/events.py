@@ -4,22 +4,20 @@ tails it)."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query
-from sqlmodel import Session, col
-from sqlmodel.sql.expression import SelectOfScalar
+from sqlmodel import col
 
 from app.db import store
 from app.db.enum_fields import EventKindField
 from app.db.models import Event, EventPublic, Page
 from app.db.pagination import (
     CURSOR_PATTERN,
-    MAX_PAGE_BYTES,
     KnownQueryOnly,
     OptionalIntQuery,
-    json_size_bound,
     paginate,
+    read_page,
 )
 from app.deps import SessionDep
 
@@ -28,7 +26,6 @@ __all__ = ["router"]
 router = APIRouter(prefix="/events", tags=["events"])
 
 _INT64_MAX = 2**63 - 1
-_CHUNK_ROWS = 100
 
 
 @router.get("")
@@ -69,26 +66,6 @@ def list_events(
         )
     query = store.events_query(timer_id, kind, node, after)
     if after is not None:
-        return _oldest_first(session, query, limit)
+        # Oldest first: ``next`` is then the ``after`` of the following page.
+        return read_page(session, query.order_by(col(Event.id)), EventPublic, limit)
     return paginate(session, query, Event.id, EventPublic, limit, cursor)
-
-
-def _oldest_first(session: Session, query: SelectOfScalar[Any], limit: int) -> Page[EventPublic]:
-    """Up to ``limit`` events, oldest first, fewer past about ``MAX_PAGE_BYTES`` (as
-    ``paginate`` does); ``next`` is the last one's id when more follow it."""
-    query = query.order_by(col(Event.id)).limit(limit + 1)
-    items: list[EventPublic] = []
-    size = 0
-    more = False
-    # Rows in chunks, as paginate reads them: a page cut short fetched no more.
-    result = session.exec(query.execution_options(yield_per=_CHUNK_ROWS))
-    try:
-        for row in result:
-            if len(items) == limit or size >= MAX_PAGE_BYTES:
-                more = True
-                break
-            items.append(EventPublic.model_validate(row, from_attributes=True))
-            size += json_size_bound(row)
-    finally:
-        result.close()
-    return Page[EventPublic](items=items, next=str(items[-1].id) if more else None)
