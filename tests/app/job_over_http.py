@@ -1,5 +1,5 @@
 """A labelled job on the real service, over HTTP: a timer armed for one of its ranks,
-and its one incident read back once whole."""
+its one incident read back once whole, and any read of the REST API that must answer."""
 
 from __future__ import annotations
 
@@ -11,7 +11,14 @@ import httpx
 from tests.app.service_process import ServiceProcess
 from tests.waiting import wait_until
 
-__all__ = ["arm_rank", "whole_incident"]
+__all__ = ["arm_rank", "rest", "whole_incident"]
+
+
+def rest(service: ServiceProcess, path: str, **params: Any) -> Any:
+    """The JSON of ``GET path?params``, which must answer 200."""
+    answer = httpx.get(service.url + path, params=params)
+    assert answer.status_code == 200, answer.text
+    return answer.json()
 
 
 def arm_rank(

@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from tests.app.cli.client_cli import cli_in_terminal, cli_many
-from tests.app.job_over_http import arm_rank, whole_incident
+from tests.app.job_over_http import arm_rank, rest, whole_incident
 from tests.app.service_process import ServiceProcess
 from timer_core.diagnosis.stack_capture import StackCapturer
 
@@ -75,12 +75,6 @@ class Job:
         timers = rest(service, "/timers", job=JOB)["items"]
         self.killed = next(t for t in timers if t["rank"] == STUCK_RANK)
         self.peer = next(t for t in timers if t["rank"] != STUCK_RANK)
-
-
-def rest(service: ServiceProcess, path: str, **params: Any) -> Any:
-    answer = httpx.get(service.url + path, params=params)
-    assert answer.status_code == 200, answer.text
-    return answer.json()
 
 
 @pytest.fixture(scope="module")

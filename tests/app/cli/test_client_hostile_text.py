@@ -28,7 +28,7 @@ import pytest
 
 from app.cli.client.safe_text import printable, safe_json
 from tests.app.cli.client_cli import cli_in_terminal, cli_many, cli_popen
-from tests.app.job_over_http import whole_incident
+from tests.app.job_over_http import rest, whole_incident
 from tests.app.service_process import ServiceProcess
 from timer_core.diagnosis.stack_capture import StackCapturer
 
@@ -64,12 +64,6 @@ class Hostile:
         self.service = service
         self.url = service.url
         self.timer = timer
-
-
-def rest(service: ServiceProcess, path: str, **params: Any) -> Any:
-    answer = httpx.get(service.url + path, params=params)
-    assert answer.status_code == 200, answer.text
-    return answer.json()
 
 
 @pytest.fixture(scope="module")
