@@ -39,6 +39,12 @@ class Doctored:
     def failed(self) -> list[str]:
         return [r["name"] for r in self.results if r["status"] == "fail"]
 
+    def only_failure(self, name: str) -> dict[str, str]:
+        """The result of ``name``, the one check that failed: doctor exited 1 for it."""
+        assert self.returncode == 1, self.stdout + self.stderr
+        assert self.failed() == [name], self.stdout + self.stderr
+        return self.result(name)
+
 
 def doctor_command(*flags: str, python: str = sys.executable) -> list[str]:
     return [python, "-m", "app.cli", "doctor", *flags]
