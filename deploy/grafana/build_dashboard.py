@@ -88,6 +88,11 @@ def q(expr: str, legend: str = "") -> tuple[Query, ...]:
     return (Query(expr, legend),)
 
 
+def quantiles(histogram: str) -> tuple[Query, ...]:
+    """The histogram's median, p90 and p99: each latency chart shows the same three."""
+    return tuple(Query(quantile(p / 100, histogram), f"p{p}") for p in (50, 90, 99))
+
+
 PER_MINUTE = "suffix: /min"
 
 SECTIONS = (
@@ -164,11 +169,7 @@ SECTIONS = (
             Chart(
                 "Hold time",
                 "From acquire to release, quantiles over the released timers.",
-                (
-                    Query(quantile(0.5, "timer_hold_seconds"), "p50"),
-                    Query(quantile(0.9, "timer_hold_seconds"), "p90"),
-                    Query(quantile(0.99, "timer_hold_seconds"), "p99"),
-                ),
+                quantiles("timer_hold_seconds"),
                 unit="s",
             ),
         ),
@@ -187,9 +188,7 @@ SECTIONS = (
                 "From a timer's deadline to its worker being signalled (it includes the "
                 "stack capture before the signal, bounded by the stack budget).",
                 (
-                    Query(quantile(0.5, "timer_kill_latency_seconds"), "p50"),
-                    Query(quantile(0.9, "timer_kill_latency_seconds"), "p90"),
-                    Query(quantile(0.99, "timer_kill_latency_seconds"), "p99"),
+                    *quantiles("timer_kill_latency_seconds"),
                     Query(
                         f"sum(rate({m('timer_kill_latency_seconds_sum')}[$__rate_interval]))"
                         f" / sum(rate({m('timer_kill_latency_seconds_count')}"
