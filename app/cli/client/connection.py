@@ -67,7 +67,9 @@ class Connection:
             try:
                 token: str | None = read_token_file(args.token_file)
             except SystemExit as refusal:  # its message says what to fix
-                raise ClientError(ExitCode.USAGE, str(refusal)) from None
+                # serve's wording starts "timer-service: "; the client names itself
+                reason = str(refusal).removeprefix("timer-service: ")
+                raise ClientError(ExitCode.USAGE, reason) from None
         else:
             token = os.environ.get(TOKEN_VARIABLE) or None
         return cls(url, args.uds, token, args.timeout)

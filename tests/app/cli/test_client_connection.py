@@ -174,6 +174,7 @@ def test_a_token_file_others_can_read_is_refused_before_any_request(
     done = runs["loose file"]
     assert done.returncode == 2, done.stderr
     assert "can be read by other users (mode 644); run: chmod 600" in done.stderr
+    assert done.stderr.count("timer-service") == 1, done.stderr  # named once, not twice
 
 
 def test_over_the_socket_the_service_knows_the_caller(
