@@ -243,16 +243,24 @@ def signal_dispositions(pid: int) -> tuple[set[int], set[int]]:
 
 
 def test_a_sigint_the_parent_ignored_stays_ignored_while_it_serves(tmp_path: Path) -> None:
-    """Started with SIGINT ignored (a script's `cmd &`, nohup-like wrappers), it stays
-    ignored while uvicorn serves too: only SIGTERM stops it."""
+    """Started with SIGINT ignored (a script's `(setsid cmd &)`, nohup-like wrappers: the
+    same SigIgn as the `trap` here), it stays ignored while uvicorn serves too: a SIGINT
+    then leaves it serving, and only SIGTERM stops it."""
     ignoring = ("sh", "-c", 'trap "" INT; exec "$0" "$@"')
     service = ServiceProcess(tmp_path, prefix=ignoring).start()
     try:
-        assert service.process is not None
-        ignored, caught = signal_dispositions(service.process.pid)  # serving: uvicorn's turn
+        process = service.process
+        assert process is not None
+        ignored, caught = signal_dispositions(process.pid)  # serving: uvicorn's turn
         assert signal.SIGINT in ignored and signal.SIGINT not in caught
         assert signal.SIGTERM in caught
-        service.process.send_signal(signal.SIGINT)  # discarded by the kernel
+        process.send_signal(signal.SIGINT)  # discarded by the kernel
+        # Caught, it would begin the stop within uvicorn's next tick (0.1 s).
+        stopping = wait_until(
+            lambda: process.poll() is not None or "Shutting down" in service.log(), 2
+        )
+        assert not stopping, service.log()
+        assert httpx.get(service.url + "/healthz", timeout=30).status_code == 200
         lines = stopped_by(service, signal.SIGTERM)
     finally:
         service.stop()
