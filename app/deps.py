@@ -12,7 +12,14 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request, status
 from sqlmodel import Session
 
-from app.access.callers import Caller, CallerDep, current_caller, is_privileged, token_matches
+from app.access.callers import (
+    WRONG_TOKEN_DETAIL,
+    Caller,
+    CallerDep,
+    current_caller,
+    is_privileged,
+    token_matches,
+)
 from app.access.reader_slots import EXEMPT
 from app.service import Service
 from timer_core import Reaper
@@ -99,7 +106,7 @@ def check_token(request: Request, service: Service) -> None:
     if expected and not token_matches(expected, request.headers.get("authorization", "")):
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
-            detail="missing or wrong token: send 'Authorization: Bearer <token>'",
+            detail=WRONG_TOKEN_DETAIL,
             headers={"WWW-Authenticate": "Bearer"},
         )
 

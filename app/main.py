@@ -12,7 +12,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 
 from app import __version__
-from app.access.request_limits import BodyLimit, HostCheck, NulInUrl
+from app.access.request_limits import BodyLimit, HostCheck, NulInUrl, WrongToken
 from app.db.database_status import DATABASE_ERRORS
 from app.deps import database_unavailable
 from app.hub import NoTimersHere
@@ -77,6 +77,18 @@ def create_app(
         summary="A watchdog for stuck worker processes.",
         version=__version__,
         lifespan=lifespan,
+        # Every route (app.access.request_limits.WrongToken); the writes' own 401
+        # (no token at all) is described on each of them. JSON spelled out: a "model"
+        # would be documented in the route's own media type (text/plain for a stack).
+        responses={
+            401: {
+                "description": "An Authorization header was sent and is not the admin "
+                "token (only when the service has one)",
+                "content": {
+                    "application/json": {"schema": {"$ref": "#/components/schemas/ErrorMessage"}}
+                },
+            }
+        },
     )
     app.state.service = service
     app.state.settings = settings
@@ -124,6 +136,9 @@ def create_app(
     app.include_router(dashboard.router)
     app.include_router(job_pages.router)
     app.include_router(notification_pages.router)
+    if settings.token:
+        # Innermost of the checks at the door: a wrong Host, NUL or size is told first.
+        app.add_middleware(WrongToken, token=settings.token)
     app.add_middleware(NulInUrl)
     app.add_middleware(BodyLimit)
     app.add_middleware(HostCheck, allowed=settings.answered_hosts())

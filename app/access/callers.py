@@ -34,6 +34,7 @@ from timer_core.diagnosis import established_owner, kernel_address
 
 __all__ = [
     "PEER_STATE_KEY",
+    "WRONG_TOKEN_DETAIL",
     "Caller",
     "CallerDep",
     "authorize",
@@ -98,6 +99,11 @@ async def current_caller(request: Request) -> Caller:
     return current_caller_from(
         request.scope, settings.token, request.headers.get("authorization", "")
     )
+
+
+# The 401 of a request without the admin token where it is needed (a write), or with a
+# wrong one anywhere (app.access.request_limits.WrongToken): one wording for both.
+WRONG_TOKEN_DETAIL = "missing or wrong token: send 'Authorization: Bearer <token>'"
 
 
 def token_matches(expected: str | None, authorization: str) -> bool:

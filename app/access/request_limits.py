@@ -12,6 +12,11 @@ a JSON ``detail``, like every other error of the API.
 - **Body size.** A write is a few hundred bytes. A body over 64 KiB gets 413: at once
   when its Content-Length says so, else as soon as that much has been read, so a
   chunked upload cannot grow the service's memory either.
+- **No wrong token.** With an admin token configured, a request whose
+  ``Authorization`` header is not ``Bearer <that token>`` gets 401, on every route:
+  reads stay open without the header (contract 7), but a user with a typo in the token
+  is told at the first read, not only when a write fails later. Writes without the
+  header are refused by their routes (``app.deps.check_token``), as before.
 """
 
 from __future__ import annotations
@@ -23,12 +28,19 @@ from typing import Any
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["MAX_BODY_BYTES", "BodyLimit", "HostCheck", "NulInUrl", "host_name"]
+from app.access.callers import WRONG_TOKEN_DETAIL, token_matches
+
+__all__ = ["MAX_BODY_BYTES", "BodyLimit", "HostCheck", "NulInUrl", "WrongToken", "host_name"]
 
 MAX_BODY_BYTES = 64 * 1024
 
 
-async def _send_error(send: Send, status: int, detail: str | list[dict[str, Any]]) -> None:
+async def _send_error(
+    send: Send,
+    status: int,
+    detail: str | list[dict[str, Any]],
+    extra_headers: tuple[tuple[bytes, bytes], ...] = (),
+) -> None:
     body = json.dumps({"detail": detail}).encode()
     await send(
         {
@@ -38,6 +50,7 @@ async def _send_error(send: Send, status: int, detail: str | list[dict[str, Any]
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(body)).encode()),
                 (b"connection", b"close"),
+                *extra_headers,
             ],
         }
     )
@@ -134,3 +147,29 @@ class BodyLimit:
             return message
 
         await self.app(scope, counting_receive, send)
+
+
+class WrongToken:
+    """Only added when a token is configured (``app.main``). Without one there is no
+    right token for a header to miss: the service ignores ``Authorization`` everywhere,
+    writes included, so clients that always send one (a worker's ``HttpTimerClient``,
+    a scraper) keep working against a service started without a token, as before."""
+
+    def __init__(self, app: ASGIApp, token: str) -> None:
+        self.app = app
+        self.token = token
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # One pass over the header list and nothing more for a request without the
+        # header (the dashboard, most reads): POST /timers is benchmarked. The first
+        # Authorization header counts, as it does for the routes (request.headers.get).
+        if scope["type"] == "http":
+            for name, value in scope["headers"]:
+                if name == b"authorization":
+                    if not token_matches(self.token, value.decode("latin-1")):
+                        await _send_error(
+                            send, 401, WRONG_TOKEN_DETAIL, ((b"www-authenticate", b"Bearer"),)
+                        )
+                        return
+                    break
+        await self.app(scope, receive, send)

@@ -148,12 +148,16 @@ def runs(remote: Remote) -> dict[str, subprocess.CompletedProcess[str]]:
 def test_a_caller_the_service_cannot_identify_is_refused_with_exit_4_and_why(
     runs: dict[str, subprocess.CompletedProcess[str]],
 ) -> None:
-    for name in ("no token", "wrong token"):
-        done = runs[name]
-        assert done.returncode == 4, (name, done.stderr)
-        assert "403 Forbidden" in done.stderr and "cannot tell who you are" in done.stderr
-        assert "send the admin token" in done.stderr
-        assert done.stdout == ""
+    done = runs["no token"]
+    assert done.returncode == 4, done.stderr
+    assert "403 Forbidden" in done.stderr and "cannot tell who you are" in done.stderr
+    assert "send the admin token" in done.stderr
+    assert done.stdout == ""
+    # A wrong token is refused as wrong, before who is calling matters (WrongToken).
+    wrong = runs["wrong token"]
+    assert wrong.returncode == 4, wrong.stderr
+    assert "401 Unauthorized: missing or wrong token" in wrong.stderr
+    assert wrong.stdout == ""
 
 
 def test_the_token_from_the_environment_or_a_file_lets_it_read(
