@@ -63,6 +63,8 @@ class ServiceProcess(ServerProcess):
         ]
 
     def start(self) -> ServiceProcess:
+        # From the url as it is now: a test may point it at another address it binds.
+        self.ready_url = self.url + "/healthz"
         self.launch(self.command(), env={**os.environ, **self.env})
         return self
 
