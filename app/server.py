@@ -26,7 +26,7 @@ import os
 import signal
 import socket
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import FrameType
 from typing import Protocol
 
@@ -38,7 +38,6 @@ from app.access.http_protocol import MAX_HEAD_BYTES, protocol_class
 from app.access.unsent_data import UnsentData
 from app.db.database_status import masked_url
 from app.main import create_app
-from app.service import Waits
 from app.settings import Settings
 from timer_core.engine.descriptors import kill_path_reserve, raise_descriptor_limit
 from timer_core.safe_dirs import UnsafeDirectoryError, open_directory
@@ -46,6 +45,11 @@ from timer_core.safe_dirs import UnsafeDirectoryError, open_directory
 __all__ = ["PortError", "bind_tcp_socket", "bind_unix_socket", "listen_tcp_socket", "serve"]
 
 logger = logging.getLogger(log_names.SERVER)
+
+
+# What ``Service.claim``/``start`` take around their waits, as the server sees it (it
+# knows the service only through ``Served``: app.service is the composition root's).
+Waits = Callable[[], contextlib.AbstractContextManager[None]]
 
 
 class Served(Protocol):
